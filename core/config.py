@@ -1,0 +1,192 @@
+"""Typed settings: TOML file, then environment, then CLI flags, each overriding the last.
+
+Every section is a msgspec ``Struct`` with unknown keys forbidden, so a typo is an error that
+names the key and the file. Plugins declare their own sections through the
+``navstream_config_sections`` hook; a section that no loaded plugin declares is an error too.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Mapping
+
+import msgspec
+
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+Prefix = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-{}]+$")]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the file and the key."""
+
+
+class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: Prefix = "navstream"
+    group: Prefix = "navstream"
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("`url` must start with redis://, rediss:// or unix://")
+
+
+class ConsumerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    #: Consumer name in the group; empty means ``<host>-<pid>``, unique per process.
+    name: str = ""
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
+    #: Entries pending this long (their consumer died or failed them) are reclaimed.
+    claim_idle_ms: Positive = 30_000
+    #: Deliveries after which a failing entry goes to the dead-letter stream.
+    max_deliveries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    #: Approximate MAXLEN of P:nav, P:decisions, P:alerts.
+    output_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 100_000
+    #: Approximate MAXLEN of P:dlq; nearing it raises an alert.
+    dlq_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 1_000_000
+    #: Period of the tick: time-based plugin work, heartbeat, reclaim, lag.
+    tick_ms: Annotated[int, msgspec.Meta(ge=50, le=60_000)] = 1000
+    #: Consumers idle this long with nothing pending are removed from the group.
+    remove_idle_consumers_ms: Annotated[int, msgspec.Meta(ge=60_000)] = 3_600_000
+    #: Events stamped further than this in the future are dead-lettered (a bad clock would
+    #: otherwise win every last-ts-wins comparison for ever).
+    max_future_ms: Annotated[int, msgspec.Meta(ge=0)] = 300_000
+    #: Upper bound of the reconnect backoff.
+    reconnect_max_ms: Annotated[int, msgspec.Meta(ge=100)] = 5_000
+
+    def __post_init__(self) -> None:
+        if self.claim_idle_ms <= self.block_ms:
+            raise ValueError("`claim_idle_ms` must be greater than `block_ms`")
+
+    @property
+    def heartbeat_ttl_ms(self) -> int:
+        return max(10_000, 5 * self.tick_ms)
+
+
+class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    #: Plugin names (entry-point names) not to load.
+    disabled: list[str] = []
+    #: Extra plugin modules by dotted path, loaded exactly like entry points.
+    modules: list[str] = []
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    redis: RedisSettings = RedisSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    plugins: PluginSettings = PluginSettings()
+    #: Raw plugin sections, validated by :func:`validate_plugin_sections` once plugins load.
+    extra: dict[str, Any] = {}
+    source: str = "<defaults>"
+
+    def consumer_name(self) -> str:
+        return self.consumer.name or default_consumer_name()
+
+
+CORE_SECTIONS = ("redis", "consumer", "plugins")
+
+#: Environment overrides, documented in docs/configuration.md (keep in step).
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "NAVSTREAM_REDIS_URL": ("redis", "url"),
+    "NAVSTREAM_PREFIX": ("redis", "prefix"),
+    "NAVSTREAM_GROUP": ("redis", "group"),
+    "NAVSTREAM_CONSUMER": ("consumer", "name"),
+}
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _decode_section(name: str, raw: Any, type_: type, where: str) -> Any:
+    try:
+        return msgspec.convert(raw, type_)
+    except msgspec.ValidationError as exc:
+        text = str(exc).replace("`$.", f"`{name}.").replace("`$`", f"`[{name}]`")
+        raise ConfigError(f"{where}: [{name}] {text}") from exc
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Read a TOML file (or the embedded defaults), then apply environment and CLI overrides.
+
+    :param path: a TOML file; ``None`` uses ``NAVSTREAM_CONFIG`` if set, else the defaults.
+    :param env: the environment (``os.environ`` when ``None``).
+    :param overrides: ``{section: {key: value}}`` from CLI flags; ``None`` values are skipped.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("NAVSTREAM_CONFIG") or None
+    raw: dict[str, Any] = {}
+    where = "<defaults>"
+    if path is not None:
+        where = str(path)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from exc
+        try:
+            raw = msgspec.toml.decode(data)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+
+    layered: dict[str, dict[str, Any]] = {}
+    for name in CORE_SECTIONS:
+        section = raw.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        layered[name] = dict(section)
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            layered[section][key] = env[var]
+    for section, values in (overrides or {}).items():
+        for key, value in values.items():
+            if value is not None:
+                layered[section][key] = value
+
+    redis = _decode_section("redis", layered["redis"], RedisSettings, where)
+    consumer = _decode_section("consumer", layered["consumer"], ConsumerSettings, where)
+    plugins = _decode_section("plugins", layered["plugins"], PluginSettings, where)
+    extra = {k: v for k, v in raw.items() if k not in CORE_SECTIONS}
+    for name, value in extra.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: unknown top-level key `{name}` (sections are tables)")
+    return Settings(redis=redis, consumer=consumer, plugins=plugins, extra=extra, source=where)
+
+
+def validate_plugin_sections(
+    settings: Settings, declared: Mapping[str, type], known_disabled: set[str] | None = None
+) -> dict[str, Any]:
+    """Decode every plugin section with the type its plugin declared.
+
+    A declared section missing from the file is decoded from ``{}``, so its defaults apply and
+    a section whose keys are all mandatory fails loudly at startup.
+
+    :param declared: ``{section: StructType}`` from the loaded plugins.
+    :param known_disabled: sections of plugins that exist but are disabled; accepted unchecked.
+    :raises ConfigError: an undeclared section or an invalid value, naming key and file.
+    """
+    known_disabled = known_disabled or set()
+    unknown = sorted(set(settings.extra) - set(declared) - known_disabled)
+    if unknown:
+        raise ConfigError(
+            f"{settings.source}: unknown section [{unknown[0]}]; no loaded plugin declares it "
+            f"(declared: {', '.join(sorted(set(declared) | set(CORE_SECTIONS)))})"
+        )
+    return {
+        name: _decode_section(name, settings.extra.get(name, {}), type_, settings.source)
+        for name, type_ in declared.items()
+    }
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL with any password replaced, fit for logs and status output."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}" if user or ":" in creds else f"{scheme}://***@{host}"

@@ -1,0 +1,109 @@
+"""Calling batch hooks with each plugin isolated from the others.
+
+Every plugin gets its own :class:`Outputs`. A plugin that raises on a batch is called again
+entry by entry, so one poison entry cannot hold the others hostage: the entries it handles
+alone keep their outputs, and only the entries it still fails are left for redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .pluginmanager import await_me_maybe, call_impl, hook_impls
+
+log = logging.getLogger("navstream.dispatch")
+
+
+@dataclass
+class PluginFailure:
+    plugin: str
+    error: str
+    #: Positions (in the batch) of the entries this plugin still failed alone.
+    failed: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DispatchResult:
+    outputs: Any
+    failures: list[PluginFailure]
+
+    def failed_positions(self) -> dict[int, str]:
+        """Batch position -> the first error that failed it."""
+        out: dict[int, str] = {}
+        for failure in self.failures:
+            for pos in failure.failed:
+                out.setdefault(pos, failure.error)
+        return out
+
+
+def describe(exc: BaseException, plugin: str) -> str:
+    text = f"plugin {plugin!r}: {type(exc).__name__}: {exc}"
+    return text if len(text) <= 1000 else text[:997] + "..."
+
+
+async def dispatch_batch(
+    app: Any,
+    hook_name: str,
+    arg_name: str,
+    items: Sequence[Any],
+    outputs_factory: Any,
+) -> DispatchResult:
+    """Call ``hook_name`` on every plugin with ``items``, isolating failures per plugin.
+
+    :param arg_name: the hook argument that carries the items (``events`` or ``orders``).
+    :param outputs_factory: makes an empty :class:`Outputs` for one call.
+    """
+    merged = outputs_factory()
+    failures: list[PluginFailure] = []
+    for impl in hook_impls(app.pm, hook_name):
+        out = outputs_factory()
+        try:
+            await await_me_maybe(call_impl(impl, {"app": app, arg_name: items, "out": out}))
+        except Exception as exc:  # noqa: BLE001 - isolation is the point
+            error = describe(exc, impl.plugin_name)
+            log.warning(
+                "plugin failed a batch, retrying entry by entry",
+                extra={"event": "plugin_batch_failed", "plugin": impl.plugin_name, "hook": hook_name,
+                       "size": len(items), "error": error},
+            )
+            failure = PluginFailure(impl.plugin_name, error)
+            if len(items) == 1:
+                failure.failed.append(0)
+            else:
+                await _retry_each(app, impl, arg_name, items, merged, outputs_factory, failure)
+            failures.append(failure)
+            continue
+        merged.merge(out)
+    return DispatchResult(merged, failures)
+
+
+async def _retry_each(
+    app: Any, impl: Any, arg_name: str, items: Sequence[Any], merged: Any, outputs_factory: Any,
+    failure: PluginFailure,
+) -> None:
+    for pos, item in enumerate(items):
+        out = outputs_factory()
+        try:
+            await await_me_maybe(call_impl(impl, {"app": app, arg_name: [item], "out": out}))
+        except Exception as exc:  # noqa: BLE001
+            failure.failed.append(pos)
+            failure.error = describe(exc, impl.plugin_name)
+            continue
+        merged.merge(out)
+
+
+async def dispatch_tick(app: Any, now_ms: int, outputs_factory: Any) -> DispatchResult:
+    """Call ``navstream_tick`` on every plugin; a failing plugin loses only its own outputs."""
+    merged = outputs_factory()
+    failures: list[PluginFailure] = []
+    for impl in hook_impls(app.pm, "navstream_tick"):
+        out = outputs_factory()
+        try:
+            await await_me_maybe(call_impl(impl, {"app": app, "now_ms": now_ms, "out": out}))
+        except Exception as exc:  # noqa: BLE001
+            failures.append(PluginFailure(impl.plugin_name, describe(exc, impl.plugin_name)))
+            continue
+        merged.merge(out)
+    return DispatchResult(merged, failures)
