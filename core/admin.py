@@ -1,0 +1,170 @@
+"""Operations on a running deployment: status, safe trimming, and the dead-letter stream.
+
+Everything here is what the CLI calls; it is kept apart so tests and ops scripts can call it
+too. Nothing here ever acknowledges, deletes or trims an entry a group has not finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from .app import App
+from .pluginmanager import await_me_maybe, call_impl, hook_impls
+
+
+class AdminError(RuntimeError):
+    """An operation refused, with the reason."""
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def next_id(entry_id: str) -> str:
+    ms, seq = parse_id(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
+async def _groups(app: App, stream: str) -> list[dict[str, Any]]:
+    try:
+        return list(await app.redis.xinfo_groups(stream))
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return []
+        raise
+
+
+# --- trim -------------------------------------------------------------------------------------
+
+
+async def safe_trim_point(app: App, stream: str) -> tuple[str, list[dict[str, str]]]:
+    """The lowest id some group still needs on ``stream``: its oldest pending entry, else the
+    first entry after what it was last delivered. Entries below it are done for every group.
+
+    :raises AdminError: the stream has no consumer group, so nothing proves anything was done.
+    """
+    groups = await _groups(app, stream)
+    if not groups:
+        raise AdminError(f"{stream} has no consumer group: nothing proves any entry was processed, "
+                         "so nothing is trimmed")
+    bounds = []
+    for group in groups:
+        summary = await app.redis.xpending(stream, group["name"])
+        if summary and int(summary.get("pending") or 0) > 0:
+            bound, why = summary["min"], "oldest pending"
+        else:
+            bound, why = next_id(group["last-delivered-id"]), "first undelivered"
+        bounds.append({"group": group["name"], "bound": bound, "why": why})
+    lowest = min(bounds, key=lambda b: parse_id(b["bound"]))
+    return lowest["bound"], bounds
+
+
+async def trim_input(app: App, stream: str, *, dry_run: bool = False) -> dict[str, Any]:
+    """Trim ``stream`` (exact ``MINID``) up to what every group has acknowledged."""
+    bound, groups = await safe_trim_point(app, stream)
+    before = await app.redis.xlen(stream)
+    removed = 0 if dry_run else int(await app.redis.xtrim(stream, minid=bound, approximate=False))
+    return {"stream": stream, "minid": bound, "length_before": before, "removed": removed,
+            "dry_run": dry_run, "groups": groups}
+
+
+# --- dead letters -----------------------------------------------------------------------------
+
+
+async def dlq_list(app: App, *, limit: int = 50, start: str = "-") -> list[dict[str, Any]]:
+    rows = await app.redis.xrange(app.keys.dlq, min=start, max="+", count=limit)
+    return [{"id": entry_id, **fields} for entry_id, fields in rows]
+
+
+async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, str]]:
+    """Put dead letters back on the stream they came from (all when ``ids`` is None).
+
+    Each move is one MULTI/EXEC (XADD to the source, XDEL from the DLQ), so an entry is never
+    both lost and never doubled. Returns ``(dlq id, stream, new id)`` for each one moved.
+    :raises AdminError: an unknown id, or an entry whose source is not an input stream.
+    """
+    entries = await _select(app, ids)
+    allowed = set(app.keys.inputs)
+    moved = []
+    for entry_id, fields in entries:
+        target = fields.get("dlq_stream", "")
+        if target not in allowed:
+            raise AdminError(f"dead letter {entry_id} came from {target!r}, not one of "
+                             f"{sorted(allowed)}; not replayed")
+        original = {k: v for k, v in fields.items() if not k.startswith("dlq_")}
+        if not original:
+            raise AdminError(f"dead letter {entry_id} has no original fields; not replayed")
+        pipe = app.redis.pipeline(transaction=True)
+        pipe.xadd(target, original)
+        pipe.xdel(app.keys.dlq, entry_id)
+        new_id, _ = await pipe.execute()
+        moved.append((entry_id, target, new_id))
+    return moved
+
+
+async def dlq_purge(app: App, ids: list[str] | None) -> int:
+    """Delete dead letters for good (all when ``ids`` is None); returns how many."""
+    if ids is None:
+        count = await app.redis.xlen(app.keys.dlq)
+        await app.redis.delete(app.keys.dlq)
+        return int(count)
+    await _select(app, ids)  # every id must exist: a typo must not pass as done
+    return int(await app.redis.xdel(app.keys.dlq, *ids))
+
+
+async def _select(app: App, ids: list[str] | None) -> list[tuple[str, dict[str, str]]]:
+    if ids is None:
+        return list(await app.redis.xrange(app.keys.dlq))
+    out = []
+    for entry_id in ids:
+        rows = await app.redis.xrange(app.keys.dlq, min=entry_id, max=entry_id)
+        if not rows:
+            raise AdminError(f"no dead letter with id {entry_id}")
+        out.append(rows[0])
+    return out
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+async def collect_status(app: App, *, alerts: int = 10) -> dict[str, Any]:
+    """Streams, groups, consumers, lag, pending, DLQ, heartbeats, alerts and plugin sections."""
+    keys = app.keys
+    status: dict[str, Any] = {"prefix": keys.prefix, "group": app.group, "streams": {}}
+    for stream in keys.inputs:
+        groups = await _groups(app, stream)
+        ours = next((g for g in groups if g["name"] == app.group), None)
+        consumers = []
+        if ours is not None:
+            for info in await app.redis.xinfo_consumers(stream, app.group):
+                consumers.append({"name": info["name"], "pending": int(info["pending"]),
+                                  "idle_ms": int(info["idle"])})
+        status["streams"][stream] = {
+            "length": await app.redis.xlen(stream),
+            "groups": [{"name": g["name"], "pending": int(g["pending"]), "lag": g.get("lag"),
+                        "last_delivered_id": g["last-delivered-id"], "consumers": int(g["consumers"])}
+                       for g in groups],
+            "consumers": consumers,
+        }
+    status["dlq"] = {"length": await app.redis.xlen(keys.dlq)}
+    heartbeats = []
+    async for key in app.redis.scan_iter(match=keys.heartbeat("*"), count=500):
+        data = await app.redis.hgetall(key)
+        if data:
+            data["ttl_ms"] = str(await app.redis.pttl(key))
+            heartbeats.append(data)
+    status["consumers"] = sorted(heartbeats, key=lambda h: h.get("consumer", ""))
+    recent = await app.redis.xrevrange(keys.alerts, count=alerts)
+    status["alerts"] = [{"id": i, **f} for i, f in recent]
+    status["plugins"] = {}
+    for impl in hook_impls(app.pm, "navstream_status"):
+        try:
+            section = await await_me_maybe(call_impl(impl, {"app": app}))
+        except Exception as exc:  # noqa: BLE001 - one plugin must not hide the rest
+            section = {"error": f"{type(exc).__name__}: {exc}"}
+        if section is not None:
+            status["plugins"][impl.plugin_name] = section
+    return status

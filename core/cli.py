@@ -1,0 +1,347 @@
+"""The ``navstream`` command line.
+
+Exit codes: 0 success; 1 the operation failed (a plugin or Redis refused); 2 bad input (usage,
+config, an entry that breaks the contract); 3 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from typing import Any, Awaitable, Callable, Sequence
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import __version__
+from .admin import AdminError
+from .config import ConfigError, Settings, load_settings, redact_url
+from .pluginmanager import PluginError, build_plugin_manager
+from .publish import PublishError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _redis_options(p: argparse.ArgumentParser, group: bool = False) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML config file (default: $NAVSTREAM_CONFIG or built-in defaults)")
+    p.add_argument("--redis-url", metavar="URL", help="Redis URL, e.g. redis://127.0.0.1:6379/0 (env NAVSTREAM_REDIS_URL)")
+    p.add_argument("--prefix", help="key prefix P of every stream and key (env NAVSTREAM_PREFIX, default navstream)")
+    if group:
+        p.add_argument("--group", help="consumer group (env NAVSTREAM_GROUP, default navstream)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="navstream",
+        description="Stream processor on Redis Streams that keeps a trading desk's NAV and risk numbers honest.",
+        epilog="Start with `navstream demo` (no Redis needed). Docs: README.md and docs/.",
+    )
+    parser.add_argument("--version", action="version", version=f"navstream {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("NAVSTREAM_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (JSON lines on stderr)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run a consumer of the group until stopped",
+                       description="Run one consumer: read P:events (and P:orders when a plugin answers "
+                       "orders), hand batches to the plugins, write their outputs, acknowledge. SIGTERM "
+                       "or SIGINT stops gracefully; a second signal exits at once.")
+    _redis_options(p, group=True)
+    p.add_argument("--consumer", help="consumer name (env NAVSTREAM_CONSUMER; default <host>-<pid>, unique per process)")
+    p.add_argument("--until-idle", type=_positive_float, metavar="SECONDS",
+                   help="exit 0 once nothing new or reclaimed arrived for this long")
+    p.add_argument("--max-events", type=_positive_int, metavar="N", help="exit 0 after handling N entries")
+
+    p = sub.add_parser("demo", help="replay a desk scenario through the real loop (no Redis needed)",
+                       description="Replay a bundled trading-desk scenario through the real consumer loop "
+                       "and every built-in plugin, on an in-process Redis unless --redis-url is given.")
+    p.add_argument("--redis-url", metavar="URL", help="use this Redis instead of the in-process one")
+    p.add_argument("--prefix", default=None, help="key prefix when using --redis-url (default navstream-demo)")
+    p.add_argument("--speed", type=_positive_float, default=1.0, help="replay speed factor (default 1)")
+    p.add_argument("--fast", action="store_true", help="no pauses between steps")
+
+    p = sub.add_parser("publish", help="validate entries against the contract and XADD them",
+                       description="Publish entries to P:events (orders to P:orders). Give key=value "
+                       "fields for one entry, or JSON lines with --file (- for stdin). Every entry is "
+                       "validated first; if any is invalid, nothing is written.")
+    _redis_options(p)
+    p.add_argument("fields", nargs="*", metavar="KEY=VALUE", help="fields of one entry, e.g. type=price base=BTC ...")
+    p.add_argument("--file", metavar="FILE", help="JSON lines, one entry per line; - reads stdin")
+    p.add_argument("--stamp", action="store_true", help="set a missing ts to now")
+
+    p = sub.add_parser("status", help="consumers, lag, pending, DLQ, alerts and plugin state")
+    _redis_options(p, group=True)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("plugins", help="list the plugins that load and the hooks they implement")
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("dlq", help="inspect, replay or purge the dead-letter stream")
+    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    q = dsub.add_parser("list", help="show dead letters with their errors")
+    _redis_options(q)
+    q.add_argument("--limit", type=_positive_int, default=50)
+    q.add_argument("--json", action="store_true")
+    for name, text in (("replay", "put dead letters back on their source stream"),
+                       ("purge", "delete dead letters for good")):
+        q = dsub.add_parser(name, help=text)
+        _redis_options(q)
+        q.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids")
+        q.add_argument("--all", action="store_true", help="every dead letter")
+
+    p = sub.add_parser("trim", help="trim an input stream up to what every group has acknowledged",
+                       description="Trim P:events or P:orders (exact MINID) only up to the oldest entry "
+                       "still pending or undelivered for any consumer group. Never loses work.")
+    _redis_options(p)
+    p.add_argument("stream", choices=["events", "orders"])
+    p.add_argument("--dry-run", action="store_true", help="show the trim point, trim nothing")
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    q = csub.add_parser("check", help="validate a config file with every plugin's sections")
+    q.add_argument("file")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "redis": {"url": getattr(args, "redis_url", None), "prefix": getattr(args, "prefix", None),
+                  "group": getattr(args, "group", None)},
+        "consumer": {"name": getattr(args, "consumer", None)},
+    }
+    return load_settings(getattr(args, "config", None), overrides=overrides)
+
+
+async def _with_app(args: argparse.Namespace, fn: Callable[[Any], Awaitable[int]]) -> int:
+    from .app import App
+
+    app = App.create(_settings(args))
+    try:
+        return await fn(app)
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise CliError(f"Redis at {redact_url(app.settings.redis.url)} is unreachable: {exc}",
+                       EXIT_UNREACHABLE) from exc
+    finally:
+        await app.aclose()
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from .app import App
+    from .consumer import Consumer
+
+    app = App.create(_settings(args))
+    consumer = Consumer(app, until_idle_s=args.until_idle, max_events=args.max_events)
+    loop = asyncio.get_running_loop()
+    seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == 1:
+            consumer.request_stop()
+        else:  # a second signal: exit at once; pending entries are reclaimed by others
+            os._exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await consumer.run()
+    finally:
+        await app.aclose()
+
+
+async def cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import parse_json_lines, parse_kv, prepare, publish
+
+    if bool(args.fields) == bool(args.file):
+        raise CliError("give either KEY=VALUE fields or --file, not both or neither")
+    if args.file:
+        if args.file == "-":
+            entries = parse_json_lines(sys.stdin, "<stdin>")
+        else:
+            try:
+                with open(args.file, encoding="utf-8") as fh:
+                    entries = parse_json_lines(fh, args.file)
+            except OSError as exc:
+                raise CliError(f"cannot read {args.file}: {exc.strerror}") from exc
+    else:
+        entries = [parse_kv(args.fields)]
+    if not entries:
+        raise CliError("no entries to publish")
+
+    async def go(app: Any) -> int:
+        prepared = prepare(app, entries, stamp=args.stamp)
+        for item, new_id in zip(prepared, await publish(app, prepared)):
+            print(f"{item.stream} {new_id}")
+        return 0
+
+    return await _with_app(args, go)
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    from .admin import collect_status
+    from .render import render_status
+
+    async def go(app: Any) -> int:
+        status = await collect_status(app)
+        print(json.dumps(status, indent=2, default=str) if args.json else render_status(status))
+        return 0
+
+    return await _with_app(args, go)
+
+
+async def cmd_dlq(args: argparse.Namespace) -> int:
+    from .admin import dlq_list, dlq_purge, dlq_replay
+    from .render import render_dlq
+
+    if args.dlq_command in ("replay", "purge") and bool(args.ids) == bool(args.all):
+        raise CliError(f"dlq {args.dlq_command}: give dead-letter ids or --all, not both or neither")
+
+    async def go(app: Any) -> int:
+        if args.dlq_command == "list":
+            rows = await dlq_list(app, limit=args.limit)
+            print(json.dumps(rows, indent=2) if args.json else render_dlq(rows))
+        elif args.dlq_command == "replay":
+            for dlq_id, stream, new_id in await dlq_replay(app, None if args.all else args.ids):
+                print(f"replayed {dlq_id} -> {stream} {new_id}")
+        else:
+            print(f"purged {await dlq_purge(app, None if args.all else args.ids)} dead letters")
+        return 0
+
+    return await _with_app(args, go)
+
+
+async def cmd_trim(args: argparse.Namespace) -> int:
+    from .admin import trim_input
+
+    async def go(app: Any) -> int:
+        stream = app.keys.events if args.stream == "events" else app.keys.orders
+        result = await trim_input(app, stream, dry_run=args.dry_run)
+        verb = "would trim" if args.dry_run else f"trimmed {result['removed']} entries of"
+        print(f"{verb} {stream} below {result['minid']} (length was {result['length_before']})")
+        for g in result["groups"]:
+            print(f"  group {g['group']}: {g['why']} {g['bound']}")
+        return 0
+
+    return await _with_app(args, go)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    loaded = build_plugin_manager(disabled=settings.plugins.disabled, modules=settings.plugins.modules)
+    rows = [{"name": p.name, "module": p.module, "version": p.version, "origin": p.origin,
+             "hooks": p.hooks, "loaded": True} for p in loaded.info]
+    rows += [{"name": p.name, "module": p.module, "version": p.version, "origin": p.origin,
+              "hooks": [], "loaded": False} for p in loaded.disabled]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no plugins")
+    for row in rows:
+        state = "loaded  " if row["loaded"] else "disabled"
+        print(f"{state} {row['name']:<20} {row['module']} ({row['origin']}"
+              f"{', ' + row['version'] if row['version'] else ''})")
+        if row["hooks"]:
+            print(f"         hooks: {', '.join(row['hooks'])}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from .config import validate_plugin_sections
+
+    settings = load_settings(args.file, env={})
+    loaded = build_plugin_manager(disabled=settings.plugins.disabled, modules=settings.plugins.modules)
+    sections = validate_plugin_sections(settings, loaded.sections, loaded.disabled_sections)
+    print(f"{args.file}: ok")
+    print(f"  redis: {redact_url(settings.redis.url)} prefix={settings.redis.prefix} group={settings.redis.group}")
+    print(f"  plugins: {', '.join(p.name for p in loaded.info) or 'none'}")
+    for name in sorted(sections):
+        print(f"  [{name}] ok")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return asyncio.run(run_demo(redis_url=args.redis_url, prefix=args.prefix, speed=args.speed, fast=args.fast))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .logs import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        if args.command == "run":
+            return asyncio.run(cmd_run(args))
+        if args.command == "publish":
+            return asyncio.run(cmd_publish(args))
+        if args.command == "status":
+            return asyncio.run(cmd_status(args))
+        if args.command == "dlq":
+            return asyncio.run(cmd_dlq(args))
+        if args.command == "trim":
+            return asyncio.run(cmd_trim(args))
+        if args.command == "plugins":
+            return cmd_plugins(args)
+        if args.command == "config":
+            return cmd_config_check(args)
+        return cmd_demo(args)
+    except CliError as exc:
+        return _fail(str(exc), exc.code)
+    except (ConfigError, PluginError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except PublishError as exc:
+        return _fail("nothing published:\n  " + "\n  ".join(exc.problems), EXIT_USAGE)
+    except AdminError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        return _fail(f"Redis is unreachable: {exc}", EXIT_UNREACHABLE)
+    finally:
+        from .logs import stop_logging
+
+        stop_logging()
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"navstream: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
