@@ -11,6 +11,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .app import App
+from .consumer import is_missing_group
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
 
 
@@ -32,7 +33,7 @@ async def _groups(app: App, stream: str) -> list[dict[str, Any]]:
     try:
         return list(await app.redis.xinfo_groups(stream))
     except ResponseError as exc:
-        if "no such key" in str(exc).lower():
+        if is_missing_group(exc):
             return []
         raise
 
@@ -88,20 +89,25 @@ async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, st
     """
     entries = await _select(app, ids)
     allowed = set(app.keys.inputs)
-    moved = []
-    for entry_id, fields in entries:
+    plan = []
+    for entry_id, fields in entries:  # check them all before moving any
         target = fields.get("dlq_stream", "")
         if target not in allowed:
             raise AdminError(f"dead letter {entry_id} came from {target!r}, not one of "
-                             f"{sorted(allowed)}; not replayed")
-        original = {k: v for k, v in fields.items() if not k.startswith("dlq_")}
+                             f"{sorted(allowed)}; nothing replayed")
+        plan.append((entry_id, target))
+    moved = []
+    for entry_id, target in plan:
+        # Byte for byte: a producer's non-UTF-8 value goes back exactly as it came.
+        (_, raw), = await app.raw.xrange(app.keys.dlq, min=entry_id, max=entry_id)
+        original = {k: v for k, v in raw.items() if not k.startswith(b"dlq_")}
         if not original:
             raise AdminError(f"dead letter {entry_id} has no original fields; not replayed")
-        pipe = app.redis.pipeline(transaction=True)
+        pipe = app.raw.pipeline(transaction=True)
         pipe.xadd(target, original)
         pipe.xdel(app.keys.dlq, entry_id)
         new_id, _ = await pipe.execute()
-        moved.append((entry_id, target, new_id))
+        moved.append((entry_id, target, new_id.decode()))
     return moved
 
 

@@ -122,6 +122,9 @@ class App:
         self.consumer_name = settings.consumer_name()
         self.clock = clock
         self.redis: aioredis.Redis = connect(True)
+        # A producer's invalid UTF-8 (kept byte for byte in P:dlq) must not make reads through
+        # the str client fail: show it escaped instead.
+        self.redis.connection_pool.connection_kwargs["encoding_errors"] = "backslashreplace"
         self.raw: aioredis.Redis = connect(False)
         self.stats = Stats(started_ms=clock.now_ms())
         #: Plugins keep their private per-app state here, under their own name.

@@ -40,6 +40,15 @@ return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 """
 
 
+# What Redis (and fakeredis) answer when a stream or its group has vanished under us.
+_MISSING_MARKERS = ("NOGROUP", "no longer exists", "requires the key to exist", "no such key")
+
+
+def is_missing_group(exc: ResponseError) -> bool:
+    text = str(exc)
+    return any(marker.lower() in text.lower() for marker in _MISSING_MARKERS)
+
+
 @dataclass
 class Entry:
     stream: str
@@ -147,7 +156,7 @@ class Consumer:
                     await self._connection_lost(exc)
                     continue
                 except ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
+                    if not is_missing_group(exc):
                         raise
                     await self._group_missing(exc)
                     continue

@@ -151,7 +151,8 @@ def _reason(err: msgspec.ValidationError) -> tuple[str, str | None]:
         text, _, path = text.rpartition(" - at `$.")
         field = path.rstrip("`")
         return f"field `{field}`: {text}", field
-    if "missing required field `" in text:
+    if "missing required field `" in text or text.startswith("`"):
+        # msgspec's own message, or one of our __post_init__ checks, which start with `field`
         field = text.split("`")[1]
     return text, field
 

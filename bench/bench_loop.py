@@ -1,0 +1,400 @@
+"""Throughput of the navstream loop against a raw redis-py consumer, on a real Redis.
+
+    python bench/bench_loop.py [--events 100000] [--redis-url redis://127.0.0.1:6379/0] [--repeat 3]
+
+Each repeat XADDs the same generated event mix into two fresh streams and times, each in its own
+subprocess (so peak RSS is per side):
+
+- ``baseline``: redis-py asyncio + hiredis, ``XREADGROUP COUNT 500``, every entry decoded with
+  ``navstream.events.decode_event`` (the loop's own msgspec decoder), one ``XACK`` per batch;
+- ``navstream``: what ``navstream run`` does (``App.create`` with every built-in plugin from the
+  entry points, ``Consumer.run``), ``batch_size`` 500, stopped by ``max_events``.
+
+Both are timed from the first read to the moment the last entry is acknowledged; startup (group
+creation, plugin startup hooks) and shutdown are outside the window. Prints the median rate of
+each side, their ratio and the peak RSS of each, and exits 1 if the ratio is under the bar (0.5).
+Every key it creates lives under ``nsbench-<random>`` and is deleted at the end.
+
+``--profile FILE`` instead runs the navstream side once under cProfile, writes the stats to FILE
+and prints the top functions (rates under a profiler mean nothing; no bar is checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+BAR = 0.5
+AIM = 0.7
+GROUP = "bench"
+BATCH = 500
+SPAN_MS = 60_000  # generated timestamps cover the minute before the XADD
+
+
+# --- the event mix ----------------------------------------------------------------------------
+
+BASES = [
+    "BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE", "TRX", "DOT", "MATIC", "LTC", "BCH", "AVAX",
+    "LINK", "XLM", "ATOM", "UNI", "ETC", "FIL", "APT", "ARB", "OP", "NEAR", "ICP", "HBAR", "VET",
+    "INJ", "SUI", "SEI", "TIA", "AAVE", "MKR", "SNX", "CRV", "LDO", "RUNE", "ALGO", "EGLD", "FTM",
+    "SAND", "MANA", "AXS", "GRT", "IMX", "STX", "KAS", "PEPE", "WIF", "JUP", "PYTH",
+]
+PRICE_SOURCES = ["binance-spot", "coingecko"]
+VENUES = ["binance", "okx", "bybit", "kraken", "deribit"]
+ACCOUNTS = ["main", "margin", "sub1"]
+WALLET_ASSETS = ["USDT", "USDC", "USD"] + BASES[:17]  # 20 assets
+SYMBOLS = [f"{b}-PERP" for b in BASES[:20]]
+VENUE_SOURCES = ["balances", "positions"]
+
+
+def _dec(value: float, places: int) -> str:
+    return f"{value:.{places}f}"
+
+
+def generate_events(n: int, seed: int = 20240601) -> list[dict[str, str | int]]:
+    """``n`` valid events per docs/contract.md; ``ts`` holds an offset (ms) from the XADD time.
+
+    Mix: 70% price (50 bases x 2 sources), 20% balance (5 venues x 3 accounts x 20 assets),
+    5% position, 5% source_status (about 2% of them failures, so alerts fire too).
+    """
+    rng = random.Random(seed)
+    ref_price = {b: 10 ** rng.uniform(-5, 4.8) for b in BASES}
+    out: list[dict[str, str | int]] = []
+    for i in range(n):
+        offset = -SPAN_MS + (i * SPAN_MS) // n + rng.randint(-50, 0)
+        roll = rng.random()
+        if roll < 0.70:
+            base = rng.choice(BASES)
+            price = ref_price[base] * (1 + rng.gauss(0, 0.001))
+            out.append({"type": "price", "base": base, "quote": "USDT",
+                        "price": f"{price:.10g}", "source": rng.choice(PRICE_SOURCES), "ts": offset})
+        elif roll < 0.90:
+            event: dict[str, str | int] = {
+                "type": "balance", "venue": rng.choice(VENUES), "account": rng.choice(ACCOUNTS),
+                "asset": rng.choice(WALLET_ASSETS), "balance": _dec(rng.uniform(0, 250_000), 8),
+                "ts": offset}
+            if rng.random() < 0.3:
+                event["unrealized_pnl"] = _dec(rng.gauss(0, 500), 8)
+            out.append(event)
+        elif roll < 0.95:
+            symbol = rng.choice(SYMBOLS)
+            entry = ref_price[symbol.split("-")[0]]
+            out.append({"type": "position", "venue": rng.choice(VENUES[:3]),
+                        "account": rng.choice(ACCOUNTS), "symbol": symbol,
+                        "qty": _dec(rng.uniform(-50, 50), 4), "entry_price": f"{entry:.10g}",
+                        "mark_price": f"{entry * (1 + rng.gauss(0, 0.01)):.10g}",
+                        "unrealized_pnl": _dec(rng.gauss(0, 1000), 6), "ts": offset})
+        else:
+            ok = rng.random() >= 0.02
+            event = {"type": "source_status", "venue": rng.choice(VENUES),
+                     "source": rng.choice(VENUE_SOURCES), "ok": "true" if ok else "false",
+                     "account": rng.choice(ACCOUNTS), "ts": offset}
+            if not ok:
+                event["error"] = "HTTP 502 from venue API"
+            out.append(event)
+    return out
+
+
+def fill_stream(client: Any, stream: str, events: list[dict[str, str | int]], chunk: int = 2000) -> None:
+    """XADD every event into ``stream``, pipelined, with ``ts`` made absolute (now + offset)."""
+    now = time.time_ns() // 1_000_000
+    for start in range(0, len(events), chunk):
+        pipe = client.pipeline(transaction=False)
+        for event in events[start:start + chunk]:
+            fields = dict(event)
+            fields["ts"] = str(now + int(event["ts"]))
+            pipe.xadd(stream, fields)
+        pipe.execute()
+
+
+# --- the two sides (each in its own subprocess) -------------------------------------------------
+
+
+def _rss_kb() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except OSError:
+        return 0
+
+
+def _maxrss_kb() -> int:
+    """Peak RSS of this process.
+
+    ``VmHWM`` where Linux has it: ``getrusage(RUSAGE_SELF).ru_maxrss`` survives ``execve``, so a
+    worker spawned by the driver would report the driver's own peak (the generated events).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value // 1024 if sys.platform == "darwin" else value  # bytes on macOS, KiB on Linux
+
+
+async def worker_baseline(url: str, stream: str, n: int) -> dict[str, Any]:
+    """redis-py asyncio + hiredis: XREADGROUP COUNT 500, decode each entry with msgspec, XACK."""
+    import redis.asyncio as aioredis
+    from redis.utils import HIREDIS_AVAILABLE
+
+    from navstream.events import decode_event
+
+    if not HIREDIS_AVAILABLE:
+        raise SystemExit("hiredis is not installed; the baseline must use it")
+    rss_start = _rss_kb()
+    r = aioredis.Redis.from_url(url, decode_responses=False)
+    try:
+        await r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        acked = 0
+        decoded = 0
+        batches = 0
+        started = time.perf_counter()
+        while acked < n:
+            response = await r.xreadgroup(GROUP, "baseline", {stream: ">"}, count=BATCH, block=100)
+            for _stream, items in response or ():
+                ids = []
+                for entry_id, fields in items:
+                    decode_event(fields)
+                    decoded += 1
+                    ids.append(entry_id)
+                if ids:
+                    acked += await r.xack(stream, GROUP, *ids)
+                    batches += 1
+        elapsed = time.perf_counter() - started
+        pending = (await r.xpending(stream, GROUP))["pending"]
+    finally:
+        await r.aclose()
+    if acked != n or decoded != n or pending:
+        raise SystemExit(f"baseline: acked {acked}, decoded {decoded}, pending {pending}; expected {n}, {n}, 0")
+    return {"side": "baseline", "events": n, "seconds": elapsed, "rate": n / elapsed,
+            "batches": batches, "rss_start_kb": rss_start, "maxrss_kb": _maxrss_kb()}
+
+
+async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
+    """What ``navstream run --max-events N`` does, timed from the first read to the last ack."""
+    from navstream.app import App
+    from navstream.config import load_settings
+    from navstream.consumer import Consumer
+    from navstream.logs import setup_logging, stop_logging
+
+    class TimedConsumer(Consumer):
+        first_read: float | None = None
+        done: float | None = None
+
+        async def step(self, block_ms: int | None = None) -> int:
+            if self.first_read is None:
+                self.first_read = time.perf_counter()
+            got = await super().step(block_ms)
+            stats = self.app.stats
+            if self.done is None and stats.processed + stats.dead_lettered >= n:
+                self.done = time.perf_counter()
+            return got
+
+    rss_start = _rss_kb()
+    setup_logging("INFO")  # as `navstream run` does: JSON lines on stderr, through a queue
+    settings = load_settings(env={}, overrides={
+        "redis": {"url": url, "prefix": prefix, "group": GROUP},
+        "consumer": {"batch_size": BATCH},
+    })
+    app = App.create(settings)
+    plugins = [p.name for p in app.plugins.info]
+    try:
+        consumer = TimedConsumer(app, until_idle_s=10.0, max_events=n)
+        run_started = time.perf_counter()
+        code = await consumer.run()
+        run_wall = time.perf_counter() - run_started
+        stats = app.stats
+        keys = app.keys
+        pending = (await app.raw.xpending(keys.events, GROUP))["pending"]
+        dlq = await app.raw.xlen(keys.dlq)
+        alerts = await app.raw.xlen(keys.alerts)
+    finally:
+        await app.aclose()
+        stop_logging()
+    problems = []
+    if code != 0:
+        problems.append(f"exit code {code}")
+    if stats.processed != n:
+        problems.append(f"processed {stats.processed} of {n}")
+    if stats.dead_lettered or dlq:
+        problems.append(f"{stats.dead_lettered} dead-lettered ({dlq} on {keys.dlq})")
+    if stats.plugin_errors or stats.failed:
+        problems.append(f"{stats.plugin_errors} plugin errors, {stats.failed} failed entries")
+    if pending:
+        problems.append(f"{pending} still pending")
+    if consumer.first_read is None or consumer.done is None:
+        problems.append("the timing window never closed")
+    if problems:
+        raise SystemExit("navstream: " + "; ".join(problems))
+    elapsed = consumer.done - consumer.first_read  # type: ignore[operator]
+    return {"side": "navstream", "events": n, "seconds": elapsed, "rate": n / elapsed,
+            "run_wall_s": run_wall, "batches": stats.batches, "alerts": alerts, "plugins": plugins,
+            "rss_start_kb": rss_start, "maxrss_kb": _maxrss_kb()}
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    if args.worker == "baseline":
+        result = asyncio.run(worker_baseline(args.redis_url, args.stream, args.events))
+    elif args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(asyncio.run, worker_navstream(args.redis_url, args.prefix, args.events))
+        profiler.dump_stats(args.profile)
+    else:
+        result = asyncio.run(worker_navstream(args.redis_url, args.prefix, args.events))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+def _spawn(args: argparse.Namespace, side: str, target: str, profile: str | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--events", str(args.events),
+           "--redis-url", args.redis_url]
+    cmd += ["--stream", target] if side == "baseline" else ["--prefix", target]
+    if profile:
+        cmd += ["--profile", profile]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"{side} worker failed (exit {proc.returncode}): {proc.stdout.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _delete_prefix(client: Any, pattern: str) -> int:
+    deleted = 0
+    batch = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += client.unlink(*batch)
+            batch = []
+    if batch:
+        deleted += client.unlink(*batch)
+    return deleted
+
+
+def _versions(client: Any) -> dict[str, str]:
+    from importlib.metadata import version
+
+    info = client.info("server")
+    out = {"nproc": str(os.cpu_count()), "python": platform.python_version(),
+           "redis-server": str(info.get("redis_version")), "platform": platform.platform()}
+    for dist in ("redis", "hiredis", "msgspec", "navstream"):
+        try:
+            out[dist] = version(dist)
+        except Exception:  # noqa: BLE001
+            out[dist] = "?"
+    return out
+
+
+def _mb(kb: int) -> str:
+    return f"{kb / 1024:.0f} MB"
+
+
+def drive(args: argparse.Namespace) -> int:
+    import redis
+
+    client = redis.Redis.from_url(args.redis_url)
+    root = f"nsbench-{uuid.uuid4().hex[:8]}"
+    events = generate_events(args.events)
+    mix: dict[str, int] = {}
+    for event in events:
+        mix[str(event["type"])] = mix.get(str(event["type"]), 0) + 1
+    try:
+        versions = _versions(client)
+        print("machine: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+        print(f"events: {args.events} ({', '.join(f'{k} {v}' for k, v in sorted(mix.items()))}); "
+              f"batch {BATCH}; keys under {root}")
+        if args.profile:
+            target = f"{root}-profile"
+            fill_stream(client, f"{target}:events", events)
+            result = _spawn(args, "navstream", target, profile=args.profile)
+            _delete_prefix(client, f"{target}*")
+            print(f"navstream under cProfile: {result['rate']:,.0f} events/s (not comparable); "
+                  f"stats in {args.profile}")
+            import pstats
+
+            stats = pstats.Stats(args.profile)
+            stats.sort_stats("tottime").print_stats(30)
+            stats.sort_stats("cumulative").print_stats(40)
+            return 0
+
+        results: dict[str, list[dict[str, Any]]] = {"baseline": [], "navstream": []}
+        for rep in range(args.repeat):
+            order = ["baseline", "navstream"] if rep % 2 == 0 else ["navstream", "baseline"]
+            for side in order:
+                target = f"{root}-r{rep}-{side[:3]}"
+                stream = target if side == "baseline" else f"{target}:events"
+                fill_stream(client, stream, events)
+                result = _spawn(args, side, stream if side == "baseline" else target)
+                _delete_prefix(client, f"{target}*")
+                results[side].append(result)
+                extra = ""
+                if side == "navstream":
+                    extra = (f"  (run() incl. startup/shutdown {result['run_wall_s']:.2f}s, "
+                             f"{result['alerts']} alerts, plugins: {', '.join(result['plugins']) or 'none'})")
+                print(f"  repeat {rep + 1} {side:<9} {result['rate']:>9,.0f} events/s  "
+                      f"{result['seconds']:.3f}s  {result['batches']} batches  "
+                      f"peak RSS {_mb(result['maxrss_kb'])}{extra}", flush=True)
+    finally:
+        _delete_prefix(client, f"{root}*")
+        client.close()
+
+    base = statistics.median(r["rate"] for r in results["baseline"])
+    nav = statistics.median(r["rate"] for r in results["navstream"])
+    ratio = nav / base
+    base_rss = max(r["maxrss_kb"] for r in results["baseline"])
+    nav_rss = max(r["maxrss_kb"] for r in results["navstream"])
+    base_start = min(r["rss_start_kb"] for r in results["baseline"])
+    nav_start = min(r["rss_start_kb"] for r in results["navstream"])
+    print()
+    print(f"| side      | events  | median rate (events/s) | peak RSS | RSS after imports |")
+    print(f"|-----------|---------|------------------------|----------|-------------------|")
+    print(f"| baseline  | {args.events:>7} | {base:>22,.0f} | {_mb(base_rss):>8} | {_mb(base_start):>17} |")
+    print(f"| navstream | {args.events:>7} | {nav:>22,.0f} | {_mb(nav_rss):>8} | {_mb(nav_start):>17} |")
+    print()
+    print(f"ratio {ratio:.2f} (bar {BAR}, aim {AIM})")
+    if ratio < BAR:
+        print(f"FAIL: navstream runs at {ratio:.2f} of the raw baseline, under the bar of {BAR}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events per run (default 100000)")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each side; medians are reported")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the navstream side once under cProfile, save stats to FILE, print the top")
+    parser.add_argument("--worker", choices=["baseline", "navstream"], help=argparse.SUPPRESS)
+    parser.add_argument("--stream", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.repeat < 1:
+        parser.error("--events and --repeat must be positive")
+    if args.worker:
+        return run_worker(args)
+    return drive(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

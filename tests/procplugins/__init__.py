@@ -1,0 +1,1 @@
+"""Plugin modules loaded by the process-level tests through ``[plugins] modules``."""

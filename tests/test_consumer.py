@@ -1,0 +1,422 @@
+"""The consumer loop, on fakeredis and on a real Redis: delivery, isolation, dead letters, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any, Sequence
+
+import msgspec
+import pytest
+
+from navstream import App, Balance, Event, InvalidOrder, Order, Outputs, hookimpl
+from navstream.consumer import Consumer
+from navstream.writer import WriteError
+
+from conftest import START_MS
+
+FAST = {"block_ms": 5, "claim_idle_ms": 40, "tick_ms": 50}
+
+
+def bal(asset: str, amount: str = "1", ts: int = START_MS, account: str = "a") -> dict[str, str]:
+    return {"type": "balance", "venue": "v", "account": account, "asset": asset, "balance": amount,
+            "ts": str(ts)}
+
+
+async def add(app: App, *entries: dict[str, Any], stream: str | None = None) -> list[str]:
+    return [await app.redis.xadd(stream or app.keys.events, e) for e in entries]
+
+
+async def pending(app: App, stream: str | None = None) -> int:
+    return int((await app.redis.xpending(stream or app.keys.events, app.group))["pending"])
+
+
+async def drain(consumer: Consumer) -> None:
+    while await consumer.step(block_ms=1):
+        pass
+
+
+class Recorder:
+    """Records balances as last-ts-wins state and every event it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[Event] = []
+
+    @hookimpl
+    def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+        for e in events:
+            self.seen.append(e)
+            if isinstance(e, Balance):
+                out.put_latest(f"rec:{e.asset}", e.ts, {"balance": str(e.balance)})
+
+
+class Poisoned:
+    """Raises on any batch holding a balance of asset POISON (async, to cover awaitables)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    async def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+        self.calls += 1
+        if any(isinstance(e, Balance) and e.asset == "POISON" for e in events):
+            raise RuntimeError("cannot value POISON")
+        for e in events:
+            out.emit("nav", {"asset": getattr(e, "asset", "-")})
+
+
+async def test_batch_is_decoded_dispatched_written_and_acked(make_app: Any) -> None:
+    rec = Recorder()
+    app = make_app(plugins=[("rec", rec)])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, bal("BTC", "1.5"), bal("ETH", "10"))
+    assert await consumer.step(block_ms=1) == 2
+    assert [e.asset for e in rec.seen] == ["BTC", "ETH"]
+    assert rec.seen[0].balance == Decimal("1.5")
+    assert await app.redis.hgetall(app.keys.state("rec", "BTC")) == {"ts": str(START_MS), "balance": "1.5"}
+    assert await pending(app) == 0
+    assert app.stats.processed == 2 and app.stats.by_type["balance"] == 2
+
+
+async def test_older_snapshot_never_overwrites_newer_state(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, bal("BTC", "2", ts=START_MS + 10))
+    await drain(consumer)
+    await add(app, bal("BTC", "1", ts=START_MS), bal("BTC", "3", ts=START_MS + 5))  # both older
+    await drain(consumer)
+    assert await app.redis.hget(app.keys.state("rec", "BTC"), "balance") == "2"
+    await add(app, bal("BTC", "4", ts=START_MS + 20), bal("BTC", "9", ts=START_MS + 15))
+    await drain(consumer)  # in one batch too: the newest ts wins, not the last entry
+    assert await app.redis.hget(app.keys.state("rec", "BTC"), "balance") == "4"
+
+
+async def test_undecodable_entries_go_to_dlq_at_once_and_the_rest_are_processed(make_app: Any) -> None:
+    rec = Recorder()
+    app = make_app(plugins=[("rec", rec)])
+    consumer = Consumer(app)
+    await consumer.setup()
+    ids = await add(app, bal("BTC"), bal("ETH", "abc"), {"type": "trade", "x": "1"}, bal("SOL"))
+    await app.raw.xadd(app.keys.events, {b"type": b"balance", b"asset": b"\xff", b"ts": b"1"})
+    await drain(consumer)
+    assert [e.asset for e in rec.seen] == ["BTC", "SOL"]
+    dlq = await app.redis.xrange(app.keys.dlq)
+    assert [f["dlq_id"] for _, f in dlq[:2]] == [ids[1], ids[2]]
+    assert "field `balance`" in dlq[0][1]["dlq_error"]
+    assert dlq[0][1]["balance"] == "abc" and dlq[0][1]["dlq_deliveries"] == "1"
+    assert "unknown type 'trade'" in dlq[1][1]["dlq_error"]
+    assert dlq[1][1]["dlq_stream"] == app.keys.events and dlq[1][1]["dlq_consumer"] == app.consumer_name
+    raw = await app.raw.xrange(app.keys.dlq)
+    assert raw[2][1][b"asset"] == b"\xff" and b"UTF-8" in raw[2][1][b"dlq_error"]
+    assert dlq[2][1]["asset"] == "\\xff"  # the str client shows it escaped, and does not fail
+    assert await pending(app) == 0
+    assert app.stats.dead_lettered == 3 and app.stats.processed == 2
+
+
+async def test_future_timestamps_are_dead_lettered(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, bal("BTC", ts=START_MS + 3_600_000))
+    await drain(consumer)
+    (_, fields), = await app.redis.xrange(app.keys.dlq)
+    assert "in the future" in fields["dlq_error"] and "clock" in fields["dlq_error"]
+
+
+async def test_a_failing_plugin_loses_only_its_poison_entry(make_app: Any) -> None:
+    rec, poisoned = Recorder(), Poisoned()
+    app = make_app(plugins=[("rec", rec), ("poisoned", poisoned)], consumer={**FAST, "max_deliveries": 3})
+    consumer = Consumer(app)
+    await consumer.setup()
+    ids = await add(app, bal("BTC"), bal("POISON"), bal("ETH"))
+    await drain(consumer)
+    # the other plugin saw the whole batch once; the poisoned one was retried entry by entry
+    assert [e.asset for e in rec.seen] == ["BTC", "POISON", "ETH"]
+    assert poisoned.calls == 1 + 3
+    nav = [f["asset"] for _, f in await app.redis.xrange(app.keys.nav)]
+    assert nav == ["BTC", "ETH"]
+    detail = await app.redis.xpending_range(app.keys.events, app.group, "-", "+", 10)
+    assert [d["message_id"] for d in detail] == [ids[1]]
+    (alert,) = [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "plugin_error"]
+    assert alert["severity"] == "critical"
+    assert "poisoned" in alert["message"] and "cannot value POISON" in alert["message"]
+    assert "cannot value POISON" in await app.redis.hget(app.keys.failures, f"{app.keys.events}/{ids[1]}")
+
+    # reclaimed after claim_idle_ms and failed again until max_deliveries: then dead-lettered
+    for _ in range(2):
+        await asyncio.sleep(0.06)
+        assert await consumer.reclaim() == 1
+    assert await pending(app) == 0
+    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    assert dead["dlq_id"] == ids[1] and dead["dlq_deliveries"] == "3" and dead["asset"] == "POISON"
+    assert "plugin 'poisoned': RuntimeError: cannot value POISON" == dead["dlq_error"]
+    assert not await app.redis.exists(app.keys.failures)
+    assert app.stats.dead_lettered == 1 and app.stats.failed == 2
+
+
+async def test_a_plugin_that_recovers_gets_the_entry_on_redelivery(make_app: Any) -> None:
+    class Flaky:
+        failures = 1
+
+        @hookimpl
+        def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("venue API down")
+            out.emit("nav", {"n": str(len(events))})
+
+    app = make_app(plugins=[("flaky", Flaky())], consumer=FAST)
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, bal("BTC"))
+    await drain(consumer)
+    assert await pending(app) == 1
+    await asyncio.sleep(0.06)
+    assert await consumer.reclaim() == 1
+    assert await pending(app) == 0 and await app.redis.xlen(app.keys.nav) == 1
+    assert not await app.redis.exists(app.keys.dlq)
+    assert not await app.redis.exists(app.keys.failures)  # the recorded error is forgotten
+
+
+async def test_a_failed_write_leaves_the_batch_pending(make_app: Any) -> None:
+    class Emits:
+        @hookimpl
+        def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+            out.emit("nav", {"n": "1"})
+
+    app = make_app(plugins=[("emits", Emits())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await app.redis.set(app.keys.nav, "not a stream")  # every XADD to P:nav now fails
+    await add(app, bal("BTC"), bal("ETH"))
+    with pytest.raises(WriteError, match="writes failed"):
+        await consumer.step(block_ms=1)
+    assert await pending(app) == 2  # nothing acknowledged before its results are written
+    assert app.stats.processed == 0
+
+
+async def test_entries_deleted_while_pending_are_reported_lost(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())], consumer=FAST)
+    consumer = Consumer(app)
+    await consumer.setup()
+    ids = await add(app, bal("BTC"), bal("ETH"))
+    # a consumer that died holding both; then a producer's trim deletes one
+    await app.raw.xreadgroup(app.group, "dead", {app.keys.events: ">"}, count=10)
+    await app.raw.xdel(app.keys.events, ids[0])
+    await asyncio.sleep(0.06)
+    assert await consumer.reclaim() == 1
+    assert app.stats.lost == 1
+    alerts = [f for _, f in await app.redis.xrange(app.keys.alerts)]
+    lost = [a for a in alerts if a["code"] == "entries_lost"]
+    assert lost and ids[0] in lost[0]["message"] and lost[0]["severity"] == "critical"
+    assert await pending(app) == 0
+
+
+async def test_entries_past_max_deliveries_are_dead_lettered_without_running_plugins(make_app: Any) -> None:
+    rec = Recorder()
+    app = make_app(plugins=[("rec", rec)], consumer={**FAST, "max_deliveries": 3})
+    consumer = Consumer(app)
+    await consumer.setup()
+    (entry_id,) = await add(app, bal("BTC"))
+    await app.raw.xreadgroup(app.group, "crashy", {app.keys.events: ">"})
+    # as if three consumers in a row crashed while handling it
+    await app.raw.xclaim(app.keys.events, app.group, "crashy", 0, [entry_id], retrycount=3)
+    await asyncio.sleep(0.06)
+    await consumer.reclaim()
+    assert rec.seen == []
+    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    assert dead["dlq_deliveries"] == "4" and "crashed or hung" in dead["dlq_error"]
+    assert await pending(app) == 0
+
+
+async def test_orders_are_not_read_without_an_order_plugin(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, {"type": "order", "order_id": "o1"}, stream=app.keys.orders)
+    await drain(consumer)
+    assert consumer.streams == [app.keys.events]
+    groups = await app.redis.xinfo_groups(app.keys.orders)
+    assert groups[0]["lag"] == 1 and groups[0]["pending"] == 0  # waiting, not acknowledged
+    codes = [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)]
+    assert "no_order_handler" in codes
+
+
+async def test_orders_reach_order_plugins_including_invalid_ones(make_app: Any) -> None:
+    seen: list[Any] = []
+
+    class Gate:
+        @hookimpl
+        def navstream_orders(self, orders: Sequence[Order | InvalidOrder], out: Outputs) -> None:
+            for order in orders:
+                seen.append(order)
+                out.emit("decisions", {"order_id": order.order_id, "decision": "veto"})
+
+    app = make_app(plugins=[("gate", Gate())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    good = {"type": "order", "order_id": "o1", "venue": "v", "account": "a", "symbol": "BTCUSDT",
+            "side": "buy", "qty": "1", "ts": str(START_MS)}
+    await add(app, good, {**good, "order_id": "o2", "qty": "-1"}, {**good, "order_id": ""},
+              stream=app.keys.orders)
+    await drain(consumer)
+    assert isinstance(seen[0], Order) and isinstance(seen[1], InvalidOrder) and len(seen) == 2
+    assert "qty" in seen[1].reason
+    assert [f["order_id"] for _, f in await app.redis.xrange(app.keys.decisions)] == ["o1", "o2"]
+    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    assert "order_id" in dead["dlq_error"]
+    assert await pending(app, app.keys.orders) == 0
+
+
+async def test_tick_drives_time_based_work_and_writes_a_heartbeat(make_app: Any) -> None:
+    ticks: list[int] = []
+
+    class Ticker:
+        @hookimpl
+        def navstream_tick(self, now_ms: int, out: Outputs) -> None:
+            ticks.append(now_ms)
+            out.alert("stale", "warning", "nothing arrived")
+
+    class Broken:
+        @hookimpl
+        def navstream_tick(self) -> None:
+            raise ValueError("tick bug")
+
+    app = make_app(plugins=[("ticker", Ticker()), ("broken", Broken())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    app.clock.advance(5000)
+    await consumer.tick()
+    assert ticks == [START_MS + 5000]
+    alerts = {f["code"]: f for _, f in await app.redis.xrange(app.keys.alerts)}
+    assert alerts["stale"]["ts"] == str(START_MS + 5000)
+    assert "tick bug" in alerts["plugin_error"]["message"]
+    beat = await app.redis.hgetall(app.keys.heartbeat(app.consumer_name))
+    assert beat["status"] == "running" and beat["consumer"] == app.consumer_name
+    assert beat["processed"] == "0" and beat["lag:" + app.keys.events] == "0"
+    ttl = await app.redis.pttl(app.keys.heartbeat(app.consumer_name))
+    assert 0 < ttl <= app.settings.consumer.heartbeat_ttl_ms
+
+
+async def test_run_until_idle_processes_everything_and_stops(make_app: Any) -> None:
+    rec = Recorder()
+    app = make_app(plugins=[("rec", rec)], consumer=FAST)
+    await add(app, *(bal(f"A{i}") for i in range(25)))
+    assert await Consumer(app, until_idle_s=0.2).run() == 0
+    assert len(rec.seen) == 25 and await pending(app) == 0
+    beat = await app.redis.hgetall(app.keys.heartbeat(app.consumer_name))
+    assert beat["status"] == "stopped" and beat["processed"] == "25"
+
+
+async def test_run_max_events_stops_after_n(make_app: Any) -> None:
+    rec = Recorder()
+    app = make_app(plugins=[("rec", rec)], consumer={**FAST, "batch_size": 4})
+    await add(app, *(bal(f"A{i}") for i in range(10)))
+    assert await Consumer(app, max_events=6).run() == 0
+    assert len(rec.seen) == 6
+    groups = await app.redis.xinfo_groups(app.keys.events)
+    assert groups[0]["lag"] == 4 and groups[0]["pending"] == 0
+
+
+async def test_request_stop_finishes_the_batch_in_flight(make_app: Any) -> None:
+    consumer: Consumer
+
+    class StopsMidBatch:
+        @hookimpl
+        async def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+            consumer.request_stop()  # as SIGTERM would, while this batch is in flight
+            await asyncio.sleep(0.01)
+            out.emit("nav", {"n": str(len(events))})
+
+    app = make_app(plugins=[("s", StopsMidBatch())], consumer={**FAST, "batch_size": 5})
+    await add(app, *(bal(f"A{i}") for i in range(12)))
+    consumer = Consumer(app)
+    assert await consumer.run() == 0
+    assert await pending(app) == 0
+    assert [f["n"] for _, f in await app.redis.xrange(app.keys.nav)] == ["5"]
+    groups = await app.redis.xinfo_groups(app.keys.events)
+    assert groups[0]["lag"] == 7  # the rest waits for the next consumer
+
+
+async def test_vanished_group_is_recreated_and_reported(make_app: Any) -> None:
+    rec = Recorder()
+    app = make_app(plugins=[("rec", rec)], consumer=FAST)
+    consumer = Consumer(app, until_idle_s=0.5)
+    task = asyncio.create_task(consumer.run())
+    await asyncio.sleep(0.1)
+    await app.redis.delete(app.keys.events)  # a flush or a restart without persistence
+    await asyncio.sleep(0.05)
+    await add(app, bal("BTC"))
+    assert await asyncio.wait_for(task, 5) == 0
+    assert [e.asset for e in rec.seen] == ["BTC"]
+    codes = [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)]
+    assert "group_recreated" in codes
+    assert app.stats.groups_recreated >= 1
+
+
+async def test_lost_connection_is_retried_and_reported(fake_backend: Any, make_app: Any) -> None:
+    rec = Recorder()
+    app = make_app(plugins=[("rec", rec)], consumer={**FAST, "reconnect_max_ms": 100}, on=fake_backend)
+    consumer = Consumer(app, until_idle_s=0.6)
+    await add(app, bal("BTC"))
+    fake_backend._server.connected = False
+    task = asyncio.create_task(consumer.run())
+    await asyncio.sleep(0.3)
+    assert not task.done() and app.stats.reconnects >= 1
+    assert "redis" in app.stats.last_error
+    fake_backend._server.connected = True
+    assert await asyncio.wait_for(task, 5) == 0
+    assert [e.asset for e in rec.seen] == ["BTC"]
+    codes = [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)]
+    assert "redis_reconnected" in codes
+
+
+async def test_idle_consumers_without_pending_entries_are_removed(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, bal("BTC"), bal("ETH"))
+    await app.redis.xreadgroup(app.group, "holds-pending", {app.keys.events: ">"}, count=1)
+    [[_, [(done, _)]]] = await app.redis.xreadgroup(app.group, "idle-empty", {app.keys.events: ">"}, count=1)
+    await app.redis.xack(app.keys.events, app.group, done)
+    await asyncio.sleep(0.02)
+    consumer.settings = msgspec.structs.replace(consumer.settings, remove_idle_consumers_ms=10)
+    assert await consumer.remove_idle_consumers() == ["idle-empty"]
+    names = {c["name"] for c in await app.redis.xinfo_consumers(app.keys.events, app.group)}
+    assert "holds-pending" in names and "idle-empty" not in names
+    assert await pending(app) == 1
+
+
+async def test_two_consumers_end_in_the_same_state_as_one(backend: Any, make_app: Any) -> None:
+    import random
+
+    from conftest import Backend
+
+    rng = random.Random(7)
+    stamps = rng.sample(range(5000), 300)  # distinct ts, in shuffled order
+    entries = [bal(f"A{i % 20}", str(rng.randint(1, 10_000)), ts=START_MS + stamps[i]) for i in range(300)]
+    single = make_app(plugins=[("rec", Recorder())], consumer={**FAST, "batch_size": 7})
+    await add(single, *entries)
+    await Consumer(single, until_idle_s=0.2).run()
+
+    other = Backend(backend.kind)
+    try:
+        pair = [make_app(plugins=[("rec", Recorder())], consumer={**FAST, "batch_size": 7}, name=n, on=other)
+                for n in ("x", "y")]
+        await add(pair[0], *entries)
+        await asyncio.gather(*(Consumer(a, until_idle_s=0.2).run() for a in pair))
+        assert all(a.stats.processed > 0 for a in pair)  # both really took part
+
+        expected: dict[str, tuple[int, str]] = {}
+        for e in entries:
+            held = expected.get(e["asset"])
+            if held is None or int(e["ts"]) > held[0]:
+                expected[e["asset"]] = (int(e["ts"]), e["balance"])
+        for asset, (ts, amount) in expected.items():
+            one = await single.redis.hgetall(single.keys.state("rec", asset))
+            two = await pair[0].redis.hgetall(pair[0].keys.state("rec", asset))
+            assert one == two == {"ts": str(ts), "balance": amount}
+    finally:
+        await other.cleanup()
