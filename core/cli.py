@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import __version__
 from .admin import AdminError
+from .consumer import StartupError
 from .config import ConfigError, Settings, load_settings, redact_url
 from .pluginmanager import PluginError, build_plugin_manager
 from .publish import PublishError
@@ -328,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except PublishError as exc:
         return _fail("nothing published:\n  " + "\n  ".join(exc.problems), EXIT_USAGE)
-    except AdminError as exc:
+    except (AdminError, StartupError) as exc:
         return _fail(str(exc), EXIT_FAILED)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         return _fail(f"Redis is unreachable: {exc}", EXIT_UNREACHABLE)

@@ -49,6 +49,10 @@ def is_missing_group(exc: ResponseError) -> bool:
     return any(marker.lower() in text.lower() for marker in _MISSING_MARKERS)
 
 
+class StartupError(RuntimeError):
+    """A plugin refused to start; navstream does not run without it."""
+
+
 @dataclass
 class Entry:
     stream: str
@@ -86,6 +90,7 @@ class Consumer:
         self._claim_cursor: dict[str, str] = {}
         self._tick_count = 0
         self._down_since: float | None = None
+        self._attempts = 0
         self._handled = 0
         self._delete_if_idle = app.raw.register_script(DELETE_IF_IDLE_LUA)
 
@@ -106,7 +111,13 @@ class Consumer:
             self.streams.append(self.keys.orders)
         await self.ensure_groups(self.keys.inputs)
         for impl in hook_impls(self.app.pm, "navstream_startup"):
-            await await_me_maybe(call_impl(impl, {"app": self.app}))
+            try:
+                await await_me_maybe(call_impl(impl, {"app": self.app}))
+            except TRANSIENT:
+                raise
+            except Exception as exc:
+                raise StartupError(
+                    f"plugin {impl.plugin_name!r} failed to start: {type(exc).__name__}: {exc}") from exc
         if self.keys.orders not in self.streams:
             out = Outputs(self.app.clock.now_ms())
             out.alert(
@@ -209,7 +220,8 @@ class Consumer:
         if self._down_since is None:
             self._down_since = time.monotonic()
         down_for = time.monotonic() - self._down_since
-        attempt = min(stats.reconnects, 16)
+        self._attempts += 1
+        attempt = min(self._attempts, 16)
         delay = min(self.settings.reconnect_max_ms / 1000, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
         log.error("redis unreachable, retrying", extra={
             "event": "redis_unreachable", "error": str(exc), "down_s": round(down_for, 1),
@@ -224,6 +236,7 @@ class Consumer:
             return
         down_for = time.monotonic() - self._down_since
         self._down_since = None
+        self._attempts = 0
         out = Outputs(self.app.clock.now_ms())
         out.alert("redis_reconnected", "warning",
                   f"connection to Redis restored after {down_for:.1f}s; pending entries are reclaimed")

@@ -15,7 +15,7 @@ import pytest
 from navstream import Outputs, hookimpl, hookspecs
 from navstream.app import App
 from navstream.config import ConfigError, Settings, load_settings, validate_plugin_sections
-from navstream.consumer import Consumer
+from navstream.consumer import Consumer, StartupError
 from navstream.pluginmanager import PluginError, build_plugin_manager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,7 +187,7 @@ async def test_a_startup_hook_that_raises_stops_startup(make_app: Any) -> None:
             raise RuntimeError("environment variable VENUE_KEY is not set")
 
     app = make_app(plugins=[("nc", NoCredential())])
-    with pytest.raises(RuntimeError, match="VENUE_KEY"):
+    with pytest.raises(StartupError, match="plugin 'nc' failed to start: RuntimeError: .*VENUE_KEY"):
         await Consumer(app).setup()
 
 
