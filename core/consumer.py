@@ -24,7 +24,7 @@ from .dispatch import dispatch_batch, dispatch_tick
 from .events import DecodeError, decode_event, decode_order
 from .outputs import Outputs
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
-from .writer import BatchWrite, DeadLetter, Writer
+from .writer import BatchWrite, DeadLetter, Writer, WriteError
 
 log = logging.getLogger("navstream.consumer")
 
@@ -153,18 +153,19 @@ class Consumer:
             while not self.stopping:
                 now = time.monotonic()
                 try:
-                    if now >= next_tick:
+                    if now >= next_tick:  # on time under load too: ticks never wait for idleness
                         next_tick = now + self.settings.tick_ms / 1000
                         if await self.reclaim():
                             last_activity = time.monotonic()
-                    got = await self.step(self._block_ms(now, next_tick))
-                    if got:
-                        last_activity = time.monotonic()
-                    if time.monotonic() >= next_tick or self.stopping:
                         await self.tick()
+                    if await self.step(self._block_ms(now, next_tick)):
+                        last_activity = time.monotonic()
                     await self._recovered()
                 except TRANSIENT as exc:
                     await self._connection_lost(exc)
+                    continue
+                except WriteError as exc:
+                    await self._write_failed(exc)
                     continue
                 except ResponseError as exc:
                     if not is_missing_group(exc):
@@ -241,6 +242,23 @@ class Consumer:
         out.alert("redis_reconnected", "warning",
                   f"connection to Redis restored after {down_for:.1f}s; pending entries are reclaimed")
         await self.writer.write(BatchWrite(out))
+
+    async def _write_failed(self, exc: WriteError) -> None:
+        """Redis refused some writes of a batch: nothing was acknowledged, so nothing is lost.
+
+        The entries stay pending and are retried when reclaimed; until then say so loudly and
+        slow down rather than spin.
+        """
+        self.app.stats.last_error = f"write: {exc}"
+        log.error("batch writes refused; entries stay pending", extra={"event": "write_failed", "error": str(exc)})
+        out = Outputs(self.app.clock.now_ms())
+        out.alert("write_failed", "critical",
+                  f"Redis refused writes of a batch, which stays pending and is retried: {exc}")
+        try:
+            await self.writer.write(BatchWrite(out))
+        except (WriteError, *TRANSIENT) as again:
+            log.error("could not write the write_failed alert", extra={"event": "alert_failed", "error": str(again)})
+        await asyncio.sleep(min(self.settings.reconnect_max_ms, self.settings.claim_idle_ms) / 1000 / 10)
 
     async def _group_missing(self, exc: ResponseError) -> None:
         created = await self.ensure_groups(self.streams)

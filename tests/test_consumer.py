@@ -420,3 +420,43 @@ async def test_two_consumers_end_in_the_same_state_as_one(backend: Any, make_app
             assert one == two == {"ts": str(ts), "balance": amount}
     finally:
         await other.cleanup()
+
+
+async def test_run_survives_refused_writes_and_retries_them(make_app: Any) -> None:
+    class Emits:
+        @hookimpl
+        def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+            out.emit("nav", {"n": str(len(events))})
+
+    app = make_app(plugins=[("emits", Emits())], consumer={**FAST, "reconnect_max_ms": 100})
+    await app.redis.set(app.keys.nav, "not a stream")
+    await add(app, bal("BTC"), bal("ETH"))
+    assert await Consumer(app, until_idle_s=0.2).run() == 0
+    assert await pending(app) == 2
+    alerts = [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "write_failed"]
+    assert alerts and alerts[0]["severity"] == "critical" and "WRONGTYPE" in alerts[0]["message"].upper()
+    assert "write" in app.stats.last_error
+
+    await app.redis.delete(app.keys.nav)  # ops fixed it: the pending entries go through
+    await asyncio.sleep(0.06)
+    assert await Consumer(app, until_idle_s=0.2).run() == 0
+    assert await pending(app) == 0 and await app.redis.xlen(app.keys.nav) >= 1
+
+
+async def test_ticks_keep_coming_under_continuous_load(make_app: Any) -> None:
+    ticks: list[int] = []
+
+    class Slow:
+        @hookimpl
+        async def navstream_events(self, events: Sequence[Event]) -> None:
+            await asyncio.sleep(0.01)
+
+        @hookimpl
+        def navstream_tick(self, now_ms: int) -> None:
+            ticks.append(now_ms)
+
+    app = make_app(plugins=[("slow", Slow())], consumer={**FAST, "batch_size": 1})
+    await add(app, *(bal(f"A{i}") for i in range(60)))
+    assert await Consumer(app, max_events=60).run() == 0
+    # 60 batches of >= 10 ms with a 50 ms tick: the loop never waited for idleness, yet ticked
+    assert len(ticks) >= 3
