@@ -80,6 +80,16 @@ async def dlq_list(app: App, *, limit: int = 50, start: str = "-") -> list[dict[
     return [{"id": entry_id, **fields} for entry_id, fields in rows]
 
 
+# Moves one dead letter back only if this call is the one that removed it from the DLQ, so two
+# operators replaying at once never double it, and a concurrent purge wins cleanly.
+REPLAY_LUA = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+end
+return false
+"""
+
+
 async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, str]]:
     """Put dead letters back on the stream they came from (all when ``ids`` is None).
 
@@ -87,6 +97,8 @@ async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, st
     both lost and never doubled. Returns ``(dlq id, stream, new id)`` for each one moved.
     :raises AdminError: an unknown id, or an entry whose source is not an input stream.
     """
+    if ids is not None:
+        ids = list(dict.fromkeys(ids))  # the same id twice is one replay
     entries = await _select(app, ids)
     allowed = set(app.keys.inputs)
     plan = []
@@ -95,27 +107,30 @@ async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, st
         if target not in allowed:
             raise AdminError(f"dead letter {entry_id} came from {target!r}, not one of "
                              f"{sorted(allowed)}; nothing replayed")
-        plan.append((entry_id, target))
-    moved = []
-    for entry_id, target in plan:
         # Byte for byte: a producer's non-UTF-8 value goes back exactly as it came.
         (_, raw), = await app.raw.xrange(app.keys.dlq, min=entry_id, max=entry_id)
         original = {k: v for k, v in raw.items() if not k.startswith(b"dlq_")}
         if not original:
-            raise AdminError(f"dead letter {entry_id} has no original fields; not replayed")
-        pipe = app.raw.pipeline(transaction=True)
-        pipe.xadd(target, original)
-        pipe.xdel(app.keys.dlq, entry_id)
-        new_id, _ = await pipe.execute()
-        moved.append((entry_id, target, new_id.decode()))
+            raise AdminError(f"dead letter {entry_id} has no original fields; nothing replayed")
+        plan.append((entry_id, target, original))
+    moved = []
+    for entry_id, target, original in plan:
+        args = [entry_id]
+        for k, v in original.items():
+            args.extend((k, v))
+        new_id = await app.raw.eval(REPLAY_LUA, 2, app.keys.dlq, target, *args)
+        if new_id is not None:  # None: another operator moved or purged it meanwhile
+            moved.append((entry_id, target, new_id.decode()))
     return moved
 
 
 async def dlq_purge(app: App, ids: list[str] | None) -> int:
     """Delete dead letters for good (all when ``ids`` is None); returns how many."""
     if ids is None:
-        count = await app.redis.xlen(app.keys.dlq)
-        await app.redis.delete(app.keys.dlq)
+        pipe = app.redis.pipeline(transaction=True)  # count exactly what is deleted
+        pipe.xlen(app.keys.dlq)
+        pipe.delete(app.keys.dlq)
+        count, _ = await pipe.execute()
         return int(count)
     await _select(app, ids)  # every id must exist: a typo must not pass as done
     return int(await app.redis.xdel(app.keys.dlq, *ids))

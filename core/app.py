@@ -61,6 +61,7 @@ class Stats:
     lag: dict[str, int | None] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
+    dlq_length: int = 0
 
     def heartbeat_fields(self) -> dict[str, str]:
         out = {
@@ -76,6 +77,7 @@ class Stats:
             "last_batch_size": self.last_batch_size,
             "last_batch_duration_ms": round(self.last_batch_duration_ms, 3),
             "last_error": self.last_error,
+            "dlq_length": self.dlq_length,
         }
         for stream, lag in self.lag.items():
             out[f"lag:{stream}"] = "unknown" if lag is None else lag

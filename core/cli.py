@@ -15,6 +15,7 @@ import sys
 from typing import Any, Awaitable, Callable, Sequence
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import __version__
@@ -149,6 +150,9 @@ async def _with_app(args: argparse.Namespace, fn: Callable[[Any], Awaitable[int]
     app = App.create(_settings(args))
     try:
         return await fn(app)
+    except AuthenticationError as exc:
+        raise CliError(f"Redis at {redact_url(app.settings.redis.url)} refused the credentials: {exc}",
+                       EXIT_UNREACHABLE) from exc
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise CliError(f"Redis at {redact_url(app.settings.redis.url)} is unreachable: {exc}",
                        EXIT_UNREACHABLE) from exc
@@ -333,6 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_FAILED)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         return _fail(f"Redis is unreachable: {exc}", EXIT_UNREACHABLE)
+    except RedisError as exc:
+        return _fail(f"Redis refused the operation: {exc}", EXIT_FAILED)
+    except BrokenPipeError:  # `navstream status | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     finally:
         from .logs import stop_logging
 

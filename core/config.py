@@ -11,6 +11,7 @@ import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Mapping
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
@@ -183,10 +184,22 @@ def validate_plugin_sections(
 
 
 def redact_url(url: str) -> str:
-    """A Redis URL with any password replaced, fit for logs and status output."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}" if user or ":" in creds else f"{scheme}://***@{host}"
+    """A Redis URL with every password replaced, fit for logs, errors and status output.
+
+    Passwords hide in the userinfo (``redis://user:pw@host``, ``redis://pw@host`` is read as a
+    password by some clients) and in the query (``?password=pw``); all are masked.
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        netloc = f"{user}:***@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in _SECRET_PARAMS else (f"{k}={v}" if v else k)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+_SECRET_PARAMS = {"password", "pass", "pwd", "auth", "token"}

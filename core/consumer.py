@@ -91,6 +91,7 @@ class Consumer:
         self._tick_count = 0
         self._down_since: float | None = None
         self._attempts = 0
+        self._dlq_alerted = False
         self._handled = 0
         self._delete_if_idle = app.raw.register_script(DELETE_IF_IDLE_LUA)
 
@@ -179,7 +180,7 @@ class Consumer:
                     log.info("idle, stopping", extra={"event": "until_idle", "idle_s": self.until_idle_s})
                     break
         finally:
-            await self._shutdown()
+            await self.shutdown()
         return 0
 
     def _block_ms(self, now: float, next_tick: float) -> int:
@@ -188,7 +189,8 @@ class Consumer:
             block = min(block, max(1, int(self.until_idle_s * 1000)))
         return block
 
-    async def _shutdown(self) -> None:
+    async def shutdown(self) -> None:
+        """Final heartbeat (``stopped``) and every plugin's shutdown hook; failures are logged."""
         try:
             await self.tick(final=True)
         except Exception as exc:  # noqa: BLE001 - shutting down; report and go on
@@ -391,9 +393,12 @@ class Consumer:
                 result = await dispatch_batch(app, hook, arg, items, lambda: Outputs(now))
                 failed.update(self._absorb(batch, result, item_entries))
 
-        for entry in event_entries + order_entries:
+        kinds = [e.__struct_config__.tag for e in events] + ["order"] * len(orders)  # type: ignore[attr-defined]
+        handled: list[str] = []
+        for entry, kind in zip(event_entries + order_entries, kinds):
             error = failed.get(entry.ref)
             if error is None:
+                handled.append(kind)
                 acks.setdefault(entry.stream, []).append(entry.id)
                 if entry.deliveries > 1:
                     batch.resolved.append(entry.ref)
@@ -403,6 +408,13 @@ class Consumer:
                 batch.failures[entry.ref] = error
                 app.stats.failed += 1
 
+        if batch.dead_letters:
+            first = batch.dead_letters[0]
+            batch.outputs.alert(
+                "dead_lettered", "warning",
+                f"{len(batch.dead_letters)} entries moved to {self.keys.dlq} (first: {first.stream} "
+                f"{first.entry_id}: {first.error}); see `navstream dlq list`",
+            )
         batch.acks = acks
         await self.writer.write(batch)
 
@@ -411,10 +423,7 @@ class Consumer:
         self._handled += acked
         stats.processed += acked - len(batch.dead_letters)
         stats.dead_lettered += len(batch.dead_letters)
-        for event in events:
-            stats.by_type[event.__struct_config__.tag] += 1  # type: ignore[index]
-        if orders:
-            stats.by_type["order"] += len(orders)
+        stats.by_type.update(handled)
         stats.batches += 1
         stats.last_batch_ms = now
         stats.last_batch_size = len(entries)
@@ -462,6 +471,7 @@ class Consumer:
             out.alert("plugin_error", "critical", f"{failure.error} (in navstream_tick)")
         try:
             await self._refresh_lag()
+            await self._check_dlq(out)
         finally:
             # The heartbeat goes out whatever happened above, as long as Redis answers.
             await self.writer.write(BatchWrite(out))
@@ -478,6 +488,20 @@ class Consumer:
                     lag = group.get("lag")
                     stats.lag[stream] = None if lag is None else int(lag)
                     stats.pending[stream] = int(group.get("pending", 0))
+
+    async def _check_dlq(self, out: Outputs) -> None:
+        """Alert once when the dead-letter stream nears its MAXLEN, where trimming would lose
+        dead letters nobody has looked at."""
+        length = int(await self.app.raw.xlen(self.keys.dlq))
+        self.app.stats.dlq_length = length
+        limit = self.settings.dlq_maxlen
+        if length >= 0.9 * limit and not self._dlq_alerted:
+            self._dlq_alerted = True
+            out.alert("dlq_near_capacity", "critical",
+                      f"{self.keys.dlq} holds {length} dead letters, near its limit of {limit}; "
+                      "older ones will be trimmed: inspect, replay or purge them")
+        elif length < 0.8 * limit:
+            self._dlq_alerted = False
 
     async def _heartbeat(self, final: bool) -> None:
         app = self.app

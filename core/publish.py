@@ -94,9 +94,34 @@ def prepare(app: App, entries: list[dict[str, str]], *, stamp: bool = False) -> 
     return prepared
 
 
+# All or nothing: MULTI/EXEC does not roll back when one XADD fails (say, WRONGTYPE), so check
+# every target first and only then add, atomically, in one script.
+# KEYS: the target stream of each entry; ARGV: per entry, its field count x 2, then the pairs.
+PUBLISH_LUA = """
+for _, key in ipairs(KEYS) do
+  local t = redis.call('TYPE', key)
+  if type(t) == 'table' then t = t['ok'] end
+  if t ~= 'stream' and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a stream; nothing published')
+  end
+end
+local ids, pos = {}, 1
+for i, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[pos])
+  ids[i] = redis.call('XADD', key, '*', unpack(ARGV, pos + 1, pos + n))
+  pos = pos + n + 1
+end
+return ids
+"""
+
+
 async def publish(app: App, prepared: list[Prepared]) -> list[str]:
-    """XADD every prepared entry in one MULTI/EXEC; returns the new ids."""
-    pipe = app.redis.pipeline(transaction=True)
+    """XADD every prepared entry, all or none, atomically; returns the new ids."""
+    keys: list[str] = []
+    args: list[str] = []
     for item in prepared:
-        pipe.xadd(item.stream, item.fields)
-    return list(await pipe.execute())
+        keys.append(item.stream)
+        args.append(str(2 * len(item.fields)))
+        for k, v in item.fields.items():
+            args.extend((k, v))
+    return list(await app.redis.eval(PUBLISH_LUA, len(keys), *keys, *args))

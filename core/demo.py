@@ -1,0 +1,565 @@
+"""``navstream demo``: a bundled trading-desk scenario replayed through the real consumer loop.
+
+Why it exists: the quickest way to see what navstream does, and how it behaves when sources
+fail, is to watch it process a realistic feed, with no Redis to install. Nothing in the loop is
+simulated: entries go through XADD, XREADGROUP, every loaded plugin, the writer and XACK exactly
+as in production. Only the clock is (a :class:`ManualClock`), so ten desk minutes take seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from typing import Annotated, Any, Callable, Iterator, Mapping, Sequence, TextIO, cast
+
+import fakeredis
+import msgspec
+import redis.asyncio as aioredis
+
+from .admin import AdminError, dlq_list
+from .app import App, Connect, ManualClock, SystemClock, default_connect
+from .config import CORE_SECTIONS, Settings, load_settings, redact_url
+from .consumer import Consumer
+from .keys import Keys
+from .pluginmanager import await_me_maybe, call_impl, hook_impls
+from .render import table
+
+#: The demo's settings. config/demo.toml holds the same values, documented, for
+#: ``navstream run --config config/demo.toml``; tests/test_demo.py keeps the two equal. They are
+#: embedded here because an installed (non-editable) package does not ship config/.
+DEMO_CONFIG = """
+[redis]
+url = "redis://127.0.0.1:6379/0"
+prefix = "navstream-demo"
+group = "navstream"
+
+[consumer]
+batch_size = 500
+block_ms = 1000
+tick_ms = 1000
+claim_idle_ms = 30000
+max_deliveries = 5
+max_future_ms = 300000
+
+[source_monitor]
+max_silence_s = 60
+"""
+
+SCENARIO_FILE = "demo_scenario.jsonl"
+#: Longest real pause between two steps, whatever the simulated gap: keeps the demo short.
+MAX_PAUSE_S = 1.5
+#: Widest "sources" cell before the alerts column shifts (it only shifts, nothing is cut).
+SOURCES_WIDTH = 34
+#: Alerts listed one by one in the summary (all of them are counted in the table).
+ALERTS_LISTED = 30
+
+
+class ScenarioError(ValueError):
+    """The bundled scenario file is broken; the message names the line."""
+
+
+# --- scenario ---------------------------------------------------------------------------------
+
+
+class Step(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One line of the scenario: what producers publish at ``at_s`` seconds after the start."""
+
+    at_s: Annotated[int, msgspec.Meta(ge=0)]
+    note: Annotated[str, msgspec.Meta(min_length=1)]
+    entries: list[dict[str, str]]
+
+    @property
+    def at_ms(self) -> int:
+        return self.at_s * 1000
+
+
+def load_scenario(text: str | None = None) -> list[Step]:
+    """Parse the scenario (the bundled file unless ``text`` is given), checking every line.
+
+    :raises ScenarioError: a line that is not a step, time going backwards, or an entry whose
+        ``ts_offset_s`` is missing or not a whole number of milliseconds.
+    """
+    if text is None:
+        text = resources.files("navstream").joinpath(SCENARIO_FILE).read_text("utf-8")
+    decoder = msgspec.json.Decoder(Step)
+    steps: list[Step] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            step = decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            raise ScenarioError(f"{SCENARIO_FILE}:{number}: {exc}") from exc
+        if steps and step.at_s < steps[-1].at_s:
+            raise ScenarioError(f"{SCENARIO_FILE}:{number}: at_s {step.at_s} goes back in time")
+        for entry in step.entries:
+            _offset_ms(entry, f"{SCENARIO_FILE}:{number}")
+        steps.append(step)
+    if not steps:
+        raise ScenarioError(f"{SCENARIO_FILE}: no steps")
+    return steps
+
+
+def _offset_ms(entry: Mapping[str, str], where: str) -> int:
+    raw = entry.get("ts_offset_s")
+    if raw is None:
+        raise ScenarioError(f"{where}: entry without `ts_offset_s`: {dict(entry)}")
+    try:
+        ms = Decimal(raw) * 1000
+    except InvalidOperation:
+        raise ScenarioError(f"{where}: `ts_offset_s` {raw!r} is not a decimal") from None
+    if not ms.is_finite() or ms != ms.to_integral_value():
+        raise ScenarioError(f"{where}: `ts_offset_s` {raw!r} is not a whole number of ms")
+    return int(ms)
+
+
+def materialize(entry: Mapping[str, str], step_ms: int) -> dict[str, str]:
+    """The entry as a producer XADDs it: ``ts_offset_s`` becomes an epoch-ms ``ts``."""
+    fields = {k: v for k, v in entry.items() if k != "ts_offset_s"}
+    fields["ts"] = str(step_ms + _offset_ms(entry, "entry"))
+    return fields
+
+
+def stream_for(keys: Keys, fields: Mapping[str, str]) -> str:
+    """Orders go to ``P:orders``, everything else to ``P:events`` (as ``navstream publish``)."""
+    return keys.orders if fields.get("type") == "order" else keys.events
+
+
+# --- settings and Redis -----------------------------------------------------------------------
+
+
+def demo_settings(redis_url: str | None = None, prefix: str | None = None) -> Settings:
+    """:data:`DEMO_CONFIG` decoded exactly like a config file, the environment ignored (a
+    stray ``NAVSTREAM_PREFIX`` must not point the demo at a desk's keys)."""
+    raw: dict[str, Any] = msgspec.toml.decode(DEMO_CONFIG)
+    core = {name: dict(raw.pop(name, {})) for name in CORE_SECTIONS}
+    core["redis"].update({k: v for k, v in (("url", redis_url), ("prefix", prefix)) if v is not None})
+    settings = load_settings(env={}, overrides=core)
+    return msgspec.structs.replace(settings, extra=raw, source="navstream demo (DEMO_CONFIG)")
+
+
+@dataclass
+class Backend:
+    label: str
+    connect: Connect
+    real: bool
+
+
+def make_backend(settings: Settings, redis_url: str | None) -> Backend:
+    if redis_url is None:
+        server = fakeredis.FakeServer()
+        return Backend(
+            "in-process Redis (fakeredis)",
+            lambda decode: fakeredis.FakeAsyncRedis(server=server, decode_responses=decode),
+            real=False,
+        )
+    return Backend(f"Redis at {redact_url(redis_url)}", default_connect(settings), real=True)
+
+
+async def _keys_under(client: aioredis.Redis, prefix: str) -> list[str]:
+    # Prefix characters are limited to [A-Za-z0-9_.-{}] by config, so no glob escaping needed.
+    return [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+
+
+async def ensure_prefix_unused(client: aioredis.Redis, prefix: str, label: str) -> None:
+    """The demo deletes every key under its prefix at the end, so it must own them all.
+
+    :raises AdminError: keys under the prefix exist already (a deployment, or a demo that was
+        killed before cleaning up).
+    """
+    found = await _keys_under(client, prefix)
+    if found:
+        raise AdminError(
+            f"{label} already has {len(found)} key(s) under {prefix}:* (e.g. {sorted(found)[0]}); "
+            "the demo deletes its keys when it ends, so it only runs on an unused prefix. Pick "
+            "another --prefix, or delete those keys if they are left over from a demo."
+        )
+
+
+async def delete_prefix(client: aioredis.Redis, prefix: str) -> int:
+    keys = await _keys_under(client, prefix)
+    if keys:
+        await client.delete(*keys)
+    return len(keys)
+
+
+# --- what the terminal shows ------------------------------------------------------------------
+
+STATE_RANK = {"ok": 0, "FAIL": 1, "silent": 2}
+SEVERITY_COLOUR = {"info": "32", "warning": "33", "critical": "31"}
+
+
+@dataclass
+class SourceRow:
+    venue: str
+    source: str
+    account: str
+    state: str
+    age_s: float
+    error: str
+
+
+@dataclass
+class StepRow:
+    step: Step
+    entries_in: int
+    processed: int
+    dead_lettered: int
+    #: (code, severity) of each alert the step raised.
+    alerts: list[tuple[str, str]]
+    sources: list[SourceRow] | None
+
+
+def clock_label(seconds: int) -> str:
+    return f"T+{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def venue_health(sources: list[SourceRow] | None) -> str:
+    """``okx FAIL · coingecko silent · 3 ok``: the venues in trouble, then how many are fine.
+
+    A venue is as bad as its worst source: one failing API of an exchange is the exchange failing.
+    """
+    if sources is None:
+        return "n/a (source_monitor not loaded)"
+    if not sources:
+        return "no reports yet"
+    worst: dict[str, str] = {}
+    for row in sources:
+        if STATE_RANK[row.state] >= STATE_RANK.get(worst.get(row.venue, "ok"), 0):
+            worst[row.venue] = row.state
+    bad = [f"{venue} {state}" for venue, state in worst.items() if state != "ok"]
+    fine = sum(1 for state in worst.values() if state == "ok")
+    if not bad:
+        return f"all {fine} ok"
+    return " · ".join(bad + ([f"{fine} ok"] if fine else []))
+
+
+def counted(codes: Sequence[str]) -> str:
+    """``["a", "b", "a"]`` -> ``a ×2, b``, first-seen order."""
+    counts: dict[str, int] = {}
+    for code in codes:
+        counts[code] = counts.get(code, 0) + 1
+    return ", ".join(code if n == 1 else f"{code} ×{n}" for code, n in counts.items())
+
+
+class Painter:
+    """ANSI colour for a terminal, nothing for a pipe, a file or ``NO_COLOR``."""
+
+    def __init__(self, out: TextIO) -> None:
+        isatty = getattr(out, "isatty", None)
+        self.enabled = bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+
+    def paint(self, text: str, *words: tuple[str, str]) -> str:
+        if not self.enabled:
+            return text
+        for word, code in words:
+            text = text.replace(word, f"\x1b[{code}m{word}\x1b[0m")
+        return text
+
+    def bold(self, text: str) -> str:
+        return f"\x1b[1m{text}\x1b[0m" if self.enabled else text
+
+
+class LiveTable:
+    """A :func:`render.table` printed row by row: cells are padded to widths fixed up front."""
+
+    HEADERS = ("time", "what happens", "in", "processed", "dlq", "sources", "alerts")
+
+    def __init__(self, steps: Sequence[Step], painter: Painter) -> None:
+        self.painter = painter
+        self.widths = [len("T+00:00"), max(len(s.note) for s in steps), 3, 9, 3, SOURCES_WIDTH, 0]
+        self.health_at = sum(self.widths[:5]) + 2 * 5  # where the sources cell starts
+
+    def _line(self, cells: Sequence[str], index: int) -> str:
+        padded = [str(c).ljust(w) for c, w in zip(cells, self.widths)]
+        headers = [h.ljust(w) for h, w in zip(self.HEADERS, self.widths)]
+        return table(headers, [padded] if index == 2 else []).splitlines()[index]
+
+    def header(self) -> str:
+        return "\n".join((self.painter.bold(self._line(self.HEADERS, 0)), self._line(self.HEADERS, 1)))
+
+    def row(self, r: StepRow) -> str:
+        health = venue_health(r.sources)
+        line = self._line([clock_label(r.step.at_s), r.step.note, str(r.entries_in), str(r.processed),
+                           str(r.dead_lettered), health, counted([c for c, _ in r.alerts]) or "-"], 2)
+        alerts_at = self.health_at + max(SOURCES_WIDTH, len(health))
+        paint = self.painter.paint
+        return (line[: self.health_at]
+                + paint(line[self.health_at: alerts_at], ("FAIL", "31"), ("silent", "33"))
+                + paint(line[alerts_at:], *((code, SEVERITY_COLOUR.get(severity, "33"))
+                                            for code, severity in dict.fromkeys(r.alerts))))
+
+
+# --- reading results back from Redis ----------------------------------------------------------
+
+
+async def source_rows(app: App) -> list[SourceRow] | None:
+    """Source health as ``source_monitor`` reports it to ``navstream status``; None without it."""
+    for impl in hook_impls(app.pm, "navstream_status"):
+        if impl.plugin_name != "source_monitor":
+            continue
+        section = await await_me_maybe(call_impl(impl, {"app": app})) or {}
+        return [
+            SourceRow(s["venue"], s["source"], s["account"],
+                      "silent" if s["silent"] else ("ok" if s["ok"] else "FAIL"), s["age_s"], s["error"])
+            for s in section.get("sources", [])
+        ]
+    return None
+
+
+@dataclass
+class AlertCursor:
+    """Reads the ``P:alerts`` entries added since the last call: what a step raised, as written."""
+
+    app: App
+    last_id: str = "0-0"
+
+    async def new(self) -> list[dict[str, str]]:
+        rows = await read_stream(self.app, self.app.keys.alerts, after=self.last_id)
+        if rows:
+            self.last_id = rows[-1][0]
+        return [fields for _, fields in rows]
+
+
+async def read_stream(app: App, key: str, after: str = "0-0") -> list[tuple[str, dict[str, str]]]:
+    """Entries of ``key`` after id ``after``, as ``str`` (``app.redis`` decodes responses)."""
+    rows = await app.redis.xrange(key, min=f"({after}", max="+")
+    return cast("list[tuple[str, dict[str, str]]]", rows or [])
+
+
+# --- the replay -------------------------------------------------------------------------------
+
+
+class Replay:
+    """Drives the real :class:`Consumer` through the scenario on a manual clock."""
+
+    def __init__(self, app: App, clock: ManualClock, producer: aioredis.Redis, start_ms: int) -> None:
+        self.app = app
+        self.clock = clock
+        self.producer = producer
+        self.start_ms = start_ms
+        self.consumer = Consumer(app)
+        self.alerts = AlertCursor(app)
+        self.entries_in = 0
+
+    async def start(self) -> list[str]:
+        """Create the groups and run the startup hooks; returns the alerts raised doing so."""
+        await self.consumer.setup()
+        return [a.get("code", "?") for a in await self.alerts.new()]
+
+    async def play(self, step: Step) -> StepRow:
+        self.clock.advance(self.start_ms + step.at_ms - self.clock.now_ms())
+        now = self.clock.now_ms()
+        pipe = self.producer.pipeline(transaction=False)
+        for entry in step.entries:
+            fields = materialize(entry, now)
+            pipe.xadd(stream_for(self.app.keys, fields), cast("dict[Any, Any]", fields))
+        await pipe.execute()
+        self.entries_in += len(step.entries)
+        while await self.consumer.step(block_ms=1):
+            pass
+        await self.consumer.reclaim()
+        await self.consumer.tick()
+        stats = self.app.stats
+        raised = [(a.get("code", "?"), a.get("severity", "")) for a in await self.alerts.new()]
+        return StepRow(step, len(step.entries), stats.processed, stats.dead_lettered, raised,
+                       await source_rows(self.app))
+
+    async def stop(self) -> None:
+        """Final heartbeat and the plugins' shutdown hooks, as ``navstream run`` ends; errors
+        propagate (the demo must show a plugin that cannot shut down cleanly)."""
+        await self.consumer.tick(final=True)
+        for impl in hook_impls(self.app.pm, "navstream_shutdown"):
+            await await_me_maybe(call_impl(impl, {"app": self.app}))
+
+
+def pause_s(previous: Step | None, step: Step, speed: float, fast: bool) -> float:
+    if fast or previous is None:
+        return 0.0
+    return min((step.at_s - previous.at_s) / speed, MAX_PAUSE_S)
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+
+def _where(alert: Mapping[str, str]) -> str:
+    parts = [alert.get("venue"), alert.get("source") or alert.get("account"), alert.get("asset")]
+    return "/".join(p for p in parts if p) or "-"
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def alerts_table(alerts: Sequence[Mapping[str, str]]) -> str:
+    """Alerts grouped by code, first-seen order, with where they came from."""
+    groups: dict[str, list[Mapping[str, str]]] = {}
+    for alert in alerts:
+        groups.setdefault(alert.get("code", "?"), []).append(alert)
+    rows = [[code, items[0].get("severity"), len(items), ", ".join(dict.fromkeys(_where(a) for a in items))]
+            for code, items in groups.items()]
+    return table(["code", "severity", "count", "where"], rows)
+
+
+def alerts_list(alerts: Sequence[Mapping[str, str]], start_ms: int) -> list[str]:
+    """Every alert in order, at its simulated time, message in full (ops read the message)."""
+    shown = alerts[-ALERTS_LISTED:]
+    lines = [f"  ({len(alerts) - len(shown)} earlier alerts not listed)"] if len(shown) < len(alerts) else []
+    for alert in shown:
+        at = clock_label((int(alert.get("ts", start_ms)) - start_ms) // 1000)
+        lines.append(f"  {at}  {alert.get('severity', '?'):<8}  {alert.get('code', '?')}: {alert.get('message', '')}")
+    return lines
+
+
+def dlq_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    shown = []
+    for row in rows:
+        fields = " ".join(f"{k}={v}" for k, v in row.items()
+                          if k not in ("id", "ts") and not k.startswith("dlq_"))
+        stream = str(row.get("dlq_stream", "")).rpartition(":")[2]
+        shown.append([stream, row.get("dlq_deliveries"), fields, row.get("dlq_error")])
+    return table(["from", "deliveries", "entry (ts omitted)", "error"], shown)
+
+
+def sources_table(sources: list[SourceRow] | None) -> str:
+    if sources is None:
+        return "source_monitor is not loaded: no source health"
+    return table(["venue", "source", "account", "state", "last report", "error"],
+                 [[s.venue, s.source, s.account or "-", s.state, f"{s.age_s:.0f} s ago", _short(s.error, 60) or "-"]
+                  for s in sources])
+
+
+async def summary(app: App, replay: Replay, last: StepRow) -> list[str]:
+    """Totals by type, dead letters and alerts as read back from Redis, final source health."""
+    stats = app.stats
+    by_type = sorted(stats.by_type.items(), key=lambda kv: (-kv[1], kv[0]))
+    dead = await dlq_list(app, limit=1000)
+    alerts = [fields for _, fields in await read_stream(app, app.keys.alerts)]
+    return [
+        f"entries: {replay.entries_in} in, {stats.processed} processed, {stats.dead_lettered} dead-lettered",
+        "",
+        "processed by type",
+        table(["type", "count"], [[t, n] for t, n in by_type]),
+        "",
+        f"dead letters ({app.keys.dlq}): {len(dead)}",
+        *([dlq_table(dead)] if dead else []),
+        "",
+        f"alerts ({app.keys.alerts}): {len(alerts)}",
+        *([alerts_table(alerts), "", *alerts_list(alerts, replay.start_ms)] if alerts else []),
+        "",
+        f"source health at {clock_label(last.step.at_s)}",
+        sources_table(last.sources),
+    ]
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+@contextmanager
+def quiet_logs(level: int = logging.ERROR) -> Iterator[None]:
+    """The table already shows alerts and dead letters; JSON logs of them would only clutter
+    stderr. Restored afterwards, so an embedding process keeps its own level."""
+    logger = logging.getLogger("navstream")
+    previous = logger.level
+    logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _header(app: App, backend: Backend, steps: Sequence[Step], start_ms: int, speed: float, fast: bool) -> list[str]:
+    plugins = ", ".join(p.name for p in app.plugins.info) or "none"
+    minutes = steps[-1].at_s / 60
+    pace = "--fast, no pauses" if fast else f"speed {speed:g}x, at most {MAX_PAUSE_S:g} s per step"
+    start = datetime.fromtimestamp(start_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return [
+        f"navstream demo on {backend.label}, prefix {app.keys.prefix}, plugins: {plugins}",
+        f"replaying {len(steps)} steps ({minutes:g} simulated minutes of a crypto desk) through the real "
+        "consumer loop",
+        f"simulated clock starts {start}; {pace}",
+    ]
+
+
+def _footer(backend: Backend, prefix: str, removed: int | None) -> list[str]:
+    if backend.real:
+        return [f"removed the demo's {removed} keys under {prefix}:* from {backend.label}"]
+    return [
+        "Run it against a real Redis (it refuses a prefix already in use, and deletes its keys at "
+        "the end):",
+        f"  navstream demo --redis-url redis://127.0.0.1:6379/0 --prefix {prefix}",
+        "A consumer with the demo's settings: navstream run --config config/demo.toml",
+    ]
+
+
+async def _play_all(
+    app: App, clock: ManualClock, producer: aioredis.Redis, steps: Sequence[Step], start_ms: int,
+    speed: float, fast: bool, emit: Callable[..., None], painter: Painter,
+) -> None:
+    """Startup, the live table row by row, shutdown, then the summary."""
+    replay = Replay(app, clock, producer, start_ms)
+    startup = await replay.start()
+    if startup:
+        emit(f"alerts at startup: {counted(startup)}", "")
+    live = LiveTable(steps, painter)
+    emit(live.header())
+    previous: Step | None = None
+    last: StepRow | None = None
+    for step in steps:
+        delay = pause_s(previous, step, speed, fast)
+        if delay:
+            await asyncio.sleep(delay)
+        last = await replay.play(step)
+        emit(live.row(last))
+        previous = step
+    await replay.stop()
+    assert last is not None  # load_scenario refuses an empty scenario
+    emit("", painter.bold("summary"), *await summary(app, replay, last), "")
+
+
+async def run_demo(
+    redis_url: str | None, prefix: str | None, speed: float, fast: bool, out: TextIO | None = None
+) -> int:
+    """Replay the scenario and print the live table and the summary to ``out``; returns 0.
+
+    Unexpected failures propagate: a demo that hides an error would show a healthy system.
+    """
+    if speed <= 0:
+        raise ValueError(f"speed must be greater than 0, got {speed}")
+    out = out or sys.stdout
+    steps = load_scenario()
+    settings = demo_settings(redis_url, prefix)
+    backend = make_backend(settings, redis_url)
+    start_ms = SystemClock().now_ms() // 1000 * 1000
+    clock = ManualClock(start_ms)
+
+    def emit(*lines: str) -> None:
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+
+    with quiet_logs():
+        app = App.create(settings, connect=backend.connect, clock=clock)
+        producer = backend.connect(True)
+        owned, removed = False, None
+        try:
+            if backend.real:
+                await ensure_prefix_unused(producer, app.keys.prefix, backend.label)
+            owned = True
+            emit(*_header(app, backend, steps, start_ms, speed, fast), "")
+            await _play_all(app, clock, producer, steps, start_ms, speed, fast, emit, Painter(out))
+        finally:
+            try:
+                if owned and backend.real:
+                    removed = await delete_prefix(producer, app.keys.prefix)
+            finally:
+                await producer.aclose()
+                await app.aclose()
+        emit(*_footer(backend, app.keys.prefix, removed))
+    return 0
