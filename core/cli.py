@@ -26,6 +26,7 @@ from .pluginmanager import PluginError, build_plugin_manager
 from .publish import PublishError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class CliError(Exception):
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"navstream {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("NAVSTREAM_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (JSON lines on stderr)")
+                        type=str.upper, choices=LOG_LEVELS, help="log level (JSON lines on stderr)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="run a consumer of the group until stopped",
@@ -289,7 +290,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     from .config import validate_plugin_sections
 
     settings = load_settings(args.file, env={})
-    loaded = build_plugin_manager(disabled=settings.plugins.disabled, modules=settings.plugins.modules)
+    # The file alone is checked: neither the environment's overrides nor NAVSTREAM_PLUGINS
+    # (which would leave the sections of the plugins it excludes unchecked) take part.
+    loaded = build_plugin_manager(disabled=settings.plugins.disabled, modules=settings.plugins.modules, env={})
     sections = validate_plugin_sections(settings, loaded.sections, loaded.disabled_sections)
     print(f"{args.file}: ok")
     print(f"  redis: {redact_url(settings.redis.url)} prefix={settings.redis.prefix} group={settings.redis.group}")
@@ -310,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.log_level.upper() not in LOG_LEVELS:
+        return _fail(f"log level {args.log_level!r} (from --log-level or NAVSTREAM_LOG_LEVEL) is not one of "
+                     f"{', '.join(LOG_LEVELS)}", EXIT_USAGE)
     setup_logging(args.log_level)
     try:
         if args.command == "run":

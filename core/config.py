@@ -95,16 +95,26 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 }
 
 
+#: CLI flags whose name differs from their key (for error messages).
+_FLAGS = {("redis", "url"): "--redis-url", ("consumer", "name"): "--consumer"}
+
+
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _decode_section(name: str, raw: Any, type_: type, where: str) -> Any:
+def _decode_section(
+    name: str, raw: Any, type_: type, where: str, origins: Mapping[str, str] | None = None
+) -> Any:
     try:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as exc:
         text = str(exc).replace("`$.", f"`{name}.").replace("`$`", f"`[{name}]`")
-        raise ConfigError(f"{where}: [{name}] {text}") from exc
+        # A value that came from the environment or a flag is named as such, not blamed on the file.
+        from_elsewhere = [f"{key} from {origin}" for key, origin in (origins or {}).items()
+                          if f"`{name}.{key}`" in text or f"`{key}`" in text]
+        suffix = f" ({', '.join(from_elsewhere)})" if from_elsewhere else ""
+        raise ConfigError(f"{where}: [{name}] {text}{suffix}") from exc
 
 
 def load_settings(
@@ -140,17 +150,20 @@ def load_settings(
         if not isinstance(section, dict):
             raise ConfigError(f"{where}: [{name}] must be a table")
         layered[name] = dict(section)
+    origins: dict[str, dict[str, str]] = {name: {} for name in CORE_SECTIONS}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             layered[section][key] = env[var]
+            origins[section][key] = f"environment variable {var}"
     for section, values in (overrides or {}).items():
         for key, value in values.items():
             if value is not None:
                 layered[section][key] = value
+                origins[section][key] = f"flag {_FLAGS.get((section, key), '--' + key.replace('_', '-'))}"
 
-    redis = _decode_section("redis", layered["redis"], RedisSettings, where)
-    consumer = _decode_section("consumer", layered["consumer"], ConsumerSettings, where)
-    plugins = _decode_section("plugins", layered["plugins"], PluginSettings, where)
+    redis = _decode_section("redis", layered["redis"], RedisSettings, where, origins["redis"])
+    consumer = _decode_section("consumer", layered["consumer"], ConsumerSettings, where, origins["consumer"])
+    plugins = _decode_section("plugins", layered["plugins"], PluginSettings, where, origins["plugins"])
     extra = {k: v for k, v in raw.items() if k not in CORE_SECTIONS}
     for name, value in extra.items():
         if not isinstance(value, dict):

@@ -1,0 +1,70 @@
+# syntax=docker/dockerfile:1
+#
+# navstream consumer image.
+#   docker build -t navstream .
+#   docker run --rm -e NAVSTREAM_REDIS_URL=redis://host:6379/0 navstream            # a consumer
+#   docker run --rm -e NAVSTREAM_REDIS_URL=redis://host:6379/0 navstream status     # any command
+#
+# Two stages: `builder` installs the package (non-editable, runtime dependencies only) into the
+# venv /opt/venv; the runtime stage is a clean python:3.11-slim with only that venv and the
+# health-check script: no compiler, no pip cache, no sources, no tests or test dependencies.
+# Both stages use the same base image, so the venv's interpreter links stay valid.
+
+FROM python:3.11-slim AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1
+
+RUN python -m venv /opt/venv
+
+WORKDIR /src
+# Only what the build needs (.dockerignore keeps everything else out of the context);
+# README.md is the package's long description (pyproject `readme`).
+COPY pyproject.toml README.md ./
+COPY core/ core/
+COPY plugins/ plugins/
+
+# `pip install .` (not -e, no [test] extra): the package lands in the venv's site-packages as
+# navstream/ and navstream/plugins/. Every dependency ships wheels for linux amd64/arm64
+# (hiredis, msgspec, lupa), so no compiler is needed. pip and setuptools are then removed
+# from the venv: nothing installs packages at run time.
+RUN /opt/venv/bin/pip install . \
+ && /opt/venv/bin/pip uninstall --yes pip setuptools
+
+
+FROM python:3.11-slim AS runtime
+
+LABEL org.opencontainers.image.title="navstream" \
+      org.opencontainers.image.description="Plugin-based stream processor on Redis Streams (NAV and risk for a trading desk)"
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONFAULTHANDLER=1
+
+# A fixed numeric non-root user, so orchestrators (runAsNonRoot) can verify it.
+RUN groupadd --system --gid 10001 navstream \
+ && useradd --system --uid 10001 --gid navstream --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin navstream
+
+# Owned by root and read-only for the runtime user: the process cannot change its own code.
+COPY --from=builder /opt/venv /opt/venv
+COPY --chmod=0644 docker/healthcheck.py /opt/navstream/healthcheck.py
+
+USER 10001:10001
+WORKDIR /opt/navstream
+
+# navstream is PID 1 (exec-form ENTRYPOINT, no shell, no init): its consumer name is
+# <hostname>-1, unique per container, and SIGTERM reaches it directly. The first SIGTERM stops
+# gracefully (the batch in flight is finished and acknowledged, a final `stopped` heartbeat is
+# written); a second one exits at once, and other consumers reclaim what was pending.
+STOPSIGNAL SIGTERM
+
+# Healthy while this container's heartbeat <prefix>:heartbeat:<hostname>-1 exists (it expires
+# after max(10 s, 5 ticks) without a tick) with status `running`. See docs/deployment.md.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["/opt/venv/bin/python", "/opt/navstream/healthcheck.py"]
+
+ENTRYPOINT ["navstream"]
+CMD ["run"]
