@@ -20,8 +20,8 @@ log = logging.getLogger("navstream.dispatch")
 class PluginFailure:
     plugin: str
     error: str
-    #: Positions (in the batch) of the entries this plugin still failed alone.
-    failed: list[int] = field(default_factory=list)
+    #: Position in the batch -> the error of each entry this plugin still failed alone.
+    failed: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -33,8 +33,8 @@ class DispatchResult:
         """Batch position -> the first error that failed it."""
         out: dict[int, str] = {}
         for failure in self.failures:
-            for pos in failure.failed:
-                out.setdefault(pos, failure.error)
+            for pos, error in failure.failed.items():
+                out.setdefault(pos, error)
         return out
 
 
@@ -70,7 +70,7 @@ async def dispatch_batch(
             )
             failure = PluginFailure(impl.plugin_name, error)
             if len(items) == 1:
-                failure.failed.append(0)
+                failure.failed[0] = error
             else:
                 await _retry_each(app, impl, arg_name, items, merged, outputs_factory, failure)
             failures.append(failure)
@@ -88,8 +88,7 @@ async def _retry_each(
         try:
             await await_me_maybe(call_impl(impl, {"app": app, arg_name: [item], "out": out}))
         except Exception as exc:  # noqa: BLE001
-            failure.failed.append(pos)
-            failure.error = describe(exc, impl.plugin_name)
+            failure.failed[pos] = describe(exc, impl.plugin_name)
             continue
         merged.merge(out)
 

@@ -460,3 +460,21 @@ async def test_ticks_keep_coming_under_continuous_load(make_app: Any) -> None:
     assert await Consumer(app, max_events=60).run() == 0
     # 60 batches of >= 10 ms with a 50 ms tick: the loop never waited for idleness, yet ticked
     assert len(ticks) >= 3
+
+
+async def test_each_entry_a_plugin_fails_keeps_its_own_error(make_app: Any) -> None:
+    class Picky:
+        @hookimpl
+        def navstream_events(self, events: Sequence[Event]) -> None:
+            bad = [e.asset for e in events if isinstance(e, Balance) and e.asset.startswith("BAD")]
+            if bad:
+                raise ValueError(f"refuses {','.join(bad)}")
+
+    app = make_app(plugins=[("picky", Picky())], consumer={**FAST, "max_deliveries": 1})
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, bal("BAD1"), bal("OK"), bal("BAD2"))
+    await drain(consumer)
+    errors = {f["asset"]: f["dlq_error"] for _, f in await app.redis.xrange(app.keys.dlq)}
+    assert errors == {"BAD1": "plugin 'picky': ValueError: refuses BAD1",
+                      "BAD2": "plugin 'picky': ValueError: refuses BAD2"}

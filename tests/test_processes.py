@@ -10,6 +10,7 @@ with a plain ``redis.Redis`` client: state hashes, XPENDING, XINFO GROUPS, ``P:d
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -65,14 +66,21 @@ def child_env() -> dict[str, str]:
 class Proc:
     name: str
     popen: subprocess.Popen[bytes]
+    #: stderr (JSON log lines) and stdout (command output)
     log: Path
+    out: Path
+
+    def stdout(self) -> str:
+        return self.out.read_text(encoding="utf-8")
 
     def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "<no log>"
-        return f"--- {self.name} (rc={self.popen.poll()}) ---\n" + "\n".join(text.splitlines()[-lines:])
+        parts = [f"--- {self.name} (rc={self.popen.poll()}) ---"]
+        for path in (self.out, self.log):
+            try:
+                parts += path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+            except OSError:
+                parts.append(f"<no {path.name}>")
+        return "\n".join(parts)
 
     def wait(self, timeout: float) -> int:
         try:
@@ -89,15 +97,17 @@ class Cluster:
     prefix: str
     tmp: Path
     procs: list[Proc] = field(default_factory=list)
+    #: Other prefixes a test uses; their keys are deleted after every process is gone.
+    extra_prefixes: list[str] = field(default_factory=list)
 
     def cli(self, *args: str, name: str) -> Proc:
-        log = self.tmp / f"{name}.log"
-        with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        log, out = self.tmp / f"{name}.log", self.tmp / f"{name}.out"
+        with log.open("wb") as err_fh, out.open("wb") as out_fh:  # the child keeps its own copies
             popen = subprocess.Popen(
                 [sys.executable, "-m", "navstream.cli", *args],
-                stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=self.tmp,
+                stdout=out_fh, stderr=err_fh, env=child_env(), cwd=self.tmp,
             )
-        proc = Proc(name, popen, log)
+        proc = Proc(name, popen, log, out)
         self.procs.append(proc)
         return proc
 
@@ -142,6 +152,15 @@ def cluster(real_backend: Any, tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.kill_all()
+        if c.extra_prefixes:
+            client = redis.Redis.from_url(c.url)
+            try:
+                for prefix in c.extra_prefixes:
+                    stale = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+                    if stale:
+                        client.delete(*stale)
+            finally:
+                client.close()
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, what: str, on_fail: Callable[[], str] = lambda: "") -> Any:
@@ -358,7 +377,7 @@ def test_poison_and_malformed_entries_reach_the_dlq_while_the_rest_is_processed(
             assert must in error, (name, error)
         else:
             assert dead[b"dlq_deliveries"] == b"2", (name, dead)
-            assert PLUGIN in error and "RuntimeError" in error and name in error, error
+            assert f"plugin {PLUGIN!r}: RuntimeError: slow_recorder refuses poison asset" in error, error
     assert not any(k.startswith(f"state:rec:{VENUE}:{ACCOUNT}:P") for k in recorded(r, prefix))
 
     plugin_errors = [a for a in alerts(r, prefix) if a["code"] == "plugin_error"]
@@ -369,12 +388,30 @@ def test_poison_and_malformed_entries_reach_the_dlq_while_the_rest_is_processed(
     assert int(heartbeat["processed"]) == len(valid)
 
 
+def test_each_poison_dead_letter_carries_its_own_error(cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path) -> None:
+    prefix = cluster.prefix
+    ts = now_ms() - 60_000
+    assets = ["P1", "V1", "P2", "V2", "P3"]
+    ids = xadd_all(r, prefix, [balance(a, "1", ts) for a in assets])
+    cfg = write_config(tmp_path / "own.toml", consumer={"max_deliveries": 1},
+                       recorder={"fail_assets": ["P1", "P2", "P3"]})
+    assert cluster.run("c1", cfg, "--until-idle", "0.5").wait(15) == 0, cluster.tails()
+
+    assert_all_recorded(r, prefix, {"V1": "1", "V2": "1"}, cluster.tails())
+    dlq = dead_letters(raw, prefix)
+    errors = {dlq[i][b"asset"].decode(): dlq[i][b"dlq_error"].decode() for i in dlq}
+    assert sorted(errors) == ["P1", "P2", "P3"] and sorted(dlq) == sorted(ids[0:5:2])
+    for asset, error in errors.items():
+        assert error.endswith(f"refuses poison asset(s) {asset}"), (asset, error)
+
+
 # --- 4. two consumers end in the same state as one ----------------------------------------------
 
 
 def test_two_consumers_end_in_the_same_state_as_one(cluster: Cluster, r: redis.Redis, tmp_path: Path) -> None:
     prefix_one = cluster.prefix
     prefix_two = f"{cluster.prefix}-two"
+    cluster.extra_prefixes.append(prefix_two)
     rng = random.Random(20240611)
     base = now_ms() - 600_000
     events: list[dict[str, str]] = []
@@ -391,30 +428,25 @@ def test_two_consumers_end_in_the_same_state_as_one(cluster: Cluster, r: redis.R
     last_in_stream = {e["asset"]: e["balance"] for e in events}
     assert sum(last_in_stream[a] != b for a, (_, b) in expected.items()) >= 10
 
-    try:
-        for prefix in (prefix_one, prefix_two):
-            xadd_all(r, prefix, events)
-        cfg = write_config(tmp_path / "pair.toml", consumer={"batch_size": 5}, recorder={"delay_s": 0.05})
-        procs = [cluster.run("solo", cfg, "--until-idle", "1.5", prefix=prefix_one),
-                 cluster.run("x", cfg, "--until-idle", "1.5", prefix=prefix_two),
-                 cluster.run("y", cfg, "--until-idle", "1.5", prefix=prefix_two)]
-        for proc in procs:
-            assert proc.wait(25) == 0, cluster.tails()
+    for prefix in (prefix_one, prefix_two):
+        xadd_all(r, prefix, events)
+    cfg = write_config(tmp_path / "pair.toml", consumer={"batch_size": 5}, recorder={"delay_s": 0.05})
+    procs = [cluster.run("solo", cfg, "--until-idle", "1.5", prefix=prefix_one),
+             cluster.run("x", cfg, "--until-idle", "1.5", prefix=prefix_two),
+             cluster.run("y", cfg, "--until-idle", "1.5", prefix=prefix_two)]
+    for proc in procs:
+        assert proc.wait(25) == 0, cluster.tails()
 
-        one, two = recorded(r, prefix_one), recorded(r, prefix_two)
-        want = {f"state:rec:{VENUE}:{ACCOUNT}:{a}": {"ts": str(ts), "balance": b} for a, (ts, b) in expected.items()}
-        assert one == want
-        assert two == one
-        for prefix in (prefix_one, prefix_two):
-            assert group_pending(r, prefix) == 0
-            assert group_info(r, prefix)["entries-read"] == len(events)
-            assert r.xlen(f"{prefix}:dlq") == 0
-        shares = [int(r.hget(f"{prefix_two}:heartbeat:{c}", "processed")) for c in ("x", "y")]
-        assert sum(shares) == len(events) and min(shares) > 0, f"both consumers must share the work: {shares}"
-    finally:
-        stale = list(r.scan_iter(match=f"{prefix_two}:*", count=1000))
-        if stale:
-            r.delete(*stale)
+    one, two = recorded(r, prefix_one), recorded(r, prefix_two)
+    want = {f"state:rec:{VENUE}:{ACCOUNT}:{a}": {"ts": str(ts), "balance": b} for a, (ts, b) in expected.items()}
+    assert one == want
+    assert two == one
+    for prefix in (prefix_one, prefix_two):
+        assert group_pending(r, prefix) == 0
+        assert group_info(r, prefix)["entries-read"] == len(events)
+        assert r.xlen(f"{prefix}:dlq") == 0
+    shares = [int(r.hget(f"{prefix_two}:heartbeat:{c}", "processed")) for c in ("x", "y")]
+    assert sum(shares) == len(events) and min(shares) > 0, f"both consumers must share the work: {shares}"
 
 
 # --- 5. --max-events and dlq replay -------------------------------------------------------------
@@ -458,9 +490,14 @@ def _replay_round_trip(cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_p
     first = dlq_by_original(raw, prefix)
     assert len(first) == len(bad), first
 
+    listing = cluster.cli("dlq", "list", "--json", "--redis-url", cluster.url, "--prefix", prefix, name="list")
+    assert listing.wait(15) == 0, cluster.tails()
+    rows = json.loads(listing.stdout())
+    assert sorted(row["dlq_error"] for row in rows) == sorted(d[b"dlq_error"].decode() for d in first.values())
+
     replay = cluster.cli("dlq", "replay", "--all", "--redis-url", cluster.url, "--prefix", prefix, name="replay")
     assert replay.wait(15) == 0, cluster.tails()
-    assert replay.log.read_text(encoding="utf-8").count("replayed ") == len(bad), cluster.tails()
+    assert replay.stdout().count("replayed ") == len(bad), cluster.tails()
     assert raw.xlen(f"{prefix}:dlq") == 0
     assert raw.xlen(f"{prefix}:events") == len(entries) + len(bad)
     replayed_ids = {i.decode() for i, _ in raw.xrange(f"{prefix}:events")[len(entries):]}
@@ -486,11 +523,7 @@ def test_dlq_replay_all_puts_malformed_entries_back_and_they_fail_again_the_same
     _replay_round_trip(cluster, r, raw, tmp_path, [fields for fields, _ in malformed_entries(ts).values()])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: admin.dlq_replay/_select (and dlq_list) read P:dlq through app.redis, a "
-    "decode_responses=True client, so a dead letter holding non-UTF-8 bytes raises "
-    "UnicodeDecodeError and `navstream dlq replay --all` / `dlq list` crash (exit 1, traceback)"))
-def test_dlq_replay_all_round_trips_a_non_utf8_dead_letter(
+def test_dlq_list_and_replay_handle_a_non_utf8_dead_letter_byte_for_byte(
     cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path
 ) -> None:
     ts = now_ms() - 60_000
