@@ -2,13 +2,14 @@
 
     python bench/bench_loop.py [--events 100000] [--redis-url redis://127.0.0.1:6379/0] [--repeat 3]
 
-Each repeat XADDs the same generated event mix into two fresh streams and times, each in its own
-subprocess (so peak RSS is per side):
+Each repeat XADDs the same generated event mix into two fresh streams and times each side in its
+own subprocess (so peak memory is per side), alternating which side goes first:
 
 - ``baseline``: redis-py asyncio + hiredis, ``XREADGROUP COUNT 500``, every entry decoded with
   ``navstream.events.decode_event`` (the loop's own msgspec decoder), one ``XACK`` per batch;
 - ``navstream``: what ``navstream run`` does (``App.create`` with every built-in plugin from the
-  entry points, ``Consumer.run``), ``batch_size`` 500, stopped by ``max_events``.
+  entry points, ``Consumer.run``, JSON logging through its queue), ``batch_size`` 500, stopped
+  by ``max_events``.
 
 Both are timed from the first read to the moment the last entry is acknowledged; startup (group
 creation, plugin startup hooks) and shutdown are outside the window. Prints the median rate of
@@ -40,6 +41,7 @@ AIM = 0.7
 GROUP = "bench"
 BATCH = 500
 SPAN_MS = 60_000  # generated timestamps cover the minute before the XADD
+ENTRY_POINT_GROUP = "navstream"
 
 
 # --- the event mix ----------------------------------------------------------------------------
@@ -154,7 +156,7 @@ async def worker_baseline(url: str, stream: str, n: int) -> dict[str, Any]:
     from navstream.events import decode_event
 
     if not HIREDIS_AVAILABLE:
-        raise SystemExit("hiredis is not installed; the baseline must use it")
+        raise SystemExit("baseline: hiredis is not installed; the baseline must use it")
     rss_start = _rss_kb()
     r = aioredis.Redis.from_url(url, decode_responses=False)
     try:
@@ -162,7 +164,7 @@ async def worker_baseline(url: str, stream: str, n: int) -> dict[str, Any]:
         acked = 0
         decoded = 0
         batches = 0
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         while acked < n:
             response = await r.xreadgroup(GROUP, "baseline", {stream: ">"}, count=BATCH, block=100)
             for _stream, items in response or ():
@@ -175,13 +177,34 @@ async def worker_baseline(url: str, stream: str, n: int) -> dict[str, Any]:
                     acked += await r.xack(stream, GROUP, *ids)
                     batches += 1
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         pending = (await r.xpending(stream, GROUP))["pending"]
     finally:
         await r.aclose()
     if acked != n or decoded != n or pending:
-        raise SystemExit(f"baseline: acked {acked}, decoded {decoded}, pending {pending}; expected {n}, {n}, 0")
+        raise SystemExit(f"baseline: acked {acked}, decoded {decoded}, pending {pending}; "
+                         f"expected {n}, {n}, 0")
     return {"side": "baseline", "events": n, "seconds": elapsed, "rate": n / elapsed,
-            "batches": batches, "rss_start_kb": rss_start, "maxrss_kb": _maxrss_kb()}
+            "cpu_us_per_event": cpu / n * 1e6, "batches": batches,
+            "rss_start_kb": rss_start, "maxrss_kb": _maxrss_kb()}
+
+
+def _builtin_plugins() -> tuple[set[str], set[str]]:
+    """Plugin names in the installed entry points, and in pyproject.toml next to this file."""
+    from importlib.metadata import entry_points
+
+    installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    declared: set[str] = set()
+    pyproject = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "pyproject.toml")
+    try:
+        import tomllib
+
+        with open(pyproject, "rb") as f:
+            data = tomllib.load(f)
+        declared = set(data.get("project", {}).get("entry-points", {}).get(ENTRY_POINT_GROUP, {}))
+    except (OSError, ValueError):
+        pass
+    return installed, declared
 
 
 async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
@@ -194,14 +217,17 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
     class TimedConsumer(Consumer):
         first_read: float | None = None
         done: float | None = None
+        cpu: float = 0.0
 
         async def step(self, block_ms: int | None = None) -> int:
             if self.first_read is None:
                 self.first_read = time.perf_counter()
+                self.cpu = -time.process_time()
             got = await super().step(block_ms)
             stats = self.app.stats
             if self.done is None and stats.processed + stats.dead_lettered >= n:
                 self.done = time.perf_counter()
+                self.cpu += time.process_time()
             return got
 
     rss_start = _rss_kb()
@@ -211,7 +237,14 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
         "consumer": {"batch_size": BATCH},
     })
     app = App.create(settings)
-    plugins = [p.name for p in app.plugins.info]
+    plugins = sorted(p.name for p in app.plugins.info)
+    installed, declared = _builtin_plugins()
+    if set(plugins) != installed or not declared <= installed:
+        await app.aclose()
+        raise SystemExit(
+            f"navstream: loaded plugins {plugins}, installed entry points {sorted(installed)}, "
+            f"pyproject.toml declares {sorted(declared)}; every built-in plugin must run "
+            "(unset NAVSTREAM_PLUGINS; after adding an entry point, `pip install -e .` again)")
     try:
         consumer = TimedConsumer(app, until_idle_s=10.0, max_events=n)
         run_started = time.perf_counter()
@@ -242,7 +275,8 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
         raise SystemExit("navstream: " + "; ".join(problems))
     elapsed = consumer.done - consumer.first_read  # type: ignore[operator]
     return {"side": "navstream", "events": n, "seconds": elapsed, "rate": n / elapsed,
-            "run_wall_s": run_wall, "batches": stats.batches, "alerts": alerts, "plugins": plugins,
+            "cpu_us_per_event": consumer.cpu / n * 1e6, "run_wall_s": run_wall,
+            "batches": stats.batches, "alerts": alerts, "plugins": plugins,
             "rss_start_kb": rss_start, "maxrss_kb": _maxrss_kb()}
 
 
@@ -270,14 +304,16 @@ def _spawn(args: argparse.Namespace, side: str, target: str, profile: str | None
     cmd += ["--stream", target] if side == "baseline" else ["--prefix", target]
     if profile:
         cmd += ["--profile", profile]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # No NAVSTREAM_* from the caller's shell: NAVSTREAM_PLUGINS would silently drop plugins.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"{side} worker failed (exit {proc.returncode}): {proc.stdout.strip()[-500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _delete_prefix(client: Any, pattern: str) -> int:
+def _delete_matching(client: Any, pattern: str) -> int:
     deleted = 0
     batch = []
     for key in client.scan_iter(match=pattern, count=1000):
@@ -290,7 +326,7 @@ def _delete_prefix(client: Any, pattern: str) -> int:
     return deleted
 
 
-def _versions(client: Any) -> dict[str, str]:
+def _machine(client: Any) -> dict[str, str]:
     from importlib.metadata import version
 
     info = client.info("server")
@@ -299,13 +335,27 @@ def _versions(client: Any) -> dict[str, str]:
     for dist in ("redis", "hiredis", "msgspec", "navstream"):
         try:
             out[dist] = version(dist)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - informational only
             out[dist] = "?"
     return out
 
 
 def _mb(kb: int) -> str:
     return f"{kb / 1024:.0f} MB"
+
+
+def _profile(args: argparse.Namespace, client: Any, root: str, events: list[dict[str, str | int]]) -> int:
+    import pstats
+
+    target = f"{root}-profile"
+    fill_stream(client, f"{target}:events", events)
+    result = _spawn(args, "navstream", target, profile=args.profile)
+    print(f"navstream under cProfile: {result['rate']:,.0f} events/s (not comparable); "
+          f"stats in {args.profile}")
+    stats = pstats.Stats(args.profile)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
+    return 0
 
 
 def drive(args: argparse.Namespace) -> int:
@@ -317,26 +367,13 @@ def drive(args: argparse.Namespace) -> int:
     mix: dict[str, int] = {}
     for event in events:
         mix[str(event["type"])] = mix.get(str(event["type"]), 0) + 1
+    results: dict[str, list[dict[str, Any]]] = {"baseline": [], "navstream": []}
     try:
-        versions = _versions(client)
-        print("machine: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+        print("machine: " + ", ".join(f"{k} {v}" for k, v in _machine(client).items()))
         print(f"events: {args.events} ({', '.join(f'{k} {v}' for k, v in sorted(mix.items()))}); "
               f"batch {BATCH}; keys under {root}")
         if args.profile:
-            target = f"{root}-profile"
-            fill_stream(client, f"{target}:events", events)
-            result = _spawn(args, "navstream", target, profile=args.profile)
-            _delete_prefix(client, f"{target}*")
-            print(f"navstream under cProfile: {result['rate']:,.0f} events/s (not comparable); "
-                  f"stats in {args.profile}")
-            import pstats
-
-            stats = pstats.Stats(args.profile)
-            stats.sort_stats("tottime").print_stats(30)
-            stats.sort_stats("cumulative").print_stats(40)
-            return 0
-
-        results: dict[str, list[dict[str, Any]]] = {"baseline": [], "navstream": []}
+            return _profile(args, client, root, events)
         for rep in range(args.repeat):
             order = ["baseline", "navstream"] if rep % 2 == 0 else ["navstream", "baseline"]
             for side in order:
@@ -344,31 +381,33 @@ def drive(args: argparse.Namespace) -> int:
                 stream = target if side == "baseline" else f"{target}:events"
                 fill_stream(client, stream, events)
                 result = _spawn(args, side, stream if side == "baseline" else target)
-                _delete_prefix(client, f"{target}*")
+                _delete_matching(client, f"{target}*")
                 results[side].append(result)
                 extra = ""
                 if side == "navstream":
-                    extra = (f"  (run() incl. startup/shutdown {result['run_wall_s']:.2f}s, "
+                    extra = (f"  (run() with startup/shutdown {result['run_wall_s']:.2f}s, "
                              f"{result['alerts']} alerts, plugins: {', '.join(result['plugins']) or 'none'})")
                 print(f"  repeat {rep + 1} {side:<9} {result['rate']:>9,.0f} events/s  "
-                      f"{result['seconds']:.3f}s  {result['batches']} batches  "
-                      f"peak RSS {_mb(result['maxrss_kb'])}{extra}", flush=True)
+                      f"{result['seconds']:.3f}s  {result['cpu_us_per_event']:.1f} CPU-us/event  "
+                      f"{result['batches']} batches  peak RSS {_mb(result['maxrss_kb'])}{extra}",
+                      flush=True)
     finally:
-        _delete_prefix(client, f"{root}*")
+        _delete_matching(client, f"{root}*")
         client.close()
 
     base = statistics.median(r["rate"] for r in results["baseline"])
     nav = statistics.median(r["rate"] for r in results["navstream"])
     ratio = nav / base
-    base_rss = max(r["maxrss_kb"] for r in results["baseline"])
-    nav_rss = max(r["maxrss_kb"] for r in results["navstream"])
-    base_start = min(r["rss_start_kb"] for r in results["baseline"])
-    nav_start = min(r["rss_start_kb"] for r in results["navstream"])
     print()
-    print(f"| side      | events  | median rate (events/s) | peak RSS | RSS after imports |")
-    print(f"|-----------|---------|------------------------|----------|-------------------|")
-    print(f"| baseline  | {args.events:>7} | {base:>22,.0f} | {_mb(base_rss):>8} | {_mb(base_start):>17} |")
-    print(f"| navstream | {args.events:>7} | {nav:>22,.0f} | {_mb(nav_rss):>8} | {_mb(nav_start):>17} |")
+    print("| side      | events  | median events/s | median CPU-us/event | peak RSS | RSS before the run |")
+    print("|-----------|---------|-----------------|---------------------|----------|--------------------|")
+    for side, rate in (("baseline", base), ("navstream", nav)):
+        rs = results[side]
+        cpu = statistics.median(r["cpu_us_per_event"] for r in rs)
+        peak = max(r["maxrss_kb"] for r in rs)
+        start = min(r["rss_start_kb"] for r in rs)
+        print(f"| {side:<9} | {args.events:>7} | {rate:>15,.0f} | {cpu:>19.1f} | {_mb(peak):>8} "
+              f"| {_mb(start):>18} |")
     print()
     print(f"ratio {ratio:.2f} (bar {BAR}, aim {AIM})")
     if ratio < BAR:
@@ -379,9 +418,11 @@ def drive(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description="Rate of `navstream run` against a raw redis-py consumer of the same stream.")
     parser.add_argument("--events", type=int, default=100_000, help="events per run (default 100000)")
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                        help="a real Redis (default $REDIS_URL or redis://127.0.0.1:6379/0)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; medians are reported")
     parser.add_argument("--profile", metavar="FILE",
                         help="run the navstream side once under cProfile, save stats to FILE, print the top")
