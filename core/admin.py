@@ -11,7 +11,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .app import App
-from .consumer import is_missing_group
+from .writer import is_missing_group
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
 
 

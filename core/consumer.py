@@ -24,7 +24,7 @@ from .dispatch import dispatch_batch, dispatch_tick
 from .events import DecodeError, decode_event, decode_order
 from .outputs import Outputs
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
-from .writer import BatchWrite, DeadLetter, Writer, WriteError
+from .writer import BatchWrite, DeadLetter, Writer, WriteError, is_missing_group
 
 log = logging.getLogger("navstream.consumer")
 
@@ -40,20 +40,11 @@ return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 """
 
 
-# What Redis (and fakeredis) answer when a stream or its group has vanished under us.
-_MISSING_MARKERS = ("NOGROUP", "no longer exists", "requires the key to exist", "no such key")
-
-
-def is_missing_group(exc: ResponseError) -> bool:
-    text = str(exc)
-    return any(marker.lower() in text.lower() for marker in _MISSING_MARKERS)
-
-
 class StartupError(RuntimeError):
     """A plugin refused to start; navstream does not run without it."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     stream: str
     id: str
@@ -285,11 +276,10 @@ class Consumer:
             self.app.group, self.app.consumer_name, {s: ">" for s in self.streams},
             count=count, block=block_ms if block_ms is not None else self.settings.block_ms,
         )
-        entries = [
-            Entry(_s(stream), _s(entry_id), fields or {})
-            for stream, items in (response or [])
-            for entry_id, fields in items
-        ]
+        entries = []
+        for stream, items in response or []:
+            name = _s(stream)
+            entries.extend(Entry(name, entry_id.decode(), fields or {}) for entry_id, fields in items)
         if entries:
             await self.handle(entries)
         return len(entries)

@@ -1,6 +1,6 @@
-"""Writing a batch's results: outputs, state, alerts and dead letters in one pipeline, then XACK.
+"""Writing a batch's results: outputs, state, alerts and dead letters, then XACK, atomically.
 
-The acknowledgement is sent only after every write of the pipeline succeeded, so an entry is
+The acknowledgement comes after every write and only if they all succeeded, so an entry is
 never acknowledged before what it caused is in Redis (contract rule 3). A failed write raises
 and leaves the batch pending; the next delivery rewrites the same absolute snapshots.
 """
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
+
+from redis.exceptions import ResponseError
 
 from .app import App
 from .outputs import PUT_LATEST_LUA, Outputs
@@ -18,6 +20,15 @@ log = logging.getLogger("navstream.writer")
 alert_log = logging.getLogger("navstream.alerts")
 
 _LOG_LEVEL = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.CRITICAL}
+
+
+# What Redis (and fakeredis) answer when a stream or its group has vanished under us.
+_MISSING_MARKERS = ("NOGROUP", "no longer exists", "requires the key to exist", "no such key")
+
+
+def is_missing_group(exc: ResponseError) -> bool:
+    text = str(exc).lower()
+    return any(marker.lower() in text for marker in _MISSING_MARKERS)
 
 
 class WriteError(RuntimeError):
@@ -47,66 +58,119 @@ class BatchWrite:
     resolved: list[str] = field(default_factory=list)
 
 
+# Writes a whole batch and acknowledges it in one atomic script: one round trip, and no moment
+# where outputs are visible but entries unacknowledged, or the reverse. ARGV is a flat list of
+# commands, each as <count> <name> <args...>; PUTLATEST is HSET unless the hash holds a newer
+# `ts`. XACK comes last, so a failing write aborts the script before anything is acknowledged.
+WRITE_BATCH_LUA = """
+local i, n, acked = 1, #ARGV, 0
+while i <= n do
+  local c = tonumber(ARGV[i])
+  local cmd = ARGV[i + 1]
+  if cmd == 'PUTLATEST' then
+    local current = redis.call('HGET', ARGV[i + 2], 'ts')
+    if not current or tonumber(current) <= tonumber(ARGV[i + 3]) then
+      redis.call('HSET', ARGV[i + 2], 'ts', ARGV[i + 3], unpack(ARGV, i + 4, i + c))
+    end
+  else
+    local reply = redis.call(unpack(ARGV, i + 1, i + c))
+    if cmd == 'XACK' then acked = acked + reply end
+  end
+  i = i + c + 1
+end
+return acked
+"""
+
+#: Lua's C stack takes ~8,000 values per call; a longer command goes the pipelined way.
+MAX_SCRIPT_ARGS = 7000
+ACK_CHUNK = 1000
+
+Command = tuple[str | bytes | int, ...]
+
+
+def _flat(fields: Mapping[Any, Any], skip: str | None = None) -> list[Any]:
+    out: list[Any] = []
+    for k, v in fields.items():
+        if k != skip:
+            out.extend((k, v))
+    return out
+
+
 class Writer:
     def __init__(self, app: App) -> None:
         self.app = app
+        self._batch_script = app.raw.register_script(WRITE_BATCH_LUA)
         self._put_latest = app.raw.register_script(PUT_LATEST_LUA)
 
     async def write(self, batch: BatchWrite) -> None:
-        app = self.app
-        keys = app.keys
-        maxlen = app.settings.consumer.output_maxlen
-        out = batch.outputs
-        commands = 0
-        pipe = app.raw.pipeline(transaction=True)
-        for name, entries in out.streams.items():
-            stream = keys.stream(name)
-            for fields in entries:
-                pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
-                commands += 1
-        for key, (ts, fields) in out.latest.items():
-            args: list[str | int] = [ts]
-            for k, v in fields.items():
-                if k != "ts":
-                    args.extend((k, v))
-            await self._put_latest(keys=[keys.state(key)], args=args, client=pipe)
-            commands += 1
-        for key, fields in out.hashes.items():
-            pipe.hset(keys.state(key), mapping=fields)
-            commands += 1
-        for alert in out.alerts:
-            pipe.xadd(keys.alerts, alert.fields(), maxlen=maxlen, approximate=True)
-            commands += 1
-        for dead in batch.dead_letters:
-            pipe.xadd(keys.dlq, self._dlq_fields(dead), maxlen=app.settings.consumer.dlq_maxlen,
-                      approximate=True)
-            commands += 1
-        if batch.failures:
-            pipe.hset(keys.failures, mapping=batch.failures)
-            commands += 1
-        if commands:
-            results = await pipe.execute(raise_on_error=False)
-            errors = [r for r in results if isinstance(r, Exception)]
-            if errors:
-                raise WriteError(f"{len(errors)} of {commands} writes failed: {errors[0]}")
-        else:
-            await pipe.reset()
-        for alert in out.alerts:
+        """Write everything the batch caused, then acknowledge it; raise if Redis refused any."""
+        writes, acks = self._commands(batch)
+        if writes or acks:
+            if max(len(c) for c in writes + acks) > MAX_SCRIPT_ARGS:
+                await self._pipelined(writes, acks)
+            else:
+                await self._scripted(writes + acks)
+        for alert in batch.outputs.alerts:
             alert_log.log(
                 _LOG_LEVEL[alert.severity], alert.message,
                 extra={"event": "alert", **{k: v for k, v in alert.fields().items() if k != "message"}},
             )
-        await self._ack(batch)
 
-    async def _ack(self, batch: BatchWrite) -> None:
-        acks = {stream: ids for stream, ids in batch.acks.items() if ids}
-        if not acks and not batch.resolved:
-            return
-        pipe = self.app.raw.pipeline(transaction=False)
-        for stream, ids in acks.items():
-            pipe.xack(stream, self.app.group, *ids)
+    def _commands(self, batch: BatchWrite) -> tuple[list[Command], list[Command]]:
+        keys = self.app.keys
+        consumer = self.app.settings.consumer
+        out = batch.outputs
+        trim = ("MAXLEN", "~", consumer.output_maxlen, "*")
+        writes: list[Command] = []
+        for name, entries in out.streams.items():
+            stream = keys.stream(name)
+            writes.extend(("XADD", stream, *trim, *_flat(fields)) for fields in entries)
+        writes.extend(("PUTLATEST", keys.state(key), ts, *_flat(fields, skip="ts"))
+                      for key, (ts, fields) in out.latest.items())
+        writes.extend(("HSET", keys.state(key), *_flat(fields)) for key, fields in out.hashes.items())
+        writes.extend(("XADD", keys.alerts, *trim, *_flat(alert.fields())) for alert in out.alerts)
+        writes.extend(("XADD", keys.dlq, "MAXLEN", "~", consumer.dlq_maxlen, "*", *_flat(self._dlq_fields(d)))
+                      for d in batch.dead_letters)
+        if batch.failures:
+            writes.append(("HSET", keys.failures, *_flat(batch.failures)))
+        acks: list[Command] = []
+        for stream, ids in batch.acks.items():
+            for start in range(0, len(ids), ACK_CHUNK):
+                acks.append(("XACK", stream, self.app.group, *ids[start:start + ACK_CHUNK]))
         if batch.resolved:
-            pipe.hdel(self.app.keys.failures, *batch.resolved)
+            acks.append(("HDEL", keys.failures, *batch.resolved))
+        return writes, acks
+
+    async def _scripted(self, commands: list[Command]) -> None:
+        args: list[Any] = []
+        touched = []
+        for command in commands:
+            args.append(len(command))
+            args.extend(command)
+            touched.append(command[1])
+        try:
+            await self._batch_script(keys=list(dict.fromkeys(touched)), args=args)
+        except ResponseError as exc:
+            if is_missing_group(exc):
+                raise  # the loop recreates the group
+            raise WriteError(f"batch writes failed, nothing acknowledged: {exc}") from exc
+
+    async def _pipelined(self, writes: list[Command], acks: list[Command]) -> None:
+        """The same writes for a batch too large for one script call: MULTI/EXEC, then acks."""
+        pipe = self.app.raw.pipeline(transaction=True)
+        for command in writes:
+            if command[0] == "PUTLATEST":
+                await self._put_latest(keys=[command[1]], args=list(command[2:]), client=pipe)
+            else:
+                pipe.execute_command(*command)
+        if writes:
+            results = await pipe.execute(raise_on_error=False)
+            errors = [r for r in results if isinstance(r, Exception)]
+            if errors:
+                raise WriteError(f"{len(errors)} of {len(writes)} writes failed: {errors[0]}")
+        pipe = self.app.raw.pipeline(transaction=False)
+        for command in acks:
+            pipe.execute_command(*command)
         results = await pipe.execute(raise_on_error=False)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:

@@ -478,3 +478,22 @@ async def test_each_entry_a_plugin_fails_keeps_its_own_error(make_app: Any) -> N
     errors = {f["asset"]: f["dlq_error"] for _, f in await app.redis.xrange(app.keys.dlq)}
     assert errors == {"BAD1": "plugin 'picky': ValueError: refuses BAD1",
                       "BAD2": "plugin 'picky': ValueError: refuses BAD2"}
+
+
+async def test_a_huge_dead_letter_and_a_huge_batch_are_written_whole(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())], consumer={"batch_size": 2500})
+    consumer = Consumer(app)
+    await consumer.setup()
+    # too many fields for one script call: the pipelined path writes it, nothing is cut
+    huge = {"type": "balance", **{f"f{i}": str(i) for i in range(4000)}}
+    await add(app, huge)
+    await drain(consumer)
+    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    assert len(dead) == len(huge) + 6 and dead["f3999"] == "3999"
+    # more ids than one XACK chunk in a single batch
+    pipe = app.redis.pipeline(transaction=False)
+    for i in range(2100):
+        pipe.xadd(app.keys.events, bal(f"A{i}"))
+    await pipe.execute()
+    assert await consumer.step(block_ms=1) == 2100
+    assert await pending(app) == 0 and app.stats.processed == 2100
