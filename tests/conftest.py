@@ -7,9 +7,10 @@ fail instead. Each test gets its own key prefix and group, and its keys are dele
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import fakeredis
 import pytest
@@ -50,6 +51,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "real_redis" in item.keywords:
             item.add_marker(pytest.mark.usefixtures("_real_redis_gate"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``navstream.cli.main`` reroutes the ``navstream`` logger to a queue; give it back."""
+    logger = logging.getLogger("navstream")
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate = saved[1]
+    logger.setLevel(saved[2])
 
 
 @pytest.fixture

@@ -91,16 +91,6 @@ def test_every_config_file_loads_and_validates(path: Path) -> None:
     assert set(settings.extra) <= set(sections)
 
 
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    """main() reroutes the `navstream` logger to a queue; give later tests (caplog) it back."""
-    logger = logging.getLogger("navstream")
-    saved = (logger.handlers[:], logger.propagate, logger.level)
-    yield
-    logger.handlers[:] = saved[0]
-    logger.propagate = saved[1]
-    logger.setLevel(saved[2])
-
 
 @pytest.mark.usefixtures("_restore_logging")
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
