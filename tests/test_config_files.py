@@ -15,7 +15,6 @@ import fnmatch
 import glob
 import importlib.util
 import json
-import logging
 import os
 import re
 import shutil
@@ -92,7 +91,6 @@ def test_every_config_file_loads_and_validates(path: Path) -> None:
 
 
 
-@pytest.mark.usefixtures("_restore_logging")
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_every_config_file_passes_config_check(
     path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

@@ -6,7 +6,6 @@ import asyncio
 from decimal import Decimal
 from typing import Any, Sequence
 
-import msgspec
 import pytest
 
 from navstream import App, Balance, Event, InvalidOrder, Order, Outputs, hookimpl
@@ -382,8 +381,8 @@ async def test_idle_consumers_without_pending_entries_are_removed(make_app: Any)
     [[_, [(done, _)]]] = await app.redis.xreadgroup(app.group, "idle-empty", {app.keys.events: ">"}, count=1)
     await app.redis.xack(app.keys.events, app.group, done)
     await asyncio.sleep(0.02)
-    consumer.settings = msgspec.structs.replace(consumer.settings, remove_idle_consumers_ms=10)
-    assert await consumer.remove_idle_consumers() == ["idle-empty"]
+    assert await consumer.remove_idle_consumers(idle_ms=10_000) == []  # none idle that long
+    assert await consumer.remove_idle_consumers(idle_ms=10) == ["idle-empty"]
     names = {c["name"] for c in await app.redis.xinfo_consumers(app.keys.events, app.group)}
     assert "holds-pending" in names and "idle-empty" not in names
     assert await pending(app) == 1

@@ -7,12 +7,12 @@ import re
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import msgspec
 import pytest
 
-from navstream import Outputs, hookimpl, hookspecs
+from navstream import hookimpl, hookspecs
 from navstream.app import App
 from navstream.config import ConfigError, Settings, load_settings, validate_plugin_sections
 from navstream.consumer import Consumer, StartupError

@@ -1,0 +1,159 @@
+"""Handling one batch: decode, dispatch to the plugins, dead-letter, write, acknowledge.
+
+Entries that fail stay pending (their error kept in ``P:state:failures``) and come back through
+XAUTOCLAIM; on the ``max_deliveries``-th failure, or when claimed with more deliveries than
+that already, they are dead-lettered with their error. Nothing is acknowledged before what it
+caused is written (the writer acknowledges last, atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .app import App
+from .dispatch import dispatch_batch
+from .events import DecodeError, decode_event, decode_order
+from .outputs import Outputs
+from .writer import BatchWrite, DeadLetter, Writer
+
+log = logging.getLogger("navstream.consumer")
+
+
+@dataclass(slots=True)
+class Entry:
+    stream: str
+    id: str
+    fields: Mapping[bytes | str, bytes | str]
+    deliveries: int = 1
+
+    @property
+    def ref(self) -> str:
+        return f"{self.stream}/{self.id}"
+
+
+def as_str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class BatchHandler:
+    def __init__(self, app: App, writer: Writer) -> None:
+        self.app = app
+        self.writer = writer
+        self.settings = app.settings.consumer
+        self.keys = app.keys
+        #: Entries acknowledged so far (processed or dead-lettered), for ``--max-events``.
+        self.handled = 0
+
+    async def handle(self, entries: list[Entry]) -> None:
+        """Decode, dispatch, write and acknowledge one batch."""
+        started = time.perf_counter()
+        app = self.app
+        now = app.clock.now_ms()
+        max_ts = now + self.settings.max_future_ms
+        batch = BatchWrite(Outputs(now))
+        acks: dict[str, list[str]] = {}
+        events: list[Any] = []
+        event_entries: list[Entry] = []
+        orders: list[Any] = []
+        order_entries: list[Entry] = []
+        previous_errors = await self._previous_errors(entries)
+
+        for entry in entries:
+            if entry.deliveries > self.settings.max_deliveries:
+                error = previous_errors.get(entry.ref) or (
+                    f"delivered {entry.deliveries} times without being acknowledged "
+                    "(its consumer crashed or hung while handling it)")
+                self._dead_letter(batch, acks, entry, error)
+                continue
+            try:
+                if entry.stream == self.keys.orders:
+                    orders.append(decode_order(entry.fields))
+                    order_entries.append(entry)
+                else:
+                    event = decode_event(entry.fields)
+                    if event.ts > max_ts:
+                        raise DecodeError(
+                            f"field `ts`: {event.ts} is {event.ts - now} ms in the future "
+                            f"(limit {self.settings.max_future_ms} ms); check the producer's clock",
+                            "ts")
+                    events.append(event)
+                    event_entries.append(entry)
+            except DecodeError as exc:
+                self._dead_letter(batch, acks, entry, f"undecodable: {exc.reason}")
+
+        failed: dict[str, str] = {}
+        for hook, arg, items, item_entries in (
+            ("navstream_events", "events", events, event_entries),
+            ("navstream_orders", "orders", orders, order_entries),
+        ):
+            if items:
+                result = await dispatch_batch(app, hook, arg, items, lambda: Outputs(now))
+                failed.update(self._absorb(batch, result, item_entries))
+
+        kinds = [e.__struct_config__.tag for e in events] + ["order"] * len(orders)  # type: ignore[attr-defined]
+        handled: list[str] = []
+        for entry, kind in zip(event_entries + order_entries, kinds):
+            error = failed.get(entry.ref)
+            if error is None:
+                handled.append(kind)
+                acks.setdefault(entry.stream, []).append(entry.id)
+                if entry.deliveries > 1:
+                    batch.resolved.append(entry.ref)
+            elif entry.deliveries >= self.settings.max_deliveries:
+                self._dead_letter(batch, acks, entry, error)
+            else:
+                batch.failures[entry.ref] = error
+                app.stats.failed += 1
+
+        if batch.dead_letters:
+            first = batch.dead_letters[0]
+            batch.outputs.alert(
+                "dead_lettered", "warning",
+                f"{len(batch.dead_letters)} entries moved to {self.keys.dlq} (first: {first.stream} "
+                f"{first.entry_id}: {first.error}); see `navstream dlq list`",
+            )
+        batch.acks = acks
+        await self.writer.write(batch)
+
+        stats = app.stats
+        acked = sum(len(ids) for ids in acks.values())
+        self.handled += acked
+        stats.processed += acked - len(batch.dead_letters)
+        stats.dead_lettered += len(batch.dead_letters)
+        stats.by_type.update(handled)
+        stats.batches += 1
+        stats.last_batch_ms = now
+        stats.last_batch_size = len(entries)
+        stats.last_batch_duration_ms = (time.perf_counter() - started) * 1000
+
+    def _absorb(self, batch: BatchWrite, result: Any, entries: list[Entry]) -> dict[str, str]:
+        """Merge a dispatch's outputs into the batch; return ``ref -> error`` of failed entries."""
+        batch.outputs.merge(result.outputs)
+        for failure in result.failures:
+            self.app.stats.plugin_errors += 1
+            batch.outputs.alert(
+                "plugin_error", "critical",
+                f"{failure.error} ({len(failure.failed)} of {len(entries)} entries failed alone; "
+                "they are retried and dead-lettered after max_deliveries)",
+            )
+        return {entries[pos].ref: error for pos, error in result.failed_positions().items()}
+
+    def _dead_letter(self, batch: BatchWrite, acks: dict[str, list[str]], entry: Entry, error: str) -> None:
+        batch.dead_letters.append(DeadLetter(entry.stream, entry.id, entry.fields, error, entry.deliveries))
+        acks.setdefault(entry.stream, []).append(entry.id)
+        if entry.deliveries > 1:
+            batch.resolved.append(entry.ref)
+        log.warning("entry dead-lettered", extra={
+            "event": "dead_lettered", "stream": entry.stream, "id": entry.id, "error": error,
+            "deliveries": entry.deliveries})
+
+    async def _previous_errors(self, entries: list[Entry]) -> dict[str, str]:
+        refs = [e.ref for e in entries if e.deliveries > 1]
+        if not refs:
+            return {}
+        values = await self.app.raw.hmget(self.keys.failures, refs)
+        return {ref: as_str(v) for ref, v in zip(refs, values) if v is not None}
+
