@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import Settings, validate_plugin_sections
 from .keys import Keys
@@ -94,6 +98,13 @@ def default_connect(settings: Settings) -> Connect:
             socket_connect_timeout=5,
             socket_keepalive=True,
             health_check_interval=30,
+            # Shows up in CLIENT LIST, so ops can tell which consumer holds which connection.
+            client_name=f"navstream:{settings.consumer_name()}",
+            # Ride out a blip (a killed connection, a failover) on the spot; a longer outage is
+            # the loop's to handle, with its own backoff and alerts. At-least-once makes a
+            # repeated command harmless.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
 
     return connect

@@ -496,3 +496,36 @@ async def test_a_huge_dead_letter_and_a_huge_batch_are_written_whole(make_app: A
     await pipe.execute()
     assert await consumer.step(block_ms=1) == 2100
     assert await pending(app) == 0 and app.stats.processed == 2100
+
+
+@pytest.mark.real_redis
+async def test_killed_connections_on_a_real_redis_lose_nothing(real_backend: Any) -> None:
+    from navstream.config import load_settings
+    from navstream.pluginmanager import build_plugin_manager
+
+    rec = Recorder()
+    settings = load_settings(env={}, overrides={
+        "redis": {"url": real_backend.url, "prefix": real_backend.prefix, "group": "g"},
+        "consumer": {"name": f"killme-{real_backend.prefix}", **FAST, "reconnect_max_ms": 200}})
+    app = App.create(settings, plugins=build_plugin_manager(load_entrypoints=False, extra=[("rec", rec)], env={}))
+    admin = real_backend.connect(True)
+    try:
+        consumer = Consumer(app, until_idle_s=1.0)
+        task = asyncio.create_task(consumer.run())
+        await add(app, *(bal(f"A{i}") for i in range(50)))
+        await asyncio.sleep(0.2)
+        name = f"navstream:{app.consumer_name}"
+        clients = [c for c in await admin.client_list() if c["name"] == name]
+        assert clients, "the consumer's connections carry its name"
+        for client in clients:  # as a network blip or a Redis failover would
+            await admin.client_kill_filter(_id=client["id"])
+        for i in range(50):
+            await admin.xadd(app.keys.events, bal(f"B{i}"))
+        assert await asyncio.wait_for(task, 10) == 0
+        assert {e.asset for e in rec.seen} >= {f"A{i}" for i in range(50)} | {f"B{i}" for i in range(50)}
+        assert await pending(app) == 0
+        for i in range(50):
+            assert await app.redis.exists(app.keys.state("rec", f"B{i}"))
+    finally:
+        await admin.aclose()
+        await app.aclose()
