@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 
 from .app import App
 from .writer import is_missing_group
@@ -80,21 +80,39 @@ async def dlq_list(app: App, *, limit: int = 50, start: str = "-") -> list[dict[
     return [{"id": entry_id, **fields} for entry_id, fields in rows]
 
 
-# Moves one dead letter back only if this call is the one that removed it from the DLQ, so two
-# operators replaying at once never double it, and a concurrent purge wins cleanly.
-REPLAY_LUA = """
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
-  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
-end
-return false
-"""
+async def _move_back(app: App, entry_id: str, target: str, original: dict[bytes, bytes]) -> str | None:
+    """XADD to ``target`` and XDEL from the DLQ in one MULTI, under WATCH of both keys.
+
+    WATCH makes it safe against a second operator (the entry is moved once) and a concurrent
+    purge (nothing is added for a deleted entry); checking the target's type under WATCH means
+    the XADD cannot fail inside the transaction, where the XDEL would still run and lose it.
+    Returns the new id, or None when the entry was gone already.
+    """
+    for _ in range(50):
+        async with app.raw.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(app.keys.dlq, target)
+                if not await pipe.xrange(app.keys.dlq, min=entry_id, max=entry_id):
+                    return None
+                kind = await pipe.type(target)
+                if kind not in (b"stream", b"none"):
+                    raise AdminError(f"{target} holds a {kind.decode()}, not a stream; "
+                                     f"dead letter {entry_id} stays in the DLQ")
+                pipe.multi()
+                pipe.xadd(target, original)
+                pipe.xdel(app.keys.dlq, entry_id)
+                new_id, _ = await pipe.execute()
+                return str(new_id.decode())
+            except WatchError:
+                continue  # the DLQ or the target changed meanwhile: look again
+    raise AdminError(f"dead letter {entry_id}: the DLQ kept changing; nothing moved, try again")
 
 
 async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, str]]:
     """Put dead letters back on the stream they came from (all when ``ids`` is None).
 
-    Each move is one MULTI/EXEC (XADD to the source, XDEL from the DLQ), so an entry is never
-    both lost and never doubled. Returns ``(dlq id, stream, new id)`` for each one moved.
+    Each move is one MULTI/EXEC under WATCH (XADD to the source, XDEL from the DLQ), so an entry
+    is never lost and never doubled. Returns ``(dlq id, stream, new id)`` for each one moved.
     :raises AdminError: an unknown id, or an entry whose source is not an input stream.
     """
     if ids is not None:
@@ -115,12 +133,9 @@ async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, st
         plan.append((entry_id, target, original))
     moved = []
     for entry_id, target, original in plan:
-        args = [entry_id]
-        for k, v in original.items():
-            args.extend((k, v))
-        new_id = await app.raw.eval(REPLAY_LUA, 2, app.keys.dlq, target, *args)
+        new_id = await _move_back(app, entry_id, target, original)
         if new_id is not None:  # None: another operator moved or purged it meanwhile
-            moved.append((entry_id, target, new_id.decode()))
+            moved.append((entry_id, target, new_id))
     return moved
 
 

@@ -30,11 +30,11 @@ class DispatchResult:
     failures: list[PluginFailure]
 
     def failed_positions(self) -> dict[int, str]:
-        """Batch position -> the first error that failed it."""
+        """Batch position -> every plugin error that failed it, joined with ``; ``."""
         out: dict[int, str] = {}
         for failure in self.failures:
             for pos, error in failure.failed.items():
-                out.setdefault(pos, error)
+                out[pos] = f"{out[pos]}; {error}" if pos in out else error
         return out
 
 

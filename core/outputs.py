@@ -41,8 +41,39 @@ class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
         return {k: str(v) for k, v in msgspec.structs.asdict(self).items() if v is not None}
 
 
+RESERVED_STREAMS = ("events", "orders", "dlq", "alerts")
+MAX_FIELDS = 1000
+
+
+def _checked(what: str, fields: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``fields`` once every key and value is a ``str``.
+
+    Checked here, inside the plugin's own call, so a plugin's mistake (a ``Decimal`` where a
+    string belongs) fails that plugin alone instead of the batch write for everyone.
+    """
+    if not fields:
+        raise ValueError(f"{what}: needs at least one field")
+    if len(fields) > MAX_FIELDS:
+        raise ValueError(f"{what}: {len(fields)} fields, more than {MAX_FIELDS}")
+    for key, value in fields.items():
+        if type(key) is not str or type(value) is not str or not key:
+            raise TypeError(
+                f"{what}: field {key!r} = {value!r}: keys and values must be non-empty str keys "
+                "and str values (write money as str(Decimal))")
+    return dict(fields)
+
+
+def _name(what: str, name: str) -> str:
+    if type(name) is not str or not name or any(c in name for c in " \t\r\n"):
+        raise ValueError(f"{what}: invalid name {name!r}")
+    return name
+
+
 class Outputs:
     """One plugin's outputs for one batch or tick.
+
+    Every method checks its arguments at once, so a plugin's mistake raises in that plugin's
+    own call (and is isolated like any plugin error), never later in the shared batch write.
 
     :param now_ms: the clock when the batch was handled; stamps alerts.
     """
@@ -61,9 +92,10 @@ class Outputs:
 
         Output streams are trimmed with ``MAXLEN ~ [consumer] output_maxlen``.
         """
-        if not fields:
-            raise ValueError("an output entry needs at least one field")
-        self.streams.setdefault(stream, []).append(dict(fields))
+        _name("emit", stream)
+        if ":" in stream or stream in RESERVED_STREAMS:
+            raise ValueError(f"emit: {stream!r} is not a plugin output stream")
+        self.streams.setdefault(stream, []).append(_checked(f"emit to {stream!r}", fields))
 
     def alert(
         self,
@@ -79,6 +111,11 @@ class Outputs:
         """Raise an alert on ``P:alerts`` (and in the logs, and in the counters)."""
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+        for name, value in (("code", code), ("message", message), ("venue", venue),
+                            ("account", account), ("asset", asset), ("source", source)):
+            if value is not None and type(value) is not str:
+                raise TypeError(f"alert: `{name}` must be a str, got {type(value).__name__}")
+        _name("alert code", code)
         self.alerts.append(
             Alert(code, severity, message, self.now_ms, venue, account, asset, source)
         )
@@ -88,22 +125,29 @@ class Outputs:
 
         Coalesced per batch: only the newest snapshot per key reaches Redis.
         """
+        _name("put_latest", key)
+        if type(ts) is not int:
+            raise TypeError(f"put_latest {key!r}: ts must be an int (epoch ms), got {type(ts).__name__}")
+        checked = _checked(f"put_latest {key!r}", fields)
         held = self.latest.get(key)
         if held is None or ts >= held[0]:
-            self.latest[key] = (ts, dict(fields))
+            self.latest[key] = (ts, checked)
 
     def hset(self, key: str, fields: Mapping[str, str]) -> None:
         """Merge ``fields`` into state hash ``P:state:<key>``, the last write per field winning."""
-        self.hashes.setdefault(key, {}).update(fields)
+        _name("hset", key)
+        self.hashes.setdefault(key, {}).update(_checked(f"hset {key!r}", fields))
 
     def merge(self, other: Outputs) -> None:
-        """Fold another buffer into this one, keeping the coalescing rules."""
+        """Fold another (already checked) buffer into this one, keeping the coalescing rules."""
         for stream, entries in other.streams.items():
             self.streams.setdefault(stream, []).extend(entries)
         for key, (ts, fields) in other.latest.items():
-            self.put_latest(key, ts, fields)
+            held = self.latest.get(key)
+            if held is None or ts >= held[0]:
+                self.latest[key] = (ts, fields)
         for key, fields in other.hashes.items():
-            self.hset(key, fields)
+            self.hashes.setdefault(key, {}).update(fields)
         self.alerts.extend(other.alerts)
 
     def __bool__(self) -> bool:

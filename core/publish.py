@@ -15,6 +15,10 @@ from .events import DecodeError, InvalidOrder, decode_event, decode_order
 _json = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
 
 
+#: No contract entry comes near this; a larger one is a producer bug (and too wide for one script).
+MAX_FIELDS = 1000
+
+
 class PublishError(ValueError):
     """Entries that break the contract; nothing was written."""
 
@@ -73,6 +77,9 @@ def prepare(app: App, entries: list[dict[str, str]], *, stamp: bool = False) -> 
     limit = now + app.settings.consumer.max_future_ms
     prepared, problems = [], []
     for number, fields in enumerate(entries, 1):
+        if len(fields) > MAX_FIELDS:
+            problems.append(f"entry {number}: {len(fields)} fields, more than {MAX_FIELDS}")
+            continue
         if stamp and "ts" not in fields:
             fields = {**fields, "ts": str(now)}
         try:

@@ -11,7 +11,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .app import App
 from .outputs import PUT_LATEST_LUA, Outputs
@@ -58,12 +60,34 @@ class BatchWrite:
     resolved: list[str] = field(default_factory=list)
 
 
-# Writes a whole batch and acknowledges it in one atomic script: one round trip, and no moment
-# where outputs are visible but entries unacknowledged, or the reverse. ARGV is a flat list of
-# commands, each as <count> <name> <args...>; PUTLATEST is HSET unless the hash holds a newer
-# `ts`. XACK comes last, so a failing write aborts the script before anything is acknowledged.
+# Writes a whole batch and acknowledges it in one script call: one round trip, run in isolation
+# (no other client sees a half-written batch). ARGV is a flat list of commands, each as
+# <count> <name> <args...>; PUTLATEST is HSET unless the hash holds a newer `ts`. A first pass
+# checks every key's type and every ts, so a write that would fail is refused before anything is
+# written; XACK comes last, so whatever stops the script part way (out of memory) stops it
+# before anything is acknowledged. Lua scripts do not roll back: the pre-check is what makes
+# a refused batch leave nothing behind.
 WRITE_BATCH_LUA = """
-local i, n, acked = 1, #ARGV, 0
+local wants = {XADD = 'stream', XACK = 'stream', HSET = 'hash', HDEL = 'hash', PUTLATEST = 'hash'}
+local i, n = 1, #ARGV
+while i <= n do
+  local c = tonumber(ARGV[i])
+  local cmd, key = ARGV[i + 1], ARGV[i + 2]
+  local t = redis.call('TYPE', key)
+  if type(t) == 'table' then t = t['ok'] end
+  if t ~= 'none' and t ~= wants[cmd] then
+    return redis.error_reply('WRONGTYPE ' .. cmd .. ' ' .. key .. ' holds a ' .. t .. '; nothing written')
+  end
+  if cmd == 'PUTLATEST' then
+    local current = redis.call('HGET', key, 'ts')
+    if current and not tonumber(current) then
+      return redis.error_reply('BADSTATE ' .. key .. ' has a non-numeric ts; nothing written')
+    end
+  end
+  i = i + c + 1
+end
+local acked = 0
+i = 1
 while i <= n do
   local c = tonumber(ARGV[i])
   local cmd = ARGV[i + 1]
@@ -104,17 +128,25 @@ class Writer:
 
     async def write(self, batch: BatchWrite) -> None:
         """Write everything the batch caused, then acknowledge it; raise if Redis refused any."""
-        writes, acks = self._commands(batch)
-        if writes or acks:
-            if max(len(c) for c in writes + acks) > MAX_SCRIPT_ARGS:
-                await self._pipelined(writes, acks)
-            else:
-                await self._scripted(writes + acks)
+        # Logged first: if the write fails, the alert still reached the logs.
         for alert in batch.outputs.alerts:
             alert_log.log(
                 _LOG_LEVEL[alert.severity], alert.message,
                 extra={"event": "alert", **{k: v for k, v in alert.fields().items() if k != "message"}},
             )
+        writes, acks = self._commands(batch)
+        if not (writes or acks):
+            return
+        try:
+            if max(len(c) for c in writes + acks) > MAX_SCRIPT_ARGS:
+                await self._pipelined(writes, acks)
+            else:
+                await self._scripted(writes + acks)
+        except RedisError as exc:
+            if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or (
+                    isinstance(exc, ResponseError) and is_missing_group(exc)):
+                raise  # the loop reconnects, or recreates the group
+            raise WriteError(f"batch writes failed, nothing acknowledged: {exc}") from exc
 
     def _commands(self, batch: BatchWrite) -> tuple[list[Command], list[Command]]:
         keys = self.app.keys
@@ -148,12 +180,7 @@ class Writer:
             args.append(len(command))
             args.extend(command)
             touched.append(command[1])
-        try:
-            await self._batch_script(keys=list(dict.fromkeys(touched)), args=args)
-        except ResponseError as exc:
-            if is_missing_group(exc):
-                raise  # the loop recreates the group
-            raise WriteError(f"batch writes failed, nothing acknowledged: {exc}") from exc
+        await self._batch_script(keys=list(dict.fromkeys(touched)), args=args)
 
     async def _pipelined(self, writes: list[Command], acks: list[Command]) -> None:
         """The same writes for a batch too large for one script call: MULTI/EXEC, then acks."""

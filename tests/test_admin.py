@@ -760,3 +760,29 @@ async def test_publish_is_all_or_nothing_when_redis_refuses_one_entry(make_app: 
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await publish(app, prepared)
     assert await app.redis.exists(app.keys.events) == 0, "the event was written although the order failed"
+
+
+async def test_dlq_replay_moves_a_very_wide_dead_letter_whole(make_app: Any) -> None:
+    app = make_app()
+    fields = {"type": "balance", **{f"f{i}": str(i) for i in range(4100)}}
+    dlq_id = await dead(app, fields)
+    (moved,) = await dlq_replay(app, [dlq_id])
+    (_, back), = await app.redis.xrange(app.keys.events)
+    assert moved[0] == dlq_id and back == fields
+    assert await app.redis.xlen(app.keys.dlq) == 0
+
+
+async def test_dlq_replay_into_a_broken_target_keeps_the_dead_letter(make_app: Any) -> None:
+    app = make_app()
+    dlq_id = await dead(app, price_fields(1))
+    await app.redis.set(app.keys.events, "not a stream")
+    with pytest.raises(AdminError, match="not a stream"):
+        await dlq_replay(app, [dlq_id])
+    assert [i for i, _ in await app.redis.xrange(app.keys.dlq)] == [dlq_id]
+
+
+async def test_publish_rejects_an_absurdly_wide_entry(make_app: Any) -> None:
+    app = make_app()
+    wide = {**price_fields(1), **{f"x{i}": "1" for i in range(1000)}}
+    with pytest.raises(PublishError, match="more than 1000"):
+        prepare(app, [price_fields(2), wide])

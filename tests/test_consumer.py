@@ -529,3 +529,48 @@ async def test_killed_connections_on_a_real_redis_lose_nothing(real_backend: Any
     finally:
         await admin.aclose()
         await app.aclose()
+
+
+async def test_a_plugins_malformed_output_fails_that_plugin_alone(make_app: Any) -> None:
+    class Sloppy:
+        @hookimpl
+        def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+            for e in events:
+                out.put_latest(f"sloppy:{e.asset}", e.ts, {"balance": e.balance})  # a Decimal
+
+    class Reserved:
+        @hookimpl
+        def navstream_events(self, out: Outputs) -> None:
+            out.emit("orders", {"x": "1"})  # an input stream is no output
+
+    rec = Recorder()
+    app = make_app(plugins=[("rec", rec), ("sloppy", Sloppy()), ("reserved", Reserved())],
+                   consumer={**FAST, "max_deliveries": 1})
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, bal("BTC"))
+    await drain(consumer)  # no crash: the mistakes raised inside the plugins' own calls
+    assert await app.redis.hget(app.keys.state("rec", "BTC"), "balance") == "1"
+    errors = {f["dlq_error"] for _, f in await app.redis.xrange(app.keys.dlq)}
+    assert any("sloppy" in e and "TypeError" in e and "str(Decimal)" in e for e in errors)
+    codes = [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)]
+    assert codes.count("plugin_error") == 2
+    assert not await app.redis.exists(app.keys.orders) or await app.redis.xlen(app.keys.orders) == 0
+
+
+async def test_a_refused_batch_leaves_nothing_behind(make_app: Any) -> None:
+    class Writes:
+        @hookimpl
+        def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+            out.emit("nav", {"n": str(len(events))})  # comes first in the script
+            out.put_latest("broken", START_MS, {"x": "1"})  # fails: the key is not a hash
+
+    app = make_app(plugins=[("w", Writes())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await app.redis.set(app.keys.state("broken"), "a string")
+    await add(app, bal("BTC"))
+    with pytest.raises(WriteError, match="WRONGTYPE"):
+        await consumer.step(block_ms=1)
+    assert not await app.redis.exists(app.keys.nav)  # checked before anything was written
+    assert await pending(app) == 1
