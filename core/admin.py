@@ -11,22 +11,13 @@ from typing import Any
 from redis.exceptions import ResponseError, WatchError
 
 from .app import App
+from .keys import next_id, parse_id
 from .writer import is_missing_group
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
 
 
 class AdminError(RuntimeError):
     """An operation refused, with the reason."""
-
-
-def parse_id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def next_id(entry_id: str) -> str:
-    ms, seq = parse_id(entry_id)
-    return f"{ms}-{seq + 1}"
 
 
 async def _groups(app: App, stream: str) -> list[dict[str, Any]]:

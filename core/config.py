@@ -55,6 +55,9 @@ class ConsumerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_future_ms: Annotated[int, msgspec.Meta(ge=0)] = 300_000
     #: Upper bound of the reconnect backoff.
     reconnect_max_ms: Annotated[int, msgspec.Meta(ge=100)] = 5_000
+    #: An async plugin hook still running after this long fails (like an exception), so one
+    #: entry that makes a plugin hang cannot stall the consumers that reclaim it one by one.
+    hook_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
 
     def __post_init__(self) -> None:
         if self.claim_idle_ms <= self.block_ms:

@@ -114,18 +114,25 @@ class Consumer:
         await self._until_connected(self.setup)
         last_activity = time.monotonic()
         next_tick = 0.0
+        group_lost: ResponseError | None = None
         try:
             while not self.stopping:
                 now = time.monotonic()
                 try:
+                    # Recovery work does I/O too, so it runs in here, where failures are handled.
+                    if group_lost is not None:
+                        await self._group_missing(group_lost)
+                        group_lost = None
+                    await self._recovered()
                     if now >= next_tick:  # on time under load too: ticks never wait for idleness
                         next_tick = now + self.settings.tick_ms / 1000
                         if await self.reclaim():
                             last_activity = time.monotonic()
                         await self.tick()
+                    if self.stopping:  # a signal during reclaim or tick: read nothing more
+                        break
                     if await self.step(self._block_ms(now, next_tick)):
                         last_activity = time.monotonic()
-                    await self._recovered()
                 except TRANSIENT as exc:
                     await self._connection_lost(exc)
                     continue
@@ -135,7 +142,7 @@ class Consumer:
                 except ResponseError as exc:
                     if not is_missing_group(exc):
                         raise
-                    await self._group_missing(exc)
+                    group_lost = exc
                     continue
                 if self.max_events is not None and self.handler.handled >= self.max_events:
                     log.info("max events reached", extra={"event": "max_events", "handled": self.handler.handled})
@@ -202,12 +209,12 @@ class Consumer:
         if self._down_since is None:
             return
         down_for = time.monotonic() - self._down_since
-        self._down_since = None
-        self._attempts = 0
         out = Outputs(self.app.clock.now_ms())
         out.alert("redis_reconnected", "warning",
                   f"connection to Redis restored after {down_for:.1f}s; pending entries are reclaimed")
         await self.writer.write(BatchWrite(out))
+        self._down_since = None  # only now: a failed write keeps the outage to be reported
+        self._attempts = 0
 
     async def _write_failed(self, exc: WriteError) -> None:
         """Redis refused some writes of a batch: nothing was acknowledged, so nothing is lost.
@@ -219,7 +226,8 @@ class Consumer:
         log.error("batch writes refused; entries stay pending", extra={"event": "write_failed", "error": str(exc)})
         out = Outputs(self.app.clock.now_ms())
         out.alert("write_failed", "critical",
-                  f"Redis refused writes of a batch, which stays pending and is retried: {exc}")
+                  f"Redis refused a batch's writes; nothing of it was acknowledged, so its entries "
+                  f"stay pending and are retried (a tick's alerts are raised again): {exc}")
         try:
             await self.writer.write(BatchWrite(out))
         except (WriteError, *TRANSIENT) as again:
@@ -280,13 +288,19 @@ class Consumer:
             app.stats.plugin_errors += 1
             out.alert("plugin_error", "critical", f"{failure.error} (in navstream_tick)")
         try:
-            await self.upkeep.refresh_lag(self.streams)
+            await self.upkeep.refresh_lag(self.streams, out)
             await self.upkeep.check_dlq(out)
         finally:
             # The heartbeat goes out whatever happened above, as long as Redis answers.
-            await self.writer.write(BatchWrite(out))
+            try:
+                await self.writer.write(BatchWrite(out))
+            except BaseException:
+                self.upkeep.rollback()
+                raise
+            self.upkeep.commit()
             status = "stopped" if final else ("reconnecting" if self._down_since else "running")
             await self.upkeep.heartbeat(self.streams, status)
+            await self.upkeep.flush_lost_reports()
         if not final and self._tick_count % IDLE_CONSUMER_SWEEP_TICKS == 1:
             await self.upkeep.remove_idle_consumers(self.streams)
 

@@ -7,11 +7,13 @@ alone keep their outputs, and only the entries it still fails are left for redel
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .pluginmanager import await_me_maybe, call_impl, hook_impls
+from .pluginmanager import call_impl, hook_impls
 
 log = logging.getLogger("navstream.dispatch")
 
@@ -38,6 +40,28 @@ class DispatchResult:
         return out
 
 
+class HookTimeout(TimeoutError):
+    """An async hook did not finish within ``[consumer] hook_timeout_s``."""
+
+
+async def call_with_timeout(app: Any, impl: Any, kwargs: dict[str, Any]) -> Any:
+    """Call one hook implementation; an awaitable it returns must finish in time.
+
+    A synchronous hook cannot be interrupted: it runs to the end, blocking the loop, which is
+    why plugins that do I/O must be async.
+    """
+    result = call_impl(impl, kwargs)
+    if callable(result):
+        result = result()
+    if inspect.isawaitable(result):
+        timeout = app.settings.consumer.hook_timeout_s
+        try:
+            result = await asyncio.wait_for(result, timeout)
+        except asyncio.TimeoutError:
+            raise HookTimeout(f"did not finish within {timeout:g}s (hook_timeout_s)") from None
+    return result
+
+
 def describe(exc: BaseException, plugin: str) -> str:
     text = f"plugin {plugin!r}: {type(exc).__name__}: {exc}"
     return text if len(text) <= 1000 else text[:997] + "..."
@@ -60,7 +84,7 @@ async def dispatch_batch(
     for impl in hook_impls(app.pm, hook_name):
         out = outputs_factory()
         try:
-            await await_me_maybe(call_impl(impl, {"app": app, arg_name: items, "out": out}))
+            await call_with_timeout(app, impl, {"app": app, arg_name: items, "out": out})
         except Exception as exc:  # noqa: BLE001 - isolation is the point
             error = describe(exc, impl.plugin_name)
             log.warning(
@@ -86,7 +110,7 @@ async def _retry_each(
     for pos, item in enumerate(items):
         out = outputs_factory()
         try:
-            await await_me_maybe(call_impl(impl, {"app": app, arg_name: [item], "out": out}))
+            await call_with_timeout(app, impl, {"app": app, arg_name: [item], "out": out})
         except Exception as exc:  # noqa: BLE001
             failure.failed[pos] = describe(exc, impl.plugin_name)
             continue
@@ -100,7 +124,7 @@ async def dispatch_tick(app: Any, now_ms: int, outputs_factory: Any) -> Dispatch
     for impl in hook_impls(app.pm, "navstream_tick"):
         out = outputs_factory()
         try:
-            await await_me_maybe(call_impl(impl, {"app": app, "now_ms": now_ms, "out": out}))
+            await call_with_timeout(app, impl, {"app": app, "now_ms": now_ms, "out": out})
         except Exception as exc:  # noqa: BLE001
             failures.append(PluginFailure(impl.plugin_name, describe(exc, impl.plugin_name)))
             continue

@@ -157,7 +157,7 @@ def _reason(err: msgspec.ValidationError) -> tuple[str, str | None]:
     return text, field
 
 
-def _as_str_map(fields: Mapping[str | bytes, str | bytes]) -> dict[str, str]:
+def as_str_map(fields: Mapping[str | bytes, str | bytes]) -> dict[str, str]:
     try:  # the hot path: one comprehension, no per-field checks
         return {
             (k.decode() if k.__class__ is bytes else k): (v.decode() if v.__class__ is bytes else v)  # type: ignore[union-attr]
@@ -186,7 +186,7 @@ class Decoder:
 
     def decode(self, fields: Mapping[str | bytes, str | bytes]) -> msgspec.Struct:
         """Return the event, or raise :class:`DecodeError` naming what is wrong."""
-        data = fields if _all_str(fields) else _as_str_map(fields)
+        data = fields if _all_str(fields) else as_str_map(fields)
         kind = data.get("type")
         if kind is None:
             raise DecodeError("missing field `type`", "type")
@@ -228,7 +228,7 @@ def decode_order(fields: Mapping[str | bytes, str | bytes]) -> Order | InvalidOr
     try:
         return ORDER_DECODER.decode(fields)  # type: ignore[return-value]
     except DecodeError as exc:
-        data = _as_str_map(fields)
+        data = as_str_map(fields)
         order_id = data.get("order_id", "")
         if not order_id or len(order_id) > 256:
             raise DecodeError(f"{exc.reason}; no usable `order_id` to answer", exc.field) from exc

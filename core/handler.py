@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
+
+from redis.exceptions import RedisError
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .app import App
 from .dispatch import dispatch_batch
-from .events import DecodeError, decode_event, decode_order
+from .events import DecodeError, InvalidOrder, Order, as_str_map, decode_event, decode_order
 from .outputs import Outputs
-from .writer import BatchWrite, DeadLetter, Writer
+from .writer import BatchWrite, DeadLetter, Writer, WriteError
 
 log = logging.getLogger("navstream.consumer")
 
@@ -70,15 +72,17 @@ class BatchHandler:
                 continue
             try:
                 if entry.stream == self.keys.orders:
-                    orders.append(decode_order(entry.fields))
+                    order = decode_order(entry.fields)
+                    if isinstance(order, Order) and order.ts > max_ts:
+                        # answerable: the gate vetoes it with the reason, like any bad order
+                        order = InvalidOrder(order.order_id, self._future(order.ts, now),
+                                             as_str_map(entry.fields))
+                    orders.append(order)
                     order_entries.append(entry)
                 else:
                     event = decode_event(entry.fields)
                     if event.ts > max_ts:
-                        raise DecodeError(
-                            f"field `ts`: {event.ts} is {event.ts - now} ms in the future "
-                            f"(limit {self.settings.max_future_ms} ms); check the producer's clock",
-                            "ts")
+                        raise DecodeError(self._future(event.ts, now), "ts")
                     events.append(event)
                     event_entries.append(entry)
             except DecodeError as exc:
@@ -116,7 +120,11 @@ class BatchHandler:
                 f"{first.entry_id}: {first.error}); see `navstream dlq list`",
             )
         batch.acks = acks
-        await self.writer.write(batch)
+        try:
+            await self.writer.write(batch)
+        except WriteError as exc:
+            await self._remember_write_failure(entries, str(exc))
+            raise
 
         stats = app.stats
         acked = sum(len(ids) for ids in acks.values())
@@ -149,6 +157,18 @@ class BatchHandler:
         log.warning("entry dead-lettered", extra={
             "event": "dead_lettered", "stream": entry.stream, "id": entry.id, "error": error,
             "deliveries": entry.deliveries})
+
+    def _future(self, ts: int, now: int) -> str:
+        return (f"field `ts`: {ts} is {ts - now} ms in the future (limit "
+                f"{self.settings.max_future_ms} ms); check the producer's clock")
+
+    async def _remember_write_failure(self, entries: list[Entry], error: str) -> None:
+        """So that whoever dead-letters these entries later can say why they kept failing."""
+        try:
+            await self.app.raw.hset(self.keys.failures, mapping={e.ref: error for e in entries})
+        except RedisError as exc:  # Redis refuses the batch; it may refuse this too: log it
+            log.error("could not record a write failure", extra={
+                "event": "failure_not_recorded", "error": str(exc)})
 
     async def _previous_errors(self, entries: list[Entry]) -> dict[str, str]:
         refs = [e.ref for e in entries if e.deliveries > 1]

@@ -38,3 +38,15 @@ class Keys:
     @property
     def inputs(self) -> tuple[str, str]:
         return (self.events, self.orders)
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    """A stream id as a comparable ``(ms, seq)``."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def next_id(entry_id: str) -> str:
+    """The smallest id after ``entry_id``."""
+    ms, seq = parse_id(entry_id)
+    return f"{ms}-{seq + 1}"

@@ -9,6 +9,7 @@ from typing import Any
 
 from .app import App
 from .handler import BatchHandler, Entry, as_str
+from .keys import parse_id
 from .outputs import Outputs
 from .writer import BatchWrite, Writer
 
@@ -32,6 +33,14 @@ class Upkeep:
         self.keys = app.keys
         self._claim_cursor: dict[str, str] = {}
         self._dlq_alerted = False
+        #: What was last reported lost per stream, so each loss is alerted once per consumer.
+        self._reported: dict[str, str] = {}
+        #: Changes to the above (and to ``_dlq_alerted``) decided during a tick; they take
+        #: effect only once the tick's alerts are written, so a failed write re-alerts.
+        self._staged: dict[str, Any] = {}
+        #: ``entries_lost`` reports not yet written: XAUTOCLAIM already removed those ids from
+        #: the pending list, so this is the only record of them until the alert is in Redis.
+        self._unreported: list[tuple[str, list[str]]] = []
         self._delete_if_idle = app.raw.register_script(DELETE_IF_IDLE_LUA)
 
     async def reclaim(self, streams: list[str]) -> int:
@@ -46,8 +55,9 @@ class Upkeep:
             if not claimed:
                 continue
             deliveries = await self._deliveries(stream, claimed)
-            entries = [Entry(stream, entry_id, fields or {}, deliveries.get(entry_id, 2))
-                       for entry_id, fields in claimed]
+            # An entry no longer pending for us was acknowledged by someone else: skip it.
+            entries = [Entry(stream, entry_id, fields or {}, deliveries[entry_id])
+                       for entry_id, fields in claimed if entry_id in deliveries]
             log.info("reclaimed pending entries", extra={
                 "event": "reclaimed", "stream": stream, "count": len(entries)})
             await self.handler.handle(entries)
@@ -68,32 +78,93 @@ class Upkeep:
         return next_cursor, claimed, deleted
 
     async def _deliveries(self, stream: str, claimed: list[Any]) -> dict[str, int]:
-        ids = [entry_id for entry_id, _ in claimed]
-        rows = await self.app.raw.xpending_range(
-            stream, self.app.group, min=ids[0], max=ids[-1], count=len(ids) * 2 + 10,
-            consumername=self.app.consumer_name,
-        )
-        return {as_str(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        """Redis's delivery count of each entry just claimed (pages through our own PEL)."""
+        wanted = {entry_id for entry_id, _ in claimed}
+        counts: dict[str, int] = {}
+        start, end = claimed[0][0], claimed[-1][0]
+        while wanted - counts.keys():
+            rows = await self.app.raw.xpending_range(
+                stream, self.app.group, min=start, max=end, count=max(100, 2 * len(wanted)),
+                consumername=self.app.consumer_name)
+            if not rows:
+                break
+            for row in rows:
+                counts[as_str(row["message_id"])] = int(row["times_delivered"])
+            start = "(" + as_str(rows[-1]["message_id"])
+        missing = wanted - counts.keys()
+        if missing:  # not pending for us any more: someone acknowledged them meanwhile
+            log.warning("claimed entries left our pending list", extra={
+                "event": "claim_vanished", "stream": stream, "ids": sorted(missing)[:20]})
+        return counts
 
     async def _report_lost(self, stream: str, ids: list[str]) -> None:
         self.app.stats.lost += len(ids)
-        shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
-        out = Outputs(self.app.clock.now_ms())
-        out.alert("entries_lost", "critical",
-                  f"{len(ids)} entries of {stream} were deleted (MAXLEN trim or XDEL) while pending, "
-                  f"before navstream processed them: {shown}")
-        batch = BatchWrite(out, resolved=[f"{stream}/{i}" for i in ids])
-        await self.writer.write(batch)
+        self._unreported.append((stream, ids))
+        await self.flush_lost_reports()
 
-    async def refresh_lag(self, streams: list[str]) -> None:
+    async def flush_lost_reports(self) -> None:
+        """Write the ``entries_lost`` alerts still owed; kept for the next try if Redis refuses."""
+        if not self._unreported:
+            return
+        out = Outputs(self.app.clock.now_ms())
+        resolved = []
+        for stream, ids in self._unreported:
+            shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+            out.alert("entries_lost", "critical",
+                      f"{len(ids)} entries of {stream} were deleted (MAXLEN trim or XDEL) while "
+                      f"pending, before navstream processed them: {shown}")
+            resolved += [f"{stream}/{i}" for i in ids]
+        await self.writer.write(BatchWrite(out, resolved=resolved))
+        self._unreported.clear()
+
+    async def refresh_lag(self, streams: list[str], out: Outputs) -> None:
+        """Lag and pending as Redis reports them, and entries deleted before this group read them.
+
+        Entries deleted while pending are caught by XAUTOCLAIM; entries a producer's MAXLEN
+        trim or an XDEL removed before any consumer read them leave no trace there, so they are
+        found here: a trim shows as Redis counting more entries added than the group read and
+        the stream still holds; an XDEL as a deleted id above what the group was delivered.
+        """
         stats = self.app.stats
         for stream in streams:
-            groups = await self.app.redis.xinfo_groups(stream)
-            for group in groups:
-                if group.get("name") == self.app.group:
-                    lag = group.get("lag")
-                    stats.lag[stream] = None if lag is None else int(lag)
-                    stats.pending[stream] = int(group.get("pending", 0))
+            pipe = self.app.redis.pipeline(transaction=True)
+            pipe.xinfo_groups(stream)
+            pipe.xinfo_stream(stream)
+            groups, info = await pipe.execute()
+            group = next((g for g in groups if g.get("name") == self.app.group), None)
+            if group is None:
+                continue
+            lag = group.get("lag")
+            stats.lag[stream] = None if lag is None else int(lag)
+            stats.pending[stream] = int(group.get("pending", 0))
+            self._check_unread_deletions(stream, group, info, out)
+
+    def _check_unread_deletions(self, stream: str, group: dict[str, Any], info: dict[str, Any],
+                                out: Outputs) -> None:
+        delivered = parse_id(group["last-delivered-id"])
+        first = info.get("first-entry")
+        read, added = group.get("entries-read"), info.get("entries-added")
+        if read is not None and added is not None and first and parse_id(as_str(first[0])) > delivered:
+            # Redis's own count of entries the group has not read, minus those still there
+            # (all present entries are past what it was delivered, here)
+            lost = int(added) - int(read) - int(info.get("length", 0))
+            marker = f"trim:{as_str(first[0])}"
+            if lost > 0 and self._reported.get(stream) != marker:
+                self._staged[stream] = marker
+                self._staged.setdefault("lost", 0)
+                self._staged["lost"] += lost
+                out.alert("entries_lost", "critical",
+                          f"{lost} entries of {stream} were trimmed before group {self.app.group!r} "
+                          f"read them (the stream now starts at {as_str(first[0])}); producers must "
+                          "not trim input streams with MAXLEN: use `navstream trim`")
+        max_deleted = as_str(info.get("max-deleted-entry-id") or "0-0")
+        if parse_id(max_deleted) > delivered:
+            marker = f"xdel:{max_deleted}"
+            if self._reported.get(stream + "/xdel") != marker:
+                self._staged[stream + "/xdel"] = marker
+                out.alert("entries_lost", "critical",
+                          f"entries of {stream} up to {max_deleted} were deleted (XDEL) before group "
+                          f"{self.app.group!r} read them; how many is unknown")
 
     async def check_dlq(self, out: Outputs) -> None:
         """Alert once when the dead-letter stream nears its MAXLEN, where trimming would lose
@@ -102,12 +173,23 @@ class Upkeep:
         self.app.stats.dlq_length = length
         limit = self.settings.dlq_maxlen
         if length >= 0.9 * limit and not self._dlq_alerted:
-            self._dlq_alerted = True
+            self._staged["dlq_alerted"] = True
             out.alert("dlq_near_capacity", "critical",
                       f"{self.keys.dlq} holds {length} dead letters, near its limit of {limit}; "
                       "older ones will be trimmed: inspect, replay or purge them")
         elif length < 0.8 * limit:
             self._dlq_alerted = False
+
+    def commit(self) -> None:
+        """The tick's alerts are written: remember what they reported."""
+        staged, self._staged = self._staged, {}
+        self._dlq_alerted = staged.pop("dlq_alerted", self._dlq_alerted)
+        self.app.stats.lost += staged.pop("lost", 0)
+        self._reported.update(staged)
+
+    def rollback(self) -> None:
+        """The tick's alerts were not written: decide again next tick."""
+        self._staged = {}
 
     async def heartbeat(self, streams: list[str], status: str) -> None:
         """``P:heartbeat:<consumer>``, with a TTL so a dead consumer's disappears."""

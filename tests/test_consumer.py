@@ -574,3 +574,130 @@ async def test_a_refused_batch_leaves_nothing_behind(make_app: Any) -> None:
         await consumer.step(block_ms=1)
     assert not await app.redis.exists(app.keys.nav)  # checked before anything was written
     assert await pending(app) == 1
+
+
+async def test_a_hanging_async_hook_times_out_as_a_plugin_failure(make_app: Any) -> None:
+    rec = Recorder()
+
+    class Hangs:
+        @hookimpl
+        async def navstream_events(self, events: Sequence[Event]) -> None:
+            if any(getattr(e, "asset", "") == "HANG" for e in events):
+                await asyncio.sleep(3600)
+
+    app = make_app(plugins=[("rec", rec), ("hangs", Hangs())],
+                   consumer={**FAST, "max_deliveries": 1, "hook_timeout_s": 0.05})
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, bal("OK"), bal("HANG"))
+    await asyncio.wait_for(drain(consumer), 5)
+    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    assert dead["asset"] == "HANG" and "did not finish within 0.05s" in dead["dlq_error"]
+    assert await app.redis.exists(app.keys.state("rec", "OK")) and await pending(app) == 0
+
+
+async def test_orders_from_the_future_are_answerable_not_dropped(make_app: Any) -> None:
+    seen: list[Any] = []
+
+    class Gate:
+        @hookimpl
+        def navstream_orders(self, orders: Sequence[Any]) -> None:
+            seen.extend(orders)
+
+    app = make_app(plugins=[("gate", Gate())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, {"type": "order", "order_id": "o-f", "venue": "v", "account": "a", "symbol": "BTCUSDT",
+                    "side": "buy", "qty": "1", "ts": str(START_MS + 3_600_000)}, stream=app.keys.orders)
+    await drain(consumer)
+    (order,) = seen
+    assert isinstance(order, InvalidOrder) and order.order_id == "o-f" and "future" in order.reason
+
+
+async def test_a_refused_write_is_the_reason_given_when_dead_lettered(make_app: Any) -> None:
+    class Emits:
+        @hookimpl
+        def navstream_events(self, out: Outputs) -> None:
+            out.emit("nav", {"n": "1"})
+
+    app = make_app(plugins=[("emits", Emits())], consumer={**FAST, "max_deliveries": 2})
+    consumer = Consumer(app)
+    await consumer.setup()
+    await app.redis.set(app.keys.nav, "not a stream")
+    await add(app, bal("BTC"))
+    with pytest.raises(WriteError):
+        await consumer.step(block_ms=1)
+    await app.raw.xclaim(app.keys.events, app.group, "crashy", 0,
+                         [i for i, _ in await app.redis.xrange(app.keys.events)], retrycount=5)
+    await asyncio.sleep(0.06)
+    await consumer.reclaim()
+    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    assert "batch writes failed" in dead["dlq_error"] and "WRONGTYPE" in dead["dlq_error"]
+
+
+async def test_entries_trimmed_or_deleted_before_delivery_are_reported_lost(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    ids = await add(app, *(bal(f"A{i}") for i in range(10)))
+    [[_, read]] = await app.redis.xreadgroup(app.group, "other", {app.keys.events: ">"}, count=2)
+    await app.redis.xack(app.keys.events, app.group, *[i for i, _ in read])
+    await app.redis.xtrim(app.keys.events, maxlen=3, approximate=False)  # a producer's MAXLEN
+    await consumer.tick()
+    await consumer.tick()  # reported once, not every tick
+    lost = [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "entries_lost"]
+    assert len(lost) == 1 and lost[0]["message"].startswith("5 entries") and "trimmed" in lost[0]["message"]
+    assert app.stats.lost == 5
+
+    await app.redis.xdel(app.keys.events, ids[-1])  # an unread entry deleted
+    await consumer.tick()
+    lost = [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "entries_lost"]
+    assert len(lost) == 2 and "XDEL" in lost[1]["message"] and ids[-1] in lost[1]["message"]
+
+
+async def test_acknowledged_entries_trimmed_are_not_reported(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, *(bal(f"A{i}") for i in range(10)))
+    await drain(consumer)
+    await add(app, bal("B"))
+    await app.redis.xtrim(app.keys.events, maxlen=1, approximate=False)  # only acked ones go
+    await consumer.tick()
+    assert not [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "entries_lost"]
+
+
+async def test_alerts_of_a_tick_whose_write_failed_are_raised_again(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())], consumer={"dlq_maxlen": 100})
+    consumer = Consumer(app)
+    await consumer.setup()
+    for i in range(95):
+        await app.redis.xadd(app.keys.dlq, {"n": str(i)})
+    await app.redis.rename(app.keys.alerts, app.keys.alerts + ":saved")
+    await app.redis.set(app.keys.alerts, "broken")
+    with pytest.raises(WriteError):
+        await consumer.tick()
+    await app.redis.delete(app.keys.alerts)
+    await consumer.tick()
+    codes = [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)]
+    assert codes == ["dlq_near_capacity"]
+    await consumer.tick()
+    assert [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)] == ["dlq_near_capacity"]
+
+
+async def test_a_lost_entries_report_survives_a_failed_write(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())], consumer=FAST)
+    consumer = Consumer(app)
+    await consumer.setup()
+    ids = await add(app, bal("BTC"), bal("ETH"))
+    await app.raw.xreadgroup(app.group, "dead", {app.keys.events: ">"}, count=10)
+    await app.raw.xdel(app.keys.events, ids[0])
+    await app.redis.delete(app.keys.alerts)
+    await app.redis.set(app.keys.alerts, "broken")
+    await asyncio.sleep(0.06)
+    with pytest.raises(WriteError):
+        await consumer.reclaim()  # XAUTOCLAIM dropped the id from the PEL; the report must stay
+    await app.redis.delete(app.keys.alerts)
+    await consumer.tick()
+    lost = [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "entries_lost"]
+    assert any(ids[0] in f["message"] for f in lost)
