@@ -3,7 +3,7 @@
 Entries that fail stay pending (their error kept in ``P:state:failures``) and come back through
 XAUTOCLAIM; on the ``max_deliveries``-th failure, or when claimed with more deliveries than
 that already, they are dead-lettered with their error. Nothing is acknowledged before what it
-caused is written (the writer acknowledges last, atomically).
+caused is written (the writer acknowledges last, in the same script call).
 """
 
 from __future__ import annotations

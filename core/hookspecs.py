@@ -74,7 +74,7 @@ def navstream_events(
     """A batch of decoded ``P:events`` entries, in stream order.
 
     Write what you derive to ``out``; navstream writes every plugin's outputs and state in one
-    atomic step that acknowledges the batch last. Raising fails the batch for this plugin only.
+    step that acknowledges the batch last. Raising fails the batch for this plugin only.
 
     :param app: the running application.
     :param events: ``Balance``, ``Position``, ``Price`` and ``SourceStatus`` events.

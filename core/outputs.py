@@ -1,4 +1,4 @@
-"""What a plugin derives from a batch, buffered until navstream writes it in one atomic step.
+"""What a plugin derives from a batch, buffered until navstream writes it in one step.
 
 Buffering is what keeps the loop fast and correct: state writes are coalesced per key (the
 latest ``ts`` wins in memory, then once more in Redis), and nothing is written before the whole

@@ -1,4 +1,4 @@
-"""Writing a batch's results: outputs, state, alerts and dead letters, then XACK, atomically.
+"""Writing a batch's results: outputs, state, alerts and dead letters, then XACK, in one call.
 
 The acknowledgement comes after every write and only if they all succeeded, so an entry is
 never acknowledged before what it caused is in Redis (contract rule 3). A failed write raises
