@@ -44,6 +44,11 @@ REGISTRY = "sources"
 ALERTED = "source_alerts"
 #: Last alerts that say a source is not fine (no alert yet means fine).
 BAD = ("source_failed", "source_silent")
+READ_HELD_LUA = """
+local rows = {}
+for i, key in ipairs(KEYS) do rows[i] = redis.call('HMGET', key, 'ts', 'ok', 'silent') end
+return rows
+"""
 
 
 class SourceMonitorConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -64,10 +69,12 @@ class Held:
         return self.ok and not self.silent
 
     @classmethod
-    def parse(cls, data: Mapping[str, str]) -> Held | None:
-        if "ts" not in data:
+    def parse(cls, values: Sequence[str | None]) -> Held | None:
+        """From ``HMGET key ts ok silent``."""
+        ts, ok, silent = values
+        if ts is None:
             return None
-        return cls(int(data["ts"]), data.get("ok") == "true", data.get("silent") == "true")
+        return cls(int(ts), ok == "true", silent == "true")
 
 
 def _key(venue: str, source: str, account: str | None) -> str:
@@ -146,8 +153,15 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
     if not reports:
         return
     keys = list(dict.fromkeys(_key(e.venue, e.source, e.account) for e in reports))
-    held = {key: Held.parse(data) for key, data in zip(keys, await _read(app, keys))}
-    out.hset(REGISTRY, dict.fromkeys(keys, "1"))
+    # One command for all of them (redis-py's cost is per command), and only the fields judged.
+    script = app.plugin_state.get(SECTION)
+    if script is None:
+        script = app.plugin_state[SECTION] = app.redis.register_script(READ_HELD_LUA)
+    rows = await script(keys=[app.keys.state(k) for k in keys])
+    held = {key: Held.parse(values) for key, values in zip(keys, rows)}
+    new = [key for key, seen in held.items() if seen is None]
+    if new:  # a source's hash and its registration are written together, in one batch write
+        out.hset(REGISTRY, dict.fromkeys(new, "1"))
     stamps: dict[str, dict[str, str]] = {}  # last_ok_ts / last_error_ts set by this batch
     for event in reports:
         key = _key(event.venue, event.source, event.account)
