@@ -183,7 +183,18 @@ class Writer:
         await self._batch_script(keys=list(dict.fromkeys(touched)), args=args)
 
     async def _pipelined(self, writes: list[Command], acks: list[Command]) -> None:
-        """The same writes for a batch too large for one script call: MULTI/EXEC, then acks."""
+        """The same writes for a batch too large for one script call: MULTI/EXEC, then acks.
+
+        The same type pre-check as the script's comes first, so a write Redis would refuse is
+        found before anything is written.
+        """
+        wants = {"XADD": b"stream", "XACK": b"stream", "HSET": b"hash", "HDEL": b"hash", "PUTLATEST": b"hash"}
+        check = self.app.raw.pipeline(transaction=False)
+        for command in writes + acks:
+            check.type(command[1])
+        for command, kind in zip(writes + acks, await check.execute()):
+            if kind not in (b"none", wants[str(command[0])]):
+                raise WriteError(f"WRONGTYPE {command[0]} {command[1]!r} holds a {kind.decode()}; nothing written")
         pipe = self.app.raw.pipeline(transaction=True)
         for command in writes:
             if command[0] == "PUTLATEST":

@@ -701,3 +701,22 @@ async def test_a_lost_entries_report_survives_a_failed_write(make_app: Any) -> N
     await consumer.tick()
     lost = [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "entries_lost"]
     assert any(ids[0] in f["message"] for f in lost)
+
+
+async def test_an_oversize_batch_is_pre_checked_too(make_app: Any) -> None:
+    class Writes:
+        @hookimpl
+        def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+            out.emit("nav", {"n": str(len(events))})
+            out.hset("broken", {"x": "1"})
+
+    app = make_app(plugins=[("w", Writes())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await app.redis.set(app.keys.state("broken"), "a string")
+    # an undecodable entry this wide makes the batch take the pipelined path
+    await add(app, bal("BTC"), {"type": "balance", **{f"f{i}": "1" for i in range(4000)}})
+    with pytest.raises(WriteError, match="WRONGTYPE"):
+        await consumer.step(block_ms=1)
+    assert not await app.redis.exists(app.keys.nav) and not await app.redis.exists(app.keys.dlq)
+    assert await pending(app) == 2
