@@ -6,7 +6,16 @@ Plugins import what they need from here and never import pluggy themselves::
 """
 
 from .app import App, ManualClock, SystemClock
-from .events import Balance, DecodeError, Event, InvalidOrder, Order, Position, Price, SourceStatus
+from .events import (
+    Balance,
+    DecodeError,
+    Event,
+    InvalidOrder,
+    Order,
+    Position,
+    Price,
+    SourceStatus,
+)
 from .hookspecs import hookimpl, hookspec
 from .outputs import Alert, Outputs
 

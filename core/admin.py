@@ -12,8 +12,8 @@ from redis.exceptions import ResponseError, WatchError
 
 from .app import App
 from .keys import next_id, parse_id
-from .writer import is_missing_group
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
+from .writer import is_missing_group
 
 
 class AdminError(RuntimeError):

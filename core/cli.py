@@ -14,14 +14,14 @@ import signal
 import sys
 from typing import Any, Awaitable, Callable, Sequence
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import __version__
 from .admin import AdminError
-from .consumer import StartupError
 from .config import ConfigError, Settings, load_settings, redact_url
+from .consumer import StartupError
 from .pluginmanager import PluginError, build_plugin_manager
 from .publish import PublishError
 

@@ -23,7 +23,7 @@ from .handler import BatchHandler, Entry, as_str
 from .outputs import Outputs
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
 from .upkeep import Upkeep
-from .writer import BatchWrite, Writer, WriteError, is_missing_group
+from .writer import BatchWrite, WriteError, Writer, is_missing_group
 
 log = logging.getLogger("navstream.consumer")
 

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
-
-from redis.exceptions import RedisError
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from redis.exceptions import RedisError
+
 from .app import App
 from .dispatch import dispatch_batch
-from .events import DecodeError, InvalidOrder, Order, as_str_map, decode_event, decode_order
+from .events import (
+    DecodeError,
+    InvalidOrder,
+    Order,
+    as_str_map,
+    decode_event,
+    decode_order,
+)
 from .outputs import Outputs
-from .writer import BatchWrite, DeadLetter, Writer, WriteError
+from .writer import BatchWrite, DeadLetter, WriteError, Writer
 
 log = logging.getLogger("navstream.consumer")
 

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, Sequence
 
 import msgspec
-
 from navstream import App, Event, Outputs, SourceStatus, hookimpl
 
 SECTION = "source_monitor"
