@@ -55,6 +55,7 @@ class Stats:
     dead_lettered: int = 0
     lost: int = 0
     plugin_errors: int = 0
+    write_failures: int = 0
     reconnects: int = 0
     groups_recreated: int = 0
     batches: int = 0
@@ -75,6 +76,7 @@ class Stats:
             "dead_lettered": self.dead_lettered,
             "lost": self.lost,
             "plugin_errors": self.plugin_errors,
+            "write_failures": self.write_failures,
             "reconnects": self.reconnects,
             "batches": self.batches,
             "last_batch_ms": self.last_batch_ms,

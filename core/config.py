@@ -57,15 +57,23 @@ class ConsumerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     reconnect_max_ms: Annotated[int, msgspec.Meta(ge=100)] = 5_000
     #: An async plugin hook still running after this long fails (like an exception), so one
     #: entry that makes a plugin hang cannot stall the consumers that reclaim it one by one.
-    hook_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    #: A batch spends at most twice this per plugin (the batch call, then its entries one by
+    #: one, sharing one budget): keep that below ``claim_idle_ms``, or another consumer
+    #: reclaims the batch while this one still works on it (harmless, but wasted).
+    hook_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    #: The same alert about a lasting fault (a refused write, a tick hook that keeps failing)
+    #: is raised at most once per this many seconds; every occurrence is still counted.
+    alert_cooldown_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0
 
     def __post_init__(self) -> None:
         if self.claim_idle_ms <= self.block_ms:
             raise ValueError("`claim_idle_ms` must be greater than `block_ms`")
 
+
     @property
     def heartbeat_ttl_ms(self) -> int:
-        return max(10_000, 5 * self.tick_ms)
+        # outlives a batch that runs into hook timeouts: a slow consumer is not a dead one
+        return max(10_000, 5 * self.tick_ms, int(4 * self.hook_timeout_s * 1000))
 
 
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

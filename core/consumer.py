@@ -31,6 +31,25 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 IDLE_CONSUMER_SWEEP_TICKS = 60
 
 
+class AlertThrottle:
+    """At most one alert per subject per cooldown: a fault that lasts must stay visible
+    (counters, heartbeat, logs) without flooding ``P:alerts``."""
+
+    def __init__(self, cooldown_s: float) -> None:
+        self.cooldown_s = cooldown_s
+        self._last: dict[object, float] = {}
+
+    def allow(self, subject: object) -> bool:
+        now = time.monotonic()
+        last = self._last.get(subject)
+        if last is not None and now - last < self.cooldown_s:
+            return False
+        if len(self._last) > 1000:  # bounded: old subjects are forgotten
+            self._last.clear()
+        self._last[subject] = now
+        return True
+
+
 class StartupError(RuntimeError):
     """A plugin refused to start; navstream does not run without it."""
 
@@ -56,6 +75,8 @@ class Consumer:
         self._tick_count = 0
         self._down_since: float | None = None
         self._attempts = 0
+        self._owed_group_alerts: list[tuple[str, str]] = []
+        self.throttle = AlertThrottle(self.settings.alert_cooldown_s)
         self.handler = BatchHandler(app, self.writer)
         self.upkeep = Upkeep(app, self.writer, self.handler)
 
@@ -78,8 +99,8 @@ class Consumer:
         for impl in hook_impls(self.app.pm, "navstream_startup"):
             try:
                 await await_me_maybe(call_impl(impl, {"app": self.app}))
-            except TRANSIENT:
-                raise
+            except (RedisConnectionError, RedisTimeoutError):
+                raise  # Redis going away during startup: retried like any outage
             except Exception as exc:
                 raise StartupError(
                     f"plugin {impl.plugin_name!r} failed to start: {type(exc).__name__}: {exc}") from exc
@@ -126,9 +147,11 @@ class Consumer:
                     await self._recovered()
                     if now >= next_tick:  # on time under load too: ticks never wait for idleness
                         next_tick = now + self.settings.tick_ms / 1000
-                        if await self.reclaim():
-                            last_activity = time.monotonic()
-                        await self.tick()
+                        try:
+                            if await self.reclaim():
+                                last_activity = time.monotonic()
+                        finally:  # a reclaimed batch that fails must not cost the heartbeat
+                            await self.tick()
                     if self.stopping:  # a signal during reclaim or tick: read nothing more
                         break
                     if await self.step(self._block_ms(now, next_tick)):
@@ -223,8 +246,12 @@ class Consumer:
         slow down rather than spin.
         """
         self.app.stats.last_error = f"write: {exc}"
+        self.app.stats.write_failures += 1
         log.error("batch writes refused; entries stay pending", extra={"event": "write_failed", "error": str(exc)})
         out = Outputs(self.app.clock.now_ms())
+        if not self.throttle.allow(("write_failed", str(exc))):
+            await asyncio.sleep(min(self.settings.reconnect_max_ms, self.settings.claim_idle_ms) / 1000 / 10)
+            return
         out.alert("write_failed", "critical",
                   f"Redis refused a batch's writes; nothing of it was acknowledged, so its entries "
                   f"stay pending and are retried (a tick's alerts are raised again): {exc}")
@@ -237,12 +264,16 @@ class Consumer:
     async def _group_missing(self, exc: ResponseError) -> None:
         created = await self.ensure_groups(self.streams)
         self.app.stats.groups_recreated += len(created)
-        out = Outputs(self.app.clock.now_ms())
-        for stream in created:
-            out.alert("group_recreated", "critical",
-                      f"consumer group {self.app.group!r} on {stream} had vanished (Redis restarted "
-                      f"without persistence, or flushed?); recreated at id 0: {exc}")
-        await self.writer.write(BatchWrite(out))
+        # Owed until written: a retry after a failed write finds the group there (BUSYGROUP).
+        self._owed_group_alerts += [(stream, str(exc)) for stream in created]
+        if self._owed_group_alerts:
+            out = Outputs(self.app.clock.now_ms())
+            for stream, error in self._owed_group_alerts:
+                out.alert("group_recreated", "critical",
+                          f"consumer group {self.app.group!r} on {stream} had vanished (Redis restarted "
+                          f"without persistence, or flushed?); recreated at id 0: {error}")
+            await self.writer.write(BatchWrite(out))
+            self._owed_group_alerts.clear()
         if not created:  # someone else recreated it; don't spin
             await asyncio.sleep(0.05)
 
@@ -286,20 +317,24 @@ class Consumer:
         out = result.outputs
         for failure in result.failures:
             app.stats.plugin_errors += 1
-            out.alert("plugin_error", "critical", f"{failure.error} (in navstream_tick)")
+            if self.throttle.allow(("plugin_error", failure.plugin, failure.error)):
+                out.alert("plugin_error", "critical", f"{failure.error} (in navstream_tick; "
+                          f"repeats are counted in the heartbeat, alerted at most every "
+                          f"{self.throttle.cooldown_s:g}s)")
         try:
             await self.upkeep.refresh_lag(self.streams, out)
             await self.upkeep.check_dlq(out)
         finally:
-            # The heartbeat goes out whatever happened above, as long as Redis answers.
+            # The heartbeat first and on its own, whatever happened above or happens to the
+            # tick's alerts below, as long as Redis answers at all.
+            status = "stopped" if final else ("reconnecting" if self._down_since else "running")
+            await self.upkeep.heartbeat(self.streams, status)
             try:
                 await self.writer.write(BatchWrite(out))
             except BaseException:
                 self.upkeep.rollback()
                 raise
             self.upkeep.commit()
-            status = "stopped" if final else ("reconnecting" if self._down_since else "running")
-            await self.upkeep.heartbeat(self.streams, status)
             await self.upkeep.flush_lost_reports()
         if not final and self._tick_count % IDLE_CONSUMER_SWEEP_TICKS == 1:
             await self.upkeep.remove_idle_consumers(self.streams)

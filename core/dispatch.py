@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -44,7 +45,7 @@ class HookTimeout(TimeoutError):
     """An async hook did not finish within ``[consumer] hook_timeout_s``."""
 
 
-async def call_with_timeout(app: Any, impl: Any, kwargs: dict[str, Any]) -> Any:
+async def call_with_timeout(app: Any, impl: Any, kwargs: dict[str, Any], timeout: float | None = None) -> Any:
     """Call one hook implementation; an awaitable it returns must finish in time.
 
     A synchronous hook cannot be interrupted: it runs to the end, blocking the loop, which is
@@ -54,11 +55,12 @@ async def call_with_timeout(app: Any, impl: Any, kwargs: dict[str, Any]) -> Any:
     if callable(result):
         result = result()
     if inspect.isawaitable(result):
-        timeout = app.settings.consumer.hook_timeout_s
+        timeout = app.settings.consumer.hook_timeout_s if timeout is None else timeout
         try:
             result = await asyncio.wait_for(result, timeout)
         except asyncio.TimeoutError:
-            raise HookTimeout(f"did not finish within {timeout:g}s (hook_timeout_s)") from None
+            raise HookTimeout(f"did not finish within hook_timeout_s = "
+                              f"{app.settings.consumer.hook_timeout_s:g}s") from None
     return result
 
 
@@ -107,10 +109,20 @@ async def _retry_each(
     app: Any, impl: Any, arg_name: str, items: Sequence[Any], merged: Any, outputs_factory: Any,
     failure: PluginFailure,
 ) -> None:
+    """Each entry alone, all of them within one ``hook_timeout_s`` budget: a plugin that hangs
+    on everything costs two timeouts per batch, not one per entry. One entry alone gets a tenth
+    of the budget, so a single hanging entry leaves time for the healthy ones after it."""
+    budget = app.settings.consumer.hook_timeout_s
+    deadline = time.monotonic() + budget
     for pos, item in enumerate(items):
+        if time.monotonic() >= deadline:
+            failure.failed[pos] = describe(HookTimeout(
+                "no time left to retry it alone (hook_timeout_s spent on this batch)"), impl.plugin_name)
+            continue
         out = outputs_factory()
         try:
-            await call_with_timeout(app, impl, {"app": app, arg_name: [item], "out": out})
+            await call_with_timeout(app, impl, {"app": app, arg_name: [item], "out": out},
+                                    timeout=max(0.001, min(budget / 10, deadline - time.monotonic())))
         except Exception as exc:  # noqa: BLE001
             failure.failed[pos] = describe(exc, impl.plugin_name)
             continue

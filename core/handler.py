@@ -130,7 +130,7 @@ class BatchHandler:
         try:
             await self.writer.write(batch)
         except WriteError as exc:
-            await self._remember_write_failure(entries, str(exc))
+            await self._remember_write_failure(entries, batch.failures, str(exc))
             raise
 
         stats = app.stats
@@ -169,10 +169,12 @@ class BatchHandler:
         return (f"field `ts`: {ts} is {ts - now} ms in the future (limit "
                 f"{self.settings.max_future_ms} ms); check the producer's clock")
 
-    async def _remember_write_failure(self, entries: list[Entry], error: str) -> None:
-        """So that whoever dead-letters these entries later can say why they kept failing."""
+    async def _remember_write_failure(self, entries: list[Entry], failures: dict[str, str], error: str) -> None:
+        """So that whoever dead-letters these entries later can say why they kept failing
+        (a plugin's error first, where there was one: the write failure came after it)."""
+        reasons = {e.ref: f"{failures[e.ref]}; then {error}" if e.ref in failures else error for e in entries}
         try:
-            await self.app.raw.hset(self.keys.failures, mapping={e.ref: error for e in entries})
+            await self.app.raw.hset(self.keys.failures, mapping=reasons)
         except RedisError as exc:  # Redis refuses the batch; it may refuse this too: log it
             log.error("could not record a write failure", extra={
                 "event": "failure_not_recorded", "error": str(exc)})

@@ -15,6 +15,9 @@ from .writer import BatchWrite, Writer
 
 log = logging.getLogger("navstream.consumer")
 
+#: State hash ``P:state:lost_reported``: how much loss was already reported, per stream and group.
+LOST_REPORTED = "lost_reported"
+
 # Deletes a consumer only if it has nothing pending, atomically: XGROUP DELCONSUMER on a
 # consumer with pending entries would drop them from the PEL and orphan them.
 DELETE_IF_IDLE_LUA = """
@@ -33,8 +36,6 @@ class Upkeep:
         self.keys = app.keys
         self._claim_cursor: dict[str, str] = {}
         self._dlq_alerted = False
-        #: What was last reported lost per stream, so each loss is alerted once per consumer.
-        self._reported: dict[str, str] = {}
         #: Changes to the above (and to ``_dlq_alerted``) decided during a tick; they take
         #: effect only once the tick's alerts are written, so a failed write re-alerts.
         self._staged: dict[str, Any] = {}
@@ -124,47 +125,60 @@ class Upkeep:
         trim or an XDEL removed before any consumer read them leave no trace there, so they are
         found here: a trim shows as Redis counting more entries added than the group read and
         the stream still holds; an XDEL as a deleted id above what the group was delivered.
+        What was reported is kept in Redis (``P:state:lost_reported``), so a loss is alerted
+        once, not again by every consumer that restarts.
         """
         stats = self.app.stats
         for stream in streams:
             pipe = self.app.redis.pipeline(transaction=True)
             pipe.xinfo_groups(stream)
             pipe.xinfo_stream(stream)
-            groups, info = await pipe.execute()
+            pipe.hmget(self.keys.state(LOST_REPORTED), *self._report_fields(stream))
+            groups, info, reported = await pipe.execute()
             group = next((g for g in groups if g.get("name") == self.app.group), None)
             if group is None:
                 continue
             lag = group.get("lag")
             stats.lag[stream] = None if lag is None else int(lag)
             stats.pending[stream] = int(group.get("pending", 0))
-            self._check_unread_deletions(stream, group, info, out)
+            self._check_unread_deletions(stream, group, info, reported, out)
+
+    def _report_fields(self, stream: str) -> tuple[str, str]:
+        return f"{stream}|{self.app.group}|unread_deficit", f"{stream}|{self.app.group}|max_deleted"
 
     def _check_unread_deletions(self, stream: str, group: dict[str, Any], info: dict[str, Any],
-                                out: Outputs) -> None:
+                                reported: list[str | None], out: Outputs) -> None:
+        deficit_field, deleted_field = self._report_fields(stream)
         delivered = parse_id(group["last-delivered-id"])
         first = info.get("first-entry")
         read, added = group.get("entries-read"), info.get("entries-added")
+        if read is None and delivered == (0, 0):
+            read = 0  # a group that never read anything (Redis 7.0 reports null)
         if read is not None and added is not None and first and parse_id(as_str(first[0])) > delivered:
-            # Redis's own count of entries the group has not read, minus those still there
-            # (all present entries are past what it was delivered, here)
-            lost = int(added) - int(read) - int(info.get("length", 0))
-            marker = f"trim:{as_str(first[0])}"
-            if lost > 0 and self._reported.get(stream) != marker:
-                self._staged[stream] = marker
-                self._staged.setdefault("lost", 0)
-                self._staged["lost"] += lost
+            # Redis's count of entries the group has not read, minus those still there (all
+            # present entries are past what it was delivered, here). Redis 7 keeps this deficit
+            # after the gap is passed, so only its growth is news.
+            deficit = int(added) - int(read) - int(info.get("length", 0))
+            known = int(reported[0] or 0)
+            counted = deficit > known
+            if counted:
+                self._staged["lost"] = self._staged.get("lost", 0) + deficit - known
                 out.alert("entries_lost", "critical",
-                          f"{lost} entries of {stream} were trimmed before group {self.app.group!r} "
-                          f"read them (the stream now starts at {as_str(first[0])}); producers must "
-                          "not trim input streams with MAXLEN: use `navstream trim`")
+                          f"{deficit - known} entries of {stream} were trimmed or deleted before group "
+                          f"{self.app.group!r} read them (the stream now starts at {as_str(first[0])}); "
+                          "producers must not trim input streams: use `navstream trim`")
+            if deficit != known and deficit >= 0:
+                out.hset(LOST_REPORTED, {deficit_field: str(deficit)})
+        else:
+            counted = False
         max_deleted = as_str(info.get("max-deleted-entry-id") or "0-0")
-        if parse_id(max_deleted) > delivered:
-            marker = f"xdel:{max_deleted}"
-            if self._reported.get(stream + "/xdel") != marker:
-                self._staged[stream + "/xdel"] = marker
-                out.alert("entries_lost", "critical",
-                          f"entries of {stream} up to {max_deleted} were deleted (XDEL) before group "
-                          f"{self.app.group!r} read them; how many is unknown")
+        if parse_id(max_deleted) > delivered and parse_id(max_deleted) > parse_id(reported[1] or "0-0"):
+            out.hset(LOST_REPORTED, {deleted_field: max_deleted})
+            if counted:
+                return  # the count above covers it
+            out.alert("entries_lost", "critical",
+                      f"entries of {stream} up to {max_deleted} were deleted (XDEL) before group "
+                      f"{self.app.group!r} read them; how many is unknown")
 
     async def check_dlq(self, out: Outputs) -> None:
         """Alert once when the dead-letter stream nears its MAXLEN, where trimming would lose
@@ -185,7 +199,6 @@ class Upkeep:
         staged, self._staged = self._staged, {}
         self._dlq_alerted = staged.pop("dlq_alerted", self._dlq_alerted)
         self.app.stats.lost += staged.pop("lost", 0)
-        self._reported.update(staged)
 
     def rollback(self) -> None:
         """The tick's alerts were not written: decide again next tick."""

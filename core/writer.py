@@ -192,9 +192,16 @@ class Writer:
         check = self.app.raw.pipeline(transaction=False)
         for command in writes + acks:
             check.type(command[1])
-        for command, kind in zip(writes + acks, await check.execute()):
+        latest = [c for c in writes if c[0] == "PUTLATEST"]
+        for command in latest:
+            check.hget(command[1], "ts")
+        replies = await check.execute()
+        for command, kind in zip(writes + acks, replies):
             if kind not in (b"none", wants[str(command[0])]):
                 raise WriteError(f"WRONGTYPE {command[0]} {command[1]!r} holds a {kind.decode()}; nothing written")
+        for command, held in zip(latest, replies[len(writes) + len(acks):]):
+            if held is not None and not held.lstrip(b"-").isdigit():
+                raise WriteError(f"BADSTATE {command[1]!r} has a non-numeric ts; nothing written")
         pipe = self.app.raw.pipeline(transaction=True)
         for command in writes:
             if command[0] == "PUTLATEST":

@@ -64,7 +64,7 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_defaults() -> None:
     settings = Settings()
     assert settings.redis.url == "redis://127.0.0.1:6379/0" and settings.consumer.max_deliveries == 5
-    assert settings.consumer.heartbeat_ttl_ms == 10_000
+    assert settings.consumer.heartbeat_ttl_ms == 20_000  # 4 x the 5 s hook timeout
     assert "-" in settings.consumer_name()  # <host>-<pid>
 
 

@@ -589,10 +589,15 @@ async def test_a_hanging_async_hook_times_out_as_a_plugin_failure(make_app: Any)
                    consumer={**FAST, "max_deliveries": 1, "hook_timeout_s": 0.05})
     consumer = Consumer(app)
     await consumer.setup()
-    await add(app, bal("OK"), bal("HANG"))
+    await add(app, bal("OK"), bal("HANG"), *(bal(f"H{i}") for i in range(40)))
+    started = asyncio.get_running_loop().time()
     await asyncio.wait_for(drain(consumer), 5)
-    (_, dead), = await app.redis.xrange(app.keys.dlq)
-    assert dead["asset"] == "HANG" and "did not finish within 0.05s" in dead["dlq_error"]
+    # the batch call, then all entries alone within one more budget: not one timeout per entry
+    assert asyncio.get_running_loop().time() - started < 40 * 0.05
+    dead = {f["asset"]: f["dlq_error"] for _, f in await app.redis.xrange(app.keys.dlq)}
+    assert "did not finish within hook_timeout_s = 0.05s" in dead["HANG"]
+    assert set(dead) == {"HANG"}  # the healthy entries after it still got their turn
+    assert await app.redis.exists(app.keys.state("rec", "H39"))
     assert await app.redis.exists(app.keys.state("rec", "OK")) and await pending(app) == 0
 
 
@@ -652,7 +657,26 @@ async def test_entries_trimmed_or_deleted_before_delivery_are_reported_lost(make
     await app.redis.xdel(app.keys.events, ids[-1])  # an unread entry deleted
     await consumer.tick()
     lost = [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "entries_lost"]
-    assert len(lost) == 2 and "XDEL" in lost[1]["message"] and ids[-1] in lost[1]["message"]
+    assert len(lost) == 2 and lost[1]["message"].startswith("1 entries") and app.stats.lost == 6
+
+    # a restarted consumer (new memory) does not report the same loss again
+    again = Consumer(app)
+    await again.setup()
+    await again.tick()
+    assert len([f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "entries_lost"]) == 2
+
+
+async def test_an_unread_entry_deleted_in_the_middle_is_reported(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    ids = await add(app, *(bal(f"A{i}") for i in range(5)))
+    await app.redis.xreadgroup(app.group, "other", {app.keys.events: ">"}, count=1)
+    await app.redis.xack(app.keys.events, app.group, ids[0])
+    await app.redis.xdel(app.keys.events, ids[2])  # the stream still starts at what was read
+    await consumer.tick()
+    (lost,) = [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "entries_lost"]
+    assert "XDEL" in lost["message"] and ids[2] in lost["message"]
 
 
 async def test_acknowledged_entries_trimmed_are_not_reported(make_app: Any) -> None:
@@ -720,3 +744,73 @@ async def test_an_oversize_batch_is_pre_checked_too(make_app: Any) -> None:
         await consumer.step(block_ms=1)
     assert not await app.redis.exists(app.keys.nav) and not await app.redis.exists(app.keys.dlq)
     assert await pending(app) == 2
+
+
+async def test_heartbeat_and_ticks_go_on_while_every_batch_is_refused(make_app: Any) -> None:
+    ticks: list[int] = []
+
+    class Writes:
+        @hookimpl
+        def navstream_events(self, out: Outputs) -> None:
+            out.emit("nav", {"n": "1"})
+
+        @hookimpl
+        def navstream_tick(self, now_ms: int) -> None:
+            ticks.append(now_ms)
+
+    app = make_app(plugins=[("w", Writes())], consumer={**FAST, "reconnect_max_ms": 100, "alert_cooldown_s": 60})
+    await app.redis.set(app.keys.nav, "not a stream")  # every batch, fresh or reclaimed, is refused
+    await add(app, *(bal(f"A{i}") for i in range(5)))
+    assert await Consumer(app, until_idle_s=0.6).run() == 0
+    assert len(ticks) >= 5  # reclaims failed every tick, and the ticks still ran
+    beat = await app.redis.hgetall(app.keys.heartbeat(app.consumer_name))
+    assert int(beat["write_failures"]) >= 3
+    codes = [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)]
+    assert codes.count("write_failed") == 1  # one alert per cooldown, not one per failure
+
+
+async def test_a_recreated_groups_alert_is_owed_until_written(make_app: Any) -> None:
+    app = make_app(plugins=[("rec", Recorder())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await app.redis.delete(app.keys.events)
+    await app.redis.set(app.keys.alerts, "broken")
+    from redis.exceptions import ResponseError as RE
+
+    with pytest.raises(WriteError):
+        await consumer._group_missing(RE("NOGROUP gone"))
+    await app.redis.delete(app.keys.alerts)
+    await consumer._group_missing(RE("NOGROUP gone"))  # the group exists now (BUSYGROUP)
+    codes = [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)]
+    assert codes == ["group_recreated"]
+
+
+async def test_a_startup_hook_failing_with_an_os_error_is_not_a_redis_outage(make_app: Any) -> None:
+    from navstream.consumer import StartupError
+
+    class NeedsFile:
+        @hookimpl
+        def navstream_startup(self) -> None:
+            open("/nonexistent/navstream-credentials.json")  # noqa: SIM115
+
+    app = make_app(plugins=[("nf", NeedsFile())])
+    with pytest.raises(StartupError, match="FileNotFoundError"):
+        await asyncio.wait_for(Consumer(app).run(), 5)
+    assert app.stats.reconnects == 0
+
+
+async def test_an_oversize_batch_with_a_corrupt_state_ts_writes_nothing(make_app: Any) -> None:
+    class Writes:
+        @hookimpl
+        def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+            out.emit("nav", {"n": str(len(events))})
+            out.put_latest("corrupt", START_MS, {"x": "1"})
+
+    app = make_app(plugins=[("w", Writes())])
+    consumer = Consumer(app)
+    await consumer.setup()
+    await app.redis.hset(app.keys.state("corrupt"), mapping={"ts": "yesterday"})
+    await add(app, bal("BTC"), {"type": "balance", **{f"f{i}": "1" for i in range(4000)}})
+    with pytest.raises(WriteError, match="BADSTATE"):
+        await consumer.step(block_ms=1)
+    assert not await app.redis.exists(app.keys.nav) and not await app.redis.exists(app.keys.dlq)
