@@ -30,6 +30,14 @@ async def pending(app: App, stream: str | None = None) -> int:
     return int((await app.redis.xpending(stream or app.keys.events, app.group))["pending"])
 
 
+async def strand_with_one_deleted(app: App) -> list[str]:
+    """Two entries held by a consumer that died, then one deleted by a producer's trim."""
+    ids = await add(app, bal("BTC"), bal("ETH"))
+    await app.raw.xreadgroup(app.group, "dead", {app.keys.events: ">"}, count=10)
+    await app.raw.xdel(app.keys.events, ids[0])
+    return ids
+
+
 async def drain(consumer: Consumer) -> None:
     while await consumer.step(block_ms=1):
         pass
@@ -200,10 +208,7 @@ async def test_entries_deleted_while_pending_are_reported_lost(make_app: Any) ->
     app = make_app(plugins=[("rec", Recorder())], consumer=FAST)
     consumer = Consumer(app)
     await consumer.setup()
-    ids = await add(app, bal("BTC"), bal("ETH"))
-    # a consumer that died holding both; then a producer's trim deletes one
-    await app.raw.xreadgroup(app.group, "dead", {app.keys.events: ">"}, count=10)
-    await app.raw.xdel(app.keys.events, ids[0])
+    ids = await strand_with_one_deleted(app)
     await asyncio.sleep(0.06)
     assert await consumer.reclaim() == 1
     assert app.stats.lost == 1
@@ -713,9 +718,7 @@ async def test_a_lost_entries_report_survives_a_failed_write(make_app: Any) -> N
     app = make_app(plugins=[("rec", Recorder())], consumer=FAST)
     consumer = Consumer(app)
     await consumer.setup()
-    ids = await add(app, bal("BTC"), bal("ETH"))
-    await app.raw.xreadgroup(app.group, "dead", {app.keys.events: ">"}, count=10)
-    await app.raw.xdel(app.keys.events, ids[0])
+    ids = await strand_with_one_deleted(app)
     await app.redis.delete(app.keys.alerts)
     await app.redis.set(app.keys.alerts, "broken")
     await asyncio.sleep(0.06)
