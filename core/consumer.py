@@ -77,7 +77,7 @@ class Consumer:
         self._attempts = 0
         self._owed_group_alerts: list[tuple[str, str]] = []
         self.throttle = AlertThrottle(self.settings.alert_cooldown_s)
-        self.handler = BatchHandler(app, self.writer)
+        self.handler = BatchHandler(app, self.writer, self.throttle)
         self.upkeep = Upkeep(app, self.writer, self.handler)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -248,18 +248,17 @@ class Consumer:
         self.app.stats.last_error = f"write: {exc}"
         self.app.stats.write_failures += 1
         log.error("batch writes refused; entries stay pending", extra={"event": "write_failed", "error": str(exc)})
-        out = Outputs(self.app.clock.now_ms())
-        if not self.throttle.allow(("write_failed", str(exc))):
-            await asyncio.sleep(min(self.settings.reconnect_max_ms, self.settings.claim_idle_ms) / 1000 / 10)
-            return
-        out.alert("write_failed", "critical",
-                  f"Redis refused a batch's writes; nothing of it was acknowledged, so its entries "
-                  f"stay pending and are retried (a tick's alerts are raised again): {exc}")
         try:
-            await self.writer.write(BatchWrite(out))
+            if self.throttle.allow(("write_failed", str(exc))):
+                out = Outputs(self.app.clock.now_ms())
+                out.alert("write_failed", "critical",
+                          f"Redis refused a batch's writes; nothing of it was acknowledged, so its entries "
+                          f"stay pending and are retried (a tick's alerts are raised again): {exc}")
+                await self.writer.write(BatchWrite(out))
         except (WriteError, *TRANSIENT) as again:
             log.error("could not write the write_failed alert", extra={"event": "alert_failed", "error": str(again)})
-        await asyncio.sleep(min(self.settings.reconnect_max_ms, self.settings.claim_idle_ms) / 1000 / 10)
+        finally:
+            await asyncio.sleep(min(self.settings.reconnect_max_ms, self.settings.claim_idle_ms) / 1000 / 10)
 
     async def _group_missing(self, exc: ResponseError) -> None:
         created = await self.ensure_groups(self.streams)
@@ -295,8 +294,6 @@ class Consumer:
         if entries:
             await self.handler.handle(entries)
         return len(entries)
-
-    # --- handling ---------------------------------------------------------------------------
 
     # --- time-based work --------------------------------------------------------------------
 

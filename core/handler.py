@@ -48,9 +48,11 @@ def as_str(value: bytes | str) -> str:
 
 
 class BatchHandler:
-    def __init__(self, app: App, writer: Writer) -> None:
+    def __init__(self, app: App, writer: Writer, throttle: Any = None) -> None:
         self.app = app
         self.writer = writer
+        #: Limits ``plugin_error`` alerts of a plugin that fails batch after batch (counted all).
+        self.throttle = throttle
         self.settings = app.settings.consumer
         self.keys = app.keys
         #: Entries acknowledged so far (processed or dead-lettered), for ``--max-events``.
@@ -102,7 +104,7 @@ class BatchHandler:
         ):
             if items:
                 result = await dispatch_batch(app, hook, arg, items, lambda: Outputs(now))
-                failed.update(self._absorb(batch, result, item_entries))
+                failed.update(self._absorb(batch, result, item_entries, hook))
 
         kinds = [e.__struct_config__.tag for e in events] + ["order"] * len(orders)  # type: ignore[attr-defined]
         handled: list[str] = []
@@ -117,7 +119,6 @@ class BatchHandler:
                 self._dead_letter(batch, acks, entry, error)
             else:
                 batch.failures[entry.ref] = error
-                app.stats.failed += 1
 
         if batch.dead_letters:
             first = batch.dead_letters[0]
@@ -138,17 +139,20 @@ class BatchHandler:
         self.handled += acked
         stats.processed += acked - len(batch.dead_letters)
         stats.dead_lettered += len(batch.dead_letters)
+        stats.failed += len(batch.failures)
         stats.by_type.update(handled)
         stats.batches += 1
         stats.last_batch_ms = now
         stats.last_batch_size = len(entries)
         stats.last_batch_duration_ms = (time.perf_counter() - started) * 1000
 
-    def _absorb(self, batch: BatchWrite, result: Any, entries: list[Entry]) -> dict[str, str]:
+    def _absorb(self, batch: BatchWrite, result: Any, entries: list[Entry], hook: str) -> dict[str, str]:
         """Merge a dispatch's outputs into the batch; return ``ref -> error`` of failed entries."""
         batch.outputs.merge(result.outputs)
         for failure in result.failures:
             self.app.stats.plugin_errors += 1
+            if self.throttle is not None and not self.throttle.allow(("plugin_error", failure.plugin, hook)):
+                continue  # counted, logged, and each entry's error goes to P:state:failures / P:dlq
             batch.outputs.alert(
                 "plugin_error", "critical",
                 f"{failure.error} ({len(failure.failed)} of {len(entries)} entries failed alone; "

@@ -149,6 +149,3 @@ class Outputs:
         for key, fields in other.hashes.items():
             self.hashes.setdefault(key, {}).update(fields)
         self.alerts.extend(other.alerts)
-
-    def __bool__(self) -> bool:
-        return bool(self.streams or self.latest or self.hashes or self.alerts)

@@ -817,3 +817,20 @@ async def test_an_oversize_batch_with_a_corrupt_state_ts_writes_nothing(make_app
     with pytest.raises(WriteError, match="BADSTATE"):
         await consumer.step(block_ms=1)
     assert not await app.redis.exists(app.keys.nav) and not await app.redis.exists(app.keys.dlq)
+
+
+async def test_a_plugin_failing_every_batch_raises_one_alert_per_cooldown(make_app: Any) -> None:
+    class Broken:
+        @hookimpl
+        def navstream_events(self) -> None:
+            raise RuntimeError("venue API schema changed")
+
+    app = make_app(plugins=[("broken", Broken())], consumer={"batch_size": 1})
+    consumer = Consumer(app)
+    await consumer.setup()
+    await add(app, *(bal(f"A{i}") for i in range(4)))
+    await drain(consumer)
+    codes = [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)]
+    assert codes.count("plugin_error") == 1 and app.stats.plugin_errors == 4
+    assert app.stats.failed == 4 and await pending(app) == 4  # each still pending, with its error
+    assert await app.redis.hlen(app.keys.failures) == 4
