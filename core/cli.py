@@ -132,7 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     q = csub.add_parser("check", help="validate a config file with every plugin's sections")
     q.add_argument("file")
+    _plugin_commands(sub)
     return parser
+
+
+def _plugin_commands(sub: Any) -> None:
+    """Subcommands that plugins add (``navstream nav``, ...) through ``navstream_commands``."""
+    try:
+        loaded = build_plugin_manager()
+    except PluginError:
+        return  # `navstream plugins` / `run` report the broken plugin with its error
+    taken = set(sub.choices)
+
+    def register(name: str, handler: Callable[[Any, argparse.Namespace], Awaitable[int]],
+                 **kwargs: Any) -> argparse.ArgumentParser:
+        if name in taken:
+            raise PluginError(f"a plugin registers the command `{name}`, which is already taken")
+        taken.add(name)
+        p = sub.add_parser(name, **kwargs)
+        _redis_options(p)
+        p.set_defaults(plugin_handler=handler)
+        return p
+
+    loaded.manager.hook.navstream_commands(register=register)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -307,10 +329,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(redis_url=args.redis_url, prefix=args.prefix, speed=args.speed, fast=args.fast))
 
 
+async def cmd_plugin(args: argparse.Namespace) -> int:
+    handler = args.plugin_handler
+    module = getattr(handler, "__module__", "")
+
+    async def go(app: Any) -> int:
+        loaded = [p.module for p in app.plugins.info]
+        if module and not any(module == name or module.startswith(f"{name}.") for name in loaded):
+            raise CliError(f"`navstream {args.command}` belongs to a plugin that this configuration "
+                           "does not load (see `navstream plugins`)", EXIT_USAGE)
+        return int(await handler(app, args))
+
+    return await _with_app(args, go)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .logs import setup_logging
 
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except PluginError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     args = parser.parse_args(argv)
     if args.log_level.upper() not in LOG_LEVELS:
         return _fail(f"log level {args.log_level!r} (from --log-level or NAVSTREAM_LOG_LEVEL) is not one of "
@@ -331,7 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plugins(args)
         if args.command == "config":
             return cmd_config_check(args)
-        return cmd_demo(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+        return asyncio.run(cmd_plugin(args))
     except CliError as exc:
         return _fail(str(exc), exc.code)
     except (ConfigError, PluginError) as exc:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     import msgspec
 
     from .app import App
@@ -123,6 +125,22 @@ def navstream_shutdown(app: App) -> Awaitable[None] | None:
 # -------------------------------------------------------------------------------------------
 # Reporting
 # -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def navstream_commands(register: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add subcommands to the ``navstream`` command line (``navstream nav``, ...).
+
+    ``register(name, handler, help="...", description="...")`` returns the subcommand's
+    ``argparse`` parser, which already has ``--config``, ``--redis-url`` and ``--prefix``; add
+    your own arguments to it. ``handler`` is ``async def handler(app, args) -> int`` (the exit
+    code), called with an :class:`App` connected to Redis as ``navstream status`` has. A name
+    taken by navstream or by another plugin is an error. The CLI loads plugins before it parses
+    arguments, from the entry points and ``NAVSTREAM_PLUGINS``; a plugin a config file disables
+    still lists its command, which then says the plugin is not loaded.
+
+    :param register: ``register(name, handler, **parser_kwargs)``.
+    """
 
 
 @hookspec

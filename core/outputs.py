@@ -24,6 +24,72 @@ redis.call('HSET', KEYS[1], 'ts', ARGV[1], unpack(ARGV, 2))
 return 1
 """
 
+# KEYS[1] = hash, ARGV = field, ts, payload triples. Each field holds "<ts> <payload>" and is
+# replaced unless it holds a newer ts: last-ts-wins per field, for state with many members.
+PUT_FIELDS_LUA = """
+for j = 1, #ARGV, 3 do
+  local current = redis.call('HGET', KEYS[1], ARGV[j])
+  local held = current and tonumber(string.match(current, '^(%-?%d+) '))
+  if not held or held <= tonumber(ARGV[j + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1] .. ' ' .. ARGV[j + 2])
+  end
+end
+return 1
+"""
+
+# once_due(marker, version, ttl, now): true (and the marker set) unless the marker holds this
+# version and runs until after `now`. The period is judged by the consumer's clock (`now`, epoch
+# ms), not Redis's, so a simulated clock (the demo, tests) behaves like the real one; PX only
+# lets Redis drop the marker once it cannot matter.
+ONCE_DUE_LUA = """
+local function once_due(marker, version, ttl, now)
+  local current = redis.call('GET', marker)
+  if current then
+    local sep = string.find(current, ' ', 1, true)
+    if sep and string.sub(current, sep + 1) == version
+        and tonumber(string.sub(current, 1, sep - 1)) > tonumber(now) then
+      return false
+    end
+  end
+  redis.call('SET', marker, (tonumber(now) + tonumber(ttl)) .. ' ' .. version, 'PX', ttl)
+  return true
+end
+"""
+
+# KEYS[1] = stream, KEYS[2] = marker, ARGV[1] = version, ARGV[2] = ttl ms, ARGV[3] = now ms,
+# ARGV[4..] = XADD arguments: one entry per version and period, across consumers.
+XADD_ONCE_LUA = ONCE_DUE_LUA + """
+if not once_due(KEYS[2], ARGV[1], ARGV[2], ARGV[3]) then return false end
+return redis.call('XADD', KEYS[1], unpack(ARGV, 4))
+"""
+
+
+class Once(msgspec.Struct, frozen=True):
+    """Write an entry unless one with the same ``key`` and ``version`` was written less than
+    ``ttl_ms`` ago by the consumers' clock (the marker is ``P:state:once:<key>``, holding
+    ``"<until ms> <version>"``)."""
+
+    key: str
+    version: str
+    ttl_ms: int
+
+
+def _once(what: str, subject: str, version: str, every_s: float) -> Once:
+    if not (isinstance(every_s, (int, float)) and every_s > 0):
+        raise ValueError(f"{what}: every_s must be > 0, got {every_s!r}")
+    for name, value in (("subject", subject), ("version", version)):
+        if type(value) is not str:
+            raise TypeError(f"{what}: `{name}` must be a str, got {type(value).__name__}")
+    return Once(subject, version, max(1, int(every_s * 1000)))
+
+
+def parse_field(raw: str) -> tuple[int, str]:
+    """A field written by :meth:`Outputs.put_latest_field`: ``"<ts> <payload>"``."""
+    ts, sep, payload = raw.partition(" ")
+    if not sep:
+        raise ValueError(f"not a '<ts> <payload>' state field: {raw[:80]!r}")
+    return int(ts), payload
+
 
 class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
     """An entry of ``P:alerts``."""
@@ -36,9 +102,12 @@ class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
     account: str | None = None
     asset: str | None = None
     source: str | None = None
+    #: De-duplication (not part of the entry), see :meth:`Outputs.alert`.
+    once: Once | None = None
 
     def fields(self) -> dict[str, str]:
-        return {k: str(v) for k, v in msgspec.structs.asdict(self).items() if v is not None}
+        return {k: str(v) for k, v in msgspec.structs.asdict(self).items()
+                if v is not None and k != "once"}
 
 
 RESERVED_STREAMS = ("events", "orders", "dlq", "alerts")
@@ -78,24 +147,50 @@ class Outputs:
     :param now_ms: the clock when the batch was handled; stamps alerts.
     """
 
-    __slots__ = ("now_ms", "streams", "latest", "hashes", "alerts")
+    __slots__ = ("now_ms", "streams", "streams_once", "latest", "fields", "hashes", "alerts")
 
     def __init__(self, now_ms: int) -> None:
         self.now_ms = now_ms
         self.streams: dict[str, list[dict[str, str]]] = {}
+        #: (stream, fields, once) of entries written at most once per version and period.
+        self.streams_once: list[tuple[str, dict[str, str], Once]] = []
         self.latest: dict[str, tuple[int, dict[str, str]]] = {}
+        self.fields: dict[str, dict[str, tuple[int, str]]] = {}
         self.hashes: dict[str, dict[str, str]] = {}
         self.alerts: list[Alert] = []
 
-    def emit(self, stream: str, fields: Mapping[str, str]) -> None:
+    def emit(
+        self,
+        stream: str,
+        fields: Mapping[str, str],
+        *,
+        subject: str | None = None,
+        version: str = "",
+        every_s: float | None = None,
+    ) -> None:
         """Append an entry to output stream ``P:<stream>`` (``"nav"``, ``"decisions"``, ...).
 
         Output streams are trimmed with ``MAXLEN ~ [consumer] output_maxlen``.
+
+        With ``subject`` and ``every_s``, the entry is written only if the last one written for
+        ``subject`` had another ``version``, or was written at least ``every_s`` ago, by any
+        consumer of the group: "publish on change, and at least every so often", without the
+        replicas that judge the same thing each publishing it. The check and the write are part
+        of the batch write, so a failed batch neither loses the entry nor spends the period.
         """
         _name("emit", stream)
         if ":" in stream or stream in RESERVED_STREAMS:
             raise ValueError(f"emit: {stream!r} is not a plugin output stream")
-        self.streams.setdefault(stream, []).append(_checked(f"emit to {stream!r}", fields))
+        checked = _checked(f"emit to {stream!r}", fields)
+        if subject is None and every_s is None:
+            self.streams.setdefault(stream, []).append(checked)
+            return
+        if subject is None or every_s is None:
+            raise ValueError(f"emit to {stream!r}: give both `subject` and `every_s`, or neither")
+        once = _once(f"emit to {stream!r}", f"{stream}:{subject}", version, every_s)
+        # The newest entry per subject in this buffer wins, as Redis would keep only one.
+        self.streams_once = [e for e in self.streams_once if e[2].key != once.key]
+        self.streams_once.append((stream, checked, once))
 
     def alert(
         self,
@@ -107,8 +202,17 @@ class Outputs:
         account: str | None = None,
         asset: str | None = None,
         source: str | None = None,
+        every_s: float | None = None,
+        subject: str | None = None,
     ) -> None:
-        """Raise an alert on ``P:alerts`` (and in the logs, and in the counters)."""
+        """Raise an alert on ``P:alerts`` (and in the logs, and in the counters).
+
+        With ``every_s``, an alert with the same code and subject is written at most once per
+        that many seconds, across every consumer of the group (the check and the write are one
+        step of the batch write, so a failed batch neither loses the alert nor spends the
+        period). Made for conditions judged again on every tick: they repeat as reminders,
+        not as a flood. ``subject`` defaults to venue/account/asset/source.
+        """
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
         for name, value in (("code", code), ("message", message), ("venue", venue),
@@ -116,8 +220,17 @@ class Outputs:
             if value is not None and type(value) is not str:
                 raise TypeError(f"alert: `{name}` must be a str, got {type(value).__name__}")
         _name("alert code", code)
+        once = None
+        if every_s is not None:
+            if subject is None:
+                subject = "/".join(v or "" for v in (venue, account, asset, source))
+            once = _once(f"alert {code}", f"alert:{code}:{subject}", "1", every_s)
+            if any(a.once is not None and a.once.key == once.key for a in self.alerts):
+                return  # already raised in this buffer
+        elif subject is not None:
+            raise ValueError(f"alert {code}: `subject` needs `every_s`")
         self.alerts.append(
-            Alert(code, severity, message, self.now_ms, venue, account, asset, source)
+            Alert(code, severity, message, self.now_ms, venue, account, asset, source, once)
         )
 
     def put_latest(self, key: str, ts: int, fields: Mapping[str, str]) -> None:
@@ -133,6 +246,24 @@ class Outputs:
         if held is None or ts >= held[0]:
             self.latest[key] = (ts, checked)
 
+    def put_latest_field(self, key: str, field: str, ts: int, payload: str) -> None:
+        """Set ``field`` of state hash ``P:state:<key>`` to ``"<ts> <payload>"`` unless it
+        holds a newer ``ts``: last-``ts``-wins per field, for state with many members (every
+        holding of an account in one hash, read with one ``HGETALL``). Read it back with
+        :func:`parse_field`. Coalesced per batch like :meth:`put_latest`.
+        """
+        _name("put_latest_field", key)
+        if type(field) is not str or not field:
+            raise ValueError(f"put_latest_field {key!r}: invalid field {field!r}")
+        if type(ts) is not int:
+            raise TypeError(f"put_latest_field {key!r}: ts must be an int (epoch ms), got {type(ts).__name__}")
+        if type(payload) is not str:
+            raise TypeError(f"put_latest_field {key!r}: payload must be a str, got {type(payload).__name__}")
+        fields = self.fields.setdefault(key, {})
+        held = fields.get(field)
+        if held is None or ts >= held[0]:
+            fields[field] = (ts, payload)
+
     def hset(self, key: str, fields: Mapping[str, str]) -> None:
         """Merge ``fields`` into state hash ``P:state:<key>``, the last write per field winning."""
         _name("hset", key)
@@ -142,10 +273,19 @@ class Outputs:
         """Fold another (already checked) buffer into this one, keeping the coalescing rules."""
         for stream, entries in other.streams.items():
             self.streams.setdefault(stream, []).extend(entries)
+        theirs = {once.key for _, _, once in other.streams_once}
+        self.streams_once = [e for e in self.streams_once if e[2].key not in theirs] + other.streams_once
         for key, (ts, fields) in other.latest.items():
             held = self.latest.get(key)
             if held is None or ts >= held[0]:
                 self.latest[key] = (ts, fields)
+        for key, members in other.fields.items():
+            mine = self.fields.setdefault(key, {})
+            for name, (ts, payload) in members.items():
+                held = mine.get(name)
+                if held is None or ts >= held[0]:
+                    mine[name] = (ts, payload)
         for key, fields in other.hashes.items():
             self.hashes.setdefault(key, {}).update(fields)
-        self.alerts.extend(other.alerts)
+        mine = {a.once.key for a in self.alerts if a.once}
+        self.alerts.extend(a for a in other.alerts if a.once is None or a.once.key not in mine)

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .app import App
-from .outputs import PUT_LATEST_LUA, Outputs
+from .outputs import ONCE_DUE_LUA, PUT_FIELDS_LUA, PUT_LATEST_LUA, XADD_ONCE_LUA, Alert, Outputs
 
 log = logging.getLogger("navstream.writer")
 alert_log = logging.getLogger("navstream.alerts")
@@ -62,19 +62,30 @@ class BatchWrite:
 
 # Writes a whole batch and acknowledges it in one script call: one round trip, run in isolation
 # (no other client sees a half-written batch). ARGV is a flat list of commands, each as
-# <count> <name> <args...>; PUTLATEST is HSET unless the hash holds a newer `ts`. A first pass
-# checks every key's type and every ts, so a write that would fail is refused before anything is
-# written; XACK comes last, so whatever stops the script part way (out of memory) stops it
-# before anything is acknowledged. Lua scripts do not roll back: the pre-check is what makes
-# a refused batch leave nothing behind.
-WRITE_BATCH_LUA = """
-local wants = {XADD = 'stream', XACK = 'stream', HSET = 'hash', HDEL = 'hash', PUTLATEST = 'hash'}
+# <count> <name> <args...>. Besides Redis commands:
+#   PUTLATEST <key> <ts> <field value...>: HSET unless the hash holds a newer `ts`;
+#   PUTFIELDS <key> (<field> <ts> <payload>)...: each field becomes "<ts> <payload>" unless it
+#     holds a newer ts;
+#   XADDONCE <stream> <marker> <version> <ttl> <now> <xadd args...>: XADD unless the marker
+#     holds that version and has not run out (by the consumer's clock), then set the marker.
+# A first pass checks every key's type and every held ts, so a write that would fail is refused
+# before anything is written; XACK comes last, so whatever stops the script part way (out of
+# memory) stops it before anything is acknowledged. Lua scripts do not roll back: the pre-check
+# is what makes a refused batch leave nothing behind. Returns {acked, ordinals of the XADDONCE
+# commands that wrote their entry}.
+WRITE_BATCH_LUA = ONCE_DUE_LUA + """
+local wants = {XADD = 'stream', XACK = 'stream', HSET = 'hash', HDEL = 'hash', PUTLATEST = 'hash',
+               PUTFIELDS = 'hash', XADDONCE = 'stream'}
+local function kind(key)
+  local t = redis.call('TYPE', key)
+  if type(t) == 'table' then t = t['ok'] end
+  return t
+end
 local i, n = 1, #ARGV
 while i <= n do
   local c = tonumber(ARGV[i])
   local cmd, key = ARGV[i + 1], ARGV[i + 2]
-  local t = redis.call('TYPE', key)
-  if type(t) == 'table' then t = t['ok'] end
+  local t = kind(key)
   if t ~= 'none' and t ~= wants[cmd] then
     return redis.error_reply('WRONGTYPE ' .. cmd .. ' ' .. key .. ' holds a ' .. t .. '; nothing written')
   end
@@ -83,10 +94,22 @@ while i <= n do
     if current and not tonumber(current) then
       return redis.error_reply('BADSTATE ' .. key .. ' has a non-numeric ts; nothing written')
     end
+  elseif cmd == 'PUTFIELDS' then
+    for j = i + 3, i + c, 3 do
+      local current = redis.call('HGET', key, ARGV[j])
+      if current and not tonumber(string.match(current, '^(%-?%d+) ')) then
+        return redis.error_reply('BADSTATE ' .. key .. ' field ' .. ARGV[j] .. ' has no ts; nothing written')
+      end
+    end
+  elseif cmd == 'XADDONCE' then
+    local m = kind(ARGV[i + 3])
+    if m ~= 'none' and m ~= 'string' then
+      return redis.error_reply('WRONGTYPE XADDONCE marker ' .. ARGV[i + 3] .. ' holds a ' .. m .. '; nothing written')
+    end
   end
   i = i + c + 1
 end
-local acked = 0
+local acked, once, emitted = 0, 0, {}
 i = 1
 while i <= n do
   local c = tonumber(ARGV[i])
@@ -96,18 +119,34 @@ while i <= n do
     if not current or tonumber(current) <= tonumber(ARGV[i + 3]) then
       redis.call('HSET', ARGV[i + 2], 'ts', ARGV[i + 3], unpack(ARGV, i + 4, i + c))
     end
+  elseif cmd == 'PUTFIELDS' then
+    for j = i + 3, i + c, 3 do
+      local current = redis.call('HGET', ARGV[i + 2], ARGV[j])
+      local held = current and tonumber(string.match(current, '^(%-?%d+) '))
+      if not held or held <= tonumber(ARGV[j + 1]) then
+        redis.call('HSET', ARGV[i + 2], ARGV[j], ARGV[j + 1] .. ' ' .. ARGV[j + 2])
+      end
+    end
+  elseif cmd == 'XADDONCE' then
+    once = once + 1
+    if once_due(ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]) then
+      redis.call('XADD', ARGV[i + 2], unpack(ARGV, i + 7, i + c))
+      emitted[#emitted + 1] = once
+    end
   else
     local reply = redis.call(unpack(ARGV, i + 1, i + c))
     if cmd == 'XACK' then acked = acked + reply end
   end
   i = i + c + 1
 end
-return acked
+table.insert(emitted, 1, acked)
+return emitted
 """
 
 #: Lua's C stack takes ~8,000 values per call; a longer command goes the pipelined way.
 MAX_SCRIPT_ARGS = 7000
 ACK_CHUNK = 1000
+FIELDS_CHUNK = 1000
 
 Command = tuple[str | bytes | int, ...]
 
@@ -125,28 +164,35 @@ class Writer:
         self.app = app
         self._batch_script = app.raw.register_script(WRITE_BATCH_LUA)
         self._put_latest = app.raw.register_script(PUT_LATEST_LUA)
+        self._put_fields = app.raw.register_script(PUT_FIELDS_LUA)
+        self._xadd_once = app.raw.register_script(XADD_ONCE_LUA)
 
     async def write(self, batch: BatchWrite) -> None:
         """Write everything the batch caused, then acknowledge it; raise if Redis refused any."""
-        # Logged first: if the write fails, the alert still reached the logs.
+        # Logged first: if the write fails, the alert still reached the logs. An alert written
+        # at most once per period is logged when it is written (else every judging would log).
+        once = [alert for alert in batch.outputs.alerts if alert.once]
         for alert in batch.outputs.alerts:
-            alert_log.log(
-                _LOG_LEVEL[alert.severity], alert.message,
-                extra={"event": "alert", **{k: v for k, v in alert.fields().items() if k != "message"}},
-            )
+            if not alert.once:
+                _log_alert(alert)
         writes, acks = self._commands(batch)
         if not (writes or acks):
             return
         try:
             if max(len(c) for c in writes + acks) > MAX_SCRIPT_ARGS:
-                await self._pipelined(writes, acks)
+                emitted = await self._pipelined(writes, acks)
             else:
-                await self._scripted(writes + acks)
+                emitted = await self._scripted(writes + acks)
         except RedisError as exc:
+            for alert in once:
+                _log_alert(alert)
             if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or (
                     isinstance(exc, ResponseError) and is_missing_group(exc)):
                 raise  # the loop reconnects, or recreates the group
             raise WriteError(f"batch writes failed, nothing acknowledged: {exc}") from exc
+        for ordinal in emitted:
+            if ordinal <= len(once):  # the once-alerts come first, then once-entries
+                _log_alert(once[ordinal - 1])
 
     def _commands(self, batch: BatchWrite) -> tuple[list[Command], list[Command]]:
         keys = self.app.keys
@@ -159,8 +205,21 @@ class Writer:
             writes.extend(("XADD", stream, *trim, *_flat(fields)) for fields in entries)
         writes.extend(("PUTLATEST", keys.state(key), ts, *_flat(fields, skip="ts"))
                       for key, (ts, fields) in out.latest.items())
+        for key, members in out.fields.items():
+            args: list[Any] = []
+            for name, (ts, payload) in members.items():
+                args.extend((name, ts, payload))
+            # Split so no command outgrows one script call.
+            for start in range(0, len(args), FIELDS_CHUNK * 3):
+                writes.append(("PUTFIELDS", keys.state(key), *args[start:start + FIELDS_CHUNK * 3]))
         writes.extend(("HSET", keys.state(key), *_flat(fields)) for key, fields in out.hashes.items())
-        writes.extend(("XADD", keys.alerts, *trim, *_flat(alert.fields())) for alert in out.alerts)
+        writes.extend(("XADD", keys.alerts, *trim, *_flat(alert.fields())) for alert in out.alerts if not alert.once)
+        # XADDONCE commands: the once-alerts first (the writer logs them by ordinal), then entries.
+        now = out.now_ms
+        writes.extend(("XADDONCE", keys.alerts, keys.state("once", a.once.key), a.once.version, a.once.ttl_ms,
+                       now, *trim, *_flat(a.fields())) for a in out.alerts if a.once)
+        writes.extend(("XADDONCE", keys.stream(name), keys.state("once", once.key), once.version, once.ttl_ms,
+                       now, *trim, *_flat(fields)) for name, fields, once in out.streams_once)
         writes.extend(("XADD", keys.dlq, "MAXLEN", "~", consumer.dlq_maxlen, "*", *_flat(self._dlq_fields(d)))
                       for d in batch.dead_letters)
         if batch.failures:
@@ -173,46 +232,73 @@ class Writer:
             acks.append(("HDEL", keys.failures, *batch.resolved))
         return writes, acks
 
-    async def _scripted(self, commands: list[Command]) -> None:
+    async def _scripted(self, commands: list[Command]) -> list[int]:
+        """Run the batch script; returns the ordinals of the XADDONCE alerts it wrote."""
         args: list[Any] = []
         touched = []
         for command in commands:
             args.append(len(command))
             args.extend(command)
             touched.append(command[1])
-        await self._batch_script(keys=list(dict.fromkeys(touched)), args=args)
+            if command[0] == "XADDONCE":
+                touched.append(command[2])
+        reply = await self._batch_script(keys=list(dict.fromkeys(touched)), args=args)
+        return [int(x) for x in reply[1:]]
 
-    async def _pipelined(self, writes: list[Command], acks: list[Command]) -> None:
+    async def _pipelined(self, writes: list[Command], acks: list[Command]) -> list[int]:
         """The same writes for a batch too large for one script call: MULTI/EXEC, then acks.
 
         The same type pre-check as the script's comes first, so a write Redis would refuse is
         found before anything is written.
         """
-        wants = {"XADD": b"stream", "XACK": b"stream", "HSET": b"hash", "HDEL": b"hash", "PUTLATEST": b"hash"}
+        wants = {"XADD": b"stream", "XACK": b"stream", "HSET": b"hash", "HDEL": b"hash", "PUTLATEST": b"hash",
+                 "PUTFIELDS": b"hash", "XADDONCE": b"stream"}
         check = self.app.raw.pipeline(transaction=False)
         for command in writes + acks:
             check.type(command[1])
         latest = [c for c in writes if c[0] == "PUTLATEST"]
         for command in latest:
             check.hget(command[1], "ts")
+        members = [(c[1], name) for c in writes if c[0] == "PUTFIELDS" for name in c[2::3]]
+        for key, name in members:
+            check.hget(key, name)
+        markers = [c[2] for c in writes if c[0] == "XADDONCE"]
+        for marker in markers:
+            check.type(marker)
         replies = await check.execute()
         for command, kind in zip(writes + acks, replies):
             if kind not in (b"none", wants[str(command[0])]):
                 raise WriteError(f"WRONGTYPE {command[0]} {command[1]!r} holds a {kind.decode()}; nothing written")
-        for command, held in zip(latest, replies[len(writes) + len(acks):]):
+        replies = replies[len(writes) + len(acks):]
+        for command, held in zip(latest, replies):
             if held is not None and not held.lstrip(b"-").isdigit():
                 raise WriteError(f"BADSTATE {command[1]!r} has a non-numeric ts; nothing written")
+        replies = replies[len(latest):]
+        for (key, name), held in zip(members, replies):
+            if held is not None and not held.partition(b" ")[0].lstrip(b"-").isdigit():
+                raise WriteError(f"BADSTATE {key!r} field {name!r} has no ts; nothing written")
+        for marker, kind in zip(markers, replies[len(members):]):
+            if kind not in (b"none", b"string"):
+                raise WriteError(f"WRONGTYPE XADDONCE marker {marker!r} holds a {kind.decode()}; nothing written")
         pipe = self.app.raw.pipeline(transaction=True)
+        once: list[int] = []  # pipeline positions of the XADDONCE scripts
         for command in writes:
             if command[0] == "PUTLATEST":
                 await self._put_latest(keys=[command[1]], args=list(command[2:]), client=pipe)
+            elif command[0] == "PUTFIELDS":
+                await self._put_fields(keys=[command[1]], args=list(command[2:]), client=pipe)
+            elif command[0] == "XADDONCE":
+                once.append(len(pipe.command_stack))
+                await self._xadd_once(keys=[command[1], command[2]], args=list(command[3:]), client=pipe)
             else:
                 pipe.execute_command(*command)
+        emitted: list[int] = []
         if writes:
             results = await pipe.execute(raise_on_error=False)
             errors = [r for r in results if isinstance(r, Exception)]
             if errors:
                 raise WriteError(f"{len(errors)} of {len(writes)} writes failed: {errors[0]}")
+            emitted = [n for n, at in enumerate(once, 1) if results[at] is not None]
         pipe = self.app.raw.pipeline(transaction=False)
         for command in acks:
             pipe.execute_command(*command)
@@ -220,6 +306,7 @@ class Writer:
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             raise errors[0]
+        return emitted
 
     def _dlq_fields(self, dead: DeadLetter) -> dict[bytes | str, bytes | str]:
         fields: dict[bytes | str, bytes | str] = {
@@ -234,6 +321,13 @@ class Writer:
             dlq_ts=str(self.app.clock.now_ms()),
         )
         return fields
+
+
+def _log_alert(alert: Alert) -> None:
+    alert_log.log(
+        _LOG_LEVEL[alert.severity], alert.message,
+        extra={"event": "alert", **{k: v for k, v in alert.fields().items() if k != "message"}},
+    )
 
 
 def _is_dlq_field(key: bytes | str) -> bool:
