@@ -50,6 +50,44 @@ max_future_ms = 300000
 
 [source_monitor]
 max_silence_s = 60
+
+[nav]
+quote = "USD"
+max_age_s = 120
+publish_every_s = 60
+jump_alert_pct = 10
+max_price_divergence_pct = 2
+alert_every_s = 300
+
+[nav.pegs]
+USDT = "1"
+
+[nav.routes]
+BTC = "BTC/USDT"
+ETH = "ETH/USDT"
+ARB = "ARB/USDT"
+
+[[nav.accounts]]
+venue = "binance"
+account = "usdm-main"
+kind = "futures"
+label = "Binance USD-M"
+
+[[nav.accounts]]
+venue = "okx"
+account = "spot-main"
+kind = "spot"
+
+[[nav.accounts]]
+venue = "bank"
+account = "treasury"
+kind = "bank"
+label = "EUR and USD cash"
+
+[[nav.accounts]]
+venue = "cold-wallet"
+account = "reserve"
+kind = "reserve"
 """
 
 SCENARIO_FILE = "demo_scenario.jsonl"
@@ -465,14 +503,18 @@ async def summary(app: App, replay: Replay, last: StepRow) -> list[str]:
 @contextmanager
 def quiet_logs(level: int = logging.ERROR) -> Iterator[None]:
     """The table already shows alerts and dead letters; JSON logs of them would only clutter
-    stderr. Restored afterwards, so an embedding process keeps its own level."""
+    stderr (alerts not at all: the summary lists every one, critical ones too). Restored
+    afterwards, so an embedding process keeps its own levels."""
     logger = logging.getLogger("navstream")
-    previous = logger.level
+    alerts = logging.getLogger("navstream.alerts")
+    previous, previous_alerts = logger.level, alerts.level
     logger.setLevel(max(level, logger.getEffectiveLevel()))
+    alerts.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
         logger.setLevel(previous)
+        alerts.setLevel(previous_alerts)
 
 
 def _header(app: App, backend: Backend, steps: Sequence[Step], start_ms: int, speed: float, fast: bool) -> list[str]:

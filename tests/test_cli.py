@@ -509,8 +509,9 @@ def test_trim_without_group_exit_1(capsys: pytest.CaptureFixture[str], rb: Any, 
 def test_plugins(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "plugins")
     assert code == 0, err
-    first = out.splitlines()[0].split()
-    assert first[:3] == ["loaded", "source_monitor", "navstream.plugins.source_monitor"]
+    loaded = [line.split()[:3] for line in out.splitlines() if line.startswith("loaded")]
+    assert ["loaded", "nav", "navstream.plugins.nav"] in loaded
+    assert ["loaded", "source_monitor", "navstream.plugins.source_monitor"] in loaded
     assert "hooks:" in out and "navstream_status" in out
 
 

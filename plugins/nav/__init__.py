@@ -1,0 +1,136 @@
+"""Built-in plugin ``nav``: exchange and treasury NAV that fails closed and never hides a loss.
+
+Each batch stores its balances, positions, prices and source reports as last-``ts``-wins state,
+then recomputes the NAV of the accounts it touched (a price or a source report touches every
+account, a balance only its own) once, from Redis state with the batch applied on top. Every
+tick recomputes every scope against the clock, so with no events at all a NAV turns ``stale``
+on time. Results go to ``P:state:nav:latest`` (what every reader uses) and to ``P:nav`` when
+a scope's value or status changed, and at least every ``publish_every_s``.
+
+Consumers of one group judge from the same Redis state; two racing on one account may each
+publish a view missing the other's update for one tick, after which every tick converges on
+the state both wrote. Publication and alerts are de-duplicated across consumers in the batch
+write itself (:meth:`Outputs.emit` with ``subject``, :meth:`Outputs.alert` with ``every_s``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Mapping, Sequence
+
+from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatus, hookimpl
+
+from . import explain
+from .config import NavConfig
+from .state import LATEST, Inputs, encode_snapshot, read_inputs, read_latest, write_event
+from .valuation import Market, Snapshot, evaluate, money
+
+SECTION = "nav"
+NAV_STREAM = "nav"
+
+
+def config(app: App) -> NavConfig:
+    return app.plugin_config(SECTION)  # type: ignore[no-any-return]
+
+
+@hookimpl
+def navstream_config_sections(register: Any) -> None:
+    register(SECTION, NavConfig)
+
+
+@hookimpl
+async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> None:
+    mine = [e for e in events if isinstance(e, (Balance, Position, Price, SourceStatus))]
+    if not mine:
+        return
+    for event in mine:
+        write_event(out, event)
+    valuing = [e for e in mine if not isinstance(e, Position)]  # positions feed exposure, not NAV
+    if not valuing:
+        return
+    broad = any(isinstance(e, (Price, SourceStatus)) for e in valuing)
+    touched = None if broad else {(e.venue, e.account) for e in valuing if isinstance(e, Balance)}
+    inputs = await read_inputs(app, touched)
+    for event in valuing:
+        inputs.apply(event)
+    publish(config(app), inputs, out.now_ms, out, only=touched)
+
+
+@hookimpl
+async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
+    publish(config(app), await read_inputs(app, None), now_ms, out, only=None)
+
+
+def publish(cfg: NavConfig, inputs: Inputs, now_ms: int, out: Outputs, only: set[tuple[str, str]] | None) -> list[Snapshot]:
+    """Evaluate, store every scope's NAV, publish what changed, raise what is wrong."""
+    market = Market(cfg, inputs.quotes.values(), inputs.sources.values(), now_ms)
+    known = {(s.venue, s.account): s for s in inputs.latest.values() if s.scope == "account"}
+    snapshots = evaluate(cfg, inputs.balances, market, only, known)
+    latest = ":".join(LATEST)
+    for snap in snapshots:
+        previous = inputs.latest.get(snap.scope_id)
+        out.put_latest_field(latest, snap.scope_id, now_ms, encode_snapshot(snap))
+        out.emit(NAV_STREAM, snap.stream_fields(), subject=snap.scope_id, version=snap.version(),
+                 every_s=cfg.publish_every_s)
+        if snap.scope == "account":
+            raise_alerts(cfg, snap, previous, out)
+    return snapshots
+
+
+def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out: Outputs) -> None:
+    """Judged again at every evaluation; ``alert_every_s`` keeps a lasting problem to one alert
+    per period (across consumers) instead of one per tick."""
+    where = {"venue": snap.venue, "account": snap.account}
+    every = cfg.alert_every_s
+    name = f"{snap.venue}/{snap.account}"
+    if snap.status == "failed":
+        out.alert("nav_failed", "critical", f"NAV of {name} failed: {'; '.join(snap.reasons)}", **where,
+                  every_s=every)
+    for h in snap.holdings:
+        if h.missing:
+            out.alert(h.missing_code or "price_missing", "warning",
+                      f"{h.asset} in {name} ({money(h.amount)}) is not in the NAV: {h.missing}",
+                      **where, asset=h.asset, every_s=every)
+    if snap.status == "stale":
+        out.alert("nav_stale", "warning", f"NAV of {name} is stale: {'; '.join(snap.reasons)}", **where,
+                  every_s=every)
+    if snap.holdings and all(h.amount == 0 for h in snap.holdings):
+        out.alert("wallet_zero", "critical",
+                  f"wallet {name} reads 0 ({', '.join(h.asset for h in snap.holdings)}); NAV reports 0, "
+                  "nothing is substituted", **where, every_s=every)
+    elif snap.nav < 0 and snap.status != "failed":
+        out.alert("wallet_negative", "critical", f"wallet {name} is negative: {money(snap.nav)} {snap.quote}",
+                  **where, every_s=every)
+    if previous is not None and previous.status in ("ok", "stale") and snap.status in ("ok", "stale") \
+            and previous.nav > 0:
+        drop = (previous.nav - snap.nav) / previous.nav * 100
+        if drop > Decimal(str(cfg.jump_alert_pct)):
+            out.alert("nav_drop", "critical",
+                      f"NAV of {name} fell {drop:.2f}% from {money(previous.nav)} to {money(snap.nav)} "
+                      f"{snap.quote} (limit {cfg.jump_alert_pct:g}%)", **where, every_s=every)
+    if previous is not None and previous.status != "ok" and snap.status == "ok":
+        out.alert("nav_recovered", "info", f"NAV of {name} is ok again: {money(snap.nav)} {snap.quote}",
+                  **where, every_s=every)
+    if cfg.accounts and snap.kind == "unclassified":
+        out.alert("account_unconfigured", "warning",
+                  f"{name} has balances but is not in [[nav.accounts]]: counted in its venue and the "
+                  "total, not in exchange NAV", **where, every_s=every)
+
+
+@hookimpl
+async def navstream_status(app: App) -> Mapping[str, Any]:
+    now = app.clock.now_ms()
+    latest = await read_latest(app)
+    return {"quote": config(app).quote, "scopes": [explain.summary_row(s, now) for s in explain.ordered(latest.values())]}
+
+
+@hookimpl
+def navstream_commands(register: Any) -> None:
+    p = register("nav", explain.command, help="explain a NAV: every holding, its price route, ages, and why",
+                 description="Explain the NAV as the nav plugin last computed it (P:state:nav:latest): each "
+                 "holding with balance, unrealized PnL, the price route and source used, each input's age, its "
+                 "value, and why anything is missing or stale.")
+    p.add_argument("--venue", help="only this venue")
+    p.add_argument("--account", help="only this account")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+

@@ -1,0 +1,131 @@
+"""``navstream nav``: why a NAV is what it is, read from the state the plugin wrote.
+
+It never recomputes: the answer is the NAV the risk gate and the dashboards see, with every
+holding's inputs and the reasons for its status. Ages are shown against the clock now, and
+the age of the evaluation itself is shown, so a NAV nobody has re-evaluated lately stands out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Iterable
+
+import msgspec
+from navstream import App
+from navstream.render import table
+
+from .state import read_latest, read_positions
+from .valuation import Snapshot, money
+
+ORDER = {"account": 0, "venue": 1, "exchange": 2, "total": 3}
+EXIT_NOT_FOUND = 1
+
+
+def ordered(snapshots: Iterable[Snapshot]) -> list[Snapshot]:
+    return sorted(snapshots, key=lambda s: (ORDER.get(s.scope, 9), s.venue, s.account))
+
+
+def _age(now_ms: int, ts: int) -> str:
+    if not ts:
+        return "never"
+    seconds = (now_ms - ts) / 1000
+    return f"{seconds:.0f}s" if seconds < 600 else f"{seconds / 60:.0f}min"
+
+
+def _name(s: Snapshot) -> str:
+    if s.scope == "account":
+        return f"{s.venue}/{s.account}"
+    if s.scope == "venue":
+        return s.venue
+    return s.scope
+
+
+def summary_row(s: Snapshot, now_ms: int) -> dict[str, Any]:
+    """One scope for ``navstream status``."""
+    return {"scope": s.scope, "name": _name(s), "nav": money(s.nav), "status": s.status,
+            "as_of_age_s": round((now_ms - s.as_of) / 1000, 1) if s.as_of else None,
+            "computed_age_s": round((now_ms - s.computed_at) / 1000, 1),
+            "missing": s.missing, "stale_sources": s.stale_sources}
+
+
+def select(latest: dict[str, Snapshot], venue: str | None, account: str | None) -> list[Snapshot]:
+    chosen = []
+    for s in latest.values():
+        if venue is not None and s.venue != venue:
+            continue
+        if account is not None and s.account != account:
+            continue
+        if (venue is not None or account is not None) and s.scope in ("exchange", "total"):
+            continue
+        if account is not None and s.scope != "account":
+            continue
+        chosen.append(s)
+    return ordered(chosen)
+
+
+def as_json(s: Snapshot, now_ms: int, positions: dict[str, Any] | None) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(s)
+    data["nav"] = money(s.nav)
+    data["computed_age_s"] = round((now_ms - s.computed_at) / 1000, 3)
+    data["as_of_age_s"] = round((now_ms - s.as_of) / 1000, 3) if s.as_of else None
+    for h in data.get("holdings", []):
+        h["age_s"] = round((now_ms - h["ts"]) / 1000, 3)
+        for p in h.get("prices", []):
+            p["age_s"] = round((now_ms - p["ts"]) / 1000, 3)
+    if positions is not None:
+        data["positions"] = positions
+    return data
+
+
+def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None) -> str:
+    head = (f"{s.scope} {_name(s)}" + (f" ({s.kind}{', ' + s.label if s.label else ''})" if s.kind else "")
+            + f": {money(s.nav)} {s.quote}  status {s.status.upper()}")
+    lines = [head, f"  evaluated {_age(now_ms, s.computed_at)} ago; oldest input {_age(now_ms, s.as_of)} old"]
+    if s.holdings:
+        rows = []
+        for h in s.holdings:
+            price = "; ".join(f"{p.pair} {p.price} @{p.source} ({_age(now_ms, p.ts)})" for p in h.prices) or "-"
+            rows.append([h.asset, h.balance, h.unrealized_pnl, _age(now_ms, h.ts),
+                         "-" if h.unit is None else h.unit, " -> ".join(h.route) or "-", price,
+                         "NOT VALUED" if h.value is None else money(h.value),
+                         h.missing or ("; ".join(h.stale) if h.stale else "")])
+        lines.append(table(["asset", "balance", "upnl", "age", "unit value", "route", "prices used", "value", "note"],
+                           rows))
+    if positions:
+        lines.append(table(["symbol", "qty", "entry", "mark", "upnl", "age"],
+                           [[sym, p["qty"], p["entry_price"], p.get("mark_price", "-"), p.get("unrealized_pnl", "-"),
+                             _age(now_ms, p["ts"])] for sym, p in sorted(positions.items())]))
+    if s.accounts:
+        lines.append(f"  adds up: {', '.join(s.accounts)}")
+    if s.missing:
+        lines.append(f"  missing (not in the NAV): {', '.join(s.missing)}")
+    if s.stale_sources:
+        lines.append(f"  stale: {', '.join(s.stale_sources)}")
+    lines.extend(f"  why: {r}" for r in s.reasons)
+    return "\n".join(lines)
+
+
+async def command(app: App, args: argparse.Namespace) -> int:
+    now = app.clock.now_ms()
+    latest = await read_latest(app)
+    chosen = select(latest, args.venue, args.account)
+    if not chosen:
+        what = " ".join(f"--{k} {v}" for k, v in (("venue", args.venue), ("account", args.account)) if v)
+        message = (f"no NAV for {what}" if what else "no NAV computed yet") + \
+            f" under {app.keys.state('nav', 'latest')} (is a consumer with the nav plugin running?)"
+        if args.json:
+            print(json.dumps({"error": message, "scopes": []}))
+        else:
+            print(message)
+        return EXIT_NOT_FOUND
+    positions: dict[str, dict[str, Any]] = {}
+    for s in chosen:
+        if s.scope == "account":
+            raw = await read_positions(app, s.venue, s.account)
+            positions[s.scope_id] = {sym: {**msgspec.to_builtins(p), "ts": ts} for sym, (ts, p) in raw.items()}
+    if args.json:
+        print(json.dumps([as_json(s, now, positions.get(s.scope_id)) for s in chosen], indent=2))
+    else:
+        print("\n\n".join(render(s, now, positions.get(s.scope_id)) for s in chosen))
+    return 0

@@ -1,0 +1,225 @@
+"""Where the NAV plugin keeps its inputs and results in Redis, and how it reads them back.
+
+All of it under ``P:state:nav:``, so any consumer of the group can take over:
+
+- ``nav:balances:<venue>:<account>``: hash, asset -> ``"<ts> {"balance", "unrealized_pnl"}"``
+- ``nav:positions:<venue>:<account>``: hash, symbol -> ``"<ts> {"qty", "entry_price", ...}"``
+- ``nav:prices``: hash, ``<base>/<quote>@<source>`` -> ``"<ts> {"base", "quote", "source", "price"}"``
+- ``nav:sources``: hash, ``<venue>/<source>/<account or *>`` -> ``"<ts> {"venue", ..., "ok", "error"}"``
+- ``nav:accounts``: hash, ``<venue>/<account>`` -> ``["venue", "account"]``, every account with balances
+- ``nav:latest``: hash, scope id -> ``"<computed_at> <snapshot JSON>"``, the one source of truth
+  for every reader of NAV (risk, status, ``navstream nav``, sinks)
+
+Every member is last-``ts``-wins (``Outputs.put_latest_field``), so duplicated, redelivered and
+out-of-order events converge on the same state, whichever consumer applies them. Names are
+escaped (``%3A`` for ``:``, ...) so that no two (venue, account) pairs share a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Iterable
+
+import msgspec
+from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatus
+from navstream.outputs import parse_field
+
+from .valuation import Holding, Quote, Snapshot, SourceState, escape
+
+ACCOUNTS = ("nav", "accounts")
+PRICES = ("nav", "prices")
+SOURCES = ("nav", "sources")
+LATEST = ("nav", "latest")
+
+
+def balances_key(venue: str, account: str) -> tuple[str, ...]:
+    return ("nav", "balances", escape(venue), escape(account))
+
+
+def positions_key(venue: str, account: str) -> tuple[str, ...]:
+    return ("nav", "positions", escape(venue), escape(account))
+
+
+def account_id(venue: str, account: str) -> str:
+    return f"{escape(venue)}/{escape(account)}"
+
+
+def price_id(base: str, quote: str, source: str) -> str:
+    return f"{escape(base)}/{escape(quote)}@{escape(source)}"
+
+
+def source_id(venue: str, source: str, account: str | None) -> str:
+    return f"{escape(venue)}/{escape(source)}/{escape(account) if account else '*'}"
+
+
+class BalancePayload(msgspec.Struct, frozen=True):
+    balance: Decimal
+    unrealized_pnl: Decimal
+
+
+class PositionPayload(msgspec.Struct, frozen=True, omit_defaults=True):
+    symbol: str
+    qty: Decimal
+    entry_price: Decimal
+    mark_price: Decimal | None = None
+    unrealized_pnl: Decimal | None = None
+
+
+class PricePayload(msgspec.Struct, frozen=True):
+    base: str
+    quote: str
+    source: str
+    price: Decimal
+
+
+class SourcePayload(msgspec.Struct, frozen=True):
+    venue: str
+    source: str
+    account: str | None
+    ok: bool
+    error: str
+
+
+_encode = msgspec.json.Encoder(decimal_format="string").encode
+_balance = msgspec.json.Decoder(BalancePayload)
+_position = msgspec.json.Decoder(PositionPayload)
+_price = msgspec.json.Decoder(PricePayload)
+_source = msgspec.json.Decoder(SourcePayload)
+_snapshot = msgspec.json.Decoder(Snapshot)
+_pair = msgspec.json.Decoder(tuple[str, str])
+
+
+class StateError(RuntimeError):
+    """A state member navstream cannot read: fail closed, naming the key and member."""
+
+
+def _parse(what: str, member: str, raw: str, decoder: msgspec.json.Decoder[Any]) -> tuple[int, Any]:
+    try:
+        ts, payload = parse_field(raw)
+        return ts, decoder.decode(payload)
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise StateError(f"P:state:{what} member {member!r} is unreadable ({exc}); "
+                         "fix or delete it (it is rebuilt from the next events)") from exc
+
+
+def encode_snapshot(snapshot: Snapshot) -> str:
+    return _encode(snapshot).decode()
+
+
+def decode_snapshot(member: str, raw: str) -> Snapshot:
+    return _parse(":".join(LATEST), member, raw, _snapshot)[1]
+
+
+@dataclass
+class Inputs:
+    """The latest inputs per key: read from Redis, then the batch's events applied on top with
+    the same last-``ts``-wins rule Redis applies when the batch is written."""
+
+    balances: dict[tuple[str, str], dict[str, Holding]] = field(default_factory=dict)
+    quotes: dict[str, Quote] = field(default_factory=dict)
+    sources: dict[str, SourceState] = field(default_factory=dict)
+    latest: dict[str, Snapshot] = field(default_factory=dict)
+    registry: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, Balance):
+            held = self.balances.setdefault((event.venue, event.account), {})
+            old = held.get(event.asset)
+            if old is None or event.ts >= old.ts:
+                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts)
+        elif isinstance(event, Price):
+            pid = price_id(event.base, event.quote, event.source)
+            old_quote = self.quotes.get(pid)
+            if old_quote is None or event.ts >= old_quote.ts:
+                self.quotes[pid] = Quote(event.base, event.quote, event.source, event.price, event.ts)
+        elif isinstance(event, SourceStatus):
+            sid = source_id(event.venue, event.source, event.account)
+            old_source = self.sources.get(sid)
+            if old_source is None or event.ts >= old_source.ts:
+                self.sources[sid] = SourceState(event.venue, event.source, event.account or None, event.ok,
+                                                event.error or "", event.ts)
+
+
+def write_event(out: Outputs, event: Event) -> None:
+    """Buffer the state write an input event causes (written with the batch, acknowledged after)."""
+    if isinstance(event, Balance):
+        payload = _encode(BalancePayload(event.balance, event.unrealized_pnl)).decode()
+        out.put_latest_field(":".join(balances_key(event.venue, event.account)), event.asset, event.ts, payload)
+        out.hset(":".join(ACCOUNTS), {account_id(event.venue, event.account):
+                                      _encode((event.venue, event.account)).decode()})
+    elif isinstance(event, Position):
+        payload = _encode(PositionPayload(event.symbol, event.qty, event.entry_price, event.mark_price,
+                                          event.unrealized_pnl)).decode()
+        out.put_latest_field(":".join(positions_key(event.venue, event.account)), event.symbol, event.ts, payload)
+    elif isinstance(event, Price):
+        payload = _encode(PricePayload(event.base, event.quote, event.source, event.price)).decode()
+        out.put_latest_field(":".join(PRICES), price_id(event.base, event.quote, event.source), event.ts, payload)
+    elif isinstance(event, SourceStatus):
+        payload = _encode(SourcePayload(event.venue, event.source, event.account or None, event.ok,
+                                        event.error or "")).decode()
+        out.put_latest_field(":".join(SOURCES), source_id(event.venue, event.source, event.account),
+                             event.ts, payload)
+
+
+async def read_inputs(app: App, accounts: Iterable[tuple[str, str]] | None) -> Inputs:
+    """Prices, sources, the latest NAVs, and the balances of ``accounts`` (all when None).
+
+    One MULTI/EXEC round trip; a second one for the balances of accounts the first did not
+    cover when all are needed (or an account has no NAV yet to add up).
+    """
+    keys = app.keys
+    wanted = list(dict.fromkeys(accounts)) if accounts is not None else []
+    pipe = app.redis.pipeline(transaction=True)
+    for name in (ACCOUNTS, PRICES, SOURCES, LATEST):
+        pipe.hgetall(keys.state(*name))
+    for venue, account in wanted:
+        pipe.hgetall(keys.state(*balances_key(venue, account)))
+    registry_raw, prices_raw, sources_raw, latest_raw, *balances_raw = await pipe.execute()
+    inputs = Inputs()
+    for member, raw in registry_raw.items():
+        try:
+            inputs.registry[member] = _pair.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise StateError(f"P:state:nav:accounts member {member!r} is unreadable ({exc})") from exc
+    for member, raw in prices_raw.items():
+        ts, p = _parse("nav:prices", member, raw, _price)
+        inputs.quotes[member] = Quote(p.base, p.quote, p.source, p.price, ts)
+    for member, raw in sources_raw.items():
+        ts, s = _parse("nav:sources", member, raw, _source)
+        inputs.sources[member] = SourceState(s.venue, s.source, s.account, s.ok, s.error, ts)
+    for member, raw in latest_raw.items():
+        inputs.latest[member] = decode_snapshot(member, raw)
+    for key, raw in zip(wanted, balances_raw):
+        inputs.balances[key] = _holdings(key, raw)
+    known = {(s.venue, s.account) for s in inputs.latest.values() if s.scope == "account"}
+    rest = [pair for pair in inputs.registry.values()
+            if pair not in inputs.balances and (accounts is None or pair not in known)]
+    if rest:
+        pipe = app.redis.pipeline(transaction=True)
+        for venue, account in rest:
+            pipe.hgetall(keys.state(*balances_key(venue, account)))
+        for key, raw in zip(rest, await pipe.execute()):
+            inputs.balances[key] = _holdings(key, raw)
+    return inputs
+
+
+def _holdings(key: tuple[str, str], raw: dict[str, str]) -> dict[str, Holding]:
+    where = ":".join(balances_key(*key))
+    out = {}
+    for asset, value in raw.items():
+        ts, b = _parse(where, asset, value, _balance)
+        out[asset] = Holding(b.balance, b.unrealized_pnl, ts)
+    return out
+
+
+async def read_positions(app: App, venue: str, account: str) -> dict[str, tuple[int, PositionPayload]]:
+    raw = await app.redis.hgetall(app.keys.state(*positions_key(venue, account)))
+    where = ":".join(positions_key(venue, account))
+    return {symbol: _parse(where, symbol, value, _position) for symbol, value in raw.items()}
+
+
+async def read_latest(app: App) -> dict[str, Snapshot]:
+    """Every scope's latest NAV, as the plugin last wrote it."""
+    raw = await app.redis.hgetall(app.keys.state(*LATEST))
+    return {member: decode_snapshot(member, value) for member, value in raw.items()}
