@@ -36,6 +36,8 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
+
 BAR = 0.5
 AIM = 0.7
 GROUP = "bench"
@@ -58,6 +60,15 @@ ACCOUNTS = ["main", "margin", "sub1"]
 WALLET_ASSETS = ["USDT", "USDC", "USD"] + BASES[:17]  # 20 assets
 SYMBOLS = [f"{b}-PERP" for b in BASES[:20]]
 VENUE_SOURCES = ["balances", "positions"]
+#: The nav plugin's section, as a desk would set it for this mix: every account listed, stable
+#: coins pegged, every base routed through its USDT pair.
+NAV_CONFIG = {
+    "quote": "USD",
+    "pegs": {"USDT": "1", "USDC": "1"},
+    "routes": {b: f"{b}/USDT" for b in BASES},
+    "accounts": [{"venue": v, "account": a, "kind": "futures" if a == "margin" else "spot"}
+                 for v in VENUES for a in ACCOUNTS],
+}
 
 
 def _dec(value: float, places: int) -> str:
@@ -236,6 +247,7 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
         "redis": {"url": url, "prefix": prefix, "group": GROUP},
         "consumer": {"batch_size": BATCH},
     })
+    settings = msgspec.structs.replace(settings, extra={"nav": NAV_CONFIG})
     app = App.create(settings)
     plugins = sorted(p.name for p in app.plugins.info)
     installed, declared = _builtin_plugins()

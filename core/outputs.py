@@ -24,21 +24,25 @@ redis.call('HSET', KEYS[1], 'ts', ARGV[1], unpack(ARGV, 2))
 return 1
 """
 
-# KEYS[1] = hash, ARGV = field, ts, payload triples. Each field holds "<ts> <payload>" and is
-# replaced unless it holds a newer ts: last-ts-wins per field, for state with many members.
-PUT_FIELDS_LUA = """
-for j = 1, #ARGV, 3 do
-  local current = redis.call('HGET', KEYS[1], ARGV[j])
-  local held = current and tonumber(string.match(current, '^(%-?%d+) '))
-  if not held or held <= tonumber(ARGV[j + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1] .. ' ' .. ARGV[j + 2])
-  end
+HELD_TS_LUA = """
+local function held_ts(value)
+  return value and tonumber(string.match(value, '^(%-?%d+) '))
+end
+"""
+
+# KEYS[1] = hash, ARGV = field, value pairs, each value "<ts> <payload>". A field is replaced
+# unless it holds a newer ts: last-ts-wins per field, for state with many members.
+PUT_FIELDS_LUA = HELD_TS_LUA + """
+for j = 1, #ARGV, 2 do
+  local held = held_ts(redis.call('HGET', KEYS[1], ARGV[j]))
+  if not held or held <= held_ts(ARGV[j + 1]) then redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1]) end
 end
 return 1
 """
 
-# once_due(marker, version, ttl, now): true (and the marker set) unless the marker holds this
-# version and runs until after `now`. The period is judged by the consumer's clock (`now`, epoch
+
+# once_due(marker, version, ttl, now): the marker's new end (and the marker set) unless it holds
+# this version and runs until after `now`, then minus its end. The period is judged by the consumer's clock (`now`, epoch
 # ms), not Redis's, so a simulated clock (the demo, tests) behaves like the real one; PX only
 # lets Redis drop the marker once it cannot matter.
 ONCE_DUE_LUA = """
@@ -46,21 +50,24 @@ local function once_due(marker, version, ttl, now)
   local current = redis.call('GET', marker)
   if current then
     local sep = string.find(current, ' ', 1, true)
-    if sep and string.sub(current, sep + 1) == version
-        and tonumber(string.sub(current, 1, sep - 1)) > tonumber(now) then
-      return false
+    local ends = sep and tonumber(string.sub(current, 1, sep - 1))
+    if ends and string.sub(current, sep + 1) == version and ends > tonumber(now) then
+      return -ends
     end
   end
-  redis.call('SET', marker, (tonumber(now) + tonumber(ttl)) .. ' ' .. version, 'PX', ttl)
-  return true
+  local ends = tonumber(now) + tonumber(ttl)
+  redis.call('SET', marker, ends .. ' ' .. version, 'PX', ttl)
+  return ends
 end
 """
 
 # KEYS[1] = stream, KEYS[2] = marker, ARGV[1] = version, ARGV[2] = ttl ms, ARGV[3] = now ms,
-# ARGV[4..] = XADD arguments: one entry per version and period, across consumers.
+# ARGV[4..] = XADD arguments: one entry per version and period, across consumers. Returns the
+# marker's end (ms), negated when the entry was not written.
 XADD_ONCE_LUA = ONCE_DUE_LUA + """
-if not once_due(KEYS[2], ARGV[1], ARGV[2], ARGV[3]) then return false end
-return redis.call('XADD', KEYS[1], unpack(ARGV, 4))
+local mark = once_due(KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+if mark > 0 then redis.call('XADD', KEYS[1], unpack(ARGV, 4)) end
+return mark
 """
 
 
@@ -147,7 +154,7 @@ class Outputs:
     :param now_ms: the clock when the batch was handled; stamps alerts.
     """
 
-    __slots__ = ("now_ms", "streams", "streams_once", "latest", "fields", "hashes", "alerts")
+    __slots__ = ("now_ms", "streams", "streams_once", "latest", "fields", "hashes", "alerts", "_once_alerts")
 
     def __init__(self, now_ms: int) -> None:
         self.now_ms = now_ms
@@ -158,6 +165,7 @@ class Outputs:
         self.fields: dict[str, dict[str, tuple[int, str]]] = {}
         self.hashes: dict[str, dict[str, str]] = {}
         self.alerts: list[Alert] = []
+        self._once_alerts: set[str] = set()
 
     def emit(
         self,
@@ -225,8 +233,9 @@ class Outputs:
             if subject is None:
                 subject = "/".join(v or "" for v in (venue, account, asset, source))
             once = _once(f"alert {code}", f"alert:{code}:{subject}", "1", every_s)
-            if any(a.once is not None and a.once.key == once.key for a in self.alerts):
+            if once.key in self._once_alerts:
                 return  # already raised in this buffer
+            self._once_alerts.add(once.key)
         elif subject is not None:
             raise ValueError(f"alert {code}: `subject` needs `every_s`")
         self.alerts.append(
@@ -264,6 +273,19 @@ class Outputs:
         if held is None or ts >= held[0]:
             fields[field] = (ts, payload)
 
+    def put_latest_fields(self, key: str, members: Mapping[str, tuple[int, str]]) -> None:
+        """:meth:`put_latest_field` for many fields of one hash: ``{field: (ts, payload)}``."""
+        _name("put_latest_fields", key)
+        held = self.fields.setdefault(key, {})
+        for name, value in members.items():
+            if type(name) is not str or not name or type(value) is not tuple or len(value) != 2 \
+                    or type(value[0]) is not int or type(value[1]) is not str:
+                raise TypeError(f"put_latest_fields {key!r}: member {name!r} = {value!r}: needs a non-empty "
+                                "str field and an (int ts, str payload) pair")
+            mine = held.get(name)
+            if mine is None or value[0] >= mine[0]:
+                held[name] = value
+
     def hset(self, key: str, fields: Mapping[str, str]) -> None:
         """Merge ``fields`` into state hash ``P:state:<key>``, the last write per field winning."""
         _name("hset", key)
@@ -287,5 +309,9 @@ class Outputs:
                     mine[name] = (ts, payload)
         for key, fields in other.hashes.items():
             self.hashes.setdefault(key, {}).update(fields)
-        mine = {a.once.key for a in self.alerts if a.once}
-        self.alerts.extend(a for a in other.alerts if a.once is None or a.once.key not in mine)
+        for alert in other.alerts:
+            if alert.once is not None:
+                if alert.once.key in self._once_alerts:
+                    continue
+                self._once_alerts.add(alert.once.key)
+            self.alerts.append(alert)

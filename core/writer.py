@@ -16,7 +16,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .app import App
-from .outputs import ONCE_DUE_LUA, PUT_FIELDS_LUA, PUT_LATEST_LUA, XADD_ONCE_LUA, Alert, Outputs
+from .outputs import HELD_TS_LUA, ONCE_DUE_LUA, PUT_FIELDS_LUA, PUT_LATEST_LUA, XADD_ONCE_LUA, Alert, Outputs
 
 log = logging.getLogger("navstream.writer")
 alert_log = logging.getLogger("navstream.alerts")
@@ -64,16 +64,16 @@ class BatchWrite:
 # (no other client sees a half-written batch). ARGV is a flat list of commands, each as
 # <count> <name> <args...>. Besides Redis commands:
 #   PUTLATEST <key> <ts> <field value...>: HSET unless the hash holds a newer `ts`;
-#   PUTFIELDS <key> (<field> <ts> <payload>)...: each field becomes "<ts> <payload>" unless it
+#   PUTFIELDS <key> <field value...>: each value is "<ts> <payload>"; a field is set unless it
 #     holds a newer ts;
 #   XADDONCE <stream> <marker> <version> <ttl> <now> <xadd args...>: XADD unless the marker
 #     holds that version and has not run out (by the consumer's clock), then set the marker.
 # A first pass checks every key's type and every held ts, so a write that would fail is refused
 # before anything is written; XACK comes last, so whatever stops the script part way (out of
 # memory) stops it before anything is acknowledged. Lua scripts do not roll back: the pre-check
-# is what makes a refused batch leave nothing behind. Returns {acked, ordinals of the XADDONCE
-# commands that wrote their entry}.
-WRITE_BATCH_LUA = ONCE_DUE_LUA + """
+# is what makes a refused batch leave nothing behind. Returns {acked, one mark per XADDONCE:
+# the marker's end in ms, negated when the entry was not written}.
+WRITE_BATCH_LUA = ONCE_DUE_LUA + HELD_TS_LUA + """
 local wants = {XADD = 'stream', XACK = 'stream', HSET = 'hash', HDEL = 'hash', PUTLATEST = 'hash',
                PUTFIELDS = 'hash', XADDONCE = 'stream'}
 local function kind(key)
@@ -81,6 +81,7 @@ local function kind(key)
   if type(t) == 'table' then t = t['ok'] end
   return t
 end
+local held = {}  -- PUTFIELDS command start -> its fields' values as read before any write
 local i, n = 1, #ARGV
 while i <= n do
   local c = tonumber(ARGV[i])
@@ -95,12 +96,15 @@ while i <= n do
       return redis.error_reply('BADSTATE ' .. key .. ' has a non-numeric ts; nothing written')
     end
   elseif cmd == 'PUTFIELDS' then
-    for j = i + 3, i + c, 3 do
-      local current = redis.call('HGET', key, ARGV[j])
-      if current and not tonumber(string.match(current, '^(%-?%d+) ')) then
-        return redis.error_reply('BADSTATE ' .. key .. ' field ' .. ARGV[j] .. ' has no ts; nothing written')
+    local fields = {}
+    for j = i + 3, i + c, 2 do fields[#fields + 1] = ARGV[j] end
+    local values = redis.call('HMGET', key, unpack(fields))
+    for j = 1, #fields do
+      if values[j] and not held_ts(values[j]) then
+        return redis.error_reply('BADSTATE ' .. key .. ' field ' .. fields[j] .. ' has no ts; nothing written')
       end
     end
+    held[i] = values
   elseif cmd == 'XADDONCE' then
     local m = kind(ARGV[i + 3])
     if m ~= 'none' and m ~= 'string' then
@@ -109,7 +113,7 @@ while i <= n do
   end
   i = i + c + 1
 end
-local acked, once, emitted = 0, 0, {}
+local acked, marks = 0, {}
 i = 1
 while i <= n do
   local c = tonumber(ARGV[i])
@@ -120,33 +124,40 @@ while i <= n do
       redis.call('HSET', ARGV[i + 2], 'ts', ARGV[i + 3], unpack(ARGV, i + 4, i + c))
     end
   elseif cmd == 'PUTFIELDS' then
-    for j = i + 3, i + c, 3 do
-      local current = redis.call('HGET', ARGV[i + 2], ARGV[j])
-      local held = current and tonumber(string.match(current, '^(%-?%d+) '))
-      if not held or held <= tonumber(ARGV[j + 1]) then
-        redis.call('HSET', ARGV[i + 2], ARGV[j], ARGV[j + 1] .. ' ' .. ARGV[j + 2])
+    -- The values read above still stand: a hash's fields appear in one PUTFIELDS command only
+    -- (chunks of one hash hold distinct fields), and nothing else in a batch writes them.
+    local values, winners = held[i], {}
+    for j = i + 3, i + c, 2 do
+      local ts = held_ts(values[(j - i - 1) / 2])
+      if not ts or ts <= held_ts(ARGV[j + 1]) then
+        winners[#winners + 1] = ARGV[j]
+        winners[#winners + 1] = ARGV[j + 1]
       end
     end
+    if #winners > 0 then redis.call('HSET', ARGV[i + 2], unpack(winners)) end
   elseif cmd == 'XADDONCE' then
-    once = once + 1
-    if once_due(ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]) then
-      redis.call('XADD', ARGV[i + 2], unpack(ARGV, i + 7, i + c))
-      emitted[#emitted + 1] = once
-    end
+    local mark = once_due(ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
+    if mark > 0 then redis.call('XADD', ARGV[i + 2], unpack(ARGV, i + 7, i + c)) end
+    marks[#marks + 1] = mark
   else
     local reply = redis.call(unpack(ARGV, i + 1, i + c))
     if cmd == 'XACK' then acked = acked + reply end
   end
   i = i + c + 1
 end
-table.insert(emitted, 1, acked)
-return emitted
+table.insert(marks, 1, acked)
+return marks
 """
 
 #: Lua's C stack takes ~8,000 values per call; a longer command goes the pipelined way.
 MAX_SCRIPT_ARGS = 7000
 ACK_CHUNK = 1000
 FIELDS_CHUNK = 1000
+#: Alert markers remembered per consumer (forgotten all at once past this; they only save work).
+MAX_MARKERS = 100_000
+
+#: (marker key, version, the alert or None for a stream entry) of one XADDONCE command.
+OnceSent = tuple[str, str, Alert | None]
 
 Command = tuple[str | bytes | int, ...]
 
@@ -166,35 +177,48 @@ class Writer:
         self._put_latest = app.raw.register_script(PUT_LATEST_LUA)
         self._put_fields = app.raw.register_script(PUT_FIELDS_LUA)
         self._xadd_once = app.raw.register_script(XADD_ONCE_LUA)
+        #: marker -> (version, end ms) of once-alerts known written: not sent again until then.
+        self._alert_markers: dict[str, tuple[str, int]] = {}
 
     async def write(self, batch: BatchWrite) -> None:
         """Write everything the batch caused, then acknowledge it; raise if Redis refused any."""
         # Logged first: if the write fails, the alert still reached the logs. An alert written
         # at most once per period is logged when it is written (else every judging would log).
-        once = [alert for alert in batch.outputs.alerts if alert.once]
         for alert in batch.outputs.alerts:
             if not alert.once:
                 _log_alert(alert)
-        writes, acks = self._commands(batch)
+        writes, acks, once = self._commands(batch)
         if not (writes or acks):
             return
         try:
             if max(len(c) for c in writes + acks) > MAX_SCRIPT_ARGS:
-                emitted = await self._pipelined(writes, acks)
+                marks = await self._pipelined(writes, acks)
             else:
-                emitted = await self._scripted(writes + acks)
+                marks = await self._scripted(writes + acks)
         except RedisError as exc:
-            for alert in once:
-                _log_alert(alert)
+            for _, _, alert in once:
+                if alert is not None:
+                    _log_alert(alert)
             if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or (
                     isinstance(exc, ResponseError) and is_missing_group(exc)):
                 raise  # the loop reconnects, or recreates the group
             raise WriteError(f"batch writes failed, nothing acknowledged: {exc}") from exc
-        for ordinal in emitted:
-            if ordinal <= len(once):  # the once-alerts come first, then once-entries
-                _log_alert(once[ordinal - 1])
+        if len(self._alert_markers) > MAX_MARKERS:
+            self._alert_markers.clear()
+        for (marker, version, alert), mark in zip(once, marks):
+            if alert is None:
+                continue
+            if mark > 0:
+                _log_alert(alert)
+            # Written or not, the marker now runs until abs(mark): until then this consumer need
+            # not even send the same alert (a tick re-judging a lasting problem sends it once).
+            self._alert_markers[marker] = (version, abs(mark))
 
-    def _commands(self, batch: BatchWrite) -> tuple[list[Command], list[Command]]:
+    def _due(self, marker: str, version: str, now_ms: int) -> bool:
+        held = self._alert_markers.get(marker)
+        return held is None or held[0] != version or now_ms >= held[1]
+
+    def _commands(self, batch: BatchWrite) -> tuple[list[Command], list[Command], list[OnceSent]]:
         keys = self.app.keys
         consumer = self.app.settings.consumer
         out = batch.outputs
@@ -206,20 +230,29 @@ class Writer:
         writes.extend(("PUTLATEST", keys.state(key), ts, *_flat(fields, skip="ts"))
                       for key, (ts, fields) in out.latest.items())
         for key, members in out.fields.items():
-            args: list[Any] = []
+            args: list[str] = []
             for name, (ts, payload) in members.items():
-                args.extend((name, ts, payload))
-            # Split so no command outgrows one script call.
-            for start in range(0, len(args), FIELDS_CHUNK * 3):
-                writes.append(("PUTFIELDS", keys.state(key), *args[start:start + FIELDS_CHUNK * 3]))
+                args += (name, f"{ts} {payload}")
+            for start in range(0, len(args), 2 * FIELDS_CHUNK):  # no command outgrows one call
+                writes.append(("PUTFIELDS", keys.state(key), *args[start:start + 2 * FIELDS_CHUNK]))
         writes.extend(("HSET", keys.state(key), *_flat(fields)) for key, fields in out.hashes.items())
         writes.extend(("XADD", keys.alerts, *trim, *_flat(alert.fields())) for alert in out.alerts if not alert.once)
-        # XADDONCE commands: the once-alerts first (the writer logs them by ordinal), then entries.
         now = out.now_ms
-        writes.extend(("XADDONCE", keys.alerts, keys.state("once", a.once.key), a.once.version, a.once.ttl_ms,
-                       now, *trim, *_flat(a.fields())) for a in out.alerts if a.once)
-        writes.extend(("XADDONCE", keys.stream(name), keys.state("once", once.key), once.version, once.ttl_ms,
-                       now, *trim, *_flat(fields)) for name, fields, once in out.streams_once)
+        once: list[OnceSent] = []  # one per XADDONCE command, in order
+        for alert in out.alerts:
+            if alert.once is None:
+                continue
+            marker = keys.state("once", alert.once.key)
+            if self._due(marker, alert.once.version, now):
+                writes.append(("XADDONCE", keys.alerts, marker, alert.once.version, alert.once.ttl_ms, now,
+                               *trim, *_flat(alert.fields())))
+                once.append((marker, alert.once.version, alert))
+        # Entries are always sent: another consumer may have written another version since.
+        for name, fields, spec in out.streams_once:
+            marker = keys.state("once", spec.key)
+            writes.append(("XADDONCE", keys.stream(name), marker, spec.version, spec.ttl_ms, now,
+                           *trim, *_flat(fields)))
+            once.append((marker, spec.version, None))
         writes.extend(("XADD", keys.dlq, "MAXLEN", "~", consumer.dlq_maxlen, "*", *_flat(self._dlq_fields(d)))
                       for d in batch.dead_letters)
         if batch.failures:
@@ -230,10 +263,11 @@ class Writer:
                 acks.append(("XACK", stream, self.app.group, *ids[start:start + ACK_CHUNK]))
         if batch.resolved:
             acks.append(("HDEL", keys.failures, *batch.resolved))
-        return writes, acks
+        return writes, acks, once
 
     async def _scripted(self, commands: list[Command]) -> list[int]:
-        """Run the batch script; returns the ordinals of the XADDONCE alerts it wrote."""
+        """Run the batch script; returns per XADDONCE command its marker's end (ms), negative
+        when the entry was not written (the marker held that version)."""
         args: list[Any] = []
         touched = []
         for command in commands:
@@ -259,7 +293,7 @@ class Writer:
         latest = [c for c in writes if c[0] == "PUTLATEST"]
         for command in latest:
             check.hget(command[1], "ts")
-        members = [(c[1], name) for c in writes if c[0] == "PUTFIELDS" for name in c[2::3]]
+        members = [(c[1], name) for c in writes if c[0] == "PUTFIELDS" for name in c[2::2]]
         for key, name in members:
             check.hget(key, name)
         markers = [c[2] for c in writes if c[0] == "XADDONCE"]
@@ -292,13 +326,13 @@ class Writer:
                 await self._xadd_once(keys=[command[1], command[2]], args=list(command[3:]), client=pipe)
             else:
                 pipe.execute_command(*command)
-        emitted: list[int] = []
+        marks: list[int] = []
         if writes:
             results = await pipe.execute(raise_on_error=False)
             errors = [r for r in results if isinstance(r, Exception)]
             if errors:
                 raise WriteError(f"{len(errors)} of {len(writes)} writes failed: {errors[0]}")
-            emitted = [n for n, at in enumerate(once, 1) if results[at] is not None]
+            marks = [int(results[at]) for at in once]
         pipe = self.app.raw.pipeline(transaction=False)
         for command in acks:
             pipe.execute_command(*command)
@@ -306,7 +340,7 @@ class Writer:
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             raise errors[0]
-        return emitted
+        return marks
 
     def _dlq_fields(self, dead: DeadLetter) -> dict[bytes | str, bytes | str]:
         fields: dict[bytes | str, bytes | str] = {

@@ -532,9 +532,12 @@ def test_plugins_disabled_by_env_subprocess() -> None:
     rows = {row["name"]: row for row in json.loads(proc.stdout)}
     assert rows["source_monitor"]["loaded"] is False
     assert rows["source_monitor"]["hooks"] == []
+    assert rows["nav"]["loaded"] is False
     proc = run_proc("plugins", env=clean_env(NAVSTREAM_PLUGINS=""))
     assert proc.returncode == 0
-    assert proc.stdout.split()[:2] == ["disabled", "source_monitor"]
+    states = [line.split()[:2] for line in proc.stdout.splitlines() if not line.startswith(" ")]
+    assert ["disabled", "source_monitor"] in states and ["disabled", "nav"] in states
+    assert not any(state == "loaded" for state, _ in states)
 
 
 def test_plugins_disabled_by_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -563,7 +566,8 @@ def test_config_check_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     code, out, err = cli(capsys, "config", "check", str(cfg))
     assert code == 0, err
     assert out.splitlines()[0] == f"{cfg}: ok"
-    assert "prefix=desk" in out and "plugins: source_monitor" in out and "[source_monitor] ok" in out
+    assert "prefix=desk" in out and "plugins: nav, source_monitor" in out and "[source_monitor] ok" in out
+    assert "[nav] ok" in out
 
 
 def test_config_check_empty_file_is_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ write itself (:meth:`Outputs.emit` with ``subject``, :meth:`Outputs.alert` with 
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
@@ -22,11 +24,22 @@ from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatu
 
 from . import explain
 from .config import NavConfig
-from .state import LATEST, Inputs, encode_snapshot, read_inputs, read_latest, write_event
+from .state import (
+    HOLDINGS,
+    LATEST,
+    WRITER,
+    Inputs,
+    encode_snapshot,
+    read_inputs,
+    read_latest,
+    absorb,
+)
 from .valuation import Market, Snapshot, evaluate, money
 
 SECTION = "nav"
 NAV_STREAM = "nav"
+#: Event types a NAV rests on (positions are stored for exposure only).
+VALUED = {Balance, Price, SourceStatus}
 
 
 def config(app: App) -> NavConfig:
@@ -40,36 +53,80 @@ def navstream_config_sections(register: Any) -> None:
 
 @hookimpl
 async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> None:
-    mine = [e for e in events if isinstance(e, (Balance, Position, Price, SourceStatus))]
-    if not mine:
+    kinds = {type(e) for e in events}
+    if not kinds & VALUED:
+        if Position in kinds:  # positions feed exposure, not NAV
+            absorb(out, events, None)
         return
-    for event in mine:
-        write_event(out, event)
-    valuing = [e for e in mine if not isinstance(e, Position)]  # positions feed exposure, not NAV
-    if not valuing:
-        return
-    broad = any(isinstance(e, (Price, SourceStatus)) for e in valuing)
-    touched = None if broad else {(e.venue, e.account) for e in valuing if isinstance(e, Balance)}
-    inputs = await read_inputs(app, touched)
-    for event in valuing:
-        inputs.apply(event)
-    publish(config(app), inputs, out.now_ms, out, only=touched)
+    broad = Price in kinds or SourceStatus in kinds  # a price or a source may touch any account
+    touched = None if broad else {(e.venue, e.account) for e in events if type(e) is Balance}
+    cache = _cache(app)
+    inputs = await current_inputs(app, cache)
+    absorb(out, events, inputs)
+    publish(config(app), inputs, out.now_ms, out, only=touched, details=False)
+    remember(app, cache, inputs, out)
 
 
 @hookimpl
 async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
-    publish(config(app), await read_inputs(app, None), now_ms, out, only=None)
+    cache = _cache(app)
+    inputs = await current_inputs(app, cache)
+    publish(config(app), inputs, now_ms, out, only=None, details=True)
+    remember(app, cache, inputs, out)
 
 
-def publish(cfg: NavConfig, inputs: Inputs, now_ms: int, out: Outputs, only: set[tuple[str, str]] | None) -> list[Snapshot]:
-    """Evaluate, store every scope's NAV, publish what changed, raise what is wrong."""
+@dataclass
+class Cache:
+    """This consumer's copy of the NAV inputs, valid while ``P:state:nav:writer`` holds
+    ``token``: then no batch or tick of any consumer has written NAV state since this one's
+    last write, which wrote exactly this copy. Any other token (another consumer wrote, or this
+    consumer's write failed) means reading everything again."""
+
+    inputs: Inputs | None = None
+    token: str = ""
+    writes: int = 0
+    identity: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def _cache(app: App) -> Cache:
+    cache = app.plugin_state.get(SECTION)
+    if cache is None:
+        cache = app.plugin_state[SECTION] = Cache()
+    return cache
+
+
+async def current_inputs(app: App, cache: Cache) -> Inputs:
+    """The inputs as Redis holds them: the cached copy if still current, else read afresh."""
+    held, cache.inputs = cache.inputs, None  # taken: a call that fails must not leave it behind
+    if held is not None and await app.redis.hget(app.keys.state(*WRITER), "token") == cache.token:
+        return held
+    return await read_inputs(app)
+
+
+def remember(app: App, cache: Cache, inputs: Inputs, out: Outputs) -> None:
+    """Keep ``inputs`` (what this call's write will leave in Redis) under a new token."""
+    cache.writes += 1
+    cache.token = f"{app.consumer_name}:{cache.identity}:{cache.writes}"
+    out.hset(":".join(WRITER), {"token": cache.token})
+    cache.inputs = inputs
+
+
+def publish(
+    cfg: NavConfig, inputs: Inputs, now_ms: int, out: Outputs, only: set[tuple[str, str]] | None,
+    details: bool,
+) -> list[Snapshot]:
+    """Evaluate, store every scope's NAV, publish what changed, raise what is wrong; with
+    ``details`` (ticks), also store each account's holding-by-holding valuation."""
     market = Market(cfg, inputs.quotes.values(), inputs.sources.values(), now_ms)
     known = {(s.venue, s.account): s for s in inputs.latest.values() if s.scope == "account"}
-    snapshots = evaluate(cfg, inputs.balances, market, only, known)
-    latest = ":".join(LATEST)
+    snapshots = evaluate(cfg, inputs.balances, market, only, known, details)
+    latest, holdings = ":".join(LATEST), ":".join(HOLDINGS)
     for snap in snapshots:
         previous = inputs.latest.get(snap.scope_id)
         out.put_latest_field(latest, snap.scope_id, now_ms, encode_snapshot(snap))
+        if details and snap.scope == "account":
+            out.put_latest_field(holdings, snap.scope_id, now_ms, encode_snapshot(snap, holdings=True))
+        inputs.latest[snap.scope_id] = snap
         out.emit(NAV_STREAM, snap.stream_fields(), subject=snap.scope_id, version=snap.version(),
                  every_s=cfg.publish_every_s)
         if snap.scope == "account":
@@ -94,10 +151,10 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
     if snap.status == "stale":
         out.alert("nav_stale", "warning", f"NAV of {name} is stale: {'; '.join(snap.reasons)}", **where,
                   every_s=every)
-    if snap.holdings and all(h.amount == 0 for h in snap.holdings):
+    if snap.zero_wallet:
         out.alert("wallet_zero", "critical",
-                  f"wallet {name} reads 0 ({', '.join(h.asset for h in snap.holdings)}); NAV reports 0, "
-                  "nothing is substituted", **where, every_s=every)
+                  f"wallet {name} reads 0 in every asset it holds; NAV reports 0 {snap.quote}, nothing is "
+                  "substituted", **where, every_s=every)
     elif snap.nav < 0 and snap.status != "failed":
         out.alert("wallet_negative", "critical", f"wallet {name} is negative: {money(snap.nav)} {snap.quote}",
                   **where, every_s=every)

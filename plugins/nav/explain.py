@@ -15,7 +15,7 @@ import msgspec
 from navstream import App
 from navstream.render import table
 
-from .state import read_latest, read_positions
+from .state import read_detailed, read_latest, read_positions
 from .valuation import Snapshot, money
 
 ORDER = {"account": 0, "venue": 1, "exchange": 2, "total": 3}
@@ -64,8 +64,13 @@ def select(latest: dict[str, Snapshot], venue: str | None, account: str | None) 
     return ordered(chosen)
 
 
-def as_json(s: Snapshot, now_ms: int, positions: dict[str, Any] | None) -> dict[str, Any]:
+def as_json(s: Snapshot, now_ms: int, positions: dict[str, Any] | None,
+            detailed: Snapshot | None = None) -> dict[str, Any]:
+    """The latest snapshot; for an account, ``breakdown``: the last tick's valuation of it,
+    holding by holding (its ``computed_at`` says when)."""
     data: dict[str, Any] = msgspec.to_builtins(s)
+    if detailed is not None:
+        data["breakdown"] = as_json(detailed, now_ms, None)
     data["nav"] = money(s.nav)
     data["computed_age_s"] = round((now_ms - s.computed_at) / 1000, 3)
     data["as_of_age_s"] = round((now_ms - s.as_of) / 1000, 3) if s.as_of else None
@@ -78,10 +83,15 @@ def as_json(s: Snapshot, now_ms: int, positions: dict[str, Any] | None) -> dict[
     return data
 
 
-def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None) -> str:
+def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed: Snapshot | None = None) -> str:
     head = (f"{s.scope} {_name(s)}" + (f" ({s.kind}{', ' + s.label if s.label else ''})" if s.kind else "")
             + f": {money(s.nav)} {s.quote}  status {s.status.upper()}")
     lines = [head, f"  evaluated {_age(now_ms, s.computed_at)} ago; oldest input {_age(now_ms, s.as_of)} old"]
+    if detailed is not None:
+        if detailed.computed_at != s.computed_at:
+            lines.append(f"  holdings as the last tick valued them, {_age(now_ms, detailed.computed_at)} ago: "
+                         f"{money(detailed.nav)} {detailed.quote} {detailed.status.upper()}")
+        s = msgspec.structs.replace(s, holdings=detailed.holdings)
     if s.holdings:
         rows = []
         for h in s.holdings:
@@ -109,6 +119,7 @@ def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None) -> str:
 async def command(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now_ms()
     latest = await read_latest(app)
+    detailed = await read_detailed(app)
     chosen = select(latest, args.venue, args.account)
     if not chosen:
         what = " ".join(f"--{k} {v}" for k, v in (("venue", args.venue), ("account", args.account)) if v)
@@ -125,7 +136,8 @@ async def command(app: App, args: argparse.Namespace) -> int:
             raw = await read_positions(app, s.venue, s.account)
             positions[s.scope_id] = {sym: {**msgspec.to_builtins(p), "ts": ts} for sym, (ts, p) in raw.items()}
     if args.json:
-        print(json.dumps([as_json(s, now, positions.get(s.scope_id)) for s in chosen], indent=2))
+        print(json.dumps([as_json(s, now, positions.get(s.scope_id), detailed.get(s.scope_id)) for s in chosen],
+                         indent=2))
     else:
-        print("\n\n".join(render(s, now, positions.get(s.scope_id)) for s in chosen))
+        print("\n\n".join(render(s, now, positions.get(s.scope_id), detailed.get(s.scope_id)) for s in chosen))
     return 0

@@ -2,13 +2,17 @@
 
 All of it under ``P:state:nav:``, so any consumer of the group can take over:
 
-- ``nav:balances:<venue>:<account>``: hash, asset -> ``"<ts> {"balance", "unrealized_pnl"}"``
+- ``nav:balances:<venue>:<account>``: hash, asset -> ``"<ts> ["<balance>", "<unrealized_pnl>"]"``
 - ``nav:positions:<venue>:<account>``: hash, symbol -> ``"<ts> {"qty", "entry_price", ...}"``
-- ``nav:prices``: hash, ``<base>/<quote>@<source>`` -> ``"<ts> {"base", "quote", "source", "price"}"``
+- ``nav:prices``: hash, ``<base>/<quote>@<source>`` -> ``"<ts> ["<base>", "<quote>", "<source>", "<price>"]"``
 - ``nav:sources``: hash, ``<venue>/<source>/<account or *>`` -> ``"<ts> {"venue", ..., "ok", "error"}"``
 - ``nav:accounts``: hash, ``<venue>/<account>`` -> ``["venue", "account"]``, every account with balances
 - ``nav:latest``: hash, scope id -> ``"<computed_at> <snapshot JSON>"``, the one source of truth
   for every reader of NAV (risk, status, ``navstream nav``, sinks)
+- ``nav:writer``: hash, ``token`` -> who wrote NAV state last (see :data:`WRITER`)
+- ``nav:holdings``: hash, account scope id -> ``"<computed_at> <snapshot JSON with holdings>"``:
+  the account as the last tick valued it, holding by holding, for ``navstream nav`` (written by
+  ticks only, so the hot path neither writes nor parses it)
 
 Every member is last-``ts``-wins (``Outputs.put_latest_field``), so duplicated, redelivered and
 out-of-order events converge on the same state, whichever consumer applies them. Names are
@@ -21,6 +25,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable
 
+import functools
+
 import msgspec
 from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatus
 from navstream.outputs import parse_field
@@ -31,6 +37,10 @@ ACCOUNTS = ("nav", "accounts")
 PRICES = ("nav", "prices")
 SOURCES = ("nav", "sources")
 LATEST = ("nav", "latest")
+HOLDINGS = ("nav", "holdings")
+#: Hash with one field, ``token``: set by every batch or tick that wrote NAV state, so that a
+#: consumer finding its own token knows nobody else wrote since and its copy is current.
+WRITER = ("nav", "writer")
 
 
 def balances_key(venue: str, account: str) -> tuple[str, ...]:
@@ -53,7 +63,9 @@ def source_id(venue: str, source: str, account: str | None) -> str:
     return f"{escape(venue)}/{escape(source)}/{escape(account) if account else '*'}"
 
 
-class BalancePayload(msgspec.Struct, frozen=True):
+class BalancePayload(msgspec.Struct, frozen=True, array_like=True):
+    """Compact (a JSON array): balances and prices are most of what every batch writes."""
+
     balance: Decimal
     unrealized_pnl: Decimal
 
@@ -66,7 +78,7 @@ class PositionPayload(msgspec.Struct, frozen=True, omit_defaults=True):
     unrealized_pnl: Decimal | None = None
 
 
-class PricePayload(msgspec.Struct, frozen=True):
+class PricePayload(msgspec.Struct, frozen=True, array_like=True):
     base: str
     quote: str
     source: str
@@ -103,7 +115,10 @@ def _parse(what: str, member: str, raw: str, decoder: msgspec.json.Decoder[Any])
                          "fix or delete it (it is rebuilt from the next events)") from exc
 
 
-def encode_snapshot(snapshot: Snapshot) -> str:
+def encode_snapshot(snapshot: Snapshot, holdings: bool = False) -> str:
+    """The snapshot, without its holdings unless asked (those go to :data:`HOLDINGS`)."""
+    if snapshot.holdings and not holdings:
+        snapshot = msgspec.structs.replace(snapshot, holdings=[])
     return _encode(snapshot).decode()
 
 
@@ -141,20 +156,62 @@ class Inputs:
                                                 event.error or "", event.ts)
 
 
+@functools.lru_cache(maxsize=16_384)
+def _price_head(base: str, quote: str, source: str) -> str:
+    return _encode(PricePayload(base, quote, source, Decimal(0))).decode()[:-4]  # up to the price
+
+
+def absorb(out: Outputs, events: Iterable[Event], inputs: Inputs | None) -> None:
+    """Buffer the state writes of a batch's events and apply them to ``inputs``.
+
+    Per key only the newest event is formatted and written (Redis would keep only it anyway);
+    prices and balances, the hot path, get their JSON by hand: a Decimal's str is plain ASCII.
+    """
+    prices: dict[tuple[str, str, str], Price] = {}
+    balances: dict[tuple[str, str], dict[str, Balance]] = {}
+    others: list[Event] = []
+    for event in events:
+        kind = type(event)
+        if kind is Price:
+            pair = (event.base, event.quote, event.source)  # type: ignore[union-attr]
+            held_price = prices.get(pair)
+            if held_price is None or event.ts >= held_price.ts:
+                prices[pair] = event  # type: ignore[assignment]
+        elif kind is Balance:
+            assets = balances.setdefault((event.venue, event.account), {})  # type: ignore[union-attr]
+            held_balance = assets.get(event.asset)  # type: ignore[union-attr]
+            if held_balance is None or event.ts >= held_balance.ts:
+                assets[event.asset] = event  # type: ignore[union-attr,assignment]
+        else:
+            others.append(event)
+    if prices:
+        out.put_latest_fields(":".join(PRICES), {
+            price_id(*pair): (p.ts, f'{_price_head(*pair)}"{p.price}"]') for pair, p in prices.items()})
+    for (venue, account), assets in balances.items():
+        out.put_latest_fields(":".join(balances_key(venue, account)), {
+            asset: (b.ts, f'["{b.balance}","{b.unrealized_pnl}"]')
+            for asset, b in assets.items()})
+    if balances:
+        out.hset(":".join(ACCOUNTS), {account_id(v, a): _encode((v, a)).decode() for v, a in balances})
+    for event in others:
+        write_event(out, event)
+    if inputs is None:
+        return
+    for event in prices.values():
+        inputs.apply(event)
+    for assets in balances.values():
+        for event in assets.values():
+            inputs.apply(event)
+    for event in others:
+        inputs.apply(event)
+
+
 def write_event(out: Outputs, event: Event) -> None:
-    """Buffer the state write an input event causes (written with the batch, acknowledged after)."""
-    if isinstance(event, Balance):
-        payload = _encode(BalancePayload(event.balance, event.unrealized_pnl)).decode()
-        out.put_latest_field(":".join(balances_key(event.venue, event.account)), event.asset, event.ts, payload)
-        out.hset(":".join(ACCOUNTS), {account_id(event.venue, event.account):
-                                      _encode((event.venue, event.account)).decode()})
-    elif isinstance(event, Position):
+    """Buffer the state write of a position or a source report (absorb handles the rest)."""
+    if isinstance(event, Position):
         payload = _encode(PositionPayload(event.symbol, event.qty, event.entry_price, event.mark_price,
                                           event.unrealized_pnl)).decode()
         out.put_latest_field(":".join(positions_key(event.venue, event.account)), event.symbol, event.ts, payload)
-    elif isinstance(event, Price):
-        payload = _encode(PricePayload(event.base, event.quote, event.source, event.price)).decode()
-        out.put_latest_field(":".join(PRICES), price_id(event.base, event.quote, event.source), event.ts, payload)
     elif isinstance(event, SourceStatus):
         payload = _encode(SourcePayload(event.venue, event.source, event.account or None, event.ok,
                                         event.error or "")).decode()
@@ -162,20 +219,14 @@ def write_event(out: Outputs, event: Event) -> None:
                              event.ts, payload)
 
 
-async def read_inputs(app: App, accounts: Iterable[tuple[str, str]] | None) -> Inputs:
-    """Prices, sources, the latest NAVs, and the balances of ``accounts`` (all when None).
-
-    One MULTI/EXEC round trip; a second one for the balances of accounts the first did not
-    cover when all are needed (or an account has no NAV yet to add up).
-    """
+async def read_inputs(app: App) -> Inputs:
+    """Every input and the latest NAVs: the registry, prices, sources and latest snapshots in
+    one MULTI/EXEC, then every registered account's balances in a second."""
     keys = app.keys
-    wanted = list(dict.fromkeys(accounts)) if accounts is not None else []
     pipe = app.redis.pipeline(transaction=True)
     for name in (ACCOUNTS, PRICES, SOURCES, LATEST):
         pipe.hgetall(keys.state(*name))
-    for venue, account in wanted:
-        pipe.hgetall(keys.state(*balances_key(venue, account)))
-    registry_raw, prices_raw, sources_raw, latest_raw, *balances_raw = await pipe.execute()
+    registry_raw, prices_raw, sources_raw, latest_raw = await pipe.execute()
     inputs = Inputs()
     for member, raw in registry_raw.items():
         try:
@@ -190,16 +241,12 @@ async def read_inputs(app: App, accounts: Iterable[tuple[str, str]] | None) -> I
         inputs.sources[member] = SourceState(s.venue, s.source, s.account, s.ok, s.error, ts)
     for member, raw in latest_raw.items():
         inputs.latest[member] = decode_snapshot(member, raw)
-    for key, raw in zip(wanted, balances_raw):
-        inputs.balances[key] = _holdings(key, raw)
-    known = {(s.venue, s.account) for s in inputs.latest.values() if s.scope == "account"}
-    rest = [pair for pair in inputs.registry.values()
-            if pair not in inputs.balances and (accounts is None or pair not in known)]
-    if rest:
+    accounts = list(inputs.registry.values())
+    if accounts:
         pipe = app.redis.pipeline(transaction=True)
-        for venue, account in rest:
+        for venue, account in accounts:
             pipe.hgetall(keys.state(*balances_key(venue, account)))
-        for key, raw in zip(rest, await pipe.execute()):
+        for key, raw in zip(accounts, await pipe.execute()):
             inputs.balances[key] = _holdings(key, raw)
     return inputs
 
@@ -223,3 +270,9 @@ async def read_latest(app: App) -> dict[str, Snapshot]:
     """Every scope's latest NAV, as the plugin last wrote it."""
     raw = await app.redis.hgetall(app.keys.state(*LATEST))
     return {member: decode_snapshot(member, value) for member, value in raw.items()}
+
+
+async def read_detailed(app: App) -> dict[str, Snapshot]:
+    """Each account's snapshot with its holdings, as the last tick valued them."""
+    raw = await app.redis.hgetall(app.keys.state(*HOLDINGS))
+    return {member: _parse(":".join(HOLDINGS), member, value, _snapshot)[1] for member, value in raw.items()}

@@ -8,6 +8,7 @@ replaced by 0, 1 or a configured figure: the holding is listed as missing, with 
 from __future__ import annotations
 
 import decimal
+import functools
 from decimal import Decimal
 from typing import Iterable, Literal, Mapping, Sequence
 
@@ -131,6 +132,8 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
     holdings: list[HoldingValue] = []
     #: Aggregate scopes: the accounts added up.
     accounts: list[str] = []
+    #: Account scope: it has holdings and every one reads 0 (a wallet reading 0 is alerted).
+    zero_wallet: bool = False
 
     @property
     def scope_id(self) -> str:
@@ -165,6 +168,7 @@ def scope_id(scope: str, venue: str = "", account: str = "") -> str:
     return scope
 
 
+@functools.lru_cache(maxsize=65_536)
 def escape(part: str) -> str:
     """Keeps names that contain separators from colliding (``a:b`` + ``c`` vs ``a`` + ``b:c``)."""
     return part.replace("%", "%25").replace(":", "%3A").replace("/", "%2F").replace("|", "%7C")
@@ -264,7 +268,7 @@ class Market:
         if rest.value is None:
             return Unit(None, [step, *rest.route], [used, *rest.prices], f"{pair_quote}: {rest.missing}",
                         stale + rest.stale, rest.missing_code)
-        value = CONTEXT.multiply(quote.price, rest.value)
+        value = CONTEXT.multiply(quote.price, rest.value)  # exact: 60 digits
         return Unit(value, [step, *rest.route], [used, *rest.prices], "", stale + rest.stale)
 
 
@@ -282,21 +286,27 @@ def value_account(
     spec: AccountSpec | None,
     holdings: Mapping[str, Holding],
     market: Market,
+    details: bool = True,
 ) -> Snapshot:
-    """The NAV of one account: sum over assets of (balance + unrealized PnL) x unit value."""
+    """The NAV of one account: sum over assets of (balance + unrealized PnL) x unit value.
+
+    ``details`` lists every holding as valued (what ``navstream nav`` shows); without it, only
+    the holdings that could not be valued are listed (what alerts need): the hot path.
+    """
     config = market.config
     kind = spec.kind if spec else "unclassified"
     label = spec.label if spec else ""
     where = f"{venue}/{account}"
     stale_sources: list[str] = []
     reasons: list[str] = []
+    limit = market.now_ms - market.max_age_ms  # an input stamped before this is stale
     for s in market.sources:
         if s.venue != venue or (s.account is not None and s.account != account):
             continue
         if not s.ok:
             stale_sources.append(f"source:{s.label}")
             reasons.append(f"source {s.label} reports failure: {s.error or 'no error given'}")
-        elif market.too_old(s.ts):
+        elif s.ts < limit:
             stale_sources.append(f"source:{s.label}")
             reasons.append(f"source {s.label} last reported {market.age_s(s.ts)} ago ({market.age_limit()})")
     if not holdings:
@@ -305,44 +315,52 @@ def value_account(
                         [], stale_sources, reasons)
     total = ZERO
     valued = 0
+    zero = True
     missing: list[str] = []
     values: list[HoldingValue] = []
-    oldest: int | None = None
-    for asset in sorted(holdings):
-        h = holdings[asset]
-        oldest = h.ts if oldest is None else min(oldest, h.ts)
-        stale: list[str] = []
-        if market.too_old(h.ts):
-            stale.append(f"balance:{where}/{asset}")
-            reasons.append(f"balance of {asset} is {market.age_s(h.ts)} old ({market.age_limit()})")
-        amount = h.balance + h.unrealized_pnl
-        if amount == 0:  # 0 of anything is 0: a sold-out asset needs no price
-            values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, None, ZERO,
-                                       ["zero holding: needs no price"], [], "", "", stale))
-            stale_sources.extend(stale)
-            valued += 1
-            continue
-        unit = market.unit(asset)
-        stale += [s for s in unit.stale if s not in stale]
-        for p in unit.prices:
-            oldest = min(oldest, p.ts)
-        if unit.value is None:
-            missing.append(f"{where}/{asset}")
-            reasons.append(f"{asset} not valued: {unit.missing}")
-            values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, None, None, unit.route,
-                                       unit.prices, unit.missing, unit.missing_code, stale))
-        else:
-            value = CONTEXT.multiply(amount, unit.value)
-            total = CONTEXT.add(total, value)
-            valued += 1
-            for s in unit.stale:
-                if s.startswith("price:"):
-                    reasons.append(f"{asset}: price {s[6:]} is older than {config.max_age_s:g} s")
-                else:
-                    reasons.append(f"{asset}: price source {s[7:]} failing or silent")
-            values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, unit.value, value, unit.route,
-                                       unit.prices, "", "", stale))
-        stale_sources.extend(s for s in stale if s not in stale_sources)
+    oldest = min(h.ts for h in holdings.values())
+    with decimal.localcontext(CONTEXT):
+        for asset in sorted(holdings):
+            h = holdings[asset]
+            stale: list[str] = []
+            if h.ts < limit:
+                stale.append(f"balance:{where}/{asset}")
+                reasons.append(f"balance of {asset} is {market.age_s(h.ts)} old ({market.age_limit()})")
+            amount = h.balance + h.unrealized_pnl
+            if not amount:  # 0 of anything is 0: a sold-out asset needs no price
+                valued += 1
+                if stale:
+                    stale_sources.extend(stale)
+                if details:
+                    values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, None, ZERO,
+                                               ["zero holding: needs no price"], [], "", "", stale))
+                continue
+            zero = False
+            unit = market.unit(asset)
+            if unit.stale:
+                stale += [s for s in unit.stale if s not in stale]
+            for p in unit.prices:
+                if p.ts < oldest:
+                    oldest = p.ts
+            if unit.value is None:
+                missing.append(f"{where}/{asset}")
+                reasons.append(f"{asset} not valued: {unit.missing}")
+                values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, None, None, unit.route,
+                                           unit.prices, unit.missing, unit.missing_code, stale))
+            else:
+                value = amount * unit.value
+                total += value
+                valued += 1
+                for s in unit.stale:
+                    if s.startswith("price:"):
+                        reasons.append(f"{asset}: price {s[6:]} is older than {config.max_age_s:g} s")
+                    else:
+                        reasons.append(f"{asset}: price source {s[7:]} failing or silent")
+                if details:
+                    values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, unit.value, value,
+                                               unit.route, unit.prices, "", "", stale))
+            if stale:
+                stale_sources.extend(s for s in stale if s not in stale_sources)
     if valued == 0:
         status: Status = "failed"
         reasons.insert(0, "no holding of this account could be valued")
@@ -352,8 +370,8 @@ def value_account(
         status = "stale"
     else:
         status = "ok"
-    return Snapshot("account", total, config.quote, status, oldest or 0, market.now_ms, venue, account, kind,
-                    label, missing, _unique(stale_sources), _unique(reasons), values)
+    return Snapshot("account", total, config.quote, status, oldest, market.now_ms, venue, account, kind,
+                    label, missing, _unique(stale_sources), _unique(reasons), values, zero_wallet=zero)
 
 
 def _unique(items: Sequence[str]) -> list[str]:
@@ -366,8 +384,9 @@ def _unique(items: Sequence[str]) -> list[str]:
 def aggregate(scope: str, accounts: Sequence[Snapshot], quote: str, now_ms: int, venue: str = "") -> Snapshot:
     """Venue, exchange and total NAV: the sum of their accounts, as bad as the worst of them."""
     total = ZERO
-    for a in accounts:
-        total = CONTEXT.add(total, a.nav)
+    with decimal.localcontext(CONTEXT):
+        for a in accounts:
+            total += a.nav
     status = worst(a.status for a in accounts) if accounts else "failed"
     reasons = [f"{a.venue}/{a.account} is {a.status}" + (f": {a.reasons[0]}" if a.reasons else "")
                for a in accounts if a.status != "ok"]
@@ -387,6 +406,7 @@ def evaluate(
     market: Market,
     only: Iterable[tuple[str, str]] | None = None,
     known: Mapping[tuple[str, str], Snapshot] | None = None,
+    details: bool = True,
 ) -> list[Snapshot]:
     """Every scope's NAV: accounts (those in ``only``, else all), then venues, exchange, total.
 
@@ -400,7 +420,7 @@ def evaluate(
     fresh: list[Snapshot] = []
     for key in everyone:
         if key in recompute:
-            snap = value_account(key[0], key[1], specs.get(key), balances.get(key, {}), market)
+            snap = value_account(key[0], key[1], specs.get(key), balances.get(key, {}), market, details)
             fresh.append(snap)
         else:
             snap = (known or {})[key]
