@@ -95,6 +95,8 @@ SCENARIO_FILE = "demo_scenario.jsonl"
 MAX_PAUSE_S = 1.5
 #: Widest "sources" cell before the alerts column shifts (it only shifts, nothing is cut).
 SOURCES_WIDTH = 34
+#: Width of the "total NAV" cell (``10,245,332 partial``).
+NAV_WIDTH = 18
 #: Alerts listed one by one in the summary (all of them are counted in the table).
 ALERTS_LISTED = 30
 
@@ -253,6 +255,18 @@ class StepRow:
     #: (code, severity) of each alert the step raised.
     alerts: list[tuple[str, str]]
     sources: list[SourceRow] | None
+    #: The nav plugin's scopes as ``navstream status`` shows them; None without the plugin.
+    nav: list[dict[str, Any]] | None = None
+
+
+def total_nav(scopes: list[dict[str, Any]] | None) -> str:
+    """``9,815,020 USD ok``: the total NAV and its status, as the nav plugin stored them."""
+    if scopes is None:
+        return "n/a (nav not loaded)"
+    total = next((s for s in scopes if s["scope"] == "total"), None)
+    if total is None:
+        return "none yet"
+    return f"{Decimal(total['nav']):,.0f} {total['status']}"
 
 
 def clock_label(seconds: int) -> str:
@@ -308,12 +322,13 @@ class Painter:
 class LiveTable:
     """A :func:`render.table` printed row by row: cells are padded to widths fixed up front."""
 
-    HEADERS = ("time", "what happens", "in", "processed", "dlq", "sources", "alerts")
+    HEADERS = ("time", "what happens", "in", "processed", "dlq", "total NAV", "sources", "alerts")
 
     def __init__(self, steps: Sequence[Step], painter: Painter) -> None:
         self.painter = painter
-        self.widths = [len("T+00:00"), max(len(s.note) for s in steps), 3, 9, 3, SOURCES_WIDTH, 0]
-        self.health_at = sum(self.widths[:5]) + 2 * 5  # where the sources cell starts
+        self.widths = [len("T+00:00"), max(len(s.note) for s in steps), 3, 9, 3, NAV_WIDTH, SOURCES_WIDTH, 0]
+        self.nav_at = sum(self.widths[:5]) + 2 * 5  # where the NAV cell starts
+        self.health_at = self.nav_at + NAV_WIDTH + 2  # where the sources cell starts
 
     def _line(self, cells: Sequence[str], index: int) -> str:
         padded = [str(c).ljust(w) for c, w in zip(cells, self.widths)]
@@ -325,17 +340,34 @@ class LiveTable:
 
     def row(self, r: StepRow) -> str:
         health = venue_health(r.sources)
+        nav = total_nav(r.nav)
         line = self._line([clock_label(r.step.at_s), r.step.note, str(r.entries_in), str(r.processed),
-                           str(r.dead_lettered), health, counted([c for c, _ in r.alerts]) or "-"], 2)
-        alerts_at = self.health_at + max(SOURCES_WIDTH, len(health))
+                           str(r.dead_lettered), nav, health, counted([c for c, _ in r.alerts]) or "-"], 2)
+        health_at = self.health_at + max(0, len(nav) - NAV_WIDTH)
+        alerts_at = health_at + max(SOURCES_WIDTH, len(health))
         paint = self.painter.paint
-        return (line[: self.health_at]
-                + paint(line[self.health_at: alerts_at], ("FAIL", "31"), ("silent", "33"))
+        return (line[: self.nav_at]
+                + paint(line[self.nav_at: health_at], ("stale", "33"), ("partial", "33"), ("failed", "31"))
+                + paint(line[health_at: alerts_at], ("FAIL", "31"), ("silent", "33"))
                 + paint(line[alerts_at:], *((code, SEVERITY_COLOUR.get(severity, "33"))
                                             for code, severity in dict.fromkeys(r.alerts))))
 
 
 # --- reading results back from Redis ----------------------------------------------------------
+
+
+async def plugin_section(app: App, name: str) -> dict[str, Any] | None:
+    """What plugin ``name`` shows in ``navstream status``; None when it is not loaded."""
+    for impl in hook_impls(app.pm, "navstream_status"):
+        if impl.plugin_name == name:
+            return dict(await await_me_maybe(call_impl(impl, {"app": app})) or {})
+    return None
+
+
+async def nav_rows(app: App) -> list[dict[str, Any]] | None:
+    """Every NAV scope as the nav plugin stored it (the demo never recomputes one)."""
+    section = await plugin_section(app, "nav")
+    return None if section is None else list(section.get("scopes", []))
 
 
 async def source_rows(app: App) -> list[SourceRow] | None:
@@ -408,7 +440,7 @@ class Replay:
         stats = self.app.stats
         raised = [(a.get("code", "?"), a.get("severity", "")) for a in await self.alerts.new()]
         return StepRow(step, len(step.entries), stats.processed, stats.dead_lettered, raised,
-                       await source_rows(self.app))
+                       await source_rows(self.app), await nav_rows(self.app))
 
     async def stop(self) -> None:
         """Final heartbeat and the plugins' shutdown hooks, as ``navstream run`` ends; errors
@@ -466,6 +498,16 @@ def dlq_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return table(["from", "deliveries", "entry (ts omitted)", "error"], shown)
 
 
+def nav_table(scopes: list[dict[str, Any]] | None) -> str:
+    if scopes is None:
+        return "the nav plugin is not loaded: no NAV"
+    return table(["scope", "name", "NAV", "status", "oldest input", "missing", "stale"],
+                 [[s["scope"], s["name"], f"{Decimal(s['nav']):,.2f}", s["status"],
+                   "-" if s["as_of_age_s"] is None else f"{s['as_of_age_s']:.0f} s",
+                   _short(", ".join(s["missing"]), 40) or "-", _short(", ".join(s["stale_sources"]), 50) or "-"]
+                  for s in scopes])
+
+
 def sources_table(sources: list[SourceRow] | None) -> str:
     if sources is None:
         return "source_monitor is not loaded: no source health"
@@ -491,6 +533,9 @@ async def summary(app: App, replay: Replay, last: StepRow) -> list[str]:
         "",
         f"alerts ({app.keys.alerts}): {len(alerts)}",
         *([alerts_table(alerts), "", *alerts_list(alerts, replay.start_ms)] if alerts else []),
+        "",
+        f"NAV at {clock_label(last.step.at_s)} (P:state:nav:latest; `navstream nav` explains each)",
+        nav_table(last.nav),
         "",
         f"source health at {clock_label(last.step.at_s)}",
         sources_table(last.sources),

@@ -15,6 +15,7 @@ write itself (:meth:`Outputs.emit` with ``subject``, :meth:`Outputs.alert` with 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -56,13 +57,18 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
     kinds = {type(e) for e in events}
     if not kinds & VALUED:
         if Position in kinds:  # positions feed exposure, not NAV
-            absorb(out, events, None)
+            absorb(out, events)
         return
     broad = Price in kinds or SourceStatus in kinds  # a price or a source may touch any account
     touched = None if broad else {(e.venue, e.account) for e in events if type(e) is Balance}
     cache = _cache(app)
-    inputs = await current_inputs(app, cache)
-    absorb(out, events, inputs)
+    token = asyncio.ensure_future(writer_token(app, cache))  # its round trip overlaps absorb()
+    try:
+        winners = absorb(out, events)
+    finally:
+        inputs = await current_inputs(app, cache, await token)
+    for event in winners:
+        inputs.apply(event)
     publish(config(app), inputs, out.now_ms, out, only=touched, details=False)
     remember(app, cache, inputs, out)
 
@@ -70,7 +76,7 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
 @hookimpl
 async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
     cache = _cache(app)
-    inputs = await current_inputs(app, cache)
+    inputs = await current_inputs(app, cache, await writer_token(app, cache))
     publish(config(app), inputs, now_ms, out, only=None, details=True)
     remember(app, cache, inputs, out)
 
@@ -95,10 +101,18 @@ def _cache(app: App) -> Cache:
     return cache
 
 
-async def current_inputs(app: App, cache: Cache) -> Inputs:
-    """The inputs as Redis holds them: the cached copy if still current, else read afresh."""
+async def writer_token(app: App, cache: Cache) -> str | None:
+    """Who wrote NAV state last (None when this consumer holds no copy: nothing to check)."""
+    if cache.inputs is None:
+        return None
+    return await app.redis.hget(app.keys.state(*WRITER), "token")  # type: ignore[no-any-return]
+
+
+async def current_inputs(app: App, cache: Cache, token: str | None) -> Inputs:
+    """The inputs as Redis holds them: the cached copy if ``token`` (read from Redis) says it
+    is still current, else read afresh."""
     held, cache.inputs = cache.inputs, None  # taken: a call that fails must not leave it behind
-    if held is not None and await app.redis.hget(app.keys.state(*WRITER), "token") == cache.token:
+    if held is not None and token is not None and token == cache.token:
         return held
     return await read_inputs(app)
 

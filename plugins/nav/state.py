@@ -161,8 +161,9 @@ def _price_head(base: str, quote: str, source: str) -> str:
     return _encode(PricePayload(base, quote, source, Decimal(0))).decode()[:-4]  # up to the price
 
 
-def absorb(out: Outputs, events: Iterable[Event], inputs: Inputs | None) -> None:
-    """Buffer the state writes of a batch's events and apply them to ``inputs``.
+def absorb(out: Outputs, events: Iterable[Event]) -> list[Event]:
+    """Buffer the state writes of a batch's events; returns the events that won (the newest
+    per key), to :meth:`Inputs.apply` once the inputs are known.
 
     Per key only the newest event is formatted and written (Redis would keep only it anyway);
     prices and balances, the hot path, get their JSON by hand: a Decimal's str is plain ASCII.
@@ -195,15 +196,10 @@ def absorb(out: Outputs, events: Iterable[Event], inputs: Inputs | None) -> None
         out.hset(":".join(ACCOUNTS), {account_id(v, a): _encode((v, a)).decode() for v, a in balances})
     for event in others:
         write_event(out, event)
-    if inputs is None:
-        return
-    for event in prices.values():
-        inputs.apply(event)
+    winners: list[Event] = list(prices.values())
     for assets in balances.values():
-        for event in assets.values():
-            inputs.apply(event)
-    for event in others:
-        inputs.apply(event)
+        winners.extend(assets.values())
+    return winners + others
 
 
 def write_event(out: Outputs, event: Event) -> None:
