@@ -41,6 +41,16 @@ return 1
 """
 
 
+# KEYS[1] = stamp, ARGV[1] = the stamp read, ARGV[2] = the new one (see Outputs.stamp).
+STAMP_LUA = """
+if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], '!' .. ARGV[2])
+end
+return 1
+"""
+
 # once_due(marker, version, ttl, now): the marker's new end (and the marker set) unless it holds
 # this version and runs until after `now`, then minus its end. The period is judged by the consumer's clock (`now`, epoch
 # ms), not Redis's, so a simulated clock (the demo, tests) behaves like the real one; PX only
@@ -81,13 +91,17 @@ class Once(msgspec.Struct, frozen=True):
     ttl_ms: int
 
 
-def _once(what: str, subject: str, version: str, every_s: float) -> Once:
-    if not (isinstance(every_s, (int, float)) and every_s > 0):
-        raise ValueError(f"{what}: every_s must be > 0, got {every_s!r}")
+#: Longest period of a once-entry: ten years, well inside what ``SET ... PX`` accepts.
+MAX_EVERY_S = 10 * 365 * 86_400
+
+
+def _once(what: str, prefix: str, subject: object, version: object, every_s: object) -> Once:
+    if type(every_s) not in (int, float) or not 0 < every_s <= MAX_EVERY_S:  # type: ignore[operator]
+        raise ValueError(f"{what}: every_s must be > 0 and <= {MAX_EVERY_S} s, got {every_s!r}")
     for name, value in (("subject", subject), ("version", version)):
         if type(value) is not str:
             raise TypeError(f"{what}: `{name}` must be a str, got {type(value).__name__}")
-    return Once(subject, version, max(1, int(every_s * 1000)))
+    return Once(f"{prefix}:{subject}", str(version), max(1, int(every_s * 1000)))  # type: ignore[operator]
 
 
 def parse_field(raw: str) -> tuple[int, str]:
@@ -154,7 +168,8 @@ class Outputs:
     :param now_ms: the clock when the batch was handled; stamps alerts.
     """
 
-    __slots__ = ("now_ms", "streams", "streams_once", "latest", "fields", "hashes", "alerts", "_once_alerts")
+    __slots__ = ("now_ms", "streams", "streams_once", "latest", "fields", "hashes", "stamps", "alerts",
+                 "_once_alerts")
 
     def __init__(self, now_ms: int) -> None:
         self.now_ms = now_ms
@@ -164,6 +179,8 @@ class Outputs:
         self.latest: dict[str, tuple[int, dict[str, str]]] = {}
         self.fields: dict[str, dict[str, tuple[int, str]]] = {}
         self.hashes: dict[str, dict[str, str]] = {}
+        #: key -> (the stamp this plugin read, its own), see :meth:`stamp`.
+        self.stamps: dict[str, tuple[str, str]] = {}
         self.alerts: list[Alert] = []
         self._once_alerts: set[str] = set()
 
@@ -195,7 +212,7 @@ class Outputs:
             return
         if subject is None or every_s is None:
             raise ValueError(f"emit to {stream!r}: give both `subject` and `every_s`, or neither")
-        once = _once(f"emit to {stream!r}", f"{stream}:{subject}", version, every_s)
+        once = _once(f"emit to {stream!r}", stream, subject, version, every_s)
         # The newest entry per subject in this buffer wins, as Redis would keep only one.
         self.streams_once = [e for e in self.streams_once if e[2].key != once.key]
         self.streams_once.append((stream, checked, once))
@@ -232,7 +249,7 @@ class Outputs:
         if every_s is not None:
             if subject is None:
                 subject = "/".join(v or "" for v in (venue, account, asset, source))
-            once = _once(f"alert {code}", f"alert:{code}:{subject}", "1", every_s)
+            once = _once(f"alert {code}", f"alert:{code}", subject, "1", every_s)
             if once.key in self._once_alerts:
                 return  # already raised in this buffer
             self._once_alerts.add(once.key)
@@ -286,6 +303,24 @@ class Outputs:
             if mine is None or value[0] >= mine[0]:
                 held[name] = value
 
+    def stamp(self, key: str, seen: str, mine: str) -> None:
+        """Mark the state a plugin keeps under ``P:state:<key>`` as written by this batch.
+
+        For a plugin that keeps a copy of its state between batches: the string
+        ``P:state:<key>`` becomes ``mine`` if it still holds ``seen`` (the stamp the plugin read
+        along with the state), so later finding ``mine`` there proves nobody wrote since and
+        the copy is exact. If anyone else wrote in between, it becomes ``"!" + mine``, a stamp
+        no copy holds, so every consumer's copy (this one's too) is known stale and read again.
+        ``seen`` is ``""`` for "no stamp yet".
+        """
+        _name("stamp", key)
+        for name, value in (("seen", seen), ("mine", mine)):
+            if type(value) is not str:
+                raise TypeError(f"stamp {key!r}: `{name}` must be a str, got {type(value).__name__}")
+        if not mine or mine.startswith("!"):
+            raise ValueError(f"stamp {key!r}: `mine` must be non-empty and not start with '!'")
+        self.stamps[key] = (seen, mine)
+
     def hset(self, key: str, fields: Mapping[str, str]) -> None:
         """Merge ``fields`` into state hash ``P:state:<key>``, the last write per field winning."""
         _name("hset", key)
@@ -309,6 +344,7 @@ class Outputs:
                     mine[name] = (ts, payload)
         for key, fields in other.hashes.items():
             self.hashes.setdefault(key, {}).update(fields)
+        self.stamps.update(other.stamps)
         for alert in other.alerts:
             if alert.once is not None:
                 if alert.once.key in self._once_alerts:

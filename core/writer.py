@@ -8,6 +8,7 @@ and leaves the batch pending; the next delivery rewrites the same absolute snaps
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -16,7 +17,16 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .app import App
-from .outputs import HELD_TS_LUA, ONCE_DUE_LUA, PUT_FIELDS_LUA, PUT_LATEST_LUA, XADD_ONCE_LUA, Alert, Outputs
+from .outputs import (
+    HELD_TS_LUA,
+    ONCE_DUE_LUA,
+    PUT_FIELDS_LUA,
+    PUT_LATEST_LUA,
+    STAMP_LUA,
+    XADD_ONCE_LUA,
+    Alert,
+    Outputs,
+)
 
 log = logging.getLogger("navstream.writer")
 alert_log = logging.getLogger("navstream.alerts")
@@ -67,7 +77,8 @@ class BatchWrite:
 #   PUTFIELDS <key> <field value...>: each value is "<ts> <payload>"; a field is set unless it
 #     holds a newer ts;
 #   XADDONCE <stream> <marker> <version> <ttl> <now> <xadd args...>: XADD unless the marker
-#     holds that version and has not run out (by the consumer's clock), then set the marker.
+#     holds that version and has not run out (by the consumer's clock), then set the marker;
+#   STAMP <key> <seen> <mine>: SET key mine if it holds seen ('' = nothing), else '!' .. mine.
 # A first pass checks every key's type and every held ts, so a write that would fail is refused
 # before anything is written; XACK comes last, so whatever stops the script part way (out of
 # memory) stops it before anything is acknowledged. Lua scripts do not roll back: the pre-check
@@ -75,7 +86,7 @@ class BatchWrite:
 # the marker's end in ms, negated when the entry was not written}.
 WRITE_BATCH_LUA = ONCE_DUE_LUA + HELD_TS_LUA + """
 local wants = {XADD = 'stream', XACK = 'stream', HSET = 'hash', HDEL = 'hash', PUTLATEST = 'hash',
-               PUTFIELDS = 'hash', XADDONCE = 'stream'}
+               PUTFIELDS = 'hash', XADDONCE = 'stream', STAMP = 'string'}
 local function kind(key)
   local t = redis.call('TYPE', key)
   if type(t) == 'table' then t = t['ok'] end
@@ -135,6 +146,12 @@ while i <= n do
       end
     end
     if #winners > 0 then redis.call('HSET', ARGV[i + 2], unpack(winners)) end
+  elseif cmd == 'STAMP' then
+    if (redis.call('GET', ARGV[i + 2]) or '') == ARGV[i + 3] then
+      redis.call('SET', ARGV[i + 2], ARGV[i + 4])
+    else
+      redis.call('SET', ARGV[i + 2], '!' .. ARGV[i + 4])
+    end
   elseif cmd == 'XADDONCE' then
     local mark = once_due(ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
     if mark > 0 then redis.call('XADD', ARGV[i + 2], unpack(ARGV, i + 7, i + c)) end
@@ -155,6 +172,9 @@ ACK_CHUNK = 1000
 FIELDS_CHUNK = 1000
 #: Alert markers remembered per consumer (forgotten all at once past this; they only save work).
 MAX_MARKERS = 100_000
+
+#: What the script's held_ts() accepts as a field written by PUTFIELDS.
+_HELD_TS = re.compile(rb"-?\d+ ")
 
 #: (marker key, version, the alert or None for a stream entry) of one XADDONCE command.
 OnceSent = tuple[str, str, Alert | None]
@@ -177,6 +197,7 @@ class Writer:
         self._put_latest = app.raw.register_script(PUT_LATEST_LUA)
         self._put_fields = app.raw.register_script(PUT_FIELDS_LUA)
         self._xadd_once = app.raw.register_script(XADD_ONCE_LUA)
+        self._stamp = app.raw.register_script(STAMP_LUA)
         #: marker -> (version, end ms) of once-alerts known written: not sent again until then.
         self._alert_markers: dict[str, tuple[str, int]] = {}
 
@@ -236,6 +257,7 @@ class Writer:
             for start in range(0, len(args), 2 * FIELDS_CHUNK):  # no command outgrows one call
                 writes.append(("PUTFIELDS", keys.state(key), *args[start:start + 2 * FIELDS_CHUNK]))
         writes.extend(("HSET", keys.state(key), *_flat(fields)) for key, fields in out.hashes.items())
+        writes.extend(("STAMP", keys.state(key), seen, mine) for key, (seen, mine) in out.stamps.items())
         writes.extend(("XADD", keys.alerts, *trim, *_flat(alert.fields())) for alert in out.alerts if not alert.once)
         now = out.now_ms
         once: list[OnceSent] = []  # one per XADDONCE command, in order
@@ -286,7 +308,7 @@ class Writer:
         found before anything is written.
         """
         wants = {"XADD": b"stream", "XACK": b"stream", "HSET": b"hash", "HDEL": b"hash", "PUTLATEST": b"hash",
-                 "PUTFIELDS": b"hash", "XADDONCE": b"stream"}
+                 "PUTFIELDS": b"hash", "XADDONCE": b"stream", "STAMP": b"string"}
         check = self.app.raw.pipeline(transaction=False)
         for command in writes + acks:
             check.type(command[1])
@@ -309,7 +331,7 @@ class Writer:
                 raise WriteError(f"BADSTATE {command[1]!r} has a non-numeric ts; nothing written")
         replies = replies[len(latest):]
         for (key, name), held in zip(members, replies):
-            if held is not None and not held.partition(b" ")[0].lstrip(b"-").isdigit():
+            if held is not None and not _HELD_TS.match(held):  # as the script's held_ts()
                 raise WriteError(f"BADSTATE {key!r} field {name!r} has no ts; nothing written")
         for marker, kind in zip(markers, replies[len(members):]):
             if kind not in (b"none", b"string"):
@@ -321,6 +343,8 @@ class Writer:
                 await self._put_latest(keys=[command[1]], args=list(command[2:]), client=pipe)
             elif command[0] == "PUTFIELDS":
                 await self._put_fields(keys=[command[1]], args=list(command[2:]), client=pipe)
+            elif command[0] == "STAMP":
+                await self._stamp(keys=[command[1]], args=list(command[2:]), client=pipe)
             elif command[0] == "XADDONCE":
                 once.append(len(pipe.command_stack))
                 await self._xadd_once(keys=[command[1], command[2]], args=list(command[3:]), client=pipe)

@@ -246,3 +246,68 @@ def test_every_hook_is_documented_with_its_exact_signature() -> None:
 
 def test_defaults_need_no_config_file() -> None:
     assert load_settings(env={}) == Settings()
+
+
+def test_plugin_command_hook(plugin_module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``navstream_commands``: a plugin's subcommand parses, runs against Redis with the App its
+    configuration loads, and a name already taken stops the CLI with a clear error."""
+    import fakeredis
+    from conftest import Backend
+
+    import navstream.app
+    import navstream.cli
+    from navstream.cli import build_parser, main
+
+    name = plugin_module("desk_hello", """
+        from navstream import hookimpl
+
+        async def hello(app, args):
+            await app.redis.set(app.keys.state("hello"), args.who)
+            print(f"hello {args.who} at {app.keys.prefix}")
+            return 7
+
+        @hookimpl
+        def navstream_commands(register):
+            p = register("hello", hello, help="greet someone", description="Greets.")
+            p.add_argument("--who", default="world")
+    """)
+    taker = plugin_module("desk_taker", """
+        from navstream import hookimpl
+
+        async def handler(app, args):
+            return 0
+
+        @hookimpl
+        def navstream_commands(register):
+            register("status", handler, help="clashes with navstream status")
+    """)
+    for var in ("NAVSTREAM_PLUGINS", "NAVSTREAM_CONFIG", "NAVSTREAM_PREFIX", "NAVSTREAM_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    modules = [name]
+    real_build = build_plugin_manager
+    monkeypatch.setattr(navstream.cli, "build_plugin_manager",
+                        lambda **kw: real_build(**{"modules": list(modules), "env": {}, **kw}))
+    backend = Backend("fake")
+    monkeypatch.setattr(navstream.app, "default_connect", lambda settings: backend.connect)
+    config = tmp_path / "desk.toml"
+    config.write_text(f'[plugins]\nmodules = ["{name}"]\n')
+
+    args = build_parser().parse_args(["hello", "--who", "desk", "--prefix", "pfx", "--config", str(config)])
+    assert args.command == "hello" and args.who == "desk" and args.prefix == "pfx"
+    assert args.plugin_handler.__module__ == name
+    assert "hello" in build_parser().format_help()
+
+    assert main(["hello", "--who", "desk", "--prefix", "pfx", "--config", str(config)]) == 7
+    assert capsys.readouterr().out == "hello desk at pfx\n"
+    assert fakeredis.FakeRedis(server=backend._server, decode_responses=True).get("pfx:state:hello") == "desk"
+
+    # a configuration that does not load the plugin: its command says so instead of running
+    assert main(["hello", "--prefix", "pfx"]) == 2
+    assert "does not load" in capsys.readouterr().err
+
+    # a name navstream already uses: the CLI refuses to start, naming the command
+    modules.append(taker)
+    assert main(["status", "--prefix", "pfx"]) == 2
+    err = capsys.readouterr().err
+    assert "navstream: error:" in err and "`status`" in err and "already taken" in err

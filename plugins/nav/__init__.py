@@ -62,11 +62,11 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
     broad = Price in kinds or SourceStatus in kinds  # a price or a source may touch any account
     touched = None if broad else {(e.venue, e.account) for e in events if type(e) is Balance}
     cache = _cache(app)
-    token = asyncio.ensure_future(writer_token(app, cache))  # its round trip overlaps absorb()
+    stamp = asyncio.ensure_future(writer_stamp(app, cache))  # its round trip overlaps absorb()
     try:
         winners = absorb(out, events)
     finally:
-        inputs = await current_inputs(app, cache, await token)
+        inputs = await current_inputs(app, cache, await stamp)
     for event in winners:
         inputs.apply(event)
     publish(config(app), inputs, out.now_ms, out, only=touched, details=False)
@@ -76,20 +76,21 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
 @hookimpl
 async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
     cache = _cache(app)
-    inputs = await current_inputs(app, cache, await writer_token(app, cache))
+    inputs = await current_inputs(app, cache, await writer_stamp(app, cache))
     publish(config(app), inputs, now_ms, out, only=None, details=True)
     remember(app, cache, inputs, out)
 
 
 @dataclass
 class Cache:
-    """This consumer's copy of the NAV inputs, valid while ``P:state:nav:writer`` holds
-    ``token``: then no batch or tick of any consumer has written NAV state since this one's
-    last write, which wrote exactly this copy. Any other token (another consumer wrote, or this
-    consumer's write failed) means reading everything again."""
+    """This consumer's copy of the NAV inputs, exact while ``P:state:nav:writer`` holds
+    ``stamp``: every write of NAV state stamps it (``Outputs.stamp``), with this consumer's
+    own stamp only if nobody wrote since it read, so finding that stamp there proves its copy
+    is what Redis holds. Any other value (another consumer wrote, or this one's write failed)
+    means reading everything again."""
 
     inputs: Inputs | None = None
-    token: str = ""
+    stamp: str = ""
     writes: int = 0
     identity: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -101,27 +102,29 @@ def _cache(app: App) -> Cache:
     return cache
 
 
-async def writer_token(app: App, cache: Cache) -> str | None:
-    """Who wrote NAV state last (None when this consumer holds no copy: nothing to check)."""
+async def writer_stamp(app: App, cache: Cache) -> str | None:
+    """The stamp Redis holds (None when this consumer holds no copy: nothing to check)."""
     if cache.inputs is None:
         return None
-    return await app.redis.hget(app.keys.state(*WRITER), "token")  # type: ignore[no-any-return]
+    return await app.redis.get(app.keys.state(*WRITER)) or ""  # type: ignore[no-any-return]
 
 
-async def current_inputs(app: App, cache: Cache, token: str | None) -> Inputs:
-    """The inputs as Redis holds them: the cached copy if ``token`` (read from Redis) says it
-    is still current, else read afresh."""
+async def current_inputs(app: App, cache: Cache, stamp: str | None) -> Inputs:
+    """The inputs as Redis holds them: the cached copy if ``stamp`` (just read from Redis) is
+    this consumer's own, else read afresh."""
     held, cache.inputs = cache.inputs, None  # taken: a call that fails must not leave it behind
-    if held is not None and token is not None and token == cache.token:
+    if held is not None and stamp is not None and stamp == cache.stamp:
+        held.stamp = stamp
         return held
     return await read_inputs(app)
 
 
 def remember(app: App, cache: Cache, inputs: Inputs, out: Outputs) -> None:
-    """Keep ``inputs`` (what this call's write will leave in Redis) under a new token."""
+    """Keep ``inputs`` (what this call's write leaves in Redis) under a new stamp, which Redis
+    takes only if it still holds the stamp read with them."""
     cache.writes += 1
-    cache.token = f"{app.consumer_name}:{cache.identity}:{cache.writes}"
-    out.hset(":".join(WRITER), {"token": cache.token})
+    cache.stamp = f"{app.consumer_name}:{cache.identity}:{cache.writes}"
+    out.stamp(":".join(WRITER), inputs.stamp, cache.stamp)
     cache.inputs = inputs
 
 

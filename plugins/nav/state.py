@@ -9,7 +9,7 @@ All of it under ``P:state:nav:``, so any consumer of the group can take over:
 - ``nav:accounts``: hash, ``<venue>/<account>`` -> ``["venue", "account"]``, every account with balances
 - ``nav:latest``: hash, scope id -> ``"<computed_at> <snapshot JSON>"``, the one source of truth
   for every reader of NAV (risk, status, ``navstream nav``, sinks)
-- ``nav:writer``: hash, ``token`` -> who wrote NAV state last (see :data:`WRITER`)
+- ``nav:writer``: string, the stamp of whoever wrote NAV state last (see :data:`WRITER`)
 - ``nav:holdings``: hash, account scope id -> ``"<computed_at> <snapshot JSON with holdings>"``:
   the account as the last tick valued it, holding by holding, for ``navstream nav`` (written by
   ticks only, so the hot path neither writes nor parses it)
@@ -38,8 +38,8 @@ PRICES = ("nav", "prices")
 SOURCES = ("nav", "sources")
 LATEST = ("nav", "latest")
 HOLDINGS = ("nav", "holdings")
-#: Hash with one field, ``token``: set by every batch or tick that wrote NAV state, so that a
-#: consumer finding its own token knows nobody else wrote since and its copy is current.
+#: String: the stamp of the last batch or tick that wrote NAV state (``Outputs.stamp``), so a
+#: consumer finding its own stamp there knows nobody wrote since and its copy is exact.
 WRITER = ("nav", "writer")
 
 
@@ -136,6 +136,8 @@ class Inputs:
     sources: dict[str, SourceState] = field(default_factory=dict)
     latest: dict[str, Snapshot] = field(default_factory=dict)
     registry: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: The stamp Redis held when these inputs were read ("" for none).
+    stamp: str = ""
 
     def apply(self, event: Event) -> None:
         if isinstance(event, Balance):
@@ -216,14 +218,17 @@ def write_event(out: Outputs, event: Event) -> None:
 
 
 async def read_inputs(app: App) -> Inputs:
-    """Every input and the latest NAVs: the registry, prices, sources and latest snapshots in
-    one MULTI/EXEC, then every registered account's balances in a second."""
+    """Every input and the latest NAVs: the stamp, registry, prices, sources and latest
+    snapshots in one MULTI/EXEC, then every registered account's balances in a second."""
     keys = app.keys
     pipe = app.redis.pipeline(transaction=True)
+    pipe.get(keys.state(*WRITER))
     for name in (ACCOUNTS, PRICES, SOURCES, LATEST):
         pipe.hgetall(keys.state(*name))
-    registry_raw, prices_raw, sources_raw, latest_raw = await pipe.execute()
-    inputs = Inputs()
+    stamp, registry_raw, prices_raw, sources_raw, latest_raw = await pipe.execute()
+    # Read with the state: if anything is written before the balances below are read, the
+    # stamp this copy is written back with will not match, and the copy will not be trusted.
+    inputs = Inputs(stamp=stamp or "")
     for member, raw in registry_raw.items():
         try:
             inputs.registry[member] = _pair.decode(raw)
