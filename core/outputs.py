@@ -229,14 +229,17 @@ class Outputs:
         source: str | None = None,
         every_s: float | None = None,
         subject: str | None = None,
+        version: str = "1",
     ) -> None:
         """Raise an alert on ``P:alerts`` (and in the logs, and in the counters).
 
-        With ``every_s``, an alert with the same code and subject is written at most once per
-        that many seconds, across every consumer of the group (the check and the write are one
-        step of the batch write, so a failed batch neither loses the alert nor spends the
-        period). Made for conditions judged again on every tick: they repeat as reminders,
-        not as a flood. ``subject`` defaults to venue/account/asset/source.
+        With ``every_s``, an alert with the same code, subject and version is written at most
+        once per that many seconds, across every consumer of the group (the check and the write
+        are one step of the batch write, so a failed batch neither loses the alert nor spends
+        the period); a new ``version`` is written at once. Made for conditions judged again on
+        every tick: they repeat as reminders, not as a flood, and a new episode of the same
+        condition (give it a new version, e.g. when it began) is not swallowed by the last
+        one's period. ``subject`` defaults to venue/account/asset/source.
         """
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
@@ -249,12 +252,12 @@ class Outputs:
         if every_s is not None:
             if subject is None:
                 subject = "/".join(v or "" for v in (venue, account, asset, source))
-            once = _once(f"alert {code}", f"alert:{code}", subject, "1", every_s)
+            once = _once(f"alert {code}", f"alert:{code}", subject, version, every_s)
             if once.key in self._once_alerts:
                 return  # already raised in this buffer
             self._once_alerts.add(once.key)
-        elif subject is not None:
-            raise ValueError(f"alert {code}: `subject` needs `every_s`")
+        elif subject is not None or version != "1":
+            raise ValueError(f"alert {code}: `subject` and `version` need `every_s`")
         self.alerts.append(
             Alert(code, severity, message, self.now_ms, venue, account, asset, source, once)
         )

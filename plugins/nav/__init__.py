@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
+import msgspec
 from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatus, hookimpl
 
 from . import explain
@@ -76,7 +77,8 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
 @hookimpl
 async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
     cache = _cache(app)
-    inputs = await current_inputs(app, cache, await writer_stamp(app, cache))
+    cache.inputs = None  # a tick reads everything: an edit made outside navstream shows within a tick
+    inputs = await current_inputs(app, cache, None)
     publish(config(app), inputs, now_ms, out, only=None, details=True)
     remember(app, cache, inputs, out)
 
@@ -140,6 +142,7 @@ def publish(
     latest, holdings = ":".join(LATEST), ":".join(HOLDINGS)
     for snap in snapshots:
         previous = inputs.latest.get(snap.scope_id)
+        snap = with_episodes(snap, previous, now_ms)
         out.put_latest_field(latest, snap.scope_id, now_ms, encode_snapshot(snap))
         if details and snap.scope == "account":
             out.put_latest_field(holdings, snap.scope_id, now_ms, encode_snapshot(snap, holdings=True))
@@ -151,40 +154,60 @@ def publish(
     return snapshots
 
 
+def wallet_condition(snap: Snapshot) -> str:
+    if snap.zero_wallet:
+        return "zero"
+    return "negative" if snap.nav < 0 and snap.status != "failed" else ""
+
+
+def with_episodes(snap: Snapshot, previous: Snapshot | None, now_ms: int) -> Snapshot:
+    """``snap`` with when its status (and, for an account, its wallet condition) began: kept
+    from ``previous`` while unchanged, else now."""
+    since = previous.since if previous is not None and previous.status == snap.status and previous.since else now_ms
+    wallet_since = now_ms
+    if previous is not None and wallet_condition(previous) == wallet_condition(snap) and previous.wallet_since:
+        wallet_since = previous.wallet_since
+    return msgspec.structs.replace(snap, since=since, wallet_since=wallet_since)
+
+
 def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out: Outputs) -> None:
     """Judged again at every evaluation; ``alert_every_s`` keeps a lasting problem to one alert
-    per period (across consumers) instead of one per tick."""
+    per period (across consumers) instead of one per tick, and a new episode of it (versioned by
+    when it began) is alerted at once, whatever the last one's period."""
     where = {"venue": snap.venue, "account": snap.account}
     every = cfg.alert_every_s
     name = f"{snap.venue}/{snap.account}"
+    episode = str(snap.since)
     if snap.status == "failed":
         out.alert("nav_failed", "critical", f"NAV of {name} failed: {'; '.join(snap.reasons)}", **where,
-                  every_s=every)
+                  every_s=every, version=episode)
     for h in snap.holdings:
         if h.missing:
             out.alert(h.missing_code or "price_missing", "warning",
                       f"{h.asset} in {name} ({money(h.amount)}) is not in the NAV: {h.missing}",
-                      **where, asset=h.asset, every_s=every)
+                      **where, asset=h.asset, every_s=every, version=episode)
     if snap.status == "stale":
         out.alert("nav_stale", "warning", f"NAV of {name} is stale: {'; '.join(snap.reasons)}", **where,
-                  every_s=every)
-    if snap.zero_wallet:
+                  every_s=every, version=episode)
+    condition = wallet_condition(snap)
+    if condition == "zero":
         out.alert("wallet_zero", "critical",
                   f"wallet {name} reads 0 in every asset it holds; NAV reports 0 {snap.quote}, nothing is "
-                  "substituted", **where, every_s=every)
-    elif snap.nav < 0 and snap.status != "failed":
+                  "substituted", **where, every_s=every, version=str(snap.wallet_since))
+    elif condition == "negative":
         out.alert("wallet_negative", "critical", f"wallet {name} is negative: {money(snap.nav)} {snap.quote}",
-                  **where, every_s=every)
+                  **where, every_s=every, version=str(snap.wallet_since))
     if previous is not None and previous.status in ("ok", "stale") and snap.status in ("ok", "stale") \
             and previous.nav > 0:
         drop = (previous.nav - snap.nav) / previous.nav * 100
         if drop > Decimal(str(cfg.jump_alert_pct)):
             out.alert("nav_drop", "critical",
                       f"NAV of {name} fell {drop:.2f}% from {money(previous.nav)} to {money(snap.nav)} "
-                      f"{snap.quote} (limit {cfg.jump_alert_pct:g}%)", **where, every_s=every)
+                      f"{snap.quote} (limit {cfg.jump_alert_pct:g}%)", **where, every_s=every,
+                      version=money(snap.nav))
     if previous is not None and previous.status != "ok" and snap.status == "ok":
         out.alert("nav_recovered", "info", f"NAV of {name} is ok again: {money(snap.nav)} {snap.quote}",
-                  **where, every_s=every)
+                  **where, every_s=every, version=episode)
     if cfg.accounts and snap.kind == "unclassified":
         out.alert("account_unconfigured", "warning",
                   f"{name} has balances but is not in [[nav.accounts]]: counted in its venue and the "

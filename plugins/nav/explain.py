@@ -11,6 +11,8 @@ import argparse
 import json
 from typing import Any, Iterable
 
+from decimal import Decimal
+
 import msgspec
 from navstream import App
 from navstream.render import table
@@ -76,11 +78,24 @@ def as_json(s: Snapshot, now_ms: int, positions: dict[str, Any] | None,
     data["as_of_age_s"] = round((now_ms - s.as_of) / 1000, 3) if s.as_of else None
     for h in data.get("holdings", []):
         h["age_s"] = round((now_ms - h["ts"]) / 1000, 3)
+        _plain(h, "balance", "unrealized_pnl", "unit", "value")
         for p in h.get("prices", []):
             p["age_s"] = round((now_ms - p["ts"]) / 1000, 3)
+            _plain(p, "price")
     if positions is not None:
         data["positions"] = positions
     return data
+
+
+def _plain(data: dict[str, Any], *names: str) -> None:
+    """Decimal strings as exact plain decimals (``1E-8`` -> ``0.00000001``)."""
+    for name in names:
+        if data.get(name) is not None:
+            data[name] = money(Decimal(data[name]))
+
+
+def _m(value: Decimal | None) -> str:
+    return "-" if value is None else money(value)
 
 
 def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed: Snapshot | None = None) -> str:
@@ -95,10 +110,10 @@ def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed:
     if s.holdings:
         rows = []
         for h in s.holdings:
-            price = "; ".join(f"{p.pair} {p.price} @{p.source} ({_age(now_ms, p.ts)})" for p in h.prices) or "-"
-            rows.append([h.asset, h.balance, h.unrealized_pnl, _age(now_ms, h.ts),
-                         "-" if h.unit is None else h.unit, " -> ".join(h.route) or "-", price,
-                         "NOT VALUED" if h.value is None else money(h.value),
+            price = "; ".join(f"{p.pair} {money(p.price)} @{p.source} ({_age(now_ms, p.ts)})"
+                              for p in h.prices) or "-"
+            rows.append([h.asset, money(h.balance), money(h.unrealized_pnl), _age(now_ms, h.ts), _m(h.unit),
+                         " -> ".join(h.route) or "-", price, "NOT VALUED" if h.value is None else money(h.value),
                          h.missing or ("; ".join(h.stale) if h.stale else "")])
         lines.append(table(["asset", "balance", "upnl", "age", "unit value", "route", "prices used", "value", "note"],
                            rows))
@@ -114,6 +129,12 @@ def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed:
         lines.append(f"  stale: {', '.join(s.stale_sources)}")
     lines.extend(f"  why: {r}" for r in s.reasons)
     return "\n".join(lines)
+
+
+def _position(p: Any, ts: int) -> dict[str, Any]:
+    data: dict[str, Any] = {**msgspec.to_builtins(p), "ts": ts}
+    _plain(data, "qty", "entry_price", "mark_price", "unrealized_pnl")
+    return data
 
 
 async def command(app: App, args: argparse.Namespace) -> int:
@@ -134,7 +155,7 @@ async def command(app: App, args: argparse.Namespace) -> int:
     for s in chosen:
         if s.scope == "account":
             raw = await read_positions(app, s.venue, s.account)
-            positions[s.scope_id] = {sym: {**msgspec.to_builtins(p), "ts": ts} for sym, (ts, p) in raw.items()}
+            positions[s.scope_id] = {sym: _position(p, ts) for sym, (ts, p) in raw.items()}
     if args.json:
         print(json.dumps([as_json(s, now, positions.get(s.scope_id), detailed.get(s.scope_id)) for s in chosen],
                          indent=2))

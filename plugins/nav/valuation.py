@@ -20,6 +20,8 @@ Status = Literal["ok", "stale", "partial", "failed"]
 #: Worse statuses win upward (account to venue to total).
 RANK: dict[str, int] = {"ok": 0, "stale": 1, "partial": 2, "failed": 3}
 ZERO = Decimal(0)
+#: A ts no input will ever reach: "time alone never changes this".
+NEVER = 2**62
 #: Enough digits that chained prices times 8-decimal balances are never rounded.
 CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 
@@ -134,6 +136,14 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
     accounts: list[str] = []
     #: Account scope: it has holdings and every one reads 0 (a wallet reading 0 is alerted).
     zero_wallet: bool = False
+    #: Account scope: until when (epoch ms) no input it rests on can pass its age limit; a batch
+    #: may add up this snapshot unchanged only before then (0: judge again every time).
+    fresh_until: int = 0
+    #: When this scope entered its current status (epoch ms): a new episode of a bad status is
+    #: alerted at once, whatever the last one's alert period.
+    since: int = 0
+    #: Account scope: when its wallet condition (reads 0, negative, or neither) began.
+    wallet_since: int = 0
 
     @property
     def scope_id(self) -> str:
@@ -184,6 +194,8 @@ class Unit(msgspec.Struct, frozen=True):
     missing: str = ""
     stale: list[str] = []
     missing_code: str = ""
+    #: Before ``oldest + max_age``, time alone cannot change this unit (see ``Market.pick``).
+    oldest: int = NEVER
 
 
 class Market:
@@ -208,27 +220,32 @@ class Market:
     def age_s(self, ts: int) -> str:
         return f"{(self.now_ms - ts) / 1000:g} s"
 
-    def pick(self, base: str, quote: str) -> tuple[Quote | None, str, list[str]]:
+    def pick(self, base: str, quote: str) -> tuple[Quote | None, str, list[str], int]:
         """The quote that prices ``base/quote``: the newest fresh one, else the newest at all
-        (then stale). Returns (quote, why not, stale reasons)."""
+        (then stale). Returns (quote, why not, stale reasons, horizon): before the horizon (the
+        oldest fresh quote's ts, or its source's report's) the answer cannot change by time."""
         pair = f"{base}/{quote}"
         quotes = self.quotes.get((base, quote), [])
         if not quotes:
-            return None, f"no price for {pair}", []
+            return None, f"no price for {pair}", [], NEVER
         fresh = [q for q in quotes if not self.too_old(q.ts)]
+        horizon = min((q.ts for q in fresh), default=NEVER)
         if len({q.source for q in fresh}) >= 2:
             low = min(fresh, key=lambda q: (q.price, q.source))
             high = max(fresh, key=lambda q: (q.price, q.source))
             spread = (high.price - low.price) / low.price * 100
             if spread > Decimal(str(self.config.max_price_divergence_pct)):
                 return None, (f"{pair} quotes diverge: {low.source} {low.price} vs {high.source} {high.price} "
-                              f"({spread:.2f}% > {self.config.max_price_divergence_pct:g}%)"), []
+                              f"({spread:.2f}% > {self.config.max_price_divergence_pct:g}%)"), [], horizon
         chosen = max(fresh or quotes, key=lambda q: (q.ts, _reverse(q.source)))
         stale = []
         if self.too_old(chosen.ts):
             stale.append(f"price:{pair}@{chosen.source}")
         stale.extend(self._source_problems(chosen.source))
-        return chosen, "", stale
+        for s in self.sources:
+            if s.source == chosen.source and s.ts < horizon:
+                horizon = s.ts
+        return chosen, "", stale, horizon
 
     def _source_problems(self, source: str) -> list[str]:
         """A price source that reports failure, or stopped reporting, makes its prices stale."""
@@ -254,22 +271,23 @@ class Market:
         else:
             pair_quote = config.quote
             how = "direct"
-        quote, why, stale = self.pick(asset, pair_quote)
+        quote, why, stale, horizon = self.pick(asset, pair_quote)
         if quote is None:
             code = "price_missing" if why.startswith("no price for") else "price_divergence"
             if how == "direct" and code == "price_missing":
                 why = f"{why}, and no route or peg for {asset} in [nav]"
-            return Unit(None, [], [], why, [], code)
+            return Unit(None, [], [], why, [], code, horizon)
         used = PriceUsed(f"{asset}/{pair_quote}", quote.source, quote.price, quote.ts)
         step = f"{asset}/{pair_quote}@{quote.source}"
         if pair_quote == config.quote:
-            return Unit(quote.price, [step], [used], "", stale)
+            return Unit(quote.price, [step], [used], "", stale, "", horizon)
         rest = self.unit(pair_quote)
+        horizon = min(horizon, rest.oldest)
         if rest.value is None:
             return Unit(None, [step, *rest.route], [used, *rest.prices], f"{pair_quote}: {rest.missing}",
-                        stale + rest.stale, rest.missing_code)
+                        stale + rest.stale, rest.missing_code, horizon)
         value = CONTEXT.multiply(quote.price, rest.value)  # exact: 60 digits
-        return Unit(value, [step, *rest.route], [used, *rest.prices], "", stale + rest.stale)
+        return Unit(value, [step, *rest.route], [used, *rest.prices], "", stale + rest.stale, "", horizon)
 
 
 def _reverse(text: str) -> tuple[int, ...]:
@@ -300,9 +318,11 @@ def value_account(
     stale_sources: list[str] = []
     reasons: list[str] = []
     limit = market.now_ms - market.max_age_ms  # an input stamped before this is stale
+    earliest = market.now_ms  # the oldest input ts, sources included: fixes fresh_until
     for s in market.sources:
         if s.venue != venue or (s.account is not None and s.account != account):
             continue
+        earliest = min(earliest, s.ts)
         if not s.ok:
             stale_sources.append(f"source:{s.label}")
             reasons.append(f"source {s.label} reports failure: {s.error or 'no error given'}")
@@ -337,6 +357,8 @@ def value_account(
                 continue
             zero = False
             unit = market.unit(asset)
+            if unit.oldest < earliest:
+                earliest = unit.oldest
             if unit.stale:
                 stale += [s for s in unit.stale if s not in stale]
             for p in unit.prices:
@@ -371,7 +393,8 @@ def value_account(
     else:
         status = "ok"
     return Snapshot("account", total, config.quote, status, oldest, market.now_ms, venue, account, kind,
-                    label, missing, _unique(stale_sources), _unique(reasons), values, zero_wallet=zero)
+                    label, missing, _unique(stale_sources), _unique(reasons), values, zero_wallet=zero,
+                    fresh_until=min(earliest, oldest) + market.max_age_ms)
 
 
 def _unique(items: Sequence[str]) -> list[str]:
@@ -414,8 +437,13 @@ def evaluate(
     ``[[nav.accounts]]`` without any data are ``failed``: a missing wallet is reported missing.
     """
     specs = {(s.venue, s.account): s for s in config.accounts}
-    everyone = sorted(set(balances) | set(specs) | set(known or {}))
-    recompute = set(everyone) if only is None else set(only) | (set(everyone) - set(known or {}))
+    known = known or {}
+    everyone = sorted(set(balances) | set(specs) | set(known))
+    if only is None:
+        recompute = set(everyone)
+    else:  # a stored snapshot is reused only while time alone cannot have changed it
+        now = market.now_ms
+        recompute = set(only) | {key for key in everyone if key not in known or known[key].fresh_until <= now}
     accounts: list[Snapshot] = []
     fresh: list[Snapshot] = []
     for key in everyone:
@@ -423,7 +451,7 @@ def evaluate(
             snap = value_account(key[0], key[1], specs.get(key), balances.get(key, {}), market, details)
             fresh.append(snap)
         else:
-            snap = (known or {})[key]
+            snap = known[key]
         accounts.append(snap)
     now = market.now_ms
     out = list(fresh)
