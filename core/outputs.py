@@ -89,19 +89,28 @@ class Once(msgspec.Struct, frozen=True):
     key: str
     version: str
     ttl_ms: int
+    #: False for an alert raised without a version (one version only, "1"): a consumer may
+    #: then skip sending it again within a period it knows the marker runs (see Writer).
+    versioned: bool = True
 
 
 #: Longest period of a once-entry: ten years, well inside what ``SET ... PX`` accepts.
 MAX_EVERY_S = 10 * 365 * 86_400
 
 
-def _once(what: str, prefix: str, subject: object, version: object, every_s: object) -> Once:
+def _once(what: str, prefix: str, subject: object, version: object, every_s: object, versioned: bool = True) -> Once:
     if type(every_s) not in (int, float) or not 0 < every_s <= MAX_EVERY_S:  # type: ignore[operator]
         raise ValueError(f"{what}: every_s must be > 0 and <= {MAX_EVERY_S} s, got {every_s!r}")
     for name, value in (("subject", subject), ("version", version)):
         if type(value) is not str:
             raise TypeError(f"{what}: `{name}` must be a str, got {type(value).__name__}")
-    return Once(f"{prefix}:{subject}", str(version), max(1, int(every_s * 1000)))  # type: ignore[operator]
+    return Once(f"{prefix}:{_escape(subject)}", str(version), max(1, int(every_s * 1000)),  # type: ignore[arg-type,operator]
+                versioned)
+
+
+def _escape(part: str) -> str:
+    """A marker key part that cannot run into the next (``:`` and ``%`` escaped)."""
+    return part.replace("%", "%25").replace(":", "%3A")
 
 
 def parse_field(raw: str) -> tuple[int, str]:
@@ -182,7 +191,8 @@ class Outputs:
         #: key -> (the stamp this plugin read, its own), see :meth:`stamp`.
         self.stamps: dict[str, tuple[str, str]] = {}
         self.alerts: list[Alert] = []
-        self._once_alerts: set[str] = set()
+        #: once key -> index in ``alerts`` of the alert raised for it in this buffer.
+        self._once_alerts: dict[str, int] = {}
 
     def emit(
         self,
@@ -208,11 +218,13 @@ class Outputs:
             raise ValueError(f"emit: {stream!r} is not a plugin output stream")
         checked = _checked(f"emit to {stream!r}", fields)
         if subject is None and every_s is None:
+            if version != "":
+                raise ValueError(f"emit to {stream!r}: `version` needs `subject` and `every_s`")
             self.streams.setdefault(stream, []).append(checked)
             return
         if subject is None or every_s is None:
             raise ValueError(f"emit to {stream!r}: give both `subject` and `every_s`, or neither")
-        once = _once(f"emit to {stream!r}", stream, subject, version, every_s)
+        once = _once(f"emit to {stream!r}", f"entry:{stream}", subject, version, every_s)
         # The newest entry per subject in this buffer wins, as Redis would keep only one.
         self.streams_once = [e for e in self.streams_once if e[2].key != once.key]
         self.streams_once.append((stream, checked, once))
@@ -229,7 +241,7 @@ class Outputs:
         source: str | None = None,
         every_s: float | None = None,
         subject: str | None = None,
-        version: str = "1",
+        version: str | None = None,
     ) -> None:
         """Raise an alert on ``P:alerts`` (and in the logs, and in the counters).
 
@@ -251,16 +263,20 @@ class Outputs:
         once = None
         if every_s is not None:
             if subject is None:
-                subject = "/".join(v or "" for v in (venue, account, asset, source))
-            once = _once(f"alert {code}", f"alert:{code}", subject, version, every_s)
-            if once.key in self._once_alerts:
-                return  # already raised in this buffer
-            self._once_alerts.add(once.key)
-        elif subject is not None or version != "1":
+                subject = "/".join((v or "").replace("%", "%25").replace("/", "%2F")
+                                   for v in (venue, account, asset, source))
+            once = _once(f"alert {code}", f"alert:{_escape(code)}", subject, "1" if version is None else version,
+                         every_s, versioned=version is not None)
+        elif subject is not None or version is not None:
             raise ValueError(f"alert {code}: `subject` and `version` need `every_s`")
-        self.alerts.append(
-            Alert(code, severity, message, self.now_ms, venue, account, asset, source, once)
-        )
+        alert = Alert(code, severity, message, self.now_ms, venue, account, asset, source, once)
+        if once is not None:
+            at = self._once_alerts.get(once.key)
+            if at is not None:  # raised again in this buffer: the newest stands
+                self.alerts[at] = alert
+                return
+            self._once_alerts[once.key] = len(self.alerts)
+        self.alerts.append(alert)
 
     def put_latest(self, key: str, ts: int, fields: Mapping[str, str]) -> None:
         """Set state hash ``P:state:<key>`` to ``fields`` unless it holds a newer ``ts``.
@@ -350,7 +366,9 @@ class Outputs:
         self.stamps.update(other.stamps)
         for alert in other.alerts:
             if alert.once is not None:
-                if alert.once.key in self._once_alerts:
+                at = self._once_alerts.get(alert.once.key)
+                if at is not None:  # the later buffer's stands, as within one buffer
+                    self.alerts[at] = alert
                     continue
-                self._once_alerts.add(alert.once.key)
+                self._once_alerts[alert.once.key] = len(self.alerts)
             self.alerts.append(alert)

@@ -25,6 +25,7 @@ from .outputs import (
     STAMP_LUA,
     XADD_ONCE_LUA,
     Alert,
+    Once,
     Outputs,
 )
 
@@ -103,7 +104,7 @@ while i <= n do
   end
   if cmd == 'PUTLATEST' then
     local current = redis.call('HGET', key, 'ts')
-    if current and not tonumber(current) then
+    if current and not string.match(current, '^%-?%d+$') then
       return redis.error_reply('BADSTATE ' .. key .. ' has a non-numeric ts; nothing written')
     end
   elseif cmd == 'PUTFIELDS' then
@@ -175,6 +176,8 @@ MAX_MARKERS = 100_000
 
 #: What the script's held_ts() accepts as a field written by PUTFIELDS.
 _HELD_TS = re.compile(rb"-?\d+ ")
+#: What the script accepts as a PUTLATEST hash's `ts`.
+_TS = re.compile(rb"-?\d+")
 
 #: (marker key, version, the alert or None for a stream entry) of one XADDONCE command.
 OnceSent = tuple[str, str, Alert | None]
@@ -216,10 +219,12 @@ class Writer:
                 marks = await self._pipelined(writes, acks)
             else:
                 marks = await self._scripted(writes + acks)
-        except RedisError as exc:
+        except (RedisError, WriteError) as exc:
             for _, _, alert in once:
                 if alert is not None:
                     _log_alert(alert)
+            if isinstance(exc, WriteError):
+                raise
             if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or (
                     isinstance(exc, ResponseError) and is_missing_group(exc)):
                 raise  # the loop reconnects, or recreates the group
@@ -233,11 +238,17 @@ class Writer:
                 _log_alert(alert)
             # Written or not, the marker now runs until abs(mark): until then this consumer need
             # not even send the same alert (a tick re-judging a lasting problem sends it once).
-            self._alert_markers[marker] = (version, abs(mark))
+            if alert.once is not None and not alert.once.versioned:
+                self._alert_markers[marker] = (version, abs(mark))
 
-    def _due(self, marker: str, version: str, now_ms: int) -> bool:
+    def _due(self, marker: str, once: Once, now_ms: int) -> bool:
+        """Whether to send a once-alert. Only an alert without versions is skipped here: its
+        marker in Redis can only hold the one version remembered. An alert with versions is
+        always sent, as another consumer may have written another version since."""
+        if once.versioned:
+            return True
         held = self._alert_markers.get(marker)
-        return held is None or held[0] != version or now_ms >= held[1]
+        return held is None or now_ms >= held[1]
 
     def _commands(self, batch: BatchWrite) -> tuple[list[Command], list[Command], list[OnceSent]]:
         keys = self.app.keys
@@ -265,7 +276,7 @@ class Writer:
             if alert.once is None:
                 continue
             marker = keys.state("once", alert.once.key)
-            if self._due(marker, alert.once.version, now):
+            if self._due(marker, alert.once, now):
                 writes.append(("XADDONCE", keys.alerts, marker, alert.once.version, alert.once.ttl_ms, now,
                                *trim, *_flat(alert.fields())))
                 once.append((marker, alert.once.version, alert))
@@ -327,7 +338,7 @@ class Writer:
                 raise WriteError(f"WRONGTYPE {command[0]} {command[1]!r} holds a {kind.decode()}; nothing written")
         replies = replies[len(writes) + len(acks):]
         for command, held in zip(latest, replies):
-            if held is not None and not held.lstrip(b"-").isdigit():
+            if held is not None and not _TS.fullmatch(held):  # as the script
                 raise WriteError(f"BADSTATE {command[1]!r} has a non-numeric ts; nothing written")
         replies = replies[len(latest):]
         for (key, name), held in zip(members, replies):
