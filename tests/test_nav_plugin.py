@@ -360,18 +360,24 @@ async def test_a_lasting_stale_nav_alerts_once_per_period(make_app: Any) -> None
     assert codes(await run(app, consumer)) == ["nav_stale", "nav_stale"]
 
 
-async def test_a_new_stale_episode_after_recovery_is_alerted_again(make_app: Any) -> None:
+async def test_a_new_stale_episode_is_alerted_within_one_alert_period(make_app: Any) -> None:
+    """Alerts are de-duplicated per code and account for alert_every_s (300 s), recovery or not,
+    so a NAV flapping between ok and stale cannot flood P:alerts. A NAV stale again soon after
+    recovering is in P:nav and the state at once, and alerted as soon as the period that the
+    first alert began runs out: never later than alert_every_s after the first one."""
     app, consumer = await started(make_app, nav_section(accounts=[]))
     await run(app, consumer, balance("USDT", "100", START_MS, account="spot"))
     app.clock.advance(61_000)
     assert codes(await run(app, consumer)) == ["nav_stale"]
     recovered = await run(app, consumer, balance("USDT", "100", START_MS + 61_000, account="spot"))
     assert codes(recovered) == ["nav_recovered"]
-    app.clock.advance(61_000)  # silent again, a new episode, 122 s after the first alert
-    assert (await read_latest(app))[SPOT].status == "ok"
+    app.clock.advance(61_000)  # silent again, a new episode, 61 s after the first alert
     alerts = await run(app, consumer)
     assert (await read_latest(app))[SPOT].status == "stale"
-    assert codes(alerts) == ["nav_stale"]  # a new episode, not the first one's period
+    assert (await nav_entries(app, SPOT))[-1]["status"] == "stale"  # visible at once
+    assert alerts == []  # inside the first alert's period
+    app.clock.advance(239_000)  # 300 s after the first nav_stale
+    assert codes(await run(app, consumer)) == ["nav_stale"]
 
 
 # --- publication on P:nav -----------------------------------------------------------------------

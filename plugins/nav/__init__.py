@@ -142,7 +142,7 @@ def publish(
     latest, holdings = ":".join(LATEST), ":".join(HOLDINGS)
     for snap in snapshots:
         previous = inputs.latest.get(snap.scope_id)
-        snap = with_episodes(snap, previous, now_ms)
+        snap = with_since(snap, previous, now_ms)
         out.put_latest_field(latest, snap.scope_id, now_ms, encode_snapshot(snap))
         if details and snap.scope == "account":
             out.put_latest_field(holdings, snap.scope_id, now_ms, encode_snapshot(snap, holdings=True))
@@ -154,60 +154,48 @@ def publish(
     return snapshots
 
 
-def wallet_condition(snap: Snapshot) -> str:
-    if snap.zero_wallet:
-        return "zero"
-    return "negative" if snap.nav < 0 and snap.status != "failed" else ""
-
-
-def with_episodes(snap: Snapshot, previous: Snapshot | None, now_ms: int) -> Snapshot:
-    """``snap`` with when its status (and, for an account, its wallet condition) began: kept
-    from ``previous`` while unchanged, else now."""
-    since = previous.since if previous is not None and previous.status == snap.status and previous.since else now_ms
-    wallet_since = now_ms
-    if previous is not None and wallet_condition(previous) == wallet_condition(snap) and previous.wallet_since:
-        wallet_since = previous.wallet_since
-    return msgspec.structs.replace(snap, since=since, wallet_since=wallet_since)
+def with_since(snap: Snapshot, previous: Snapshot | None, now_ms: int) -> Snapshot:
+    """``snap`` with when it entered its status: kept from ``previous`` while unchanged."""
+    if previous is not None and previous.status == snap.status and previous.since:
+        return msgspec.structs.replace(snap, since=previous.since)
+    return msgspec.structs.replace(snap, since=now_ms)
 
 
 def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out: Outputs) -> None:
-    """Judged again at every evaluation; ``alert_every_s`` keeps a lasting problem to one alert
-    per period (across consumers) instead of one per tick, and a new episode of it (versioned by
-    when it began) is alerted at once, whatever the last one's period."""
+    """Judged again at every evaluation; ``alert_every_s`` keeps each (code, account) to one
+    alert per period across consumers, so a lasting problem is reminded once per period and a
+    flapping one cannot flood P:alerts (its every flip is in P:nav and the state at once)."""
     where = {"venue": snap.venue, "account": snap.account}
     every = cfg.alert_every_s
     name = f"{snap.venue}/{snap.account}"
-    episode = str(snap.since)
     if snap.status == "failed":
         out.alert("nav_failed", "critical", f"NAV of {name} failed: {'; '.join(snap.reasons)}", **where,
-                  every_s=every, version=episode)
+                  every_s=every)
     for h in snap.holdings:
         if h.missing:
             out.alert(h.missing_code or "price_missing", "warning",
                       f"{h.asset} in {name} ({money(h.amount)}) is not in the NAV: {h.missing}",
-                      **where, asset=h.asset, every_s=every, version=episode)
+                      **where, asset=h.asset, every_s=every)
     if snap.status == "stale":
         out.alert("nav_stale", "warning", f"NAV of {name} is stale: {'; '.join(snap.reasons)}", **where,
-                  every_s=every, version=episode)
-    condition = wallet_condition(snap)
-    if condition == "zero":
+                  every_s=every)
+    if snap.zero_wallet:
         out.alert("wallet_zero", "critical",
                   f"wallet {name} reads 0 in every asset it holds; NAV reports 0 {snap.quote}, nothing is "
-                  "substituted", **where, every_s=every, version=str(snap.wallet_since))
-    elif condition == "negative":
+                  "substituted", **where, every_s=every)
+    elif snap.nav < 0 and snap.status != "failed":
         out.alert("wallet_negative", "critical", f"wallet {name} is negative: {money(snap.nav)} {snap.quote}",
-                  **where, every_s=every, version=str(snap.wallet_since))
+                  **where, every_s=every)
     if previous is not None and previous.status in ("ok", "stale") and snap.status in ("ok", "stale") \
             and previous.nav > 0:
         drop = (previous.nav - snap.nav) / previous.nav * 100
         if drop > Decimal(str(cfg.jump_alert_pct)):
             out.alert("nav_drop", "critical",
                       f"NAV of {name} fell {drop:.2f}% from {money(previous.nav)} to {money(snap.nav)} "
-                      f"{snap.quote} (limit {cfg.jump_alert_pct:g}%)", **where, every_s=every,
-                      version=money(snap.nav))
+                      f"{snap.quote} (limit {cfg.jump_alert_pct:g}%)", **where, every_s=every)
     if previous is not None and previous.status != "ok" and snap.status == "ok":
         out.alert("nav_recovered", "info", f"NAV of {name} is ok again: {money(snap.nav)} {snap.quote}",
-                  **where, every_s=every, version=episode)
+                  **where, every_s=every)
     if cfg.accounts and snap.kind == "unclassified":
         out.alert("account_unconfigured", "warning",
                   f"{name} has balances but is not in [[nav.accounts]]: counted in its venue and the "

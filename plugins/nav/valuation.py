@@ -139,11 +139,8 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
     #: Account scope: until when (epoch ms) no input it rests on can pass its age limit; a batch
     #: may add up this snapshot unchanged only before then (0: judge again every time).
     fresh_until: int = 0
-    #: When this scope entered its current status (epoch ms): a new episode of a bad status is
-    #: alerted at once, whatever the last one's alert period.
+    #: When this scope entered its current status (epoch ms), as its consumer saw it.
     since: int = 0
-    #: Account scope: when its wallet condition (reads 0, negative, or neither) began.
-    wallet_since: int = 0
 
     @property
     def scope_id(self) -> str:
