@@ -12,6 +12,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
+
+if HIREDIS_AVAILABLE:
+    import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -101,6 +104,12 @@ class _HiredisPacking:
     _serializer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if (isinstance(first, str) and " " not in first) or (isinstance(first, bytes) and b" " not in first):
+            try:  # the common case, straight to C: str, bytes and numbers
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass  # bytearray, memoryview: the serializer converts them (or says what is wrong)
         return self._serializer.pack(*args)
 
 

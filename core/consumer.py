@@ -8,6 +8,7 @@ the rest of the time-based upkeep is :mod:`navstream.upkeep`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import time
@@ -29,6 +30,21 @@ log = logging.getLogger("navstream.consumer")
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 IDLE_CONSUMER_SWEEP_TICKS = 60
+
+
+#: Allocations between young-generation collections while the loop runs (CPython's default is
+#: 700): a batch allocates tens of thousands of short-lived objects (events, Decimals, outputs)
+#: that die young anyway, and every collection also walks the survivors.
+GC_THRESHOLD = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Freeze what startup built (modules, plugins, config: it lives as long as the process)
+    out of the collector's sight, and collect the young generation less often. Cycles are
+    still collected, just in larger, rarer steps."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 class AlertThrottle:
@@ -133,6 +149,7 @@ class Consumer:
         """The loop; returns the process exit code (0 after a graceful stop)."""
         self.app.stats.started_ms = self.app.clock.now_ms()
         await self._until_connected(self.setup)
+        tune_gc()
         last_activity = time.monotonic()
         next_tick = 0.0
         group_lost: ResponseError | None = None
@@ -287,10 +304,10 @@ class Consumer:
             self.app.group, self.app.consumer_name, {s: ">" for s in self.streams},
             count=count, block=block_ms if block_ms is not None else self.settings.block_ms,
         )
-        entries = []
+        entries: list[Entry] = []
         for stream, items in response or []:
             name = as_str(stream)
-            entries.extend(Entry(name, entry_id.decode(), fields or {}) for entry_id, fields in items)
+            entries += [Entry(name, entry_id.decode(), fields or {}) for entry_id, fields in items]
         if entries:
             await self.handler.handle(entries)
         return len(entries)

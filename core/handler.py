@@ -108,7 +108,13 @@ class BatchHandler:
 
         kinds = [e.__struct_config__.tag for e in events] + ["order"] * len(orders)  # type: ignore[attr-defined]
         handled: list[str] = []
-        for entry, kind in zip(event_entries + order_entries, kinds):
+        if not failed:  # the usual batch: every entry is acknowledged
+            handled = kinds
+            for entry in event_entries + order_entries:
+                acks.setdefault(entry.stream, []).append(entry.id)
+                if entry.deliveries > 1:
+                    batch.resolved.append(entry.ref)
+        for entry, kind in zip(event_entries + order_entries, kinds) if failed else ():
             error = failed.get(entry.ref)
             if error is None:
                 handled.append(kind)

@@ -7,7 +7,7 @@ batch was handled, so an entry is acknowledged only after everything it caused i
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import Iterable, Literal, Mapping
 
 import msgspec
 
@@ -178,18 +178,20 @@ class Outputs:
     """
 
     __slots__ = ("now_ms", "streams", "streams_once", "latest", "fields", "hashes", "stamps", "alerts",
-                 "_once_alerts")
+                 "_once_alerts", "_once_entries")
 
     def __init__(self, now_ms: int) -> None:
         self.now_ms = now_ms
         self.streams: dict[str, list[dict[str, str]]] = {}
         #: (stream, fields, once) of entries written at most once per version and period.
         self.streams_once: list[tuple[str, dict[str, str], Once]] = []
+        #: once key -> index in ``streams_once``.
+        self._once_entries: dict[str, int] = {}
         self.latest: dict[str, tuple[int, dict[str, str]]] = {}
         self.fields: dict[str, dict[str, tuple[int, str]]] = {}
         self.hashes: dict[str, dict[str, str]] = {}
-        #: key -> (the stamp this plugin read, its own), see :meth:`stamp`.
-        self.stamps: dict[str, tuple[str, str]] = {}
+        #: key -> (the stamp this plugin read, its own, the hashes it covers): :meth:`stamp`.
+        self.stamps: dict[str, tuple[str, str, frozenset[str]]] = {}
         self.alerts: list[Alert] = []
         #: once key -> index in ``alerts`` of the alert raised for it in this buffer.
         self._once_alerts: dict[str, int] = {}
@@ -225,9 +227,15 @@ class Outputs:
         if subject is None or every_s is None:
             raise ValueError(f"emit to {stream!r}: give both `subject` and `every_s`, or neither")
         once = _once(f"emit to {stream!r}", f"entry:{stream}", subject, version, every_s)
-        # The newest entry per subject in this buffer wins, as Redis would keep only one.
-        self.streams_once = [e for e in self.streams_once if e[2].key != once.key]
-        self.streams_once.append((stream, checked, once))
+        self._add_once_entry((stream, checked, once))
+
+    def _add_once_entry(self, entry: tuple[str, dict[str, str], Once]) -> None:
+        at = self._once_entries.get(entry[2].key)
+        if at is not None:  # the newest entry per subject stands, as Redis would keep one
+            self.streams_once[at] = entry
+        else:
+            self._once_entries[entry[2].key] = len(self.streams_once)
+            self.streams_once.append(entry)
 
     def alert(
         self,
@@ -322,7 +330,7 @@ class Outputs:
             if mine is None or value[0] >= mine[0]:
                 held[name] = value
 
-    def stamp(self, key: str, seen: str, mine: str) -> None:
+    def stamp(self, key: str, seen: str, mine: str, covers: Iterable[str] = ()) -> None:
         """Mark the state a plugin keeps under ``P:state:<key>`` as written by this batch.
 
         For a plugin that keeps a copy of its state between batches: the string
@@ -331,14 +339,23 @@ class Outputs:
         the copy is exact. If anyone else wrote in between, it becomes ``"!" + mine``, a stamp
         no copy holds, so every consumer's copy (this one's too) is known stale and read again.
         ``seen`` is ``""`` for "no stamp yet".
+
+        ``covers`` names state hashes this buffer writes with :meth:`put_latest_field` whose
+        held ``ts`` the plugin knows exactly from that copy, and to which it writes only members
+        that win against it: while the stamp still holds ``seen``, their members are written
+        without comparing each held ``ts`` again (the comparison costs more than the write);
+        otherwise they are compared as usual.
         """
         _name("stamp", key)
+        covered = frozenset(covers)
+        for name in covered:
+            _name("stamp covers", name)
         for name, value in (("seen", seen), ("mine", mine)):
             if type(value) is not str:
                 raise TypeError(f"stamp {key!r}: `{name}` must be a str, got {type(value).__name__}")
         if not mine or mine.startswith("!"):
             raise ValueError(f"stamp {key!r}: `mine` must be non-empty and not start with '!'")
-        self.stamps[key] = (seen, mine)
+        self.stamps[key] = (seen, mine, covered)
 
     def hset(self, key: str, fields: Mapping[str, str]) -> None:
         """Merge ``fields`` into state hash ``P:state:<key>``, the last write per field winning."""
@@ -349,8 +366,8 @@ class Outputs:
         """Fold another (already checked) buffer into this one, keeping the coalescing rules."""
         for stream, entries in other.streams.items():
             self.streams.setdefault(stream, []).extend(entries)
-        theirs = {once.key for _, _, once in other.streams_once}
-        self.streams_once = [e for e in self.streams_once if e[2].key not in theirs] + other.streams_once
+        for entry in other.streams_once:
+            self._add_once_entry(entry)
         for key, (ts, fields) in other.latest.items():
             held = self.latest.get(key)
             if held is None or ts >= held[0]:

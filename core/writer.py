@@ -75,8 +75,9 @@ class BatchWrite:
 # (no other client sees a half-written batch). ARGV is a flat list of commands, each as
 # <count> <name> <args...>. Besides Redis commands:
 #   PUTLATEST <key> <ts> <field value...>: HSET unless the hash holds a newer `ts`;
-#   PUTFIELDS <key> <field value...>: each value is "<ts> <payload>"; a field is set unless it
-#     holds a newer ts;
+#   PUTFIELDS <key> <stamp> <seen> <field value...>: each value is "<ts> <payload>"; a field is
+#     set unless it holds a newer ts; with a <stamp> key ('' for none) that holds <seen>, the
+#     writer knows the held ts and sends only winners, so they are set without comparing;
 #   XADDONCE <stream> <marker> <version> <ttl> <now> <xadd args...>: XADD unless the marker
 #     holds that version and has not run out (by the consumer's clock), then set the marker;
 #   STAMP <key> <seen> <mine>: SET key mine if it holds seen ('' = nothing), else '!' .. mine.
@@ -108,15 +109,19 @@ while i <= n do
       return redis.error_reply('BADSTATE ' .. key .. ' has a non-numeric ts; nothing written')
     end
   elseif cmd == 'PUTFIELDS' then
-    local fields = {}
-    for j = i + 3, i + c, 2 do fields[#fields + 1] = ARGV[j] end
-    local values = redis.call('HMGET', key, unpack(fields))
-    for j = 1, #fields do
-      if values[j] and not held_ts(values[j]) then
-        return redis.error_reply('BADSTATE ' .. key .. ' field ' .. fields[j] .. ' has no ts; nothing written')
+    if ARGV[i + 3] ~= '' and (redis.call('GET', ARGV[i + 3]) or '') == ARGV[i + 4] then
+      held[i] = false  -- nobody wrote since the writer read: its members win as sent
+    else
+      local fields = {}
+      for j = i + 5, i + c, 2 do fields[#fields + 1] = ARGV[j] end
+      local values = redis.call('HMGET', key, unpack(fields))
+      for j = 1, #fields do
+        if values[j] and not held_ts(values[j]) then
+          return redis.error_reply('BADSTATE ' .. key .. ' field ' .. fields[j] .. ' has no ts; nothing written')
+        end
       end
+      held[i] = values
     end
-    held[i] = values
   elseif cmd == 'XADDONCE' then
     local m = kind(ARGV[i + 3])
     if m ~= 'none' and m ~= 'string' then
@@ -138,15 +143,20 @@ while i <= n do
   elseif cmd == 'PUTFIELDS' then
     -- The values read above still stand: a hash's fields appear in one PUTFIELDS command only
     -- (chunks of one hash hold distinct fields), and nothing else in a batch writes them.
-    local values, winners = held[i], {}
-    for j = i + 3, i + c, 2 do
-      local ts = held_ts(values[(j - i - 1) / 2])
-      if not ts or ts <= held_ts(ARGV[j + 1]) then
-        winners[#winners + 1] = ARGV[j]
-        winners[#winners + 1] = ARGV[j + 1]
+    local values = held[i]
+    if values == false then
+      redis.call('HSET', ARGV[i + 2], unpack(ARGV, i + 5, i + c))
+    else
+      local winners = {}
+      for j = i + 5, i + c, 2 do
+        local ts = held_ts(values[(j - i - 3) / 2])
+        if not ts or ts <= held_ts(ARGV[j + 1]) then
+          winners[#winners + 1] = ARGV[j]
+          winners[#winners + 1] = ARGV[j + 1]
+        end
       end
+      if #winners > 0 then redis.call('HSET', ARGV[i + 2], unpack(winners)) end
     end
-    if #winners > 0 then redis.call('HSET', ARGV[i + 2], unpack(winners)) end
   elseif cmd == 'STAMP' then
     if (redis.call('GET', ARGV[i + 2]) or '') == ARGV[i + 3] then
       redis.call('SET', ARGV[i + 2], ARGV[i + 4])
@@ -261,14 +271,17 @@ class Writer:
             writes.extend(("XADD", stream, *trim, *_flat(fields)) for fields in entries)
         writes.extend(("PUTLATEST", keys.state(key), ts, *_flat(fields, skip="ts"))
                       for key, (ts, fields) in out.latest.items())
+        guards = {covered: (keys.state(stamp), seen) for stamp, (seen, _, covers) in out.stamps.items()
+                  for covered in covers}
         for key, members in out.fields.items():
+            guard, seen = guards.get(key, ("", ""))
             args: list[str] = []
             for name, (ts, payload) in members.items():
                 args += (name, f"{ts} {payload}")
             for start in range(0, len(args), 2 * FIELDS_CHUNK):  # no command outgrows one call
-                writes.append(("PUTFIELDS", keys.state(key), *args[start:start + 2 * FIELDS_CHUNK]))
+                writes.append(("PUTFIELDS", keys.state(key), guard, seen, *args[start:start + 2 * FIELDS_CHUNK]))
         writes.extend(("HSET", keys.state(key), *_flat(fields)) for key, fields in out.hashes.items())
-        writes.extend(("STAMP", keys.state(key), seen, mine) for key, (seen, mine) in out.stamps.items())
+        writes.extend(("STAMP", keys.state(key), seen, mine) for key, (seen, mine, _) in out.stamps.items())
         writes.extend(("XADD", keys.alerts, *trim, *_flat(alert.fields())) for alert in out.alerts if not alert.once)
         now = out.now_ms
         once: list[OnceSent] = []  # one per XADDONCE command, in order
@@ -326,7 +339,7 @@ class Writer:
         latest = [c for c in writes if c[0] == "PUTLATEST"]
         for command in latest:
             check.hget(command[1], "ts")
-        members = [(c[1], name) for c in writes if c[0] == "PUTFIELDS" for name in c[2::2]]
+        members = [(c[1], name) for c in writes if c[0] == "PUTFIELDS" for name in c[4::2]]
         for key, name in members:
             check.hget(key, name)
         markers = [c[2] for c in writes if c[0] == "XADDONCE"]
@@ -352,8 +365,8 @@ class Writer:
         for command in writes:
             if command[0] == "PUTLATEST":
                 await self._put_latest(keys=[command[1]], args=list(command[2:]), client=pipe)
-            elif command[0] == "PUTFIELDS":
-                await self._put_fields(keys=[command[1]], args=list(command[2:]), client=pipe)
+            elif command[0] == "PUTFIELDS":  # compared member by member: the guard needs the script
+                await self._put_fields(keys=[command[1]], args=list(command[4:]), client=pipe)
             elif command[0] == "STAMP":
                 await self._stamp(keys=[command[1]], args=list(command[2:]), client=pipe)
             elif command[0] == "XADDONCE":

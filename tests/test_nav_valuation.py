@@ -482,11 +482,14 @@ def test_stream_fields_carry_the_contract_fields_as_strings() -> None:
 
 
 def test_version_changes_with_value_status_missing_and_stale_sources() -> None:
-    base = value({"USDT": hold("100")})
-    assert base.version() == value({"USDT": hold("100")}).version()
-    assert base.version() != value({"USDT": hold("101")}).version()
-    assert base.version() != value({"USDT": hold("100", age_ms=MAX_AGE_MS + 1)}).version()
-    assert base.version() != value({"USDT": hold("100"), "DOGE": hold("1")}).version()
+    def version(holdings: dict[str, Holding]) -> str:
+        return Snapshot.version(value(holdings).stream_fields())
+
+    base = version({"USDT": hold("100")})
+    assert base == version({"USDT": hold("100")})
+    assert base != version({"USDT": hold("101")})
+    assert base != version({"USDT": hold("100", age_ms=MAX_AGE_MS + 1)})
+    assert base != version({"USDT": hold("100"), "DOGE": hold("1")})
 
 
 # --- config -------------------------------------------------------------------------------------

@@ -352,8 +352,8 @@ async def test_emit_once_subjects_are_independent_and_the_newest_in_a_buffer_win
     merged = Outputs(START_MS)
     merged.emit("pub", {"v": "0"}, subject="s", version="0", every_s=10)
     merged.emit("pub", {"v": "u"}, subject="u", version="1", every_s=10)
-    merged.merge(out)  # across plugin buffers too, the buffer merged last wins
-    assert [f["v"] for _, f, _ in merged.streams_once] == ["u", "2", "t", "o"]
+    merged.merge(out)  # across plugin buffers too, the buffer merged last wins (in the subject's place)
+    assert [f["v"] for _, f, _ in merged.streams_once] == ["2", "u", "t", "o"]
 
     app, consumer = await started(make_app, Scripted(on_tick=writes))
     await consumer.tick()

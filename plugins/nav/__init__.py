@@ -33,8 +33,10 @@ from .state import (
     Inputs,
     encode_snapshot,
     read_inputs,
+    POSITIONS,
+    buffer_writes,
+    newest,
     read_latest,
-    absorb,
 )
 from .valuation import Market, Snapshot, evaluate, money
 
@@ -58,18 +60,19 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
     kinds = {type(e) for e in events}
     if not kinds & VALUED:
         if Position in kinds:  # positions feed exposure, not NAV
-            absorb(out, events)
+            buffer_writes(out, newest(events))
         return
     broad = Price in kinds or SourceStatus in kinds  # a price or a source may touch any account
     touched = None if broad else {(e.venue, e.account) for e in events if type(e) is Balance}
     cache = _cache(app)
-    stamp = asyncio.ensure_future(writer_stamp(app, cache))  # its round trip overlaps absorb()
+    stamp = asyncio.ensure_future(writer_stamp(app, cache))  # its round trip overlaps newest()
     try:
-        winners = absorb(out, events)
+        candidates = newest(events)
     finally:
         inputs = await current_inputs(app, cache, await stamp)
-    for event in winners:
-        inputs.apply(event)
+    # Only what wins against the state is written: then, while nobody else writes, the batch
+    # write need not compare each member's ts again (see remember()).
+    buffer_writes(out, [e for e in candidates if type(e) is Position or inputs.apply(e)])
     publish(config(app), inputs, out.now_ms, out, only=touched, details=False)
     remember(app, cache, inputs, out)
 
@@ -123,10 +126,13 @@ async def current_inputs(app: App, cache: Cache, stamp: str | None) -> Inputs:
 
 def remember(app: App, cache: Cache, inputs: Inputs, out: Outputs) -> None:
     """Keep ``inputs`` (what this call's write leaves in Redis) under a new stamp, which Redis
-    takes only if it still holds the stamp read with them."""
+    takes only if it still holds the stamp read with them. Every hash written here but the
+    positions (not part of the copy) holds only members that won against the copy, so while
+    that stamp stands they are written without comparing each held ts."""
     cache.writes += 1
     cache.stamp = f"{app.consumer_name}:{cache.identity}:{cache.writes}"
-    out.stamp(":".join(WRITER), inputs.stamp, cache.stamp)
+    covers = [key for key in out.fields if not key.startswith(POSITIONS)]
+    out.stamp(":".join(WRITER), inputs.stamp, cache.stamp, covers=covers)
     cache.inputs = inputs
 
 
@@ -147,7 +153,8 @@ def publish(
         if details and snap.scope == "account":
             out.put_latest_field(holdings, snap.scope_id, now_ms, encode_snapshot(snap, holdings=True))
         inputs.latest[snap.scope_id] = snap
-        out.emit(NAV_STREAM, snap.stream_fields(), subject=snap.scope_id, version=snap.version(),
+        fields = snap.stream_fields()
+        out.emit(NAV_STREAM, fields, subject=snap.scope_id, version=Snapshot.version(fields),
                  every_s=cfg.publish_every_s)
         if snap.scope == "account":
             raise_alerts(cfg, snap, previous, out)

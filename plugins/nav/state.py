@@ -47,6 +47,10 @@ def balances_key(venue: str, account: str) -> tuple[str, ...]:
     return ("nav", "balances", escape(venue), escape(account))
 
 
+#: Prefix of the positions hashes (``nav:positions:<venue>:<account>``).
+POSITIONS = "nav:positions:"
+
+
 def positions_key(venue: str, account: str) -> tuple[str, ...]:
     return ("nav", "positions", escape(venue), escape(account))
 
@@ -139,23 +143,30 @@ class Inputs:
     #: The stamp Redis held when these inputs were read ("" for none).
     stamp: str = ""
 
-    def apply(self, event: Event) -> None:
-        if isinstance(event, Balance):
-            held = self.balances.setdefault((event.venue, event.account), {})
-            old = held.get(event.asset)
-            if old is None or event.ts >= old.ts:
-                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts)
-        elif isinstance(event, Price):
-            pid = price_id(event.base, event.quote, event.source)
+    def apply(self, event: Event) -> bool:
+        """Apply ``event`` unless this copy holds a newer one for its key; whether it did."""
+        kind = type(event)
+        if kind is Price:
+            pid = price_id(event.base, event.quote, event.source)  # type: ignore[union-attr]
             old_quote = self.quotes.get(pid)
             if old_quote is None or event.ts >= old_quote.ts:
-                self.quotes[pid] = Quote(event.base, event.quote, event.source, event.price, event.ts)
-        elif isinstance(event, SourceStatus):
-            sid = source_id(event.venue, event.source, event.account)
+                self.quotes[pid] = Quote(event.base, event.quote, event.source, event.price,  # type: ignore[union-attr]
+                                         event.ts)
+                return True
+        elif kind is Balance:
+            held = self.balances.setdefault((event.venue, event.account), {})  # type: ignore[union-attr]
+            old = held.get(event.asset)  # type: ignore[union-attr]
+            if old is None or event.ts >= old.ts:
+                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts)  # type: ignore[union-attr]
+                return True
+        elif kind is SourceStatus:
+            sid = source_id(event.venue, event.source, event.account)  # type: ignore[union-attr]
             old_source = self.sources.get(sid)
             if old_source is None or event.ts >= old_source.ts:
-                self.sources[sid] = SourceState(event.venue, event.source, event.account or None, event.ok,
-                                                event.error or "", event.ts)
+                self.sources[sid] = SourceState(event.venue, event.source, event.account or None,  # type: ignore[union-attr]
+                                                event.ok, event.error or "", event.ts)  # type: ignore[union-attr]
+                return True
+        return False
 
 
 @functools.lru_cache(maxsize=16_384)
@@ -163,45 +174,46 @@ def _price_head(base: str, quote: str, source: str) -> str:
     return _encode(PricePayload(base, quote, source, Decimal(0))).decode()[:-4]  # up to the price
 
 
-def absorb(out: Outputs, events: Iterable[Event]) -> list[Event]:
-    """Buffer the state writes of a batch's events; returns the events that won (the newest
-    per key), to :meth:`Inputs.apply` once the inputs are known.
-
-    Per key only the newest event is formatted and written (Redis would keep only it anyway);
-    prices and balances, the hot path, get their JSON by hand: a Decimal's str is plain ASCII.
-    """
-    prices: dict[tuple[str, str, str], Price] = {}
-    balances: dict[tuple[str, str], dict[str, Balance]] = {}
-    others: list[Event] = []
+def newest(events: Iterable[Event]) -> list[Event]:
+    """The newest event per key of a batch (Redis would keep only it anyway), in no order."""
+    latest: dict[tuple[Any, ...], Event] = {}
     for event in events:
         kind = type(event)
         if kind is Price:
-            pair = (event.base, event.quote, event.source)  # type: ignore[union-attr]
-            held_price = prices.get(pair)
-            if held_price is None or event.ts >= held_price.ts:
-                prices[pair] = event  # type: ignore[assignment]
+            key: tuple[Any, ...] = (kind, event.base, event.quote, event.source)  # type: ignore[union-attr]
         elif kind is Balance:
-            assets = balances.setdefault((event.venue, event.account), {})  # type: ignore[union-attr]
-            held_balance = assets.get(event.asset)  # type: ignore[union-attr]
-            if held_balance is None or event.ts >= held_balance.ts:
-                assets[event.asset] = event  # type: ignore[union-attr,assignment]
+            key = (kind, event.venue, event.account, event.asset)  # type: ignore[union-attr]
+        elif kind is Position:
+            key = (kind, event.venue, event.account, event.symbol)  # type: ignore[union-attr]
         else:
-            others.append(event)
+            key = (kind, event.venue, event.source, event.account)  # type: ignore[union-attr]
+        held = latest.get(key)
+        if held is None or event.ts >= held.ts:
+            latest[key] = event
+    return list(latest.values())
+
+
+def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
+    """Buffer the state writes of events (the newest per key); prices and balances, the hot
+    path, get their JSON by hand: a Decimal's str is plain ASCII."""
+    prices: dict[str, tuple[int, str]] = {}
+    balances: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
+    for event in events:
+        kind = type(event)
+        if kind is Price:
+            prices[price_id(event.base, event.quote, event.source)] = (  # type: ignore[union-attr]
+                event.ts, f'{_price_head(event.base, event.quote, event.source)}"{event.price}"]')  # type: ignore[union-attr]
+        elif kind is Balance:
+            balances.setdefault((event.venue, event.account), {})[event.asset] = (  # type: ignore[union-attr]
+                event.ts, f'["{event.balance}","{event.unrealized_pnl}"]')  # type: ignore[union-attr]
+        else:
+            write_event(out, event)
     if prices:
-        out.put_latest_fields(":".join(PRICES), {
-            price_id(*pair): (p.ts, f'{_price_head(*pair)}"{p.price}"]') for pair, p in prices.items()})
-    for (venue, account), assets in balances.items():
-        out.put_latest_fields(":".join(balances_key(venue, account)), {
-            asset: (b.ts, f'["{b.balance}","{b.unrealized_pnl}"]')
-            for asset, b in assets.items()})
+        out.put_latest_fields(":".join(PRICES), prices)
+    for (venue, account), members in balances.items():
+        out.put_latest_fields(":".join(balances_key(venue, account)), members)
     if balances:
         out.hset(":".join(ACCOUNTS), {account_id(v, a): _encode((v, a)).decode() for v, a in balances})
-    for event in others:
-        write_event(out, event)
-    winners: list[Event] = list(prices.values())
-    for assets in balances.values():
-        winners.extend(assets.values())
-    return winners + others
 
 
 def write_event(out: Outputs, event: Event) -> None:

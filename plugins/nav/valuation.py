@@ -150,9 +150,14 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
         """The ``P:nav`` entry (contract fields, plus ``kind``, ``label`` and ``reasons``)."""
         fields = {"scope": self.scope, "nav": money(self.nav), "quote": self.quote, "status": self.status,
                   "as_of": str(self.as_of), "computed_at": str(self.computed_at)}
-        for name in ("venue", "account", "kind", "label"):
-            if getattr(self, name):
-                fields[name] = getattr(self, name)
+        if self.venue:
+            fields["venue"] = self.venue
+        if self.account:
+            fields["account"] = self.account
+        if self.kind:
+            fields["kind"] = self.kind
+        if self.label:
+            fields["label"] = self.label
         if self.missing:
             fields["missing"] = ",".join(self.missing)
         if self.stale_sources:
@@ -161,9 +166,10 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
             fields["reasons"] = "; ".join(self.reasons)
         return fields
 
-    def version(self) -> str:
-        """What makes a publication new: the value and everything said about it."""
-        return "|".join((money(self.nav), self.status, ",".join(self.missing), ",".join(self.stale_sources)))
+    @staticmethod
+    def version(fields: Mapping[str, str]) -> str:
+        """What makes a publication of ``stream_fields()`` new: the value and all said of it."""
+        return "|".join((fields["nav"], fields["status"], fields.get("missing", ""), fields.get("stale_sources", "")))
 
 
 def scope_id(scope: str, venue: str = "", account: str = "") -> str:
@@ -193,6 +199,8 @@ class Unit(msgspec.Struct, frozen=True):
     missing_code: str = ""
     #: Before ``oldest + max_age``, time alone cannot change this unit (see ``Market.pick``).
     oldest: int = NEVER
+    #: The oldest ts of the prices used (what ``as_of`` rests on); set by ``Market.unit``.
+    price_ts: int = NEVER
 
 
 class Market:
@@ -206,6 +214,12 @@ class Market:
         for q in quotes:
             self.quotes.setdefault((q.base, q.quote), []).append(q)
         self.sources = list(sources)
+        #: venue -> its reports; source name -> its reports (price sources are judged by name).
+        self.by_venue: dict[str, list[SourceState]] = {}
+        self.by_source: dict[str, list[SourceState]] = {}
+        for s in self.sources:
+            self.by_venue.setdefault(s.venue, []).append(s)
+            self.by_source.setdefault(s.source, []).append(s)
         self._units: dict[str, Unit] = {}
 
     def age_limit(self) -> str:
@@ -234,26 +248,32 @@ class Market:
             if spread > Decimal(str(self.config.max_price_divergence_pct)):
                 return None, (f"{pair} quotes diverge: {low.source} {low.price} vs {high.source} {high.price} "
                               f"({spread:.2f}% > {self.config.max_price_divergence_pct:g}%)"), [], horizon
-        chosen = max(fresh or quotes, key=lambda q: (q.ts, _reverse(q.source)))
+        chosen = None  # the newest; on equal ts the first source by name, as every consumer picks
+        for q in fresh or quotes:
+            if chosen is None or q.ts > chosen.ts or (q.ts == chosen.ts and q.source < chosen.source):
+                chosen = q
+        assert chosen is not None
         stale = []
         if self.too_old(chosen.ts):
             stale.append(f"price:{pair}@{chosen.source}")
         stale.extend(self._source_problems(chosen.source))
-        for s in self.sources:
-            if s.source == chosen.source and s.ts < horizon:
+        for s in self.by_source.get(chosen.source, ()):
+            if s.ts < horizon:
                 horizon = s.ts
         return chosen, "", stale, horizon
 
     def _source_problems(self, source: str) -> list[str]:
         """A price source that reports failure, or stopped reporting, makes its prices stale."""
-        return [f"source:{s.label}" for s in self.sources
-                if s.source == source and (not s.ok or self.too_old(s.ts))]
+        return [f"source:{s.label}" for s in self.by_source.get(source, ())
+                if not s.ok or self.too_old(s.ts)]
 
     def unit(self, asset: str) -> Unit:
         """Value of one ``asset`` in the report currency, by the explicit routing rules."""
         held = self._units.get(asset)
         if held is None:
-            held = self._units[asset] = self._unit(asset)
+            unit = self._unit(asset)
+            held = self._units[asset] = msgspec.structs.replace(
+                unit, price_ts=min((p.ts for p in unit.prices), default=NEVER))
         return held
 
     def _unit(self, asset: str) -> Unit:
@@ -287,11 +307,6 @@ class Market:
         return Unit(value, [step, *rest.route], [used, *rest.prices], "", stale + rest.stale, "", horizon)
 
 
-def _reverse(text: str) -> tuple[int, ...]:
-    """Sorts names in reverse, so ``max`` breaks a tie of ``ts`` by the first source name."""
-    return tuple(-ord(c) for c in text) + (0,)
-
-
 # --- one account --------------------------------------------------------------------------------
 
 
@@ -316,8 +331,8 @@ def value_account(
     reasons: list[str] = []
     limit = market.now_ms - market.max_age_ms  # an input stamped before this is stale
     earliest = market.now_ms  # the oldest input ts, sources included: fixes fresh_until
-    for s in market.sources:
-        if s.venue != venue or (s.account is not None and s.account != account):
+    for s in market.by_venue.get(venue, ()):
+        if s.account is not None and s.account != account:
             continue
         earliest = min(earliest, s.ts)
         if not s.ok:
@@ -336,12 +351,12 @@ def value_account(
     missing: list[str] = []
     values: list[HoldingValue] = []
     oldest = min(h.ts for h in holdings.values())
+    unit_of = market.unit
     with decimal.localcontext(CONTEXT):
         for asset in sorted(holdings):
             h = holdings[asset]
-            stale: list[str] = []
-            if h.ts < limit:
-                stale.append(f"balance:{where}/{asset}")
+            stale: list[str] = [f"balance:{where}/{asset}"] if h.ts < limit else []
+            if stale:
                 reasons.append(f"balance of {asset} is {market.age_s(h.ts)} old ({market.age_limit()})")
             amount = h.balance + h.unrealized_pnl
             if not amount:  # 0 of anything is 0: a sold-out asset needs no price
@@ -353,14 +368,13 @@ def value_account(
                                                ["zero holding: needs no price"], [], "", "", stale))
                 continue
             zero = False
-            unit = market.unit(asset)
+            unit = unit_of(asset)
             if unit.oldest < earliest:
                 earliest = unit.oldest
+            if unit.price_ts < oldest:
+                oldest = unit.price_ts
             if unit.stale:
                 stale += [s for s in unit.stale if s not in stale]
-            for p in unit.prices:
-                if p.ts < oldest:
-                    oldest = p.ts
             if unit.value is None:
                 missing.append(f"{where}/{asset}")
                 reasons.append(f"{asset} not valued: {unit.missing}")
