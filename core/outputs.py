@@ -363,7 +363,10 @@ class Outputs:
         self.hashes.setdefault(key, {}).update(_checked(f"hset {key!r}", fields))
 
     def merge(self, other: Outputs) -> None:
-        """Fold another (already checked) buffer into this one, keeping the coalescing rules."""
+        """Fold another (already checked) buffer into this one, keeping the coalescing rules.
+
+        ``other`` is spent: its hashes of members may be taken over rather than copied.
+        """
         for stream, entries in other.streams.items():
             self.streams.setdefault(stream, []).extend(entries)
         for entry in other.streams_once:
@@ -373,7 +376,10 @@ class Outputs:
             if held is None or ts >= held[0]:
                 self.latest[key] = (ts, fields)
         for key, members in other.fields.items():
-            mine = self.fields.setdefault(key, {})
+            mine = self.fields.get(key)
+            if mine is None:  # the usual case: one plugin writes a hash
+                self.fields[key] = members
+                continue
             for name, (ts, payload) in members.items():
                 held = mine.get(name)
                 if held is None or ts >= held[0]:

@@ -89,9 +89,14 @@ class BatchWrite:
 WRITE_BATCH_LUA = ONCE_DUE_LUA + HELD_TS_LUA + """
 local wants = {XADD = 'stream', XACK = 'stream', HSET = 'hash', HDEL = 'hash', PUTLATEST = 'hash',
                PUTFIELDS = 'hash', XADDONCE = 'stream', STAMP = 'string'}
+local kinds = {}  -- key -> type: many commands of a batch write the same streams and hashes
 local function kind(key)
-  local t = redis.call('TYPE', key)
-  if type(t) == 'table' then t = t['ok'] end
+  local t = kinds[key]
+  if t == nil then
+    t = redis.call('TYPE', key)
+    if type(t) == 'table' then t = t['ok'] end
+    kinds[key] = t
+  end
   return t
 end
 local held = {}  -- PUTFIELDS command start -> its fields' values as read before any write

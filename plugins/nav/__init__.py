@@ -146,26 +146,32 @@ def publish(
     known = {(s.venue, s.account): s for s in inputs.latest.values() if s.scope == "account"}
     snapshots = evaluate(cfg, inputs.balances, market, only, known, details)
     latest, holdings = ":".join(LATEST), ":".join(HOLDINGS)
+    every_ms = int(cfg.publish_every_s * 1000)
     for snap in snapshots:
-        previous = inputs.latest.get(snap.scope_id)
-        snap = with_since(snap, previous, now_ms)
-        out.put_latest_field(latest, snap.scope_id, now_ms, encode_snapshot(snap))
-        if details and snap.scope == "account":
-            out.put_latest_field(holdings, snap.scope_id, now_ms, encode_snapshot(snap, holdings=True))
-        inputs.latest[snap.scope_id] = snap
+        sid = snap.scope_id
+        previous = inputs.latest.get(sid)
         fields = snap.stream_fields()
-        out.emit(NAV_STREAM, fields, subject=snap.scope_id, version=Snapshot.version(fields),
-                 every_s=cfg.publish_every_s)
+        version = Snapshot.version(fields)
+        published, published_at = (previous.published, previous.published_at) if previous else ("", 0)
+        if version != published:
+            # A change, judged against the NAV last stored (this consumer's exact copy, or what
+            # it just read): written at once. Two consumers racing may both write it.
+            out.emit(NAV_STREAM, fields)
+            published, published_at = version, now_ms
+        elif now_ms - published_at >= every_ms:
+            # Unchanged for a period: once, whichever consumers judge it at the same moment.
+            out.emit(NAV_STREAM, fields, subject=sid, version=version, every_s=cfg.publish_every_s)
+            published_at = now_ms
+        since = previous.since if previous is not None and previous.status == snap.status and previous.since \
+            else now_ms
+        snap = msgspec.structs.replace(snap, since=since, published=published, published_at=published_at)
+        out.put_latest_field(latest, sid, now_ms, encode_snapshot(snap))
+        if details and snap.scope == "account":
+            out.put_latest_field(holdings, sid, now_ms, encode_snapshot(snap, holdings=True))
+        inputs.latest[sid] = snap
         if snap.scope == "account":
             raise_alerts(cfg, snap, previous, out)
     return snapshots
-
-
-def with_since(snap: Snapshot, previous: Snapshot | None, now_ms: int) -> Snapshot:
-    """``snap`` with when it entered its status: kept from ``previous`` while unchanged."""
-    if previous is not None and previous.status == snap.status and previous.since:
-        return msgspec.structs.replace(snap, since=previous.since)
-    return msgspec.structs.replace(snap, since=now_ms)
 
 
 def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out: Outputs) -> None:

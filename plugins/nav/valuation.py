@@ -141,6 +141,10 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
     fresh_until: int = 0
     #: When this scope entered its current status (epoch ms), as its consumer saw it.
     since: int = 0
+    #: The ``P:nav`` version last published for this scope, and when: a change is published at
+    #: once, an unchanged scope again after ``publish_every_s``.
+    published: str = ""
+    published_at: int = 0
 
     @property
     def scope_id(self) -> str:
