@@ -381,8 +381,8 @@ class Outputs:
                 self.fields[key] = members
                 continue
             for name, (ts, payload) in members.items():
-                held = mine.get(name)
-                if held is None or ts >= held[0]:
+                held_member = mine.get(name)
+                if held_member is None or ts >= held_member[0]:
                     mine[name] = (ts, payload)
         for key, fields in other.hashes.items():
             self.hashes.setdefault(key, {}).update(fields)

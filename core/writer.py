@@ -235,9 +235,9 @@ class Writer:
             else:
                 marks = await self._scripted(writes + acks)
         except (RedisError, WriteError) as exc:
-            for _, _, alert in once:
-                if alert is not None:
-                    _log_alert(alert)
+            for _, _, unwritten in once:
+                if unwritten is not None:
+                    _log_alert(unwritten)
             if isinstance(exc, WriteError):
                 raise
             if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or (
@@ -246,14 +246,14 @@ class Writer:
             raise WriteError(f"batch writes failed, nothing acknowledged: {exc}") from exc
         if len(self._alert_markers) > MAX_MARKERS:
             self._alert_markers.clear()
-        for (marker, version, alert), mark in zip(once, marks):
-            if alert is None:
+        for (marker, version, sent), mark in zip(once, marks):
+            if sent is None:
                 continue
             if mark > 0:
-                _log_alert(alert)
+                _log_alert(sent)
             # Written or not, the marker now runs until abs(mark): until then this consumer need
             # not even send the same alert (a tick re-judging a lasting problem sends it once).
-            if alert.once is not None and not alert.once.versioned:
+            if sent.once is not None and not sent.once.versioned:
                 self._alert_markers[marker] = (version, abs(mark))
 
     def _due(self, marker: str, once: Once, now_ms: int) -> bool:

@@ -388,11 +388,11 @@ def value_account(
                 value = amount * unit.value
                 total += value
                 valued += 1
-                for s in unit.stale:
-                    if s.startswith("price:"):
-                        reasons.append(f"{asset}: price {s[6:]} is older than {config.max_age_s:g} s")
+                for why in unit.stale:
+                    if why.startswith("price:"):
+                        reasons.append(f"{asset}: price {why[6:]} is older than {config.max_age_s:g} s")
                     else:
-                        reasons.append(f"{asset}: price source {s[7:]} failing or silent")
+                        reasons.append(f"{asset}: price source {why[7:]} failing or silent")
                 if details:
                     values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, unit.value, value,
                                                unit.route, unit.prices, "", "", stale))
