@@ -151,3 +151,16 @@ async def make_app(backend: Backend) -> AsyncIterator[MakeApp]:
     yield factory
     for app in apps:
         await app.aclose()
+
+
+async def run_step(app: App, consumer: Any, *entries: dict[str, str], tick: bool = True) -> list[dict[str, str]]:
+    """Publish ``entries`` to P:events, handle every batch, tick (unless told not to), and
+    return the alerts this step raised, as written."""
+    before = await app.redis.xlen(app.keys.alerts)
+    for e in entries:
+        await app.redis.xadd(app.keys.events, e)
+    while await consumer.step(block_ms=1):
+        pass
+    if tick:
+        await consumer.tick()
+    return [f for _, f in await app.redis.xrange(app.keys.alerts)][before:]

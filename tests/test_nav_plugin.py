@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import START_MS
+from conftest import START_MS, run_step
 
 from navstream import ManualClock, Outputs
 from navstream.cli import main
@@ -88,15 +88,8 @@ async def started(make_app: Any, nav: dict[str, Any] | None = None, clock: Any =
 
 async def run(app: Any, consumer: Consumer, *entries: dict[str, str], tick: bool = True) -> list[dict[str, str]]:
     """Publish, handle, tick (unless told not to); return the nav alerts this step raised."""
-    before = await app.redis.xlen(app.keys.alerts)
-    for e in entries:
-        await app.redis.xadd(app.keys.events, e)
-    while await consumer.step(block_ms=1):
-        pass
-    if tick:
-        await consumer.tick()
-    alerts = [f for _, f in await app.redis.xrange(app.keys.alerts)][before:]
-    return [a for a in alerts if not a["code"].startswith("source_") and a["code"] != "no_order_handler"]
+    return [a for a in await run_step(app, consumer, *entries, tick=tick)
+            if not a["code"].startswith("source_") and a["code"] != "no_order_handler"]
 
 
 async def nav_entries(app: Any, scope_id: str | None = None) -> list[dict[str, str]]:

@@ -203,12 +203,13 @@ async def assert_nothing_written(app: App, garbage: str) -> None:
 
 # Values every path refuses ("" and "1.5 x" hold no integer ts; "x 12" starts with text).
 GARBAGE = ["", "abc", "1.5 x", "x 12", "no ts here"]
-# Values that hold digits but no '<ts> <payload>': both paths refuse them too.
+# Values that hold digits but no '<ts> <payload>': refused just the same.
 BARE = ["12", "--12 x"]
 
 
-@pytest.mark.parametrize("garbage", GARBAGE)
+@pytest.mark.parametrize("garbage", GARBAGE + BARE)
 async def test_a_field_without_ts_refuses_the_whole_batch(make_app: Any, path: str, garbage: str) -> None:
+    """On both write paths alike, digits without "<ts> <payload>" included."""
     app, consumer = await started(make_app, badstate_plugin())
     await app.redis.hset(app.keys.state("h"), "bad", garbage)
     await app.redis.xadd(app.keys.events, bal())
@@ -225,29 +226,6 @@ async def test_a_field_without_ts_refuses_the_whole_batch(make_app: Any, path: s
     assert await held(app, "h") == {"good": (START_MS, "fine"), "bad": (START_MS, "would overwrite")}
     assert [e["n"] for e in await entries(app, "pub")] == ["1", "once"]
     assert len(await alerts(app, "thing")) == 1
-
-
-@pytest.mark.parametrize("garbage", BARE)
-async def test_the_script_refuses_a_field_holding_no_ts_and_payload(make_app: Any, garbage: str) -> None:
-    app, consumer = await started(make_app, badstate_plugin())
-    await app.redis.hset(app.keys.state("h"), "bad", garbage)
-    await app.redis.xadd(app.keys.events, bal())
-    with pytest.raises(WriteError, match="BADSTATE"):
-        await consumer.step(block_ms=1)
-    await assert_nothing_written(app, garbage)
-
-
-@pytest.mark.parametrize("path", ["pipeline"], indirect=True)
-@pytest.mark.parametrize("garbage", BARE)
-async def test_the_pipelined_path_refuses_what_the_script_refuses(make_app: Any, path: str, garbage: str) -> None:
-    """The same refusal with ``MAX_SCRIPT_ARGS`` at 0, so the pipelined fallback writes (or not)."""
-    app, consumer = await started(make_app, badstate_plugin())
-    await app.redis.hset(app.keys.state("h"), "bad", garbage)
-    await app.redis.xadd(app.keys.events, bal())
-    with pytest.raises(WriteError, match="BADSTATE .*bad.* has no ts; nothing written"):
-        await consumer.step(block_ms=1)
-    await assert_nothing_written(app, garbage)
-    assert await pending(app) == 1
 
 
 @pytest.mark.parametrize("held_ts", ["abc", "", "--5", "1.5", " 12", "0x10", "1e3"])

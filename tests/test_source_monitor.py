@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import START_MS
+from conftest import START_MS, run_step
 
 from navstream import ManualClock, Outputs
 from navstream.consumer import Consumer
@@ -32,16 +32,8 @@ async def source_alerts(app: Any) -> list[dict[str, str]]:
 
 
 async def run(app: Any, consumer: Consumer, *entries: dict[str, str], tick: bool = True) -> list[dict[str, str]]:
-    """Publish, handle, tick (unless told not to), and return the alerts raised by this step."""
-    before = await app.redis.xlen(app.keys.alerts)
-    for e in entries:
-        await app.redis.xadd(app.keys.events, e)
-    while await consumer.step(block_ms=1):
-        pass
-    if tick:
-        await consumer.tick()
-    alerts = [f for _, f in await app.redis.xrange(app.keys.alerts)]
-    return [a for a in alerts[before:] if a["code"].startswith("source_")]
+    """Publish, handle, tick (unless told not to), and return the source alerts this step raised."""
+    return [a for a in await run_step(app, consumer, *entries, tick=tick) if a["code"].startswith("source_")]
 
 
 async def started(make_app: Any, **kw: Any) -> tuple[Any, Consumer]:
