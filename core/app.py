@@ -99,7 +99,12 @@ class Stats:
 
 class _HiredisPacking:
     """Packs commands in C with hiredis, as synchronous redis-py does: the asyncio connections
-    pack every argument in Python, which for a batch write costs more than the write itself."""
+    pack every argument in Python, which for a batch write costs more than the write itself.
+
+    As with synchronous redis-py, ``str`` arguments are encoded as strict UTF-8 whatever the
+    client's ``encoding_errors`` (navstream sends no lone surrogates: what it reads back is
+    decoded with ``backslashreplace``), and only ``str``, ``bytes``, ``int`` and ``float``
+    (``bytearray`` and ``memoryview`` through redis-py's serializer) are accepted."""
 
     _serializer = HiredisRespSerializer()
 

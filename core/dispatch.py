@@ -56,9 +56,13 @@ async def call_with_timeout(app: Any, impl: Any, kwargs: dict[str, Any], timeout
         result = result()
     if inspect.isawaitable(result):
         timeout = app.settings.consumer.hook_timeout_s if timeout is None else timeout
+        deadline = asyncio.timeout(timeout)
         try:
-            result = await asyncio.wait_for(result, timeout)
-        except asyncio.TimeoutError:
+            async with deadline:
+                result = await result
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the plugin's own TimeoutError (a client of its own timing out): its error
             raise HookTimeout(f"did not finish within hook_timeout_s = "
                               f"{app.settings.consumer.hook_timeout_s:g}s") from None
     return result

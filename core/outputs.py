@@ -375,6 +375,7 @@ class Outputs:
             held = self.latest.get(key)
             if held is None or ts >= held[0]:
                 self.latest[key] = (ts, fields)
+        ours, theirs = set(self.fields), set(other.fields)
         for key, members in other.fields.items():
             mine = self.fields.get(key)
             if mine is None:  # the usual case: one plugin writes a hash
@@ -386,7 +387,10 @@ class Outputs:
                     mine[name] = (ts, payload)
         for key, fields in other.hashes.items():
             self.hashes.setdefault(key, {}).update(fields)
-        self.stamps.update(other.stamps)
+        # A stamp vouches only for its own plugin's members: a hash another buffer also writes
+        # is compared member by member again.
+        self.stamps = {key: (seen, mine, covers - theirs) for key, (seen, mine, covers) in self.stamps.items()}
+        self.stamps.update({key: (seen, mine, covers - ours) for key, (seen, mine, covers) in other.stamps.items()})
         for alert in other.alerts:
             if alert.once is not None:
                 at = self._once_alerts.get(alert.once.key)

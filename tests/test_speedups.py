@@ -259,10 +259,6 @@ async def test_a_plugin_that_times_out_does_not_hold_up_or_lose_the_other(make_a
     assert len(reasons) == 2 and all("plugin 'slow': HookTimeout" in r for r in reasons)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: call_with_timeout catches every asyncio.TimeoutError around the awaited hook, so a "
-    "TimeoutError the plugin raises itself (its own wait_for on a quote, a client timeout) is "
-    "reported as 'HookTimeout: did not finish within hook_timeout_s = 5s'"))
 async def test_a_timeout_the_plugin_raises_itself_is_reported_as_its_own(make_app: Any) -> None:
     """The entry's recorded error (what P:dlq shows later) must be the plugin's, not a hook
     timeout that never happened: the hook failed at once, well inside hook_timeout_s."""
@@ -356,10 +352,7 @@ async def test_a_covered_member_without_ts_under_a_stale_stamp_is_badstate(
 
 
 @pytest.mark.parametrize("path", [
-    pytest.param("script", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: Writer._commands guards the MERGED members of a covered hash, so another plugin's "
-        "put_latest_field members to that hash are written without comparing and an older ts "
-        "overwrites a newer one"))),
+    "script",
     "pipeline",
 ], indirect=True)
 async def test_a_stamp_guards_only_the_members_of_the_plugin_that_stamped(make_app: Any, path: str) -> None:
