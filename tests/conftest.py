@@ -164,3 +164,30 @@ async def run_step(app: App, consumer: Any, *entries: dict[str, str], tick: bool
     if tick:
         await consumer.tick()
     return [f for _, f in await app.redis.xrange(app.keys.alerts)][before:]
+
+
+@pytest.fixture(params=["script", "pipeline"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Which write path every batch takes: the batch script, or the pipelined fallback
+    (``MAX_SCRIPT_ARGS`` forced to 0). The test fails if the other one wrote."""
+    from navstream import writer as writer_module
+    from navstream.writer import Writer
+
+    used = {"script": 0, "pipeline": 0}
+    scripted, pipelined = Writer._scripted, Writer._pipelined
+
+    async def spy_scripted(self: Writer, *args: Any) -> Any:
+        used["script"] += 1
+        return await scripted(self, *args)
+
+    async def spy_pipelined(self: Writer, *args: Any) -> Any:
+        used["pipeline"] += 1
+        return await pipelined(self, *args)
+
+    monkeypatch.setattr(Writer, "_scripted", spy_scripted)
+    monkeypatch.setattr(Writer, "_pipelined", spy_pipelined)
+    if request.param == "pipeline":
+        monkeypatch.setattr(writer_module, "MAX_SCRIPT_ARGS", 0)
+    yield request.param
+    other = "script" if request.param == "pipeline" else "pipeline"
+    assert used[request.param] > 0 and used[other] == 0, used

@@ -13,13 +13,12 @@ import asyncio
 import logging
 import math
 import re
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 from conftest import START_MS
 
 from navstream import App, Event, ManualClock, Outputs, hookimpl
-from navstream import writer as writer_module
 from navstream.consumer import Consumer
 from navstream.handler import Entry
 from navstream.outputs import MAX_EVERY_S, Once, parse_field
@@ -53,29 +52,6 @@ class Scripted:
     @hookimpl
     def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
         self._call(self.on_events, events, out)
-
-
-@pytest.fixture(params=["script", "pipeline"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Which write path every batch takes; the test fails if another one wrote."""
-    used = {"script": 0, "pipeline": 0}
-    scripted, pipelined = Writer._scripted, Writer._pipelined
-
-    async def spy_scripted(self: Writer, *args: Any) -> Any:
-        used["script"] += 1
-        return await scripted(self, *args)
-
-    async def spy_pipelined(self: Writer, *args: Any) -> Any:
-        used["pipeline"] += 1
-        return await pipelined(self, *args)
-
-    monkeypatch.setattr(Writer, "_scripted", spy_scripted)
-    monkeypatch.setattr(Writer, "_pipelined", spy_pipelined)
-    if request.param == "pipeline":
-        monkeypatch.setattr(writer_module, "MAX_SCRIPT_ARGS", 0)
-    yield request.param
-    other = "script" if request.param == "pipeline" else "pipeline"
-    assert used[request.param] > 0 and used[other] == 0, used
 
 
 async def started(make_app: Any, plugin: Any, **kw: Any) -> tuple[App, Consumer]:

@@ -35,13 +35,12 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from navstream import App, Event, Outputs, hookimpl
 from navstream import consumer as consumer_module
-from navstream import writer as writer_module
 from navstream.app import _HiredisPacking, default_connect, with_hiredis_packing
 from navstream.config import load_settings
 from navstream.consumer import GC_THRESHOLD, Consumer, tune_gc
 from navstream.outputs import parse_field
 from navstream.pluginmanager import hook_impls
-from navstream.writer import Writer, WriteError
+from navstream.writer import WriteError
 
 # --- helpers ---------------------------------------------------------------------------------------
 
@@ -78,29 +77,6 @@ class Scripted:
     def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
         if self.on_events is not None:
             self.on_events(events, out)
-
-
-@pytest.fixture(params=["script", "pipeline"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Which write path every batch takes; the test fails if another one wrote."""
-    used = {"script": 0, "pipeline": 0}
-    scripted, pipelined = Writer._scripted, Writer._pipelined
-
-    async def spy_scripted(self: Writer, *args: Any) -> Any:
-        used["script"] += 1
-        return await scripted(self, *args)
-
-    async def spy_pipelined(self: Writer, *args: Any) -> Any:
-        used["pipeline"] += 1
-        return await pipelined(self, *args)
-
-    monkeypatch.setattr(Writer, "_scripted", spy_scripted)
-    monkeypatch.setattr(Writer, "_pipelined", spy_pipelined)
-    if request.param == "pipeline":
-        monkeypatch.setattr(writer_module, "MAX_SCRIPT_ARGS", 0)
-    yield request.param
-    other = "script" if request.param == "pipeline" else "pipeline"
-    assert used[request.param] > 0 and used[other] == 0, used
 
 
 async def started(make_app: Any, plugins: list[tuple[str, object]], **kw: Any) -> tuple[App, Consumer]:
