@@ -7,10 +7,13 @@ tick recomputes every scope against the clock, so with no events at all a NAV tu
 on time. Results go to ``P:state:nav:latest`` (what every reader uses) and to ``P:nav`` when
 a scope's value or status changed, and at least every ``publish_every_s``.
 
-Consumers of one group judge from the same Redis state; two racing on one account may each
-publish a view missing the other's update for one tick, after which every tick converges on
-the state both wrote. Publication and alerts are de-duplicated across consumers in the batch
-write itself (:meth:`Outputs.emit` with ``subject``, :meth:`Outputs.alert` with ``every_s``).
+Each consumer keeps a copy of the inputs and trusts it only while Redis holds the stamp of its
+own last write (:meth:`Outputs.stamp`); otherwise it reads everything again, and every tick
+does. Two consumers racing on one account may each publish a view missing the other's update
+for one tick, after which every tick converges on the state both wrote. Periodic
+re-publication and alerts are de-duplicated across consumers in the batch write itself
+(:meth:`Outputs.emit` with ``subject``, :meth:`Outputs.alert` with ``every_s``). See
+docs/nav.md.
 """
 
 from __future__ import annotations
@@ -22,20 +25,29 @@ from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
 import msgspec
-from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatus, hookimpl
+from navstream import (
+    App,
+    Balance,
+    Event,
+    Outputs,
+    Position,
+    Price,
+    SourceStatus,
+    hookimpl,
+)
 
 from . import explain
 from .config import NavConfig
 from .state import (
     HOLDINGS,
     LATEST,
+    POSITIONS,
     WRITER,
     Inputs,
-    encode_snapshot,
-    read_inputs,
-    POSITIONS,
     buffer_writes,
+    encode_snapshot,
     newest,
+    read_inputs,
     read_latest,
 )
 from .valuation import Market, Snapshot, evaluate, money

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Iterable
-
 from decimal import Decimal
+from typing import Any, Iterable
 
 import msgspec
 from navstream import App

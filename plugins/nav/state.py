@@ -21,11 +21,10 @@ escaped (``%3A`` for ``:``, ...) so that no two (venue, account) pairs share a k
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable
-
-import functools
 
 import msgspec
 from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatus
