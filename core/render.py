@@ -47,8 +47,31 @@ def render_status(status: dict[str, Any], now_ms: int | None = None) -> str:
         out += [f"  {a.get('severity', '?'):<8} {a.get('code', '?'):<20} {a.get('message', '')}"
                 for a in status["alerts"]]
     for name, section in status["plugins"].items():
-        out += ["", f"[{name}]", json.dumps(section, indent=2, default=str)]
+        out += ["", f"[{name}]", render_section(section)]
     return "\n".join(out)
+
+
+def render_section(section: Any) -> str:
+    """A plugin's status section: each list of records (``{"scopes": [{...}, ...]}``) as a
+    table, empty lists as "none", anything else as indented JSON."""
+    if not isinstance(section, dict):
+        return json.dumps(section, indent=2, default=str)
+    out = []
+    for key, value in section.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            headers = list(dict.fromkeys(k for row in value for k in row))
+            out += [f"{key}:", table(headers, [[_cell(row.get(h)) for h in headers] for row in value])]
+        elif isinstance(value, list) and not value:
+            out.append(f"{key}: none")
+        else:
+            out.append(f"{key}: {json.dumps(value, default=str)}")
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    return value
 
 
 def render_dlq(rows: list[dict[str, Any]]) -> str:

@@ -687,3 +687,20 @@ def test_password_in_the_query_string_never_printed(capsys: pytest.CaptureFixtur
     code, out, err = cli(capsys, "status", "--redis-url", "redis://127.0.0.1:1/0?password=s3cret")
     assert code == 3
     assert "s3cret" not in out + err
+
+
+def test_status_renders_plugin_records_as_tables() -> None:
+    """A plugin section's lists of records read as tables (NAV scopes, sources), not JSON."""
+    from navstream.render import render_section
+
+    text = render_section({"quote": "USD", "scopes": [
+        {"scope": "account", "name": "okx/a", "nav": "12.5", "status": "partial", "missing": ["okx/a/SOL"]},
+        {"scope": "total", "name": "total", "nav": "12.5", "status": "partial", "missing": []}],
+        "sources": []})
+    lines = text.splitlines()
+    assert lines[0] == 'quote: "USD"' and lines[1] == "scopes:"
+    assert lines[2].split() == ["scope", "name", "nav", "status", "missing"]
+    assert lines[4].split() == ["account", "okx/a", "12.5", "partial", "okx/a/SOL"]
+    assert lines[5].split() == ["total", "total", "12.5", "partial", "-"]
+    assert lines[-1] == "sources: none"
+    assert render_section(None) == "null"
