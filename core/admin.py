@@ -6,14 +6,19 @@ too. Nothing here ever acknowledges, deletes or trims an entry a group has not f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import ResponseError, WatchError
+from redis.typing import EncodableT, FieldT
 
 from .app import App
 from .keys import next_id, parse_id
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
 from .writer import is_missing_group
+
+# XRANGE's reply on each client; redis-py types both as bytes or str, and maybe None.
+_Entries = list[tuple[str, dict[str, str]]]
+_RawEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 class AdminError(RuntimeError):
@@ -67,7 +72,7 @@ async def trim_input(app: App, stream: str, *, dry_run: bool = False) -> dict[st
 
 
 async def dlq_list(app: App, *, limit: int = 50, start: str = "-") -> list[dict[str, Any]]:
-    rows = await app.redis.xrange(app.keys.dlq, min=start, max="+", count=limit)
+    rows = cast(_Entries, await app.redis.xrange(app.keys.dlq, min=start, max="+", count=limit))
     return [{"id": entry_id, **fields} for entry_id, fields in rows]
 
 
@@ -85,12 +90,12 @@ async def _move_back(app: App, entry_id: str, target: str, original: dict[bytes,
                 await pipe.watch(app.keys.dlq, target)
                 if not await pipe.xrange(app.keys.dlq, min=entry_id, max=entry_id):
                     return None
-                kind = await pipe.type(target)
+                kind = cast(bytes, await pipe.type(target))
                 if kind not in (b"stream", b"none"):
                     raise AdminError(f"{target} holds a {kind.decode()}, not a stream; "
                                      f"dead letter {entry_id} stays in the DLQ")
                 pipe.multi()
-                pipe.xadd(target, original)
+                pipe.xadd(target, cast("dict[FieldT, EncodableT]", original))  # redis-py's dict type is invariant
                 pipe.xdel(app.keys.dlq, entry_id)
                 new_id, _ = await pipe.execute()
                 return str(new_id.decode())
@@ -117,7 +122,7 @@ async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, st
             raise AdminError(f"dead letter {entry_id} came from {target!r}, not one of "
                              f"{sorted(allowed)}; nothing replayed")
         # Byte for byte: a producer's non-UTF-8 value goes back exactly as it came.
-        (_, raw), = await app.raw.xrange(app.keys.dlq, min=entry_id, max=entry_id)
+        (_, raw), = cast(_RawEntries, await app.raw.xrange(app.keys.dlq, min=entry_id, max=entry_id))
         original = {k: v for k, v in raw.items() if not k.startswith(b"dlq_")}
         if not original:
             raise AdminError(f"dead letter {entry_id} has no original fields; nothing replayed")
@@ -144,10 +149,10 @@ async def dlq_purge(app: App, ids: list[str] | None) -> int:
 
 async def _select(app: App, ids: list[str] | None) -> list[tuple[str, dict[str, str]]]:
     if ids is None:
-        return list(await app.redis.xrange(app.keys.dlq))
+        return list(cast(_Entries, await app.redis.xrange(app.keys.dlq)))
     out = []
     for entry_id in ids:
-        rows = await app.redis.xrange(app.keys.dlq, min=entry_id, max=entry_id)
+        rows = cast(_Entries, await app.redis.xrange(app.keys.dlq, min=entry_id, max=entry_id))
         if not rows:
             raise AdminError(f"no dead letter with id {entry_id}")
         out.append(rows[0])
@@ -184,7 +189,7 @@ async def collect_status(app: App, *, alerts: int = 10) -> dict[str, Any]:
             data["ttl_ms"] = str(await app.redis.pttl(key))
             heartbeats.append(data)
     status["consumers"] = sorted(heartbeats, key=lambda h: h.get("consumer", ""))
-    recent = await app.redis.xrevrange(keys.alerts, count=alerts)
+    recent = cast(_Entries, await app.redis.xrevrange(keys.alerts, count=alerts))
     status["alerts"] = [{"id": i, **f} for i, f in recent]
     status["plugins"] = {}
     for impl in hook_impls(app.pm, "navstream_status"):

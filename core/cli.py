@@ -289,8 +289,8 @@ async def cmd_trim(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     loaded = build_plugin_manager(disabled=settings.plugins.disabled, modules=settings.plugins.modules)
-    rows = [{"name": p.name, "module": p.module, "version": p.version, "origin": p.origin,
-             "hooks": p.hooks, "loaded": True} for p in loaded.info]
+    rows: list[dict[str, Any]] = [{"name": p.name, "module": p.module, "version": p.version,
+                                   "origin": p.origin, "hooks": p.hooks, "loaded": True} for p in loaded.info]
     rows += [{"name": p.name, "module": p.module, "version": p.version, "origin": p.origin,
               "hooks": [], "loaded": False} for p in loaded.disabled]
     if args.json:

@@ -12,7 +12,7 @@ import gc
 import logging
 import random
 import time
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -30,6 +30,9 @@ log = logging.getLogger("navstream.consumer")
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 IDLE_CONSUMER_SWEEP_TICKS = 60
+
+# XREADGROUP's reply on the raw client (RESP2); redis-py types it as any protocol's shape.
+_ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None
 
 
 #: Allocations between young-generation collections while the loop runs (CPython's default is
@@ -300,10 +303,10 @@ class Consumer:
         count = self.settings.batch_size
         if self.max_events is not None:
             count = max(1, min(count, self.max_events - self.handler.handled))
-        response = await self.app.raw.xreadgroup(
+        response = cast(_ReadReply, await self.app.raw.xreadgroup(
             self.app.group, self.app.consumer_name, {s: ">" for s in self.streams},
             count=count, block=block_ms if block_ms is not None else self.settings.block_ms,
-        )
+        ))
         entries: list[Entry] = []
         for stream, items in response or []:
             name = as_str(stream)

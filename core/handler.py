@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from .app import App
 from .dispatch import dispatch_batch
 from .events import (
     DecodeError,
+    Fields,
     InvalidOrder,
     Order,
     as_str_map,
@@ -30,12 +32,15 @@ from .writer import BatchWrite, DeadLetter, WriteError, Writer
 
 log = logging.getLogger("navstream.consumer")
 
+#: What redis-py's ``hset(mapping=)`` takes: its key type is invariant, so a ``dict[str, str]`` is cast.
+HashMapping = Mapping[FieldT, EncodableT]
+
 
 @dataclass(slots=True)
 class Entry:
     stream: str
     id: str
-    fields: Mapping[bytes | str, bytes | str]
+    fields: Fields
     deliveries: int = 1
 
     @property
@@ -71,6 +76,7 @@ class BatchHandler:
         orders: list[Any] = []
         order_entries: list[Entry] = []
         previous_errors = await self._previous_errors(entries)
+        error: str | None
 
         for entry in entries:
             if entry.deliveries > self.settings.max_deliveries:
@@ -184,7 +190,7 @@ class BatchHandler:
         (a plugin's error first, where there was one: the write failure came after it)."""
         reasons = {e.ref: f"{failures[e.ref]}; then {error}" if e.ref in failures else error for e in entries}
         try:
-            await self.app.raw.hset(self.keys.failures, mapping=reasons)
+            await self.app.raw.hset(self.keys.failures, mapping=cast(HashMapping, reasons))
         except RedisError as exc:  # Redis refuses the batch; it may refuse this too: log it
             log.error("could not record a write failure", extra={
                 "event": "failure_not_recorded", "error": str(exc)})

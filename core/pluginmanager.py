@@ -12,7 +12,7 @@ import inspect
 import os
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping, cast
 
 import pluggy
 
@@ -62,8 +62,9 @@ def _candidates(modules: Iterable[str], load_entrypoints: bool) -> list[Candidat
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             version = ep.dist.version if ep.dist is not None else None
             found.append((ep.name, ep.value, version, "entry point", ep.load))
-    for path in modules:
-        found.append((path, path, None, "config", lambda p=path: importlib.import_module(p)))
+    for path in modules:  # the cast: mypy cannot infer a lambda with a default argument
+        found.append((path, path, None, "config",
+                      cast("Callable[[], Any]", lambda p=path: importlib.import_module(p))))
     return found
 
 

@@ -5,10 +5,10 @@ removing consumers that are gone. Run from the tick, whatever happened to the la
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from .app import App
-from .handler import BatchHandler, Entry, as_str
+from .handler import BatchHandler, Entry, HashMapping, as_str
 from .keys import parse_id
 from .outputs import Outputs
 from .writer import BatchWrite, Writer
@@ -84,9 +84,9 @@ class Upkeep:
         counts: dict[str, int] = {}
         start, end = claimed[0][0], claimed[-1][0]
         while wanted - counts.keys():
-            rows = await self.app.raw.xpending_range(
+            rows = cast("list[dict[str, Any]]", await self.app.raw.xpending_range(  # redis-py: bytes | str | int
                 stream, self.app.group, min=start, max=end, count=max(100, 2 * len(wanted)),
-                consumername=self.app.consumer_name)
+                consumername=self.app.consumer_name))
             if not rows:
                 break
             for row in rows:
@@ -214,7 +214,7 @@ class Upkeep:
             status=status, streams=",".join(streams),
         )
         pipe = app.raw.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
+        pipe.hset(key, mapping=cast(HashMapping, fields))
         pipe.pexpire(key, self.settings.heartbeat_ttl_ms)
         await pipe.execute()
 

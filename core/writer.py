@@ -17,6 +17,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .app import App
+from .events import Fields
 from .outputs import (
     HELD_TS_LUA,
     ONCE_DUE_LUA,
@@ -52,7 +53,7 @@ class WriteError(RuntimeError):
 class DeadLetter:
     stream: str
     entry_id: str
-    fields: Mapping[bytes | str, bytes | str]
+    fields: Fields
     error: str
     deliveries: int
 
@@ -197,7 +198,9 @@ _TS = re.compile(rb"-?\d+")
 #: (marker key, version, the alert or None for a stream entry) of one XADDONCE command.
 OnceSent = tuple[str, str, Alert | None]
 
-Command = tuple[str | bytes | int, ...]
+#: (name, key, args...) of one write or acknowledgement. Not typed per position: mypy cannot
+#: index or slice a variadic tuple past its fixed items.
+Command = tuple[Any, ...]
 
 
 def _flat(fields: Mapping[Any, Any], skip: str | None = None) -> list[Any]:
