@@ -1,0 +1,51 @@
+"""``[risk]``: the pre-trade gate's limits. Every check has a safe default and none can be
+switched off; the NAV age limit in particular is mandatory (zero or negative is an error)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+Percent = Annotated[float, msgspec.Meta(gt=0, le=100)]
+
+#: Quote assets a symbol may end with when ``[risk.symbols]`` does not name it, longest first.
+DEFAULT_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "BTC", "ETH")
+
+
+class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    #: A NAV whose oldest input is older than this at decision time vetoes (``nav_stale``).
+    max_nav_age_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    #: Largest order notional, in the NAV report currency.
+    max_order_notional: Decimal = Decimal("1000000")
+    #: Largest order notional as a percentage of the account's NAV.
+    max_order_pct_nav: Percent = 10.0
+    #: Gross exposure after the order, as a multiple of the account's NAV.
+    max_gross_exposure_x: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 3.0
+    #: Orders per venue in any 60 s.
+    max_orders_per_minute: Annotated[int, msgspec.Meta(gt=0)] = 600
+    #: Drawdown from the NAV's high-water mark that moves trading to ``reducing``.
+    reduce_drawdown_pct: Percent = 5.0
+    #: Drawdown from the high-water mark that halts trading.
+    halt_drawdown_pct: Percent = 10.0
+    #: Symbol -> ``BASE/QUOTE``: ``BTCUSDT = "BTC/USDT"``, ``"BTC-PERP" = "BTC/USD"``.
+    symbols: dict[str, str] = {}
+    #: Quote assets tried, in this order, to split a symbol not in ``symbols``.
+    quote_assets: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_QUOTES))
+
+    def __post_init__(self) -> None:
+        if not self.max_order_notional.is_finite() or self.max_order_notional <= 0:
+            raise ValueError("`risk.max_order_notional` must be a positive decimal")
+        if self.halt_drawdown_pct <= self.reduce_drawdown_pct:
+            raise ValueError("`risk.halt_drawdown_pct` must be greater than `risk.reduce_drawdown_pct`")
+        for symbol, pair in self.symbols.items():
+            base, sep, quote = pair.partition("/")
+            if not sep or not base or not quote or "/" in quote:
+                raise ValueError(f"`risk.symbols.{symbol}` must be a pair like \"BTC/USDT\", got {pair!r}")
+        if not self.quote_assets or any(not q for q in self.quote_assets):
+            raise ValueError("`risk.quote_assets` must list non-empty assets")
+
+    @property
+    def max_nav_age_ms(self) -> int:
+        return int(self.max_nav_age_s * 1000)
