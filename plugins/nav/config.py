@@ -29,7 +29,7 @@ class NavConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: Report currency every NAV is expressed in.
     quote: Name = "USD"
     #: An input (balance, price, source report) older than this makes the NAV `stale`.
-    max_age_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 120.0
+    max_age_s: Annotated[float, msgspec.Meta(ge=0.001, le=86_400)] = 120.0
     #: Every scope is published on P:nav at least this often, changed or not.
     publish_every_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
     #: An account NAV falling by more than this percentage between two evaluations alerts.
@@ -76,4 +76,4 @@ class NavConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     @property
     def max_age_ms(self) -> int:
-        return int(self.max_age_s * 1000)
+        return round(self.max_age_s * 1000)  # 1.001 s is 1001 ms, not 1000

@@ -16,7 +16,7 @@ DEFAULT_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "BTC", 
 
 class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: A NAV whose oldest input is older than this at decision time vetoes (``nav_stale``).
-    max_nav_age_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    max_nav_age_s: Annotated[float, msgspec.Meta(ge=0.001, le=3600)] = 60.0
     #: Largest order notional, in the NAV report currency.
     max_order_notional: Decimal = Decimal("1000000")
     #: Largest order notional as a percentage of the account's NAV.
@@ -48,4 +48,4 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     @property
     def max_nav_age_ms(self) -> int:
-        return int(self.max_nav_age_s * 1000)
+        return round(self.max_nav_age_s * 1000)  # 1.001 s is 1001 ms, not 1000

@@ -78,16 +78,18 @@ def split_symbol(symbol: str, config: RiskConfig) -> tuple[str, str] | None:
 
 
 def in_report_currency(amount: Decimal, quote: str, market: Market) -> Decimal | None:
-    """``amount`` of ``quote`` valued by the NAV plugin's rules; None when it cannot be."""
+    """``amount`` of ``quote`` valued by the NAV plugin's rules; None when it cannot be, or
+    only from a stale price or a failing price source."""
     unit = market.unit(quote)
-    if unit.value is None:
+    if unit.value is None or unit.stale:
         return None
     return CONTEXT.multiply(amount, unit.value)
 
 
 def last_price(base: str, quote: str, market: Market) -> Decimal | None:
-    quote_used, _, _, _ = market.pick(base, quote)
-    return None if quote_used is None else quote_used.price
+    """The newest fresh quote of ``base/quote``; None when there is none fresh."""
+    quote_used, _, stale, _ = market.pick(base, quote)
+    return None if quote_used is None or stale else quote_used.price
 
 
 def gross_exposure(positions: Mapping[str, Decimal], marks: Mapping[str, Decimal], config: RiskConfig,
@@ -169,12 +171,14 @@ def decide(
         if notional > config.max_order_notional:
             reasons.append("order_notional")
         nav_value = nav.nav if nav is not None else Decimal(0)
+        # An order that only shrinks a position lowers the risk these two limits bound: it
+        # passes them, so a desk in drawdown (or with no NAV headroom left) can still de-risk.
+        opens = not reduces(order, position)
         with decimal.localcontext(CONTEXT):
-            if nav_value <= 0 or notional > nav_value * Decimal(str(config.max_order_pct_nav)) / 100:
+            if opens and (nav_value <= 0 or notional > nav_value * Decimal(str(config.max_order_pct_nav)) / 100):
                 reasons.append("order_pct_nav")
-            if not reduces(order, position) and (
-                    exposure is None or nav_value <= 0
-                    or exposure + notional > nav_value * Decimal(str(config.max_gross_exposure_x))):
+            if opens and (exposure is None or nav_value <= 0
+                          or exposure + notional > nav_value * Decimal(str(config.max_gross_exposure_x))):
                 reasons.append("gross_exposure")
     if orders_last_minute >= config.max_orders_per_minute:
         reasons.append("rate_limited")
