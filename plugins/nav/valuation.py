@@ -31,12 +31,13 @@ def money(value: Decimal) -> str:
     return format(value, "f")
 
 
+def worst_by(rank: Mapping[str, int], values: Iterable[str], best: str) -> str:
+    """The value of highest ``rank`` among ``values`` (``best`` when there are none)."""
+    return max(values, key=rank.__getitem__, default=best)
+
+
 def worst(statuses: Iterable[str]) -> Status:
-    result: Status = "ok"
-    for status in statuses:
-        if RANK[status] > RANK[result]:
-            result = status  # type: ignore[assignment]
-    return result
+    return worst_by(RANK, statuses, "ok")  # type: ignore[return-value]
 
 
 # --- inputs -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from navstream.plugins.nav.valuation import (
     Snapshot,
     SourceState,
     money,
+    worst_by,
 )
 
 from .config import RiskConfig
@@ -55,11 +56,7 @@ class Decision(msgspec.Struct, frozen=True):
 
 
 def worst_state(states: Iterable[str]) -> TradingState:
-    result: TradingState = "active"
-    for state in states:
-        if STATE_RANK[state] > STATE_RANK[result]:
-            result = state  # type: ignore[assignment]
-    return result
+    return worst_by(STATE_RANK, states, "active")  # type: ignore[return-value]
 
 
 def split_symbol(symbol: str, config: RiskConfig) -> tuple[str, str] | None:
