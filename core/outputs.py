@@ -41,6 +41,33 @@ return 1
 """
 
 
+# first_fields(stored): the fields and values of an entry stored by XADDFIRST (a JSON array of
+# strings, even length), or nil when the stored value is not one.
+FIRST_FIELDS_LUA = """
+local function first_fields(stored)
+  local ok, values = pcall(cjson.decode, stored)
+  if not ok or type(values) ~= 'table' or #values == 0 or #values % 2 ~= 0 then return nil end
+  for _, v in ipairs(values) do
+    if type(v) ~= 'string' then return nil end
+  end
+  return values
+end
+"""
+
+# KEYS[1] = stream, KEYS[2] = hash, ARGV[1] = field, ARGV[2] = entry as JSON, ARGV[3..] = XADD
+# options: store the entry unless one is stored, then XADD the stored one (Outputs.emit_first).
+XADD_FIRST_LUA = FIRST_FIELDS_LUA + """
+local stored = redis.call('HGET', KEYS[2], ARGV[1])
+if not stored then
+  stored = ARGV[2]
+  redis.call('HSET', KEYS[2], ARGV[1], stored)
+end
+local args = {}  -- the XADD options, then the stored fields (unpack expands only once)
+for j = 3, #ARGV do args[#args + 1] = ARGV[j] end
+for _, v in ipairs(first_fields(stored)) do args[#args + 1] = v end
+return redis.call('XADD', KEYS[1], unpack(args))
+"""
+
 # KEYS[1] = stamp, ARGV[1] = the stamp read, ARGV[2] = the new one (see Outputs.stamp).
 STAMP_LUA = """
 if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
@@ -177,8 +204,8 @@ class Outputs:
     :param now_ms: the clock when the batch was handled; stamps alerts.
     """
 
-    __slots__ = ("now_ms", "streams", "streams_once", "latest", "fields", "hashes", "stamps", "alerts",
-                 "_once_alerts", "_once_entries")
+    __slots__ = ("now_ms", "streams", "streams_once", "streams_first", "latest", "fields", "hashes", "stamps",
+                 "alerts", "_once_alerts", "_once_entries")
 
     def __init__(self, now_ms: int) -> None:
         self.now_ms = now_ms
@@ -187,6 +214,8 @@ class Outputs:
         self.streams_once: list[tuple[str, dict[str, str], Once]] = []
         #: once key -> index in ``streams_once``.
         self._once_entries: dict[str, int] = {}
+        #: (stream, state key, field, fields) of entries whose first version is stored and repeated.
+        self.streams_first: list[tuple[str, str, str, dict[str, str]]] = []
         self.latest: dict[str, tuple[int, dict[str, str]]] = {}
         self.fields: dict[str, dict[str, tuple[int, str]]] = {}
         self.hashes: dict[str, dict[str, str]] = {}
@@ -286,6 +315,22 @@ class Outputs:
             self._once_alerts[once.key] = len(self.alerts)
         self.alerts.append(alert)
 
+    def emit_first(self, stream: str, fields: Mapping[str, str], *, key: str, field: str) -> None:
+        """Append to ``P:<stream>`` the entry first stored for ``field`` in state hash
+        ``P:state:<key>``: the first write stores ``fields`` there and emits them; every later
+        one, by any consumer, on any redelivery, emits the stored fields, not its own.
+
+        For answers that must never change once given (a risk decision for an order id). The
+        store and the emit are one step of the batch write. The plugin owns the hash's size.
+        """
+        _name("emit_first", stream)
+        if ":" in stream or stream in RESERVED_STREAMS:
+            raise ValueError(f"emit_first: {stream!r} is not a plugin output stream")
+        _name("emit_first key", key)
+        if type(field) is not str or not field:
+            raise ValueError(f"emit_first {key!r}: invalid field {field!r}")
+        self.streams_first.append((stream, key, field, _checked(f"emit_first to {stream!r}", fields)))
+
     def put_latest(self, key: str, ts: int, fields: Mapping[str, str]) -> None:
         """Set state hash ``P:state:<key>`` to ``fields`` unless it holds a newer ``ts``.
 
@@ -371,6 +416,7 @@ class Outputs:
             self.streams.setdefault(stream, []).extend(entries)
         for entry in other.streams_once:
             self._add_once_entry(entry)
+        self.streams_first.extend(other.streams_first)
         for key, (ts, fields) in other.latest.items():
             held = self.latest.get(key)
             if held is None or ts >= held[0]:

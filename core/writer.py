@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,7 +24,9 @@ from .outputs import (
     ONCE_DUE_LUA,
     PUT_FIELDS_LUA,
     PUT_LATEST_LUA,
+    FIRST_FIELDS_LUA,
     STAMP_LUA,
+    XADD_FIRST_LUA,
     XADD_ONCE_LUA,
     Alert,
     Once,
@@ -81,15 +84,18 @@ class BatchWrite:
 #     writer knows the held ts and sends only winners, so they are set without comparing;
 #   XADDONCE <stream> <marker> <version> <ttl> <now> <xadd args...>: XADD unless the marker
 #     holds that version and has not run out (by the consumer's clock), then set the marker;
-#   STAMP <key> <seen> <mine>: SET key mine if it holds seen ('' = nothing), else '!' .. mine.
+#   STAMP <key> <seen> <mine>: SET key mine if it holds seen ('' = nothing), else '!' .. mine;
+#   XADDFIRST <stream> <hash> <field> <json> <xadd options...>: store <json> (a JSON array of the
+#     entry's fields and values) in <hash> <field> unless a version is stored, then XADD the
+#     stored version.
 # A first pass checks every key's type and every held ts, so a write that would fail is refused
 # before anything is written; XACK comes last, so whatever stops the script part way (out of
 # memory) stops it before anything is acknowledged. Lua scripts do not roll back: the pre-check
 # is what makes a refused batch leave nothing behind. Returns {acked, one mark per XADDONCE:
 # the marker's end in ms, negated when the entry was not written}.
-WRITE_BATCH_LUA = ONCE_DUE_LUA + HELD_TS_LUA + """
+WRITE_BATCH_LUA = ONCE_DUE_LUA + HELD_TS_LUA + FIRST_FIELDS_LUA + """
 local wants = {XADD = 'stream', XACK = 'stream', HSET = 'hash', HDEL = 'hash', PUTLATEST = 'hash',
-               PUTFIELDS = 'hash', XADDONCE = 'stream', STAMP = 'string'}
+               PUTFIELDS = 'hash', XADDONCE = 'stream', STAMP = 'string', XADDFIRST = 'stream'}
 local kinds = {}  -- key -> type: many commands of a batch write the same streams and hashes
 local function kind(key)
   local t = kinds[key]
@@ -133,6 +139,15 @@ while i <= n do
     if m ~= 'none' and m ~= 'string' then
       return redis.error_reply('WRONGTYPE XADDONCE marker ' .. ARGV[i + 3] .. ' holds a ' .. m .. '; nothing written')
     end
+  elseif cmd == 'XADDFIRST' then
+    local h = kind(ARGV[i + 3])
+    if h ~= 'none' and h ~= 'hash' then
+      return redis.error_reply('WRONGTYPE XADDFIRST ' .. ARGV[i + 3] .. ' holds a ' .. h .. '; nothing written')
+    end
+    local stored = redis.call('HGET', ARGV[i + 3], ARGV[i + 4])
+    if stored and not first_fields(stored) then
+      return redis.error_reply('BADSTATE ' .. ARGV[i + 3] .. ' field ' .. ARGV[i + 4] .. ' is no stored entry; nothing written')
+    end
   end
   i = i + c + 1
 end
@@ -169,6 +184,16 @@ while i <= n do
     else
       redis.call('SET', ARGV[i + 2], '!' .. ARGV[i + 4])
     end
+  elseif cmd == 'XADDFIRST' then
+    local stored = redis.call('HGET', ARGV[i + 3], ARGV[i + 4])
+    if not stored then
+      stored = ARGV[i + 5]
+      redis.call('HSET', ARGV[i + 3], ARGV[i + 4], stored)
+    end
+    local args = {}  -- the XADD options, then the stored fields (unpack expands only once)
+    for j = i + 6, i + c do args[#args + 1] = ARGV[j] end
+    for _, v in ipairs(first_fields(stored)) do args[#args + 1] = v end
+    redis.call('XADD', ARGV[i + 2], unpack(args))
   elseif cmd == 'XADDONCE' then
     local mark = once_due(ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
     if mark > 0 then redis.call('XADD', ARGV[i + 2], unpack(ARGV, i + 7, i + c)) end
@@ -219,6 +244,7 @@ class Writer:
         self._put_fields = app.raw.register_script(PUT_FIELDS_LUA)
         self._xadd_once = app.raw.register_script(XADD_ONCE_LUA)
         self._stamp = app.raw.register_script(STAMP_LUA)
+        self._xadd_first = app.raw.register_script(XADD_FIRST_LUA)
         #: marker -> (version, end ms) of once-alerts known written: not sent again until then.
         self._alert_markers: dict[str, tuple[str, int]] = {}
 
@@ -301,6 +327,8 @@ class Writer:
                 writes.append(("XADDONCE", keys.alerts, marker, alert.once.version, alert.once.ttl_ms, now,
                                *trim, *_flat(alert.fields())))
                 once.append((marker, alert.once.version, alert))
+        writes.extend(("XADDFIRST", keys.stream(name), keys.state(key), field, _json(_flat(fields)), *trim)
+                      for name, key, field, fields in out.streams_first)
         # Entries are always sent: another consumer may have written another version since.
         for name, fields, spec in out.streams_once:
             marker = keys.state("once", spec.key)
@@ -340,7 +368,7 @@ class Writer:
         found before anything is written.
         """
         wants = {"XADD": b"stream", "XACK": b"stream", "HSET": b"hash", "HDEL": b"hash", "PUTLATEST": b"hash",
-                 "PUTFIELDS": b"hash", "XADDONCE": b"stream", "STAMP": b"string"}
+                 "PUTFIELDS": b"hash", "XADDONCE": b"stream", "STAMP": b"string", "XADDFIRST": b"stream"}
         check = self.app.raw.pipeline(transaction=False)
         for command in writes + acks:
             check.type(command[1])
@@ -353,6 +381,10 @@ class Writer:
         markers = [c[2] for c in writes if c[0] == "XADDONCE"]
         for marker in markers:
             check.type(marker)
+        firsts = [c for c in writes if c[0] == "XADDFIRST"]
+        for command in firsts:
+            check.type(command[2])
+            check.hget(command[2], command[3])
         replies = await check.execute()
         for command, kind in zip(writes + acks, replies):
             if kind not in (b"none", wants[str(command[0])]):
@@ -365,9 +397,16 @@ class Writer:
         for (key, name), held in zip(members, replies):
             if held is not None and not _HELD_TS.match(held):  # as the script's held_ts()
                 raise WriteError(f"BADSTATE {key!r} field {name!r} has no ts; nothing written")
-        for marker, kind in zip(markers, replies[len(members):]):
+        replies = replies[len(members):]
+        for marker, kind in zip(markers, replies):
             if kind not in (b"none", b"string"):
                 raise WriteError(f"WRONGTYPE XADDONCE marker {marker!r} holds a {kind.decode()}; nothing written")
+        replies = replies[len(markers):]
+        for command, kind, stored in zip(firsts, replies[::2], replies[1::2]):
+            if kind not in (b"none", b"hash"):
+                raise WriteError(f"WRONGTYPE XADDFIRST {command[2]!r} holds a {kind.decode()}; nothing written")
+            if stored is not None and _first_fields(stored) is None:
+                raise WriteError(f"BADSTATE {command[2]!r} field {command[3]!r} is no stored entry; nothing written")
         pipe = self.app.raw.pipeline(transaction=True)
         once: list[int] = []  # pipeline positions of the XADDONCE scripts
         for command in writes:
@@ -377,6 +416,8 @@ class Writer:
                 await self._put_fields(keys=[command[1]], args=list(command[4:]), client=pipe)
             elif command[0] == "STAMP":
                 await self._stamp(keys=[command[1]], args=list(command[2:]), client=pipe)
+            elif command[0] == "XADDFIRST":
+                await self._xadd_first(keys=[command[1], command[2]], args=list(command[3:]), client=pipe)
             elif command[0] == "XADDONCE":
                 once.append(len(pipe.command_stack))
                 await self._xadd_once(keys=[command[1], command[2]], args=list(command[3:]), client=pipe)
@@ -411,6 +452,19 @@ class Writer:
             dlq_ts=str(self.app.clock.now_ms()),
         )
         return fields
+
+
+_json = msgspec.json.Encoder().encode
+_json_fields = msgspec.json.Decoder(list[str])
+
+
+def _first_fields(stored: bytes) -> list[str] | None:
+    """A stored XADDFIRST entry's fields and values, as the script's first_fields() reads them."""
+    try:
+        values = _json_fields.decode(stored)
+    except msgspec.DecodeError:
+        return None
+    return values if values and len(values) % 2 == 0 else None
 
 
 def _log_alert(alert: Alert) -> None:
