@@ -1,0 +1,129 @@
+"""The risk gate's audit log: every decision with its inputs, as JSON lines, never in the way.
+
+The old gate rewrote a whole JSONL file for each veto and blocked the execution loop in bursts.
+Here the loop only puts a record on a bounded queue (``submit`` never blocks); one background
+thread appends it to a file opened with ``O_APPEND`` (each record one ``write``, so concurrent
+writers and crashes never interleave or tear a line) and rotates the file when it grows past
+its size. If the thread cannot keep up, or the disk refuses, the record is counted as dropped
+or failed and the loop goes on deciding: the plugin reports those counts and alerts on them.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
+_STOP = object()
+
+
+def _plain(value: Any) -> Any:
+    """Decimals as exact plain decimal strings (``0.00000001``, never ``1E-8``), all the way down."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class AuditStats:
+    written: int = 0
+    #: Records the queue had no room for (the writer fell behind): never written.
+    dropped: int = 0
+    #: Records the file refused (disk full, permissions): never written.
+    failed: int = 0
+    rotations: int = 0
+    last_error: str = ""
+
+
+class AuditLog:
+    """Append-only JSON-lines log written by a background thread.
+
+    :param path: the log file; rotated copies are ``path.1`` (newest) to ``path.<backups>``.
+    :param max_bytes: rotate once the file is at least this large.
+    :param backups: rotated copies kept (the oldest is deleted).
+    :param queue_size: records that may wait for the writer before new ones are dropped.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int = 64 << 20, backups: int = 10,
+                 queue_size: int = 100_000) -> None:
+        if max_bytes <= 0 or backups < 1 or queue_size < 1:
+            raise ValueError("max_bytes must be > 0, backups >= 1 and queue_size >= 1")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.stats = AuditStats()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._lock = threading.Lock()  # guards stats shared with the loop
+        self._fd: int | None = self._open()
+        self._thread = threading.Thread(target=self._run, name=f"navstream-audit:{self.path.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: Any) -> bool:
+        """Queue one record (JSON-encodable; Decimals become exact decimal strings); never
+        blocks. False when it was dropped because the writer is behind."""
+        line = _encode(_plain(record)) + b"\n"
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            with self._lock:
+                self.stats.dropped += 1
+            return False
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the thread and close the file."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def _run(self) -> None:
+        while True:
+            line = self._queue.get()
+            if line is _STOP:
+                return
+            try:
+                fd = self._fd if self._fd is not None else self._open()
+                self._fd = fd
+                os.write(fd, line)
+                with self._lock:
+                    self.stats.written += 1
+                if os.fstat(fd).st_size >= self.max_bytes:
+                    self._rotate()
+            except OSError as exc:
+                with self._lock:
+                    self.stats.failed += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+
+    def _rotate(self) -> None:
+        """``path`` -> ``path.1`` -> ... -> ``path.<backups>`` (the oldest deleted), then a new file."""
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
+        oldest = self.path.with_name(f"{self.path.name}.{self.backups}")
+        if oldest.exists():
+            oldest.unlink()
+        for n in range(self.backups - 1, 0, -1):
+            src = self.path.with_name(f"{self.path.name}.{n}")
+            if src.exists():
+                src.rename(self.path.with_name(f"{self.path.name}.{n + 1}"))
+        self.path.rename(self.path.with_name(f"{self.path.name}.1"))
+        self._fd = self._open()
+        with self._lock:
+            self.stats.rotations += 1
