@@ -112,3 +112,25 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
     for kwargs in ({"max_bytes": 0}, {"backups": 0}, {"queue_size": 0}):
         with pytest.raises(ValueError):
             AuditLog(tmp_path / "x.jsonl", **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_writer_that_cannot_finish_in_time_reports_what_it_left(tmp_path: Path) -> None:
+    """close() never waits past its timeout, and says how much was left unwritten."""
+    log = AuditLog(tmp_path / "stuck.jsonl")
+    gate = threading.Event()
+    original = os.write
+
+    def stuck_write(fd: int, data: bytes) -> int:
+        gate.wait(5)
+        return original(fd, data)
+
+    os.write = stuck_write  # type: ignore[assignment]
+    try:
+        for n in range(4):
+            log.submit({"n": n})
+        time.sleep(0.05)  # the writer is now inside the first write
+        assert log.close(timeout=0.05) is False
+        assert log.stats.dropped == 3 and "did not finish" in log.stats.last_error
+    finally:
+        os.write = original  # type: ignore[assignment]
+        gate.set()

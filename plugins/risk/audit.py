@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -81,13 +82,23 @@ class AuditLog:
             return False
         return True
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the thread and close the file."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    def close(self, timeout: float = 5.0) -> bool:
+        """Write what is queued, then stop the thread, which closes the file (it alone touches
+        it: closing it from here could race a write). False if the writer did not finish in
+        time; the records it had not written are counted as dropped."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(_STOP, timeout=timeout)  # a full queue must not hold up a shutdown
+            queued_stop = 1
+        except queue.Full:
+            queued_stop = 0
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if not self._thread.is_alive():
+            return True
+        with self._lock:
+            self.stats.dropped += self._queue.qsize() - queued_stop
+            self.stats.last_error = f"audit writer did not finish within {timeout:g}s"
+        return False
 
     def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +108,9 @@ class AuditLog:
         while True:
             line = self._queue.get()
             if line is _STOP:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
                 return
             try:
                 fd = self._fd if self._fd is not None else self._open()
