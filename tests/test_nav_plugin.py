@@ -705,3 +705,31 @@ async def test_cli_nav_json_never_uses_exponent_form(capsys: pytest.CaptureFixtu
     assert spot["nav"] == "0.0000000001"
     (dust,) = holdings_of(spot)
     assert (dust["balance"], dust["value"]) == ("0.00000001", "0.0000000001")  # never "1E-8"
+
+
+async def test_navstream_nav_names_an_unreadable_member_instead_of_a_traceback(
+        make_app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from navstream.plugins.nav import explain
+
+    app, consumer = await started(make_app)
+    await run(app, consumer, *desk())
+    await app.redis.hset(app.keys.state("nav", "latest"), "total", "garbage")
+    code = await explain.command(app, argparse.Namespace(venue=None, account=None, json=False))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("navstream: error: ") and "nav:latest" in err and "'total'" in err
+
+
+async def test_navstream_nav_names_an_unreadable_position(make_app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from navstream.plugins.nav import explain
+
+    app, consumer = await started(make_app)
+    await run(app, consumer, *desk())
+    spot = (await read_latest(app))[SPOT]
+    await app.redis.hset(app.keys.state("nav", "positions", spot.venue, spot.account), "BTCUSDT", "no ts")
+    code = await explain.command(app, argparse.Namespace(venue=None, account=spot.account, json=True))
+    assert code == 1 and "nav:positions" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from decimal import Decimal
 from typing import Any, Iterable
 
@@ -16,7 +17,7 @@ import msgspec
 from navstream import App
 from navstream.render import table
 
-from .state import read_detailed, read_latest, read_positions
+from .state import StateError, read_detailed, read_latest, read_positions
 from .valuation import Snapshot, money
 
 ORDER = {"account": 0, "venue": 1, "exchange": 2, "total": 3}
@@ -137,6 +138,14 @@ def _position(p: Any, ts: int) -> dict[str, Any]:
 
 
 async def command(app: App, args: argparse.Namespace) -> int:
+    try:
+        return await _explain(app, args)
+    except StateError as exc:  # say which member is broken, not a traceback
+        print(f"navstream: error: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+
+
+async def _explain(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now_ms()
     latest = await read_latest(app)
     detailed = await read_detailed(app)
