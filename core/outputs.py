@@ -205,7 +205,7 @@ class Outputs:
     """
 
     __slots__ = ("now_ms", "streams", "streams_once", "streams_first", "latest", "fields", "hashes", "stamps",
-                 "alerts", "_once_alerts", "_once_entries")
+                 "alerts", "indexes", "_once_alerts", "_once_entries")
 
     def __init__(self, now_ms: int) -> None:
         self.now_ms = now_ms
@@ -219,6 +219,8 @@ class Outputs:
         self.latest: dict[str, tuple[int, dict[str, str]]] = {}
         self.fields: dict[str, dict[str, tuple[int, str]]] = {}
         self.hashes: dict[str, dict[str, str]] = {}
+        #: key -> member -> score, added to sorted sets unless already there (:meth:`index`).
+        self.indexes: dict[str, dict[str, int]] = {}
         #: key -> (the stamp this plugin read, its own, the hashes it covers): :meth:`stamp`.
         self.stamps: dict[str, tuple[str, str, frozenset[str]]] = {}
         self.alerts: list[Alert] = []
@@ -407,6 +409,20 @@ class Outputs:
         _name("hset", key)
         self.hashes.setdefault(key, {}).update(_checked(f"hset {key!r}", fields))
 
+    def index(self, key: str, members: Mapping[str, int]) -> None:
+        """Add ``members`` to sorted set ``P:state:<key>`` with their scores, keeping the score
+        of a member already there (``ZADD NX``): an index written again on a redelivery keeps
+        when the member was first indexed. For time windows and for pruning what a plugin keeps
+        per id (score: epoch ms); the plugin owns the set's size."""
+        _name("index", key)
+        held = self.indexes.setdefault(key, {})
+        for member, score in members.items():
+            if type(member) is not str or not member:
+                raise ValueError(f"index {key!r}: invalid member {member!r}")
+            if type(score) is not int:
+                raise TypeError(f"index {key!r}: score of {member!r} must be an int, got {type(score).__name__}")
+            held.setdefault(member, score)
+
     def merge(self, other: Outputs) -> None:
         """Fold another (already checked) buffer into this one, keeping the coalescing rules.
 
@@ -433,6 +449,10 @@ class Outputs:
                     mine[name] = (ts, payload)
         for key, fields in other.hashes.items():
             self.hashes.setdefault(key, {}).update(fields)
+        for key, scores in other.indexes.items():
+            index = self.indexes.setdefault(key, {})
+            for member, score in scores.items():
+                index.setdefault(member, score)
         # A stamp vouches only for its own plugin's members: a hash another buffer also writes
         # is compared member by member again.
         self.stamps = {key: (seen, mine, covers - theirs) for key, (seen, mine, covers) in self.stamps.items()}

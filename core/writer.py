@@ -94,7 +94,7 @@ class BatchWrite:
 # is what makes a refused batch leave nothing behind. Returns {acked, one mark per XADDONCE:
 # the marker's end in ms, negated when the entry was not written}.
 WRITE_BATCH_LUA = ONCE_DUE_LUA + HELD_TS_LUA + FIRST_FIELDS_LUA + """
-local wants = {XADD = 'stream', XACK = 'stream', HSET = 'hash', HDEL = 'hash', PUTLATEST = 'hash',
+local wants = {XADD = 'stream', XACK = 'stream', HSET = 'hash', HDEL = 'hash', ZADD = 'zset', PUTLATEST = 'hash',
                PUTFIELDS = 'hash', XADDONCE = 'stream', STAMP = 'string', XADDFIRST = 'stream'}
 local kinds = {}  -- key -> type: many commands of a batch write the same streams and hashes
 local function kind(key)
@@ -315,6 +315,10 @@ class Writer:
             for start in range(0, len(args), 2 * FIELDS_CHUNK):  # no command outgrows one call
                 writes.append(("PUTFIELDS", keys.state(key), guard, seen, *args[start:start + 2 * FIELDS_CHUNK]))
         writes.extend(("HSET", keys.state(key), *_flat(fields)) for key, fields in out.hashes.items())
+        for key, scores in out.indexes.items():
+            pairs: list[Any] = [x for member, score in scores.items() for x in (score, member)]
+            for start in range(0, len(pairs), 2 * FIELDS_CHUNK):
+                writes.append(("ZADD", keys.state(key), "NX", *pairs[start:start + 2 * FIELDS_CHUNK]))
         writes.extend(("STAMP", keys.state(key), seen, mine) for key, (seen, mine, _) in out.stamps.items())
         writes.extend(("XADD", keys.alerts, *trim, *_flat(alert.fields())) for alert in out.alerts if not alert.once)
         now = out.now_ms
@@ -367,7 +371,8 @@ class Writer:
         The same type pre-check as the script's comes first, so a write Redis would refuse is
         found before anything is written.
         """
-        wants = {"XADD": b"stream", "XACK": b"stream", "HSET": b"hash", "HDEL": b"hash", "PUTLATEST": b"hash",
+        wants = {"XADD": b"stream", "XACK": b"stream", "HSET": b"hash", "HDEL": b"hash", "ZADD": b"zset",
+                 "PUTLATEST": b"hash",
                  "PUTFIELDS": b"hash", "XADDONCE": b"stream", "STAMP": b"string", "XADDFIRST": b"stream"}
         check = self.app.raw.pipeline(transaction=False)
         for command in writes + acks:

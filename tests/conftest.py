@@ -22,6 +22,19 @@ from navstream.config import load_settings
 from navstream.pluginmanager import build_plugin_manager
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The risk gate's audit logs (and anything else kept under the user's state directory)
+    go to a directory of the test session's, in this process and in every one it starts."""
+    held = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if held is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = held
 REQUIRE_REDIS = os.environ.get("NAVSTREAM_REQUIRE_REDIS") == "1"
 START_MS = 1_790_000_000_000  # a fixed "now" for tests on a manual clock
 
@@ -122,7 +135,8 @@ MakeApp = Callable[..., App]
 
 @pytest.fixture
 async def make_app(backend: Backend) -> AsyncIterator[MakeApp]:
-    """``make_app(plugins=[("name", obj)], consumer={...}, extra={...}, builtins=False)``."""
+    """``make_app(plugins=[("name", obj)], consumer={...}, extra={...}, builtins=False,
+    disabled=["risk"])``."""
     apps: list[App] = []
 
     def factory(
@@ -134,6 +148,7 @@ async def make_app(backend: Backend) -> AsyncIterator[MakeApp]:
         clock: Any = None,
         name: str | None = None,
         on: Backend | None = None,
+        disabled: list[str] | None = None,
     ) -> App:
         b = on or backend
         overrides = {"redis": {"prefix": b.prefix, "group": "g"},
@@ -143,7 +158,8 @@ async def make_app(backend: Backend) -> AsyncIterator[MakeApp]:
             import msgspec
 
             settings = msgspec.structs.replace(settings, extra=extra)
-        loaded = build_plugin_manager(load_entrypoints=builtins, extra=plugins or [], env={})
+        loaded = build_plugin_manager(load_entrypoints=builtins, extra=plugins or [], env={},
+                                      disabled=disabled or [])
         app = App.create(settings, connect=b.connect, clock=clock or ManualClock(START_MS), plugins=loaded)
         apps.append(app)
         return app

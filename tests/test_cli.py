@@ -337,7 +337,7 @@ def test_run_then_status_shows_the_consumer(capsys: pytest.CaptureFixture[str], 
     row = next(line.split() for line in out.splitlines() if line.startswith("cli-worker"))
     assert row[1:5] == ["stopped", "1", "0", "1"]  # status processed failed dead-lettered
     assert "dead letters: 1" in out and "navstream dlq list" in out
-    assert "no_order_handler" in out
+    assert "[risk]" in out and "decisions_stored: 0" in out  # the risk gate reads P:orders
     data = json.loads(cli(capsys, "status", *opts(rb), "--json")[1])
     beat, = data["consumers"]
     assert beat["consumer"] == "cli-worker" and int(beat["ttl_ms"]) > 0
@@ -566,7 +566,7 @@ def test_config_check_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     code, out, err = cli(capsys, "config", "check", str(cfg))
     assert code == 0, err
     assert out.splitlines()[0] == f"{cfg}: ok"
-    assert "prefix=desk" in out and "plugins: nav, source_monitor" in out and "[source_monitor] ok" in out
+    assert "prefix=desk" in out and "plugins: nav, risk, source_monitor" in out and "[source_monitor] ok" in out
     assert "[nav] ok" in out
 
 

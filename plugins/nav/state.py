@@ -245,12 +245,8 @@ async def read_inputs(app: App) -> Inputs:
             inputs.registry[member] = _pair.decode(raw)
         except msgspec.DecodeError as exc:
             raise StateError(f"P:state:nav:accounts member {member!r} is unreadable ({exc})") from exc
-    for member, raw in prices_raw.items():
-        ts, p = _parse("nav:prices", member, raw, _price)
-        inputs.quotes[member] = Quote(p.base, p.quote, p.source, p.price, ts)
-    for member, raw in sources_raw.items():
-        ts, s = _parse("nav:sources", member, raw, _source)
-        inputs.sources[member] = SourceState(s.venue, s.source, s.account, s.ok, s.error, ts)
+    inputs.quotes = parse_quotes(prices_raw)
+    inputs.sources = parse_sources(sources_raw)
     for member, raw in latest_raw.items():
         inputs.latest[member] = decode_snapshot(member, raw)
     accounts = list(inputs.registry.values())
@@ -272,10 +268,32 @@ def _holdings(key: tuple[str, str], raw: dict[str, str]) -> dict[str, Holding]:
     return out
 
 
-async def read_positions(app: App, venue: str, account: str) -> dict[str, tuple[int, PositionPayload]]:
-    raw = await app.redis.hgetall(app.keys.state(*positions_key(venue, account)))
+def parse_quotes(raw: dict[str, str]) -> dict[str, Quote]:
+    """``nav:prices`` as read with HGETALL: member -> quote."""
+    out = {}
+    for member, value in raw.items():
+        ts, p = _parse(":".join(PRICES), member, value, _price)
+        out[member] = Quote(p.base, p.quote, p.source, p.price, ts)
+    return out
+
+
+def parse_sources(raw: dict[str, str]) -> dict[str, SourceState]:
+    """``nav:sources`` as read with HGETALL: member -> the latest report."""
+    out = {}
+    for member, value in raw.items():
+        ts, s = _parse(":".join(SOURCES), member, value, _source)
+        out[member] = SourceState(s.venue, s.source, s.account, s.ok, s.error, ts)
+    return out
+
+
+def parse_positions(venue: str, account: str, raw: dict[str, str]) -> dict[str, tuple[int, PositionPayload]]:
+    """An account's ``nav:positions`` hash as read with HGETALL: symbol -> (ts, position)."""
     where = ":".join(positions_key(venue, account))
     return {symbol: _parse(where, symbol, value, _position) for symbol, value in raw.items()}
+
+
+async def read_positions(app: App, venue: str, account: str) -> dict[str, tuple[int, PositionPayload]]:
+    return parse_positions(venue, account, await app.redis.hgetall(app.keys.state(*positions_key(venue, account))))
 
 
 async def read_latest(app: App) -> dict[str, Snapshot]:

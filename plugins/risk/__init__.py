@@ -1,8 +1,275 @@
-"""Built-in plugin ``risk`` (in progress, issue 6): the pre-trade gate that fails closed.
+"""Built-in plugin ``risk``: the pre-trade gate that fails closed and explains every decision.
 
-So far: the ``[risk]`` limits (:mod:`.config`), the rules that judge one order
-(:mod:`.decide`), trading state and drawdown (:mod:`.trading`) and the audit log
-(:mod:`.audit`). It is not registered as an entry point yet, so navstream does not load it
-and does not read ``P:orders``: an order gate must not answer before every part of it (stored
-first decisions, trading state, audit log) is in place.
+Each batch of orders is judged against one instant of Redis (:func:`.state.read_batch_state`):
+the nav plugin's latest NAV of the order's account and of the desk, prices, source reports and
+positions, the trading records, and the venue's approvals in the last minute. Every order gets
+its answer on ``P:decisions`` through ``Outputs.emit_first``: the first decision for an
+``order_id`` is stored and repeated on every later delivery, never recomputed. Each decision
+also goes, with its inputs and their hash, to this consumer's audit log, written by a
+background thread; a shortfall of that log is counted and alerted, never waited for.
+
+Ticks store the drawdown of each NAV against its high-water mark in the trading records
+(compare-and-set, so an operator's command is never overwritten unseen), remind of trading that
+drawdown reduced or halted, alert on audit shortfalls, and prune what the gate keeps per order.
+See docs/risk.md.
 """
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import msgspec
+from navstream import App, InvalidOrder, Order, Outputs, hookimpl
+from navstream.plugins.nav.config import NavConfig
+from navstream.plugins.nav.state import StateError, read_latest
+from navstream.plugins.nav.valuation import Snapshot, escape
+
+from . import ops
+from .audit import AuditLog, AuditStats
+from .config import RiskConfig
+from .decide import Decision, bad_order, worst_state
+from .inputs import DecisionInputs, RecordingMarket, input_hash, judge
+from .state import (
+    DECIDED,
+    DECISIONS,
+    DESK,
+    VENUES,
+    WINDOW_MS,
+    BatchState,
+    account_member,
+    approved_key,
+    compare_and_set,
+    read_batch_state,
+    read_records,
+)
+from .trading import DRAWDOWN, TradingRecord, follow_nav
+
+SECTION = "risk"
+DECISIONS_STREAM = "decisions"
+#: Decisions stored and forgotten per tick at most (pruning is spread over ticks).
+PRUNE_BATCH = 5_000
+
+log = logging.getLogger("navstream.risk")
+
+
+def config(app: App) -> RiskConfig:
+    return app.plugin_config(SECTION)  # type: ignore[no-any-return]
+
+
+def nav_config(app: App) -> NavConfig:
+    try:
+        return app.plugin_config("nav")  # type: ignore[no-any-return]
+    except KeyError:
+        raise RuntimeError("the risk gate judges orders by the nav plugin's NAV and prices, and the nav "
+                           "plugin is not loaded (is it in [plugins] disabled?)") from None
+
+
+class AuditRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One line of the audit log."""
+
+    ts: int
+    consumer: str
+    order_id: str
+    decision: Decision
+    #: The order as decoded, and what it was judged against (absent for a bad order).
+    order: Order | None = None
+    inputs: DecisionInputs | None = None
+    input_hash: str = ""
+    #: For a bad order: why it could not be decoded, and its fields as received.
+    invalid: str = ""
+    fields: dict[str, str] = {}
+
+
+def audit_record(record: AuditRecord) -> AuditRecord:
+    """Completed in the audit writer's thread: the hash costs the loop nothing."""
+    if record.order is not None and record.inputs is not None:
+        return msgspec.structs.replace(record, input_hash=input_hash(record.order, record.inputs))
+    return record
+
+
+@dataclass
+class Gate:
+    """This consumer's audit log and what it has told about it."""
+
+    audit: AuditLog
+    #: Shortfall (dropped + failed) already alerted.
+    reported: int = 0
+    decided: Counter[str] = field(default_factory=Counter)
+
+
+def audit_path(app: App, cfg: RiskConfig) -> Path:
+    base = Path(cfg.audit_dir) if cfg.audit_dir else default_audit_dir()
+    return base / f"risk-{escape(app.consumer_name).replace('%', '_')}.jsonl"
+
+
+def default_audit_dir() -> Path:
+    """``$XDG_STATE_HOME/navstream/audit`` (``~/.local/state/navstream/audit``): the user's
+    state directory, never the working directory."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "navstream" / "audit"
+
+
+def _gate(app: App) -> Gate:
+    gate = app.plugin_state.get(SECTION)
+    if gate is None:
+        cfg = config(app)
+        audit = AuditLog(audit_path(app, cfg), max_bytes=cfg.audit_max_mb << 20, backups=cfg.audit_backups,
+                         queue_size=cfg.audit_queue, encode=audit_record)
+        gate = app.plugin_state[SECTION] = Gate(audit)
+    return gate  # type: ignore[no-any-return]
+
+
+@hookimpl
+def navstream_config_sections(register: Any) -> None:
+    register(SECTION, RiskConfig)
+
+
+@hookimpl
+def navstream_startup(app: App) -> None:
+    nav_config(app)
+    gate = _gate(app)  # the audit file opens now: a directory we cannot write is a startup error
+    log.info("risk gate ready", extra={"event": "risk_started", "audit_log": str(gate.audit.path)})
+
+
+@hookimpl
+def navstream_shutdown(app: App) -> None:
+    gate = app.plugin_state.pop(SECTION, None)
+    if gate is None:
+        return
+    if not gate.audit.close(timeout=5.0):
+        log.error("audit log not fully written at shutdown", extra={
+            "event": "audit_unfinished", "dropped": gate.audit.stats.dropped, "path": str(gate.audit.path)})
+
+
+@hookimpl
+async def navstream_orders(app: App, orders: Sequence[Order | InvalidOrder], out: Outputs) -> None:
+    cfg, navcfg, gate = config(app), nav_config(app), _gate(app)
+    now = out.now_ms
+    state = await read_batch_state(app, orders, now)
+    market = RecordingMarket(navcfg, state.quotes, state.sources, now)
+    given: dict[str, dict[str, str]] = {}
+    approved_here: Counter[str] = Counter()
+    for order in orders:
+        order_id = order.order_id
+        repeat = state.decided.get(order_id) or given.get(order_id)
+        if repeat is not None:  # decided before: the stored answer, never a new one
+            out.emit_first(DECISIONS_STREAM, repeat, key=DECISIONS, field=order_id)
+            gate.decided["repeated"] += 1
+            continue
+        if isinstance(order, InvalidOrder):
+            decision, record = _bad(app, order, state, now)
+        else:
+            inputs = DecisionInputs(
+                now, nav=state.nav(order.venue, order.account), desk_nav=state.desk_nav(),
+                sources=state.sources, positions=state.positions.get((order.venue, order.account), {}),
+                account_state=state.record(account_member(order.venue, order.account)),
+                desk_state=state.record(DESK),
+                orders_last_minute=state.approved.get(order.venue, 0) + approved_here[order.venue])
+            market.reset()
+            decision = judge(order, inputs, cfg, navcfg, market)
+            inputs = msgspec.structs.replace(inputs, quotes=market.consulted_quotes())
+            record = AuditRecord(now, app.consumer_name, order_id, decision, order=order, inputs=inputs)
+            if decision.decision == "approve":
+                approved_here[order.venue] += 1
+                out.index(approved_key(order.venue), {order_id: now})
+                out.hset(VENUES, {escape(order.venue): order.venue})
+        fields = decision.fields()
+        out.emit_first(DECISIONS_STREAM, fields, key=DECISIONS, field=order_id)
+        out.index(DECIDED, {order_id: now})
+        given[order_id] = fields
+        gate.decided[decision.decision] += 1
+        gate.decided.update(decision.reasons)
+        gate.audit.submit(record)
+
+
+def _bad(app: App, order: InvalidOrder, state: BatchState, now: int) -> tuple[Decision, AuditRecord]:
+    venue, account = order.fields.get("venue", ""), order.fields.get("account", "")
+    nav = state.nav(venue, account) if venue and account else None
+    trading = worst_state((state.record(account_member(venue, account)).state, state.record(DESK).state))
+    decision = bad_order(order.order_id, now, trading, nav)
+    return decision, AuditRecord(now, app.consumer_name, order.order_id, decision, invalid=order.reason,
+                                 fields=dict(order.fields))
+
+
+@hookimpl
+async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
+    cfg, gate = config(app), _gate(app)
+    await follow_drawdown(app, cfg, now_ms, out)
+    report_audit(cfg, gate, out)
+    await prune(app, cfg, now_ms)
+
+
+async def follow_drawdown(app: App, cfg: RiskConfig, now_ms: int, out: Outputs) -> None:
+    """Store each scope's drawdown state and high-water mark, and remind of trading that
+    drawdown reduced or halted until an operator resumes it."""
+    records = await read_records(app)
+    latest = await read_latest(app)
+    scopes: dict[str, Snapshot] = {account_member(s.venue, s.account): s for s in latest.values()
+                                   if s.scope == "account"}
+    if "total" in latest:
+        scopes[DESK] = latest["total"]
+    for member, snap in scopes.items():
+        seen, record = records.get(member, ("", TradingRecord()))
+        updated = follow_nav(record, snap, cfg, now_ms)
+        if updated != record and await compare_and_set(app, member, seen, updated):
+            records[member] = ("", updated)
+            if updated.state != record.state:
+                log.warning("trading state moved by drawdown", extra={
+                    "event": "trading_state_changed", "scope": member, "state": updated.state,
+                    "reason": updated.reason})
+    for member, (_, record) in records.items():
+        if record.by == DRAWDOWN and record.state != "active":
+            where = {} if member == DESK else dict(zip(("venue", "account"), ops.split_member(member)))
+            out.alert(f"trading_{record.state}", "critical" if record.state == "halted" else "warning",
+                      f"trading of {ops.describe_member(member)} is {record.state}: {record.reason}; "
+                      "`navstream risk resume` once understood", **where, subject=member,
+                      version=str(record.at), every_s=cfg.alert_every_s)
+
+
+def report_audit(cfg: RiskConfig, gate: Gate, out: Outputs) -> None:
+    stats: AuditStats = gate.audit.stats
+    short = stats.dropped + stats.failed
+    if short > gate.reported:
+        out.alert("audit_shortfall", "critical",
+                  f"risk audit log {gate.audit.path} is missing {short - gate.reported} decisions "
+                  f"({stats.dropped} dropped by a full queue, {stats.failed} refused by the disk in all; "
+                  f"last error: {stats.last_error or 'none'}); decisions on P:decisions are complete")
+        gate.reported = short
+
+
+async def prune(app: App, cfg: RiskConfig, now_ms: int) -> None:
+    """Forget decisions past their retention and approvals past the rate window."""
+    keys = app.keys
+    old = await app.redis.zrangebyscore(keys.state(DECIDED), "-inf", now_ms - cfg.decision_retention_s * 1000,
+                                        start=0, num=PRUNE_BATCH)
+    venues = await app.redis.hkeys(keys.state(VENUES))
+    pipe = app.redis.pipeline(transaction=True)
+    if old:
+        pipe.hdel(keys.state(DECISIONS), *old)
+        pipe.zrem(keys.state(DECIDED), *old)
+    for venue in venues:
+        pipe.zremrangebyscore(keys.state(f"risk:approved:{venue}"), "-inf", now_ms - 2 * WINDOW_MS)
+    if old or venues:
+        await pipe.execute()
+
+
+@hookimpl
+async def navstream_status(app: App) -> Mapping[str, Any]:
+    try:
+        records = await read_records(app)
+    except StateError as exc:
+        return {"error": str(exc)}
+    trading = [ops.status_row(member, record) for member, (_, record) in sorted(records.items())]
+    stored = await app.redis.hlen(app.keys.state(DECISIONS))
+    return {"trading": trading or [{"scope": "desk", "state": "active", "reason": "", "by": "", "since": ""}],
+            "decisions_stored": stored}
+
+
+@hookimpl
+def navstream_commands(register: Any) -> None:
+    ops.register_commands(register)

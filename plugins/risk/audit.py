@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 
@@ -54,13 +54,17 @@ class AuditLog:
     :param max_bytes: rotate once the file is at least this large.
     :param backups: rotated copies kept (the oldest is deleted).
     :param queue_size: records that may wait for the writer before new ones are dropped.
+    :param encode: makes a submitted record JSON-encodable, in the writer thread, so the loop
+        pays for neither that nor the encoding (default: Decimals to exact strings).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, max_bytes: int = 64 << 20, backups: int = 10,
-                 queue_size: int = 100_000) -> None:
+                 queue_size: int = 100_000, encode: Callable[[Any], Any] | None = None) -> None:
         if max_bytes <= 0 or backups < 1 or queue_size < 1:
             raise ValueError("max_bytes must be > 0, backups >= 1 and queue_size >= 1")
         self.path = Path(path)
+        #: Turns a submitted record into what is written (the writer thread calls it).
+        self.encode = encode or _plain
         self.max_bytes = max_bytes
         self.backups = backups
         self.stats = AuditStats()
@@ -71,11 +75,10 @@ class AuditLog:
         self._thread.start()
 
     def submit(self, record: Any) -> bool:
-        """Queue one record (JSON-encodable; Decimals become exact decimal strings); never
-        blocks. False when it was dropped because the writer is behind."""
-        line = _encode(_plain(record)) + b"\n"
+        """Queue one record (encoded by the writer thread: it must not change afterwards);
+        never blocks. False when it was dropped because the writer is behind."""
         try:
-            self._queue.put_nowait(line)
+            self._queue.put_nowait(record)
         except queue.Full:
             with self._lock:
                 self.stats.dropped += 1
@@ -106,13 +109,14 @@ class AuditLog:
 
     def _run(self) -> None:
         while True:
-            line = self._queue.get()
-            if line is _STOP:
+            record = self._queue.get()
+            if record is _STOP:
                 if self._fd is not None:
                     os.close(self._fd)
                     self._fd = None
                 return
             try:
+                line = _encode(self.encode(record)) + b"\n"
                 fd = self._fd if self._fd is not None else self._open()
                 self._fd = fd
                 os.write(fd, line)
@@ -120,7 +124,7 @@ class AuditLog:
                     self.stats.written += 1
                 if os.fstat(fd).st_size >= self.max_bytes:
                     self._rotate()
-            except OSError as exc:
+            except (OSError, TypeError, ValueError) as exc:  # the disk, or a record that cannot be encoded
                 with self._lock:
                     self.stats.failed += 1
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"

@@ -33,6 +33,18 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     symbols: dict[str, str] = {}
     #: Quote assets tried, in this order, to split a symbol not in ``symbols``.
     quote_assets: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_QUOTES))
+    #: Directory of the audit log (each consumer appends to ``risk-<consumer>.jsonl`` there);
+    #: empty: ``$XDG_STATE_HOME/navstream/audit``, else ``~/.local/state/navstream/audit``.
+    audit_dir: str = ""
+    #: Rotate an audit file once it is this large (MiB); rotated copies kept.
+    audit_max_mb: Annotated[int, msgspec.Meta(ge=1)] = 64
+    audit_backups: Annotated[int, msgspec.Meta(ge=1)] = 10
+    #: Decisions that may wait for the audit writer before new ones are counted as dropped.
+    audit_queue: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    #: How long a decision is stored to be repeated for its ``order_id`` (then forgotten).
+    decision_retention_s: Annotated[int, msgspec.Meta(ge=60)] = 86_400
+    #: A lasting condition (reduced or halted trading, audit shortfall) is alerted again this often.
+    alert_every_s: Annotated[float, msgspec.Meta(ge=1)] = 300.0
 
     def __post_init__(self) -> None:
         if not self.max_order_notional.is_finite() or self.max_order_notional <= 0:

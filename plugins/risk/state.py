@@ -1,0 +1,180 @@
+"""Where the risk gate keeps its state in Redis, and how one batch of orders reads it.
+
+All under ``P:state:risk:``, shared by every consumer of the group:
+
+- ``risk:decisions``: hash, order_id -> the first decision given (``Outputs.emit_first``),
+  repeated for every later delivery of that id until it is pruned
+- ``risk:decided``: sorted set, order_id -> when it was first decided (ms), to prune the
+  decisions after ``decision_retention_s``
+- ``risk:approved:<venue>``: sorted set, order_id -> when it was approved (ms): the venue's
+  orders-per-minute window, trimmed to the last minutes by ticks
+- ``risk:venues``: hash, escaped venue -> venue, every venue that had an approved order
+- ``risk:trading``: hash, ``*`` (the desk) or ``<venue>/<account>`` -> :class:`TradingRecord`
+  JSON. Changed only by compare-and-set (:data:`CAS_LUA`), so an operator's command and a
+  tick's drawdown never overwrite each other's update unseen.
+
+The NAV, prices, sources and positions are the nav plugin's (``P:state:nav:*``), read as it
+wrote them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import msgspec
+from navstream import App, InvalidOrder, Order
+from navstream.plugins.nav.state import (
+    LATEST,
+    PRICES,
+    SOURCES,
+    StateError,
+    decode_snapshot,
+    parse_positions,
+    parse_quotes,
+    parse_sources,
+    positions_key,
+)
+from navstream.plugins.nav.valuation import Quote, Snapshot, SourceState, escape, scope_id
+
+from .inputs import PositionInput
+from .trading import TradingRecord
+
+DECISIONS = "risk:decisions"
+DECIDED = "risk:decided"
+VENUES = "risk:venues"
+TRADING = "risk:trading"
+#: The member of :data:`TRADING` that holds the desk-wide state.
+DESK = "*"
+WINDOW_MS = 60_000
+#: ``by`` of the record that stands in for an unreadable one.
+UNREADABLE = "navstream:unreadable"
+
+# KEYS[1] the hash; ARGV: member, the value read ('' for none), the new value. Sets the member
+# only if it still holds what was read; returns 1 if it did, else 0.
+CAS_LUA = """
+local held = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if held ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+def approved_key(venue: str) -> str:
+    return f"risk:approved:{escape(venue)}"
+
+
+def account_member(venue: str, account: str) -> str:
+    return f"{escape(venue)}/{escape(account)}"
+
+
+_record = msgspec.json.Decoder(TradingRecord)
+_encode = msgspec.json.Encoder(decimal_format="string").encode
+_stored = msgspec.json.Decoder(list[str])
+
+
+def encode_record(record: TradingRecord) -> str:
+    return _encode(record).decode()
+
+
+def decode_record(member: str, raw: str | None) -> TradingRecord:
+    if raw is None or raw == "":
+        return TradingRecord()
+    try:
+        return _record.decode(raw)
+    except msgspec.DecodeError as exc:
+        # Fail closed: nobody can tell what an operator meant, so the scope counts as halted
+        # (and every veto says why) until it is set again.
+        return TradingRecord("halted", f"trading record P:state:{TRADING} {member!r} is unreadable ({exc}); "
+                             "set it again with `navstream risk halt|reduce|resume`", UNREADABLE, 0)
+
+
+def stored_fields(order_id: str, raw: str) -> dict[str, str]:
+    """A decision stored by ``emit_first`` (a JSON array of fields and values)."""
+    try:
+        values = _stored.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise StateError(f"P:state:{DECISIONS} member {order_id!r} is unreadable ({exc})") from exc
+    return dict(zip(values[::2], values[1::2]))
+
+
+@dataclass
+class BatchState:
+    """What a batch of orders is judged against, read in one round trip."""
+
+    now_ms: int
+    #: order_id -> the decision already given (fields), for orders decided before.
+    decided: dict[str, dict[str, str]] = field(default_factory=dict)
+    navs: dict[str, Snapshot] = field(default_factory=dict)
+    quotes: list[Quote] = field(default_factory=list)
+    sources: list[SourceState] = field(default_factory=list)
+    records: dict[str, TradingRecord] = field(default_factory=dict)
+    positions: dict[tuple[str, str], dict[str, PositionInput]] = field(default_factory=dict)
+    #: venue -> approved orders in the last minute, as Redis holds them.
+    approved: dict[str, int] = field(default_factory=dict)
+
+    def nav(self, venue: str, account: str) -> Snapshot | None:
+        return self.navs.get(scope_id("account", venue, account))
+
+    def desk_nav(self) -> Snapshot | None:
+        return self.navs.get(scope_id("total"))
+
+    def record(self, member: str) -> TradingRecord:
+        return self.records.get(member) or TradingRecord()
+
+
+async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now_ms: int) -> BatchState:
+    """The decisions already given for these orders, and, if any order is new, every input the
+    gate judges one by: one MULTI/EXEC, so all of it is one instant of Redis."""
+    state = BatchState(now_ms)
+    keys = app.keys
+    ids = list(dict.fromkeys(o.order_id for o in orders))
+    stored = await app.redis.hmget(keys.state(DECISIONS), ids)
+    for order_id, raw in zip(ids, stored):
+        if raw is not None:
+            state.decided[order_id] = stored_fields(order_id, raw)
+    new = [o for o in orders if isinstance(o, Order) and o.order_id not in state.decided]
+    if not [o for o in orders if o.order_id not in state.decided]:
+        return state
+    accounts = list(dict.fromkeys((o.venue, o.account) for o in new))
+    venues = list(dict.fromkeys(o.venue for o in new))
+    scopes = [scope_id("account", v, a) for v, a in accounts] + [scope_id("total")]
+    members = [account_member(v, a) for v, a in accounts] + [DESK]
+    pipe = app.redis.pipeline(transaction=True)
+    pipe.hmget(keys.state(*LATEST), scopes)
+    pipe.hgetall(keys.state(*PRICES))
+    pipe.hgetall(keys.state(*SOURCES))
+    pipe.hmget(keys.state(TRADING), members)
+    for venue, account in accounts:
+        pipe.hgetall(keys.state(*positions_key(venue, account)))
+    for venue in venues:
+        pipe.zcount(keys.state(approved_key(venue)), f"({now_ms - WINDOW_MS}", "+inf")
+    replies: list[Any] = await pipe.execute()
+    latest, prices, sources, records = replies[:4]
+    for scope, raw in zip(scopes, latest):
+        if raw is not None:
+            state.navs[scope] = decode_snapshot(scope, raw)
+    state.quotes = list(parse_quotes(prices).values())
+    state.sources = list(parse_sources(sources).values())
+    for member, raw in zip(members, records):
+        state.records[member] = decode_record(member, raw)
+    rest = replies[4:]
+    for (venue, account), raw in zip(accounts, rest):
+        state.positions[(venue, account)] = {
+            symbol: PositionInput(p.qty, p.mark_price)
+            for symbol, (_, p) in sorted(parse_positions(venue, account, raw).items())}
+    for venue, count in zip(venues, rest[len(accounts):]):
+        state.approved[venue] = int(count)
+    return state
+
+
+async def read_records(app: App) -> dict[str, tuple[str, TradingRecord]]:
+    """Every trading record: member -> (the raw value, for compare-and-set; the record)."""
+    raw = await app.redis.hgetall(app.keys.state(TRADING))
+    return {member: (value, decode_record(member, value)) for member, value in raw.items()}
+
+
+async def compare_and_set(app: App, member: str, seen: str, record: TradingRecord) -> bool:
+    """Store ``record`` for ``member`` if Redis still holds ``seen`` there ('' for nothing)."""
+    done = await app.redis.eval(CAS_LUA, 1, app.keys.state(TRADING), member, seen, encode_record(record))
+    return bool(done)
