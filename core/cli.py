@@ -43,6 +43,15 @@ def _redis_options(p: argparse.ArgumentParser, group: bool = False) -> None:
         p.add_argument("--group", help="consumer group (env NAVSTREAM_GROUP, default navstream)")
 
 
+def connection_options(p: argparse.ArgumentParser) -> None:
+    """``--config``, ``--redis-url`` and ``--prefix`` for a plugin command's own subcommands
+    (``navstream risk replay --config F``): given there, they win; not given, the values given
+    before the subcommand stand."""
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML config file")
+    p.add_argument("--redis-url", metavar="URL", default=argparse.SUPPRESS, help="Redis URL")
+    p.add_argument("--prefix", default=argparse.SUPPRESS, help="key prefix of every stream and key")
+
+
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     """An argparse type: a number of ``kind`` greater than 0, or a clear error."""
 

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import msgspec
 from navstream import App, Outputs
+from navstream.cli import connection_options
 from navstream.plugins.nav.state import ACCOUNTS
 from navstream.writer import BatchWrite, Writer
 
@@ -73,8 +74,9 @@ def register_commands(register: Any) -> None:
         s.add_argument("--account", help="the account (default: the whole desk)")
         s.add_argument("--venue", help="the account's venue (needed only when two venues have that account)")
         s.add_argument("--reason", required=True, help="why (recorded and shown by `navstream status`)")
-        s.add_argument("--by", default=None, help="who (default: the login name)")
-    sub.add_parser("show", help="the trading state of the desk and every account")
+        s.add_argument("--by", default=None, help="who (default: $NAVSTREAM_OPERATOR, else the login name)")
+        connection_options(s)
+    connection_options(sub.add_parser("show", help="the trading state of the desk and every account"))
     r = sub.add_parser("replay", help="re-decide every logged order from its logged inputs",
                        description="Re-decide every order in the audit log(s) from its logged inputs with the "
                        "current [risk] and [nav] config, and report each decision that would differ. Exit 1 "
@@ -82,6 +84,7 @@ def register_commands(register: Any) -> None:
     r.add_argument("logs", nargs="+", metavar="LOG", help="audit log file(s): risk-<consumer>.jsonl[.N]")
     r.add_argument("--json", action="store_true", help="machine-readable report")
     r.add_argument("--limit", type=int, default=50, help="differences listed in full (default 50)")
+    connection_options(r)
 
 
 async def command(app: App, args: argparse.Namespace) -> int:
