@@ -415,3 +415,34 @@ async def test_the_gate_refuses_to_start_without_its_audit_log_or_the_nav_plugin
     app = make_app(builtins=True, extra={"risk": {"audit_dir": str(tmp_path)}}, disabled=["source_monitor", "nav"])
     with pytest.raises(StartupError, match="nav plugin is not loaded"):
         await Consumer(app).setup()
+
+
+@pytest.mark.real_redis
+async def test_redelivery_to_another_consumer_yields_identical_decisions(make_app: Any, real_backend: Any,
+                                                                        tmp_path: Path) -> None:
+    """On a real Redis: consumer A decides a mix of orders; then the state changes (the desk is
+    halted, the NAV ages past the limit) and every order is delivered again, to consumer B,
+    through the group itself (XGROUP SETID 0): B answers each exactly as A did."""
+    clock = ManualClock(START_MS)
+    kw = {"builtins": True, "extra": sections(tmp_path), "clock": clock, "disabled": ["source_monitor"],
+          "on": real_backend}
+    a_app = make_app(name="consumer-a", **kw)
+    a = Consumer(a_app)
+    await a.setup()
+    await run_step(a_app, a, *funded(ts=START_MS), position("BTCUSDT", "1", START_MS))
+    sent = [order("r-1"), order("r-2", qty="50"), order("r-3", side="sell", qty="0.5"), order("r-4", symbol="NOPE"),
+            order("r-5", qty="bad")]
+    first = await decide(a_app, a, *sent)
+    assert [d["decision"] for d in first] == ["approve", "veto", "approve", "veto", "veto"]
+    await set_record(a_app, DESK, TradingRecord("halted", "after the fact", "ops:test", START_MS))
+    clock.advance(10 * LIMIT_MS)
+    await a_app.raw.xgroup_setid(a_app.keys.orders, a_app.group, id="0")
+    b_app = make_app(name="consumer-b", **kw)
+    b = Consumer(b_app)
+    await b.setup()
+    again = await decide(b_app, b)  # nothing new sent: only the redelivered entries
+    assert again == first
+    pending = await b_app.raw.xpending(b_app.keys.orders, b_app.group)
+    assert pending["pending"] == 0  # all acknowledged again
+    fresh = await one(b_app, b, order("r-6"))
+    assert (fresh["decision"], fresh["trading_state"]) == ("veto", "halted")  # a new id sees the new state
