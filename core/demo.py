@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -624,6 +625,11 @@ async def run_demo(
     steps = load_scenario()
     settings = demo_settings(redis_url, prefix)
     backend = make_backend(settings, redis_url)
+    # The risk gate's audit log of a demo is nobody's record: it goes to a directory of the
+    # demo's own, deleted with it, never to the user's state directory.
+    audit = tempfile.TemporaryDirectory(prefix="navstream-demo-audit-")
+    extra = {**settings.extra, "risk": {**settings.extra.get("risk", {}), "audit_dir": audit.name}}
+    settings = msgspec.structs.replace(settings, extra=extra)
     start_ms = SystemClock().now_ms() // 1000 * 1000
     clock = ManualClock(start_ms)
 
@@ -648,5 +654,6 @@ async def run_demo(
             finally:
                 await producer.aclose()
                 await app.aclose()
+                audit.cleanup()
         emit(*_footer(backend, app.keys.prefix, removed))
     return 0
