@@ -124,23 +124,18 @@ class BatchState:
 
 
 async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now_ms: int) -> BatchState:
-    """The decisions already given for these orders, and, if any order is new, every input the
-    gate judges one by: one MULTI/EXEC, so all of it is one instant of Redis."""
+    """The decisions already given for these orders, and every input the gate judges one by:
+    one MULTI/EXEC, so all of it is one instant of Redis, in one round trip."""
     state = BatchState(now_ms)
     keys = app.keys
     ids = list(dict.fromkeys(o.order_id for o in orders))
-    stored = await app.redis.hmget(keys.state(DECISIONS), ids)
-    for order_id, raw in zip(ids, stored):
-        if raw is not None:
-            state.decided[order_id] = stored_fields(order_id, raw)
-    new = [o for o in orders if isinstance(o, Order) and o.order_id not in state.decided]
-    if not [o for o in orders if o.order_id not in state.decided]:
-        return state
-    accounts = list(dict.fromkeys((o.venue, o.account) for o in new))
-    venues = list(dict.fromkeys(o.venue for o in new))
+    valid = [o for o in orders if isinstance(o, Order)]
+    accounts = list(dict.fromkeys((o.venue, o.account) for o in valid))
+    venues = list(dict.fromkeys(o.venue for o in valid))
     scopes = [scope_id("account", v, a) for v, a in accounts] + [scope_id("total")]
     members = [account_member(v, a) for v, a in accounts] + [DESK]
     pipe = app.redis.pipeline(transaction=True)
+    pipe.hmget(keys.state(DECISIONS), ids)
     pipe.hmget(keys.state(*LATEST), scopes)
     pipe.hgetall(keys.state(*PRICES))
     pipe.hgetall(keys.state(*SOURCES))
@@ -150,7 +145,10 @@ async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now
     for venue in venues:
         pipe.zcount(keys.state(approved_key(venue)), f"({now_ms - WINDOW_MS}", "+inf")
     replies: list[Any] = await pipe.execute()
-    latest, prices, sources, records = replies[:4]
+    stored, latest, prices, sources, records = replies[:5]
+    for order_id, raw in zip(ids, stored):
+        if raw is not None:
+            state.decided[order_id] = stored_fields(order_id, raw)
     for scope, raw in zip(scopes, latest):
         if raw is not None:
             state.navs[scope] = decode_snapshot(scope, raw)
@@ -158,7 +156,7 @@ async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now
     state.sources = list(parse_sources(sources).values())
     for member, raw in zip(members, records):
         state.records[member] = decode_record(member, raw)
-    rest = replies[4:]
+    rest = replies[5:]
     for (venue, account), raw in zip(accounts, rest):
         state.positions[(venue, account)] = {
             symbol: PositionInput(p.qty, p.mark_price)
