@@ -1,0 +1,415 @@
+"""The trading engine's side of the risk gate: send an order intent, await its decision.
+
+::
+
+    async with RiskClient.connect("redis://localhost:6379/0") as client:
+        d = await client.decide(order_id="o-42", venue="binance", account="main",
+                                symbol="BTCUSDT", side="buy", qty="0.1", price="50000",
+                                deadline_s=0.5)
+        if d.approved:
+            ...  # send it to the venue
+
+The gate is a stream consumer, so the answer comes back on ``P:decisions``, not as a reply.
+One background task per client reads that stream (``XREAD BLOCK``) and hands each decision
+to the ``decide()`` calls waiting on its ``order_id``; any number of concurrent calls share
+it. The reader starts at the stream's last id *before* any order of this client is sent, so
+an answer cannot slip in between the ``XADD`` and the first read. A decision given before this
+client started (an order_id sent again, perhaps by a process that crashed) is not on the
+stream from there on, so right after sending the client also reads the stored one
+(``HGET P:state:risk:decisions <order_id>``): the gate stores the first decision per order_id
+and repeats it, so both paths give the same answer.
+
+Failing closed is the rule. No answer before the deadline is a veto (``deadline``); a Redis
+error while waiting is a veto too (``client_error``), never an exception, because the answer
+the engine needs is "do not trade". An error while *sending* raises :class:`SendError`
+instead: the engine must know its order may never have reached the gate. See
+docs/risk-client.md, which also gives the protocol for other languages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .events import ORDER_DECODER, as_str_map
+from .keys import Keys
+
+log = logging.getLogger("navstream.client")
+
+#: The gate's store of first decisions (plugins/risk/state.py): order_id -> JSON [f, v, ...].
+DECISIONS_KEY = ("risk", "decisions")
+#: How long one ``XREAD`` blocks: under any socket timeout a caller is likely to have set on
+#: its connection. The reader is cancelled on close, so this never delays ``aclose()``.
+BLOCK_MS = 1_000
+#: Decisions read per ``XREAD``: the stream carries every engine's answers, not just ours.
+READ_COUNT = 1_000
+#: Reader retry delays after errors: doubling from the first, capped, with jitter.
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 2.0
+
+#: ``aclose()`` cancels the reader this many times at most, waiting this long after each.
+STOP_ATTEMPTS = 20
+STOP_WAIT_S = 0.05
+
+DEADLINE = "deadline"
+CLIENT_ERROR = "client_error"
+
+_stored_fields = msgspec.json.Decoder(list[str])
+
+
+class SendError(RuntimeError):
+    """The order was not confirmed written to ``P:orders``: treat it as not approved.
+
+    It may still have reached the gate (a connection lost after the write); sending the same
+    ``order_id`` again is safe and returns the decision the gate gave it, if any.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDecision:
+    """A ``P:decisions`` entry as the engine sees it, or the veto that stands in for one.
+
+    ``timed_out`` is true when no decision was seen before the deadline; ``reasons`` then says
+    why (``deadline``, or ``client_error`` when Redis failed while waiting), ``nav`` is empty
+    and ``nav_status`` and ``trading_state`` are ``unknown``.
+    """
+
+    order_id: str
+    decision: Literal["approve", "veto"]
+    reasons: list[str]
+    trading_state: str
+    nav: str
+    nav_status: str
+    nav_age_ms: int
+    ts: int
+    timed_out: bool = False
+
+    @property
+    def approved(self) -> bool:
+        """The one answer that allows trading."""
+        return self.decision == "approve" and not self.timed_out
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> ClientDecision:
+        """Parse a decision entry (contract fields).
+
+        :raises ValueError: a field is missing or unparsable; the caller vetoes.
+        """
+        try:
+            decision: Literal["approve", "veto"]
+            if fields["decision"] == "approve":
+                decision = "approve"
+            elif fields["decision"] == "veto":
+                decision = "veto"
+            else:
+                raise ValueError(f"`decision` is {fields['decision']!r}")
+            return cls(fields["order_id"], decision, [r for r in fields.get("reasons", "").split(",") if r],
+                       fields.get("trading_state", ""), fields.get("nav", ""), fields.get("nav_status", ""),
+                       int(fields.get("nav_age_ms") or 0), int(fields["ts"]))
+        except KeyError as exc:
+            raise ValueError(f"decision entry lacks field {exc}") from exc
+
+    @classmethod
+    def vetoed(cls, order_id: str, reason: str, *, timed_out: bool = True) -> ClientDecision:
+        """The veto given in place of a decision that was not seen."""
+        return cls(order_id, "veto", [reason], "unknown", "", "unknown", 0, _now_ms(), timed_out)
+
+
+class RiskClient:
+    """Sends orders to ``P:orders`` and awaits their decisions; see the module docstring.
+
+    :param redis: a client of the Redis navstream runs on (``decode_responses`` either way);
+        the caller keeps owning it. Use :meth:`connect` for a client that owns its connection.
+    :param prefix: the key prefix ``P`` of the navstream deployment.
+    """
+
+    def __init__(self, redis: aioredis.Redis, prefix: str = "navstream", *, owns_redis: bool = False) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self._decisions_key = self.keys.state(*DECISIONS_KEY)
+        self._owns_redis = owns_redis
+        self._waiters: dict[str, list[asyncio.Future[ClientDecision]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        #: Id of the last decision the reader got past (the XREAD cursor).
+        self._cursor = ""
+        #: The reader's last XREAD failed: a veto at the deadline then says ``client_error``.
+        self._failing = False
+        self._closed = False
+
+    @classmethod
+    def connect(cls, url: str, prefix: str = "navstream", **redis_kwargs: Any) -> RiskClient:
+        """A client with its own connection to ``url``, closed by :meth:`aclose`."""
+        redis = aioredis.Redis.from_url(url, decode_responses=True, **redis_kwargs)
+        return cls(redis, prefix, owns_redis=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the stream's current last id and start the reader from there (once).
+
+        ``decide()`` calls it; call it earlier to pay the round trip before the first order.
+
+        :raises RedisError: Redis cannot be read; nothing was sent.
+        """
+        async with self._start_lock:
+            if self._closed:
+                raise RuntimeError("RiskClient is closed")
+            if self._reader is not None:
+                return
+            last: Any = await self.redis.xrevrange(self.keys.decisions, count=1)
+            self._cursor = _text(last[0][0]) if last else "0-0"
+            self._reader = asyncio.create_task(self._read_loop(), name=f"navstream-client:{self.keys.prefix}")
+
+    async def aclose(self) -> None:
+        """Stop the reader, veto whatever still waits (``client_error``), close an owned connection."""
+        self._closed = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await _stop(reader)
+        for order_id, waiters in self._waiters.items():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(ClientDecision.vetoed(order_id, CLIENT_ERROR))
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    # --- deciding ---------------------------------------------------------------------------
+
+    async def decide(
+        self,
+        *,
+        order_id: str,
+        venue: str,
+        account: str,
+        symbol: str,
+        side: Literal["buy", "sell"],
+        qty: Decimal | str,
+        price: Decimal | str | None = None,
+        reduce_only: bool = False,
+        deadline_s: float,
+    ) -> ClientDecision:
+        """Send one order intent and return its decision, or a veto when none came in time.
+
+        The deadline counts from this call, sending included. Send an intent under one
+        ``order_id`` only: sending it again (after a crash, a :class:`SendError`) returns the
+        decision already given, while a new id would be judged, and could be approved, again.
+
+        :param qty: exact decimal (``Decimal`` or ``str``); a ``float`` is refused.
+        :param price: limit price, same rules; None for a market order.
+        :param deadline_s: seconds to wait at most; then the order counts as vetoed.
+        :raises TypeError: a float or another wrong type; nothing was sent.
+        :raises ValueError: an order the gate would call ``bad_order``; nothing was sent.
+        :raises SendError: the order was not confirmed written (see there).
+        """
+        if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) \
+                or not math.isfinite(deadline_s) or deadline_s <= 0:
+            raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
+        fields = order_fields(order_id=order_id, venue=venue, account=account, symbol=symbol, side=side,
+                              qty=qty, price=price, reduce_only=reduce_only, ts=_now_ms())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        waiter: asyncio.Future[ClientDecision] = loop.create_future()
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.start()  # the cursor is taken before the XADD: no answer missed
+                    self._waiters.setdefault(order_id, []).append(waiter)
+                    await self.redis.xadd(self.keys.orders, fields)  # type: ignore[arg-type]
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise SendError(f"order {order_id!r} not confirmed sent to {self.keys.orders}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+            trouble = False
+            try:
+                async with asyncio.timeout_at(deadline):
+                    if not waiter.done():
+                        trouble = not await self._check_stored(order_id, waiter)
+                    return await waiter
+            except TimeoutError:
+                reason = CLIENT_ERROR if trouble or self._failing else DEADLINE
+                log.warning("no decision before the deadline, vetoed", extra={
+                    "event": "decision_deadline", "order_id": order_id, "reason": reason, "deadline_s": deadline_s})
+                return ClientDecision.vetoed(order_id, reason)
+        finally:
+            self._forget(order_id, waiter)
+
+    async def _check_stored(self, order_id: str, waiter: asyncio.Future[ClientDecision]) -> bool:
+        """Resolve ``waiter`` from the gate's stored decision, if there is one; False when
+        Redis failed (the stream may still bring the answer)."""
+        try:
+            raw = await self.redis.hget(self._decisions_key, order_id)
+        except (RedisError, OSError) as exc:
+            log.warning("could not read the stored decision", extra={
+                "event": "client_error", "order_id": order_id, "error": f"{type(exc).__name__}: {exc}"})
+            return False
+        if raw is not None and not waiter.done():
+            waiter.set_result(_decision(order_id, _stored(raw)))
+        return True
+
+    def _forget(self, order_id: str, waiter: asyncio.Future[ClientDecision]) -> None:
+        waiters = self._waiters.get(order_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[order_id]
+
+    # --- the reader -------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        """Read ``P:decisions`` from the cursor for as long as the client lives; hand each
+        entry to its waiters. Errors are retried with backoff from the same cursor, so an
+        answer written during an outage is still delivered once Redis answers again."""
+        attempt = 0
+        while not self._closed:
+            try:
+                reply = await self.redis.xread({self.keys.decisions: self._cursor}, count=READ_COUNT,
+                                               block=BLOCK_MS)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, retry; waiters veto at their deadline
+                self._failing = True
+                attempt += 1
+                delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(attempt - 1, 16)) * (0.5 + random.random() / 2)
+                log.warning("reading decisions failed, retrying", extra={
+                    "event": "client_error", "error": f"{type(exc).__name__}: {exc}", "retry_in_s": round(delay, 3)})
+                await asyncio.sleep(delay)
+                continue
+            self._failing = False
+            attempt = 0
+            for entry_id, fields in _entries(reply):
+                self._cursor = _text(entry_id)
+                self._dispatch(fields)
+
+    def _dispatch(self, raw: Any) -> None:
+        try:
+            fields = as_str_map(raw or {})
+        except ValueError:
+            return  # not an entry the gate wrote (it writes UTF-8); nobody can wait for it
+        waiters = self._waiters.get(fields.get("order_id", ""))
+        if not waiters:
+            return  # another engine's order, or one whose caller gave up
+        decision = _decision(fields["order_id"], fields)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(decision)
+
+
+async def _stop(reader: asyncio.Task[None]) -> None:
+    """Cancel ``reader`` until it is done. Once is not always enough on Python 3.11: redis-py
+    sends each command inside ``asyncio.wait_for``, which there swallows a cancellation that
+    lands as the send completes, and the XREAD would then block on (fixed in Python 3.12)."""
+    for _ in range(STOP_ATTEMPTS):
+        reader.cancel()
+        done, _ = await asyncio.wait({reader}, timeout=STOP_WAIT_S)
+        if done:
+            if not reader.cancelled() and reader.exception() is not None:
+                log.error("decision reader failed", exc_info=reader.exception(),
+                          extra={"event": "client_reader_failed"})
+            return
+    log.error("decision reader did not stop", extra={"event": "client_reader_stuck"})
+
+
+# --- encoding and parsing ---------------------------------------------------------------------
+
+
+def order_fields(*, order_id: str, venue: str, account: str, symbol: str, side: str, qty: Decimal | str,
+                 price: Decimal | str | None, reduce_only: bool, ts: int) -> dict[str, str]:
+    """The ``P:orders`` entry of an order intent, checked by the decoder the gate itself uses,
+    so the client never sends what the gate would veto as ``bad_order``.
+
+    :raises TypeError: a float amount, or a value of the wrong type.
+    :raises ValueError: anything the contract refuses (an empty id, a side other than
+        buy/sell, a non-positive or non-finite amount), naming the field.
+    """
+    for name, value in (("order_id", order_id), ("venue", venue), ("account", account),
+                        ("symbol", symbol), ("side", side)):
+        if not isinstance(value, str):
+            raise TypeError(f"`{name}` must be a str, got {type(value).__name__}")
+    if not isinstance(reduce_only, bool):
+        raise TypeError(f"`reduce_only` must be a bool, got {type(reduce_only).__name__}")
+    fields = {"type": "order", "order_id": order_id, "venue": venue, "account": account, "symbol": symbol,
+              "side": side, "qty": decimal_text("qty", qty), "reduce_only": "true" if reduce_only else "false",
+              "ts": str(ts)}
+    if price is not None:
+        fields["price"] = decimal_text("price", price)
+    ORDER_DECODER.decode(fields)  # raises DecodeError (a ValueError) naming the field
+    return fields
+
+
+def decimal_text(name: str, value: Decimal | str) -> str:
+    """``value`` as an exact, plain decimal string (``"0.00000001"``, never ``"1E-8"``)."""
+    if isinstance(value, float):
+        raise TypeError(f"`{name}` must be a Decimal or str, not a float (binary floats are not exact): "
+                        f"pass Decimal({str(value)!r}) or {str(value)!r}")
+    if isinstance(value, str):
+        try:
+            value = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"`{name}` is not a decimal: {value!r}") from None
+    elif not isinstance(value, Decimal):
+        raise TypeError(f"`{name}` must be a Decimal or str, got {type(value).__name__}")
+    if not value.is_finite():
+        raise ValueError(f"`{name}` must be a finite decimal, got {value}")
+    return format(value, "f")
+
+
+def _stored(raw: str | bytes) -> dict[str, str] | None:
+    """A decision as the gate stores it (``Outputs.emit_first``: a JSON array of fields and
+    values); None when it is not one."""
+    try:
+        values = _stored_fields.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return dict(zip(values[::2], values[1::2])) if values and len(values) % 2 == 0 else None
+
+
+def _decision(order_id: str, fields: Mapping[str, str] | None) -> ClientDecision:
+    """The decision in ``fields``, or a veto (``client_error``) when it cannot be read: an
+    answer nobody can read must not let an order through."""
+    try:
+        if fields is None:
+            raise ValueError("not a JSON array of fields and values")
+        decision = ClientDecision.from_fields(fields)
+        if decision.order_id != order_id:
+            raise ValueError(f"answers order_id {decision.order_id!r}")
+    except ValueError as exc:
+        log.error("unreadable decision, vetoed", extra={
+            "event": "client_error", "order_id": order_id, "error": str(exc)})
+        return ClientDecision.vetoed(order_id, CLIENT_ERROR, timed_out=False)
+    return decision
+
+
+def _entries(reply: Any) -> list[tuple[Any, Any]]:
+    """XREAD's entries for our one stream: ``[[stream, entries]]`` over RESP2,
+    ``{stream: [entries]}`` over RESP3."""
+    if not reply:
+        return []
+    if isinstance(reply, Mapping):
+        return [entry for per_stream in reply.values() for entries in per_stream for entry in entries]
+    return [entry for _stream, entries in reply for entry in entries]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
