@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 once nothing new or reclaimed arrived for this long")
     p.add_argument("--max-events", type=_positive_int, metavar="N", help="exit 0 after handling N entries")
 
+    p = sub.add_parser("ingest", help="run the configured sources and publish what they see",
+                       description="Run every [sources.<name>] of the config on its interval: write its "
+                       "price, balance and position events to P:events and a source_status event after "
+                       "every attempt. SIGTERM or SIGINT stops after the attempts in flight.")
+    _redis_options(p)
+    p.add_argument("--once", action="store_true",
+                   help="one round of every source, then exit (1 if any source failed)")
+
     p = sub.add_parser("demo", help="replay a desk scenario through the real loop (no Redis needed)",
                        description="Replay a bundled trading-desk scenario through the real consumer loop "
                        "and every built-in plugin, on an in-process Redis unless --redis-url is given.")
@@ -217,6 +225,45 @@ async def cmd_run(args: argparse.Namespace) -> int:
         return await consumer.run()
     finally:
         await app.aclose()
+
+
+async def cmd_ingest(args: argparse.Namespace) -> int:
+    from .app import default_connect
+    from .ingest import Ingest, IngestError
+    from .pluginmanager import build_plugin_manager
+
+    settings = _settings(args)
+    loaded = build_plugin_manager(disabled=settings.plugins.disabled, modules=settings.plugins.modules)
+    redis = default_connect(settings)(True)
+    try:
+        try:
+            ingest = Ingest(settings, loaded.source_kinds, redis)
+        except IngestError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from exc
+        try:
+            await redis.ping()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await ingest.aclose()
+            raise CliError(f"Redis at {redact_url(settings.redis.url)} is unreachable: {exc}",
+                           EXIT_UNREACHABLE) from exc
+        try:
+            if args.once:
+                results = await ingest.run_once()
+                failed = sorted(name for name, ok in results.items() if not ok)
+                for name in failed:
+                    run = ingest.runs[name]
+                    print(f"navstream: source {name} failed: "
+                          f"{run.last_error or 'its events could not be written to Redis'}", file=sys.stderr)
+                return EXIT_FAILED if failed else 0
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, ingest.request_stop)
+            await ingest.run()
+            return 0
+        finally:
+            await ingest.aclose()
+    finally:
+        await redis.aclose()
 
 
 async def cmd_publish(args: argparse.Namespace) -> int:
@@ -369,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_run(args))
         if args.command == "publish":
             return asyncio.run(cmd_publish(args))
+        if args.command == "ingest":
+            return asyncio.run(cmd_ingest(args))
         if args.command == "status":
             return asyncio.run(cmd_status(args))
         if args.command == "dlq":

@@ -96,6 +96,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 CORE_SECTIONS = ("redis", "consumer", "plugins")
+#: The ingest process's section: ``[sources.<name>]`` tables, one per source instance.
+SOURCES_SECTION = "sources"
 
 #: Environment overrides, documented in docs/configuration.md (keep in step).
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -195,7 +197,9 @@ def validate_plugin_sections(
     :raises ConfigError: an undeclared section or an invalid value, naming key and file.
     """
     known_disabled = known_disabled or set()
-    unknown = sorted(set(settings.extra) - set(declared) - known_disabled)
+    # [sources.*] belongs to `navstream ingest`, which decodes each instance with its kind's
+    # settings (navstream.ingest.configure); a consumer sharing the file leaves it alone.
+    unknown = sorted(set(settings.extra) - set(declared) - known_disabled - {SOURCES_SECTION})
     if unknown:
         raise ConfigError(
             f"{settings.source}: unknown section [{unknown[0]}]; no loaded plugin declares it "

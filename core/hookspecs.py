@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .app import App
     from .events import Event, InvalidOrder, Order
     from .outputs import Outputs
+    from .sources import SourceFactory, SourceSettings
 
 PROJECT = "navstream"
 
@@ -61,6 +62,21 @@ def navstream_startup(app: App) -> Awaitable[None] | None:
     with the error shown: a plugin that cannot work must not pretend to.
 
     :param app: the running application.
+    """
+
+
+@hookspec(historic=True)
+def navstream_sources(register: Callable[[str, type[SourceSettings], SourceFactory], None]) -> None:
+    """Contribute source kinds to ``navstream ingest`` (see :mod:`navstream.sources`).
+
+    Call ``register("coingecko", CoinGeckoSettings, CoinGeckoSource)``: ``[sources.<name>]``
+    sections whose ``kind`` (default: the name) is ``"coingecko"`` are decoded into
+    ``CoinGeckoSettings`` (a :class:`~navstream.sources.SourceSettings` subclass) and built
+    with ``factory(name, settings, context)`` once, when the ingest process starts: raise
+    :class:`~navstream.sources.SourceConfigError` there for a missing credential. A kind
+    registered twice is an error.
+
+    :param register: ``register(kind, settings_type, factory)``.
     """
 
 

@@ -17,8 +17,12 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, cast
 import pluggy
 
 from . import hookspecs
+from .sources import SourceKind, SourceSettings
 
 ENTRY_POINT_GROUP = "navstream"
+#: Sections no plugin may declare: the core's own, and ``[sources.*]``, which source kinds
+#: (``navstream_sources``) decode one instance at a time.
+RESERVED_SECTIONS = ("redis", "consumer", "plugins", "sources")
 BATCH_HOOKS = ("navstream_events", "navstream_orders", "navstream_tick")
 
 
@@ -43,6 +47,8 @@ class LoadedPlugins:
     sections: dict[str, type] = field(default_factory=dict)
     #: Sections declared by plugins that are installed but disabled.
     disabled_sections: set[str] = field(default_factory=set)
+    #: Source kinds contributed through ``navstream_sources``, by kind.
+    source_kinds: dict[str, SourceKind] = field(default_factory=dict)
 
 
 def _allowed(env: Mapping[str, str]) -> set[str] | None:
@@ -141,7 +147,7 @@ def build_plugin_manager(
         )
     _reject_batch_wrappers(pm)
     sections = _collect_sections(pm)
-    return LoadedPlugins(pm, info, skipped, sections, disabled_sections - set(sections))
+    return LoadedPlugins(pm, info, skipped, sections, disabled_sections - set(sections), _collect_source_kinds(pm))
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
@@ -169,12 +175,32 @@ def _collect_sections(pm: pluggy.PluginManager) -> dict[str, type]:
     sections: dict[str, type] = {}
 
     def register(name: str, type_: type) -> None:
-        if name in sections or name in ("redis", "consumer", "plugins"):
+        if name in sections or name in RESERVED_SECTIONS:
             raise PluginError(f"config section [{name}] is declared twice")
         sections[name] = type_
 
     pm.hook.navstream_config_sections.call_historic(kwargs={"register": register})
     return sections
+
+
+def _collect_source_kinds(pm: pluggy.PluginManager) -> dict[str, SourceKind]:
+    kinds: dict[str, SourceKind] = {}
+    plugin_of = {id(impl.function): impl.plugin_name for impl in pm.hook.navstream_sources.get_hookimpls()}
+    current: list[str] = [""]
+
+    def register(kind: str, settings: type, factory: Callable[..., Any]) -> None:
+        if not isinstance(kind, str) or not kind:
+            raise PluginError(f"plugin {current[0]!r} registers a source kind with an invalid name {kind!r}")
+        if kind in kinds:
+            raise PluginError(f"source kind {kind!r} is registered twice ({kinds[kind].plugin!r} and {current[0]!r})")
+        if not (isinstance(settings, type) and issubclass(settings, SourceSettings)):
+            raise PluginError(f"source kind {kind!r}: its settings type must subclass navstream.sources.SourceSettings")
+        kinds[kind] = SourceKind(kind, settings, factory, current[0])
+
+    for impl in reversed(pm.hook.navstream_sources.get_hookimpls()):
+        current[0] = plugin_of.get(id(impl.function), impl.plugin_name)
+        impl.function(*[{"register": register}[name] for name in impl.argnames])
+    return kinds
 
 
 async def await_me_maybe(value: Any) -> Any:

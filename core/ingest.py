@@ -1,0 +1,256 @@
+"""``navstream ingest``: run every configured source on its interval and publish what it saw.
+
+Each attempt, success or failure, ends with a ``source_status`` event (with the error), written
+after the attempt's own events in one ``MULTI``/``EXEC``: a reader never sees a source report
+``ok`` before the values it vouches for. A failed or missing value is never published; the NAV
+turns stale or partial on its own, and the consumers' ``source_monitor`` alerts on the failure.
+Problems that do not fail a fetch (an id missing from an answer) are alerted here
+(``source_incomplete``), at most once per problem text and ``alert_every_s``.
+
+If Redis is unreachable, each source keeps only its newest unwritten attempt (snapshots are
+absolute: an older one is superseded) and it is written when Redis is back; what was
+superseded is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .app import Clock, SystemClock
+from .config import SOURCES_SECTION, ConfigError, Settings
+from .events import SourceStatus, encode_fields
+from .httppool import HttpPool
+from .keys import Keys
+from .pricecache import PriceCache
+from .ratelimit import RateLimited
+from .sources import (
+    Fetched,
+    Source,
+    SourceConfigError,
+    SourceContext,
+    SourceError,
+    SourceKind,
+    SourceSettings,
+    redact,
+)
+
+log = logging.getLogger("navstream.ingest")
+
+#: Longest error text kept in a ``source_status`` event.
+MAX_ERROR = 500
+#: The same ``source_incomplete`` problem of a source is alerted at most this often.
+ALERT_EVERY_S = 300.0
+
+
+class IngestError(RuntimeError):
+    """The ingest process cannot start (no sources, a bad section, a missing credential)."""
+
+
+def configure(settings: Settings, kinds: Mapping[str, SourceKind]) -> dict[str, tuple[SourceKind, SourceSettings]]:
+    """Decode every ``[sources.<name>]`` table with its kind's settings type.
+
+    :raises ConfigError: a section that is not a table, an unknown kind, an invalid value;
+        every problem is listed, naming the section and the key.
+    """
+    raw = settings.extra.get(SOURCES_SECTION, {})
+    problems: list[str] = []
+    out: dict[str, tuple[SourceKind, SourceSettings]] = {}
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            problems.append(f"[sources.{name}] must be a table")
+            continue
+        kind_name = table.get("kind") or name
+        kind = kinds.get(kind_name) if isinstance(kind_name, str) else None
+        if kind is None:
+            problems.append(f"[sources.{name}]: unknown source kind {kind_name!r} (installed: "
+                            f"{', '.join(sorted(kinds)) or 'none'})")
+            continue
+        try:
+            out[name] = (kind, msgspec.convert(table, kind.settings))
+        except msgspec.ValidationError as exc:
+            text = str(exc).replace("`$.", f"`sources.{name}.").replace("`$`", f"`[sources.{name}]`")
+            problems.append(f"[sources.{name}] {text}")
+    if problems:
+        raise ConfigError(f"{settings.source}: " + "; ".join(problems))
+    return out
+
+
+@dataclass
+class SourceRun:
+    """One source instance and what the ingest process knows of it."""
+
+    source: Source
+    attempts: int = 0
+    failures: int = 0
+    last_ok_ms: int = 0
+    last_error: str = ""
+    #: The newest attempt not yet written (Redis was unreachable), as stream entries.
+    unwritten: list[dict[str, str]] | None = None
+    superseded: int = 0
+    alerted: dict[str, float] = field(default_factory=dict)
+
+
+class Ingest:
+    """Builds the configured sources and runs them.
+
+    :param redis: a ``str``-decoding client; the process writes only to ``P:events`` and
+        ``P:alerts``.
+    """
+
+    def __init__(self, settings: Settings, kinds: Mapping[str, SourceKind], redis: aioredis.Redis, *,
+                 clock: Clock | None = None, http: HttpPool | None = None, env: Mapping[str, str] | None = None,
+                 alert_every_s: float = ALERT_EVERY_S) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis.prefix)
+        self.redis = redis
+        self.clock = clock or SystemClock()
+        self.http = http or HttpPool()
+        self.cache = PriceCache()
+        self.alert_every_s = alert_every_s
+        context = SourceContext(self.http, self.cache, self.clock, **({"env": env} if env is not None else {}))
+        self.runs: dict[str, SourceRun] = {}
+        problems: list[str] = []
+        for name, (kind, source_settings) in configure(settings, kinds).items():
+            if not source_settings.enabled:
+                continue
+            try:
+                self.runs[name] = SourceRun(kind.factory(name, source_settings, context))
+            except (SourceConfigError, ValueError) as exc:
+                problems.append(str(exc))
+        if problems:
+            raise IngestError("; ".join(problems))
+        if not self.runs:
+            raise IngestError(f"{settings.source}: no [sources.<name>] section is enabled; nothing to ingest "
+                              f"(kinds installed: {', '.join(sorted(kinds)) or 'none'})")
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def aclose(self) -> None:
+        for run in self.runs.values():
+            try:
+                await run.source.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing; report and go on
+                log.warning("source close failed", extra={"event": "source_close_failed",
+                                                          "source": run.source.name, "error": str(exc)})
+        await self.http.aclose()
+
+    # --- one attempt --------------------------------------------------------------------------
+
+    async def attempt(self, run: SourceRun) -> bool:
+        """Fetch once and publish the result; True if the source succeeded."""
+        source = run.source
+        run.attempts += 1
+        started = time.monotonic()
+        error = ""
+        fetched = Fetched()
+        try:
+            async with asyncio.timeout(source.settings.timeout_s):
+                fetched = await source.fetch()
+        except TimeoutError:
+            error = f"fetch did not finish within timeout_s = {source.settings.timeout_s:g}s"
+        except (SourceError, RateLimited) as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a source's bug is that source's failure, said plainly
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("source raised", extra={"event": "source_bug", "source": source.name})
+        now = self.clock.now_ms()
+        error = redact(error)
+        ok = not error
+        entries = [encode_fields(e) for e in fetched.events] if ok else []
+        note = error or "; ".join(fetched.problems)
+        status = SourceStatus(ts=now, venue=source.venue, source=source.name, ok=ok, account=source.account,
+                              error=note[:MAX_ERROR] if note else None)
+        entries.append(encode_fields(status))
+        if ok:
+            run.last_ok_ms = now
+        else:
+            run.failures += 1
+        run.last_error = error or run.last_error
+        log.log(logging.INFO if ok else logging.WARNING, "source fetched" if ok else "source failed", extra={
+            "event": "source_fetched" if ok else "source_failed", "source": source.name, "ok": ok,
+            "events": len(entries) - 1, "error": error, "problems": fetched.problems,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+        if run.unwritten is not None:
+            run.superseded += 1
+        run.unwritten = entries
+        alerts = self._problem_alerts(run, fetched.problems, now) if ok else []
+        await self.flush(run, alerts)
+        return ok
+
+    def _problem_alerts(self, run: SourceRun, problems: list[str], now_ms: int) -> list[dict[str, str]]:
+        out = []
+        wall = time.monotonic()
+        for problem in problems:
+            last = run.alerted.get(problem)
+            if last is not None and wall - last < self.alert_every_s:
+                continue
+            run.alerted[problem] = wall
+            out.append({"code": "source_incomplete", "severity": "warning", "venue": run.source.venue,
+                        "source": run.source.name, "message": f"source {run.source.name}: {problem}; those "
+                        "values are not published (never as 0)", "ts": str(now_ms),
+                        **({"account": run.source.account} if run.source.account else {})})
+        if len(run.alerted) > 1000:
+            run.alerted.clear()
+        return out
+
+    async def flush(self, run: SourceRun, alerts: list[dict[str, str]] = ()) -> bool:  # type: ignore[assignment]
+        """Write the source's newest unwritten attempt (and alerts); False if Redis refused."""
+        if run.unwritten is None:
+            return True
+        pipe = self.redis.pipeline(transaction=True)
+        for fields in run.unwritten:
+            pipe.xadd(self.keys.events, fields)  # type: ignore[arg-type]
+        maxlen = self.settings.consumer.output_maxlen
+        for alert in alerts:
+            pipe.xadd(self.keys.alerts, alert, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.error("could not write a source's events; kept until Redis answers", extra={
+                "event": "ingest_write_failed", "source": run.source.name, "error": str(exc)})
+            return False
+        run.unwritten = None
+        return True
+
+    # --- running --------------------------------------------------------------------------------
+
+    async def run_once(self) -> dict[str, bool]:
+        """Every source once, concurrently; name -> succeeded and written."""
+        names = list(self.runs)
+        results = await asyncio.gather(*(self.attempt(self.runs[n]) for n in names))
+        return {n: ok and self.runs[n].unwritten is None for n, ok in zip(names, results)}
+
+    async def run(self) -> None:
+        """Every source on its own interval until :meth:`request_stop` (the attempts in
+        flight finish first)."""
+        async with asyncio.TaskGroup() as group:
+            for run in self.runs.values():
+                group.create_task(self._loop(run))
+
+    async def _loop(self, run: SourceRun) -> None:
+        interval = run.source.settings.interval_s
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            if run.unwritten is not None:  # a previous attempt still waits for Redis
+                await self.flush(run)
+            await self.attempt(run)
+            delay = max(0.0, started + interval - time.monotonic())
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"source": name, "kind": type(r.source).__name__, "attempts": r.attempts, "failures": r.failures,
+                 "last_ok_ms": r.last_ok_ms, "last_error": r.last_error, "superseded": r.superseded}
+                for name, r in self.runs.items()]

@@ -1,0 +1,124 @@
+"""What a source is: the API that built-in and third-party ingestors implement.
+
+A plugin contributes source *kinds* through ``navstream_sources(register)``; the config names
+*instances* (``[sources.<name>]``, with ``kind`` defaulting to the name), each decoded with its
+kind's settings type. ``navstream ingest`` builds every configured instance once, at startup
+(a missing credential fails there), then calls ``fetch`` on each one's interval.
+
+A fetch returns absolute events (``Price``, ``Balance``, ``Position``) stamped with when the
+*venue* observed the value, or raises: the ingest process turns each attempt into a
+``source_status`` event either way. Problems that do not fail the whole fetch (an id missing
+from an answer) are returned as ``problems``: they become alerts, and the values concerned are
+simply not published, never replaced by 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Protocol
+
+import msgspec
+
+from .events import Balance, Position, Price
+
+if TYPE_CHECKING:
+    from .app import Clock
+    from .httppool import HttpPool
+    from .pricecache import PriceCache
+
+#: What a source may publish.
+SourceEvent = Price | Balance | Position
+
+
+class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Settings every source has; a kind's settings type subclasses this and adds its own."""
+
+    #: The kind registered by a plugin; empty: the instance's name.
+    kind: str = ""
+    #: Seconds between the starts of two fetches (a slow fetch delays the next, never doubles up).
+    interval_s: Annotated[float, msgspec.Meta(ge=0.1, le=86_400)] = 30.0
+    #: Budget of one whole fetch (every request, retry and wait in it).
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 20.0
+    #: Off without deleting its section.
+    enabled: bool = True
+
+
+_SECRET_PARAM = re.compile(r"((?:signature|api[_-]?key|apikey|secret|token|password|x_cg_[a-z]+_api_key)=)[^&\s\"']+",
+                           re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials in query strings masked (``signature=***``): error messages
+    quote URLs, and they end up in events, alerts and logs."""
+    return _SECRET_PARAM.sub(r"\1***", text)
+
+
+class SourceError(RuntimeError):
+    """A fetch that failed; its message goes into ``source_status.error`` (so no secrets)."""
+
+
+class SourceConfigError(ValueError):
+    """A source that cannot be built from its config (a missing credential, a bad value)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The result of one successful fetch."""
+
+    events: list[SourceEvent] = field(default_factory=list)
+    #: Things that did not fail the fetch but leave values unpublished, in words.
+    problems: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    """One configured source instance."""
+
+    #: The instance's name (its config section), also ``source_status.source``.
+    name: str
+    #: ``source_status.venue`` and, for account sources, ``source_status.account``.
+    venue: str
+    account: str | None
+    settings: SourceSettings
+
+    async def fetch(self) -> Fetched:
+        """One round: ask the venue, return what it said (or raise)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the source holds (the shared HTTP pool is closed by the host)."""
+        ...
+
+
+@dataclass
+class SourceContext:
+    """What the host gives a source when it builds one."""
+
+    http: HttpPool
+    cache: PriceCache
+    clock: Clock
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    def secret(self, source: str, setting: str, env_name: str) -> str:
+        """The credential in environment variable ``env_name``, or a startup error naming the
+        source and the setting (never the value)."""
+        if not env_name:
+            raise SourceConfigError(f"[sources.{source}] {setting}: no environment variable named")
+        value = self.env.get(env_name, "")
+        if not value:
+            raise SourceConfigError(f"[sources.{source}] {setting}: environment variable {env_name} is not set "
+                                    "(credentials come only from the environment)")
+        return value
+
+
+#: ``factory(name, settings, context) -> Source``.
+SourceFactory = Callable[[str, Any, SourceContext], Source]
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    kind: str
+    settings: type[SourceSettings]
+    factory: SourceFactory
+    plugin: str = ""
