@@ -45,7 +45,7 @@ class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     enabled: bool = True
 
 
-_SECRET_PARAM = re.compile(r"((?:signature|api[_-]?key|apikey|secret|token|password|x_cg_[a-z]+_api_key)=)[^&\s\"']+",
+_SECRET_PARAM = re.compile(r"((?:signature|api[_-]?key|apikey|secret|token|password|x_cg_[a-z]+_api_key)=)[^&\s\"':,;]+",
                            re.IGNORECASE)
 
 
