@@ -1,9 +1,10 @@
 """``navstream demo``: a bundled trading-desk scenario replayed through the real consumer loop.
 
-Why it exists: the quickest way to see what navstream does, and how it behaves when sources
-fail, is to watch it process a realistic feed, with no Redis to install. Nothing in the loop is
-simulated: entries go through XADD, XREADGROUP, every loaded plugin, the writer and XACK exactly
-as in production. Only the clock is (a :class:`ManualClock`), so ten desk minutes take seconds.
+Why it exists: the quickest way to see what navstream does, how it behaves when sources fail,
+and how the risk gate answers the trading engine's orders through it all, is to watch it process
+a realistic feed, with no Redis to install. Nothing in the loop is simulated: entries go through
+XADD, XREADGROUP, every loaded plugin, the writer and XACK exactly as in production. Only the
+clock is (a :class:`ManualClock`), so ten desk minutes take seconds.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import logging
 import os
 import sys
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from importlib import resources
@@ -89,13 +91,22 @@ label = "EUR and USD cash"
 venue = "cold-wallet"
 account = "reserve"
 kind = "reserve"
+
+[risk]
+max_nav_age_s = 60
+max_order_notional = "2000000"
+max_order_pct_nav = 25
+max_gross_exposure_x = 3
+reduce_drawdown_pct = 5
+halt_drawdown_pct = 10
 """
 
 SCENARIO_FILE = "demo_scenario.jsonl"
 #: Longest real pause between two steps, whatever the simulated gap: keeps the demo short.
 MAX_PAUSE_S = 1.5
-#: Widest "sources" cell before the alerts column shifts (it only shifts, nothing is cut).
-SOURCES_WIDTH = 34
+#: The live table, the decisions and the trading state fit a terminal this wide (scenario
+#: notes are kept short enough; tests/test_demo.py checks it). Alert messages are printed whole.
+TERMINAL_WIDTH = 100
 #: Width of the "total NAV" cell (``10,245,332 partial``).
 NAV_WIDTH = 18
 #: Alerts listed one by one in the summary (all of them are counted in the table).
@@ -248,16 +259,29 @@ class SourceRow:
 
 
 @dataclass
+class Answer:
+    """One ``P:decisions`` entry, as the risk gate wrote it."""
+
+    fields: dict[str, str]
+    #: When this order_id was first answered (s after the start) if this repeats that answer.
+    first_at_s: int | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        return [r for r in self.fields.get("reasons", "").split(",") if r]
+
+
+@dataclass
 class StepRow:
     step: Step
     entries_in: int
-    processed: int
-    dead_lettered: int
     #: (code, severity) of each alert the step raised.
     alerts: list[tuple[str, str]]
     sources: list[SourceRow] | None
     #: The nav plugin's scopes as ``navstream status`` shows them; None without the plugin.
     nav: list[dict[str, Any]] | None = None
+    #: The decisions the risk gate published during the step, in order.
+    decisions: list[Answer] = field(default_factory=list)
 
 
 def total_nav(scopes: list[dict[str, Any]] | None) -> str:
@@ -294,6 +318,23 @@ def venue_health(sources: list[SourceRow] | None) -> str:
     return " · ".join(bad + ([f"{fine} ok"] if fine else []))
 
 
+def decisions_cell(answers: Sequence[Answer]) -> str:
+    """``approve 1, veto 2 (nav_stale, source_unhealthy)``: the step's new decisions by kind
+    with every veto reason once, then each repeated answer with the time it was first given."""
+    parts = []
+    for kind in ("approve", "veto"):
+        group = [a for a in answers if a.first_at_s is None and a.fields.get("decision") == kind]
+        if group:
+            reasons = ", ".join(dict.fromkeys(r for a in group for r in a.reasons))
+            parts.append(f"{kind} {len(group)}" + (f" ({reasons})" if reasons else ""))
+    for a in answers:
+        if a.first_at_s is not None:
+            reasons = f" ({', '.join(a.reasons)})" if a.reasons else ""
+            parts.append(f"{a.fields.get('order_id')} re-sent: {a.fields.get('decision')}{reasons}, "
+                         f"as given at {clock_label(a.first_at_s)}")
+    return ", ".join(parts)
+
+
 def counted(codes: Sequence[str]) -> str:
     """``["a", "b", "a"]`` -> ``a ×2, b``, first-seen order."""
     counts: dict[str, int] = {}
@@ -321,15 +362,23 @@ class Painter:
 
 
 class LiveTable:
-    """A :func:`render.table` printed row by row: cells are padded to widths fixed up front."""
+    """A :func:`render.table` printed row by row: cells are padded to widths fixed up front.
 
-    HEADERS = ("time", "what happens", "in", "processed", "dlq", "total NAV", "sources", "alerts")
+    Each step is one row; the alerts it raised and the risk gate's decisions follow on lines of
+    their own under "what happens", so a row fits :data:`TERMINAL_WIDTH` however many there are.
+    """
+
+    HEADERS = ("time", "what happens", "in", "total NAV", "sources")
+    #: Labels of the lines under a row, padded to this width.
+    LABEL_WIDTH = len("decisions")
 
     def __init__(self, steps: Sequence[Step], painter: Painter) -> None:
         self.painter = painter
-        self.widths = [len("T+00:00"), max(len(s.note) for s in steps), 3, 9, 3, NAV_WIDTH, SOURCES_WIDTH, 0]
-        self.nav_at = sum(self.widths[:5]) + 2 * 5  # where the NAV cell starts
-        self.health_at = self.nav_at + NAV_WIDTH + 2  # where the sources cell starts
+        self.widths = [len("T+00:00"), max(len(s.note) for s in steps), 3, NAV_WIDTH]
+        self.note_at = self.widths[0] + 2  # where the "what happens" cell starts
+        self.nav_at = sum(self.widths[:3]) + 2 * 3  # where the NAV cell starts
+        # The last column is not padded; its rule reaches the right edge of the terminal.
+        self.widths.append(max(len("sources"), TERMINAL_WIDTH - self.nav_at - NAV_WIDTH - 2))
 
     def _line(self, cells: Sequence[str], index: int) -> str:
         padded = [str(c).ljust(w) for c, w in zip(cells, self.widths)]
@@ -339,19 +388,26 @@ class LiveTable:
     def header(self) -> str:
         return "\n".join((self.painter.bold(self._line(self.HEADERS, 0)), self._line(self.HEADERS, 1)))
 
+    def _detail(self, label: str, text: str, *words: tuple[str, str]) -> str:
+        return f"{' ' * self.note_at}{label:<{self.LABEL_WIDTH}}  {self.painter.paint(text, *words)}"
+
     def row(self, r: StepRow) -> str:
         health = venue_health(r.sources)
         nav = total_nav(r.nav)
-        line = self._line([clock_label(r.step.at_s), r.step.note, str(r.entries_in), str(r.processed),
-                           str(r.dead_lettered), nav, health, counted([c for c, _ in r.alerts]) or "-"], 2)
-        health_at = self.health_at + max(0, len(nav) - NAV_WIDTH)
-        alerts_at = health_at + max(SOURCES_WIDTH, len(health))
+        line = self._line([clock_label(r.step.at_s), r.step.note, str(r.entries_in), nav, health], 2)
+        health_at = self.nav_at + max(NAV_WIDTH, len(nav)) + 2
         paint = self.painter.paint
-        return (line[: self.nav_at]
-                + paint(line[self.nav_at: health_at], ("stale", "33"), ("partial", "33"), ("failed", "31"))
-                + paint(line[health_at: alerts_at], ("FAIL", "31"), ("silent", "33"))
-                + paint(line[alerts_at:], *((code, SEVERITY_COLOUR.get(severity, "33"))
-                                            for code, severity in dict.fromkeys(r.alerts))))
+        lines = [line[: self.nav_at]
+                 + paint(line[self.nav_at: health_at], ("stale", "33"), ("partial", "33"), ("failed", "31"))
+                 + paint(line[health_at:], ("FAIL", "31"), ("silent", "33"))]
+        if r.alerts:
+            lines.append(self._detail("alerts", counted([c for c, _ in r.alerts]),
+                                      *((code, SEVERITY_COLOUR.get(severity, "33"))
+                                        for code, severity in dict.fromkeys(r.alerts))))
+        if r.decisions:
+            lines.append(self._detail("decisions", decisions_cell(r.decisions),
+                                      ("approve", "32"), ("veto", "31")))
+        return "\n".join(lines)
 
 
 # --- reading results back from Redis ----------------------------------------------------------
@@ -386,14 +442,16 @@ async def source_rows(app: App) -> list[SourceRow] | None:
 
 
 @dataclass
-class AlertCursor:
-    """Reads the ``P:alerts`` entries added since the last call: what a step raised, as written."""
+class StreamCursor:
+    """Reads the entries of output stream ``key`` added since the last call: what a step
+    raised (``P:alerts``) or answered (``P:decisions``), as written."""
 
     app: App
+    key: str
     last_id: str = "0-0"
 
     async def new(self) -> list[dict[str, str]]:
-        rows = await read_stream(self.app, self.app.keys.alerts, after=self.last_id)
+        rows = await read_stream(self.app, self.key, after=self.last_id)
         if rows:
             self.last_id = rows[-1][0]
         return [fields for _, fields in rows]
@@ -417,7 +475,10 @@ class Replay:
         self.producer = producer
         self.start_ms = start_ms
         self.consumer = Consumer(app)
-        self.alerts = AlertCursor(app)
+        self.alerts = StreamCursor(app, app.keys.alerts)
+        self.decisions = StreamCursor(app, app.keys.decisions)
+        #: order_id -> when (s after the start) it was first answered.
+        self.answered: dict[str, int] = {}
         self.entries_in = 0
 
     async def start(self) -> list[str]:
@@ -428,20 +489,33 @@ class Replay:
     async def play(self, step: Step) -> StepRow:
         self.clock.advance(self.start_ms + step.at_ms - self.clock.now_ms())
         now = self.clock.now_ms()
-        pipe = self.producer.pipeline(transaction=False)
-        for entry in step.entries:
-            fields = materialize(entry, now)
-            pipe.xadd(stream_for(self.app.keys, fields), cast("dict[Any, Any]", fields))
-        await pipe.execute()
-        self.entries_in += len(step.entries)
-        while await self.consumer.step(block_ms=1):
-            pass
+        keys = self.app.keys
+        entries = [materialize(entry, now) for entry in step.entries]
+        # The ingestors' reports of a step come before the engine's orders (they are stamped
+        # earlier): they are processed first, so the gate judges each order on the step's state.
+        # Written together, one XREADGROUP could read both, and a batch judges its orders on the
+        # state before its events (docs/risk.md).
+        for stream in (keys.events, keys.orders):
+            batch = [fields for fields in entries if stream_for(keys, fields) == stream]
+            if not batch:
+                continue
+            pipe = self.producer.pipeline(transaction=False)
+            for fields in batch:
+                pipe.xadd(stream, cast("dict[Any, Any]", fields))
+            await pipe.execute()
+            while await self.consumer.step(block_ms=1):
+                pass
+        self.entries_in += len(entries)
         await self.consumer.reclaim()
         await self.consumer.tick()
-        stats = self.app.stats
         raised = [(a.get("code", "?"), a.get("severity", "")) for a in await self.alerts.new()]
-        return StepRow(step, len(step.entries), stats.processed, stats.dead_lettered, raised,
-                       await source_rows(self.app), await nav_rows(self.app))
+        answers = []
+        for fields in await self.decisions.new():
+            order_id = fields.get("order_id", "")
+            answers.append(Answer(fields, self.answered.get(order_id)))
+            self.answered.setdefault(order_id, step.at_s)
+        return StepRow(step, len(entries), raised, await source_rows(self.app), await nav_rows(self.app),
+                       answers)
 
     async def stop(self) -> None:
         """Final heartbeat and the plugins' shutdown hooks, as ``navstream run`` ends; errors
@@ -517,12 +591,86 @@ def sources_table(sources: list[SourceRow] | None) -> str:
                   for s in sources])
 
 
+def _label_at(ts: str | None, start_ms: int) -> str:
+    try:
+        return clock_label(max(0, int(ts or "") - start_ms) // 1000)
+    except ValueError:
+        return "-"
+
+
+def decisions_table(decisions: Sequence[Mapping[str, str]], accounts: Mapping[str, str], start_ms: int) -> str:
+    """Every ``P:decisions`` entry in order, with the account of its order (a decision names
+    none) and the simulated time it was decided (a repeated answer keeps the first one's)."""
+    return table(["decided", "order_id", "account", "decision", "trading", "NAV", "reasons"],
+                 [[_label_at(d.get("ts"), start_ms), d.get("order_id"), accounts.get(d.get("order_id", ""), "-"),
+                   d.get("decision"), d.get("trading_state"), d.get("nav_status"),
+                   d.get("reasons", "").replace(",", ", ") or "-"] for d in decisions])
+
+
+def decisions_checks(decisions: Sequence[Mapping[str, str]], sent: Mapping[str, int]) -> list[str]:
+    """What the contract promises about the answers, checked on what the gate wrote: every
+    order answered, and every answer to one order_id identical."""
+    answers: dict[str, list[Mapping[str, str]]] = {}
+    for d in decisions:
+        answers.setdefault(d.get("order_id", ""), []).append(d)
+    lines = []
+    for order_id, given in answers.items():
+        if len(given) > 1:
+            same = all(a == given[0] for a in given)
+            lines.append(f"  {order_id} sent {sent.get(order_id, 0)} times, answered {len(given)} times: "
+                         + ("the first decision each time, field for field" if same
+                            else "DIFFERENT answers, which the contract forbids"))
+    unanswered = [order_id for order_id in sent if order_id not in answers]
+    if unanswered:
+        lines.append(f"  NO ANSWER to {', '.join(unanswered)}")
+    return lines
+
+
+def _since(text: str, start_ms: int) -> str:
+    """``2026-11-25 03:07:32Z`` (as ``navstream risk show`` prints it) as a simulated time."""
+    try:
+        at = datetime.strptime(text, "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return text or "-"
+    return clock_label(max(0, int(at.timestamp() * 1000) - start_ms) // 1000)
+
+
+def trading_lines(section: Mapping[str, Any] | None, start_ms: int) -> list[str]:
+    """The risk plugin's trading records as ``navstream status`` shows them; each scope that is
+    not active with its reason, and what resumes it."""
+    if section is None:
+        return ["the risk plugin is not loaded: no trading state"]
+    if "error" in section:
+        return [f"trading state unreadable: {section['error']}"]
+    rows = list(section.get("trading", []))
+    lines = [table(["scope", "state", "since", "by", "high-water mark"],
+                   [[r.get("scope"), r.get("state"), _since(r.get("since", ""), start_ms), r.get("by") or "-",
+                     f"{Decimal(r['high_water']):,.2f}" if r.get("high_water") else "-"] for r in rows])]
+    for r in rows:
+        if r.get("state") == "active":
+            continue
+        scope = str(r.get("scope"))
+        account = "" if scope == "desk" else f" --account {scope.partition('/')[2]}"
+        lines += [f"  {scope} {r.get('state')}: {r.get('reason')}",
+                  f"  recovery does not resume it, ops do: navstream risk resume{account} --reason TEXT"]
+    return lines
+
+
 async def summary(app: App, replay: Replay, last: StepRow) -> list[str]:
-    """Totals by type, dead letters and alerts as read back from Redis, final source health."""
+    """Totals by type, dead letters, alerts and decisions as read back from Redis; the final
+    trading state, NAV and source health."""
     stats = app.stats
     by_type = sorted(stats.by_type.items(), key=lambda kv: (-kv[1], kv[0]))
     dead = await dlq_list(app, limit=1000)
     alerts = [fields for _, fields in await read_stream(app, app.keys.alerts)]
+    decisions = [fields for _, fields in await read_stream(app, app.keys.decisions)]
+    accounts: dict[str, str] = {}
+    sent: dict[str, int] = {}
+    for _, order in await read_stream(app, app.keys.orders):
+        order_id = order.get("order_id", "")
+        accounts.setdefault(order_id, f"{order.get('venue', '?')}/{order.get('account', '?')}")
+        sent[order_id] = sent.get(order_id, 0) + 1
+    kinds = ", ".join(f"{kind} {n}" for kind, n in Counter(d.get("decision", "?") for d in decisions).items())
     return [
         f"entries: {replay.entries_in} in, {stats.processed} processed, {stats.dead_lettered} dead-lettered",
         "",
@@ -534,6 +682,14 @@ async def summary(app: App, replay: Replay, last: StepRow) -> list[str]:
         "",
         f"alerts ({app.keys.alerts}): {len(alerts)}",
         *([alerts_table(alerts), "", *alerts_list(alerts, replay.start_ms)] if alerts else []),
+        "",
+        f"decisions ({app.keys.decisions}): {len(decisions)} answers to {sum(sent.values())} orders sent"
+        + (f" ({kinds})" if decisions else ""),
+        *([decisions_table(decisions, accounts, replay.start_ms), *decisions_checks(decisions, sent)]
+          if decisions else []),
+        "",
+        f"trading state at {clock_label(last.step.at_s)} (P:state:risk:trading; `navstream risk show`)",
+        *trading_lines(await plugin_section(app, "risk"), replay.start_ms),
         "",
         f"NAV at {clock_label(last.step.at_s)} (P:state:nav:latest; `navstream nav` explains each)",
         nav_table(last.nav),
@@ -569,7 +725,8 @@ def _header(app: App, backend: Backend, steps: Sequence[Step], start_ms: int, sp
     pace = "--fast, no pauses" if fast else f"speed {speed:g}x, at most {MAX_PAUSE_S:g} s per step"
     start = datetime.fromtimestamp(start_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
     return [
-        f"navstream demo on {backend.label}, prefix {app.keys.prefix}, plugins: {plugins}",
+        f"navstream demo on {backend.label}, prefix {app.keys.prefix}",
+        f"plugins: {plugins}",
         f"replaying {len(steps)} steps ({minutes:g} simulated minutes of a crypto desk) through the real "
         "consumer loop",
         f"simulated clock starts {start}; {pace}",

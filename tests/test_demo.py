@@ -1,7 +1,8 @@
 """`navstream demo` is the first thing a new user runs: it must work end to end and tell the truth.
 
 Expected figures are derived from the scenario file with the contract's decoder, never hard-coded,
-so extending the scenario (NAV and risk plugins will) keeps these tests meaningful.
+so extending the scenario keeps these tests meaningful. The exception is the risk gate's answer to
+each order (:data:`DECISIONS`): that is the story the scenario tells, written down once here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from navstream.app import App
 from navstream.config import load_settings
 from navstream.demo import (
     MAX_PAUSE_S,
+    TERMINAL_WIDTH,
     ScenarioError,
     demo_settings,
     load_scenario,
@@ -33,7 +35,7 @@ from navstream.demo import (
     pause_s,
     run_demo,
 )
-from navstream.events import DecodeError, decode_event
+from navstream.events import DecodeError, decode_event, decode_order
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "core" / "demo_scenario.jsonl"
@@ -62,7 +64,9 @@ def expected_from_file() -> Expected:
             fields = {k: v for k, v in entry.items() if k != "ts_offset_s"}
             fields["ts"] = str(START_MS + int(Decimal(entry["ts_offset_s"]) * 1000))
             try:
-                decode_event(fields)
+                # As the loop reads them: orders from P:orders (one that names its order_id is
+                # answered even when broken), everything else from P:events.
+                decode_order(fields) if fields.get("type") == "order" else decode_event(fields)
                 valid += 1
             except DecodeError as exc:
                 assert exc.field, f"the scenario's bad entry should break one named field: {exc}"
@@ -96,11 +100,138 @@ async def test_demo_replays_scenario_through_the_loop() -> None:
 
     alerts = section(text, "alerts (")
     codes = {ln.split()[0] for ln in alerts.splitlines()[2:] if ln.strip()}
-    assert {"source_failed", "source_recovered", "source_silent"} <= codes, alerts
+    assert {"source_failed", "source_recovered", "source_silent", "trading_halted"} <= codes, alerts
 
-    rows = [ln for ln in text.splitlines() if re.match(r"T\+\d\d:\d\d  ", ln)]
+    by_type = dict(ln.split() for ln in section(text, "processed by type").splitlines()[3:])
+    assert int(by_type["order"]) == len(scenario_orders())
+
+    rows = [ln for ln in live_table(text) if re.match(r"T\+\d\d:\d\d  ", ln)]  # not the decisions' times
     assert len(rows) == len(load_scenario())
     assert "\x1b[" not in text  # a StringIO is not a terminal: no colour codes
+
+
+# --- the risk gate -----------------------------------------------------------------------------
+
+#: The gate's answer to each order of the scenario: (decision, trading state, NAV status, reasons).
+DECISIONS = {
+    "eng-000123": ("approve", "active", "ok", ""),  # healthy desk, small bid
+    "eng-000124": ("approve", "active", "ok", ""),  # the OKX bid that fills during the outage
+    "eng-000125": ("veto", "active", "ok", "order_pct_nav"),  # 8 BTC: over 25 % of the account's NAV
+    "eng-000126": ("veto", "active", "stale", "nav_stale, source_unhealthy"),  # OKX's API failing
+    "eng-000127": ("approve", "active", "ok", ""),  # Binance is not the account affected
+    "eng-000128": ("veto", "halted", "ok", "trading_halted"),  # the wallet reads 0: drawdown halts
+    "eng-000129": ("veto", "halted", "ok", "trading_halted"),  # wallet back: still halted
+}
+
+
+@dataclass
+class SentOrder:
+    at_s: int
+    order_id: str
+    account: str
+
+
+def scenario_orders() -> list[SentOrder]:
+    return [SentOrder(step.at_s, e["order_id"], f"{e['venue']}/{e['account']}")
+            for step in load_scenario(SCENARIO.read_text("utf-8")) for e in step.entries if e["type"] == "order"]
+
+
+def zero_wallet_at_s() -> int:
+    """When the scenario's futures wallet reads 0 (found in the file, not assumed)."""
+    return next(step.at_s for step in load_scenario(SCENARIO.read_text("utf-8")) for e in step.entries
+                if e["type"] == "balance" and e["venue"] == "binance" and Decimal(e["balance"]) == 0)
+
+
+def label(seconds: int) -> str:
+    return f"T+{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def table_rows(block: str) -> list[list[str]]:
+    """The rows of a render.table block (after its title, header and rule), cells split on the
+    two spaces between columns; lines indented under the table are not rows."""
+    lines = block.splitlines()[3:]
+    return [re.split(r"\s{2,}", ln.strip()) for ln in lines if ln.strip() and not ln.startswith("  ")]
+
+
+def live_table(text: str) -> list[str]:
+    start = text.index("time     what happens")
+    return text[start: text.index("\n\n", start)].splitlines()
+
+
+def step_lines(text: str, at_s: int) -> list[str]:
+    """A step's row in the live table and the lines under it (alerts, decisions)."""
+    lines = live_table(text)
+    first = next(i for i, ln in enumerate(lines) if ln.startswith(label(at_s) + "  "))
+    rest = lines[first + 1:]
+    end = next((i for i, ln in enumerate(rest) if not ln.startswith(" ")), len(rest))
+    return [lines[first], *rest[:end]]
+
+
+def test_decisions_expected_for_every_order_of_the_scenario() -> None:
+    assert {o.order_id for o in scenario_orders()} == set(DECISIONS)
+
+
+@pytest.mark.parametrize("redis_url", [None, pytest.param(REDIS_URL, marks=pytest.mark.real_redis)])
+async def test_demo_shows_the_risk_gate(redis_url: str | None) -> None:
+    out = io.StringIO()
+    prefix = None if redis_url is None else f"nstest-demo-{uuid.uuid4().hex[:10]}"
+    assert await run_demo(redis_url, prefix, 1.0, True, out=out) == 0
+    text = out.getvalue()
+    orders = scenario_orders()
+
+    # Every order sent is answered, in order, with the decision of the story; a re-sent
+    # order_id gets its first answer again, field for field (its decision time included).
+    block = section(text, "decisions (")
+    assert f"{len(orders)} answers to {len(orders)} orders sent" in block.splitlines()[0], block
+    rows = table_rows(block)
+    first_sent: dict[str, int] = {}
+    for order in orders:
+        first_sent.setdefault(order.order_id, order.at_s)
+    assert [r[1] for r in rows] == [o.order_id for o in orders], block
+    for row, order in zip(rows, orders):
+        decided, order_id, account, decision, trading, nav_status, reasons = row
+        expected = DECISIONS[order_id]
+        assert (decision, trading, nav_status, "" if reasons == "-" else reasons) == expected, row
+        assert account == order.account and decided == label(first_sent[order_id]), row
+    resent = [o.order_id for o in orders if first_sent[o.order_id] != o.at_s]
+    assert resent, "the scenario must re-send an order_id"
+    for order_id in resent:
+        same = [r for r in rows if r[1] == order_id]
+        assert len(same) > 1 and all(r == same[0] for r in same), block
+        assert f"{order_id} sent {len(same)} times, answered {len(same)} times: the first decision each " \
+               "time, field for field" in block
+
+    # The zero wallet halts its account by drawdown; the wallet comes back, the account does not.
+    zero = zero_wallet_at_s()
+    after = [o for o in orders if o.at_s > zero and o.account == "binance/usdm-main"]
+    assert after, "the scenario must send an order after the wallet is back"
+    for order in after:
+        assert DECISIONS[order.order_id][:3] == ("veto", "halted", "ok")  # NAV recovered, still halted
+    trading = {r[0]: r for r in table_rows(section(text, "trading state at"))}
+    assert trading["binance/usdm-main"][1:4] == ["halted", label(zero), "drawdown"], trading
+    assert all(r[1] == "active" for scope, r in trading.items() if scope != "binance/usdm-main"), trading
+    assert "recovery does not resume it, ops do: navstream risk resume --account usdm-main" in text
+
+    # The live table shows each step's decisions under its row.
+    for at_s in sorted({o.at_s for o in orders}):
+        detail = [ln for ln in step_lines(text, at_s) if ln.lstrip().startswith("decisions  ")]
+        assert len(detail) == 1, step_lines(text, at_s)
+    zero_step = "\n".join(step_lines(text, zero))
+    assert "decisions  veto 1 (trading_halted)" in zero_step and "trading_halted" in zero_step.split("alerts")[1]
+    for order_id in resent:
+        assert f"{order_id} re-sent: veto (nav_stale, source_unhealthy), as given at " \
+               f"{label(first_sent[order_id])}" in text
+
+
+async def test_demo_reads_on_a_100_column_terminal() -> None:
+    out = io.StringIO()
+    assert await run_demo(None, None, 1.0, True, out=out) == 0
+    text = out.getvalue()
+    header = text[: text.index("\n\n")].splitlines()
+    shown = [*header, *live_table(text), *section(text, "decisions (").splitlines(),
+             *section(text, "trading state at").splitlines()]
+    too_wide = [ln for ln in shown if len(ln) > TERMINAL_WIDTH]
+    assert TERMINAL_WIDTH == 100 and not too_wide, "\n".join(too_wide)
 
 
 def test_cli_demo_fast_in_a_subprocess() -> None:
