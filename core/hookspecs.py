@@ -160,6 +160,21 @@ def navstream_commands(register: Callable[..., argparse.ArgumentParser]) -> None
 
 
 @hookspec
+def navstream_health(app: App) -> Mapping[str, str | int | float] | None:
+    """This consumer's view of the plugin's health, for its heartbeat (every tick).
+
+    Return ``{"status": "ok"}`` or ``{"status": "degraded", "reason": "..."}`` plus any
+    counters worth seeing (``writes``, ``last_failure``, ...). They are written into
+    ``P:heartbeat:<consumer>`` as ``<plugin>.<key>``; any plugin ``degraded`` makes the
+    heartbeat's ``health`` field ``degraded`` with every reason in ``health_reasons``. Called
+    in the loop, between batches: synchronous, no I/O (report what you already know).
+
+    :param app: the running application.
+    :return: the plugin's health fields, or ``None`` for nothing to report.
+    """
+
+
+@hookspec
 def navstream_status(app: App) -> Mapping[str, Any] | Awaitable[Mapping[str, Any]] | None:
     """Contribute to ``navstream status``: a JSON-able mapping shown under the plugin's name.
 

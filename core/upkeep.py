@@ -5,12 +5,13 @@ removing consumers that are gone. Run from the tick, whatever happened to the la
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any, Mapping, cast
 
 from .app import App
 from .handler import BatchHandler, Entry, HashMapping, as_str
 from .keys import parse_id
 from .outputs import Outputs
+from .pluginmanager import call_impl, hook_impls
 from .writer import BatchWrite, Writer
 
 log = logging.getLogger("navstream.consumer")
@@ -213,10 +214,33 @@ class Upkeep:
             consumer=app.consumer_name, group=app.group, ts=str(app.clock.now_ms()),
             status=status, streams=",".join(streams),
         )
+        fields.update(self.health())
         pipe = app.raw.pipeline(transaction=True)
         pipe.hset(key, mapping=cast(HashMapping, fields))
         pipe.pexpire(key, self.settings.heartbeat_ttl_ms)
         await pipe.execute()
+
+    def health(self) -> dict[str, str]:
+        """Every plugin's ``navstream_health`` as ``<plugin>.<key>`` fields, and ``health``:
+        ``degraded`` (with ``health_reasons``) if any plugin says so or cannot say."""
+        out: dict[str, str] = {}
+        reasons: list[str] = []
+        for impl in hook_impls(self.app.pm, "navstream_health"):
+            name = impl.plugin_name
+            try:
+                report = call_impl(impl, {"app": self.app}) or {}
+                if not isinstance(report, Mapping):
+                    raise TypeError(f"returned {type(report).__name__}, not a mapping")
+                for key, value in report.items():
+                    out[f"{name}.{key}"] = str(value)
+            except Exception as exc:  # noqa: BLE001 - a broken report is itself a health problem
+                report = {"status": "degraded", "reason": f"health report failed: {type(exc).__name__}: {exc}"}
+                out[f"{name}.status"] = "degraded"
+            if report.get("status", "ok") != "ok":
+                reasons.append(f"{name}: {report.get('reason') or report.get('status')}")
+        out["health"] = "degraded" if reasons else "ok"
+        out["health_reasons"] = "; ".join(reasons)
+        return out
 
     async def remove_idle_consumers(self, streams: list[str], idle_ms: int | None = None) -> list[str]:
         """Remove consumers idle past ``idle_ms`` (default: the setting) with nothing pending."""

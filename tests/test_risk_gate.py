@@ -403,6 +403,9 @@ async def test_an_audit_shortfall_is_alerted_and_the_loop_keeps_deciding(make_ap
     assert short["severity"] == "critical" and "missing 2 decisions" in short["message"]
     assert "No space left on device" in short["message"]
     assert [a for a in await run_step(app, consumer) if a["code"] == "audit_shortfall"] == []  # told once
+    beat = await app.redis.hgetall(app.keys.heartbeat(app.consumer_name))
+    assert (beat["health"], beat["risk.status"], beat["risk.audit_missing"]) == ("degraded", "degraded", "2")
+    assert "audit log missing 2 decisions" in beat["health_reasons"]
 
 
 async def test_the_gate_refuses_to_start_without_its_audit_log_or_the_nav_plugin(make_app: Any, tmp_path: Path) -> None:

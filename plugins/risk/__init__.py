@@ -259,6 +259,22 @@ async def prune(app: App, cfg: RiskConfig, now_ms: int) -> None:
 
 
 @hookimpl
+def navstream_health(app: App) -> Mapping[str, Any] | None:
+    gate: Gate | None = app.plugin_state.get(SECTION)
+    if gate is None:
+        return None
+    stats = gate.audit.stats
+    short = stats.dropped + stats.failed
+    report: dict[str, Any] = {"status": "degraded" if short else "ok", "approved": gate.decided["approve"],
+                              "vetoed": gate.decided["veto"], "repeated": gate.decided["repeated"],
+                              "audit_written": stats.written, "audit_missing": short}
+    if short:
+        report["reason"] = (f"audit log missing {short} decisions ({stats.dropped} dropped, {stats.failed} "
+                            f"refused: {stats.last_error or 'queue full'})")
+    return report
+
+
+@hookimpl
 async def navstream_status(app: App) -> Mapping[str, Any]:
     try:
         records = await read_records(app)
