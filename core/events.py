@@ -248,6 +248,8 @@ def encode_fields(event: msgspec.Struct) -> dict[str, str]:
             continue
         if isinstance(value, bool):
             out[name] = "true" if value else "false"
+        elif isinstance(value, Decimal):
+            out[name] = format(value, "f")  # plain decimal, never 1E-8 (the contract's own form)
         else:
             out[name] = str(value)
     return out

@@ -119,7 +119,7 @@ class HostLimiter:
 
     def too_many_requests(self, retry_after_s: float | None) -> float:
         """A 429: stop until ``Retry-After`` (or a minute); returns the seconds blocked."""
-        wait = retry_after_s if retry_after_s is not None and retry_after_s > 0 else RETRY_AFTER_DEFAULT_S
+        wait = retry_after_s if retry_after_s is not None and retry_after_s >= 0 else RETRY_AFTER_DEFAULT_S
         self._block(wait, f"HTTP 429 (rate limited), retry after {wait:g}s")
         return wait
 
