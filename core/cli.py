@@ -149,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     q = csub.add_parser("check", help="validate a config file with every plugin's sections")
     q.add_argument("file")
+
+    p = sub.add_parser("new-plugin", help="write the skeleton of a venue plugin package (a source, tests, README)",
+                       description="Write DIR/navstream-NAME/: a package with a working price source of kind "
+                       "NAME-prices, its hookimpl and entry point, tests against a local HTTP server on "
+                       "fakeredis, a README and a .gitignore. Nothing existing is overwritten. "
+                       "Walk-through: docs/writing-a-venue-plugin.md.")
+    p.add_argument("name", metavar="NAME", help="the plugin's name: lowercase letters, digits and hyphens (okx, acme-fx)")
+    p.add_argument("--dir", default=".", metavar="DIR", help="an existing directory to create the package in (default: .)")
+    p.add_argument("--venue", metavar="VENUE", help="source_status.venue of its sources (default: NAME)")
     _plugin_commands(sub)
     return parser
 
@@ -379,6 +388,26 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import ScaffoldError, next_steps, write_plugin
+
+    try:
+        written = write_plugin(args.name, args.dir, venue=args.venue)
+    except ScaffoldError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    except OSError as exc:  # e.g. a read-only --dir; the partial package was removed
+        raise CliError(f"could not write the package: {exc}; nothing was written", EXIT_FAILED) from exc
+    n = written.names
+    print(f"wrote {written.root}/: plugin `{n.name}` (package {n.dist}, module {n.module}), "
+          f"source kind `{n.kind}`, venue `{n.venue}`")
+    for path in written.files:
+        print(f"  {path}")
+    print("next:")
+    for line in next_steps(written):
+        print(f"  {line}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -430,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_config_check(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "new-plugin":
+            return cmd_new_plugin(args)
         return asyncio.run(cmd_plugin(args))
     except CliError as exc:
         return _fail(str(exc), exc.code)
