@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"navstream {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("NAVSTREAM_LOG_LEVEL", "INFO"),
-                        type=str.upper, choices=LOG_LEVELS, help="log level (JSON lines on stderr)")
+                        type=str.upper, choices=LOG_LEVELS, help="log level (logs are JSON lines)")
+    parser.add_argument("--log-file", metavar="PATH", default=os.environ.get("NAVSTREAM_LOG_FILE") or None,
+                        help="append logs to PATH, rotated at 64 MiB into PATH.1.gz ... (env NAVSTREAM_LOG_FILE; "
+                        "default: stdout for `run` and `ingest`, stderr for the other commands)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="run a consumer of the group until stopped",
@@ -439,7 +442,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level.upper() not in LOG_LEVELS:
         return _fail(f"log level {args.log_level!r} (from --log-level or NAVSTREAM_LOG_LEVEL) is not one of "
                      f"{', '.join(LOG_LEVELS)}", EXIT_USAGE)
-    setup_logging(args.log_level)
+    # Long-running processes log to stdout (what containers collect); a one-shot command's
+    # stdout is its answer, so its logs go to stderr. NAVSTREAM_LOG_STREAM overrides.
+    stream_name = os.environ.get("NAVSTREAM_LOG_STREAM") or ("stdout" if args.command in ("run", "ingest") else "stderr")
+    if stream_name not in ("stdout", "stderr"):
+        return _fail(f"NAVSTREAM_LOG_STREAM must be stdout or stderr, not {stream_name!r}", EXIT_USAGE)
+    try:
+        setup_logging(args.log_level, sys.stdout if stream_name == "stdout" else sys.stderr, file=args.log_file)
+    except OSError as exc:
+        return _fail(f"cannot open log file {args.log_file}: {exc.strerror or exc}", EXIT_USAGE)
     try:
         if args.command == "run":
             return asyncio.run(cmd_run(args))

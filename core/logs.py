@@ -1,16 +1,109 @@
-"""JSON-lines logging through a queue, so a slow terminal or pipe never stalls the loop."""
+"""JSON-lines logging that never stalls the loop, never repeats itself endlessly, never leaks.
+
+Records go from the loop onto an in-memory queue (``QueueHandler``: an append, no I/O); one
+background thread formats and writes them, to stdout or stderr, or to an append-only file that
+the same thread rotates by size and compresses (``.1.gz`` newest), so neither a slow pipe nor a
+rotation ever blocks a batch. Each line is one JSON object: ``ts``, ``level``, ``logger``,
+``msg`` and the record's ``extra`` fields, of which ``event`` is the stable name to alert on
+(docs/operations.md lists them).
+
+Two filters run on the loop's side, cheaply: the same warning or error (logger, event, message)
+repeated within ``REPEAT_WINDOW_S`` is dropped and counted, and the next one that gets through
+says how many were suppressed (``repeated``); and every string value is scrubbed of secrets (a
+password in a Redis URL, ``signature=`` or ``api_key=`` in a query string) before it is queued.
+"""
 
 from __future__ import annotations
 
 import atexit
+import copy
+import gzip
 import json
 import logging
 import logging.handlers
+import os
 import queue
+import re
+import shutil
 import sys
+import time
 from typing import Any, TextIO
 
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+#: Identical warnings and errors within this many seconds are counted, not written.
+REPEAT_WINDOW_S = 60.0
+#: Distinct (logger, event, message) keys remembered by the repeat filter.
+REPEAT_KEYS = 10_000
+#: Rotate a log file at this size, keeping this many compressed copies.
+MAX_BYTES = 64 << 20
+BACKUPS = 10
+
+# A password in a URL's userinfo (redis://user:pw@host, rediss://:pw@host, https://u:p@h).
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.IGNORECASE)
+_SECRET_PARAM = re.compile(
+    r"((?:signature|api[_-]?key|apikey|secret|token|password|x_cg_[a-z]+_api_key)=)[^&\s\"':,;]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with URL passwords and secret query parameters masked (``***``)."""
+    if "=" not in text and "@" not in text:
+        return text
+    return _SECRET_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+class RedactFilter(logging.Filter):
+    """Scrubs the message and every extra field before the record leaves the loop's thread."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        for key, value in list(record.__dict__.items()):
+            if key not in _STD_ATTRS and not key.startswith("_") and isinstance(value, (str, dict, list, tuple)):
+                record.__dict__[key] = _scrub(value)
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the first of identical warnings/errors through per window; counts the rest."""
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._seen: dict[tuple[str, str, str], tuple[float, int]] = {}
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, str(getattr(record, "event", "")), record.getMessage())
+        now = time.monotonic()
+        held = self._seen.get(key)
+        if held is not None and now - held[0] < self.window_s:
+            self._seen[key] = (held[0], held[1] + 1)
+            self.suppressed += 1
+            return False
+        if held is not None and held[1]:
+            record.repeated = held[1]  # suppressed since the last one written
+        if len(self._seen) >= REPEAT_KEYS:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,23 +120,68 @@ class JsonFormatter(logging.Formatter):
             if key not in _STD_ATTRS and not key.startswith("_"):
                 data[key] = value
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            data["exc"] = record.exc_text
         return json.dumps(data, default=str)
+
+
+def _gzip_rotator(source: str, dest: str) -> None:
+    """Compress the closed file into ``dest`` (in the writer thread), then remove it."""
+    with open(source, "rb") as src, gzip.open(dest, "wb") as out:
+        shutil.copyfileobj(src, out)
+    os.remove(source)
+
+
+def file_handler(path: str, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) -> logging.Handler:
+    """An append-only file rotated at ``max_bytes`` into ``path.1.gz`` ... ``path.<backups>.gz``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(path, mode="a", maxBytes=max_bytes, backupCount=backups,
+                                                   encoding="utf-8", delay=False)
+    handler.namer = lambda name: name + ".gz"
+    handler.rotator = _gzip_rotator
+    return handler
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Queues a copy with the message merged and the traceback as text (already scrubbed by
+    :class:`RedactFilter`), so the writer thread formats the line as the loop saw it."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        message = record.getMessage()
+        record = copy.copy(record)
+        record.msg = record.message = message
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
+        record.stack_info = None
+        return record
 
 
 _listener: logging.handlers.QueueListener | None = None
 
 
-def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Route the ``navstream`` loggers through a queue to ``stream`` (stderr) as JSON lines."""
+def setup_logging(level: str = "INFO", stream: TextIO | None = None, *, file: str | None = None,
+                  max_bytes: int = MAX_BYTES, backups: int = BACKUPS,
+                  repeat_window_s: float = REPEAT_WINDOW_S) -> None:
+    """Route the ``navstream`` loggers through a queue to ``file`` or ``stream`` (stderr) as
+    JSON lines, with repeats suppressed and secrets scrubbed.
+
+    :raises OSError: the log file cannot be opened (the caller says so and exits).
+    """
     global _listener
     if _listener is not None:
         _listener.stop()
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = file_handler(file, max_bytes, backups) if file else logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    into_queue = _QueueHandler(q)
+    into_queue.addFilter(RepeatFilter(repeat_window_s))
+    into_queue.addFilter(RedactFilter())
     root = logging.getLogger("navstream")
-    root.handlers[:] = [logging.handlers.QueueHandler(q)]
+    root.handlers[:] = [into_queue]
     root.setLevel(level.upper())
     root.propagate = False
     _listener = logging.handlers.QueueListener(q, handler)
@@ -56,4 +194,6 @@ def stop_logging() -> None:
     global _listener
     if _listener is not None:
         _listener.stop()
+        for handler in _listener.handlers:
+            handler.close()
         _listener = None

@@ -475,7 +475,9 @@ def _first_fields(stored: bytes) -> list[str] | None:
 def _log_alert(alert: Alert) -> None:
     alert_log.log(
         _LOG_LEVEL[alert.severity], alert.message,
-        extra={"event": "alert", **{k: v for k, v in alert.fields().items() if k != "message"}},
+        # the alert's own ts (epoch ms) is `alert_ts`: `ts` is the log line's (epoch seconds)
+        extra={"event": "alert", "alert_ts": alert.ts,
+               **{k: v for k, v in alert.fields().items() if k not in ("message", "ts")}},
     )
 
 

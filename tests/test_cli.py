@@ -566,7 +566,9 @@ def test_config_check_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     code, out, err = cli(capsys, "config", "check", str(cfg))
     assert code == 0, err
     assert out.splitlines()[0] == f"{cfg}: ok"
-    assert "prefix=desk" in out and "plugins: nav, risk, source_monitor" in out and "[source_monitor] ok" in out
+    plugins_line = next(line for line in out.splitlines() if line.strip().startswith("plugins:"))
+    assert {"nav", "risk", "source_monitor", "sources"} <= set(plugins_line.split(":", 1)[1].replace(",", " ").split())
+    assert "prefix=desk" in out and "[source_monitor] ok" in out
     assert "[nav] ok" in out
 
 

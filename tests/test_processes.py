@@ -59,6 +59,7 @@ def write_config(path: Path, *, consumer: dict[str, Any] | None = None, recorder
 def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    env["NAVSTREAM_LOG_STREAM"] = "stderr"  # `run` logs to stdout by default; keep logs apart from output
     return env
 
 
