@@ -377,17 +377,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from .config import validate_plugin_sections
+    from .ingest import configure
 
     settings = load_settings(args.file, env={})
     # The file alone is checked: neither the environment's overrides nor NAVSTREAM_PLUGINS
     # (which would leave the sections of the plugins it excludes unchecked) take part.
     loaded = build_plugin_manager(disabled=settings.plugins.disabled, modules=settings.plugins.modules, env={})
     sections = validate_plugin_sections(settings, loaded.sections, loaded.disabled_sections)
+    sources = configure(settings, loaded.source_kinds)  # [sources.*], as `navstream ingest` reads them
     print(f"{args.file}: ok")
     print(f"  redis: {redact_url(settings.redis.url)} prefix={settings.redis.prefix} group={settings.redis.group}")
     print(f"  plugins: {', '.join(p.name for p in loaded.info) or 'none'}")
     for name in sorted(sections):
         print(f"  [{name}] ok")
+    for name, (kind, _) in sorted(sources.items()):
+        print(f"  [sources.{name}] ok (kind {kind.kind})")
     return 0
 
 
