@@ -1,0 +1,471 @@
+"""The writer: documents are offered by the tick, coalesced, paced and committed by a task of
+their own, so a slow or failing Firestore never holds up the consumer loop.
+
+- **Coalescing.** One pending version per document, the latest offered; a version equal to the
+  one last written (or in flight) is not written again. The queue holds at most ``queue_size``
+  documents: a new document offered beyond that is shed and counted, an update of one already
+  waiting replaces it.
+- **Pacing.** At most one write per document per ``min_interval_s``; at most 500 operations per
+  ``WriteBatch``. Routine updates are paced over the UTC day so that they never spend more
+  than :data:`ROUTINE_END` of ``max_writes_per_day`` (the count is shared by every consumer
+  through Redis); beyond that, and at any time once :data:`LOW_BUDGET` is used, only
+  significant changes (a NAV status, its missing or stale inputs, a move beyond
+  ``significant_move_pct``, a trading state) and heartbeats are written. Held-back updates stay
+  pending (the latest wins) and go out when the budget allows. It never just stops.
+- **Failure.** A commit that fails or times out is counted, logged and retried with
+  exponential backoff and jitter; its documents go back to the queue unless a newer version
+  came meanwhile. The health report turns ``degraded`` with the error until a commit succeeds
+  again. ``ok`` is only ever reported after a confirmed write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Literal, Protocol, Sequence
+
+from navstream.app import Clock
+
+from .config import FirestoreConfig
+from .documents import Doc, moved
+
+log = logging.getLogger("navstream.firestore")
+
+#: Firestore's limit of operations in one ``WriteBatch`` commit.
+MAX_BATCH = 500
+#: A commit that has not answered by then counts as failed (and is retried).
+COMMIT_TIMEOUT_S = 20.0
+#: Backoff after a failed commit: base, doubled per consecutive failure up to the cap, jittered.
+RETRY_BASE_S = 0.5
+RETRY_MAX_S = 30.0
+#: The writer looks at its queue at least this often (the budget's pacing moves with the clock).
+IDLE_WAKE_S = 1.0
+#: Share of the daily budget from which only significant changes are written, and alerted.
+LOW_BUDGET = 0.8
+#: Routine updates may use this share of the budget at the start of the UTC day, growing
+#: linearly to :data:`ROUTINE_END` at its end: the budget is spread over the day.
+ROUTINE_START = 0.05
+ROUTINE_END = 0.75
+DAY_MS = 86_400_000
+
+Readiness = Literal["ready", "wait", "deferred", "blocked"]
+
+
+def utc_day(now_ms: int) -> tuple[str, float]:
+    """The UTC date of ``now_ms`` and how far into that day it is (0..1)."""
+    day = datetime.fromtimestamp(now_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
+    return day, (now_ms % DAY_MS) / DAY_MS
+
+
+def routine_allowance(budget: int, day_fraction: float) -> float:
+    """Writes the whole group may have made today before routine updates are held back."""
+    return budget * (ROUTINE_START + (ROUTINE_END - ROUTINE_START) * day_fraction)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if ms else ""
+
+
+class Store(Protocol):
+    """Where committed documents go: Firestore, or the log of a dry run."""
+
+    dry_run: bool
+
+    async def commit(self, docs: Sequence[Doc]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Ledger(Protocol):
+    """The Redis side: the group's write count per UTC day, and the history index."""
+
+    async def record(self, day: str, count: int, indexes: Sequence[tuple[str, str, int]]) -> int: ...
+
+
+@dataclass(slots=True)
+class Written:
+    at: float
+    content: str
+    sig: str
+    amount: Decimal | None
+
+
+@dataclass
+class SinkStats:
+    #: Operations committed (documents written or deleted), and commits.
+    writes: int = 0
+    batches: int = 0
+    #: Failed commits, and the failures in a row so far (0 once a commit succeeds).
+    failures: int = 0
+    consecutive_failures: int = 0
+    #: Updates that replaced a waiting version of their document.
+    coalesced: int = 0
+    #: New documents refused by a full queue.
+    shed: int = 0
+    #: Documents held back by the budget at the last look.
+    deferred: int = 0
+    #: Dry run: operations that would have been committed.
+    would_write: int = 0
+    last_success_ms: int = 0
+    last_failure_ms: int = 0
+    last_failure: str = ""
+    #: When the current run of failures began (0: the last commit succeeded).
+    failing_since_ms: int = 0
+    #: The write count could not be recorded in Redis (retried with the next commit).
+    ledger_failures: int = 0
+
+
+class Sink:
+    """Coalesces, paces, batches and commits documents; see the module docstring.
+
+    :param store: where commits go.
+    :param ledger: records each commit's size in the group's daily count (``None`` in dry runs).
+    :param clock: navstream's clock, for the budget's day and the reported times.
+    """
+
+    def __init__(self, cfg: FirestoreConfig, store: Store, ledger: Ledger | None, clock: Clock) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.ledger = ledger
+        self.clock = clock
+        self.stats = SinkStats()
+        self.pending: dict[str, Doc] = {}
+        self.inflight: dict[str, str] = {}
+        self.last: dict[str, Written] = {}
+        #: The group's writes on ``used_day``, as last known (Redis, plus our own since).
+        self.used_day = ""
+        self.used = 0
+        #: Whether the last renewal found the lease ours, and until when (monotonic) we trust it.
+        self.holding = False
+        self.lease_until = 0.0
+        self._owed: list[tuple[str, int, list[tuple[str, str, int]]]] = []
+        self._retry_at = 0.0
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._stopping = False
+        #: Shutting down: the latest version of every document goes out now, interval or not.
+        self._flushing = False
+        self._task: asyncio.Task[None] | None = None
+
+    # --- the tick's side ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="navstream-firestore-writer")
+
+    def offer(self, doc: Doc) -> None:
+        """The latest version of a document: written when its interval and the budget allow."""
+        path = doc.path
+        known = self.inflight.get(path)
+        if known is None:
+            written = self.last.get(path)
+            known = written.content if written is not None else None
+        unchanged = known is not None and known == doc.content and doc.significance != "always"
+        waiting = self.pending.get(path)
+        if waiting is not None:
+            if waiting.content != doc.content or doc.significance == "always":
+                self.stats.coalesced += 1
+            if unchanged:  # back to what Firestore already holds
+                del self.pending[path]
+            else:
+                self.pending[path] = doc
+                self._wake.set()
+            return
+        if unchanged:
+            return
+        if len(self.pending) >= self.cfg.queue_size and doc.significance != "always":
+            self.stats.shed += 1
+            return
+        self.pending[path] = doc
+        self._wake.set()
+
+    @property
+    def leader(self) -> bool:
+        return self.holding and time.monotonic() < self.lease_until
+
+    def lease(self, held: bool, valid_s: float, since: float) -> bool:
+        """Record the outcome of a lease renewal started at ``since`` (monotonic); returns
+        whether leadership was lost by it (then the shared documents are dropped)."""
+        was, self.holding = self.holding, held
+        self.lease_until = since + valid_s if held else 0.0
+        if was and not held:
+            self.drop_shared()
+            return True
+        return False
+
+    def drop_shared(self) -> None:
+        """Another consumer writes the shared documents now: forget ours, so that taking the
+        lease again rewrites them all rather than trusting what we last wrote."""
+        self.pending = {p: d for p, d in self.pending.items() if not d.shared}
+        self.last = {p: w for p, w in self.last.items() if not p.startswith(("nav/", "risk/"))}
+
+    def observe_used(self, day: str, used: int) -> None:
+        """The group's write count for ``day`` as Redis holds it (an earlier day's is old news)."""
+        if day < self.used_day:
+            return
+        if day != self.used_day:
+            self.used_day, self.used = day, used
+        else:
+            self.used = max(self.used, used)
+
+    def used_now(self, now_ms: int) -> int:
+        day, _ = utc_day(now_ms)
+        return self.used if day == self.used_day else 0
+
+    def budget_low(self, now_ms: int) -> bool:
+        return self.used_now(now_ms) >= LOW_BUDGET * self.cfg.max_writes_per_day
+
+    def problems(self, now_ms: int) -> list[tuple[str, str]]:
+        """``(code, reason)`` of everything that keeps the dashboards from the whole truth."""
+        s = self.stats
+        out: list[tuple[str, str]] = []
+        if self.store.dry_run:
+            out.append(("dry_run", "dry run: documents are logged, nothing is written to Firestore"))
+        elif s.failing_since_ms:
+            out.append(("failing", f"writes failing since {iso(s.failing_since_ms)} ({s.consecutive_failures} "
+                                   f"attempts, retried with backoff): {s.last_failure}"))
+        elif not s.last_success_ms:
+            out.append(("unconfirmed", "no write confirmed yet"))
+        if self.budget_low(now_ms):
+            out.append(("budget_low", f"{self.used_now(now_ms)} of {self.cfg.max_writes_per_day} writes used today "
+                                      "(UTC): only significant changes and heartbeats are written"))
+        if len(self.pending) >= self.cfg.queue_size:
+            out.append(("queue_full", f"queue full ({self.cfg.queue_size} documents): {s.shed} updates shed"))
+        return out
+
+    # --- tests and shutdown ---------------------------------------------------------------------
+
+    async def settle(self) -> None:
+        """Return once the writer has nothing it could write right now."""
+        if self._task is None or self._task.done():
+            return
+        self._settled.clear()
+        self._wake.set()
+        await self._settled.wait()
+
+    def writable(self) -> int:
+        """Documents waiting that will be written without a new budget or lease."""
+        now = time.monotonic()
+        low = self._routine_closed(self.clock.now_ms(), 0)
+        return sum(1 for d in self.pending.values() if self._readiness(d, now, low) in ("ready", "wait"))
+
+    async def close(self, timeout_s: float) -> int:
+        """Write what may still be written, for up to ``timeout_s`` (the latest version of each
+        document, without waiting out its interval: a last burst is within Firestore's limits);
+        stop; return how many documents were left unwritten (logged)."""
+        deadline = time.monotonic() + timeout_s
+        self._flushing = True
+        try:
+            while self.writable() and time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(self.settle(), max(0.01, deadline - time.monotonic()))
+                except TimeoutError:
+                    break
+                if self.writable():  # waiting for an interval or a retry
+                    await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        finally:
+            self._stopping = True
+            self._wake.set()
+            if self._task is not None:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+            await self.store.aclose()
+        left = len(self.pending)
+        if left:
+            log.error("firestore sink stopped with documents unwritten", extra={
+                "event": "firestore_unwritten", "documents": left, "paths": sorted(self.pending)[:20],
+                "last_failure": self.stats.last_failure})
+        return left
+
+    # --- the writer task ------------------------------------------------------------------------
+
+    async def confirmed(self, doc: Doc) -> None:
+        """``doc`` was committed by someone else (the startup probe): count and record it."""
+        self._succeeded([doc])
+        await self._record([doc])
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._step()
+            except Exception as exc:
+                log.exception("firestore writer failed; going on", extra={"event": "firestore_writer_error"})
+                self._failed([], exc)
+                await self._nap(RETRY_BASE_S)
+
+    async def _step(self) -> None:
+        """One look at the queue: commit what may go now, else sleep until something may."""
+        self._wake.clear()
+        now = time.monotonic()
+        if now < self._retry_at:
+            self._settled.set()
+            await self._nap(self._retry_at - now)
+            return
+        batch, wait_s = self._take(now)
+        if batch:
+            await self._commit(batch)
+            return
+        self._settled.set()
+        await self._nap(wait_s)
+
+    async def _nap(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), max(0.001, seconds))
+        except TimeoutError:
+            pass
+
+    def _routine_closed(self, now_ms: int, extra: int) -> bool:
+        day, fraction = utc_day(now_ms)
+        used = (self.used if day == self.used_day else 0) + extra
+        budget = self.cfg.max_writes_per_day
+        return used >= LOW_BUDGET * budget or used >= routine_allowance(budget, fraction)
+
+    def _readiness(self, doc: Doc, now: float, routine_closed: bool) -> Readiness:
+        if doc.shared and not self.leader:
+            return "blocked"
+        last = self.last.get(doc.path)
+        if last is not None and now - last.at < self.cfg.min_interval_s and not self._flushing:
+            return "wait"
+        if not routine_closed or doc.significance == "always":
+            return "ready"
+        if doc.significance == "changes" and (
+                last is None or doc.sig != last.sig or moved(doc.amount, last.amount, self.cfg.significant_move_pct)):
+            return "ready"
+        return "deferred"
+
+    def _take(self, now: float) -> tuple[list[Doc], float]:
+        """Up to :data:`MAX_BATCH` documents that may be written now, and how long until
+        another one may (at most :data:`IDLE_WAKE_S`)."""
+        batch: list[Doc] = []
+        wait_s = IDLE_WAKE_S
+        deferred = 0
+        now_ms = self.clock.now_ms()
+        closed = self._routine_closed(now_ms, 0)
+        for doc in self.pending.values():
+            if len(batch) >= MAX_BATCH:
+                break
+            state = self._readiness(doc, now, closed)
+            if state == "ready":
+                batch.append(doc)
+                if not closed:
+                    closed = self._routine_closed(now_ms, len(batch))
+            elif state == "wait":
+                wait_s = min(wait_s, self.cfg.min_interval_s - (now - self.last[doc.path].at))
+            elif state == "deferred":
+                deferred += 1
+        self.stats.deferred = deferred
+        for doc in batch:
+            del self.pending[doc.path]
+        return batch, wait_s
+
+    async def _commit(self, batch: list[Doc]) -> None:
+        for doc in batch:
+            self.inflight[doc.path] = doc.content
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await self.store.commit(batch)
+        except TimeoutError:
+            self._failed(batch, TimeoutError(f"no answer within {COMMIT_TIMEOUT_S:g}s"))
+            return
+        except asyncio.CancelledError:  # stopped mid-commit: what it held is unwritten, and said so
+            for doc in batch:
+                self.pending.setdefault(doc.path, doc)
+            raise
+        except Exception as exc:
+            self._failed(batch, exc)
+            return
+        finally:
+            for doc in batch:
+                self.inflight.pop(doc.path, None)
+        self._succeeded(batch)
+        await self._record(batch)
+
+    def _failed(self, batch: list[Doc], exc: BaseException) -> None:
+        s = self.stats
+        s.failures += 1
+        s.consecutive_failures += 1
+        s.last_failure_ms = self.clock.now_ms()
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        s.last_failure = text if len(text) <= 500 else text[:497] + "..."
+        if not s.failing_since_ms:
+            s.failing_since_ms = s.last_failure_ms
+        for doc in batch:  # back in the queue, unless a newer version came meanwhile
+            self.pending.setdefault(doc.path, doc)
+        attempt = min(s.consecutive_failures, 16)
+        delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        self._retry_at = time.monotonic() + delay
+        log.error("firestore commit failed, retrying", extra={
+            "event": "firestore_write_failed", "documents": len(batch), "error": s.last_failure,
+            "attempt": s.consecutive_failures, "retry_in_s": round(delay, 2)})
+
+    def _succeeded(self, batch: list[Doc]) -> None:
+        s = self.stats
+        now = time.monotonic()
+        if self.store.dry_run:
+            s.would_write += len(batch)
+        else:
+            s.writes += len(batch)
+            s.batches += 1
+            s.last_success_ms = self.clock.now_ms()
+        if s.failing_since_ms:
+            log.warning("firestore writes succeed again", extra={
+                "event": "firestore_recovered", "failing_since": iso(s.failing_since_ms), "attempts": s.consecutive_failures})
+        s.consecutive_failures = 0
+        s.failing_since_ms = 0
+        self._retry_at = 0.0
+        for doc in batch:
+            if doc.kind in ("nav", "risk", "heartbeat"):
+                self.last[doc.path] = Written(now, doc.content, doc.sig, doc.amount)
+
+    async def _record(self, batch: list[Doc]) -> None:
+        """Count the commit in the group's daily budget (and index history documents)."""
+        if self.ledger is None:
+            return
+        day, _ = utc_day(self.clock.now_ms())
+        indexes = [doc.index for doc in batch if doc.index is not None]
+        self._owed.append((day, len(batch), indexes))
+        if day == self.used_day:
+            self.used += len(batch)  # known at once, whatever Redis says
+        try:
+            while self._owed:
+                owed_day, count, owed_indexes = self._owed[0]
+                used = await self.ledger.record(owed_day, count, owed_indexes)
+                self._owed.pop(0)
+                self.observe_used(owed_day, used)
+        except Exception as exc:
+            self.stats.ledger_failures += 1
+            del self._owed[:-100]  # bounded: a long Redis outage forgets the oldest counts
+            log.warning("could not record firestore writes in Redis; retried with the next commit", extra={
+                "event": "firestore_ledger_failed", "error": str(exc), "owed": len(self._owed)})
+
+    def health(self, now_ms: int) -> dict[str, Any]:
+        s = self.stats
+        problems = self.problems(now_ms)
+        report: dict[str, Any] = {
+            "status": "degraded" if problems else "ok",
+            "leader": int(self.leader),
+            "writes": s.writes,
+            "batches": s.batches,
+            "failures": s.failures,
+            "pending": len(self.pending),
+            "deferred": s.deferred,
+            "coalesced": s.coalesced,
+            "shed": s.shed,
+            "writes_today": self.used_now(now_ms),
+            "max_writes_per_day": self.cfg.max_writes_per_day,
+            "last_success_ms": s.last_success_ms,
+            "last_failure_ms": s.last_failure_ms,
+            "last_failure": s.last_failure,
+        }
+        if self.store.dry_run:
+            report["would_write"] = s.would_write
+        if problems:
+            report["reason"] = "; ".join(reason for _, reason in problems)
+        return report

@@ -1,0 +1,20 @@
+"""The shared documents (NAV and trading records) as navstream's state holds them now: what the
+leader offers every tick, and what ``navstream firestore preview`` prints."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from navstream.plugins.nav.valuation import Snapshot
+from navstream.plugins.risk.trading import TradingRecord
+
+from .documents import Doc, nav_document, risk_document, with_data
+
+
+def shared_documents(latest: Mapping[str, Snapshot],
+                     records: Mapping[str, tuple[str, TradingRecord]]) -> list[Doc]:
+    """A document per NAV scope that rests on data (a scope with none is absent) and per
+    trading record Redis holds (a scope without one is ``active``, and absent)."""
+    docs = [nav_document(snap) for snap in with_data(latest)]
+    docs += [risk_document(member, record) for member, (_, record) in sorted(records.items())]
+    return docs
