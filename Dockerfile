@@ -25,11 +25,12 @@ COPY pyproject.toml README.md ./
 COPY core/ core/
 COPY plugins/ plugins/
 
-# `pip install .` (not -e, no [test] extra): the package lands in the venv's site-packages as
+# `pip install '.[firestore]'` (not -e, no [test] extra; the Firestore sink's client, so the
+# image can feed dashboards when [firestore] enabled): the package lands in the venv's site-packages as
 # navstream/ and navstream/plugins/. Every dependency ships wheels for linux amd64/arm64
 # (hiredis, msgspec, lupa), so no compiler is needed. pip and setuptools are then removed
 # from the venv: nothing installs packages at run time.
-RUN /opt/venv/bin/pip install . \
+RUN /opt/venv/bin/pip install '.[firestore]' \
  && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 
@@ -38,10 +39,18 @@ FROM python:3.11-slim AS runtime
 LABEL org.opencontainers.image.title="navstream" \
       org.opencontainers.image.description="Plugin-based stream processor on Redis Streams (NAV and risk for a trading desk)"
 
+# The HTTP endpoint (/healthz, /readyz, /metrics, the status page at /) on every interface of
+# the container's own network namespace, so the orchestrator and Prometheus reach it; the
+# health check below asks /healthz. Override either, or set NAVSTREAM_HTTP_PORT=0 to serve
+# nothing (the check then reads the heartbeat in Redis). See docs/observability.md.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONFAULTHANDLER=1
+    PYTHONFAULTHANDLER=1 \
+    NAVSTREAM_HTTP_PORT=8080 \
+    NAVSTREAM_HTTP_HOST=0.0.0.0
+
+EXPOSE 8080
 
 # A fixed numeric non-root user, so orchestrators (runAsNonRoot) can verify it.
 RUN groupadd --system --gid 10001 navstream \
@@ -61,8 +70,10 @@ WORKDIR /opt/navstream
 # written); a second one exits at once, and other consumers reclaim what was pending.
 STOPSIGNAL SIGTERM
 
-# Healthy while this container's heartbeat <prefix>:heartbeat:<hostname>-1 exists (it expires
-# after max(10 s, 5 ticks) without a tick) with status `running`. See docs/deployment.md.
+# Healthy while the consumer's /healthz answers 200 on 127.0.0.1:$NAVSTREAM_HTTP_PORT (its loop
+# made progress within the heartbeat TTL); the script follows the consumer's own settings (config
+# file, environment, `navstream run` flags), and without an HTTP port falls back to the heartbeat
+# <prefix>:heartbeat:<hostname>-1 in Redis. See docs/observability.md and docs/deployment.md.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/opt/venv/bin/python", "/opt/navstream/healthcheck.py"]
 

@@ -71,6 +71,17 @@ _positive_float = _positive(float)
 _positive_int = _positive(int)
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port 0-65535 (0: no HTTP endpoint), or a clear error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535; 0 serves nothing)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="navstream",
@@ -94,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-idle", type=_positive_float, metavar="SECONDS",
                    help="exit 0 once nothing new or reclaimed arrived for this long")
     p.add_argument("--max-events", type=_positive_int, metavar="N", help="exit 0 after handling N entries")
+    p.add_argument("--http-port", type=_port, metavar="PORT",
+                   help="serve /healthz, /readyz, /metrics and the status page on PORT (env NAVSTREAM_HTTP_PORT, "
+                   "[http] port; 0, the default, serves nothing); the address is [http] host, default 127.0.0.1")
 
     p = sub.add_parser("ingest", help="run the configured sources and publish what they see",
                        description="Run every [sources.<name>] of the config on its interval: write its "
@@ -191,6 +205,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "redis": {"url": getattr(args, "redis_url", None), "prefix": getattr(args, "prefix", None),
                   "group": getattr(args, "group", None)},
         "consumer": {"name": getattr(args, "consumer", None)},
+        "http": {"port": getattr(args, "http_port", None)},
     }
     return load_settings(getattr(args, "config", None), overrides=overrides)
 

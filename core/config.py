@@ -83,10 +83,22 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     modules: list[str] = []
 
 
+class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The consumer's HTTP endpoint: /healthz, /readyz, /metrics and the status page (docs/observability.md)."""
+
+    #: TCP port; 0 (the default) serves nothing. One port per process: replicas on one host
+    #: need one each (containers each have their own network namespace, so they do not).
+    port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 0
+    #: Address to listen on. Loopback by default, so a laptop's consumer is not reachable from
+    #: the network; containers set ``0.0.0.0`` (the image does, through NAVSTREAM_HTTP_HOST).
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] = "127.0.0.1"
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     redis: RedisSettings = RedisSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     plugins: PluginSettings = PluginSettings()
+    http: HttpSettings = HttpSettings()
     #: Raw plugin sections, validated by :func:`validate_plugin_sections` once plugins load.
     extra: dict[str, Any] = {}
     source: str = "<defaults>"
@@ -95,7 +107,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return self.consumer.name or default_consumer_name()
 
 
-CORE_SECTIONS = ("redis", "consumer", "plugins")
+CORE_SECTIONS = ("redis", "consumer", "plugins", "http")
 #: The ingest process's section: ``[sources.<name>]`` tables, one per source instance.
 SOURCES_SECTION = "sources"
 
@@ -105,11 +117,15 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "NAVSTREAM_PREFIX": ("redis", "prefix"),
     "NAVSTREAM_GROUP": ("redis", "group"),
     "NAVSTREAM_CONSUMER": ("consumer", "name"),
+    "NAVSTREAM_HTTP_PORT": ("http", "port"),
+    "NAVSTREAM_HTTP_HOST": ("http", "host"),
 }
+#: Environment overrides of whole-number keys: the environment holds text, the file numbers.
+_ENV_INTS = {"NAVSTREAM_HTTP_PORT"}
 
 
 #: CLI flags whose name differs from their key (for error messages).
-_FLAGS = {("redis", "url"): "--redis-url", ("consumer", "name"): "--consumer"}
+_FLAGS = {("redis", "url"): "--redis-url", ("consumer", "name"): "--consumer", ("http", "port"): "--http-port"}
 
 
 def default_consumer_name() -> str:
@@ -166,7 +182,7 @@ def load_settings(
     origins: dict[str, dict[str, str]] = {name: {} for name in CORE_SECTIONS}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
-            layered[section][key] = env[var]
+            layered[section][key] = _env_value(var, env[var], where)
             origins[section][key] = f"environment variable {var}"
     for section, values in (overrides or {}).items():
         for key, value in values.items():
@@ -177,11 +193,22 @@ def load_settings(
     redis = _decode_section("redis", layered["redis"], RedisSettings, where, origins["redis"])
     consumer = _decode_section("consumer", layered["consumer"], ConsumerSettings, where, origins["consumer"])
     plugins = _decode_section("plugins", layered["plugins"], PluginSettings, where, origins["plugins"])
+    http = _decode_section("http", layered["http"], HttpSettings, where, origins["http"])
     extra = {k: v for k, v in raw.items() if k not in CORE_SECTIONS}
     for name, value in extra.items():
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: unknown top-level key `{name}` (sections are tables)")
-    return Settings(redis=redis, consumer=consumer, plugins=plugins, extra=extra, source=where)
+    return Settings(redis=redis, consumer=consumer, plugins=plugins, http=http, extra=extra, source=where)
+
+
+def _env_value(var: str, value: str, where: str) -> Any:
+    """An environment variable's text as its key's type (only whole numbers need converting)."""
+    if var not in _ENV_INTS:
+        return value
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{where}: environment variable {var}: {value!r} is not a whole number") from None
 
 
 def validate_plugin_sections(

@@ -12,7 +12,7 @@ import gc
 import logging
 import random
 import time
-from typing import Any, Sequence, cast
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -20,11 +20,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .app import App
 from .dispatch import dispatch_tick
-from .handler import BatchHandler, Entry, as_str
+from .handler import Entry, as_str
 from .outputs import Outputs
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
 from .upkeep import Upkeep
 from .writer import BatchWrite, WriteError, Writer, is_missing_group
+
+if TYPE_CHECKING:  # imported where used: every CLI command imports this module, few run a loop
+    from .endpoints import Endpoints
+    from .http import HttpServer
 
 log = logging.getLogger("navstream.consumer")
 
@@ -96,8 +100,19 @@ class Consumer:
         self._attempts = 0
         self._owed_group_alerts: list[tuple[str, str]] = []
         self.throttle = AlertThrottle(self.settings.alert_cooldown_s)
-        self.handler = BatchHandler(app, self.writer, self.throttle)
+        from .metrics import MeteredBatchHandler, Metrics
+
+        #: This consumer's Prometheus registry (``/metrics``); fed per batch by the handler.
+        self.metrics = Metrics(app)
+        self.handler = MeteredBatchHandler(app, self.writer, self.throttle, self.metrics)
         self.upkeep = Upkeep(app, self.writer, self.handler)
+        self._phase = "created"
+        #: ``time.monotonic()`` of the loop's last progress (an iteration, a reconnect attempt):
+        #: ``/healthz`` fails when it is older than the heartbeat TTL.
+        self.alive_at = time.monotonic()
+        #: The HTTP endpoint (``[http] port``), while it runs.
+        self.http: HttpServer | None = None
+        self._endpoints: Endpoints | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -108,6 +123,40 @@ class Consumer:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def phase(self) -> str:
+        """``created``, ``starting`` (setup), ``running``, ``stopping`` or ``stopped``."""
+        if self.stopping and self._phase in ("starting", "running"):
+            return "stopping"
+        return self._phase
+
+    @property
+    def down_for_s(self) -> float | None:
+        """Seconds since the loop lost Redis; None while connected."""
+        return None if self._down_since is None else time.monotonic() - self._down_since
+
+    async def start_http(self) -> None:
+        """Serve ``/healthz``, ``/readyz``, ``/metrics`` and the status page if ``[http] port``
+        is set. A port that cannot be listened on stops the start, naming the port."""
+        from .endpoints import start_http
+        from .http import HttpStartError
+
+        cfg = self.app.settings.http
+        if cfg.port == 0 or self.http is not None:
+            return
+        try:
+            self.http, self._endpoints = await start_http(self, cfg.host, cfg.port)
+        except HttpStartError as exc:
+            raise StartupError(str(exc)) from exc
+
+    async def stop_http(self) -> None:
+        if self._endpoints is not None:
+            self._endpoints.close()
+            self._endpoints = None
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
 
     async def setup(self) -> None:
         """Create the groups, run the startup hooks, and decide which streams to read."""
@@ -149,16 +198,30 @@ class Consumer:
         return created
 
     async def run(self) -> int:
-        """The loop; returns the process exit code (0 after a graceful stop)."""
+        """The loop; returns the process exit code (0 after a graceful stop).
+
+        The HTTP endpoint starts first: a port in use fails the start at once, and during a
+        Redis outage at startup ``/healthz`` answers and ``/readyz`` says what it waits for.
+        """
         self.app.stats.started_ms = self.app.clock.now_ms()
+        self._phase, self.alive_at = "starting", time.monotonic()
+        await self.start_http()
+        try:
+            return await self._run()
+        finally:
+            self._phase = "stopped"
+            await self.stop_http()
+
+    async def _run(self) -> int:
         await self._until_connected(self.setup)
+        self._phase = "running"
         tune_gc()
         last_activity = time.monotonic()
         next_tick = 0.0
         group_lost: ResponseError | None = None
         try:
             while not self.stopping:
-                now = time.monotonic()
+                now = self.alive_at = time.monotonic()
                 try:
                     # Recovery work does I/O too, so it runs in here, where failures are handled.
                     if group_lost is not None:
@@ -205,6 +268,7 @@ class Consumer:
 
     async def shutdown(self) -> None:
         """Final heartbeat (``stopped``) and every plugin's shutdown hook; failures are logged."""
+        self._phase = "stopping"
         try:
             await self.tick(final=True)
         except Exception as exc:  # noqa: BLE001 - shutting down; report and go on
@@ -233,6 +297,7 @@ class Consumer:
     async def _connection_lost(self, exc: BaseException) -> None:
         stats = self.app.stats
         stats.reconnects += 1
+        self.alive_at = time.monotonic()  # retrying is progress: a Redis outage is not a hung loop
         stats.last_error = f"redis: {type(exc).__name__}: {exc}"
         if self._down_since is None:
             self._down_since = time.monotonic()

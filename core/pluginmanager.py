@@ -22,7 +22,7 @@ from .sources import SourceKind, SourceSettings
 ENTRY_POINT_GROUP = "navstream"
 #: Sections no plugin may declare: the core's own, and ``[sources.*]``, which source kinds
 #: (``navstream_sources``) decode one instance at a time.
-RESERVED_SECTIONS = ("redis", "consumer", "plugins", "sources")
+RESERVED_SECTIONS = ("redis", "consumer", "plugins", "http", "sources")
 BATCH_HOOKS = ("navstream_events", "navstream_orders", "navstream_tick")
 
 

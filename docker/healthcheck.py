@@ -1,7 +1,14 @@
-"""Container health check: is this container's navstream consumer heartbeating as ``running``?
+"""Container health check: is this container's navstream consumer alive?
 
-Exit 0 when the hash ``<prefix>:heartbeat:<consumer>`` exists and its ``status`` is ``running``;
-exit 1 otherwise, with one line saying why (Docker keeps it in ``docker inspect``):
+When the consumer serves HTTP (``[http] port``, ``NAVSTREAM_HTTP_PORT`` or ``--http-port``; the
+image sets ``NAVSTREAM_HTTP_PORT=8080``), ask its ``/healthz`` on the local address: exit 0 on
+200, exit 1 with the status and the reason it gave, or why it could not be asked. This does not
+depend on Redis: a consumer riding out a Redis outage is alive, and restarting it would not
+help (``/readyz`` says it is not ready, for the orchestrator and the dashboards).
+
+Without an HTTP port, read its heartbeat instead: exit 0 when the hash
+``<prefix>:heartbeat:<consumer>`` exists and its ``status`` is ``running``; exit 1 otherwise,
+with one line saying why (Docker keeps it in ``docker inspect``):
 
 - the key is missing: the consumer has not ticked for its heartbeat TTL (max(10 s, 5 ticks)),
   so it is hung, dead, or has never started;
@@ -23,6 +30,8 @@ import argparse
 import os
 import socket
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +75,26 @@ def settings_for(argv: list[str] | None) -> Any:
     overrides = {
         "redis": {"url": args.redis_url, "prefix": args.prefix, "group": args.group},
         "consumer": {"name": args.consumer},
+        "http": {"port": getattr(args, "http_port", None)},
     }
     return load_settings(args.config, overrides=overrides)
+
+
+def check_http(host: str, port: int, timeout_s: float = 4.0) -> str:
+    """``/healthz`` of the consumer listening on ``host``:``port``, asked from this host."""
+    from navstream.http import local_url
+
+    url = local_url(host, port, "/healthz")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    try:
+        with opener.open(url, timeout=timeout_s) as response:
+            body = response.read(2000).decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as exc:
+        body = exc.read(2000).decode("utf-8", "replace").strip()
+        raise Unhealthy(f"{url} answered {exc.code}: {body}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise Unhealthy(f"{url} cannot be reached: {getattr(exc, 'reason', exc)}") from None
+    return f"ok: {url} {body}"
 
 
 def check(pid: int) -> str:
@@ -81,6 +108,8 @@ def check(pid: int) -> str:
         settings = settings_for(consumer_argv(pid))
     except ConfigError as exc:
         raise Unhealthy(f"configuration does not load: {exc}") from None
+    if settings.http.port:
+        return check_http(settings.http.host, settings.http.port)
     name = settings.consumer.name or f"{socket.gethostname()}-{pid}"
     key = Keys(settings.redis.prefix).heartbeat(name)
     url = settings.redis.url

@@ -38,6 +38,7 @@ from navstream.cli import build_parser, main
 from navstream.config import (
     ENV_OVERRIDES,
     ConsumerSettings,
+    HttpSettings,
     PluginSettings,
     RedisSettings,
     Settings,
@@ -59,7 +60,8 @@ CONFIG_DOC = ROOT / "docs" / "configuration.md"
 DEPLOY_DOC = ROOT / "docs" / "deployment.md"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
-CORE_TYPES: dict[str, type] = {"redis": RedisSettings, "consumer": ConsumerSettings, "plugins": PluginSettings}
+CORE_TYPES: dict[str, type] = {"redis": RedisSettings, "consumer": ConsumerSettings, "plugins": PluginSettings,
+                               "http": HttpSettings}
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -275,7 +277,9 @@ def test_dockerfile_is_multi_stage_with_a_clean_final_stage() -> None:
     assert builder[0][1].split()[0] == "python:3.11-slim"
     assert final[0][1].split()[0] == "python:3.11-slim"
     builder_runs = " ".join(args for k, args in builder if k == "RUN")
-    assert re.search(r"pip install \.(\s|$)", builder_runs), "the builder installs the package non-editable"
+    # non-editable, with the Firestore sink's client only (never the test extra)
+    assert re.search(r"pip install '?\.(\[firestore\])?'?(\s|$)", builder_runs), \
+        "the builder installs the package non-editable"
     assert "-e ." not in builder_runs and "--editable" not in builder_runs
     final_text = " ".join(args for _, args in final)
     # No test extra anywhere, no installs or compilers in the final stage: only the built venv.

@@ -478,7 +478,7 @@ async def test_a_once_alert_is_logged_only_when_written(
     _, c2 = await started(make_app, Scripted(on_tick=on_tick), clock=clock, name="two")
 
     def logged(code: str) -> list[str]:
-        return [r.ts for r in caplog.records  # type: ignore[attr-defined]
+        return [str(r.alert_ts) for r in caplog.records  # type: ignore[attr-defined]
                 if r.name == "navstream.alerts" and getattr(r, "code", None) == code]
 
     await c1.tick()

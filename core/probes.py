@@ -1,0 +1,106 @@
+"""The rules behind ``/healthz`` (is this process worth keeping?) and ``/readyz`` (is this
+consumer, and what it keeps, fit to be relied on right now?), as pure functions of what the
+consumer knows and one :class:`~navstream.statusapi.DeskView`.
+
+Liveness is deliberately narrow: a consumer waiting out a Redis outage is alive (restarting it
+would not bring Redis back); only a loop that stopped making progress, or a process shutting
+down, is not. Everything that depends on the world around it is readiness, with the reasons
+spelled out so an operator can act on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from .statusapi import DeskView
+
+#: At most this many reasons of one kind (stale scopes, degraded plugins); the rest are counted.
+MAX_REASONS_PER_KIND = 5
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """The consumer loop as the probes see it.
+
+    :ivar phase: ``starting`` (setup: creating groups, plugins' startup), ``running``,
+        ``stopping`` or ``stopped``.
+    :ivar idle_s: seconds since the loop last made progress (an iteration, a reconnect attempt).
+    :ivar stall_limit_s: idle longer than this while running is a stalled loop: the heartbeat
+        TTL, which already allows for a batch that runs into hook timeouts.
+    :ivar reconnecting_s: seconds since the loop lost Redis, None while connected.
+    """
+
+    phase: str
+    idle_s: float
+    stall_limit_s: float
+    reconnecting_s: float | None = None
+
+
+def liveness(state: LoopState) -> tuple[bool, str]:
+    """``(alive, why)``."""
+    if state.phase in ("stopping", "stopped"):
+        return False, f"{state.phase}: the consumer is shutting down"
+    if state.phase == "running" and state.idle_s > state.stall_limit_s:
+        return False, (f"loop stalled: no progress for {state.idle_s:.0f}s "
+                       f"(limit {state.stall_limit_s:.0f}s, the heartbeat TTL)")
+    return True, state.phase
+
+
+def _capped(reasons: list[str]) -> list[str]:
+    if len(reasons) <= MAX_REASONS_PER_KIND:
+        return reasons
+    return reasons[:MAX_REASONS_PER_KIND] + [f"... and {len(reasons) - MAX_REASONS_PER_KIND} more like these"]
+
+
+def plugin_problems(health: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """``(plugin, status, reason)`` of each plugin whose ``navstream_health`` status is not
+    ``ok``, from :meth:`Upkeep.health`'s ``<plugin>.status`` and ``<plugin>.reason`` fields."""
+    problems = []
+    for key, status in sorted(health.items()):
+        if not key.endswith(".status") or status == "ok":
+            continue
+        plugin = key[: -len(".status")]
+        problems.append((plugin, status, health.get(f"{plugin}.reason") or "no reason given"))
+    return problems
+
+
+def readiness(state: LoopState, view: DeskView, *, streams: Sequence[str], group: str,
+              health: Mapping[str, str], nav_eval_limit_ms: int) -> list[str]:
+    """Why this consumer is not ready; empty when it is.
+
+    - the loop is starting or stopping;
+    - Redis does not answer (a ``PING`` within the read timeout), or the loop is reconnecting;
+    - the consumer group is missing on a stream this consumer reads;
+    - a NAV is stale: its status is ``stale``, or nobody has evaluated it for longer than
+      ``nav_eval_limit_ms`` (the nav plugin re-evaluates every scope on every tick, so an old
+      evaluation means no consumer is ticking it);
+    - a plugin (a sink, the risk gate's audit log, ...) reports itself degraded.
+    """
+    reasons: list[str] = []
+    if state.phase == "starting":
+        reasons.append("starting: waiting for Redis, the consumer groups and the plugins' startup")
+    elif state.phase != "running":
+        reasons.append(f"{state.phase}: the consumer is shutting down")
+    if view.redis_error:
+        reasons.append(f"redis unreachable: {view.redis_error}")
+    elif state.reconnecting_s is not None:
+        reasons.append(f"redis connection lost {state.reconnecting_s:.0f}s ago; the loop is reconnecting")
+    if not view.redis_error and state.phase == "running":
+        for stream in streams:
+            if view.groups.get(stream) is None:
+                reasons.append(f"consumer group {group!r} is missing on {stream} (the loop recreates it)")
+    stale = []
+    for nav in view.nav:
+        age_ms = view.read_ms - nav.computed_at
+        if nav.status == "stale":
+            why = nav.reasons[0] if nav.reasons else "an input is past its age limit"
+            stale.append(f"NAV {nav.name} is stale: {why}")
+        elif age_ms > nav_eval_limit_ms:
+            stale.append(f"NAV {nav.name} was last evaluated {age_ms / 1000:.0f}s ago "
+                         f"(limit {nav_eval_limit_ms / 1000:.0f}s): no consumer is ticking the nav plugin")
+    stale += [f"NAV {item} is unreadable" for item in view.nav_unreadable]
+    reasons += _capped(stale)
+    reasons += _capped([f"plugin {plugin} is {status}: {reason}"
+                        for plugin, status, reason in plugin_problems(health)])
+    return reasons

@@ -1,0 +1,321 @@
+"""The live status page (``/`` of a consumer's HTTP endpoint) in headless Chromium.
+
+A real ``navstream run`` with data in a real Redis serves the page; Debian's ``chromium`` loads it
+through ``chromedriver``, spoken to over the W3C WebDriver protocol with httpx (no client
+library: Selenium's dependencies clash with this suite's warnings-as-errors). The test waits
+for the page's first poll to render and checks what a person would look at: the NAV rows and
+their status colours (CSS class and the colour actually painted, which also proves the
+Content-Security-Policy lets the page's own style and script run), the history chart's SVG
+path, the trading state, an alert, a click that switches the chart, and a later change arriving
+by polling.
+
+Needs ``apt-get install -y chromium chromium-driver``. Without them the test is skipped here,
+and fails in CI (``CI=true``), where they must be installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+INSTALL = "apt-get install -y chromium chromium-driver"
+#: As the machine's notes advise for a closed network: no background traffic, no sandbox (root).
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1300,1100"]
+OK_GREEN, FAILED_RED = "rgb(26, 127, 55)", "rgb(198, 40, 40)"
+
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def browser_paths() -> tuple[str, str]:
+    """Chromium and chromedriver, checked before anything is started."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if chromium and driver:
+        return chromium, driver
+    missing = ", ".join(name for name, path in (("chromium", chromium), ("chromedriver", driver)) if not path)
+    message = f"headless browser test needs {missing} (Debian: `{INSTALL}`)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must install them")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (httpx.HTTPError, KeyError, IndexError, TypeError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class WebDriverError(RuntimeError):
+    pass
+
+
+class Browser:
+    """One chromedriver and one session, over the W3C WebDriver protocol."""
+
+    def __init__(self, chromium: str, chromedriver: str, workdir: Path) -> None:
+        port = free_port()
+        self.log = (workdir / "chromedriver.log").open("w")
+        self.proc = subprocess.Popen([chromedriver, f"--port={port}"], stdout=self.log, stderr=subprocess.STDOUT)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=60)
+        self.session = ""
+        try:
+            wait_for(lambda: self.http.get("/status").json()["value"]["ready"], 20, "chromedriver")
+            caps = {"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {"binary": chromium,
+                                       "args": [*CHROMIUM_ARGS, f"--user-data-dir={workdir / 'profile'}"]},
+                "goog:loggingPrefs": {"browser": "ALL"},
+            }}}
+            reply = self.http.post("/session", json=caps).json()["value"]
+            if "sessionId" not in reply:
+                raise WebDriverError(f"no session: {reply}")
+            self.session = reply["sessionId"]
+        except BaseException:
+            self.quit()
+            raise
+
+    def command(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, f"/session/{self.session}{path}", json=body)
+        value = response.json()["value"]
+        if response.status_code != 200:
+            raise WebDriverError(f"{method} {path}: {value.get('error')}: {value.get('message')}")
+        return value
+
+    def open(self, url: str) -> None:
+        self.command("POST", "/url", {"url": url})
+
+    def js(self, script: str, *args: Any) -> Any:
+        return self.command("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.command("GET", "/screenshot")))
+
+    def console(self) -> list[dict[str, Any]]:
+        """The page's console messages so far (chromedriver's log extension)."""
+        try:
+            return list(self.command("POST", "/se/log", {"type": "browser"}))
+        except WebDriverError:
+            return []
+
+    def quit(self) -> None:
+        try:
+            if self.session:
+                self.http.delete(f"/session/{self.session}")
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.http.close()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.log.close()
+
+
+# Everything the assertions look at, read from the page in one go.
+PAGE_STATE = """
+const cells = tr => [...tr.cells].map(td => td.textContent);
+const badge = el => el ? {cls: el.className, text: el.textContent, bg: getComputedStyle(el).backgroundColor} : null;
+const line = document.getElementById("chart-line");
+return {
+  loaded: document.body.dataset.loaded === "true",
+  ready: document.getElementById("ready").textContent,
+  nav: [...document.querySelectorAll("#nav-table tbody tr")].map(tr => ({
+    scope: tr.dataset.scope, selected: tr.classList.contains("selected"), cells: cells(tr),
+    status: badge(tr.querySelector(".status"))})),
+  chart: {scope: document.getElementById("chart-scope").textContent, d: line.getAttribute("d"),
+          points: line.dataset.points, circles: document.querySelectorAll("#chart-points circle").length,
+          strokeWidth: getComputedStyle(line).strokeWidth},
+  trading: [...document.querySelectorAll("#trading-table tbody tr")].map(tr => ({
+    scope: tr.dataset.scope, cells: cells(tr), state: badge(tr.querySelector(".trading"))})),
+  decisions: document.getElementById("decisions").textContent,
+  alerts: [...document.querySelectorAll("#alerts-table tbody tr")].map(tr => cells(tr).join(" | ")),
+  consumers: [...document.querySelectorAll("#consumers-table tbody tr")].map(cells),
+  banner: document.getElementById("banner").textContent,
+};
+"""
+
+CONFIG = """
+[nav]
+max_age_s = 600.0
+pegs = { USDT = "1" }
+routes = { BTC = "BTC/USDT" }
+[[nav.accounts]]
+venue = "binance"
+account = "main"
+kind = "futures"
+[[nav.accounts]]
+venue = "bank"
+account = "reserve"
+kind = "bank"
+[risk]
+audit_dir = "{audit}"
+"""
+
+
+@pytest.fixture
+def consumer(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A real ``navstream run`` serving HTTP, with a desk's data in a real Redis."""
+    prefix = f"nstest-page-{uuid.uuid4().hex[:10]}"
+    port = free_port()
+    config = tmp_path / "navstream.toml"
+    config.write_text(CONFIG.replace("{audit}", str(tmp_path / "audit")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")}
+    env.update(NAVSTREAM_REDIS_URL=REDIS_URL, NAVSTREAM_PREFIX=prefix, NAVSTREAM_LOG_STREAM="stderr")
+    navstream = Path(sys.executable).parent / "navstream"
+    log = (tmp_path / "consumer.log").open("w")
+    proc = subprocess.Popen([sys.executable, str(navstream), "run", "--config", str(config), "--http-port", str(port)],
+                            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        yield {"prefix": prefix, "url": f"http://127.0.0.1:{port}/", "redis": client, "env": env,
+               "config": config, "log": tmp_path / "consumer.log", "proc": proc}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def desk(prefix: str, client: redis.Redis, btc: str, ts: int) -> None:
+    for fields in (
+        {"type": "balance", "venue": "binance", "account": "main", "asset": "USDT", "balance": "100000"},
+        {"type": "balance", "venue": "binance", "account": "main", "asset": "BTC", "balance": "2"},
+        {"type": "price", "base": "BTC", "quote": "USDT", "price": btc, "source": "binance-spot"},
+        {"type": "source_status", "venue": "binance", "source": "binance-futures", "account": "main", "ok": "true"},
+    ):
+        client.xadd(f"{prefix}:events", {**fields, "ts": str(ts)})
+
+
+def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consumer: dict[str, Any],
+                                         tmp_path: Path) -> None:
+    chromium, chromedriver = browser_paths
+    started = time.monotonic()
+    prefix, client, url = consumer["prefix"], consumer["redis"], consumer["url"]
+    api = httpx.Client(base_url=url, trust_env=False, timeout=10)
+
+    def status() -> dict[str, Any]:
+        return api.get("api/status").json()  # type: ignore[no-any-return]
+
+    wait_for(lambda: status()["consumer"]["phase"] == "running", 30,
+             f"the consumer to run; log: {consumer['log'].read_text()[-2000:]}")
+    now = int(time.time() * 1000)
+    desk(prefix, client, "50000", now - 2000)
+    wait_for(lambda: {r["id"]: r["nav"] for r in status()["nav"]}.get("account:binance/main") == "200000", 20,
+             "the first NAV")
+    desk(prefix, client, "51000", now - 1000)  # a second point in every scope's history
+    wait_for(lambda: {r["id"]: r["nav"] for r in status()["nav"]}.get("account:binance/main") == "202000", 20,
+             "the second NAV")
+    client.xadd(f"{prefix}:orders", {"type": "order", "order_id": "o-1", "venue": "binance", "account": "main",
+                                     "symbol": "BTCUSDT", "side": "buy", "qty": "100", "ts": str(now)})
+    halted = subprocess.run(
+        [sys.executable, str(Path(sys.executable).parent / "navstream"), "risk", "halt", "--config",
+         str(consumer["config"]), "--account", "main", "--reason", "drawdown drill", "--by", "tester"],
+        env=consumer["env"], capture_output=True, text=True, timeout=60)
+    assert halted.returncode == 0, halted.stderr
+    doc = wait_for(lambda: (lambda d: d if d["risk"]["decisions"] and any(
+        a["code"] == "trading_state_set" for a in d["alerts"]) else None)(status()), 20, "the decision and alert")
+    expected_points = len(doc["history"]["total"])
+    assert expected_points >= 2
+    data_ready = time.monotonic()
+
+    browser = Browser(chromium, chromedriver, tmp_path)
+    try:
+        browser.open(url)
+        page = wait_for(lambda: (lambda s: s if s["loaded"] and len(s["nav"]) == 6 else None)(
+            browser.js(PAGE_STATE)), 20, "the page's first render")
+        rendered = time.monotonic()
+        browser.screenshot(tmp_path / "statuspage.png")
+
+        rows = {row["scope"]: row for row in page["nav"]}
+        assert list(rows) == ["total", "exchange", "venue:bank", "venue:binance", "account:bank/reserve",
+                              "account:binance/main"]
+        assert rows["account:binance/main"]["cells"][:2] == ["binance/main", "202,000 USD"]
+        assert rows["account:binance/main"]["status"] == {"cls": "badge status status-ok", "text": "ok",
+                                                         "bg": OK_GREEN}
+        assert rows["exchange"]["status"]["cls"] == "badge status status-ok"
+        # The bank account is configured but has no data: failed, and so is the total (worst wins).
+        for scope in ("account:bank/reserve", "venue:bank", "total"):
+            assert rows[scope]["status"] == {"cls": "badge status status-failed", "text": "failed", "bg": FAILED_RED}
+        assert rows["total"]["selected"] is True
+
+        chart = page["chart"]
+        assert chart["scope"].startswith("total (")
+        d = chart["d"]
+        assert d.startswith("M") and d.count("L") == int(chart["points"]) - 1 == chart["circles"] - 1
+        assert int(chart["points"]) >= expected_points
+        assert chart["strokeWidth"] == "2px"  # the page's own stylesheet applies (CSP allows it)
+
+        trading = {row["scope"]: row for row in page["trading"]}
+        assert trading["binance/main"]["state"]["cls"] == "badge trading trading-halted"
+        assert trading["binance/main"]["cells"][1:] == ["halted", "drawdown drill", "ops:tester"]
+        assert trading["desk"]["state"]["text"] == "active"
+        assert "1 vetoed" in page["decisions"]
+        assert any("trading of account binance/main set to halted by ops:tester: drawdown drill" in row
+                   for row in page["alerts"])
+        assert any(row[0].endswith("(this one)") and row[1] == "running" for row in page["consumers"])
+        assert page["banner"] == ""
+
+        # A click charts another scope.
+        browser.js("document.querySelector('tr[data-scope=\"account:binance/main\"]').click()")
+        clicked = browser.js(PAGE_STATE)
+        assert clicked["chart"]["scope"].startswith("binance/main (")
+        assert next(r for r in clicked["nav"] if r["scope"] == "account:binance/main")["selected"] is True
+
+        # New data arrives by polling, without a reload.
+        desk(prefix, client, "52000", int(time.time() * 1000))
+        later = wait_for(lambda: (lambda s: s if next(r for r in s["nav"] if r["scope"] == "account:binance/main")
+                                  ["cells"][1] == "204,000 USD" else None)(browser.js(PAGE_STATE)), 15, "the poll")
+        assert int(later["chart"]["points"]) > int(clicked["chart"]["points"])
+        browser.screenshot(tmp_path / "statuspage-later.png")
+
+        problems = [entry for entry in browser.console() if entry.get("level") == "SEVERE"
+                    and "favicon" not in entry.get("message", "")]
+        assert not problems, json.dumps(problems, indent=1)
+    finally:
+        browser.quit()
+        api.close()
+    print(f"\nstatus page: data ready in {data_ready - started:.1f}s, first render {rendered - data_ready:.1f}s "
+          f"after, test total {time.monotonic() - started:.1f}s")
