@@ -306,21 +306,10 @@ async def worker_baseline(url: str, prefix: str) -> dict[str, Any]:
 
 
 def _builtin_plugins() -> tuple[set[str], set[str]]:
-    """Plugin names in the installed entry points, and in pyproject.toml next to this file."""
-    from importlib.metadata import entry_points
+    """As bench_loop's: plugin names installed, and declared in pyproject.toml beside it."""
+    from bench_loop import _builtin_plugins as names  # bench/ is sys.path[0] when run as a script
 
-    installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    declared: set[str] = set()
-    pyproject = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "pyproject.toml")
-    try:
-        import tomllib
-
-        with open(pyproject, "rb") as f:
-            data = tomllib.load(f)
-        declared = set(data.get("project", {}).get("entry-points", {}).get(ENTRY_POINT_GROUP, {}))
-    except (OSError, ValueError):
-        pass
-    return installed, declared
+    return names()
 
 
 class Spans:
