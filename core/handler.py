@@ -8,7 +8,6 @@ caused is written (the writer acknowledges last, in the same script call).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -117,17 +116,14 @@ class BatchHandler:
                 self._dead_letter(batch, acks, entry, f"undecodable: {exc.reason}")
 
         failed: dict[str, str] = {}
-        # Orders are judged on the state Redis holds (the events beside them have no order
-        # relative to them), so both hooks run at once: an order never waits for the events'
-        # work, only for the one write. Outputs are merged events first, whoever finishes first.
-        hooks = [(hook, arg, items, item_entries) for hook, arg, items, item_entries in (
+        # One kind per call (handle() splits a mixed read): events or orders.
+        for hook, arg, items, item_entries in (
             ("navstream_events", "events", events, event_entries),
             ("navstream_orders", "orders", orders, order_entries),
-        ) if items]
-        runs = [dispatch_batch(app, hook, arg, items, lambda: Outputs(now)) for hook, arg, items, _ in hooks]
-        results = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
-        for (hook, _, _, item_entries), result in zip(hooks, results):
-            failed.update(self._absorb(batch, result, item_entries, hook))
+        ):
+            if items:
+                result = await dispatch_batch(app, hook, arg, items, lambda: Outputs(now))
+                failed.update(self._absorb(batch, result, item_entries, hook))
 
         kinds = [e.__struct_config__.tag for e in events] + ["order"] * len(orders)  # type: ignore[attr-defined]
         handled: list[str] = []

@@ -10,6 +10,7 @@ into a :class:`SourceError` with a short excerpt of the body (venues explain the
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
@@ -25,6 +26,10 @@ REQUEST_TIMEOUT_S = 10.0
 #: Characters of an error body kept in a message.
 BODY_EXCERPT = 300
 USER_AGENT = "navstream-ingest"
+#: Weight a minute for a host no source declared a budget for (a source's omission).
+UNDECLARED_BUDGET = 60
+
+log = logging.getLogger("navstream.ingest")
 
 
 def retry_after_s(response: httpx.Response) -> float | None:
@@ -105,7 +110,11 @@ class HttpPool:
         """
         parts = urlsplit(url)
         host = self.host(url)
-        limiter = self.limiters.get(host) or self.limit(url, 1_000_000)
+        limiter = self.limiters.get(host)
+        if limiter is None:  # a source that forgot ctx.http.limit(): be conservative, and say so
+            log.warning("no request budget declared for this host; using %d a minute", UNDECLARED_BUDGET,
+                        extra={"event": "host_budget_undeclared", "host": host})
+            limiter = self.limit(url, UNDECLARED_BUDGET)
         await limiter.acquire(weight, deadline)
         remaining = deadline - self.clock()
         if remaining <= 0:

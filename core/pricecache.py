@@ -34,11 +34,11 @@ class PriceCache:
     def put(self, prices: Iterable[Price]) -> None:
         now = self.clock()
         for p in prices:
-            self._entries[(p.source, p.base, p.quote)] = Cached(p, now)
-        if len(self._entries) > MAX_ENTRIES:
-            oldest = sorted(self._entries.items(), key=lambda kv: kv[1].fetched_at)
-            for key, _ in oldest[: len(self._entries) - MAX_ENTRIES]:
-                del self._entries[key]
+            key = (p.source, p.base, p.quote)
+            self._entries.pop(key, None)  # re-inserted last: the dict stays in fetch order
+            self._entries[key] = Cached(p, now)
+        while len(self._entries) > MAX_ENTRIES:
+            del self._entries[next(iter(self._entries))]
 
     def get(self, source: str, base: str, quote: str, ttl_s: float) -> Price | None:
         """The quote fetched less than ``ttl_s`` ago, or None (``ttl_s`` 0: never)."""

@@ -15,7 +15,6 @@ simply not published, never replaced by 0.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Protocol
 
@@ -45,14 +44,8 @@ class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     enabled: bool = True
 
 
-_SECRET_PARAM = re.compile(r"((?:signature|api[_-]?key|apikey|secret|token|password|x_cg_[a-z]+_api_key)=)[^&\s\"':,;]+",
-                           re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """``text`` with credentials in query strings masked (``signature=***``): error messages
-    quote URLs, and they end up in events, alerts and logs."""
-    return _SECRET_PARAM.sub(r"\1***", text)
+# Error texts quote URLs, and they end up in events, alerts and logs: one scrubber for all.
+from .logs import redact  # noqa: E402  (re-exported: sources import it from here)
 
 
 class SourceError(RuntimeError):

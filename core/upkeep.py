@@ -236,6 +236,7 @@ class Upkeep:
             except Exception as exc:  # noqa: BLE001 - a broken report is itself a health problem
                 report = {"status": "degraded", "reason": f"health report failed: {type(exc).__name__}: {exc}"}
                 out[f"{name}.status"] = "degraded"
+                out[f"{name}.reason"] = report["reason"]
             if report.get("status", "ok") != "ok":
                 reasons.append(f"{name}: {report.get('reason') or report.get('status')}")
         out["health"] = "degraded" if reasons else "ok"

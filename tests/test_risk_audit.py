@@ -134,3 +134,19 @@ def test_a_writer_that_cannot_finish_in_time_reports_what_it_left(tmp_path: Path
     finally:
         os.write = original  # type: ignore[assignment]
         gate.set()
+
+
+def test_a_record_that_breaks_the_encoder_is_counted_and_the_writer_lives_on(tmp_path: Path) -> None:
+    class Unencodable:
+        pass
+
+    log = AuditLog(tmp_path / "audit.jsonl", encode=lambda record: record)
+    assert log.submit({"n": Unencodable()})
+    assert log.submit({"n": 2})
+    deadline = time.monotonic() + 5
+    while log.stats.written + log.stats.failed < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (log.stats.written, log.stats.failed) == (1, 1) and log.alive
+    assert "Unencodable" in log.stats.last_error or "Encode" in log.stats.last_error
+    assert log.close()
+    assert log.alive  # stopped on purpose: not a dead writer

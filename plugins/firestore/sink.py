@@ -233,6 +233,10 @@ class Sink:
         if self.budget_low(now_ms):
             out.append(("budget_low", f"{self.used_now(now_ms)} of {self.cfg.max_writes_per_day} writes used today "
                                       "(UTC): only significant changes and heartbeats are written"))
+        if self._owed:
+            out.append(("ledger", f"{sum(c for _, c, _ in self._owed)} writes not yet counted in the group's "
+                                  f"daily budget in Redis ({self.stats.ledger_failures} failures); other "
+                                  "consumers cannot see them until Redis answers"))
         if len(self.pending) >= self.cfg.queue_size:
             out.append(("queue_full", f"queue full ({self.cfg.queue_size} documents): {s.shed} updates shed"))
         return out
@@ -439,9 +443,14 @@ class Sink:
                 used = await self.ledger.record(owed_day, count, owed_indexes)
                 self._owed.pop(0)
                 self.observe_used(owed_day, used)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - Redis away: owed, retried, and reported as degraded
             self.stats.ledger_failures += 1
-            del self._owed[:-100]  # bounded: a long Redis outage forgets the oldest counts
+            if len(self._owed) > 100:  # bounded, but nothing forgotten: older counts merged per day
+                merged: dict[str, tuple[int, list[Any]]] = {}
+                for owed_day, count, owed_indexes in self._owed:
+                    held = merged.get(owed_day, (0, []))
+                    merged[owed_day] = (held[0] + count, held[1] + owed_indexes)
+                self._owed = [(d, c, i) for d, (c, i) in merged.items()]
             log.warning("could not record firestore writes in Redis; retried with the next commit", extra={
                 "event": "firestore_ledger_failed", "error": str(exc), "owed": len(self._owed)})
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,8 +98,9 @@ class Gate:
     """This consumer's audit log and what it has told about it."""
 
     audit: AuditLog
-    #: Shortfall (dropped + failed) already alerted.
+    #: Shortfall (dropped + failed) already alerted, and when it last grew (monotonic).
     reported: int = 0
+    short_at: float | None = None
     decided: Counter[str] = field(default_factory=Counter)
 
 
@@ -240,6 +242,7 @@ def report_audit(cfg: RiskConfig, gate: Gate, out: Outputs) -> None:
                   f"({stats.dropped} dropped by a full queue, {stats.failed} refused by the disk in all; "
                   f"last error: {stats.last_error or 'none'}); decisions on P:decisions are complete")
         gate.reported = short
+        gate.short_at = time.monotonic()
 
 
 async def prune(app: App, cfg: RiskConfig, now_ms: int) -> None:
@@ -247,13 +250,13 @@ async def prune(app: App, cfg: RiskConfig, now_ms: int) -> None:
     keys = app.keys
     old = await app.redis.zrangebyscore(keys.state(DECIDED), "-inf", now_ms - cfg.decision_retention_s * 1000,
                                         start=0, num=PRUNE_BATCH)
-    venues = await app.redis.hkeys(keys.state(VENUES))
+    venues = await app.redis.hvals(keys.state(VENUES))
     pipe = app.redis.pipeline(transaction=True)
     if old:
         pipe.hdel(keys.state(DECISIONS), *old)
         pipe.zrem(keys.state(DECIDED), *old)
     for venue in venues:
-        pipe.zremrangebyscore(keys.state(f"risk:approved:{venue}"), "-inf", now_ms - 2 * WINDOW_MS)
+        pipe.zremrangebyscore(keys.state(approved_key(venue)), "-inf", now_ms - 2 * WINDOW_MS)
     if old or venues:
         await pipe.execute()
 
@@ -265,12 +268,19 @@ def navstream_health(app: App) -> Mapping[str, Any] | None:
         return None
     stats = gate.audit.stats
     short = stats.dropped + stats.failed
-    report: dict[str, Any] = {"status": "degraded" if short else "ok", "approved": gate.decided["approve"],
+    # Degraded while the log cannot keep every decision: its writer is gone, or a shortfall
+    # happened within the last alert period (a past one stays counted in audit_missing).
+    recent = gate.short_at is not None and time.monotonic() - gate.short_at < config(app).alert_every_s
+    report: dict[str, Any] = {"status": "ok", "approved": gate.decided["approve"],
                               "vetoed": gate.decided["veto"], "repeated": gate.decided["repeated"],
                               "audit_written": stats.written, "audit_missing": short}
-    if short:
-        report["reason"] = (f"audit log missing {short} decisions ({stats.dropped} dropped, {stats.failed} "
-                            f"refused: {stats.last_error or 'queue full'})")
+    if not gate.audit.alive:
+        report.update(status="degraded", reason=f"audit writer stopped ({stats.last_error or 'unknown'}); "
+                      "decisions are not being logged")
+    elif recent:
+        report.update(status="degraded", reason=(
+            f"audit log missing {short} decisions ({stats.dropped} dropped, {stats.failed} refused: "
+            f"{stats.last_error or 'queue full'})"))
     return report
 
 

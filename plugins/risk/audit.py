@@ -68,6 +68,7 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self.stats = AuditStats()
+        self._closing = False
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()  # guards stats shared with the loop
         self._fd: int | None = self._open()
@@ -85,10 +86,16 @@ class AuditLog:
             return False
         return True
 
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread runs, or was stopped on purpose by :meth:`close`."""
+        return self._closing or self._thread.is_alive()
+
     def close(self, timeout: float = 5.0) -> bool:
         """Write what is queued, then stop the thread, which closes the file (it alone touches
         it: closing it from here could race a write). False if the writer did not finish in
         time; the records it had not written are counted as dropped."""
+        self._closing = True
         deadline = time.monotonic() + timeout
         try:
             self._queue.put(_STOP, timeout=timeout)  # a full queue must not hold up a shutdown
@@ -124,7 +131,7 @@ class AuditLog:
                     self.stats.written += 1
                 if os.fstat(fd).st_size >= self.max_bytes:
                     self._rotate()
-            except (OSError, TypeError, ValueError) as exc:  # the disk, or a record that cannot be encoded
+            except Exception as exc:  # noqa: BLE001 - the disk, a record that cannot be encoded: counted, never fatal
                 with self._lock:
                     self.stats.failed += 1
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
