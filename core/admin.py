@@ -183,7 +183,7 @@ async def collect_status(app: App, *, alerts: int = 10) -> dict[str, Any]:
         }
     status["dlq"] = {"length": await app.redis.xlen(keys.dlq)}
     heartbeats = []
-    async for key in app.redis.scan_iter(match=keys.heartbeat("*"), count=500):
+    async for key in app.scan_keys(match=keys.heartbeat("*"), count=500):
         data = await app.redis.hgetall(key)
         if data:
             data["ttl_ms"] = str(await app.redis.pttl(key))

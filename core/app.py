@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -128,10 +128,97 @@ def with_hiredis_packing(client: aioredis.Redis) -> aioredis.Redis:
     return client
 
 
+def redis_auth_options(settings: Settings) -> dict[str, Any]:
+    """Credentials and TLS options from ``[redis]`` (environment variables) for ``from_url``;
+    what the URL itself says (``user:password@``, ``?ssl_ca_certs=``) wins over them."""
+    redis = settings.redis
+    options: dict[str, Any] = {}
+    if redis.username:
+        options["username"] = redis.username
+    if redis.password:
+        options["password"] = redis.password
+    if redis.ca_file:
+        options["ssl_ca_certs"] = redis.ca_file
+    return options
+
+
+def _cluster_class() -> Any:
+    """``RedisCluster`` whose MULTI pipelines queue commands in the caller's event loop.
+
+    redis-py 8.1's async transaction pipeline (``pipeline(transaction=True)``) runs every
+    queued command through ``asyncio.run`` in a new thread, to find its slot; the first one
+    of a fresh client even discovers the cluster there, leaving connections bound to a loop
+    that is gone. navstream's commands name their key first (``EVAL``/``EVALSHA`` after the
+    key count), so the slot is computed on the spot here, and the cluster is discovered in
+    the caller's loop before the MULTI runs; anything else takes redis-py's own way."""
+    from redis.asyncio.cluster import AbstractStrategy, ClusterPipeline, RedisCluster, TransactionStrategy
+
+    class _Transaction(TransactionStrategy):
+        def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            command = str(args[0]).upper()
+            key: Any = None
+            if command in ("EVAL", "EVALSHA"):
+                if len(args) > 3 and int(args[2]) > 0:
+                    key = args[3]
+            elif len(args) > 1:
+                key = args[1]
+            if (key is None or self._watching or self._explicit_transaction
+                    or command in self.IMMEDIATE_EXECUTE_COMMANDS):
+                return super().execute_command(*args, **kwargs)
+            self._pipeline_slots.add(self._pipe.cluster_client.keyslot(key))
+            return AbstractStrategy.execute_command(self, *args, **kwargs)
+
+    class _Pipeline(ClusterPipeline):
+        def __init__(self, client: RedisCluster, transaction: bool | None = None) -> None:
+            super().__init__(client, transaction)
+            if transaction:
+                self._execution_strategy = _Transaction(self)
+
+        async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+            if self.cluster_client._initialize:
+                await self.cluster_client.initialize()
+            return await super().execute(raise_on_error, allow_redirections)
+
+    class NavstreamCluster(RedisCluster):
+        def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+            if shard_hint:
+                raise ValueError("RedisCluster does not support shard_hint")
+            return _Pipeline(self, transaction)  # type: ignore[abstract]
+
+    return NavstreamCluster
+
+
+def cluster_connect(settings: Settings, decode_responses: bool) -> aioredis.Redis:
+    """A Redis Cluster client (``[redis] cluster``), found from the node that ``url`` names.
+
+    Typed as ``Redis`` because it answers the same commands for navstream's use: every key of
+    a deployment is under one hash tag (:class:`~navstream.keys.Keys`), so each script, MULTI
+    and multi-stream read goes to the one node that holds the slot (docs/scaling.md). The
+    connections keep redis-py's own packing (:func:`with_hiredis_packing` is for pools)."""
+    client = _cluster_class().from_url(
+        settings.redis.url,
+        **redis_auth_options(settings),
+        decode_responses=decode_responses,
+        # as App sets on a pool: invalid UTF-8 in an entry is shown escaped, never an error
+        encoding_errors="backslashreplace" if decode_responses else "strict",
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+        client_name=f"navstream:{settings.consumer_name()}",
+        # a moved slot or a failover is retried by the cluster client itself
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    return cast(aioredis.Redis, client)
+
+
 def default_connect(settings: Settings) -> Connect:
     def connect(decode_responses: bool) -> aioredis.Redis:
+        if settings.redis.cluster:
+            return cluster_connect(settings, decode_responses)
         return with_hiredis_packing(aioredis.Redis.from_url(
             settings.redis.url,
+            **redis_auth_options(settings),
             decode_responses=decode_responses,
             socket_connect_timeout=5,
             socket_keepalive=True,
@@ -168,14 +255,17 @@ class App:
         self.plugins = plugins
         self.pm = plugins.manager
         self._plugin_configs = dict(plugin_configs)
-        self.keys = Keys(settings.redis.prefix)
+        self.keys = Keys(settings.redis.prefix, cluster=settings.redis.cluster)
         self.group = settings.redis.group
         self.consumer_name = settings.consumer_name()
         self.clock = clock
         self.redis: aioredis.Redis = connect(True)
         # A producer's invalid UTF-8 (kept byte for byte in P:dlq) must not make reads through
         # the str client fail: show it escaped instead.
-        self.redis.connection_pool.connection_kwargs["encoding_errors"] = "backslashreplace"
+        # (A cluster client has no one pool: cluster_connect passes the same option.)
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is not None:
+            pool.connection_kwargs["encoding_errors"] = "backslashreplace"
         self.raw: aioredis.Redis = connect(False)
         self.stats = Stats(started_ms=clock.now_ms())
         #: Plugins keep their private per-app state here, under their own name.
@@ -216,6 +306,29 @@ class App:
 
     def has_impls(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+
+    async def scan_page(self, cursor: int, *, match: str, count: int) -> tuple[int, list[str]]:
+        """One ``SCAN`` call (through :attr:`redis`) for keys of this deployment, ``match``
+        being under :attr:`keys`' prefix. On Redis Cluster it asks only the node that holds
+        the prefix's slot, where all of them are, and the cursor stays a number."""
+        if not self.settings.redis.cluster:
+            next_cursor, found = await self.redis.scan(cursor, match=match, count=count)
+            return int(next_cursor), [str(key) for key in found]
+        cluster: Any = self.redis
+        node = cluster.get_node_from_key(self.keys.events)
+        cursors, found = await cluster.scan(cursor, match=match, count=count, target_nodes=node)
+        next_cursor = next(iter(cursors.values()), 0) if isinstance(cursors, dict) else cursors
+        return int(next_cursor), [str(key) for key in found]
+
+    async def scan_keys(self, *, match: str, count: int = 500) -> AsyncIterator[str]:
+        """Every key matching ``match`` (under :attr:`keys`' prefix), as :meth:`scan_page` finds them."""
+        cursor = 0
+        while True:
+            cursor, found = await self.scan_page(cursor, match=match, count=count)
+            for key in found:
+                yield key
+            if cursor == 0:
+                return
 
     async def aclose(self) -> None:
         await self.redis.aclose()

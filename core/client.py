@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -133,11 +133,14 @@ class RiskClient:
     :param redis: a client of the Redis navstream runs on (``decode_responses`` either way);
         the caller keeps owning it. Use :meth:`connect` for a client that owns its connection.
     :param prefix: the key prefix ``P`` of the navstream deployment.
+    :param cluster: the deployment runs on Redis Cluster (``[redis] cluster``): its keys are
+        under the hash tag ``{prefix}``, and ``redis`` is a ``RedisCluster`` (docs/scaling.md).
     """
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "navstream", *, owns_redis: bool = False) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "navstream", *, owns_redis: bool = False,
+                 cluster: bool = False) -> None:
         self.redis = redis
-        self.keys = Keys(prefix)
+        self.keys = Keys(prefix, cluster=cluster)
         self._decisions_key = self.keys.state(*DECISIONS_KEY)
         self._owns_redis = owns_redis
         self._waiters: dict[str, list[asyncio.Future[ClientDecision]]] = {}
@@ -150,10 +153,17 @@ class RiskClient:
         self._closed = False
 
     @classmethod
-    def connect(cls, url: str, prefix: str = "navstream", **redis_kwargs: Any) -> RiskClient:
-        """A client with its own connection to ``url``, closed by :meth:`aclose`."""
-        redis = aioredis.Redis.from_url(url, decode_responses=True, **redis_kwargs)
-        return cls(redis, prefix, owns_redis=True)
+    def connect(cls, url: str, prefix: str = "navstream", *, cluster: bool = False,
+                **redis_kwargs: Any) -> RiskClient:
+        """A client with its own connection to ``url``, closed by :meth:`aclose`; with
+        ``cluster=True``, a ``RedisCluster`` client found from the node ``url`` names."""
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            redis = cast(aioredis.Redis, RedisCluster.from_url(url, decode_responses=True, **redis_kwargs))
+        else:
+            redis = aioredis.Redis.from_url(url, decode_responses=True, **redis_kwargs)
+        return cls(redis, prefix, owns_redis=True, cluster=cluster)
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -27,10 +27,30 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     url: str = "redis://127.0.0.1:6379/0"
     prefix: Prefix = "navstream"
     group: Prefix = "navstream"
+    #: Redis Cluster (docs/scaling.md): a cluster client, and every key under the hash tag
+    #: ``{<prefix>}`` so each step's keys share one slot. One prefix per shard.
+    cluster: bool = False
+    #: ACL user and password (docs/security.md); credentials in ``url`` win over these. The
+    #: password comes from the environment only (NAVSTREAM_REDIS_PASSWORD), never from a file.
+    username: str = ""
+    password: str = ""
+    #: CA bundle (PEM) that signed the server's certificate, for ``rediss://`` URLs; empty: the
+    #: system's trust store (or ``?ssl_ca_certs=`` in the URL).
+    ca_file: str = ""
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("`url` must start with redis://, rediss:// or unix://")
+        if self.cluster and self.url.startswith("unix://"):
+            raise ValueError("`cluster` needs a redis:// or rediss:// `url` (a node of the cluster)")
+        if self.ca_file and not self.url.startswith("rediss://"):
+            raise ValueError("`ca_file` needs a rediss:// (TLS) `url`")
+
+    def __repr__(self) -> str:  # never show a password (in the URL or the field) in a repr
+        shown = {name: getattr(self, name) for name in self.__struct_fields__}
+        shown["url"] = redact_url(self.url)
+        shown["password"] = "***" if self.password else ""
+        return f"RedisSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 class ConsumerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -116,12 +136,19 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "NAVSTREAM_REDIS_URL": ("redis", "url"),
     "NAVSTREAM_PREFIX": ("redis", "prefix"),
     "NAVSTREAM_GROUP": ("redis", "group"),
+    "NAVSTREAM_REDIS_CLUSTER": ("redis", "cluster"),
     "NAVSTREAM_CONSUMER": ("consumer", "name"),
     "NAVSTREAM_HTTP_PORT": ("http", "port"),
     "NAVSTREAM_HTTP_HOST": ("http", "host"),
+    "NAVSTREAM_REDIS_USERNAME": ("redis", "username"),
+    "NAVSTREAM_REDIS_PASSWORD": ("redis", "password"),
+    "NAVSTREAM_REDIS_CA_FILE": ("redis", "ca_file"),
 }
 #: Environment overrides of whole-number keys: the environment holds text, the file numbers.
 _ENV_INTS = {"NAVSTREAM_HTTP_PORT"}
+#: Environment overrides of true/false keys.
+_ENV_BOOLS = {"NAVSTREAM_REDIS_CLUSTER"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 #: CLI flags whose name differs from their key (for error messages).
@@ -179,6 +206,9 @@ def load_settings(
         if not isinstance(section, dict):
             raise ConfigError(f"{where}: [{name}] must be a table")
         layered[name] = dict(section)
+    if layered["redis"].get("password"):  # secrets come from the environment (docs/security.md)
+        raise ConfigError(f"{where}: [redis] `password` is not read from a file; "
+                          "set the environment variable NAVSTREAM_REDIS_PASSWORD instead")
     origins: dict[str, dict[str, str]] = {name: {} for name in CORE_SECTIONS}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
@@ -202,7 +232,12 @@ def load_settings(
 
 
 def _env_value(var: str, value: str, where: str) -> Any:
-    """An environment variable's text as its key's type (only whole numbers need converting)."""
+    """An environment variable's text as its key's type (whole numbers and true/false)."""
+    if var in _ENV_BOOLS:
+        word = value.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ConfigError(f"{where}: environment variable {var}: {value!r} is not true or false")
     if var not in _ENV_INTS:
         return value
     try:

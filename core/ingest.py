@@ -92,8 +92,10 @@ class SourceRun:
     failures: int = 0
     last_ok_ms: int = 0
     last_error: str = ""
-    #: The newest attempt not yet written (Redis was unreachable), as stream entries.
+    #: The newest attempt not yet written (Redis was unreachable), as stream entries, and the
+    #: alerts it raised (kept with it: an alert is counted as sent only once written).
     unwritten: list[dict[str, str]] | None = None
+    unwritten_alerts: list[dict[str, str]] = field(default_factory=list)
     superseded: int = 0
     alerted: dict[str, float] = field(default_factory=dict)
 
@@ -109,7 +111,7 @@ class Ingest:
                  clock: Clock | None = None, http: HttpPool | None = None, env: Mapping[str, str] | None = None,
                  alert_every_s: float = ALERT_EVERY_S) -> None:
         self.settings = settings
-        self.keys = Keys(settings.redis.prefix)
+        self.keys = Keys(settings.redis.prefix, cluster=settings.redis.cluster)
         self.redis = redis
         self.clock = clock or SystemClock()
         self.http = http or HttpPool()
@@ -183,17 +185,21 @@ class Ingest:
         if run.unwritten is not None:
             run.superseded += 1
         run.unwritten = entries
-        alerts = self._problem_alerts(run, fetched.problems, now) if ok else []
-        await self.flush(run, alerts)
+        if ok:
+            run.unwritten_alerts += self._problem_alerts(run, fetched.problems, now)
+        await self.flush(run)
         return ok
 
     def _problem_alerts(self, run: SourceRun, problems: list[str], now_ms: int) -> list[dict[str, str]]:
         out = []
         wall = time.monotonic()
+        waiting = {a["message"] for a in run.unwritten_alerts}
         for problem in problems:
             last = run.alerted.get(problem)
             if last is not None and wall - last < self.alert_every_s:
                 continue
+            if any(problem in m for m in waiting):
+                continue  # raised already, waiting for Redis with the attempt
             run.alerted[problem] = wall
             out.append({"code": "source_incomplete", "severity": "warning", "venue": run.source.venue,
                         "source": run.source.name, "message": f"source {run.source.name}: {problem}; those "
@@ -203,10 +209,11 @@ class Ingest:
             run.alerted.clear()
         return out
 
-    async def flush(self, run: SourceRun, alerts: list[dict[str, str]] = ()) -> bool:  # type: ignore[assignment]
-        """Write the source's newest unwritten attempt (and alerts); False if Redis refused."""
+    async def flush(self, run: SourceRun) -> bool:
+        """Write the source's newest unwritten attempt and its alerts; False if Redis refused."""
         if run.unwritten is None:
             return True
+        alerts = run.unwritten_alerts
         pipe = self.redis.pipeline(transaction=True)
         for fields in run.unwritten:
             pipe.xadd(self.keys.events, fields)  # type: ignore[arg-type]
@@ -220,6 +227,7 @@ class Ingest:
                 "event": "ingest_write_failed", "source": run.source.name, "error": str(exc)})
             return False
         run.unwritten = None
+        run.unwritten_alerts = []
         return True
 
     # --- running --------------------------------------------------------------------------------

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 
+def hash_tagged(prefix: str) -> str:
+    """``prefix`` as a Redis Cluster hash tag: ``navstream`` -> ``{navstream}``.
+
+    Every key of a deployment then hashes to one slot, so each Lua script and MULTI of a step
+    stays in one slot (docs/scaling.md). A prefix that already holds a hash tag (a ``{...}``
+    with something inside, the first one counting, as Redis reads it) is kept as it is.
+    """
+    start = prefix.find("{")
+    if start >= 0:
+        end = prefix.find("}", start + 1)
+        if end > start + 1:
+            return prefix
+    return "{" + prefix + "}"
+
+
 class Keys:
-    """``Keys("navstream").events == "navstream:events"``; see docs/contract.md."""
+    """``Keys("navstream").events == "navstream:events"``; see docs/contract.md.
+
+    With ``cluster=True`` (``[redis] cluster``) the prefix is a hash tag:
+    ``Keys("navstream", cluster=True).events == "{navstream}:events"``, and :attr:`prefix` is
+    that key prefix ``P`` (``{navstream}``), so everything built from it stays in the one slot.
+    """
 
     __slots__ = ("prefix", "events", "orders", "nav", "decisions", "alerts", "dlq", "failures")
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, cluster: bool = False) -> None:
+        if cluster:
+            prefix = hash_tagged(prefix)
         self.prefix = prefix
         self.events = f"{prefix}:events"
         self.orders = f"{prefix}:orders"

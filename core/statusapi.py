@@ -243,7 +243,7 @@ async def read_consumers(app: App, streams: Sequence[str]) -> list[dict[str, Any
     skip = len(app.keys.heartbeat(""))
     cursor, calls = 0, 0
     while calls < MAX_SCAN_CALLS and len(merged) < MAX_CONSUMERS:
-        cursor, found = await app.redis.scan(cursor, match=app.keys.heartbeat("*"), count=1000)
+        cursor, found = await app.scan_page(cursor, match=app.keys.heartbeat("*"), count=1000)
         calls += 1
         for key in found:
             name = str(key)[skip:]

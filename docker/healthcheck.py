@@ -101,6 +101,7 @@ def check(pid: int) -> str:
     """Return a one-line summary when healthy; raise :class:`Unhealthy` otherwise."""
     import redis
 
+    from navstream.app import redis_auth_options
     from navstream.config import ConfigError, redact_url
     from navstream.keys import Keys
 
@@ -111,9 +112,10 @@ def check(pid: int) -> str:
     if settings.http.port:
         return check_http(settings.http.host, settings.http.port)
     name = settings.consumer.name or f"{socket.gethostname()}-{pid}"
-    key = Keys(settings.redis.prefix).heartbeat(name)
+    key = Keys(settings.redis.prefix, cluster=settings.redis.cluster).heartbeat(name)
     url = settings.redis.url
-    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3, socket_timeout=3)
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3, socket_timeout=3,
+                                  **redis_auth_options(settings))
     try:
         beat = client.hgetall(key)
     except redis.RedisError as exc:

@@ -170,7 +170,7 @@ async def test_missing_values_are_reported_and_alerted_once_per_period(backend: 
 
 
 async def test_redis_down_keeps_only_the_newest_attempt_and_writes_it_when_back(real_backend: Any) -> None:
-    i = ingest(real_backend, {"cg": {"kind": "fake-prices", "prices": {"BTC": "1"}}})
+    i = ingest(real_backend, {"cg": {"kind": "fake-prices", "prices": {"BTC": "1"}, "missing": ["ARB"]}})
     clock: ManualClock = i.clock  # type: ignore[assignment]
     good = i.redis
     i.redis = good.__class__.from_url("redis://127.0.0.1:1/0", decode_responses=True)
@@ -183,6 +183,8 @@ async def test_redis_down_keeps_only_the_newest_attempt_and_writes_it_when_back(
     assert await i.flush(i.runs["cg"])
     got = await entries(i)
     assert [e["ts"] for e in got] == [str(START_MS + 1000)] * 2  # the newest round only
+    (alert,) = await entries(i, "alerts")  # raised while Redis was down: written once it is back
+    assert alert["code"] == "source_incomplete" and "ARB missing" in alert["message"]
 
 
 async def test_run_keeps_each_source_on_its_interval_until_stopped(fake_backend: Any) -> None:
