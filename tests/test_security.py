@@ -568,7 +568,7 @@ def test_secret_scan_passes_on_the_repository() -> None:
 
 def test_secret_scan_finds_each_kind(tmp_path: Path) -> None:
     scan = _scan_module()
-    pem = "-----" + "BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"
+    pem = "-----BEGIN RSA " + "PRIVATE KEY-----\nMIIB\n-----END RSA " + "PRIVATE KEY-----\n"  # split: no scanner trips on this file
     sa = '{"type": "service_' + 'account", "project_id": "p", "private_key": "' + "-" * 5 + 'BEGIN..\\nabcdefghijklmnop"}'
     aws = "aws_access_key_id = " + "AKIA" + "ABCDEFGHIJKLMNOP\n"
     binance = 'BINANCE_API_KEY: "' + uuid.uuid4().hex + uuid.uuid4().hex.upper() + '"\n'
