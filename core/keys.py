@@ -2,6 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+
+
+@functools.lru_cache(maxsize=65_536)
+def escape_name(part: str) -> str:
+    """A venue, account or asset name inside a key or member: ``%``, ``:``, ``/`` and ``|``
+    escaped, so names that contain separators never collide (``a:b`` + ``c`` vs ``a`` + ``b:c``)."""
+    return part.replace("%", "%25").replace(":", "%3A").replace("/", "%2F").replace("|", "%7C")
+
+
+def unescape_name(part: str) -> str:
+    """The inverse of :func:`escape_name`."""
+    return part.replace("%7C", "|").replace("%2F", "/").replace("%3A", ":").replace("%25", "%")
+
+
+def scope_id(scope: str, venue: str = "", account: str = "") -> str:
+    """The member of a NAV scope in ``P:state:nav:latest``: ``total``, ``exchange``,
+    ``venue:<venue>``, ``account:<venue>/<account>`` (names escaped)."""
+    if scope == "account":
+        return f"account:{escape_name(venue)}/{escape_name(account)}"
+    if scope == "venue":
+        return f"venue:{escape_name(venue)}"
+    return scope
+
 
 def hash_tagged(prefix: str) -> str:
     """``prefix`` as a Redis Cluster hash tag: ``navstream`` -> ``{navstream}``.

@@ -45,7 +45,7 @@ class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
 
 
 # Error texts quote URLs, and they end up in events, alerts and logs: one scrubber for all.
-from .logs import redact  # noqa: E402  (re-exported: sources import it from here)
+from .logs import redact as redact  # noqa: E402  (re-exported: sources import it from here)
 
 
 class SourceError(RuntimeError):

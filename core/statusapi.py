@@ -17,11 +17,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Sequence, cast
-from urllib.parse import unquote
 
 from redis.exceptions import RedisError, ResponseError
 
 from .app import App
+from .keys import scope_id, unescape_name
 
 #: ``P:nav`` entries read for the history chart (newest first), and points kept per scope.
 HISTORY_ENTRIES = 1000
@@ -40,20 +40,6 @@ NAV_STATUSES = ("ok", "stale", "partial", "failed")
 TRADING_STATES = ("active", "reducing", "halted")
 #: Keys of the risk gate's decision counter that are decisions, not reason codes.
 DECISION_KINDS = ("approve", "veto", "repeated")
-
-
-def escape(part: str) -> str:
-    """A name inside a scope id, escaped as docs/contract.md says (``%``, ``:``, ``/``, ``|``)."""
-    return part.replace("%", "%25").replace(":", "%3A").replace("/", "%2F").replace("|", "%7C")
-
-
-def scope_id(scope: str, venue: str = "", account: str = "") -> str:
-    """The ``P:state:nav:latest`` member of a scope (``total``, ``venue:<v>``, ``account:<v>/<a>``)."""
-    if scope == "account":
-        return f"account:{escape(venue)}/{escape(account)}"
-    if scope == "venue":
-        return f"venue:{escape(venue)}"
-    return scope
 
 
 def scope_name(scope: str, venue: str, account: str) -> str:
@@ -151,7 +137,7 @@ def _trading_rows(raw: Mapping[str, str]) -> list[dict[str, Any]]:
             state = str(record.get("state") or "active")  # defaults are left out of the JSON
         except ValueError:
             record, state = {}, "unreadable"
-        rows.append({"scope": "desk" if member == "*" else unquote(member), "state": state,
+        rows.append({"scope": "desk" if member == "*" else unescape_name(member), "state": state,
                      "reason": _clip(record.get("reason", "")), "by": _clip(record.get("by", ""), 100),
                      "at": record.get("at")})
     return rows

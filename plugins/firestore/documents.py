@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any, Literal, Mapping
 
 import msgspec
+from navstream.keys import unescape_name
 from navstream.plugins.nav.valuation import Snapshot, escape, money
 from navstream.plugins.risk.trading import TradingRecord
 
@@ -67,9 +68,7 @@ def content_of(data: Mapping[str, Any]) -> str:
 _RESERVED_ID = re.compile(r"__.*__|\.{1,2}")
 
 
-def unescape(part: str) -> str:
-    """The inverse of navstream's name escaping (``%3A`` ``%2F`` ``%7C`` ``%25``)."""
-    return part.replace("%7C", "|").replace("%2F", "/").replace("%3A", ":").replace("%25", "%")
+unescape = unescape_name  # the inverse of navstream's name escaping (``%3A`` ``%2F`` ``%7C`` ``%25``)
 
 
 def safe_id(raw: str) -> str:

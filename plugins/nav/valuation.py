@@ -8,11 +8,12 @@ replaced by 0, 1 or a configured figure: the holding is listed as missing, with 
 from __future__ import annotations
 
 import decimal
-import functools
 from decimal import Decimal
 from typing import Iterable, Literal, Mapping, Sequence
 
 import msgspec
+
+from navstream.keys import escape_name, scope_id
 
 from .config import AccountSpec, NavConfig
 
@@ -177,19 +178,8 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
         return "|".join((fields["nav"], fields["status"], fields.get("missing", ""), fields.get("stale_sources", "")))
 
 
-def scope_id(scope: str, venue: str = "", account: str = "") -> str:
-    """``total``, ``exchange``, ``venue:<venue>``, ``account:<venue>/<account>`` (escaped)."""
-    if scope == "account":
-        return f"account:{escape(venue)}/{escape(account)}"
-    if scope == "venue":
-        return f"venue:{escape(venue)}"
-    return scope
-
-
-@functools.lru_cache(maxsize=65_536)
-def escape(part: str) -> str:
-    """Keeps names that contain separators from colliding (``a:b`` + ``c`` vs ``a`` + ``b:c``)."""
-    return part.replace("%", "%25").replace(":", "%3A").replace("/", "%2F").replace("|", "%7C")
+# The core's, so every reader of P:state:nav:latest (status page, sinks) names scopes alike.
+escape = escape_name
 
 
 # --- valuing one unit ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import msgspec
 from navstream import App, Outputs
 from navstream.cli import connection_options
+from navstream.keys import unescape_name
 from navstream.plugins.nav.state import ACCOUNTS
 from navstream.writer import BatchWrite, Writer
 
@@ -32,8 +33,7 @@ EXIT_USAGE = 2
 CAS_ATTEMPTS = 20
 
 
-def unescape(part: str) -> str:
-    return part.replace("%7C", "|").replace("%2F", "/").replace("%3A", ":").replace("%25", "%")
+unescape = unescape_name
 
 
 def split_member(member: str) -> tuple[str, str]:
