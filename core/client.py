@@ -39,12 +39,12 @@ from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
-import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .events import ORDER_DECODER, as_str_map
 from .keys import Keys
+from .outputs import parse_first
 
 log = logging.getLogger("navstream.client")
 
@@ -66,7 +66,6 @@ STOP_WAIT_S = 0.05
 DEADLINE = "deadline"
 CLIENT_ERROR = "client_error"
 
-_stored_fields = msgspec.json.Decoder(list[str])
 
 
 class SendError(RuntimeError):
@@ -382,13 +381,8 @@ def decimal_text(name: str, value: Decimal | str) -> str:
 
 
 def _stored(raw: str | bytes) -> dict[str, str] | None:
-    """A decision as the gate stores it (``Outputs.emit_first``: a JSON array of fields and
-    values); None when it is not one."""
-    try:
-        values = _stored_fields.decode(raw)
-    except msgspec.DecodeError:
-        return None
-    return dict(zip(values[::2], values[1::2])) if values and len(values) % 2 == 0 else None
+    """A decision as the gate stores it (``Outputs.emit_first``); None when it is not one."""
+    return parse_first(raw)
 
 
 def _decision(order_id: str, fields: Mapping[str, str] | None) -> ClientDecision:

@@ -140,6 +140,19 @@ def _escape(part: str) -> str:
     return part.replace("%", "%25").replace(":", "%3A")
 
 
+_first_entry = msgspec.json.Decoder(list[str])
+
+
+def parse_first(raw: str | bytes) -> dict[str, str] | None:
+    """The fields of an entry :meth:`Outputs.emit_first` stored (a JSON array of fields and
+    values, as the batch script's ``first_fields()`` reads it); None when ``raw`` is not one."""
+    try:
+        values = _first_entry.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return dict(zip(values[::2], values[1::2])) if values and len(values) % 2 == 0 else None
+
+
 def parse_field(raw: str) -> tuple[int, str]:
     """A field written by :meth:`Outputs.put_latest_field`: ``"<ts> <payload>"``."""
     ts, sep, payload = raw.partition(" ")

@@ -31,6 +31,7 @@ from .outputs import (
     Alert,
     Once,
     Outputs,
+    parse_first,
 )
 
 log = logging.getLogger("navstream.writer")
@@ -410,7 +411,7 @@ class Writer:
         for command, kind, stored in zip(firsts, replies[::2], replies[1::2]):
             if kind not in (b"none", b"hash"):
                 raise WriteError(f"WRONGTYPE XADDFIRST {command[2]!r} holds a {kind.decode()}; nothing written")
-            if stored is not None and _first_fields(stored) is None:
+            if stored is not None and parse_first(stored) is None:
                 raise WriteError(f"BADSTATE {command[2]!r} field {command[3]!r} is no stored entry; nothing written")
         pipe = self.app.raw.pipeline(transaction=True)
         once: list[int] = []  # pipeline positions of the XADDONCE scripts
@@ -460,18 +461,6 @@ class Writer:
 
 
 _json = msgspec.json.Encoder().encode
-_json_fields = msgspec.json.Decoder(list[str])
-
-
-def _first_fields(stored: bytes) -> list[str] | None:
-    """A stored XADDFIRST entry's fields and values, as the script's first_fields() reads them."""
-    try:
-        values = _json_fields.decode(stored)
-    except msgspec.DecodeError:
-        return None
-    return values if values and len(values) % 2 == 0 else None
-
-
 def _log_alert(alert: Alert) -> None:
     alert_log.log(
         _LOG_LEVEL[alert.severity], alert.message,

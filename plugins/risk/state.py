@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import msgspec
 from navstream import App, InvalidOrder, Order
+from navstream.outputs import parse_first
 from navstream.plugins.nav.state import (
     LATEST,
     PRICES,
@@ -70,7 +71,6 @@ def account_member(venue: str, account: str) -> str:
 
 _record = msgspec.json.Decoder(TradingRecord)
 _encode = msgspec.json.Encoder(decimal_format="string").encode
-_stored = msgspec.json.Decoder(list[str])
 
 
 def encode_record(record: TradingRecord) -> str:
@@ -91,11 +91,10 @@ def decode_record(member: str, raw: str | None) -> TradingRecord:
 
 def stored_fields(order_id: str, raw: str) -> dict[str, str]:
     """A decision stored by ``emit_first`` (a JSON array of fields and values)."""
-    try:
-        values = _stored.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise StateError(f"P:state:{DECISIONS} member {order_id!r} is unreadable ({exc})") from exc
-    return dict(zip(values[::2], values[1::2]))
+    fields = parse_first(raw)
+    if fields is None:
+        raise StateError(f"P:state:{DECISIONS} member {order_id!r} is no stored decision: {raw[:100]!r}")
+    return fields
 
 
 @dataclass
