@@ -1029,21 +1029,13 @@ def _local_redis_pid(url: str) -> int | None:
 
 def _delete_matching(url: str, pattern: str) -> int:
     import redis
+    from bench_loop import _delete_matching as delete  # bench/ is sys.path[0] when run as a script
 
     client = redis.Redis.from_url(url)
-    deleted = 0
     try:
-        batch = []
-        for key in client.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += client.unlink(*batch)
-                batch = []
-        if batch:
-            deleted += client.unlink(*batch)
+        return int(delete(client, pattern))
     finally:
         client.close()
-    return deleted
 
 
 def _ms(value: float) -> str:

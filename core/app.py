@@ -197,19 +197,29 @@ def cluster_connect(settings: Settings, decode_responses: bool) -> aioredis.Redi
     connections keep redis-py's own packing (:func:`with_hiredis_packing` is for pools)."""
     client = _cluster_class().from_url(
         settings.redis.url,
-        **redis_auth_options(settings),
-        decode_responses=decode_responses,
+        **_connection_options(settings, decode_responses),
         # as App sets on a pool: invalid UTF-8 in an entry is shown escaped, never an error
         encoding_errors="backslashreplace" if decode_responses else "strict",
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        health_check_interval=30,
-        client_name=f"navstream:{settings.consumer_name()}",
-        # a moved slot or a failover is retried by the cluster client itself
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return cast(aioredis.Redis, client)
+
+
+def _connection_options(settings: Settings, decode_responses: bool) -> dict[str, Any]:
+    """What every connection navstream opens has, on one node or a cluster."""
+    return {
+        **redis_auth_options(settings),
+        "decode_responses": decode_responses,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        # Shows up in CLIENT LIST, so ops can tell which consumer holds which connection.
+        "client_name": f"navstream:{settings.consumer_name()}",
+        # Ride out a blip (a killed connection, a failover, a moved slot) on the spot; a longer
+        # outage is the loop's to handle, with its own backoff and alerts. At-least-once makes a
+        # repeated command harmless.
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
 
 
 def default_connect(settings: Settings) -> Connect:
@@ -217,20 +227,7 @@ def default_connect(settings: Settings) -> Connect:
         if settings.redis.cluster:
             return cluster_connect(settings, decode_responses)
         return with_hiredis_packing(aioredis.Redis.from_url(
-            settings.redis.url,
-            **redis_auth_options(settings),
-            decode_responses=decode_responses,
-            socket_connect_timeout=5,
-            socket_keepalive=True,
-            health_check_interval=30,
-            # Shows up in CLIENT LIST, so ops can tell which consumer holds which connection.
-            client_name=f"navstream:{settings.consumer_name()}",
-            # Ride out a blip (a killed connection, a failover) on the spot; a longer outage is
-            # the loop's to handle, with its own backoff and alerts. At-least-once makes a
-            # repeated command harmless.
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        ))
+            settings.redis.url, **_connection_options(settings, decode_responses)))
 
     return connect
 
