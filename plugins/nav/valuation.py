@@ -178,6 +178,21 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
         return "|".join((fields["nav"], fields["status"], fields.get("missing", ""), fields.get("stale_sources", "")))
 
 
+def as_read(snap: Snapshot, now_ms: int) -> Snapshot:
+    """``snap`` as a reader must take it at ``now_ms``: a stored ``ok`` holds only before its
+    ``fresh_until``; from that moment it is ``stale``, whatever tick has not yet said so.
+
+    Every reader of ``P:state:nav:latest`` (the risk gate, ``navstream nav``, the status page,
+    ``/readyz``, sinks) goes through this, so no reader trusts a NAV longer than the NAV's own
+    age limit. A snapshot without ``fresh_until`` (0) cannot show it is fresh: stale.
+    """
+    if snap.status != "ok" or now_ms < snap.fresh_until:
+        return snap
+    why = (f"an input passed its age limit {(now_ms - snap.fresh_until) / 1000:g} s ago (not yet re-evaluated)"
+           if snap.fresh_until else "stored without a freshness horizon (not yet re-evaluated)")
+    return msgspec.structs.replace(snap, status="stale", reasons=[why, *snap.reasons])
+
+
 # The core's, so every reader of P:state:nav:latest (status page, sinks) names scopes alike.
 escape = escape_name
 
