@@ -19,6 +19,12 @@ stream from there on, so right after sending the client also reads the stored on
 (``HGET P:state:risk:decisions <order_id>``): the gate stores the first decision per order_id
 and repeats it, so both paths give the same answer.
 
+An answer counts only if it answers *this* order: every decision carries the ``order_hash`` of
+the order's content (:mod:`navstream.fingerprint`), and the client takes only those that match
+what it sent. The same id re-sent with other content (a bug in the engine, or a replay) is
+refused by the gate with ``order_id_reused``; the first order's approval, stored or on the
+stream, is never taken for it.
+
 Failing closed is the rule. No answer before the deadline is a veto (``deadline``); a Redis
 error while waiting is a veto too (``client_error``), never an exception, because the answer
 the engine needs is "do not trade". An error while *sending* raises :class:`SendError`
@@ -43,6 +49,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .events import ORDER_DECODER, as_str_map
+from .fingerprint import order_hash
 from .keys import Keys
 from .outputs import parse_first
 
@@ -50,6 +57,8 @@ log = logging.getLogger("navstream.client")
 
 #: The gate's store of first decisions (plugins/risk/state.py): order_id -> JSON [f, v, ...].
 DECISIONS_KEY = ("risk", "decisions")
+#: Its store of the vetoes given to reused ids: ``<order_hash>:<order_id>`` -> JSON [f, v, ...].
+REUSED_KEY = ("risk", "reused")
 #: How long one ``XREAD`` blocks: under any socket timeout a caller is likely to have set on
 #: its connection. The reader is cancelled on close, so this never delays ``aclose()``.
 BLOCK_MS = 1_000
@@ -141,8 +150,10 @@ class RiskClient:
         self.redis = redis
         self.keys = Keys(prefix, cluster=cluster)
         self._decisions_key = self.keys.state(*DECISIONS_KEY)
+        self._reused_key = self.keys.state(*REUSED_KEY)
         self._owns_redis = owns_redis
-        self._waiters: dict[str, list[asyncio.Future[ClientDecision]]] = {}
+        #: (order_id, order_hash) -> the calls waiting for the answer to that order.
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[ClientDecision]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
         #: Id of the last decision the reader got past (the XREAD cursor).
@@ -196,7 +207,7 @@ class RiskClient:
         reader, self._reader = self._reader, None
         if reader is not None:
             await _stop(reader)
-        for order_id, waiters in self._waiters.items():
+        for (order_id, _), waiters in self._waiters.items():
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(ClientDecision.vetoed(order_id, CLIENT_ERROR))
@@ -236,6 +247,7 @@ class RiskClient:
             raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
         fields = order_fields(order_id=order_id, venue=venue, account=account, symbol=symbol, side=side,
                               qty=qty, price=price, reduce_only=reduce_only, ts=_now_ms())
+        key = (order_id, fields_hash(fields))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
         waiter: asyncio.Future[ClientDecision] = loop.create_future()
@@ -243,7 +255,7 @@ class RiskClient:
             try:
                 async with asyncio.timeout_at(deadline):
                     await self.start()  # the cursor is taken before the XADD: no answer missed
-                    self._waiters.setdefault(order_id, []).append(waiter)
+                    self._waiters.setdefault(key, []).append(waiter)
                     await self.redis.xadd(self.keys.orders, fields)  # type: ignore[arg-type]
             except (RedisError, OSError, TimeoutError) as exc:
                 raise SendError(f"order {order_id!r} not confirmed sent to {self.keys.orders}: "
@@ -252,7 +264,7 @@ class RiskClient:
             try:
                 async with asyncio.timeout_at(deadline):
                     if not waiter.done():
-                        trouble = not await self._check_stored(order_id, waiter)
+                        trouble = not await self._check_stored(key, waiter)
                     return await waiter
             except TimeoutError:
                 reason = CLIENT_ERROR if trouble or self._failing else DEADLINE
@@ -260,27 +272,35 @@ class RiskClient:
                     "event": "decision_deadline", "order_id": order_id, "reason": reason, "deadline_s": deadline_s})
                 return ClientDecision.vetoed(order_id, reason)
         finally:
-            self._forget(order_id, waiter)
+            self._forget(key, waiter)
 
-    async def _check_stored(self, order_id: str, waiter: asyncio.Future[ClientDecision]) -> bool:
-        """Resolve ``waiter`` from the gate's stored decision, if there is one; False when
-        Redis failed (the stream may still bring the answer)."""
+    async def _check_stored(self, key: tuple[str, str], waiter: asyncio.Future[ClientDecision]) -> bool:
+        """Resolve ``waiter`` from the gate's stored answer to this very order (the first
+        decision of its id, if given for the same content, else the veto stored for this
+        reuse of the id), if there is one; False when Redis failed (the stream may still bring
+        the answer)."""
+        order_id, content = key
         try:
-            raw = await self.redis.hget(self._decisions_key, order_id)
+            first = await self.redis.hget(self._decisions_key, order_id)
+            reused = await self.redis.hget(self._reused_key, f"{content}:{order_id}") if first is not None else None
         except (RedisError, OSError) as exc:
             log.warning("could not read the stored decision", extra={
                 "event": "client_error", "order_id": order_id, "error": f"{type(exc).__name__}: {exc}"})
             return False
-        if raw is not None and not waiter.done():
-            waiter.set_result(_decision(order_id, _stored(raw)))
+        for raw in (first, reused):
+            if raw is None or waiter.done():
+                continue
+            fields = _stored(raw)
+            if fields is None or fields.get("order_hash") == content:
+                waiter.set_result(_decision(order_id, fields))
         return True
 
-    def _forget(self, order_id: str, waiter: asyncio.Future[ClientDecision]) -> None:
-        waiters = self._waiters.get(order_id)
+    def _forget(self, key: tuple[str, str], waiter: asyncio.Future[ClientDecision]) -> None:
+        waiters = self._waiters.get(key)
         if waiters is not None and waiter in waiters:
             waiters.remove(waiter)
             if not waiters:
-                del self._waiters[order_id]
+                del self._waiters[key]
 
     # --- the reader -------------------------------------------------------------------------
 
@@ -312,9 +332,9 @@ class RiskClient:
             fields = as_str_map(raw or {})
         except ValueError:
             return  # not an entry the gate wrote (it writes UTF-8); nobody can wait for it
-        waiters = self._waiters.get(fields.get("order_id", ""))
+        waiters = self._waiters.get((fields.get("order_id", ""), fields.get("order_hash", "")))
         if not waiters:
-            return  # another engine's order, or one whose caller gave up
+            return  # another engine's order, one whose caller gave up, or another content's answer
         decision = _decision(fields["order_id"], fields)
         for waiter in waiters:
             if not waiter.done():
@@ -361,6 +381,14 @@ def order_fields(*, order_id: str, venue: str, account: str, symbol: str, side: 
         fields["price"] = decimal_text("price", price)
     ORDER_DECODER.decode(fields)  # raises DecodeError (a ValueError) naming the field
     return fields
+
+
+def fields_hash(fields: Mapping[str, str]) -> str:
+    """The ``order_hash`` the gate gives the decision of an order entry the client built."""
+    order = ORDER_DECODER.decode(fields)
+    return order_hash(venue=order.venue, account=order.account, symbol=order.symbol,  # type: ignore[attr-defined]
+                      side=order.side, qty=order.qty, price=order.price,  # type: ignore[attr-defined]
+                      reduce_only=order.reduce_only)  # type: ignore[attr-defined]
 
 
 def decimal_text(name: str, value: Decimal | str) -> str:

@@ -22,7 +22,7 @@ from conftest import Backend, run_step
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from navstream.app import App, ManualClock
-from navstream.client import ClientDecision, RiskClient, SendError
+from navstream.client import ClientDecision, RiskClient, SendError, fields_hash, order_fields
 from navstream.consumer import Consumer
 
 SECTIONS: dict[str, Any] = {
@@ -183,14 +183,21 @@ async def test_a_resent_order_id_gets_the_stored_decision_even_from_a_new_client
     app, consumer = await gate()
     first = await answered(consumer, clients().decide(order_id="o-1", **ORDER, deadline_s=2))
     assert first.decision == "approve"
-    # A client started after the decision, with no gate running: the stored decision answers,
-    # although the intent now differs (the first decision is never recomputed).
+    # A client started after the decision, with no gate running: the stored decision answers
+    # the same intent sent again...
     later = clients()
     await later.start()
-    assert await later.decide(order_id="o-1", **{**ORDER, "qty": "1000"}, deadline_s=0.5) == first
-    # With the gate running, its repeat on the stream says the same.
-    assert await answered(consumer, later.decide(order_id="o-1", **ORDER, deadline_s=2), orders=3) == first
-    assert await app.redis.xlen(app.keys.orders) == 3
+    assert await later.decide(order_id="o-1", **ORDER, deadline_s=0.5) == first
+    # ...but never the same id with other content (issue 13): no answer to it is stored, so
+    # the deadline vetoes; the gate itself refuses it as a reused id.
+    bigger = {**ORDER, "qty": "1000"}
+    alone = await later.decide(order_id="o-1", **bigger, deadline_s=0.3)
+    assert (alone.decision, alone.reasons, alone.timed_out) == ("veto", ["deadline"], True)
+    reused = await answered(consumer, later.decide(order_id="o-1", **bigger, deadline_s=2), orders=4)
+    assert (reused.decision, reused.reasons, reused.timed_out) == ("veto", ["order_id_reused"], False)
+    # With the gate running, its repeat on the stream says the same as the first answer.
+    assert await answered(consumer, later.decide(order_id="o-1", **ORDER, deadline_s=2), orders=5) == first
+    assert await app.redis.xlen(app.keys.orders) == 5
 
 
 async def test_an_answer_written_before_the_readers_first_read_is_not_missed(
@@ -337,11 +344,23 @@ async def test_an_unreadable_stored_decision_vetoes(clients: Any) -> None:
 async def test_a_stored_decision_is_parsed_as_the_gate_stores_it(clients: Any) -> None:
     client = clients()
     fields = ["order_id", "o-1", "decision", "veto", "reasons", "nav_stale,rate_limited", "trading_state",
-              "reducing", "nav", "12.50", "nav_status", "ok", "nav_age_ms", "61000", "ts", "1790000000000"]
+              "reducing", "nav", "12.50", "nav_status", "ok", "nav_age_ms", "61000", "ts", "1790000000000",
+              "order_hash", fields_hash(order_fields(order_id="o-1", **ORDER, reduce_only=False, ts=now_ms()))]
     await client.redis.hset(client.keys.state("risk", "decisions"), "o-1", msgspec.json.encode(fields))
     d = await client.decide(order_id="o-1", **ORDER, deadline_s=1)
     assert d == ClientDecision("o-1", "veto", ["nav_stale", "rate_limited"], "reducing", "12.50", "ok", 61_000,
                                1_790_000_000_000)
+
+
+async def test_a_stored_approval_of_other_content_or_of_no_known_content_is_never_taken(clients: Any) -> None:
+    client = clients()
+    approval = ["order_id", "o-1", "decision", "approve", "reasons", "", "trading_state", "active", "nav", "1",
+                "nav_status", "ok", "nav_age_ms", "1", "ts", "1790000000000"]
+    key = client.keys.state("risk", "decisions")
+    for stored in (approval, approval + ["order_hash", "0" * 64]):  # no hash (an old gate), another's hash
+        await client.redis.hset(key, "o-1", msgspec.json.encode(stored))
+        d = await client.decide(order_id="o-1", **ORDER, deadline_s=0.2)
+        assert (d.decision, d.reasons, d.approved) == ("veto", ["deadline"], False)
 
 
 # --- lifecycle ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from navstream.plugins.nav.valuation import CONTEXT, Market, Quote, Snapshot, So
 from navstream.plugins.risk.config import DEFAULT_QUOTES, RiskConfig
 from navstream.plugins.risk.decide import (
     REASONS,
+    content_hash,
     STATE_RANK,
     Decision,
     bad_order,
@@ -70,7 +71,7 @@ def snapshot(nav: str = "1000000", status: str = "ok", age_ms: int = 1_000,
     """An account NAV whose oldest input is ``age_ms`` old (computed ``computed_age_ms`` ago)."""
     computed = NOW - (age_ms if computed_age_ms is None else computed_age_ms)
     return Snapshot("account", D(nav), "USD", status, NOW - age_ms, computed,  # type: ignore[arg-type]
-                    venue="binance", account="main")
+                    venue="binance", account="main", fresh_until=NOW - age_ms + 120_000)
 
 
 def order(side: str = "buy", qty: str = "0.1", price: str | None = "50000", symbol: str = "BTCUSDT",
@@ -120,9 +121,10 @@ def notional_is(expected: Decimal, o: Order, mkt: Market | None = None) -> bool:
 def test_a_clean_order_is_approved_with_every_field_right() -> None:
     nav = snapshot("123456.78900000", age_ms=4_000, computed_age_ms=1_500)
     d = judge(nav=nav)
-    assert d == Decision("o-1", "approve", [], "active", "123456.78900000", "ok", 4_000, NOW)
+    assert d == Decision("o-1", "approve", [], "active", "123456.78900000", "ok", 4_000, NOW, content_hash(order()))
     assert d.fields() == {"order_id": "o-1", "decision": "approve", "reasons": "", "trading_state": "active",
-                          "nav": "123456.78900000", "nav_status": "ok", "nav_age_ms": "4000", "ts": str(NOW)}
+                          "nav": "123456.78900000", "nav_status": "ok", "nav_age_ms": "4000", "ts": str(NOW),
+                          "order_hash": content_hash(order())}
 
 
 def test_nav_age_is_measured_from_the_older_of_as_of_and_computed_at() -> None:
@@ -143,7 +145,7 @@ def test_decision_fields_are_strings_with_reasons_comma_joined() -> None:
     assert fields == {"order_id": "o-1", "decision": "veto",
                       "reasons": "nav_missing,trading_halted,symbol_unknown,rate_limited",
                       "trading_state": "halted", "nav": "", "nav_status": "missing", "nav_age_ms": "0",
-                      "ts": str(NOW)}
+                      "ts": str(NOW), "order_hash": content_hash(order(symbol="BTC-PERP"))}
 
 
 def test_several_reasons_accumulate_in_reasons_order() -> None:
@@ -313,12 +315,15 @@ def test_a_quote_currency_that_cannot_be_valued_is_price_unknown() -> None:
 def test_diverging_fresh_quotes_are_price_unknown() -> None:
     mkt = market([quote("BTC/USDT", "50000", "a"), quote("BTC/USDT", "52000", "b")])  # 4% > 2%
     assert reasons(o=order(price=None), mkt=mkt) == ["price_unknown"]
-    assert reasons(o=order(price="50000"), mkt=mkt) == []  # its own price needs no quote of the pair
+    # its own price is not enough: without a market price the order cannot be sized (issue 13)
+    assert reasons(o=order(price="50000"), mkt=mkt) == ["price_unknown"]
 
 
-def test_the_orders_own_price_is_used_when_given() -> None:
+def test_the_worse_of_the_limit_and_the_market_price_sizes_the_order() -> None:
     mkt = market([quote("BTC/USDT", "50000")])
-    assert notional_is(D("6000.0"), order(qty="0.1", price="60000"), mkt)
+    assert notional_is(D("5200.0"), order(qty="0.1", price="52000"), mkt)  # a buy limit above the market
+    assert notional_is(D("5000.0"), order(qty="0.1", price="48000"), mkt)  # below: it fills at the market
+    assert notional_is(D("5000.0"), order("sell", qty="0.1", price="48000"), mkt)
     assert notional_is(D("5000.0"), order(qty="0.1", price=None), mkt)
 
 
@@ -337,7 +342,8 @@ def test_notional_is_converted_through_a_peg_into_the_report_currency() -> None:
     assert notional_is(D("5000.0"), order(qty="0.1", price="50000"))
     # EUR at 1.08
     assert in_report_currency(D("100"), "EUR", market()) == D("108.00")
-    assert notional_is(D("108.00"), order(symbol="BTCEUR", qty="1", price="100"))
+    eur = market([quote("BTC/USDT", "50000"), quote("BTC/EUR", "100")])
+    assert notional_is(D("108.00"), order(symbol="BTCEUR", qty="1", price="100"), eur)
     # the report currency itself
     assert in_report_currency(D("123.45"), "USD", market()) == D("123.45")
 
@@ -346,9 +352,10 @@ def test_notional_is_converted_through_a_route_into_the_report_currency() -> Non
     mkt = market([quote("BTC/USDT", "97000")])
     # ETHBTC: 2 x 0.035 = 0.070 BTC, at BTC/USDT 97000, USDT peg 1
     assert in_report_currency(D("0.070"), "BTC", mkt) == D("6790.000")
-    assert notional_is(D("6790.000"), order(symbol="ETHBTC", qty="2", price="0.035"), mkt)
-    # without the order's price, ETH/BTC's own quote
+    # the order's price is below ETH/BTC's own quote (0.036): the market's sizes it
     mkt = market([quote("BTC/USDT", "97000"), quote("ETH/BTC", "0.036")])
+    assert notional_is(D("6984.000"), order(symbol="ETHBTC", qty="2", price="0.035"), mkt)
+    # without the order's price, ETH/BTC's own quote
     assert notional_is(D("6984.000"), order(symbol="ETHBTC", qty="2", price=None), mkt)
     assert in_report_currency(D("1"), "JPY", mkt) is None
 
@@ -495,6 +502,7 @@ def test_state_rank_orders_every_state() -> None:
 def test_bad_order_is_vetoed_with_bad_order_only() -> None:
     d = bad_order("o-9", NOW, "reducing", snapshot("2500.50", "stale", age_ms=3_000, computed_age_ms=9_000))
     assert d == Decision("o-9", "veto", ["bad_order"], "reducing", "2500.50", "stale", 9_000, NOW)
+    assert bad_order("o-9", NOW, "reducing", None, "ab" * 32).fields()["order_hash"] == "ab" * 32
     assert d.fields()["reasons"] == "bad_order"
     d = bad_order("o-10", NOW, "active", None)
     assert d.fields() == {"order_id": "o-10", "decision": "veto", "reasons": "bad_order",
@@ -503,7 +511,7 @@ def test_bad_order_is_vetoed_with_bad_order_only() -> None:
 
 
 def test_reasons_lists_every_code_once() -> None:
-    assert len(set(REASONS)) == len(REASONS) == 14
+    assert len(set(REASONS)) == len(REASONS) == 20
     assert REASONS[0] == "bad_order" and REASONS[-1] == "rate_limited"
 
 
@@ -578,7 +586,8 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     if nav is not None:
         nav = Snapshot("account", rarely(draw, D("1E+9"), st.decimals(min_value=-1000, max_value=10**9, places=2)),
                        "USD", draw(st.sampled_from(["ok", "ok", "ok", "stale", "partial", "failed"])),
-                       NOW - draw(near), NOW - draw(near), venue="binance", account="main")
+                       NOW - draw(near), NOW - draw(near), venue="binance", account="main",
+                       fresh_until=NOW + draw(st.integers(-3, 3)) if draw(st.integers(0, 4)) == 0 else NOW + limit)
     o = Order(ts=NOW, order_id="p", venue="binance", account="main",
               symbol=rarely(draw, "BTCUSDT", st.sampled_from(["ETHBTC", "BTC/USD", "BTCEUR", "BTC-PERP", "XJPY"])),
               side=draw(SIDES), qty=draw(AMOUNTS), price=draw(st.none() | AMOUNTS),
@@ -610,7 +619,7 @@ def test_never_approves_unless_the_nav_is_ok_and_fresh(case: dict[str, Any]) -> 
     nav: Snapshot | None = case["nav"]
     cfg: RiskConfig = case["config"]
     if d.decision == "approve":
-        assert nav is not None and nav.status == "ok"
+        assert nav is not None and nav.status == "ok" and NOW < nav.fresh_until
         assert NOW - min(nav.as_of, nav.computed_at) <= cfg.max_nav_age_ms
     # and the decision is always consistent with its reasons
     assert (d.decision == "approve") == (d.reasons == [])
@@ -620,7 +629,8 @@ def test_never_approves_unless_the_nav_is_ok_and_fresh(case: dict[str, Any]) -> 
         assert d.reasons[0] == "nav_missing"
     else:
         assert ("nav_stale" in d.reasons) == (
-            nav.status == "stale" or NOW - min(nav.as_of, nav.computed_at) > cfg.max_nav_age_ms)
+            nav.status == "stale" or (nav.status == "ok" and NOW >= nav.fresh_until)
+            or NOW - min(nav.as_of, nav.computed_at) > cfg.max_nav_age_ms)
         if nav.status != "ok":
             assert f"nav_{nav.status}" in d.reasons
         assert "nav_missing" not in d.reasons
@@ -631,7 +641,8 @@ def test_the_property_inputs_do_reach_approvals() -> None:
     """The property above is only worth something if its generator produces approvable cases."""
     d = decide(Order(ts=NOW, order_id="p", venue="binance", account="main", symbol="ETHBTC", side="buy",
                      qty=D("1"), price=None), config=RiskConfig(max_nav_age_s=5), now_ms=NOW,
-               nav=Snapshot("account", D("1000000"), "USD", "ok", NOW - 5_000, NOW), market=PROPERTY_MARKET,
+               nav=Snapshot("account", D("1000000"), "USD", "ok", NOW - 5_000, NOW, fresh_until=NOW + 1),
+               market=PROPERTY_MARKET,
                sources=[], trading_state="active", position=D(0), exposure=D(0), orders_last_minute=0)
     assert (d.decision, d.nav_age_ms) == ("approve", 5_000)
 

@@ -24,6 +24,10 @@ from navstream.consumer import Consumer, StartupError
 from navstream.plugins.risk import SECTION, AuditRecord, _gate
 from navstream.plugins.risk.state import DESK, TRADING, compare_and_set, read_records
 from navstream.plugins.risk.trading import TradingRecord
+from navstream import InvalidOrder
+from navstream.events import decode_order
+from navstream.fingerprint import raw_order_hash
+from navstream.plugins.risk.decide import content_hash
 
 T0 = START_MS - 1_000
 LIMIT_MS = 60_000
@@ -72,20 +76,35 @@ def funded(ts: int = T0, usdt: str = "100000") -> list[dict[str, str]]:
 
 
 def order(order_id: str, qty: str = "0.1", side: str = "buy", symbol: str = "BTCUSDT", **extra: str) -> dict[str, str]:
+    """An order entry; without a ``ts`` it is stamped with the app's clock when sent."""
     return {"type": "order", "order_id": order_id, "venue": "binance", "account": "main", "symbol": symbol,
-            "side": side, "qty": qty, "ts": str(START_MS), **extra}
+            "side": side, "qty": qty, **extra}
+
+
+def hash_of(o: dict[str, str]) -> str:
+    """The order_hash a decision of ``o`` must carry (navstream.fingerprint, from the decoded order)."""
+    decoded = decode_order(o)
+    if isinstance(decoded, InvalidOrder):
+        return raw_order_hash(decoded.fields)
+    return content_hash(decoded)
 
 
 async def decide(app: Any, consumer: Consumer, *orders: dict[str, str], tick: bool = False) -> list[dict[str, str]]:
-    """Send ``orders`` and return the decisions they got, in order."""
+    """Send ``orders`` and return the decisions they got, in order, each checked to carry the
+    hash of the order it answers (and shown without it)."""
     before = await app.redis.xlen(app.keys.stream("decisions"))
-    for o in orders:
+    sent = [{"ts": str(app.clock.now_ms()), **o} for o in orders]
+    for o in sent:
         await app.redis.xadd(app.keys.orders, o)
     while await consumer.step(block_ms=1):
         pass
     if tick:
         await consumer.tick()
-    return [f for _, f in await app.redis.xrange(app.keys.stream("decisions"))][before:]
+    got = [f for _, f in await app.redis.xrange(app.keys.stream("decisions"))][before:]
+    if len(got) == len(sent):
+        for o, d in zip(sent, got):
+            assert d.get("order_hash") == hash_of(o), (o, d)
+    return [{k: v for k, v in d.items() if k != "order_hash"} for d in got]
 
 
 async def one(app: Any, consumer: Consumer, o: dict[str, str]) -> dict[str, str]:
@@ -282,10 +301,12 @@ async def test_an_order_id_sent_again_gets_the_first_answer_even_after_the_state
     await run_step(app, consumer, *funded(ts=START_MS))
     first = await one(app, consumer, order("same"))
     clock.advance(LIMIT_MS + 1)  # now the NAV is too old: a new decision would veto
-    twice = await decide(app, consumer, order("same", qty="99"), order("same"), order("fresh"))
-    assert twice[0] == first and twice[1] == first
+    twice = await decide(app, consumer, order("same"), order("same"), order("fresh"))
+    assert twice[0] == first and twice[1] == first  # sent again later (a new ts): the same order
     assert twice[2]["decision"] == "veto"
     assert first["decision"] == "approve"
+    (reused,) = await decide(app, consumer, order("same", qty="99"))  # the id, with other content
+    assert (reused["decision"], reasons(reused)) == ("veto", ["order_id_reused"])
 
 
 async def test_a_bad_order_with_an_id_is_vetoed_and_one_without_goes_to_the_dlq(make_app: Any, tmp_path: Path) -> None:
@@ -305,7 +326,7 @@ async def test_unknown_symbols_and_unknown_prices_veto(make_app: Any, tmp_path: 
     unpriced = await one(app, consumer, order("eth", symbol="ETHUSDT"))
     assert "price_unknown" in reasons(unpriced)
     priced = await one(app, consumer, order("eth-limit", symbol="ETHUSDT", price="3000"))
-    assert priced["decision"] == "approve"  # the order's own price, in USDT, valued by the peg
+    assert reasons(priced) == ["price_unknown"]  # its own price is not enough: no market to size it by
 
 
 async def test_orders_per_venue_per_minute_count_approvals_across_consumers(make_app: Any, tmp_path: Path) -> None:
@@ -349,7 +370,8 @@ async def test_every_decision_is_logged_with_its_inputs_and_replays_the_same(
     await consumer.shutdown()  # closes the log: every record written
     assert SECTION not in app.plugin_state
     records = [msgspec.json.decode(line, type=AuditRecord) for line in path.read_bytes().splitlines()]
-    assert [r.decision.fields() for r in records] == decisions
+    assert [{k: v for k, v in r.decision.fields().items() if k != "order_hash"} for r in records] == decisions
+    assert all(r.rules == 2 for r in records)
     assert [len(r.input_hash) for r in records] == [64, 64, 0, 64]
     assert records[2].invalid and records[2].fields["qty"] == "x"
     assert records[0].inputs is not None and records[0].inputs.quotes  # BTC/USDT was consulted

@@ -26,27 +26,36 @@ from typing import Any, Mapping, Sequence
 
 import msgspec
 from navstream import App, InvalidOrder, Order, Outputs, hookimpl
+from navstream.events import encode_fields
+from navstream.fingerprint import raw_order_hash
 from navstream.plugins.nav.config import NavConfig
-from navstream.plugins.nav.state import StateError, read_latest
+from navstream.plugins.nav.state import StateError, parse_positions, positions_key, read_latest
 from navstream.plugins.nav.valuation import Snapshot, escape
 
 from . import ops
 from .audit import AuditLog, AuditStats
 from .config import RiskConfig
-from .decide import Decision, bad_order, worst_state
-from .inputs import DecisionInputs, RecordingMarket, input_hash, judge
+from .decide import Decision, bad_order, content_hash, vetoed, worst_state
+from .inputs import RULES, DecisionInputs, InFlight, RecordingMarket, input_hash, judge
 from .state import (
     DECIDED,
     DECISIONS,
     DESK,
+    INFLIGHT_ACCOUNTS,
+    REUSED,
+    REUSED_AT,
     VENUES,
     WINDOW_MS,
-    BatchState,
     account_member,
     approved_key,
     compare_and_set,
+    decode_inflight,
+    encode_inflight,
+    inflight_key,
+    observed_at,
     read_batch_state,
     read_records,
+    reused_member,
 )
 from .trading import DRAWDOWN, TradingRecord, follow_nav
 
@@ -81,9 +90,12 @@ class AuditRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     order: Order | None = None
     inputs: DecisionInputs | None = None
     input_hash: str = ""
-    #: For a bad order: why it could not be decoded, and its fields as received.
+    #: For an order vetoed whatever the rules (bad, reused id, unreadable state): why, and its
+    #: fields as received.
     invalid: str = ""
     fields: dict[str, str] = {}
+    #: The rules version it was decided under (:data:`.inputs.RULES`); 1 for older records.
+    rules: int = 1
 
 
 def audit_record(record: AuditRecord) -> AuditRecord:
@@ -148,54 +160,121 @@ def navstream_shutdown(app: App) -> None:
             "event": "audit_unfinished", "dropped": gate.audit.stats.dropped, "path": str(gate.audit.path)})
 
 
+def content_of(order: Order | InvalidOrder) -> str:
+    """The order's content hash (navstream.fingerprint): what "sent again" is judged by."""
+    if isinstance(order, InvalidOrder):
+        return raw_order_hash(order.fields)
+    return content_hash(order)
+
+
+def answers(first: Mapping[str, str], content: str) -> bool:
+    """Whether ``first`` (a decision given for this order_id) is the answer to an order of
+    ``content``: the same content, or a veto given before decisions carried their order's
+    hash (repeating a veto lets nothing through)."""
+    held = first.get("order_hash", "")
+    return held == content if held else first.get("decision") == "veto"
+
+
 @hookimpl
 async def navstream_orders(app: App, orders: Sequence[Order | InvalidOrder], out: Outputs) -> None:
     cfg, navcfg, gate = config(app), nav_config(app), _gate(app)
     now = out.now_ms
-    state = await read_batch_state(app, orders, now)
+    contents = [content_of(o) for o in orders]
+    state = await read_batch_state(app, orders, now, contents)
     market = RecordingMarket(navcfg, state.quotes, state.sources, now)
     given: dict[str, dict[str, str]] = {}
+    reused_given: dict[tuple[str, str], dict[str, str]] = {}
     approved_here: Counter[str] = Counter()
-    for order in orders:
+    for order, content in zip(orders, contents):
         order_id = order.order_id
-        repeat = state.decided.get(order_id) or given.get(order_id)
-        if repeat is not None:  # decided before: the stored answer, never a new one
-            out.emit_first(DECISIONS_STREAM, repeat, key=DECISIONS, field=order_id)
+        first = state.decided.get(order_id) or given.get(order_id)
+        if first is not None and answers(first, content):  # sent again: the stored answer, never a new one
+            out.emit_first(DECISIONS_STREAM, first, key=DECISIONS, field=order_id)
             gate.decided["repeated"] += 1
             continue
+        venue, account = _where(order)
+        trading = worst_state((state.record(account_member(venue, account)).state, state.record(DESK).state))
+        nav = state.nav(venue, account) if venue and account else None
+        unreadable = state.unreadable_for(order_id, venue, account)
+        if first is not None:  # the id was answered for other content: this order is refused
+            member = reused_member(content, order_id)
+            repeat = state.reused.get((content, order_id)) or reused_given.get((content, order_id))
+            if repeat is not None:
+                out.emit_first(DECISIONS_STREAM, repeat, key=REUSED, field=member)
+                gate.decided["repeated"] += 1
+                continue
+            decision = vetoed(order_id, "order_id_reused", now, trading, nav, content)
+            record = AuditRecord(now, app.consumer_name, order_id, decision, invalid=(
+                f"order_id {order_id!r} was answered for other content (order_hash {first.get('order_hash') or 'none'}); "
+                f"this order's is {content}"), fields=_fields_of(order), rules=RULES)
+            fields = decision.fields()
+            out.emit_first(DECISIONS_STREAM, fields, key=REUSED, field=member)
+            out.index(REUSED_AT, {member: now})
+            reused_given[(content, order_id)] = fields
+            _count(gate, decision, record)
+            continue
+        if unreadable is not None:
+            # Vetoed, and not stored: once the state is repaired, a re-send is judged.
+            decision = vetoed(order_id, "state_unreadable", now, trading, nav, content)
+            out.emit(DECISIONS_STREAM, decision.fields())
+            _count(gate, decision, AuditRecord(now, app.consumer_name, order_id, decision, invalid=unreadable,
+                                              fields=_fields_of(order), rules=RULES))
+            continue
         if isinstance(order, InvalidOrder):
-            decision, record = _bad(app, order, state, now)
+            decision = bad_order(order_id, now, trading, nav, content)
+            record = AuditRecord(now, app.consumer_name, order_id, decision, invalid=order.reason,
+                                 fields=dict(order.fields), rules=RULES)
         else:
+            key = (order.venue, order.account)
             inputs = DecisionInputs(
-                now, nav=state.nav(order.venue, order.account), desk_nav=state.desk_nav(),
-                sources=state.sources, positions=state.positions.get((order.venue, order.account), {}),
+                now, nav=nav, desk_nav=state.desk_nav(),
+                sources=state.sources, positions=state.positions.get(key, {}),
                 account_state=state.record(account_member(order.venue, order.account)),
                 desk_state=state.record(DESK),
-                orders_last_minute=state.approved.get(order.venue, 0) + approved_here[order.venue])
+                orders_last_minute=state.approved.get(order.venue, 0) + approved_here[order.venue],
+                inflight=state.inflight.get(key, []))
             market.reset()
             decision = judge(order, inputs, cfg, navcfg, market)
             inputs = msgspec.structs.replace(inputs, quotes=market.consulted_quotes())
-            record = AuditRecord(now, app.consumer_name, order_id, decision, order=order, inputs=inputs)
+            record = AuditRecord(now, app.consumer_name, order_id, decision, order=order, inputs=inputs,
+                                 rules=RULES)
             if decision.decision == "approve":
                 approved_here[order.venue] += 1
                 out.index(approved_key(order.venue), {order_id: now})
                 out.hset(VENUES, {escape(order.venue): order.venue})
+                flying = InFlight(order_id, order.symbol, order.side, order.qty, now)
+                state.inflight.setdefault(key, []).append(flying)  # later orders of this batch see it
+                out.hset(inflight_key(order.venue, order.account), {order_id: encode_inflight(flying)})
+                out.hset(INFLIGHT_ACCOUNTS, {account_member(order.venue, order.account):
+                                             _encode_pair(order.venue, order.account)})
         fields = decision.fields()
         out.emit_first(DECISIONS_STREAM, fields, key=DECISIONS, field=order_id)
         out.index(DECIDED, {order_id: now})
         given[order_id] = fields
-        gate.decided[decision.decision] += 1
-        gate.decided.update(decision.reasons)
-        gate.audit.submit(record)
+        _count(gate, decision, record)
 
 
-def _bad(app: App, order: InvalidOrder, state: BatchState, now: int) -> tuple[Decision, AuditRecord]:
-    venue, account = order.fields.get("venue", ""), order.fields.get("account", "")
-    nav = state.nav(venue, account) if venue and account else None
-    trading = worst_state((state.record(account_member(venue, account)).state, state.record(DESK).state))
-    decision = bad_order(order.order_id, now, trading, nav)
-    return decision, AuditRecord(now, app.consumer_name, order.order_id, decision, invalid=order.reason,
-                                 fields=dict(order.fields))
+def _count(gate: Gate, decision: Decision, record: AuditRecord) -> None:
+    gate.decided[decision.decision] += 1
+    gate.decided.update(decision.reasons)
+    gate.audit.submit(record)
+
+
+def _where(order: Order | InvalidOrder) -> tuple[str, str]:
+    if isinstance(order, InvalidOrder):
+        return order.fields.get("venue", ""), order.fields.get("account", "")
+    return order.venue, order.account
+
+
+def _fields_of(order: Order | InvalidOrder) -> dict[str, str]:
+    return dict(order.fields) if isinstance(order, InvalidOrder) else encode_fields(order)
+
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def _encode_pair(venue: str, account: str) -> str:
+    return _encode_json((venue, account)).decode()
 
 
 @hookimpl
@@ -246,19 +325,76 @@ def report_audit(cfg: RiskConfig, gate: Gate, out: Outputs) -> None:
 
 
 async def prune(app: App, cfg: RiskConfig, now_ms: int) -> None:
-    """Forget decisions past their retention and approvals past the rate window."""
+    """Forget decisions past their retention, approvals past the rate window, and orders in
+    flight once a position update covers them or ``open_order_ttl_s`` passed."""
     keys = app.keys
-    old = await app.redis.zrangebyscore(keys.state(DECIDED), "-inf", now_ms - cfg.decision_retention_s * 1000,
-                                        start=0, num=PRUNE_BATCH)
+    horizon = now_ms - cfg.decision_retention_s * 1000
+    old = await app.redis.zrangebyscore(keys.state(DECIDED), "-inf", horizon, start=0, num=PRUNE_BATCH)
+    old_reused = await app.redis.zrangebyscore(keys.state(REUSED_AT), "-inf", horizon, start=0, num=PRUNE_BATCH)
     venues = await app.redis.hvals(keys.state(VENUES))
     pipe = app.redis.pipeline(transaction=True)
     if old:
         pipe.hdel(keys.state(DECISIONS), *old)
         pipe.zrem(keys.state(DECIDED), *old)
+    if old_reused:
+        pipe.hdel(keys.state(REUSED), *old_reused)
+        pipe.zrem(keys.state(REUSED_AT), *old_reused)
     for venue in venues:
         pipe.zremrangebyscore(keys.state(approved_key(venue)), "-inf", now_ms - 2 * WINDOW_MS)
-    if old or venues:
+    if old or old_reused or venues:
         await pipe.execute()
+    await prune_inflight(app, cfg, now_ms)
+
+
+async def prune_inflight(app: App, cfg: RiskConfig, now_ms: int) -> None:
+    """Drop each account's orders in flight that no decision counts any more (see
+    :func:`.inputs.pending`). An entry that cannot be read stays: it keeps the account's orders
+    vetoed (``state_unreadable``) until someone looks."""
+    keys = app.keys
+    accounts = [_pair.decode(raw) for raw in (await app.redis.hvals(keys.state(INFLIGHT_ACCOUNTS)))]
+    if not accounts:
+        return
+    pipe = app.redis.pipeline(transaction=True)
+    for venue, account in accounts:
+        pipe.hgetall(keys.state(inflight_key(venue, account)))
+        pipe.hgetall(keys.state(*positions_key(venue, account)))
+    replies = await pipe.execute()
+    ttl = cfg.open_order_ttl_ms
+    pipe = app.redis.pipeline(transaction=False)
+    writes = 0
+    for n, (venue, account) in enumerate(accounts):
+        raw_inflight, raw_positions = replies[2 * n], replies[2 * n + 1]
+        if not raw_inflight:  # untracked only if still empty: a batch may have just approved one
+            pipe.eval(FORGET_EMPTY_LUA, 2, keys.state(INFLIGHT_ACCOUNTS), keys.state(inflight_key(venue, account)),
+                      account_member(venue, account))
+            writes += 1
+            continue
+        try:
+            seen = {symbol: observed_at(ts, p, now_ms)
+                    for symbol, (ts, p) in parse_positions(venue, account, raw_positions).items()}
+        except StateError:
+            seen = {}
+        done = []
+        for member, raw in raw_inflight.items():
+            try:
+                flying = decode_inflight(inflight_key(venue, account), member, raw)
+            except StateError:
+                continue
+            if now_ms - flying.at > ttl or seen.get(flying.symbol, -1) >= flying.at:
+                done.append(member)
+        if done:
+            pipe.hdel(keys.state(inflight_key(venue, account)), *done)
+            writes += 1
+    if writes:
+        await pipe.execute()
+
+
+_pair = msgspec.json.Decoder(tuple[str, str])
+# KEYS[1] the accounts hash, KEYS[2] the account's in-flight hash, ARGV[1] the account's member.
+FORGET_EMPTY_LUA = """
+if redis.call('HLEN', KEYS[2]) == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
 
 
 @hookimpl

@@ -17,6 +17,15 @@ DEFAULT_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "BTC", 
 class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: A NAV whose oldest input is older than this at decision time vetoes (``nav_stale``).
     max_nav_age_s: Annotated[float, msgspec.Meta(ge=0.001, le=3600)] = 60.0
+    #: An order whose own ``ts`` is older than this at decision time vetoes (``order_stale``):
+    #: an intent that waited in a queue was made for a market that has moved.
+    max_order_age_s: Annotated[float, msgspec.Meta(ge=0.001, le=3600)] = 5.0
+    #: A limit price further than this from the market price vetoes (``price_off_market``): the
+    #: fat-finger collar, in either direction.
+    max_price_deviation_pct: Percent = 5.0
+    #: An approved order counts toward its account's position and exposure until a position
+    #: update observed at or after its approval covers it, or this long at most.
+    open_order_ttl_s: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 300.0
     #: Largest order notional, in the NAV report currency.
     max_order_notional: Decimal = Decimal("1000000")
     #: Largest order notional as a percentage of the account's NAV.
@@ -61,3 +70,11 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     @property
     def max_nav_age_ms(self) -> int:
         return round(self.max_nav_age_s * 1000)  # 1.001 s is 1001 ms, not 1000
+
+    @property
+    def max_order_age_ms(self) -> int:
+        return round(self.max_order_age_s * 1000)
+
+    @property
+    def open_order_ttl_ms(self) -> int:
+        return round(self.open_order_ttl_s * 1000)

@@ -16,16 +16,45 @@ from decimal import Decimal
 import msgspec
 from navstream import Order
 from navstream.plugins.nav.config import NavConfig
-from navstream.plugins.nav.valuation import Market, Quote, Snapshot, SourceState, Unit
+from navstream.plugins.nav.valuation import Market, Quote, Snapshot, SourceState, Unit, as_read
 
 from .config import RiskConfig
-from .decide import Decision, TradingState, decide, gross_exposure, last_price, split_symbol, worst_state
+from .decide import (
+    Decision,
+    TradingState,
+    content_hash,
+    decide,
+    gross_exposure,
+    last_price,
+    split_symbol,
+    vetoed,
+    worst_state,
+)
 from .trading import TradingRecord, follow_nav
+
+
+#: Version of the rules and of what a record holds: 1 before the gate valued orders at the
+#: worst price and counted positions' ages and orders in flight; records without one are 1.
+RULES = 2
 
 
 class PositionInput(msgspec.Struct, frozen=True, array_like=True):
     qty: Decimal
     mark_price: Decimal | None = None
+    #: When the position was observed, never later than when navstream received it (epoch ms);
+    #: 0 when unknown (a record from rules 1): then it is too old to rest on.
+    ts: int = 0
+
+
+class InFlight(msgspec.Struct, frozen=True, array_like=True):
+    """An order the gate approved and no position update has covered yet."""
+
+    order_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    #: When it was approved (epoch ms, the gate's clock).
+    at: int
 
 
 class DecisionInputs(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -45,6 +74,8 @@ class DecisionInputs(msgspec.Struct, frozen=True, omit_defaults=True):
     desk_state: TradingRecord = TradingRecord()
     #: Approved orders of the order's venue in the 60 s before it.
     orders_last_minute: int = 0
+    #: The account's approved orders that may still be in flight (see :func:`pending`).
+    inflight: list[InFlight] = []
 
 
 class RecordingMarket(Market):
@@ -83,40 +114,99 @@ class RecordingMarket(Market):
 
 def trading_state(inputs: DecisionInputs, config: RiskConfig) -> TradingState:
     """The worse of the account's and the desk's state, with drawdown judged on these very
-    NAVs (so a drawdown vetoes at once, before a tick has stored the record)."""
-    account = follow_nav(inputs.account_state, inputs.nav, config, inputs.now_ms) if inputs.nav else inputs.account_state
-    desk = follow_nav(inputs.desk_state, inputs.desk_nav, config, inputs.now_ms) if inputs.desk_nav \
+    NAVs as read now (so a drawdown vetoes at once, before a tick has stored the record)."""
+    now = inputs.now_ms
+    account = follow_nav(inputs.account_state, as_read(inputs.nav, now), config, now) if inputs.nav \
+        else inputs.account_state
+    desk = follow_nav(inputs.desk_state, as_read(inputs.desk_nav, now), config, now) if inputs.desk_nav \
         else inputs.desk_state
     return worst_state((account.state, desk.state))
+
+
+def position_age_limit_ms(config: RiskConfig, nav_config: NavConfig) -> int:
+    """A position is an input like a balance: no older than the NAV's limit, nor the gate's."""
+    return min(nav_config.max_age_ms, config.max_nav_age_ms)
+
+
+def pending(inputs: DecisionInputs, config: RiskConfig) -> dict[str, tuple[Decimal, Decimal]]:
+    """symbol -> (buys, sells) approved and still in flight: not yet covered by a position
+    observed at or after their approval, and approved less than ``open_order_ttl_s`` ago."""
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for o in inputs.inflight:
+        if inputs.now_ms - o.at > config.open_order_ttl_ms:
+            continue
+        held = inputs.positions.get(o.symbol)
+        if held is not None and held.ts >= o.at:
+            continue
+        buys, sells = out.get(o.symbol, (Decimal(0), Decimal(0)))
+        out[o.symbol] = (buys + o.qty, sells) if o.side == "buy" else (buys, sells + o.qty)
+    return out
 
 
 def judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: NavConfig,
           market: Market | None = None) -> Decision:
     """Decide ``order`` from ``inputs``. ``market`` (the live one, holding every price) may be
     given to save building one; it must hold what ``inputs.quotes`` holds for every pair the
-    decision consults."""
+    decision consults. Never raises on what the inputs hold: an input that breaks the
+    arithmetic (an overflow) vetoes with ``inputs_invalid``."""
     if market is None:
         market = Market(nav_config, inputs.quotes, inputs.sources, inputs.now_ms)
+    try:
+        return _judge(order, inputs, config, nav_config, market)
+    except (ArithmeticError, ValueError, TypeError, OverflowError):
+        return vetoed(order.order_id, "inputs_invalid", inputs.now_ms, _safe_state(inputs, config),
+                      _safe_nav(inputs), content_hash(order))
+
+
+def _safe_state(inputs: DecisionInputs, config: RiskConfig) -> TradingState:
+    try:
+        return trading_state(inputs, config)
+    except (ArithmeticError, ValueError, TypeError):
+        return "halted"
+
+
+def _safe_nav(inputs: DecisionInputs) -> Snapshot | None:
+    nav = inputs.nav
+    return nav if nav is None or nav.nav.is_finite() else None
+
+
+def _judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: NavConfig,
+           market: Market) -> Decision:
+    now = inputs.now_ms
+    limit = position_age_limit_ms(config, nav_config)
     venue_sources = [s for s in inputs.sources
                      if s.venue == order.venue and (s.account is None or s.account == order.account)]
+    in_flight = pending(inputs, config)
+    # What the account could hold once every order in flight filled, one side or the other:
+    # |position| at its worst is at one end of [pos - sells, pos + buys].
+    worst_abs: dict[str, Decimal] = {}
     marks: dict[str, Decimal] = {}
-    positions: dict[str, Decimal] = {}
-    for symbol, held in inputs.positions.items():
-        positions[symbol] = held.qty
-        if not held.qty:
+    stale = False
+    for symbol in sorted(set(inputs.positions) | set(in_flight)):
+        held = inputs.positions.get(symbol)
+        qty = held.qty if held is not None else Decimal(0)
+        if held is not None and (qty or symbol == order.symbol) and now - held.ts > limit:
+            stale = True  # an old position may be anything now: no exemption, no exposure
+        buys, sells = in_flight.get(symbol, (Decimal(0), Decimal(0)))
+        worst = max(abs(qty + buys), abs(qty - sells))
+        worst_abs[symbol] = worst
+        if not worst:
             continue
-        if held.mark_price is not None:
+        if held is not None and held.mark_price is not None:
             marks[symbol] = held.mark_price
         else:
             pair = split_symbol(symbol, config)
             price = last_price(pair[0], pair[1], market) if pair else None
             if price is not None:
                 marks[symbol] = price
+    own = inputs.positions.get(order.symbol)
+    buys, sells = in_flight.get(order.symbol, (Decimal(0), Decimal(0)))
     return decide(
-        order, config=config, now_ms=inputs.now_ms, nav=inputs.nav, market=market, sources=venue_sources,
-        trading_state=trading_state(inputs, config), position=positions.get(order.symbol, Decimal(0)),
-        exposure=gross_exposure(positions, marks, config, market),
-        orders_last_minute=inputs.orders_last_minute,
+        order, config=config, now_ms=now, nav=inputs.nav, market=market, sources=venue_sources,
+        trading_state=trading_state(inputs, config), position=own.qty if own is not None else Decimal(0),
+        exposure=gross_exposure(worst_abs, marks, config, market),
+        orders_last_minute=inputs.orders_last_minute, pending_buys=buys, pending_sells=sells,
+        position_stale=stale,
     )
 
 

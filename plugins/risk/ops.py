@@ -105,7 +105,8 @@ async def show(app: App) -> int:
     if not rows:
         print("the desk and every account are active (no trading record stored)")
         return 0
-    print(table(rows, ["scope", "state", "reason", "by", "since", "high_water"]))
+    columns = ["scope", "state", "reason", "by", "since", "high_water"]
+    print(table(columns, [[row[c] for c in columns] for row in rows]))
     return 0
 
 

@@ -9,6 +9,13 @@ All under ``P:state:risk:``, shared by every consumer of the group:
 - ``risk:approved:<venue>``: sorted set, order_id -> when it was approved (ms): the venue's
   orders-per-minute window, trimmed to the last minutes by ticks
 - ``risk:venues``: hash, escaped venue -> venue, every venue that had an approved order
+- ``risk:reused``: hash, ``<content hash>:<order_id>`` -> the veto given to an ``order_id``
+  sent again with other content (``Outputs.emit_first``, so its redeliveries get that veto
+  again); ``risk:reused_at``: sorted set, the same members -> when (ms), to prune them
+- ``risk:inflight:<venue>:<account>``: hash, order_id -> ``[order_id, symbol, side, qty,
+  approved_at]``, the account's approved orders until a position update covers them or
+  ``open_order_ttl_s`` passes (ticks prune them); ``risk:inflight_accounts``: hash,
+  ``<venue>/<account>`` -> ``[venue, account]``, the accounts that have such a hash
 - ``risk:trading``: hash, ``*`` (the desk) or ``<venue>/<account>`` -> :class:`TradingRecord`
   JSON. Changed only by compare-and-set (:data:`CAS_LUA`), so an operator's command and a
   tick's drawdown never overwrite each other's update unseen.
@@ -38,13 +45,16 @@ from navstream.plugins.nav.state import (
 )
 from navstream.plugins.nav.valuation import Quote, Snapshot, SourceState, escape, scope_id
 
-from .inputs import PositionInput
+from .inputs import InFlight, PositionInput
 from .trading import TradingRecord
 
 DECISIONS = "risk:decisions"
 DECIDED = "risk:decided"
 VENUES = "risk:venues"
 TRADING = "risk:trading"
+REUSED = "risk:reused"
+REUSED_AT = "risk:reused_at"
+INFLIGHT_ACCOUNTS = "risk:inflight_accounts"
 #: The member of :data:`TRADING` that holds the desk-wide state.
 DESK = "*"
 WINDOW_MS = 60_000
@@ -67,6 +77,30 @@ def approved_key(venue: str) -> str:
 
 def account_member(venue: str, account: str) -> str:
     return f"{escape(venue)}/{escape(account)}"
+
+
+def inflight_key(venue: str, account: str) -> str:
+    return f"risk:inflight:{escape(venue)}:{escape(account)}"
+
+
+def reused_member(content_hash: str, order_id: str) -> str:
+    """Hash first: it is always 64 hex digits, so no order_id can forge another's member."""
+    return f"{content_hash}:{order_id}"
+
+
+_inflight = msgspec.json.Decoder(InFlight)
+_encode_inflight = msgspec.json.Encoder(decimal_format="string").encode
+
+
+def encode_inflight(order: InFlight) -> str:
+    return _encode_inflight(order).decode()
+
+
+def decode_inflight(where: str, member: str, raw: str) -> InFlight:
+    try:
+        return _inflight.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise StateError(f"P:state:{where} member {member!r} is unreadable ({exc})") from exc
 
 
 _record = msgspec.json.Decoder(TradingRecord)
@@ -111,6 +145,18 @@ class BatchState:
     positions: dict[tuple[str, str], dict[str, PositionInput]] = field(default_factory=dict)
     #: venue -> approved orders in the last minute, as Redis holds them.
     approved: dict[str, int] = field(default_factory=dict)
+    #: (venue, account) -> its approved orders that may be in flight.
+    inflight: dict[tuple[str, str], list[InFlight]] = field(default_factory=dict)
+    #: (content hash, order_id) -> the veto already given to that reuse of the id.
+    reused: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    #: What could not be read, so the orders resting on it are vetoed (``state_unreadable``)
+    #: instead of left unanswered: ``"*"`` (prices, sources: every order), an order_id (its
+    #: stored decision), or ``"venue/account"`` (that account's NAV, positions, orders in flight).
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    def unreadable_for(self, order_id: str, venue: str, account: str) -> str | None:
+        u = self.unreadable
+        return u.get(order_id) or u.get("*") or u.get(account_member(venue, account))
 
     def nav(self, venue: str, account: str) -> Snapshot | None:
         return self.navs.get(scope_id("account", venue, account))
@@ -122,9 +168,15 @@ class BatchState:
         return self.records.get(member) or TradingRecord()
 
 
-async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now_ms: int) -> BatchState:
+async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now_ms: int,
+                           hashes: Sequence[str] = ()) -> BatchState:
     """The decisions already given for these orders, and every input the gate judges one by:
-    one MULTI/EXEC, so all of it is one instant of Redis, in one round trip."""
+    one MULTI/EXEC, so all of it is one instant of Redis, in one round trip.
+
+    ``hashes`` holds each order's content hash (in the order of ``orders``), so the vetoes
+    given to an id reused with other content are read too. A member that cannot be read does
+    not fail the batch: it is noted in ``unreadable``, and the orders resting on it are vetoed.
+    """
     state = BatchState(now_ms)
     keys = app.keys
     ids = list(dict.fromkeys(o.order_id for o in orders))
@@ -133,36 +185,77 @@ async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now
     venues = list(dict.fromkeys(o.venue for o in valid))
     scopes = [scope_id("account", v, a) for v, a in accounts] + [scope_id("total")]
     members = [account_member(v, a) for v, a in accounts] + [DESK]
+    reuses = list(dict.fromkeys(zip(hashes, (o.order_id for o in orders)))) if hashes else []
     pipe = app.redis.pipeline(transaction=True)
     pipe.hmget(keys.state(DECISIONS), ids)
     pipe.hmget(keys.state(*LATEST), scopes)
     pipe.hgetall(keys.state(*PRICES))
     pipe.hgetall(keys.state(*SOURCES))
     pipe.hmget(keys.state(TRADING), members)
+    pipe.hmget(keys.state(REUSED), [reused_member(h, i) for h, i in reuses] or ["-"])
     for venue, account in accounts:
         pipe.hgetall(keys.state(*positions_key(venue, account)))
+        pipe.hgetall(keys.state(inflight_key(venue, account)))
     for venue in venues:
         pipe.zcount(keys.state(approved_key(venue)), f"({now_ms - WINDOW_MS}", "+inf")
     replies: list[Any] = await pipe.execute()
-    stored, latest, prices, sources, records = replies[:5]
+    stored, latest, prices, sources, records, reused = replies[:6]
+    unreadable = state.unreadable
     for order_id, raw in zip(ids, stored):
         if raw is not None:
-            state.decided[order_id] = stored_fields(order_id, raw)
+            try:
+                state.decided[order_id] = stored_fields(order_id, raw)
+            except StateError as exc:
+                unreadable[order_id] = str(exc)
+    for (content, order_id), raw in zip(reuses, reused):
+        fields = parse_first(raw) if raw is not None else None
+        if fields is not None:
+            state.reused[(content, order_id)] = fields
+        elif raw is not None:
+            unreadable[order_id] = f"P:state:{REUSED} member for {order_id!r} is no stored decision: {raw[:100]!r}"
     for scope, raw in zip(scopes, latest):
         if raw is not None:
-            state.navs[scope] = decode_snapshot(scope, raw)
-    state.quotes = list(parse_quotes(prices).values())
-    state.sources = list(parse_sources(sources).values())
+            try:
+                state.navs[scope] = decode_snapshot(scope, raw)
+            except StateError as exc:
+                unreadable["*" if scope == scope_id("total") else _member_of_scope(scope, accounts)] = str(exc)
+    try:
+        state.quotes = list(parse_quotes(prices).values())
+        state.sources = list(parse_sources(sources).values())
+    except StateError as exc:
+        unreadable["*"] = str(exc)
     for member, raw in zip(members, records):
         state.records[member] = decode_record(member, raw)
-    rest = replies[5:]
-    for (venue, account), raw in zip(accounts, rest):
-        state.positions[(venue, account)] = {
-            symbol: PositionInput(p.qty, p.mark_price)
-            for symbol, (_, p) in sorted(parse_positions(venue, account, raw).items())}
-    for venue, count in zip(venues, rest[len(accounts):]):
+    rest = replies[6:]
+    for n, (venue, account) in enumerate(accounts):
+        positions_raw, inflight_raw = rest[2 * n], rest[2 * n + 1]
+        try:
+            state.positions[(venue, account)] = {
+                symbol: PositionInput(p.qty, p.mark_price, observed_at(ts, p, now_ms))
+                for symbol, (ts, p) in sorted(parse_positions(venue, account, positions_raw).items())}
+            where = inflight_key(venue, account)
+            state.inflight[(venue, account)] = sorted(
+                (decode_inflight(where, m, v) for m, v in inflight_raw.items()), key=lambda o: (o.at, o.order_id))
+        except StateError as exc:
+            unreadable[account_member(venue, account)] = str(exc)
+    for venue, count in zip(venues, rest[2 * len(accounts):]):
         state.approved[venue] = int(count)
     return state
+
+
+def observed_at(ts: int, position: Any, now_ms: int) -> int:
+    """When a position was observed, for its age: its ``ts``, but never later than when
+    navstream received it (a clock ahead must not make it look fresh). State written before
+    receipt times were kept: never later than now."""
+    received = getattr(position, "received", None)
+    return min(ts, received if isinstance(received, int) and received > 0 else now_ms)
+
+
+def _member_of_scope(scope: str, accounts: Sequence[tuple[str, str]]) -> str:
+    for venue, account in accounts:
+        if scope_id("account", venue, account) == scope:
+            return account_member(venue, account)
+    return "*"
 
 
 async def read_records(app: App) -> dict[str, tuple[str, TradingRecord]]:
