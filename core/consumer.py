@@ -72,6 +72,10 @@ class AlertThrottle:
         self._last[subject] = now
         return True
 
+    def reset(self) -> None:
+        """Forget every cooldown: the alerts it held back from were lost with Redis's data."""
+        self._last.clear()
+
 
 class StartupError(RuntimeError):
     """A plugin refused to start; navstream does not run without it."""
@@ -99,6 +103,8 @@ class Consumer:
         self._down_since: float | None = None
         self._attempts = 0
         self._owed_group_alerts: list[tuple[str, str]] = []
+        #: This consumer recreated a group and owes every consumer a new ``P:state:epoch``.
+        self._owed_epoch = False
         self.throttle = AlertThrottle(self.settings.alert_cooldown_s)
         from .metrics import MeteredBatchHandler, Metrics
 
@@ -164,6 +170,7 @@ class Consumer:
         if self.app.has_impls("navstream_orders"):
             self.streams.append(self.keys.orders)
         await self.ensure_groups(self.keys.inputs)
+        await self.upkeep.learn_epoch()
         for impl in hook_impls(self.app.pm, "navstream_startup"):
             try:
                 await await_me_maybe(call_impl(impl, {"app": self.app}))
@@ -345,11 +352,31 @@ class Consumer:
         finally:
             await asyncio.sleep(min(self.settings.reconnect_max_ms, self.settings.claim_idle_ms) / 1000 / 10)
 
+    def _data_lost(self, reason: str) -> None:
+        """Redis lost navstream's data (flushed, restarted without persistence, rolled back):
+        forget what this consumer remembers of what Redis held, so that nothing it remembers
+        holds back an alert that was lost with the data. Once-alerts are sent to Redis again
+        (their markers there still de-duplicate them across consumers), the core's cooldowns
+        and the DLQ alert start over. Plugins keep their own memory (the nav plugin checks its
+        copy against Redis on every batch and rereads everything on every tick)."""
+        self.writer.forget_markers()
+        self.throttle.reset()
+        self.upkeep.forget()
+        log.warning("Redis lost data; alerts held back by this consumer's memory are raised again",
+                    extra={"event": "data_lost", "reason": reason})
+
     async def _group_missing(self, exc: ResponseError) -> None:
         created = await self.ensure_groups(self.streams)
         self.app.stats.groups_recreated += len(created)
         # Owed until written: a retry after a failed write finds the group there (BUSYGROUP).
         self._owed_group_alerts += [(stream, str(exc)) for stream in created]
+        self._owed_epoch = self._owed_epoch or bool(created)
+        self._data_lost(f"the consumer group vanished: {exc}")
+        if self._owed_epoch:  # every other consumer learns of the loss on its next tick
+            await self.upkeep.new_epoch()
+            self._owed_epoch = False
+        else:
+            self.upkeep.relearn()
         if self._owed_group_alerts:
             out = Outputs(self.app.clock.now_ms())
             for stream, error in self._owed_group_alerts:
@@ -410,7 +437,9 @@ class Consumer:
             # The heartbeat first and on its own, whatever happened above or happens to the
             # tick's alerts below, as long as Redis answers at all.
             status = "stopped" if final else ("reconnecting" if self._down_since else "running")
-            await self.upkeep.heartbeat(self.streams, status)
+            lost = await self.upkeep.heartbeat(self.streams, status)
+            if lost is not None:  # before the tick's alerts are written: they go out now
+                self._data_lost(lost)
             try:
                 await self.writer.write(BatchWrite(out))
             except BaseException:

@@ -5,6 +5,7 @@ removing consumers that are gone. Run from the tick, whatever happened to the la
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any, Mapping, cast
 
 from .app import App
@@ -18,6 +19,10 @@ log = logging.getLogger("navstream.consumer")
 
 #: State hash ``P:state:lost_reported``: how much loss was already reported, per stream and group.
 LOST_REPORTED = "lost_reported"
+#: String ``P:state:epoch``: a random token, set by whichever consumer finds none (at startup or
+#: on any tick) and replaced by one that recreates a vanished group. A consumer that finds
+#: another token than the one it saw knows Redis lost data since (docs/operations.md).
+EPOCH = "epoch"
 
 # Deletes a consumer only if it has nothing pending, atomically: XGROUP DELCONSUMER on a
 # consumer with pending entries would drop them from the PEL and orphan them.
@@ -44,6 +49,14 @@ class Upkeep:
         #: the pending list, so this is the only record of them until the alert is in Redis.
         self._unreported: list[tuple[str, list[str]]] = []
         self._delete_if_idle = app.raw.register_script(DELETE_IF_IDLE_LUA)
+        #: ``P:state:epoch`` as this consumer last saw it (None: not known yet).
+        self._epoch: str | None = None
+        #: The ``beat`` field of this consumer's heartbeat as it last wrote it, and as it last
+        #: tried to (a write whose reply was lost may have been applied). None: nothing to expect.
+        self._beat: str | None = None
+        self._beat_tried: str | None = None
+        self._beat_id = uuid.uuid4().hex[:12]
+        self._beats = 0
 
     async def reclaim(self, streams: list[str]) -> int:
         """Claim entries pending longer than ``claim_idle_ms`` (dead or failed consumers)."""
@@ -195,6 +208,34 @@ class Upkeep:
         elif length < 0.8 * limit:
             self._dlq_alerted = False
 
+    def forget(self) -> None:
+        """Redis lost data: what this consumer remembers of what it held (the DLQ alert it
+        raised, where reclaiming got to) no longer stands."""
+        self._dlq_alerted = False
+        self._claim_cursor.clear()
+
+    async def learn_epoch(self) -> None:
+        """At startup: ``P:state:epoch``, set to a new token if Redis holds none."""
+        key = self.keys.state(EPOCH)
+        pipe = self.app.raw.pipeline(transaction=True)
+        pipe.set(key, uuid.uuid4().hex, nx=True)
+        pipe.get(key)
+        _, held = await pipe.execute()
+        self._epoch = as_str(held or b"")
+
+    async def new_epoch(self) -> None:
+        """This consumer recreated a vanished group: a new ``P:state:epoch``, so that every other
+        consumer learns of the loss on its next tick, whatever else it saw. Its own heartbeat
+        may be gone too: the next one is not compared."""
+        token = uuid.uuid4().hex
+        await self.app.raw.set(self.keys.state(EPOCH), token)
+        self._epoch, self._beat, self._beat_tried = token, None, None
+
+    def relearn(self) -> None:
+        """This consumer saw a group vanish that another recreated: it has forgotten already,
+        so its next tick learns the epoch and its heartbeat afresh instead of comparing."""
+        self._epoch, self._beat, self._beat_tried = None, None, None
+
     def commit(self) -> None:
         """The tick's alerts are written: remember what they reported."""
         staged, self._staged = self._staged, {}
@@ -205,20 +246,52 @@ class Upkeep:
         """The tick's alerts were not written: decide again next tick."""
         self._staged = {}
 
-    async def heartbeat(self, streams: list[str], status: str) -> None:
-        """``P:heartbeat:<consumer>``, with a TTL so a dead consumer's disappears."""
+    async def heartbeat(self, streams: list[str], status: str) -> str | None:
+        """``P:heartbeat:<consumer>``, with a TTL so a dead consumer's disappears; returns why
+        Redis must have lost data since the last one, or None.
+
+        In the same ``MULTI``, so at no extra round trip: this consumer's last heartbeat must
+        still be there as it wrote it (gone after a flush or a restart without persistence,
+        older after a rollback to an older snapshot or a failover to a lagging replica), and
+        ``P:state:epoch`` must hold the token it saw (set anew if missing, replaced when a
+        consumer recreates a vanished group).
+        """
         app = self.app
         key = self.keys.heartbeat(app.consumer_name)
+        epoch_key = self.keys.state(EPOCH)
+        self._beats += 1
+        beat = f"{self._beat_id}-{self._beats}"
         fields = app.stats.heartbeat_fields()
         fields.update(
             consumer=app.consumer_name, group=app.group, ts=str(app.clock.now_ms()),
-            status=status, streams=",".join(streams),
+            status=status, streams=",".join(streams), beat=beat,
         )
         fields.update(self.health())
+        candidate = uuid.uuid4().hex
         pipe = app.raw.pipeline(transaction=True)
+        pipe.hget(key, "beat")
+        pipe.set(epoch_key, candidate, nx=True)
+        pipe.get(epoch_key)
         pipe.hset(key, mapping=cast(HashMapping, fields))
         pipe.pexpire(key, self.settings.heartbeat_ttl_ms)
-        await pipe.execute()
+        expected = (self._beat, self._beat_tried)
+        self._beat_tried = beat
+        held_raw, _, epoch_raw, _, _ = await pipe.execute()
+        held = None if held_raw is None else as_str(held_raw)
+        epoch = as_str(epoch_raw or b"")
+        reasons = []
+        if self._epoch is not None and epoch != self._epoch:
+            reasons.append(f"{epoch_key} was missing" if epoch == candidate else
+                           f"{epoch_key} held another token (lost and set again by another consumer, or "
+                           "replaced by one that recreated a vanished group)")
+        if self._beat is not None and held not in expected:
+            reasons.append(f"this consumer's heartbeat {key} was gone (flushed, Redis restarted without "
+                           "persistence, or expired while this consumer could not write it)" if held is None else
+                           f"this consumer's heartbeat {key} held an older or another beat ({held}, not "
+                           f"{self._beat}): a rollback to an older snapshot, a failover to a lagging replica, "
+                           "or another process running under the same consumer name")
+        self._epoch, self._beat = epoch, beat
+        return "; ".join(reasons) or None
 
     def health(self) -> dict[str, str]:
         """Every plugin's ``navstream_health`` as ``<plugin>.<key>`` fields, and ``health``:

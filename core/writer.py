@@ -286,6 +286,11 @@ class Writer:
             if sent.once is not None and not sent.once.versioned:
                 self._alert_markers[marker] = (version, abs(mark))
 
+    def forget_markers(self) -> None:
+        """Redis lost data: the markers remembered may be gone there with the alerts they
+        stood for, so every once-alert is sent again (Redis's markers still de-duplicate it)."""
+        self._alert_markers.clear()
+
     def _due(self, marker: str, once: Once, now_ms: int) -> bool:
         """Whether to send a once-alert. Only an alert without versions is skipped here: its
         marker in Redis can only hold the one version remembered. An alert with versions is
