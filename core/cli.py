@@ -1,7 +1,9 @@
 """The ``navstream`` command line.
 
 Exit codes: 0 success; 1 the operation failed (a plugin or Redis refused); 2 bad input (usage,
-config, an entry that breaks the contract); 3 Redis unreachable.
+config, an entry that breaks the contract); 3 Redis unreachable; 141 stdout's reader left before
+the answer was written (``navstream nav | head -1``): nothing more is said, as a program a closed
+pipe ends with SIGPIPE says nothing (a shell shows it as 141 = 128 + SIGPIPE too).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from .pluginmanager import PluginError, build_plugin_manager
 from .publish import PublishError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+#: stdout's reader left (``| head``): 128 + SIGPIPE, what a shell reports for a program a closed
+#: pipe ended. Python ignores SIGPIPE (a Redis socket's EPIPE must stay an error it handles), so
+#: the CLI ends itself that way on BrokenPipeError.
+EXIT_PIPE = 128 + signal.SIGPIPE
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -82,11 +88,21 @@ def _port(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but what it prints (``--help``, ``--version``) into a pipe whose reader
+    left raises, as every command's answer does, instead of being dropped with exit 0."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="navstream",
         description="Stream processor on Redis Streams that keeps a trading desk's NAV and risk numbers honest.",
-        epilog="Start with `navstream demo` (no Redis needed). Docs: README.md and docs/.",
+        epilog="Start with `navstream demo` (no Redis needed). Docs: README.md and docs/. Exit codes: 0 done, "
+        "1 failed, 2 bad input, 3 Redis unreachable, 141 stdout's reader left early (`| head`).",
     )
     parser.add_argument("--version", action="version", version=f"navstream {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("NAVSTREAM_LOG_LEVEL", "INFO"),
@@ -216,6 +232,8 @@ async def _with_app(args: argparse.Namespace, fn: Callable[[Any], Awaitable[int]
     app = App.create(_settings(args))
     try:
         return await fn(app)
+    except BrokenPipeError:
+        raise  # stdout's reader left (redis-py reports its own sockets' EPIPE as ConnectionError)
     except AuthenticationError as exc:
         raise CliError(f"Redis at {redact_url(app.settings.redis.url)} refused the credentials: {exc}",
                        EXIT_UNREACHABLE) from exc
@@ -451,6 +469,28 @@ async def cmd_plugin(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; its exit code. Whatever the command, a reader of stdout that left early
+    (``navstream nav | head -1``) ends it quietly with :data:`EXIT_PIPE`."""
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # argparse: --help, --version, usage errors
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # Python would try to flush stdout once more on the way out and complain: /dev/null it.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout without a file descriptor (embedded, tests)
+            pass
+        return EXIT_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from .logs import setup_logging
 
     try:
@@ -504,9 +544,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"Redis is unreachable: {exc}", EXIT_UNREACHABLE)
     except RedisError as exc:
         return _fail(f"Redis refused the operation: {exc}", EXIT_FAILED)
-    except BrokenPipeError:  # `navstream status | head`: the reader left; not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
     finally:
         from .logs import stop_logging
 
