@@ -1,16 +1,19 @@
 """Typed input events of the wire contract (docs/contract.md) and their decoder.
 
 Entries arrive as flat maps of strings. Decoding is strict about meaning (a missing field, an
-unparsable number, a non-finite amount or a timestamp in seconds is an error that names the
-field) and lenient about shape (unknown fields are ignored, for forward compatibility).
+amount outside the number grammar of ``navstream.numbers``, or a timestamp in seconds is an
+error that names the field) and lenient about shape (unknown fields are ignored, for forward
+compatibility).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Mapping, TypeAlias, TypeGuard
+from typing import Annotated, Any, Literal, Mapping, TypeAlias, TypeGuard, get_args
 
 import msgspec
+
+from . import numbers
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
@@ -32,9 +35,16 @@ class DecodeError(ValueError):
         self.field = field
 
 
-def _check_finite(name: str, value: Decimal | None) -> None:
-    if value is not None and not value.is_finite():
-        raise ValueError(f"`{name}` must be a finite decimal, got {value}")
+#: Bounds of ``Decimal.adjusted()`` that every accepted amount keeps (numbers.py).
+_LOWEST, _HIGHEST = -numbers.MAX_FRACTION_DIGITS, numbers.MAX_INTEGER_DIGITS - 1
+
+
+def _check_amount(name: str, value: Decimal | None) -> None:
+    """The backstop for amounts built in code (decoded ones passed the grammar already): finite
+    and of a bounded exponent, so none can overflow later. Two C calls, no digit count: the
+    full bounds are checked where amounts come in (the decoder, the sources)."""
+    if value is not None and not (value.is_finite() and _LOWEST <= value.adjusted() <= _HIGHEST):
+        raise ValueError(f"field `{name}`: {numbers.show(value)} is {numbers.decimal_refusal(value)}")
 
 
 class _Base(msgspec.Struct, frozen=True, tag_field="type"):
@@ -60,8 +70,8 @@ class Balance(_Base, frozen=True, tag="balance"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_finite("balance", self.balance)
-        _check_finite("unrealized_pnl", self.unrealized_pnl)
+        _check_amount("balance", self.balance)
+        _check_amount("unrealized_pnl", self.unrealized_pnl)
 
 
 class Position(_Base, frozen=True, tag="position"):
@@ -77,8 +87,10 @@ class Position(_Base, frozen=True, tag="position"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("qty", "entry_price", "mark_price", "unrealized_pnl"):
-            _check_finite(name, getattr(self, name))
+        _check_amount("qty", self.qty)
+        _check_amount("entry_price", self.entry_price)
+        _check_amount("mark_price", self.mark_price)
+        _check_amount("unrealized_pnl", self.unrealized_pnl)
 
 
 class Price(_Base, frozen=True, tag="price"):
@@ -91,7 +103,7 @@ class Price(_Base, frozen=True, tag="price"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_finite("price", self.price)
+        _check_amount("price", self.price)
         if self.price <= 0:
             raise ValueError(f"`price` must be positive, got {self.price}")
 
@@ -120,8 +132,8 @@ class Order(_Base, frozen=True, tag="order"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_finite("qty", self.qty)
-        _check_finite("price", self.price)
+        _check_amount("qty", self.qty)
+        _check_amount("price", self.price)
         if self.qty <= 0:
             raise ValueError(f"`qty` must be positive, got {self.qty}")
         if self.price is not None and self.price <= 0:
@@ -154,10 +166,15 @@ def _reason(err: msgspec.ValidationError) -> tuple[str, str | None]:
         text, _, path = text.rpartition(" - at `$.")
         field = path.rstrip("`")
         return f"field `{field}`: {text}", field
-    if "missing required field `" in text or text.startswith("`"):
-        # msgspec's own message, or one of our __post_init__ checks, which start with `field`
+    if "missing required field `" in text or text.startswith(("`", "field `")):
+        # msgspec's own message, or one of our __post_init__ checks, which start with the field
         field = text.split("`")[1]
     return text, field
+
+
+def amount_fields(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The fields of ``cls`` typed ``Decimal`` or ``Decimal | None``: the ones the grammar checks."""
+    return tuple(f.name for f in msgspec.structs.fields(cls) if f.type is Decimal or Decimal in get_args(f.type))
 
 
 def as_str_map(fields: Fields) -> dict[str, str]:
@@ -187,6 +204,7 @@ class Decoder:
     def __init__(self, types: Mapping[str, type[msgspec.Struct]]) -> None:
         self._types = dict(types)
         self._known = ", ".join(sorted(types))
+        self._amounts = {kind: amount_fields(cls) for kind, cls in types.items()}
 
     def decode(self, fields: Fields) -> msgspec.Struct:
         """Return the event, or raise :class:`DecodeError` naming what is wrong."""
@@ -198,6 +216,13 @@ class Decoder:
             raise DecodeError(
                 f"unknown type {kind!r} (expected one of: {self._known})", "type"
             )
+        # msgspec reads an amount with Decimal(text), which takes " 1", "+5", "1_000", "１２"
+        # and "5e999994": the one grammar (navstream.numbers) goes first. A plain amount costs
+        # one regex match; an exponent form or a long one takes the slow path.
+        for name in self._amounts[kind]:
+            text = data.get(name)
+            if text is not None and (_plain(text) is None or len(text) > _SHORT):
+                _refuse_amount(name, text)
         try:
             # The concrete class, not the tagged union: msgspec caches type info on Struct
             # classes only, so converting to a union costs ~4x more per entry.
@@ -205,6 +230,15 @@ class Decoder:
         except msgspec.ValidationError as exc:
             reason, field = _reason(exc)
             raise DecodeError(reason, field) from exc
+
+
+_plain, _SHORT = numbers.PLAIN.fullmatch, numbers.SHORT
+
+
+def _refuse_amount(name: str, text: str) -> None:
+    """The slow path of the amount check: an exponent form, a long text, or a refused one."""
+    if not numbers.accepts(text):
+        raise DecodeError(f"field `{name}`: {numbers.reason(text)}", name)
 
 
 def _all_str(fields: Fields) -> TypeGuard[Mapping[str, str]]:

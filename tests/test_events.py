@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
+from typing import Any, Sequence
 
 import pytest
+from conftest import START_MS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from navstream import Event, Outputs, hookimpl, numbers
+from navstream.consumer import Consumer
 from navstream.events import (
+    EVENT_TYPES,
     Balance,
     DecodeError,
     InvalidOrder,
@@ -149,6 +155,149 @@ def test_fuzz_any_entry_gives_an_event_or_a_reason(fields: dict) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.decimals(allow_nan=False, allow_infinity=False), st.integers(1_000_000_000_000, 9_999_999_999_999))
-def test_fuzz_valid_balances_round_trip_exactly(amount: Decimal, ts: int) -> None:
-    event = decode_event(balance(balance=str(amount), ts=str(ts)))
+def test_fuzz_balances_round_trip_exactly_within_the_bounds(amount: Decimal, ts: int) -> None:
+    """``str(Decimal)`` (exponent form and all) decodes to the same Decimal, if it keeps the bounds."""
+    fields = balance(balance=str(amount), ts=str(ts))
+    if numbers.decimal_refusal(amount):
+        with pytest.raises(DecodeError) as info:
+            decode_event(fields)
+        assert info.value.field == "balance" and "out of bounds" in info.value.reason
+        return
+    event = decode_event(fields)
     assert event.balance == amount and event.ts == ts
+    assert decode_event(encode_fields(event)) == event  # and its plain form too
+
+
+# --- the number grammar, field by field (navstream.numbers; tests/test_numbers.py has the rest) -----
+
+#: Texts Decimal() reads (or reads as an overflow waiting to happen) that the grammar refuses.
+BAD_AMOUNTS = [" 1", "1 ", "1_000", "+5", "１２", "١٢", "5e999994", "1e-999999", "NaN", "Infinity", "-Infinity",
+               "", ".5", "5.", "007", "1" * 31, "0." + "1" * 31, "9" * 20 + "." + "9" * 19, "1" * 5000]
+#: Every amount field of the wire, in an entry that is otherwise valid.
+AMOUNT_FIELDS = [
+    ("balance", balance()),
+    ("unrealized_pnl", balance(unrealized_pnl="1.5")),
+    ("qty", {"type": "position", "venue": "b", "account": "a", "symbol": "BTCUSDT", "qty": "-0.5",
+             "entry_price": "96000", "ts": TS}),
+    ("entry_price", {"type": "position", "venue": "b", "account": "a", "symbol": "BTCUSDT", "qty": "-0.5",
+                     "entry_price": "96000", "ts": TS}),
+    ("mark_price", {"type": "position", "venue": "b", "account": "a", "symbol": "BTCUSDT", "qty": "-0.5",
+                    "entry_price": "96000", "mark_price": "97000", "ts": TS}),
+    ("unrealized_pnl", {"type": "position", "venue": "b", "account": "a", "symbol": "BTCUSDT", "qty": "-0.5",
+                        "entry_price": "96000", "unrealized_pnl": "12", "ts": TS}),
+    ("price", {"type": "price", "base": "BTC", "quote": "USDT", "price": "97000", "source": "x", "ts": TS}),
+]
+ORDER = {"type": "order", "order_id": "o-1", "venue": "binance", "account": "f", "symbol": "BTCUSDT",
+         "side": "buy", "qty": "0.25", "price": "97000", "ts": TS}
+
+
+def test_every_amount_field_is_checked_by_the_grammar() -> None:
+    """The decoder finds the amount fields itself: a Decimal field added later is checked too."""
+    assert {(e["type"], f) for f, e in AMOUNT_FIELDS} == {
+        (kind, name) for kind, cls in EVENT_TYPES.items() for name, t in cls.__annotations__.items()
+        if "Decimal" in str(t)}
+
+
+@pytest.mark.parametrize("bad", BAD_AMOUNTS, ids=[repr(b)[:20] for b in BAD_AMOUNTS])
+@pytest.mark.parametrize(("field", "fields"), AMOUNT_FIELDS, ids=[f"{e['type']}.{f}" for f, e in AMOUNT_FIELDS])
+def test_a_bad_amount_is_refused_naming_its_field(field: str, fields: dict[str, str], bad: str) -> None:
+    assert decode_event(fields)  # the entry is valid as it is
+    with pytest.raises(DecodeError) as info:
+        decode_event({**fields, field: bad})
+    assert info.value.field == field
+    assert info.value.reason.startswith(f"field `{field}`: ") and "\n" not in info.value.reason
+    assert len(info.value.reason) < 300  # one short line, whatever the length of the value
+
+
+@pytest.mark.parametrize(("text", "value"), [("1E-8", "0.00000001"), ("0E-8", "0.00000000"), ("-1E-8", "-0.00000001"),
+                                             ("1.5E+3", "1500"), ("0.000000000000000001", "0.000000000000000001")])
+def test_amounts_in_exponent_form_within_the_bounds_decode(text: str, value: str) -> None:
+    event = decode_event(balance(balance=text))
+    assert isinstance(event, Balance) and event.balance == Decimal(value)
+    assert encode_fields(event)["balance"] == format(Decimal(text), "f")  # written back plain
+
+
+@pytest.mark.parametrize("bad", BAD_AMOUNTS, ids=[repr(b)[:20] for b in BAD_AMOUNTS])
+@pytest.mark.parametrize("field", ["qty", "price"])
+def test_an_order_with_a_bad_amount_and_an_id_is_answerable(field: str, bad: str) -> None:
+    got = decode_order({**ORDER, field: bad})
+    assert isinstance(got, InvalidOrder) and got.order_id == "o-1" and got.fields[field] == bad
+    assert got.reason.startswith(f"field `{field}`: ")
+
+
+def test_an_order_with_a_bad_amount_and_no_id_names_both() -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_order({**ORDER, "order_id": "", "qty": "１２"})
+    assert info.value.field == "qty" and "field `qty`" in info.value.reason and "order_id" in info.value.reason
+
+
+@pytest.mark.parametrize(("field", "value"), [("balance", Decimal("5E+999994")), ("unrealized_pnl", Decimal("1E-999999")),
+                                              ("balance", Decimal("NaN"))])
+def test_events_built_in_code_cannot_carry_an_amount_that_would_overflow(field: str, value: Decimal) -> None:
+    with pytest.raises(ValueError, match=f"field `{field}`"):
+        Balance(ts=int(TS), venue="v", account="a", asset="BTC", **{"balance": Decimal(1), field: value})
+    with pytest.raises(ValueError, match="field `price`"):
+        Price(ts=int(TS), base="BTC", quote="USDT", price=value.copy_abs(), source="s")
+
+
+# --- end to end: bad amounts go to the dead-letter stream; bad orders get a veto -----------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[Event] = []
+
+    @hookimpl
+    def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
+        self.seen.extend(events)
+
+
+async def drain(consumer: Consumer) -> None:
+    while await consumer.step(block_ms=1):
+        pass
+
+
+@pytest.mark.parametrize(("field", "fields"), AMOUNT_FIELDS, ids=[f"{e['type']}.{f}" for f, e in AMOUNT_FIELDS])
+async def test_each_bad_amount_is_dead_lettered_with_a_reason_naming_the_field(
+        make_app: Any, field: str, fields: dict[str, str]) -> None:
+    rec = Recorder()
+    app = make_app(plugins=[("rec", rec)])
+    consumer = Consumer(app)
+    await consumer.setup()
+    entries = [{**fields, field: bad, "ts": str(START_MS)} for bad in BAD_AMOUNTS]
+    good = {**fields, "ts": str(START_MS)}
+    ids = [await app.redis.xadd(app.keys.events, e) for e in [*entries, good]]
+    await drain(consumer)
+    assert len(rec.seen) == 1 and getattr(rec.seen[0], field) == Decimal(good[field])
+    dead = [f for _, f in await app.redis.xrange(app.keys.dlq)]
+    assert [d["dlq_id"] for d in dead] == ids[:-1], "each bad entry dead-lettered once, none lost"
+    for entry, d in zip(entries, dead):
+        assert d[field] == entry[field], "the original value kept, byte for byte"
+        assert f"field `{field}`: " in d["dlq_error"] and "\n" not in d["dlq_error"]
+    assert app.stats.dead_lettered == len(BAD_AMOUNTS)
+    assert int((await app.redis.xpending(app.keys.events, app.group))["pending"]) == 0
+
+
+async def test_an_order_with_a_fullwidth_qty_is_vetoed_as_a_bad_order(make_app: Any, tmp_path: Path) -> None:
+    app = make_app(builtins=True, disabled=["source_monitor"], extra={
+        "nav": {"max_age_s": 120, "pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"}},
+        "risk": {"max_nav_age_s": 60, "max_order_notional": "50000", "audit_dir": str(tmp_path / "audit")}})
+    consumer = Consumer(app)
+    await consumer.setup()
+    for entry in ({"type": "balance", "venue": "binance", "account": "main", "asset": "USDT", "balance": "100000",
+                   "ts": str(START_MS)},
+                  {"type": "price", "base": "BTC", "quote": "USDT", "price": "50000", "source": "binance-spot",
+                   "ts": str(START_MS)}):
+        await app.redis.xadd(app.keys.events, entry)
+    await drain(consumer)
+    order = {"type": "order", "venue": "binance", "account": "main", "symbol": "BTCUSDT", "side": "buy",
+             "ts": str(START_MS)}
+    for order_id, qty in (("wide", "１２"), ("huge", "5e999994"), ("spaced", " 0.1"), ("fine", "0.1")):
+        await app.redis.xadd(app.keys.orders, {**order, "order_id": order_id, "qty": qty})
+    await drain(consumer)
+    decisions = {d["order_id"]: d for _, d in await app.redis.xrange(app.keys.stream("decisions"))}
+    assert set(decisions) == {"wide", "huge", "spaced", "fine"}
+    for order_id in ("wide", "huge", "spaced"):
+        assert (decisions[order_id]["decision"], decisions[order_id]["reasons"]) == ("veto", "bad_order")
+    assert "bad_order" not in decisions["fine"]["reasons"]  # the same order with an ASCII qty is judged on its merits
+    assert not await app.redis.exists(app.keys.dlq), "an order with an id is answered, not dead-lettered"
