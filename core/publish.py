@@ -1,4 +1,8 @@
-"""``navstream publish``: validate entries against the contract, then XADD them all or none."""
+"""``navstream publish``: validate entries against the contract, then XADD them all or none.
+
+Amounts are checked by the decoder itself (the number grammar of ``navstream.numbers``), so
+``publish`` refuses exactly what a consumer would dead-letter, with the same reason.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any, Iterable
 
 import msgspec
 
+from . import numbers
 from .app import App
 from .events import DecodeError, InvalidOrder, decode_event, decode_order
 
@@ -36,6 +41,10 @@ class Prepared:
 def _text(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, Decimal) and not numbers.decimal_refusal(value):
+        # Plain, as written: 0.00000001 stays "0.00000001", where str() gives "1E-8". A number
+        # out of bounds keeps str(), for the decoder to refuse it naming the field.
+        return format(value, "f")
     if isinstance(value, (str, int, Decimal)):
         return str(value)
     raise ValueError(f"field `{key}` must be a string, number or boolean, not {type(value).__name__}")

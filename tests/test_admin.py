@@ -616,7 +616,7 @@ def test_parse_json_lines_reads_numbers_as_exact_decimals() -> None:
     assert rows == [
         {"type": "price", "price": "0.1", "ts": "1790000000000"},
         {"qty": "12345678901234567890.123456789", "big": "123456789012345678901234567890", "neg": "-0.5"},
-        {"ok": "true", "no": "false", "s": "text", "tiny": "1E-7"},
+        {"ok": "true", "no": "false", "s": "text", "tiny": "0.0000001"},  # plain, as the contract writes it
     ]
     assert Decimal(rows[2]["tiny"]) == Decimal("0.0000001")
 
