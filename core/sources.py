@@ -9,7 +9,9 @@ A fetch returns absolute events (``Price``, ``Balance``, ``Position``) stamped w
 *venue* observed the value, or raises: the ingest process turns each attempt into a
 ``source_status`` event either way. Problems that do not fail the whole fetch (an id missing
 from an answer) are returned as ``problems``: they become alerts, and the values concerned are
-simply not published, never replaced by 0.
+simply not published, never replaced by 0. An event whose amount breaks the wire's bounds
+(``navstream.numbers``) is one of those problems, whichever source built it: ``Fetched`` takes it
+out, so no source publishes what every consumer would dead-letter.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Protocol
 
 import msgspec
 
-from .events import Balance, Position, Price
+from . import numbers
+from .events import Balance, Position, Price, amount_fields
 
 if TYPE_CHECKING:
     from .app import Clock
@@ -58,11 +61,42 @@ class SourceConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Fetched:
-    """The result of one successful fetch."""
+    """The result of one successful fetch: an event with an amount out of bounds is moved to
+    ``problems`` on the way in (the built-in sources read venue numbers with the same rules, so
+    this catches what a plugin's own arithmetic or parsing let through)."""
 
     events: list[SourceEvent] = field(default_factory=list)
     #: Things that did not fail the fetch but leave values unpublished, in words.
     problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        refused = [(event, why) for event in self.events if (why := _amount_problem(event))]
+        if refused:
+            out = {id(e) for e, _ in refused}
+            object.__setattr__(self, "events", [e for e in self.events if id(e) not in out])
+            object.__setattr__(self, "problems", [*self.problems, *(f"{_subject(e)}: {why}; not published"
+                                                                   for e, why in refused)])
+
+
+_AMOUNTS = {cls: amount_fields(cls) for cls in (Price, Balance, Position)}
+
+
+def _amount_problem(event: SourceEvent) -> str:
+    """``field `x`: <value> is out of bounds: ...`` for the first amount out of bounds, or ``""``."""
+    for name in _AMOUNTS.get(type(event), ()):
+        value = getattr(event, name)
+        why = numbers.decimal_refusal(value) if value is not None else ""
+        if why:
+            return f"field `{name}`: {numbers.show(value)} is {why}"
+    return ""
+
+
+def _subject(event: SourceEvent) -> str:
+    if isinstance(event, Price):
+        return f"price {event.base}/{event.quote}"
+    if isinstance(event, Balance):
+        return f"balance {event.venue}/{event.account}/{event.asset}"
+    return f"position {event.venue}/{event.account}/{event.symbol}"
 
 
 class Source(Protocol):

@@ -12,6 +12,7 @@ entry point is tested too. Time that matters (bans, cache TTLs) runs on injected
 from __future__ import annotations
 
 import asyncio
+import decimal
 import hashlib
 import hmac
 import json
@@ -33,7 +34,15 @@ from navstream.ingest import Ingest
 from navstream.pluginmanager import build_plugin_manager
 from navstream.pricecache import PriceCache
 from navstream.ratelimit import RateLimited
-from navstream.sources import Fetched, Source, SourceConfigError, SourceContext, SourceError, SourceKind
+from navstream.sources import (
+    Fetched,
+    Source,
+    SourceConfigError,
+    SourceContext,
+    SourceError,
+    SourceKind,
+    SourceSettings,
+)
 
 KINDS: dict[str, SourceKind] = build_plugin_manager(env={}).source_kinds
 NOW_S = START_MS // 1000
@@ -800,3 +809,122 @@ async def test_sources_in_one_round_share_the_host_budget(rig: Rig) -> None:
     assert all(r.events for r in results)
     limiter = rig.http.limiters[rig.stub.url.split("//")[1]]
     assert limiter.budget == 1200 and limiter.spent() == 8
+
+
+# --- the number grammar: what a venue sends must be an amount the wire accepts ----------------------
+#
+# Decimal() reads " 1", "+5", "1_000", fullwidth "１２" and Arabic-Indic "١٢" (as 12) and "5e999994" (an
+# overflow waiting for its first product): a source applies navstream.numbers to every amount, and one
+# it refuses is a problem (an alert), never a value.
+
+REFUSED_TEXTS = [" 1", "1 ", "+5", "1_000", "１２", "١٢", "5e999994", "1e-999999", "NaN", "Infinity", "", ".5",
+                 "1" * 31, "0." + "1" * 31]
+
+
+async def test_binance_spot_refuses_prices_outside_the_grammar(rig: Rig) -> None:
+    pairs = [f"A{i}/USDT" for i in range(len(REFUSED_TEXTS))]
+    source = rig.build("binance-spot", {"base_url": rig.stub.url, "pairs": ["BTC/USDT", "PEPE/USDT", *pairs]})
+    rig.stub.add(SPOT_PATH, spot_body({"BTCUSDT": "67187.33000000", "PEPEUSDT": "1.234E-5",
+                                       **{f"A{i}USDT": text for i, text in enumerate(REFUSED_TEXTS)}}))
+    fetched = await source.fetch()
+    assert {e.base: e.price for e in fetched.events if isinstance(e, Price)} == {
+        "BTC": Decimal("67187.33000000"), "PEPE": Decimal("0.00001234")}  # an exponent form in bounds is a number
+    assert len(fetched.problems) == len(REFUSED_TEXTS)
+    for i, problem in enumerate(fetched.problems):
+        assert problem.startswith(f"A{i}/USDT (A{i}USDT): no usable price in Binance's answer (got ")
+        assert "which is" in problem and "\n" not in problem and len(problem) < 400, problem
+
+
+async def test_coingecko_refuses_numbers_out_of_bounds(rig: Rig) -> None:
+    source = rig.build("coingecko", {"base_url": rig.stub.url + "/api/v3", "ids": {
+        "BTC": "bitcoin", "TINY": "tiny", "HUGE": "huge", "LONG": "long", "WIDE": "wide"}})
+    rig.stub.add(CG_PATH, Canned(body=(
+        '{"bitcoin": {"usd": 67187.3358936566, "last_updated_at": %d}, "tiny": {"usd": 1e-40, "last_updated_at": %d}, '
+        '"huge": {"usd": 5e999994, "last_updated_at": %d}, "long": {"usd": 1.%s, "last_updated_at": %d}, '
+        '"wide": {"usd": "\\uff11\\uff12", "last_updated_at": %d}}' % (NOW_S, NOW_S, NOW_S, "1" * 40, NOW_S, NOW_S))))
+    fetched = await source.fetch()
+    assert [(e.base, e.price) for e in fetched.events if isinstance(e, Price)] == [("BTC", Decimal("67187.3358936566"))]
+    problems = {p.split(" ")[0]: p for p in fetched.problems}
+    assert set(problems) == {"TINY", "HUGE", "LONG", "WIDE"}
+    assert "out of bounds" in problems["TINY"] and "out of bounds" in problems["HUGE"]
+    assert "40 digits after the point" in problems["LONG"] and "non-ASCII" in problems["WIDE"]
+
+
+async def test_binance_account_refuses_amounts_outside_the_grammar(rig: Rig) -> None:
+    source = rig.build("binance-usdm-account", account_table(rig.stub.url))
+    body = account_v3()
+    body["assets"][0]["walletBalance"] = "１２"  # USDT: Decimal() would read 12
+    body["assets"][1]["unrealizedProfit"] = "5e999994"  # USDC
+    body["positions"][0]["positionAmt"] = " 0.250"  # BTCUSDT
+    rig.stub.add(ACCOUNT_PATH, Canned(json=body))
+    fetched = await source.fetch()
+    assert [e.asset for e in fetched.events if isinstance(e, Balance)] == ["BTC"]
+    assert [e.symbol for e in fetched.events if isinstance(e, Position)] == ["SOLUSDT"]
+    assert [p.split(":")[0] for p in fetched.problems] == ["USDT", "USDC", "BTCUSDT"]
+    assert "'１２', which is not a decimal number: non-ASCII" in fetched.problems[0]
+    assert "'5e999994', which is out of bounds" in fetched.problems[1]
+    assert "' 0.250', which is not a decimal number: whitespace" in fetched.problems[2]
+
+
+async def test_binance_account_hedge_legs_net_exactly_and_within_the_bounds(rig: Rig) -> None:
+    """Netting adds amounts: never rounded (the default context keeps 28 digits), and a net past the
+    bounds is a problem, not a value."""
+    source = rig.build("binance-usdm-account", account_table(rig.stub.url))
+
+    def leg(symbol: str, side: str, amt: str, pnl: str, **more: str) -> dict[str, Any]:
+        return {"symbol": symbol, "positionSide": side, "positionAmt": amt, "unrealizedProfit": pnl,
+                "updateTime": START_MS - 1000, **more}
+
+    long_digits = "1234567890.12345678901234567890"  # 30 significant digits
+    rig.stub.add(ACCOUNT_PATH, Canned(json=account_v3(positions=[
+        leg("ETHUSDT", "LONG", long_digits, "0"), leg("ETHUSDT", "SHORT", "-0.00000000000000000001", "0"),
+        leg("XUSDT", "LONG", "9" * 30 + ".5", "0"), leg("XUSDT", "SHORT", "9" * 30 + ".5", "0"),
+        leg("SOLUSDT", "BOTH", "1", "0", entryPrice="١٢", markPrice="1e-40")])))
+    fetched = await source.fetch()
+    positions = {e.symbol: e for e in fetched.events if isinstance(e, Position)}
+    assert str(positions["ETHUSDT"].qty) == "1234567890.12345678901234567889"  # 30 digits, none rounded off
+    assert "XUSDT" not in positions
+    assert (positions["SOLUSDT"].entry_price, positions["SOLUSDT"].mark_price) == (Decimal(0), None)
+    problems = "\n".join(fetched.problems)
+    assert "XUSDT: net positionAmt" in problems and "not below 10^30" in problems
+    assert "SOLUSDT: entryPrice '١٢', which is not a decimal number" in problems
+    assert "SOLUSDT: markPrice Decimal('1E-40')" not in problems and "SOLUSDT: markPrice '1e-40'" in problems
+
+
+class Computing:
+    """A third-party source whose own arithmetic makes a price with more digits than the wire takes."""
+
+    account = None
+
+    def __init__(self, name: str, settings: SourceSettings, ctx: SourceContext) -> None:
+        self.name, self.venue, self.settings, self.ctx = name, "acme", settings, ctx
+
+    async def fetch(self) -> Fetched:
+        with decimal.localcontext(decimal.Context(prec=50)):
+            third = Decimal(1) / Decimal(3)  # 50 digits after the point
+        now = self.ctx.clock.now_ms()
+        return Fetched([Price(ts=now, base="ACME", quote="USD", price=third, source=self.name),
+                        Price(ts=now, base="BTC", quote="USD", price=Decimal("67187.33"), source=self.name)])
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_any_source_s_event_out_of_bounds_becomes_a_problem_not_an_entry(backend: Backend) -> None:
+    kinds = {**KINDS, "computing": SourceKind("computing", SourceSettings, Computing)}
+    settings = load_settings(env={}, overrides={"redis": {"prefix": backend.prefix}})
+    settings = msgspec.structs.replace(settings, extra={"sources": {"acme": {"kind": "computing"}}})
+    ingest = Ingest(settings, kinds, backend.connect(decode_responses=True), http=HttpPool(timeout_s=5.0), env=ENV)
+    try:
+        assert await ingest.run_once() == {"acme": True}
+        events = await read_events(backend)  # every entry decodes: nothing a consumer would dead-letter
+        client = backend.connect(decode_responses=True)
+        alerts = [f for _, f in await client.xrange(f"{backend.prefix}:alerts")]
+        await client.aclose()
+    finally:
+        await ingest.aclose()
+        await ingest.redis.aclose()
+    assert [(e.base, e.price) for e in events if isinstance(e, Price)] == [("BTC", Decimal("67187.33"))]
+    (status,) = [e for e in events if isinstance(e, SourceStatus)]
+    assert status.ok and "price ACME/USD: field `price`" in (status.error or "")
+    assert [a["code"] for a in alerts] == ["source_incomplete"] and "50 digits after the point" in alerts[0]["message"]

@@ -5,7 +5,8 @@ many), so adding pairs never adds requests. Binance limits request weight per mi
 (spot: 6,000) and answers an ignored 429 with a 418 ban of minutes to days: the host's budget
 is declared here and the shared limiter obeys both (see ``navstream.ratelimit``).
 
-Amounts come as strings and stay exact. The answer carries no time, so ``ts`` is when the
+Amounts come as strings and stay exact; one outside the wire's number grammar or bounds
+(``navstream.numbers``) is a problem, never published. The answer carries no time, so ``ts`` is when the
 response arrived: the latest moment the price is known to have held. A pair missing from the
 answer, or priced 0, is a problem and not published. A symbol Binance does not know fails the
 whole request (``-1121 Invalid symbol``): that is a config error to fix, quoted as Binance
@@ -22,7 +23,7 @@ import msgspec
 from navstream import Price
 from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings
 
-from .common import BaseSource, check_binance, deadline, decode_json, exact, valid_base_url
+from .common import BaseSource, check_binance, deadline, decode_json, exact, quoted, valid_base_url
 
 #: ``/api/v3/ticker/price`` with ``symbols``: weight 4 whatever the count.
 WEIGHT = 4
@@ -87,7 +88,7 @@ class BinanceSpotSource(BaseSource):
             price = exact(answered[symbol])
             if price is None or price <= 0:
                 problems.append(f"{base}/{quote} ({symbol}): no usable price in Binance's answer "
-                                f"(got {answered[symbol]!r})")
+                                f"(got {quoted(answered[symbol])})")
                 continue
             events.append(Price(ts=arrival, base=base, quote=quote, price=price, source=self.name))
         return Fetched(events, problems)

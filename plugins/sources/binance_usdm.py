@@ -29,6 +29,7 @@ go through ``redact`` in case one quotes the signed query.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import httpx
 import msgspec
 from navstream import Balance, Position
 from navstream.httppool import check
+from navstream.numbers import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, decimal_refusal, show
 from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings, redact
 
 from .common import (
@@ -49,6 +51,7 @@ from .common import (
     decode_json,
     epoch_ms,
     exact,
+    quoted,
     skew_problem,
     skewed,
     valid_base_url,
@@ -64,6 +67,9 @@ TIMESTAMP_CODE = -1021
 #: Symbols remembered to publish as 0 once closed; beyond it the oldest are forgotten.
 MAX_SYMBOLS = 5_000
 ZERO = Decimal(0)
+#: Netting hedge-mode legs: wide enough that adding accepted amounts never rounds (the default
+#: context would, past 28 digits); the net is checked against the bounds before it is published.
+NETTING = decimal.Context(prec=2 * (MAX_INTEGER_DIGITS + MAX_FRACTION_DIGITS), traps=[decimal.InvalidOperation])
 
 
 # The options are SourceSettings' own, restated for type checkers (the ignore: where `navstream`
@@ -167,8 +173,9 @@ class BinanceUsdmAccountSource(BaseSource):
             self.assets.setdefault(asset)
             balance, pnl = exact(entry.get("walletBalance")), exact(entry.get("unrealizedProfit"))
             if balance is None or pnl is None:
-                problems.append(f"{asset}: walletBalance {entry.get('walletBalance')!r} / unrealizedProfit "
-                                f"{entry.get('unrealizedProfit')!r} not exact decimals; its balance is not published")
+                problems.append(f"{asset}: walletBalance {quoted(entry.get('walletBalance'))} / unrealizedProfit "
+                                f"{quoted(entry.get('unrealizedProfit'))} not both usable amounts; its balance is not "
+                                "published")
                 continue
             out.append(Balance(ts=ts, venue=self.venue, account=self.cfg.account, asset=asset, balance=balance,
                                unrealized_pnl=pnl))
@@ -187,19 +194,29 @@ class BinanceUsdmAccountSource(BaseSource):
                 continue
             qty, pnl = exact(entry.get("positionAmt")), exact(entry.get("unrealizedProfit"))
             if qty is None or pnl is None:
-                problems.append(f"{symbol}: positionAmt {entry.get('positionAmt')!r} / unrealizedProfit "
-                                f"{entry.get('unrealizedProfit')!r} not exact decimals; its position is not published")
+                problems.append(f"{symbol}: positionAmt {quoted(entry.get('positionAmt'))} / unrealizedProfit "
+                                f"{quoted(entry.get('unrealizedProfit'))} not both usable amounts; its position is "
+                                "not published")
                 unreadable.add(symbol)
                 continue
             leg = held.setdefault(symbol, _Leg())
-            leg.qty += qty
-            leg.pnl += pnl
+            leg.qty = NETTING.add(leg.qty, qty)
+            leg.pnl = NETTING.add(leg.pnl, pnl)
             leg.legs += 1
             leg.entry_price = exact(entry.get("entryPrice"))
             leg.mark_price = exact(entry.get("markPrice"))
+            for key in ("entryPrice", "markPrice"):  # optional, but a value sent is a value to read
+                if entry.get(key) is not None and exact(entry.get(key)) is None:
+                    problems.append(f"{symbol}: {key} {quoted(entry.get(key))}; published without it")
         out = []
         for symbol, leg in held.items():
             if symbol in unreadable:  # half a hedged position is no position: none rather than wrong
+                continue
+            net = {"positionAmt": leg.qty, "unrealizedProfit": leg.pnl}
+            refused = [f"net {name} {show(value)} is {why}" for name, value in net.items()
+                       if (why := decimal_refusal(value))]
+            if refused:  # the legs were each in bounds, their sum is not
+                problems.append(f"{symbol}: {'; '.join(refused)}; its position is not published")
                 continue
             single = leg.legs == 1
             out.append(Position(ts=ts, venue=self.venue, account=self.cfg.account, symbol=symbol, qty=leg.qty,

@@ -7,7 +7,7 @@ the process. ``include_last_updated_at=true`` makes ``ts`` the moment CoinGecko 
 price, not when we asked, so the NAV judges its real age.
 
 CoinGecko answers prices as JSON numbers: they are decoded straight to ``Decimal``, never
-through float. An id missing from the answer, or without a price or time, is a *problem*: the
+through float, and one outside the wire's bounds (``navstream.numbers``) is a problem. An id missing from the answer, or without a price or time, is a *problem*: the
 asset is not published (never as 0) and the rest of the round is. A request that fails fails
 the whole fetch: the batches go one after another, and the first failure stops the round
 before it spends more of a budget the venue just refused, so a partial round would mostly mean
@@ -26,7 +26,7 @@ from navstream import Price
 from navstream.httppool import excerpt
 from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings
 
-from .common import BaseSource, deadline, decode_json, epoch_ms, exact, skew_problem, skewed, valid_base_url
+from .common import BaseSource, deadline, decode_json, epoch_ms, exact, quoted, skew_problem, skewed, valid_base_url
 
 PUBLIC_URL = "https://api.coingecko.com/api/v3"
 PRO_URL = "https://pro-api.coingecko.com/api/v3"
@@ -173,7 +173,7 @@ class CoinGeckoSource(BaseSource):
             return []
         price = exact(entry.get(self.vs))
         if price is None or price <= 0:
-            problems.append(f"{label}: no usable {self.vs} price in CoinGecko's answer (got {entry.get(self.vs)})")
+            problems.append(f"{label}: no usable {self.vs} price in CoinGecko's answer (got {quoted(entry.get(self.vs))})")
             return []
         updated = epoch_ms(entry.get("last_updated_at"))
         if updated is None:

@@ -6,13 +6,14 @@ otherwise be written three times (and drift) lives here.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 from navstream.httppool import check, excerpt
+from navstream.numbers import NumberError, from_json
 from navstream.sources import SourceContext, SourceError, SourceSettings
 
 #: A venue's clock more than this ahead of ours is reported, and its time is not used as ``ts``:
@@ -51,21 +52,28 @@ def decode_json(response: httpx.Response, what: str) -> Any:
 
 
 def exact(value: Any) -> Decimal | None:
-    """A finite ``Decimal`` from a JSON string or number (Binance sends amounts as strings,
-    CoinGecko as numbers), or None for anything else: a value we cannot read exactly is not a
-    value, and never becomes 0."""
-    if isinstance(value, bool):
+    """A ``Decimal`` from a JSON string or number (Binance sends amounts as strings, CoinGecko as
+    numbers) that keeps the wire's number grammar and bounds (``navstream.numbers``: a string
+    like ``"0.00100000"``, a number within 10^30 and 30 places), or None for anything else: a
+    value we cannot read exactly, or could not publish, is not a value, and never becomes 0."""
+    try:
+        return from_json(value)
+    except NumberError:
         return None
-    if isinstance(value, (Decimal, int)):
-        number = Decimal(value)
-    elif isinstance(value, str) and value.strip():
+
+
+def quoted(value: Any) -> str:
+    """A venue's value as a problem quotes it: short, one line, and, if it looks like a number
+    but is none we accept, why (``'１２', which is not a decimal number: non-ASCII ...``)."""
+    text = str(value) if isinstance(value, Decimal) else repr(value)
+    if len(text) > 60:
+        text = f"{text[:40]}... ({len(text)} characters)"
+    if isinstance(value, (str, int, Decimal)) and not isinstance(value, bool):
         try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            return None
-    else:
-        return None
-    return number if number.is_finite() else None
+            from_json(value)
+        except NumberError as exc:
+            return f"{text}, which is {exc.refusal}"
+    return text
 
 
 def epoch_ms(value: Any) -> int | None:
