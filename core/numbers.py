@@ -18,8 +18,8 @@ bounded like any other: Python's ``str(Decimal)`` writes ``1E-8`` and ``0E-8`` (
 included. navstream's own writers (``encode_fields``, so the sources; the client; a JSON number
 given to ``publish``) write the plain form.
 
-Bounds, on the value whatever its spelling, chosen so every real crypto amount fits and nothing
-can break the arithmetic after it:
+Bounds, on the value whatever its spelling (and at most :data:`MAX_LENGTH` characters), chosen
+so every real crypto amount fits and nothing can break the arithmetic after it:
 
 - below ``10**30`` in magnitude (:data:`MAX_INTEGER_DIGITS` digits before the point): token
   supplies reach ~10**18 (balances of 10**15 are real), inverse quotes ~10**14;
@@ -46,6 +46,9 @@ MAX_INTEGER_DIGITS = 30
 MAX_FRACTION_DIGITS = 30
 #: Significant digits (leading zeros aside; trailing ones count, as Decimal keeps them).
 MAX_SIGNIFICANT_DIGITS = 38
+#: Characters: an amount within the bounds needs at most 62 plain, fewer in exponent form, so a
+#: longer text is refused before anything parses it (a megabyte of digits would take 0.1 s).
+MAX_LENGTH = 100
 
 #: The plain form within the digit bounds (match in full): the hot path's one regex.
 PLAIN = re.compile(rf"-?(?:0|[1-9][0-9]{{0,{MAX_INTEGER_DIGITS - 1}}})(?:\.[0-9]{{1,{MAX_FRACTION_DIGITS}}})?")
@@ -76,7 +79,7 @@ def accepts(text: str) -> bool:
     """True when ``text`` is an accepted amount (a plain one costs one regex match)."""
     if PLAIN.fullmatch(text) is not None and len(text) <= SHORT:
         return True
-    if GRAMMAR.fullmatch(text) is None:
+    if len(text) > MAX_LENGTH or GRAMMAR.fullmatch(text) is None:
         return False
     try:
         return not decimal_refusal(Decimal(text))
@@ -147,6 +150,8 @@ def refusal(text: str) -> str:
     :func:`accepts` refused."""
     if not text:
         return "empty, not a decimal number like 12.5 or -0.001"
+    if len(text) > MAX_LENGTH:
+        return _out(f"{len(text)} characters, more than any amount needs ({MAX_LENGTH} at most)")
     if not text.isascii():
         return _bad("non-ASCII characters (only the ASCII digits 0-9 are digits here)")
     if any(c.isspace() for c in text):

@@ -51,6 +51,7 @@ ACCEPTED = [
     ("5.650574644e-05", "0.00005650574644"),
     ("1e29", "1" + "0" * 29),
     ("1e-30", "0." + "0" * 29 + "1"),
+    ("0." + "0" * 70 + "1e+70", "0.1"),  # a long spelling of a short value: the value is what is bounded
 ]
 
 REFUSED = [
@@ -101,8 +102,9 @@ REFUSED = [
     ("1.0e-30", "31 digits after the point"),
     ("1." + "0" * MAX_FRACTION_DIGITS + "0", "31 digits after the point"),  # trailing zeros count
     ("9" * 20 + "." + "9" * 19, "39 significant digits"),
-    ("1" * 5000, "not below 10^30"),  # a very long digit string
-    ("0." + "1" * 5000, "5000 digits after the point"),
+    ("1" * 5000, "5000 characters"),  # a very long digit string: refused before anything parses it
+    ("0." + "1" * 5000, "5002 characters"),
+    ("1" * 10**6 + "x", "1000001 characters"),
 ]
 
 
@@ -190,12 +192,13 @@ def within_bounds(value: Decimal) -> bool:
             and len(digits) <= MAX_SIGNIFICANT_DIGITS)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(any_text)
 def test_anything_accepted_is_a_finite_decimal_within_the_bounds_and_round_trips(text: str) -> None:
     if not accepts(text):
-        with pytest.raises(NumberError):
+        with pytest.raises(NumberError) as info:
             parse(text)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 300
         return
     value = parse(text)
     assert within_bounds(value), text
