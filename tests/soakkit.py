@@ -251,8 +251,10 @@ PAIRS = [
     ("BTC", "USDT", "okx-spot", Decimal(60010)),
     ("ETH", "USD", "coinbase", Decimal(3000)),
 ]
-#: (venue, source, account or None)
-SOURCES = [("binance", "balances", None), ("binance", "positions", "futures-main"), ("okx", "balances", None)]
+#: (venue, source, account or None); the price sources report too (a price whose source never
+#: sent a source_status is stale).
+SOURCES = [("binance", "balances", None), ("binance", "positions", "futures-main"), ("okx", "balances", None),
+           ("binance", "binance-spot", None), ("okx", "okx-spot", None), ("coinbase", "coinbase", None)]
 
 
 @dataclass

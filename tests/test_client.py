@@ -46,6 +46,8 @@ def funded(ts: int) -> list[dict[str, str]]:
          "ts": str(ts)},
         {"type": "source_status", "venue": "binance", "source": "binance-futures", "account": "main",
          "ok": "true", "ts": str(ts)},
+        # the price source reports too (a price whose source never reported is stale)
+        {"type": "source_status", "venue": "binance", "source": "binance-spot", "ok": "true", "ts": str(ts)},
     ]
 
 

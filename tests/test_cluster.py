@@ -209,8 +209,9 @@ def funded(ts: int = T0) -> list[dict[str, str]]:
              "ts": str(ts)},
             {"type": "price", "base": "BTC", "quote": "USDT", "price": "50000", "source": "binance-spot",
              "ts": str(ts)},
-            {"type": "source_status", "venue": "binance", "source": "binance-futures", "ok": "true",
-             "account": "main", "error": "", "ts": str(ts)}]
+            # venue-wide, from the prices' source: it vouches for the account and the prices
+            {"type": "source_status", "venue": "binance", "source": "binance-spot", "ok": "true",
+             "error": "", "ts": str(ts)}]
 
 
 def order(order_id: str, qty: str = "0.1", ts: int = START_MS) -> dict[str, str]:

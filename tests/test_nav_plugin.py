@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import time
 from decimal import Decimal
 from typing import Any
@@ -55,8 +56,8 @@ def price(pair: str, value: str, ts: int, source: str = "binance-spot") -> dict[
 
 
 def source_status(ok: bool, ts: int, account: str | None = "futures", error: str = "",
-                  source: str = "binance-futures") -> dict[str, str]:
-    fields = {"type": "source_status", "venue": "binance", "source": source, "ok": "true" if ok else "false",
+                  source: str = "binance-futures", venue: str = "binance") -> dict[str, str]:
+    fields = {"type": "source_status", "venue": venue, "source": source, "ok": "true" if ok else "false",
               "ts": str(ts)}
     if account:
         fields["account"] = account
@@ -70,10 +71,17 @@ def position(symbol: str, qty: str, ts: int) -> dict[str, str]:
             "entry_price": "97000", "mark_price": "97100.5", "ts": str(ts)}
 
 
+def report(ts: int, venue: str = "binance", source: str = "binance-spot") -> dict[str, str]:
+    """A healthy venue-wide ``source_status``: binance's vouches for every binance account and,
+    by its source name, for the ``binance-spot`` prices (silence is not health: without one,
+    accounts and prices are stale)."""
+    return source_status(True, ts, account=None, source=source, venue=venue)
+
+
 def desk(ts: int = T0) -> list[dict[str, str]]:
-    """Both accounts funded and BTC priced: futures 49500.50 USD, spot 10 USD."""
+    """Both accounts funded and BTC priced, binance reporting: futures 49500.50 USD, spot 10 USD."""
     return [balance("USDT", "1000.5", ts, upnl="-0.25"), balance("BTC", "0.5", ts),
-            balance("USDT", "10", ts, account="spot"), price("BTC/USDT", "97000.5", ts)]
+            balance("USDT", "10", ts, account="spot"), price("BTC/USDT", "97000.5", ts), report(ts)]
 
 
 # --- driving the loop ---------------------------------------------------------------------------
@@ -160,7 +168,7 @@ async def test_nav_of_every_scope_with_exact_decimals(make_app: Any) -> None:
 async def test_contract_fields_when_something_is_missing_and_stale(make_app: Any) -> None:
     app, consumer = await started(make_app)
     await run(app, consumer, balance("USDT", "5", START_MS - 61_000, account="spot"),
-              balance("DOGE", "1000", START_MS, account="spot"))
+              balance("DOGE", "1000", START_MS, account="spot"), report(START_MS))
     (spot,) = await nav_entries(app, SPOT)
     assert (spot["status"], spot["nav"], spot["missing"]) == ("partial", "5", "binance/spot/DOGE")
     assert spot["stale_sources"] == "balance:binance/spot/USDT"
@@ -172,7 +180,7 @@ async def test_contract_fields_when_something_is_missing_and_stale(make_app: Any
 
 async def test_no_exchange_scope_without_a_futures_account(make_app: Any) -> None:
     app, consumer = await started(make_app, nav_section(accounts=[]))
-    await run(app, consumer, balance("USDT", "1", T0, account="spot"))
+    await run(app, consumer, balance("USDT", "1", T0, account="spot"), report(T0))
     latest = await read_latest(app)
     assert sorted(latest) == ["account:binance/spot", "total", "venue:binance"]
     assert latest[SPOT].kind == "unclassified"
@@ -183,7 +191,7 @@ async def test_no_exchange_scope_without_a_futures_account(make_app: Any) -> Non
 
 async def test_out_of_order_and_duplicated_balances(make_app: Any) -> None:
     app, consumer = await started(make_app)
-    await run(app, consumer, balance("USDT", "100", T0))
+    await run(app, consumer, balance("USDT", "100", T0), report(T0))
     assert (await read_latest(app))[FUTURES].nav == Decimal("100")
     published = len(await nav_entries(app))
 
@@ -214,8 +222,9 @@ async def test_silence_turns_the_nav_stale_on_the_next_tick(make_app: Any) -> No
     alerts = await run(app, consumer)
     latest = await read_latest(app)
     assert {k: s.status for k, s in latest.items()} == dict.fromkeys(latest, "stale")
-    assert latest[FUTURES].stale_sources == [
-        "balance:binance/futures/BTC", "price:BTC/USDT@binance-spot", "balance:binance/futures/USDT"]
+    assert latest[FUTURES].stale_sources == [  # the venue's (and price source's) report, then each input
+        "source:binance/binance-spot", "balance:binance/futures/BTC", "price:BTC/USDT@binance-spot",
+        "balance:binance/futures/USDT"]
     assert latest[FUTURES].computed_at == START_MS + 60_001
     assert sorted((a["code"], a["account"], a["severity"]) for a in alerts) == [
         ("nav_stale", "futures", "warning"), ("nav_stale", "spot", "warning")]
@@ -226,10 +235,11 @@ async def test_silence_turns_the_nav_stale_on_the_next_tick(make_app: Any) -> No
 
 async def test_recovery_from_stale_alerts_nav_recovered(make_app: Any) -> None:
     app, consumer = await started(make_app, nav_section(accounts=[]))
-    await run(app, consumer, balance("USDT", "100", START_MS, account="spot"))
+    await run(app, consumer, balance("USDT", "100", START_MS, account="spot"), report(START_MS))
     app.clock.advance(61_000)
     assert codes(await run(app, consumer)) == ["nav_stale"]
-    alerts = await run(app, consumer, balance("USDT", "100", START_MS + 61_000, account="spot"), tick=False)
+    alerts = await run(app, consumer, balance("USDT", "100", START_MS + 61_000, account="spot"),
+                       report(START_MS + 61_000), tick=False)
     (recovered,) = alerts
     assert (recovered["code"], recovered["severity"], recovered["account"]) == ("nav_recovered", "info", "spot")
     assert "100 USD" in recovered["message"]
@@ -288,7 +298,7 @@ async def test_diverging_prices_alert_price_divergence(make_app: Any) -> None:
 
 async def test_a_zero_wallet_is_zero_with_a_critical_alert(make_app: Any) -> None:
     app, consumer = await started(make_app)
-    alerts = await run(app, consumer, balance("USDT", "0", T0), balance("USDT", "10", T0, account="spot"))
+    alerts = await run(app, consumer, balance("USDT", "0", T0), balance("USDT", "10", T0, account="spot"), report(T0))
     (zero,) = alerts
     assert (zero["code"], zero["severity"], zero["account"]) == ("wallet_zero", "critical", "futures")
     assert "nothing is substituted" in zero["message"]
@@ -299,7 +309,7 @@ async def test_a_zero_wallet_is_zero_with_a_critical_alert(make_app: Any) -> Non
 
 async def test_a_configured_account_without_data_fails_loudly(make_app: Any) -> None:
     app, consumer = await started(make_app)
-    alerts = await run(app, consumer, balance("USDT", "10", T0, account="spot"))
+    alerts = await run(app, consumer, balance("USDT", "10", T0, account="spot"), report(T0))
     (failed,) = alerts
     assert (failed["code"], failed["severity"], failed["account"]) == ("nav_failed", "critical", "futures")
     assert "no balance data" in failed["message"]
@@ -309,7 +319,8 @@ async def test_a_configured_account_without_data_fails_loudly(make_app: Any) -> 
 
 async def test_an_unconfigured_account_is_alerted(make_app: Any) -> None:
     app, consumer = await started(make_app)
-    alerts = await run(app, consumer, *desk(), balance("USDT", "5", T0, venue="okx", account="stray"))
+    alerts = await run(app, consumer, *desk(), balance("USDT", "5", T0, venue="okx", account="stray"),
+                       report(T0, venue="okx", source="okx-balances"))
     (stray,) = alerts
     assert (stray["code"], stray["venue"], stray["account"]) == ("account_unconfigured", "okx", "stray")
     latest = await read_latest(app)
@@ -319,7 +330,7 @@ async def test_an_unconfigured_account_is_alerted(make_app: Any) -> None:
 
 async def test_a_drop_above_the_limit_is_critical(make_app: Any) -> None:
     app, consumer = await started(make_app)
-    await run(app, consumer, balance("USDT", "1000", T0), balance("USDT", "1", T0, account="spot"))
+    await run(app, consumer, balance("USDT", "1000", T0), balance("USDT", "1", T0, account="spot"), report(T0))
     assert await run(app, consumer, balance("USDT", "2000", T0 + 1)) == []  # a rise
     assert await run(app, consumer, balance("USDT", "1900", T0 + 2)) == []  # 5%: under the limit
     (drop,) = await run(app, consumer, balance("USDT", "1700", T0 + 3))
@@ -361,10 +372,11 @@ async def test_a_new_stale_episode_is_alerted_within_one_alert_period(make_app: 
     recovering is in P:nav and the state at once, and alerted as soon as the period that the
     first alert began runs out: never later than alert_every_s after the first one."""
     app, consumer = await started(make_app, nav_section(accounts=[]))
-    await run(app, consumer, balance("USDT", "100", START_MS, account="spot"))
+    await run(app, consumer, balance("USDT", "100", START_MS, account="spot"), report(START_MS))
     app.clock.advance(61_000)
     assert codes(await run(app, consumer)) == ["nav_stale"]
-    recovered = await run(app, consumer, balance("USDT", "100", START_MS + 61_000, account="spot"))
+    recovered = await run(app, consumer, balance("USDT", "100", START_MS + 61_000, account="spot"),
+                          report(START_MS + 61_000))
     assert codes(recovered) == ["nav_recovered"]
     app.clock.advance(61_000)  # silent again, a new episode, 61 s after the first alert
     alerts = await run(app, consumer)
@@ -595,7 +607,7 @@ async def cli_desk(backend: Any, make_app: Any) -> tuple[Any, list[str]]:
     app, consumer = await started(make_app, clock=ManualClock(now))
     await run(app, consumer, balance("USDT", "1000.5", now - 2_000, upnl="-0.25"), balance("BTC", "0.5", now),
               balance("USDT", "10", now, account="spot"), balance("DOGE", "1000", now, account="spot"),
-              price("BTC/USDT", "97000.5", now - 1_000), position("BTCUSDT", "0.5", now))
+              price("BTC/USDT", "97000.5", now - 1_000), position("BTCUSDT", "0.5", now), report(now))
     return app, ["--redis-url", backend.url, "--prefix", backend.prefix]
 
 
@@ -699,7 +711,8 @@ async def test_cli_nav_json_never_uses_exponent_form(capsys: pytest.CaptureFixtu
         pytest.skip("the CLI connects by URL: real Redis only")
     now = time.time_ns() // 1_000_000
     app, consumer = await started(make_app, clock=ManualClock(now))
-    await run(app, consumer, balance("DUST", "0.00000001", now, account="spot"), price("DUST/USD", "0.01", now))
+    await run(app, consumer, balance("DUST", "0.00000001", now, account="spot"), price("DUST/USD", "0.01", now),
+              report(now))
     code, out, err = await cli(capsys, "nav", "--redis-url", backend.url, "--prefix", backend.prefix,
                                "--json", "--account", "spot")
     assert code == 0, err
@@ -735,3 +748,184 @@ async def test_navstream_nav_names_an_unreadable_position(make_app: Any, capsys:
     await app.redis.hset(app.keys.state("nav", "positions", spot.venue, spot.account), "BTCUSDT", "no ts")
     code = await explain.command(app, argparse.Namespace(venue=None, account=spot.account, json=True))
     assert code == 1 and "nav:positions" in capsys.readouterr().err
+
+
+# --- freshness belongs to readers, not ticks ----------------------------------------------------
+
+
+async def test_every_reader_takes_an_ok_nav_as_stale_from_its_fresh_until_without_a_tick(
+        make_app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """A NAV stored ok; the clock passes its fresh_until and no tick runs: the stored state
+    still says ok, yet `navstream nav` (text and --json) and `navstream status` say stale."""
+    import argparse
+
+    from navstream.plugins.nav import explain
+
+    app, consumer = await started(make_app)
+    await run(app, consumer, *desk(START_MS))
+    stored = await read_latest(app)
+    assert {s.status for s in stored.values()} == {"ok"}
+    horizon = START_MS + 60_000 + 1  # the inputs, all observed and received at START_MS, pass 60 s
+    assert {sid: s.fresh_until for sid, s in stored.items()} == dict.fromkeys(stored, horizon)
+
+    async def readers() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        capsys.readouterr()
+        assert await explain.command(app, argparse.Namespace(venue=None, account=None, json=True)) == 0
+        as_json = {_json_name(s): s["status"] for s in json.loads(capsys.readouterr().out)}
+        assert await explain.command(app, argparse.Namespace(venue=None, account=None, json=False)) == 0
+        text = {line.split(":")[0]: line.rsplit("status ", 1)[1] for line in capsys.readouterr().out.splitlines()
+                if " status " in line and not line.startswith(" ")}
+        section = {r["name"]: r["status"] for r in (await call_hook(app, "navstream_status"))["scopes"]}
+        return as_json, text, section
+
+    set_clock(app, horizon - 1)  # one millisecond before: still ok for every reader
+    as_json, text, section = await readers()
+    assert set(as_json.values()) == set(section.values()) == {"ok"} and set(text.values()) == {"OK"}
+
+    set_clock(app, horizon)  # no tick, no event: only the readers can tell
+    as_json, text, section = await readers()
+    assert set(as_json.values()) == {"stale"} and len(as_json) == 5
+    assert set(text.values()) == {"STALE"} and len(text) == 5
+    assert set(section.values()) == {"stale"} and len(section) == 5
+    assert {s.status for s in (await read_latest(app)).values()} == {"ok"}  # the state itself is untouched
+    capsys.readouterr()
+    await explain.command(app, argparse.Namespace(venue=None, account="futures", json=False))
+    out = capsys.readouterr().out
+    assert "why: an input passed its age limit at " in out and "not re-evaluated since" in out
+
+
+def set_clock(app: Any, ms: int) -> None:
+    app.clock.advance(ms - app.clock.now_ms())
+
+
+def _json_name(s: dict[str, Any]) -> str:
+    if s["scope"] == "account":
+        return f"{s['venue']}/{s['account']}"
+    return s["venue"] if s["scope"] == "venue" else s["scope"]
+
+
+# --- the future is not fresher: receipt times ---------------------------------------------------
+
+
+async def test_a_balance_stamped_ahead_goes_stale_at_its_receipt_plus_max_age(make_app: Any) -> None:
+    app, consumer = await started(make_app, nav_section(accounts=[]))
+    await run(app, consumer, balance("USDT", "100", START_MS + 4_000, account="spot"), report(START_MS))
+    raw = await app.redis.hget(app.keys.state("nav", "balances", "binance", "spot"), "USDT")
+    assert raw == f'{START_MS + 4_000} ["100","0",{START_MS}]'  # ts kept for ordering, receipt beside it
+    app.clock.advance(30_000)
+    await run(app, consumer, report(START_MS + 30_000))  # the venue keeps reporting; the balance stops
+    set_clock(app, START_MS + 60_000)
+    await run(app, consumer)
+    assert (await read_latest(app))[SPOT].status == "ok"
+    set_clock(app, START_MS + 60_001)  # 60 s after it was received, though its ts is 4 s younger
+    alerts = await run(app, consumer)
+    spot = (await read_latest(app))[SPOT]
+    assert (spot.status, spot.stale_sources) == ("stale", ["balance:binance/spot/USDT"])
+    assert any("counted from its receipt (stamped 4 s ahead of it)" in r for r in spot.reasons)
+    assert spot.as_of == START_MS  # never later than its receipt
+    assert codes(alerts) == ["nav_stale"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_future_stamps_within_the_skew_never_extend_freshness(make_app: Any, seed: int) -> None:
+    rng = random.Random(seed)
+    app, consumer = await started(make_app, nav_section(accounts=[]))
+    offsets = [rng.randint(0, 5_000) for _ in range(12)]  # up to [consumer] max_future_ms, accepted
+    entries = [balance("USDT", str(i + 1), START_MS + off, account=f"a{i}") for i, off in enumerate(offsets)]
+    await run(app, consumer, *entries, report(START_MS))
+    assert (await app.redis.xpending(app.keys.events, app.group))["pending"] == 0 and \
+        await app.redis.xlen(app.keys.dlq) == 0
+    set_clock(app, START_MS + 60_000)
+    await run(app, consumer)
+    accounts = {sid: s for sid, s in (await read_latest(app)).items() if s.scope == "account"}
+    assert len(accounts) == 12 and {s.status for s in accounts.values()} == {"ok"}
+    assert {s.fresh_until for s in accounts.values()} == {START_MS + 60_001}
+    set_clock(app, START_MS + 60_001)  # whatever each stamp said, all were received at START_MS
+    await run(app, consumer)
+    accounts = {sid: s for sid, s in (await read_latest(app)).items() if s.scope == "account"}
+    assert {s.status for s in accounts.values()} == {"stale"}
+    assert all(f"balance:binance/{s.account}/USDT" in s.stale_sources for s in accounts.values())
+
+
+async def test_an_event_stamped_past_max_future_ms_is_dead_lettered(make_app: Any) -> None:
+    app, consumer = await started(make_app)
+    assert app.settings.consumer.max_future_ms == 5_000  # the default: a few seconds of skew
+    await run(app, consumer, balance("USDT", "1", START_MS + 5_001, account="spot"))
+    (letter,) = [f for _, f in await app.redis.xrange(app.keys.dlq)]
+    assert "in the future" in letter["dlq_error"] and "5000 ms" in letter["dlq_error"]
+
+
+async def test_every_stored_input_carries_its_receipt_time(make_app: Any) -> None:
+    app, consumer = await started(make_app)
+    app.clock.advance(250)
+    received = START_MS + 250
+    await run(app, consumer, *desk(), source_status(True, T0), position("BTCUSDT", "2", T0))
+    state = app.keys.state
+    assert (await app.redis.hget(state("nav", "prices"), "BTC/USDT@binance-spot")).endswith(f',{received}]')
+    sources = await app.redis.hgetall(state("nav", "sources"))
+    assert all(json.loads(v.partition(" ")[2])["received"] == received for v in sources.values()) and sources
+    ((_, (ts, pos)),) = (await read_positions(app, "binance", "futures")).items()
+    assert (ts, pos.received) == (T0, received)
+
+
+async def test_an_input_stored_without_a_receipt_time_is_stale_until_sent_again(make_app: Any) -> None:
+    """A member written before receipt times were kept cannot show when it arrived: it is read
+    (old payloads still decode), but counted stale until its source sends it again."""
+    app, consumer = await started(make_app, nav_section(accounts=[]))
+    await run(app, consumer, balance("USDT", "100", T0, account="spot"), report(T0))
+    await app.redis.hset(app.keys.state("nav", "balances", "binance", "spot"), "USDT", f'{T0} ["100","0"]')
+    await run(app, consumer)
+    spot = (await read_latest(app))[SPOT]
+    assert (spot.status, spot.nav, spot.stale_sources) == ("stale", Decimal("100"), ["balance:binance/spot/USDT"])
+    assert any("stored without a receipt time" in r for r in spot.reasons)
+    await run(app, consumer, balance("USDT", "100", T0 + 1, account="spot"))
+    assert (await read_latest(app))[SPOT].status == "ok"
+
+
+# --- silence is not health ---------------------------------------------------------------------
+
+
+async def test_an_account_whose_venue_never_reported_is_not_ok(make_app: Any) -> None:
+    app, consumer = await started(make_app, nav_section(accounts=[]))
+    alerts = await run(app, consumer, balance("USDT", "10", T0, account="spot"))
+    spot = (await read_latest(app))[SPOT]
+    assert (spot.status, spot.stale_sources) == ("stale", ["source:binance/never-reported/spot"])
+    (stale,) = alerts
+    assert stale["code"] == "nav_stale" and "no source_status ever received from binance" in stale["message"]
+    (entry,) = await nav_entries(app, SPOT)
+    assert (entry["status"], entry["stale_sources"]) == ("stale", "source:binance/never-reported/spot")
+    # the venue reports (for that account): ok
+    alerts = await run(app, consumer, source_status(True, T0, account="spot", source="binance-spot-account"))
+    assert (await read_latest(app))[SPOT].status == "ok" and codes(alerts) == ["nav_recovered"]
+
+
+async def test_a_bank_fed_by_hand_that_opted_out_needs_no_report(make_app: Any) -> None:
+    accounts = [{"venue": "bank", "account": "ops", "kind": "bank", "requires_source_status": False},
+                {"venue": "bank", "account": "payroll", "kind": "bank"}]
+    app, consumer = await started(make_app, nav_section(accounts=accounts))
+    await run(app, consumer, balance("USDT", "10", T0, venue="bank", account="ops"),
+              balance("USDT", "5", T0, venue="bank", account="payroll"))
+    latest = await read_latest(app)
+    assert (latest["account:bank/ops"].status, latest["account:bank/ops"].stale_sources) == ("ok", [])
+    assert latest["account:bank/payroll"].stale_sources == ["source:bank/never-reported/payroll"]
+    assert latest["venue:bank"].status == "stale"
+
+
+async def test_a_price_whose_source_never_reported_is_stale(make_app: Any) -> None:
+    app, consumer = await started(make_app)
+    reports = [source_status(True, T0, account="futures"), source_status(True, T0, account="spot")]
+    await run(app, consumer, *desk()[:4], *reports)  # the venue reports; the price source never did
+    futures = (await read_latest(app))[FUTURES]
+    assert (futures.status, futures.stale_sources) == ("stale", ["source:*/binance-spot/never-reported"])
+    assert any("price source binance-spot never sent a source_status" in r for r in futures.reasons)
+    assert (await read_latest(app))[SPOT].status == "ok"  # holds no BTC: needs no price
+    await run(app, consumer, report(T0 + 1))  # binance-spot reports: its prices are fresh
+    assert (await read_latest(app))[FUTURES].status == "ok"
+
+
+async def test_an_unmonitored_price_source_may_stay_silent(make_app: Any) -> None:
+    app, consumer = await started(make_app, nav_section(unmonitored_price_sources=["manual"]))
+    await run(app, consumer, *desk(), price("ETH/USD", "3000", T0, source="manual"),
+              balance("ETH", "1", T0, account="spot"))
+    spot = (await read_latest(app))[SPOT]
+    assert (spot.status, spot.nav) == ("ok", Decimal("3010"))

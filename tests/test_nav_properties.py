@@ -214,6 +214,12 @@ def recompute(snapshots: Iterable[Fields], now: int = NOW) -> View:
     def label(s: Fields) -> str:
         return f"source:{s['venue']}/{s['source']}" + (f"/{s['account']}" if "account" in s else "")
 
+    def price_source_problems(name: str) -> list[str]:
+        reports = [s for s in sources if s["source"] == name]
+        if not reports:  # silence is not health: a price source that never reported
+            return [f"source:*/{name}/never-reported"]
+        return [label(s) for s in reports if failing(s)]
+
     def price_of(base: str, quote: str) -> tuple[Decimal | None, list[str]]:
         quotes = [p for p in prices if (p["base"], p["quote"]) == (base, quote)]
         if not quotes:
@@ -228,7 +234,7 @@ def recompute(snapshots: Iterable[Fields], now: int = NOW) -> View:
         newest = max(ts(p) for p in pool)
         chosen = min((p for p in pool if ts(p) == newest), key=lambda p: p["source"])
         stale = [f"price:{base}/{quote}@{chosen['source']}"] if old(chosen) else []
-        stale += [label(s) for s in sources if s["source"] == chosen["source"] and failing(s)]
+        stale += price_source_problems(chosen["source"])
         return Decimal(chosen["price"]), stale
 
     def unit(asset: str) -> tuple[Decimal | None, list[str]]:
@@ -244,8 +250,10 @@ def recompute(snapshots: Iterable[Fields], now: int = NOW) -> View:
     with localcontext() as ctx:
         ctx.prec = 100
         for venue, account in sorted({(b["venue"], b["account"]) for b in balances}):
-            stale = [label(s) for s in sources if s["venue"] == venue and s.get("account") in (None, account)
-                     and failing(s)]
+            vouching = [s for s in sources if s["venue"] == venue and s.get("account") in (None, account)]
+            stale = [label(s) for s in vouching if failing(s)]
+            if not vouching:  # silence is not health: a venue that never reported for the account
+                stale.append(f"source:{venue}/never-reported/{account}")
             total, valued, missing = Decimal(0), 0, []
             for b in (b for b in balances if (b["venue"], b["account"]) == (venue, account)):
                 if old(b):
@@ -299,20 +307,21 @@ def test_the_recomputation_agrees_with_a_hand_worked_desk() -> None:
         f("price", NOW, base="BTC", quote="USD", source="spot", price="5000"),  # BTC has a route: unused
         f("price", NOW - 60_000, base="ETH", quote="USD", source="spot", price="10"),  # exactly max_age: fresh
         f("source_status", NOW - 60_000, venue="okx", source="spot", ok="true"),  # exactly max_age: fresh
+        # binance never reported, and the BTC/USDT source chosen ("cg") never did either
     ]
-    stale_usdt = ("balance:binance/main/USDT",)
+    stale_binance = ("balance:binance/main/USDT", "source:*/cg/never-reported", "source:binance/never-reported/main")
     doge = ("okx/main/DOGE",)
     expected = {
-        "account:binance/main": (Decimal("262.5"), "stale", (), stale_usdt),
+        "account:binance/main": (Decimal("262.5"), "stale", (), stale_binance),
         "account:okx/main": (Decimal(10), "partial", doge, ()),
-        "venue:binance": (Decimal("262.5"), "stale", (), stale_usdt),
+        "venue:binance": (Decimal("262.5"), "stale", (), stale_binance),
         "venue:okx": (Decimal(10), "partial", doge, ()),
-        "total": (Decimal("272.5"), "partial", doge, stale_usdt),
+        "total": (Decimal("272.5"), "partial", doge, stale_binance),
     }
     assert recompute(snaps) == expected
     inputs = Inputs()
     for fields in snaps:
-        inputs.apply(decode_event(fields))
+        inputs.apply(decode_event(fields), NOW)
     assert evaluate_inputs(inputs) == expected
     # one millisecond later, everything exactly max_age old turns stale
     later = {"account:okx/main": (Decimal(10), "partial", doge, ("price:ETH/USD@spot", "source:okx/spot"))}
@@ -324,16 +333,18 @@ def test_the_recomputation_agrees_with_a_hand_worked_desk() -> None:
 
 
 def stored_inputs(store: dict[tuple[str, ...], Event]) -> Inputs:
-    """What ``read_inputs`` would read back after the batch writes so far."""
+    """What ``read_inputs`` would read back after the batch writes so far (every input received
+    at NOW, the clock of these batches)."""
     inputs = Inputs()
     for e in store.values():
         if isinstance(e, Balance):
-            inputs.balances.setdefault((e.venue, e.account), {})[e.asset] = Holding(e.balance, e.unrealized_pnl, e.ts)
+            inputs.balances.setdefault((e.venue, e.account), {})[e.asset] = Holding(
+                e.balance, e.unrealized_pnl, e.ts, NOW)
         elif isinstance(e, Price):
-            inputs.quotes[price_id(e.base, e.quote, e.source)] = Quote(e.base, e.quote, e.source, e.price, e.ts)
+            inputs.quotes[price_id(e.base, e.quote, e.source)] = Quote(e.base, e.quote, e.source, e.price, e.ts, NOW)
         elif isinstance(e, SourceStatus):
             inputs.sources[source_id(e.venue, e.source, e.account)] = SourceState(
-                e.venue, e.source, e.account or None, e.ok, e.error or "", e.ts)
+                e.venue, e.source, e.account or None, e.ok, e.error or "", e.ts, NOW)
     return inputs
 
 
@@ -365,7 +376,7 @@ def test_batches_applied_over_stored_state_give_the_nav_of_the_latest_snapshots(
         events = [decode_event(f) for f in batch]
         overlay = stored_inputs(store)  # read_inputs: the state the earlier batches wrote
         for e in events:
-            overlay.apply(e)
+            overlay.apply(e, NOW)
         for e in events:  # the batch write: last-ts-wins per member, an equal ts applies
             held = store.get(member(e))
             if held is None or held.ts <= e.ts:

@@ -7,7 +7,9 @@ and a value that cannot be established is listed as missing, never replaced by a
 from __future__ import annotations
 
 import decimal
+import random
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Iterable, Mapping
 
 import msgspec
@@ -16,13 +18,21 @@ from conftest import START_MS
 
 from navstream.plugins.nav.config import AccountSpec, NavConfig
 from navstream.plugins.nav.valuation import (
+    CONTEXT,
+    MAX_DIGITS,
+    UNKNOWN_RECEIPT,
     Holding,
+    InexactError,
     Market,
     Quote,
     Snapshot,
     SourceState,
     aggregate,
+    as_read,
     evaluate,
+    exact_add,
+    exact_mul,
+    exact_sum,
     money,
     value_account,
     worst,
@@ -30,7 +40,14 @@ from navstream.plugins.nav.valuation import (
 
 NOW = START_MS
 MAX_AGE_MS = 60_000
-BASE: dict[str, Any] = {"max_age_s": 60, "pegs": {"USDT": "1", "EUR": "1.08"}, "routes": {"BTC": "BTC/USDT"}}
+#: The price sources these tests quote from may stay silent (``unmonitored_price_sources``): a
+#: price whose source never reported is stale, tested on its own with a config that lists none.
+BASE: dict[str, Any] = {"max_age_s": 60, "pegs": {"USDT": "1", "EUR": "1.08"}, "routes": {"BTC": "BTC/USDT"},
+                        "unmonitored_price_sources": ["binance-spot", "coingecko", "kraken", "a", "b"]}
+#: The venues these tests value accounts of. Unless a test says otherwise, each has sent a
+#: healthy venue-wide ``source_status`` when the market is built: an account whose venue never
+#: reported is stale (silence is not health), tested on its own with ``vouched=False``.
+VENUES = ("binance", "okx", "bank", "bybit", "a", "a:b", "x/y")
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -55,16 +72,21 @@ def source(venue: str, name: str, ok: bool = True, account: str | None = None, e
     return SourceState(venue, name, account, ok, error, NOW - age_ms)
 
 
+def vouches(now: int) -> list[SourceState]:
+    """A healthy venue-wide report of every venue in :data:`VENUES`, made at ``now``."""
+    return [SourceState(venue, "balances-api", None, True, "", now) for venue in VENUES]
+
+
 def market(cfg: NavConfig | None = None, quotes: Iterable[Quote] = (), sources: Iterable[SourceState] = (),
-           now: int = NOW) -> Market:
-    return Market(cfg or nav_config(), quotes, sources, now)
+           now: int = NOW, vouched: bool = True) -> Market:
+    return Market(cfg or nav_config(), quotes, [*sources, *(vouches(now) if vouched else [])], now)
 
 
 def value(holdings: Mapping[str, Holding], quotes: Iterable[Quote] = (), sources: Iterable[SourceState] = (),
           cfg: NavConfig | None = None, venue: str = "binance", account: str = "main",
-          spec: AccountSpec | None = None) -> Snapshot:
+          spec: AccountSpec | None = None, vouched: bool = True) -> Snapshot:
     """The NAV of one account ``venue/account`` holding ``holdings``."""
-    return value_account(venue, account, spec, holdings, market(cfg, quotes, sources))
+    return value_account(venue, account, spec, holdings, market(cfg, quotes, sources, vouched=vouched))
 
 
 def holding(snap: Snapshot, asset: str) -> Any:
@@ -535,3 +557,292 @@ def test_a_full_config_decodes() -> None:
 def test_config_errors(over: dict[str, Any], words: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=words):
         nav_config(**over)
+
+
+# --- silence is not health: a venue or price source that never reported ------------------------
+
+
+def test_an_account_whose_venue_never_reported_is_stale() -> None:
+    snap = value({"USDT": hold("100")}, vouched=False)
+    assert (snap.status, snap.nav) == ("stale", Decimal("100"))
+    assert snap.stale_sources == ["source:binance/never-reported/main"]
+    assert snap.reasons[0].startswith("no source_status ever received from binance (venue-wide or for main)")
+
+
+@pytest.mark.parametrize("report", [
+    source("binance", "balances"),  # venue-wide
+    source("binance", "balances", account="main"),  # for this account
+])
+def test_an_account_whose_venue_reported_is_ok(report: SourceState) -> None:
+    snap = value({"USDT": hold("100")}, sources=[report], vouched=False)
+    assert (snap.status, snap.stale_sources, snap.reasons) == ("ok", [], [])
+
+
+def test_a_report_for_another_account_does_not_vouch_for_this_one() -> None:
+    snap = value({"USDT": hold("100")}, sources=[source("binance", "balances", account="other")], vouched=False)
+    assert (snap.status, snap.stale_sources) == ("stale", ["source:binance/never-reported/main"])
+
+
+@pytest.mark.parametrize("kind", ["futures", "spot", "bank", "reserve"])
+def test_every_kind_requires_a_report_by_default(kind: str) -> None:
+    spec = AccountSpec("binance", "main", kind)  # type: ignore[arg-type]
+    assert spec.requires_source_status is True
+    assert value({"USDT": hold("100")}, spec=spec, vouched=False).status == "stale"
+
+
+@pytest.mark.parametrize("kind", ["bank", "reserve"])
+def test_an_account_fed_by_hand_may_opt_out_explicitly(kind: str) -> None:
+    cfg = nav_config(accounts=[{"venue": "bank", "account": "ops", "kind": kind, "requires_source_status": False}])
+    snap = value({"USD": hold("100")}, cfg=cfg, venue="bank", account="ops", spec=cfg.accounts[0], vouched=False)
+    assert (snap.status, snap.stale_sources, snap.reasons) == ("ok", [], [])
+    # the opt-out covers silence only: a report that says failure still counts
+    failing = source("bank", "statements", ok=False, error="login expired")
+    snap = value({"USD": hold("100")}, sources=[failing], cfg=cfg, venue="bank", account="ops",
+                 spec=cfg.accounts[0], vouched=False)
+    assert (snap.status, snap.stale_sources) == ("stale", ["source:bank/statements"])
+
+
+@pytest.mark.parametrize("kind", ["futures", "spot"])
+def test_an_exchange_account_cannot_opt_out(kind: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match="only for accounts fed by hand"):
+        nav_config(accounts=[{"venue": "binance", "account": "a", "kind": kind, "requires_source_status": False}])
+
+
+def test_an_account_without_data_and_reports_fails_and_says_both() -> None:
+    cfg = nav_config(accounts=[{"venue": "okx", "account": "perp", "kind": "futures"}])
+    (account, _, _, _) = evaluate(cfg, {}, market(cfg, vouched=False))
+    assert account.status == "failed"
+    assert account.stale_sources == ["source:okx/never-reported/perp"]
+    assert account.reasons[0] == "no balance data for this account"
+    assert any(r.startswith("no source_status ever received from okx") for r in account.reasons)
+
+
+def test_a_price_whose_source_never_reported_is_stale() -> None:
+    cfg = nav_config(unmonitored_price_sources=[])
+    snap = value({"BTC": hold("1")}, [quote("BTC/USDT", "97000")], cfg=cfg)
+    assert (snap.status, snap.nav) == ("stale", Decimal("97000"))
+    assert snap.stale_sources == ["source:*/binance-spot/never-reported"]
+    assert any("price source binance-spot never sent a source_status" in r for r in snap.reasons)
+    assert holding(snap, "BTC").stale == ["source:*/binance-spot/never-reported"]
+    # once the source has reported (any venue, any account), its prices are fresh
+    reported = value({"BTC": hold("1")}, [quote("BTC/USDT", "97000")], [source("binance", "binance-spot")], cfg=cfg)
+    assert (reported.status, reported.stale_sources) == ("ok", [])
+
+
+def test_a_price_source_never_reported_down_a_route_is_stale_too() -> None:
+    cfg = nav_config(unmonitored_price_sources=["binance-spot"], routes={"BTC": "BTC/USDT", "ETH": "ETH/BTC"})
+    quotes = [quote("ETH/BTC", "0.035", "okx-spot"), quote("BTC/USDT", "97000")]
+    snap = value({"ETH": hold("2")}, quotes, cfg=cfg)
+    assert (snap.status, snap.stale_sources) == ("stale", ["source:*/okx-spot/never-reported"])
+
+
+def test_an_unmonitored_price_source_may_stay_silent_but_not_fail() -> None:
+    cfg = nav_config(unmonitored_price_sources=["manual"])
+    snap = value({"BTC": hold("1")}, [quote("BTC/USDT", "97000", "manual")], cfg=cfg)
+    assert (snap.status, snap.stale_sources) == ("ok", [])
+    failing = source("ops", "manual", ok=False, error="sheet unreachable")
+    snap = value({"BTC": hold("1")}, [quote("BTC/USDT", "97000", "manual")], [failing], cfg=cfg)
+    assert (snap.status, snap.stale_sources) == ("stale", ["source:ops/manual"])
+
+
+def test_unmonitored_price_sources_default_to_none() -> None:
+    assert msgspec.convert({}, NavConfig).unmonitored_price_sources == []
+    assert AccountSpec("b", "a", "bank").requires_source_status is True
+
+
+# --- the future is not fresher: receipt times --------------------------------------------------
+
+
+def test_an_input_stamped_ahead_counts_from_its_receipt() -> None:
+    received = NOW - MAX_AGE_MS  # received exactly max_age ago, stamped 4 s ahead of that
+    ahead = Holding(Decimal("100"), Decimal(0), received + 4_000, received)
+    assert ahead.seen == received
+    snap = value({"USDT": ahead})
+    assert (snap.status, snap.as_of) == ("ok", received)  # exactly max_age old: still fresh
+    assert snap.fresh_until == received + MAX_AGE_MS + 1
+    later = value_account("binance", "main", None, {"USDT": ahead}, market(now=NOW + 1))
+    assert (later.status, later.stale_sources) == ("stale", ["balance:binance/main/USDT"])
+    assert any("counted from its receipt (stamped 4 s ahead of it)" in r for r in later.reasons)
+    # judged by ts alone it would have been fresh for 4 s more
+    by_ts = Holding(Decimal("100"), Decimal(0), received + 4_000)
+    assert value_account("binance", "main", None, {"USDT": by_ts}, market(now=NOW + 1)).status == "ok"
+
+
+def test_a_quote_and_a_report_stamped_ahead_count_from_their_receipt() -> None:
+    received = NOW - MAX_AGE_MS - 1
+    ahead_quote = Quote("BTC", "USDT", "binance-spot", Decimal("97000"), NOW + 4_000, received)
+    snap = value({"BTC": hold("1")}, [ahead_quote])
+    assert (snap.status, snap.stale_sources) == ("stale", ["price:BTC/USDT@binance-spot"])
+    assert holding(snap, "BTC").prices[0].received == received
+    ahead_report = SourceState("binance", "balances", "main", True, "", NOW + 4_000, received)
+    snap = value({"USDT": hold("1")}, sources=[ahead_report])
+    assert (snap.status, snap.stale_sources) == ("stale", ["source:binance/balances/main"])
+    assert any("counted from its receipt" in r for r in snap.reasons)
+
+
+def test_an_input_stored_without_a_receipt_time_is_stale_until_sent_again() -> None:
+    legacy = Holding(Decimal("100"), Decimal(0), NOW - 1_000, UNKNOWN_RECEIPT)
+    snap = value({"USDT": legacy})
+    assert (snap.status, snap.stale_sources) == ("stale", ["balance:binance/main/USDT"])
+    assert snap.as_of == NOW - 1_000  # its age is still told by its ts
+    assert any("stored without a receipt time" in r and "stale until sent again" in r for r in snap.reasons)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_future_stamps_never_make_an_input_fresher_than_its_receipt(seed: int) -> None:
+    """Whatever the stamp, an input is fresh exactly while its receipt (or its ts, if earlier)
+    is within max_age: never longer."""
+    rng = random.Random(seed)
+    for _ in range(200):
+        received = NOW - rng.randint(0, 2 * MAX_AGE_MS)
+        ts = received + rng.randint(-MAX_AGE_MS, 10 * MAX_AGE_MS)
+        counted = min(ts, received)
+        h = Holding(Decimal("1"), Decimal(0), ts, received)
+        snap = value({"USD": h})
+        assert snap.status == ("ok" if NOW - counted <= MAX_AGE_MS else "stale"), (ts, received)
+        assert snap.fresh_until <= received + MAX_AGE_MS + 1
+        assert snap.as_of == counted <= received
+
+
+# --- fresh_until: the real horizon -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("oldest", ["balance", "zero_balance", "price", "price_report", "venue_report"])
+def test_fresh_until_is_the_first_moment_any_input_is_past_its_limit(oldest: str) -> None:
+    """Whichever input is the oldest (a zero holding needs no price, but its balance still
+    ages), fresh_until is when it passes max_age; at that very moment a re-evaluation and every
+    reader agree: stale, and a millisecond before, ok."""
+    cfg = nav_config(unmonitored_price_sources=[])
+    ages = {name: 500 for name in ("balance", "zero_balance", "price", "price_report", "venue_report")}
+    ages[oldest] = 7_000
+
+    def at(now: int) -> Snapshot:
+        m = Market(cfg, [quote("BTC/USDT", "97000", age_ms=ages["price"])],
+                   [source("coingecko", "binance-spot", age_ms=ages["price_report"]),  # judged by source name
+                    source("binance", "balances", account="main", age_ms=ages["venue_report"])], now)
+        return value_account("binance", "main", None, {"BTC": hold("1", age_ms=ages["balance"]),
+                                                       "DOGE": hold("0", age_ms=ages["zero_balance"])}, m)
+
+    snap = at(NOW)
+    assert (snap.status, snap.fresh_until) == ("ok", NOW - 7_000 + MAX_AGE_MS + 1)
+    assert (at(snap.fresh_until - 1).status, as_read(snap, snap.fresh_until - 1).status) == ("ok", "ok")
+    assert (at(snap.fresh_until).status, as_read(snap, snap.fresh_until).status) == ("stale", "stale")
+
+
+def test_fresh_until_of_stale_and_partial_snapshots_is_already_past_or_the_horizon() -> None:
+    stale = value({"USDT": hold("1", age_ms=MAX_AGE_MS + 1)})
+    assert stale.status == "stale" and stale.fresh_until <= NOW
+    partial = value({"USDT": hold("1", age_ms=2_000), "DOGE": hold("5")})
+    assert partial.status == "partial" and partial.fresh_until == NOW - 2_000 + MAX_AGE_MS + 1
+    # a divergence ends when a quote ages out: its horizon counts
+    quotes = [quote("BTC/USDT", "100", "binance-spot", age_ms=4_000), quote("BTC/USDT", "103", "kraken")]
+    diverged = value({"BTC": hold("1")}, quotes)
+    assert diverged.status == "failed" and diverged.fresh_until == NOW - 4_000 + MAX_AGE_MS + 1
+    assert value({}).fresh_until == 0  # no data: judged again every time
+
+
+def test_aggregates_are_fresh_until_their_first_account_is_not() -> None:
+    a = value({"USDT": hold("0.1", age_ms=500)}, account="a")
+    b = value({"USDT": hold("0.2", age_ms=900)}, account="b")
+    venue = aggregate("venue", [a, b], "USD", NOW, venue="binance")
+    assert venue.fresh_until == min(a.fresh_until, b.fresh_until) == NOW - 900 + MAX_AGE_MS + 1
+    assert as_read(venue, venue.fresh_until - 1).status == "ok"
+    read = as_read(venue, venue.fresh_until)
+    assert read.status == "stale" and "passed its age limit" in read.reasons[0]
+    assert aggregate("total", [], "USD", NOW).fresh_until == 0
+    cfg = desk_config()
+    for snap in evaluate(cfg, desk_balances(), market(cfg)):
+        if snap.scope != "account":
+            members = [s for s in evaluate(cfg, desk_balances(), market(cfg))
+                       if s.scope == "account" and f"{s.venue}/{s.account}" in snap.accounts]
+            assert snap.fresh_until == min(m.fresh_until for m in members), snap.scope_id
+
+
+def test_a_known_snapshot_is_reused_only_before_its_fresh_until() -> None:
+    cfg = nav_config()
+    old = value_account("binance", "spot", None, {"USDT": hold("7", age_ms=10_000)}, market(cfg))
+    balances = {("binance", "futures"): {"USDT": hold("100")}, ("binance", "spot"): {"USDT": hold("7", age_ms=10_000)}}
+    before = by_id(evaluate(cfg, balances, market(cfg, now=old.fresh_until - 1), only={("binance", "futures")},
+                            known={("binance", "spot"): old}))
+    assert "account:binance/spot" not in before and before["total"].status == "ok"
+    at = by_id(evaluate(cfg, balances, market(cfg, now=old.fresh_until), only={("binance", "futures")},
+                        known={("binance", "spot"): old}))
+    assert at["account:binance/spot"].status == "stale" and at["total"].status == "stale"
+
+
+def test_as_read_leaves_other_statuses_and_fresh_oks_alone() -> None:
+    snap = value({"USDT": hold("1")})
+    assert as_read(snap, NOW) is snap
+    partial = value({"DOGE": hold("1"), "USDT": hold("1")})
+    assert as_read(partial, NOW + 10 * MAX_AGE_MS) is partial
+    unknown = msgspec.structs.replace(snap, fresh_until=0)
+    assert as_read(unknown, NOW).status == "stale"
+    assert as_read(unknown, NOW).reasons[0].startswith("stored without a freshness horizon")
+
+
+# --- exact means exact -------------------------------------------------------------------------
+
+
+def test_an_18_decimal_asset_through_a_two_hop_route_is_exact() -> None:
+    cfg = nav_config(routes={"BTC": "BTC/USDT", "ETH": "ETH/BTC", "PEPE": "PEPE/ETH"})
+    amount, pepe_eth, eth_btc, btc_usdt = ("123456789012.123456789012345678", "0.000000004123456789012345678",
+                                           "0.035123456789012345678", "97000.123456789012345678")
+    quotes = [quote("PEPE/ETH", pepe_eth), quote("ETH/BTC", eth_btc), quote("BTC/USDT", btc_usdt)]
+    snap = value({"PEPE": hold(amount, "-0.000000000000000001")}, quotes, cfg=cfg)
+    expected = ((Fraction(amount) - Fraction("0.000000000000000001"))
+                * Fraction(pepe_eth) * Fraction(eth_btc) * Fraction(btc_usdt))
+    assert snap.status == "ok"
+    assert Fraction(snap.nav) == expected  # not one digit lost
+    assert Fraction(holding(snap, "PEPE").unit) == Fraction(pepe_eth) * Fraction(eth_btc) * Fraction(btc_usdt)
+    # a 60-digit context (the old one) would have rounded this
+    with decimal.localcontext(decimal.Context(prec=60)):
+        rounded = (Decimal(amount) - Decimal("0.000000000000000001")) * Decimal(pepe_eth) * Decimal(eth_btc) \
+            * Decimal(btc_usdt)
+    assert Fraction(rounded) != expected
+
+
+def test_a_sum_of_many_values_is_exact() -> None:
+    rng = random.Random(7)
+    amounts = [f"{rng.randint(0, 10**12)}.{rng.randint(0, 10**18 - 1):018d}" for _ in range(300)]
+    assert exact_sum(Decimal(a) for a in amounts) == sum((Fraction(a) for a in amounts), Fraction(0))
+    holdings = {f"A{i}": hold(a) for i, a in enumerate(amounts)}
+    cfg = nav_config(pegs={f"A{i}": "1.000000000000000001" for i in range(300)})
+    snap = value(holdings, cfg=cfg)
+    assert snap.status == "ok"
+    assert Fraction(snap.nav) == sum((Fraction(a) * Fraction("1.000000000000000001") for a in amounts), Fraction(0))
+    accounts = [value({"USDT": hold(a)}, account=f"a{i}") for i, a in enumerate(amounts[:50])]
+    assert Fraction(aggregate("total", accounts, "USD", NOW).nav) == sum(Fraction(a) for a in amounts[:50])
+
+
+def test_exact_helpers_never_round() -> None:
+    assert exact_mul(Decimal("1.5"), Decimal("0.000000000000000000000000000000000000000000000000000000000001")) == \
+        Decimal("1.5E-60")
+    big = Decimal("9" * 200)
+    assert exact_mul(big, big) == Decimal(int("9" * 200) ** 2)
+    assert exact_add(Decimal("1E+30"), Decimal("1E-30")) == Decimal("1" + "0" * 30 + "." + "0" * 29 + "1")
+    with pytest.raises(InexactError, match=f"within {MAX_DIGITS} significant digits"):
+        exact_mul(Decimal("9" * 300), Decimal("9" * 300))
+    with pytest.raises(InexactError):
+        exact_add(Decimal("1E+300"), Decimal("1E-300"))
+    assert CONTEXT.prec == 60  # still importable, for what is not money
+
+
+def test_a_value_that_cannot_be_exact_is_missing_never_rounded() -> None:
+    cfg = nav_config(pegs={"USDT": "1", "HUGE": "1." + "3" * 250})
+    snap = value({"HUGE": hold("1." + "7" * 250), "USDT": hold("5")}, cfg=cfg)
+    huge = holding(snap, "HUGE")
+    assert (snap.status, snap.nav, snap.missing) == ("partial", Decimal("5"), ["binance/main/HUGE"])
+    assert (huge.value, huge.missing_code) == (None, "value_inexact")
+    assert f"within {MAX_DIGITS} significant digits" in huge.missing
+    # and a route whose unit value cannot be exact
+    cfg = nav_config(routes={"BTC": "BTC/USDT", "X": "X/BTC"})
+    snap = value({"X": hold("1")}, [quote("X/BTC", "0." + "1" * 250), quote("BTC/USDT", "9." + "9" * 250)], cfg=cfg)
+    assert (snap.status, holding(snap, "X").missing_code) == ("failed", "value_inexact")
+
+
+def test_an_account_that_cannot_be_added_exactly_is_left_out_of_the_aggregate() -> None:
+    a = value({"USD": hold("1E+300")}, account="a")
+    b = value({"USD": hold("1E-300")}, account="b")
+    total = aggregate("total", [a, b], "USD", NOW)
+    assert (total.status, total.nav, total.missing) == ("partial", Decimal("1E+300"), ["binance/b/*"])
+    assert any("cannot be added in exactly" in r for r in total.reasons)

@@ -50,7 +50,7 @@ from .state import (
     read_inputs,
     read_latest,
 )
-from .valuation import Market, Snapshot, evaluate, money
+from .valuation import InexactError, Market, Snapshot, evaluate, exact_add, money
 
 SECTION = "nav"
 NAV_STREAM = "nav"
@@ -84,7 +84,8 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
         inputs = await current_inputs(app, cache, await stamp)
     # Only what wins against the state is written: then, while nobody else writes, the batch
     # write need not compare each member's ts again (see remember()).
-    buffer_writes(out, [e for e in candidates if type(e) is Position or inputs.apply(e)])
+    received = out.now_ms  # the receipt time of every input of the batch
+    buffer_writes(out, [e for e in candidates if type(e) is Position or inputs.apply(e, received)])
     publish(config(app), inputs, out.now_ms, out, only=touched, details=False)
     remember(app, cache, inputs, out)
 
@@ -199,7 +200,7 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
     for h in snap.holdings:
         if h.missing:
             out.alert(h.missing_code or "price_missing", "warning",
-                      f"{h.asset} in {name} ({money(h.amount)}) is not in the NAV: {h.missing}",
+                      f"{h.asset} in {name} ({_amount(h.balance, h.unrealized_pnl)}) is not in the NAV: {h.missing}",
                       **where, asset=h.asset, every_s=every)
     if snap.status == "stale":
         out.alert("nav_stale", "warning", f"NAV of {name} is stale: {'; '.join(snap.reasons)}", **where,
@@ -227,11 +228,22 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
                   "total, not in exchange NAV", **where, every_s=every)
 
 
+def _amount(balance: Decimal, upnl: Decimal) -> str:
+    """Balance plus unrealized PnL for a message: exact, or both terms when the sum cannot be."""
+    try:
+        return money(exact_add(balance, upnl))
+    except InexactError:
+        return f"{money(balance)} + unrealized PnL {money(upnl)}"
+
+
 @hookimpl
 async def navstream_status(app: App) -> Mapping[str, Any]:
+    """Every scope as a reader must take it now (``explain.summary_row`` applies ``as_read``):
+    a stored ``ok`` past its ``fresh_until`` shows ``stale`` even before a tick says so."""
     now = app.clock.now_ms()
     latest = await read_latest(app)
-    return {"quote": config(app).quote, "scopes": [explain.summary_row(s, now) for s in explain.ordered(latest.values())]}
+    return {"quote": config(app).quote,
+            "scopes": [explain.summary_row(s, now) for s in explain.ordered(latest.values())]}
 
 
 @hookimpl

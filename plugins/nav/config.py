@@ -23,6 +23,17 @@ class AccountSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     account: Name
     kind: Kind
     label: str = ""
+    #: An account is ``stale`` until its venue has sent a ``source_status`` (venue-wide or for
+    #: the account): silence is not health. Only an account fed by hand (kind ``bank`` or
+    #: ``reserve``) may opt out, explicitly, with ``false``.
+    requires_source_status: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.requires_source_status and self.kind not in ("bank", "reserve"):
+            raise ValueError(
+                f"`nav.accounts` {self.venue}/{self.account}: requires_source_status = false is only for "
+                f"accounts fed by hand (kind bank or reserve), not kind {self.kind}: an exchange account's "
+                "ingestor reports source_status after every fetch")
 
 
 class NavConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -43,6 +54,10 @@ class NavConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: The pair that values an asset: ``BTC = "BTC/USDT"``, chained through the pair's quote.
     routes: dict[str, str] = {}
     accounts: list[AccountSpec] = []
+    #: Price sources (the ``source`` of a ``price``) allowed never to send a ``source_status``,
+    #: such as ``manual`` quotes typed by ops. Any other source's prices are ``stale`` until it
+    #: has reported; a listed source that does report is judged by its reports like any other.
+    unmonitored_price_sources: list[Name] = []
 
     def __post_init__(self) -> None:
         for asset, rate in self.pegs.items():

@@ -3,6 +3,8 @@
 It never recomputes: the answer is the NAV the risk gate and the dashboards see, with every
 holding's inputs and the reasons for its status. Ages are shown against the clock now, and
 the age of the evaluation itself is shown, so a NAV nobody has re-evaluated lately stands out.
+Every snapshot is shown as a reader must take it now (:func:`~.valuation.as_read`): an ``ok``
+past its ``fresh_until`` is ``stale``, whether or not a tick has said so yet.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from navstream import App
 from navstream.render import table
 
 from .state import StateError, read_detailed, read_latest, read_positions
-from .valuation import Snapshot, money
+from .valuation import Snapshot, as_read, counted_from, money
 
 ORDER = {"account": 0, "venue": 1, "exchange": 2, "total": 3}
 EXIT_NOT_FOUND = 1
@@ -44,7 +46,8 @@ def _name(s: Snapshot) -> str:
 
 
 def summary_row(s: Snapshot, now_ms: int) -> dict[str, Any]:
-    """One scope for ``navstream status``."""
+    """One scope for ``navstream status``, as read now (:func:`as_read`)."""
+    s = as_read(s, now_ms)
     return {"scope": s.scope, "name": _name(s), "nav": money(s.nav), "status": s.status,
             "as_of_age_s": round((now_ms - s.as_of) / 1000, 1) if s.as_of else None,
             "computed_age_s": round((now_ms - s.computed_at) / 1000, 1),
@@ -77,14 +80,22 @@ def as_json(s: Snapshot, now_ms: int, positions: dict[str, Any] | None,
     data["computed_age_s"] = round((now_ms - s.computed_at) / 1000, 3)
     data["as_of_age_s"] = round((now_ms - s.as_of) / 1000, 3) if s.as_of else None
     for h in data.get("holdings", []):
-        h["age_s"] = round((now_ms - h["ts"]) / 1000, 3)
+        h["age_s"] = _input_age_s(now_ms, h)
         _plain(h, "balance", "unrealized_pnl", "unit", "value")
         for p in h.get("prices", []):
-            p["age_s"] = round((now_ms - p["ts"]) / 1000, 3)
+            p["age_s"] = _input_age_s(now_ms, p)
             _plain(p, "price")
     if positions is not None:
         data["positions"] = positions
     return data
+
+
+def _input_age_s(now_ms: int, data: dict[str, Any]) -> float:
+    """An input's age, counted from when it counts from: its ``ts``, or its ``received`` if
+    earlier (a stamp ahead of the clock is not fresher)."""
+    received = data.get("received")
+    counted = data["ts"] if received is None else counted_from(data["ts"], received)
+    return round((now_ms - counted) / 1000, 3)
 
 
 def _plain(data: dict[str, Any], *names: str) -> None:
@@ -110,9 +121,9 @@ def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed:
     if s.holdings:
         rows = []
         for h in s.holdings:
-            price = "; ".join(f"{p.pair} {money(p.price)} @{p.source} ({_age(now_ms, p.ts)})"
+            price = "; ".join(f"{p.pair} {money(p.price)} @{p.source} ({_age(now_ms, p.seen)})"
                               for p in h.prices) or "-"
-            rows.append([h.asset, money(h.balance), money(h.unrealized_pnl), _age(now_ms, h.ts), _m(h.unit),
+            rows.append([h.asset, money(h.balance), money(h.unrealized_pnl), _age(now_ms, h.seen), _m(h.unit),
                          " -> ".join(h.route) or "-", price, "NOT VALUED" if h.value is None else money(h.value),
                          h.missing or ("; ".join(h.stale) if h.stale else "")])
         lines.append(table(["asset", "balance", "upnl", "age", "unit value", "route", "prices used", "value", "note"],
@@ -147,8 +158,8 @@ async def command(app: App, args: argparse.Namespace) -> int:
 
 async def _explain(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now_ms()
-    latest = await read_latest(app)
-    detailed = await read_detailed(app)
+    latest = {sid: as_read(s, now) for sid, s in (await read_latest(app)).items()}
+    detailed = {sid: as_read(s, now) for sid, s in (await read_detailed(app)).items()}
     chosen = select(latest, args.venue, args.account)
     if not chosen:
         what = " ".join(f"--{k} {v}" for k, v in (("venue", args.venue), ("account", args.account)) if v)

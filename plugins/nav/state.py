@@ -2,10 +2,10 @@
 
 All of it under ``P:state:nav:``, so any consumer of the group can take over:
 
-- ``nav:balances:<venue>:<account>``: hash, asset -> ``"<ts> ["<balance>", "<unrealized_pnl>"]"``
-- ``nav:positions:<venue>:<account>``: hash, symbol -> ``"<ts> {"qty", "entry_price", ...}"``
-- ``nav:prices``: hash, ``<base>/<quote>@<source>`` -> ``"<ts> ["<base>", "<quote>", "<source>", "<price>"]"``
-- ``nav:sources``: hash, ``<venue>/<source>/<account or *>`` -> ``"<ts> {"venue", ..., "ok", "error"}"``
+- ``nav:balances:<venue>:<account>``: hash, asset -> ``"<ts> ["<balance>", "<unrealized_pnl>", <received>]"``
+- ``nav:positions:<venue>:<account>``: hash, symbol -> ``"<ts> {"qty", "entry_price", ..., "received"}"``
+- ``nav:prices``: hash, ``<base>/<quote>@<source>`` -> ``"<ts> ["<base>", "<quote>", "<source>", "<price>", <received>]"``
+- ``nav:sources``: hash, ``<venue>/<source>/<account or *>`` -> ``"<ts> {"venue", ..., "ok", "error", "received"}"``
 - ``nav:accounts``: hash, ``<venue>/<account>`` -> ``["venue", "account"]``, every account with balances
 - ``nav:latest``: hash, scope id -> ``"<computed_at> <snapshot JSON>"``, the one source of truth
   for every reader of NAV (risk, status, ``navstream nav``, sinks)
@@ -17,6 +17,12 @@ All of it under ``P:state:nav:``, so any consumer of the group can take over:
 Every member is last-``ts``-wins (``Outputs.put_latest_field``), so duplicated, redelivered and
 out-of-order events converge on the same state, whichever consumer applies them. Names are
 escaped (``%3A`` for ``:``, ...) so that no two (venue, account) pairs share a key.
+
+``received`` (epoch ms, an addition: the trailing array element or the ``received`` key) is the
+clock of the batch that stored the member: freshness is judged from ``min(ts, received)``, so a
+``ts`` ahead of the clock is never fresher than the data's arrival, while ``ts`` alone still
+orders the members. A member stored without it (by an earlier navstream) reads as
+:data:`~.valuation.UNKNOWN_RECEIPT`: stale until its source sends it again.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import msgspec
 from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatus
 from navstream.outputs import parse_field
 
-from .valuation import Holding, Quote, Snapshot, SourceState, escape
+from .valuation import UNKNOWN_RECEIPT, Holding, Quote, Snapshot, SourceState, escape
 
 ACCOUNTS = ("nav", "accounts")
 PRICES = ("nav", "prices")
@@ -71,6 +77,8 @@ class BalancePayload(msgspec.Struct, frozen=True, array_like=True):
 
     balance: Decimal
     unrealized_pnl: Decimal
+    #: When navstream received it (epoch ms); None: stored by an earlier navstream.
+    received: int | None = None
 
 
 class PositionPayload(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -79,6 +87,9 @@ class PositionPayload(msgspec.Struct, frozen=True, omit_defaults=True):
     entry_price: Decimal
     mark_price: Decimal | None = None
     unrealized_pnl: Decimal | None = None
+    #: When navstream received it (the batch's clock, epoch ms): judge a position's freshness
+    #: by ``min(ts, received)``; None: stored by an earlier navstream (unknown: not fresh).
+    received: int | None = None
 
 
 class PricePayload(msgspec.Struct, frozen=True, array_like=True):
@@ -86,14 +97,23 @@ class PricePayload(msgspec.Struct, frozen=True, array_like=True):
     quote: str
     source: str
     price: Decimal
+    #: As :attr:`BalancePayload.received`.
+    received: int | None = None
 
 
-class SourcePayload(msgspec.Struct, frozen=True):
+class SourcePayload(msgspec.Struct, frozen=True, omit_defaults=True):
     venue: str
     source: str
     account: str | None
     ok: bool
     error: str
+    #: As :attr:`BalancePayload.received`.
+    received: int | None = None
+
+
+def receipt(received: int | None) -> int:
+    """A payload's ``received`` as the valuation takes it (:data:`UNKNOWN_RECEIPT` for none)."""
+    return UNKNOWN_RECEIPT if received is None else received
 
 
 _encode = msgspec.json.Encoder(decimal_format="string").encode
@@ -142,35 +162,38 @@ class Inputs:
     #: The stamp Redis held when these inputs were read ("" for none).
     stamp: str = ""
 
-    def apply(self, event: Event) -> bool:
-        """Apply ``event`` unless this copy holds a newer one for its key; whether it did."""
+    def apply(self, event: Event, received: int) -> bool:
+        """Apply ``event``, received at ``received`` (the batch's clock), unless this copy holds
+        a newer one for its key; whether it did."""
         kind = type(event)
         if kind is Price:
             pid = price_id(event.base, event.quote, event.source)  # type: ignore[union-attr]
             old_quote = self.quotes.get(pid)
             if old_quote is None or event.ts >= old_quote.ts:
                 self.quotes[pid] = Quote(event.base, event.quote, event.source, event.price,  # type: ignore[union-attr]
-                                         event.ts)
+                                         event.ts, received)
                 return True
         elif kind is Balance:
             held = self.balances.setdefault((event.venue, event.account), {})  # type: ignore[union-attr]
             old = held.get(event.asset)  # type: ignore[union-attr]
             if old is None or event.ts >= old.ts:
-                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts)  # type: ignore[union-attr]
+                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts,  # type: ignore[union-attr]
+                                            received)
                 return True
         elif kind is SourceStatus:
             sid = source_id(event.venue, event.source, event.account)  # type: ignore[union-attr]
             old_source = self.sources.get(sid)
             if old_source is None or event.ts >= old_source.ts:
                 self.sources[sid] = SourceState(event.venue, event.source, event.account or None,  # type: ignore[union-attr]
-                                                event.ok, event.error or "", event.ts)  # type: ignore[union-attr]
+                                                event.ok, event.error or "", event.ts, received)  # type: ignore[union-attr]
                 return True
         return False
 
 
 @functools.lru_cache(maxsize=16_384)
 def _price_head(base: str, quote: str, source: str) -> str:
-    return _encode(PricePayload(base, quote, source, Decimal(0))).decode()[:-4]  # up to the price
+    """A price payload up to its price: ``["BTC","USDT","binance-spot",``."""
+    return _encode((base, quote, source)).decode()[:-1] + ","
 
 
 def newest(events: Iterable[Event]) -> list[Event]:
@@ -193,18 +216,20 @@ def newest(events: Iterable[Event]) -> list[Event]:
 
 
 def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
-    """Buffer the state writes of events (the newest per key); prices and balances, the hot
-    path, get their JSON by hand: a Decimal's str is plain ASCII."""
+    """Buffer the state writes of events (the newest per key), each with its receipt time
+    (``out.now_ms``, the batch's clock); prices and balances, the hot path, get their JSON by
+    hand: a Decimal's str is plain ASCII."""
     prices: dict[str, tuple[int, str]] = {}
     balances: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
+    received = int(out.now_ms)
     for event in events:
         kind = type(event)
         if kind is Price:
             prices[price_id(event.base, event.quote, event.source)] = (  # type: ignore[union-attr]
-                event.ts, f'{_price_head(event.base, event.quote, event.source)}"{event.price}"]')  # type: ignore[union-attr]
+                event.ts, f'{_price_head(event.base, event.quote, event.source)}"{event.price}",{received}]')  # type: ignore[union-attr]
         elif kind is Balance:
             balances.setdefault((event.venue, event.account), {})[event.asset] = (  # type: ignore[union-attr]
-                event.ts, f'["{event.balance}","{event.unrealized_pnl}"]')  # type: ignore[union-attr]
+                event.ts, f'["{event.balance}","{event.unrealized_pnl}",{received}]')  # type: ignore[union-attr]
         else:
             write_event(out, event)
     if prices:
@@ -219,11 +244,11 @@ def write_event(out: Outputs, event: Event) -> None:
     """Buffer the state write of a position or a source report (absorb handles the rest)."""
     if isinstance(event, Position):
         payload = _encode(PositionPayload(event.symbol, event.qty, event.entry_price, event.mark_price,
-                                          event.unrealized_pnl)).decode()
+                                          event.unrealized_pnl, int(out.now_ms))).decode()
         out.put_latest_field(":".join(positions_key(event.venue, event.account)), event.symbol, event.ts, payload)
     elif isinstance(event, SourceStatus):
         payload = _encode(SourcePayload(event.venue, event.source, event.account or None, event.ok,
-                                        event.error or "")).decode()
+                                        event.error or "", int(out.now_ms))).decode()
         out.put_latest_field(":".join(SOURCES), source_id(event.venue, event.source, event.account),
                              event.ts, payload)
 
@@ -264,7 +289,7 @@ def _holdings(key: tuple[str, str], raw: dict[str, str]) -> dict[str, Holding]:
     out = {}
     for asset, value in raw.items():
         ts, b = _parse(where, asset, value, _balance)
-        out[asset] = Holding(b.balance, b.unrealized_pnl, ts)
+        out[asset] = Holding(b.balance, b.unrealized_pnl, ts, receipt(b.received))
     return out
 
 
@@ -273,7 +298,7 @@ def parse_quotes(raw: dict[str, str]) -> dict[str, Quote]:
     out = {}
     for member, value in raw.items():
         ts, p = _parse(":".join(PRICES), member, value, _price)
-        out[member] = Quote(p.base, p.quote, p.source, p.price, ts)
+        out[member] = Quote(p.base, p.quote, p.source, p.price, ts, receipt(p.received))
     return out
 
 
@@ -282,12 +307,13 @@ def parse_sources(raw: dict[str, str]) -> dict[str, SourceState]:
     out = {}
     for member, value in raw.items():
         ts, s = _parse(":".join(SOURCES), member, value, _source)
-        out[member] = SourceState(s.venue, s.source, s.account, s.ok, s.error, ts)
+        out[member] = SourceState(s.venue, s.source, s.account, s.ok, s.error, ts, receipt(s.received))
     return out
 
 
 def parse_positions(venue: str, account: str, raw: dict[str, str]) -> dict[str, tuple[int, PositionPayload]]:
-    """An account's ``nav:positions`` hash as read with HGETALL: symbol -> (ts, position)."""
+    """An account's ``nav:positions`` hash as read with HGETALL: symbol -> (ts, position);
+    ``position.received`` is when navstream received it (None: stored by an earlier navstream)."""
     where = ":".join(positions_key(venue, account))
     return {symbol: _parse(where, symbol, value, _position) for symbol, value in raw.items()}
 
