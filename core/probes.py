@@ -72,9 +72,10 @@ def readiness(state: LoopState, view: DeskView, *, streams: Sequence[str], group
     - the loop is starting or stopping;
     - Redis does not answer (a ``PING`` within the read timeout), or the loop is reconnecting;
     - the consumer group is missing on a stream this consumer reads;
-    - a NAV is stale: its status is ``stale``, or nobody has evaluated it for longer than
-      ``nav_eval_limit_ms`` (the nav plugin re-evaluates every scope on every tick, so an old
-      evaluation means no consumer is ticking it);
+    - a NAV is stale: its status as read now is ``stale`` (stored so, or an ``ok`` past its
+      ``fresh_until``: :func:`~navstream.statusapi.parse_nav_latest` reads it as every reader
+      does), or nobody has evaluated it for longer than ``nav_eval_limit_ms`` (the nav plugin
+      re-evaluates every scope on every tick, so an old evaluation means no consumer is ticking it);
     - a plugin (a sink, the risk gate's audit log, ...) reports itself degraded.
     """
     reasons: list[str] = []

@@ -6,6 +6,11 @@ plugin's module, so the endpoint works with whatever plugins a deployment loads 
 nothing it has not. Reads are bounded (a fixed number of round trips, counts capped), so a
 page left open or a scraper cannot load Redis more than a few small commands each time.
 
+A stored NAV is read as every reader reads it (:func:`navstream.navread.stale_as_read`): an
+``ok`` past its ``fresh_until`` is ``stale`` at the time of the read, whether or not a tick has
+re-evaluated it, so ``/api/status``, the status page, ``/readyz`` and ``/metrics`` never show a
+NAV fresher than its own age limit allows.
+
 :func:`read_desk` is shared by readiness, ``/metrics`` and ``/api/status``;
 :func:`status_document` is the JSON the status page polls.
 """
@@ -22,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .app import App
 from .keys import scope_id, unescape_name
+from .navread import stale_as_read
 
 #: ``P:nav`` entries read for the history chart (newest first), and points kept per scope.
 HISTORY_ENTRIES = 1000
@@ -58,7 +64,8 @@ def _clip(text: Any, limit: int = MAX_TEXT) -> str:
 
 @dataclass(frozen=True)
 class NavScope:
-    """One scope's latest NAV as ``P:state:nav:latest`` holds it."""
+    """One scope's latest NAV as ``P:state:nav:latest`` holds it, read at one moment: its
+    ``status`` and ``reasons`` are the reader's (see :func:`parse_nav_latest`)."""
 
     id: str
     scope: str
@@ -70,28 +77,42 @@ class NavScope:
     computed_at: int
     reasons: tuple[str, ...] = ()
     label: str = ""
+    #: The first moment an input of it is past its age limit (0: none recorded).
+    fresh_until: int = 0
+    #: The status the nav plugin stored (``status`` is what a reader takes it for now).
+    stored_status: str = ""
 
     def as_json(self, now_ms: int) -> dict[str, Any]:
         return {"id": self.id, "scope": self.scope, "name": self.name, "label": self.label, "nav": self.nav,
-                "quote": self.quote, "status": self.status,
+                "quote": self.quote, "status": self.status, "stored_status": self.stored_status,
+                "fresh_until": self.fresh_until or None,
                 "as_of_age_s": round((now_ms - self.as_of) / 1000, 1) if self.as_of else None,
                 "computed_age_s": round((now_ms - self.computed_at) / 1000, 1),
                 "reasons": [_clip(r) for r in self.reasons[:5]]}
 
 
-def parse_nav_latest(member: str, raw: str) -> NavScope:
-    """``"<computed_at> <snapshot JSON>"``; ValueError when it is not that."""
+def parse_nav_latest(member: str, raw: str, now_ms: int) -> NavScope:
+    """``"<computed_at> <snapshot JSON>"``, as read at ``now_ms``: a stored ``ok`` past its
+    ``fresh_until`` (or without one) is ``stale``, its reason first. ValueError when it is not
+    that."""
     _, _, payload = raw.partition(" ")
     data = json.loads(payload)
     if not isinstance(data, dict):
         raise ValueError("the snapshot is not a JSON object")
     scope = str(data.get("scope", ""))
     venue, account = str(data.get("venue", "")), str(data.get("account", ""))
+    stored = str(data.get("status", ""))
+    fresh_until = int(data.get("fresh_until", 0))
+    reasons = tuple(str(r) for r in data.get("reasons", []) or [])
+    status = stored
+    why = stale_as_read(stored, fresh_until, now_ms)
+    if why is not None:
+        status, reasons = "stale", (why, *reasons)
     return NavScope(
         id=member, scope=scope, name=scope_name(scope, venue, account), nav=str(data["nav"]),
-        quote=str(data.get("quote", "")), status=str(data.get("status", "")),
+        quote=str(data.get("quote", "")), status=status,
         as_of=int(data.get("as_of", 0)), computed_at=int(data.get("computed_at", 0)),
-        reasons=tuple(str(r) for r in data.get("reasons", []) or []), label=str(data.get("label", "")))
+        reasons=reasons, label=str(data.get("label", "")), fresh_until=fresh_until, stored_status=stored)
 
 
 @dataclass(frozen=True)
@@ -182,7 +203,7 @@ async def read_desk(app: App, streams: Sequence[str]) -> DeskView:
             view.groups[stream] = next((g for g in rows if g.get("name") == app.group), None)
         for member, raw in sorted(_ok(latest, {}).items()):
             try:
-                view.nav.append(parse_nav_latest(member, raw))
+                view.nav.append(parse_nav_latest(member, raw, view.read_ms))
             except (ValueError, KeyError, TypeError) as exc:
                 view.nav_unreadable.append(f"{member}: {type(exc).__name__}: {exc}")
         view.nav.sort(key=lambda s: (SCOPE_ORDER.get(s.scope, 9), s.name))

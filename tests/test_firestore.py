@@ -47,10 +47,14 @@ from navstream.plugins.firestore.coordination import LEADER, writes_key
 from navstream.plugins.firestore.documents import (
     Doc,
     history_doc_id,
+    history_document,
     moved,
     nav_doc_id,
     risk_doc_id,
 )
+from navstream.plugins.firestore.sync import shared_documents
+from navstream.plugins.nav.state import read_latest
+from navstream.plugins.nav.valuation import Snapshot
 from navstream.plugins.firestore.sink import Sink, routine_allowance, utc_day
 from navstream.plugins.risk.state import TRADING, encode_record
 from navstream.plugins.risk.trading import TradingRecord
@@ -263,9 +267,15 @@ def price(value: str, ts: int) -> dict[str, str]:
             "ts": str(ts)}
 
 
+def report(ts: int) -> dict[str, str]:
+    """binance's venue-wide source_status, from the source of its prices: it vouches for the
+    account and the prices (without one both are stale: silence is not health)."""
+    return {"type": "source_status", "venue": "binance", "source": "binance-spot", "ok": "true", "ts": str(ts)}
+
+
 def desk(ts: int = T0, btc: str = "0.5") -> list[dict[str, str]]:
-    """binance/main: 1000.5 USDT and 0.5 BTC at 97000.5: 49500.75 USD."""
-    return [balance("USDT", "1000.5", ts), balance("BTC", btc, ts), price("97000.5", ts)]
+    """binance/main: 1000.5 USDT and 0.5 BTC at 97000.5: 49500.75 USD, binance reporting."""
+    return [balance("USDT", "1000.5", ts), balance("BTC", btc, ts), price("97000.5", ts), report(ts)]
 
 
 class Harness:
@@ -521,6 +531,36 @@ def test_document_ids() -> None:
     assert len({i[:2] for i in ids}) > 5 and sorted(ids) != ids
 
 
+def test_nav_documents_carry_the_status_a_reader_takes_the_nav_for() -> None:
+    """A NAV stored ok is written stale from its fresh_until on, whatever tick has not yet said
+    so; the stored status is kept beside it, and the reason names the moment (not an age), so
+    the document does not change, and is not rewritten, on every tick after."""
+    horizon = START_MS + 60_000
+    account = Snapshot("account", Decimal("10.5"), "USD", "ok", T0, START_MS, "binance", "main", "futures",
+                       fresh_until=horizon)
+    total = Snapshot("total", Decimal("10.5"), "USD", "ok", T0, START_MS, accounts=["binance/main"],
+                     fresh_until=horizon)
+    latest = {account.scope_id: account, "total": total}
+
+    def docs(now: int) -> dict[str, Doc]:
+        return {d.path: d for d in shared_documents(latest, {}, now)}
+
+    before = docs(horizon - 1)
+    assert {p: (d.data or {})["status"] for p, d in before.items()} == {
+        "nav/account:binance|main": "ok", "nav/total": "ok"}
+    after = docs(horizon)
+    for path, doc in after.items():
+        data = doc.data or {}
+        assert (data["status"], data["stored_status"], data["fresh_until"]) == ("stale", "ok", horizon), path
+        assert data["reasons"][0].startswith("an input passed its age limit at ")
+        assert doc.sig != before[path].sig  # a significant change: written even near the budget
+    assert {p: d.content for p, d in docs(horizon + 300_000).items()} == {p: d.content for p, d in after.items()}
+    point = history_document(account, START_MS, horizon)
+    assert (point.data or {})["status"] == "stale"
+    stale = msgspec.structs.replace(account, status="partial")
+    assert (shared_documents({stale.scope_id: stale}, {}, horizon)[0].data or {})["status"] == "partial"
+
+
 def test_significant_moves() -> None:
     assert moved(Decimal("101.01"), Decimal("100"), 1.0)
     assert not moved(Decimal("100.99"), Decimal("100"), 1.0)
@@ -646,7 +686,7 @@ async def test_documents_land_under_the_env_namespace(harness: Harness, fs: Read
     beat = await fs.doc(f"{base}/heartbeats/{app.consumer_name}")
     assert beat is not None and beat["status"] == "ok" and beat["consumer_status"] == "running"
     assert beat["sink"]["last_success_ms"] > 0 and beat["sink"]["leader"] is True
-    assert beat["counters"]["processed"] == 3
+    assert beat["counters"]["processed"] == 4
 
     # another environment is another namespace; nothing else is touched
     other, other_consumer = await harness.start({"env": "staging"}, name="staging-1")
@@ -786,6 +826,33 @@ async def test_one_leader_writes_the_shared_documents(harness: Harness, fs: Read
     assert sink_of(b).leader
 
 
+async def test_the_sink_writes_a_nav_past_its_fresh_until_as_stale_without_a_nav_tick(
+        harness: Harness, fs: Reader) -> None:
+    """The NAV is valued by one consumer, then nobody ticks the nav plugin; the sink's own tick
+    writes the latest NAV as a reader must take it: stale from its fresh_until on."""
+    clock = ManualClock(START_MS)
+    valuer = harness.make_app(plugins=[("nav", nav_plugin)], extra={"nav": nav_section()}, clock=clock, name="v")
+    valuing = Consumer(valuer)
+    await valuing.setup()
+    await run_step(valuer, valuing, *desk())
+    stored = (await read_latest(valuer))["account:binance/main"]
+    assert stored.status == "ok" and stored.fresh_until == T0 + 600_000 + 1
+    app, consumer = await harness.start(nav=False, clock=clock, name="sink")
+    await consumer.tick()
+    await settle(app)
+    path = f"{harness.root}/dev/nav/account:binance|main"
+    assert ((await fs.doc(path)) or {})["status"] == "ok"
+    clock.advance(stored.fresh_until - clock.now_ms())
+    await consumer.tick()  # only the sink ticks: the stored NAV still says ok
+    await settle(app)
+    written = await fs.doc(path) or {}
+    assert (written["status"], written["stored_status"]) == ("stale", "ok")
+    assert written["reasons"][0].startswith("an input passed its age limit")
+    assert ((await fs.doc(f"{harness.root}/dev/nav/exchange")) or {})["status"] == "stale"  # an aggregate too
+    assert (await read_latest(valuer))["account:binance/main"].status == "ok"
+    await valuing.shutdown()
+
+
 async def test_near_the_budget_only_significant_changes_are_written(
         harness: Harness, fs: Reader, monkeypatch: pytest.MonkeyPatch) -> None:
     app, consumer = await harness.start({"max_writes_per_day": 1000, "significant_move_pct": 1.0})
@@ -899,12 +966,13 @@ async def test_dry_run_writes_nothing(
 
 async def test_history_is_bounded(harness: Harness, fs: Reader) -> None:
     clock = ManualClock(START_MS - START_MS % 60_000)
+    seen = clock.now_ms() - 1_000  # observed before the clock ([consumer] max_future_ms is a few seconds)
     app, consumer = await harness.start({"history_every_s": 60.0, "history_keep": 2}, clock=clock)
-    await run_step(app, consumer, *desk())
+    await run_step(app, consumer, *desk(seen))
     for i in range(1, 5):
         await settle(app)  # the index is written once the documents are
         clock.advance(60_000)
-        await run_step(app, consumer, balance("USDT", f"{1000 + i}", T0 + i))
+        await run_step(app, consumer, balance("USDT", f"{1000 + i}", seen + i))
     await settle(app)
     await consumer.tick()  # the last interval's prune
     await settle(app)

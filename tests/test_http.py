@@ -37,7 +37,7 @@ from navstream.http import MAX_HEAD, HttpServer, HttpStartError, Request, Respon
 from navstream.metrics import Metrics
 from navstream.pluginmanager import build_plugin_manager
 from navstream.probes import LoopState, liveness, readiness
-from navstream.statusapi import DeskView, NavScope
+from navstream.statusapi import DeskView, NavScope, parse_nav_latest
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
@@ -286,6 +286,8 @@ def desk_events(ts: int = T0) -> list[dict[str, str]]:
         {"type": "price", "base": "BTC", "quote": "USDT", "price": "50000", "source": "binance-spot", "ts": str(ts)},
         {"type": "source_status", "venue": "binance", "source": "binance-futures", "account": "main", "ok": "true",
          "ts": str(ts)},
+        # the price source reports too (a price whose source never reported is stale)
+        {"type": "source_status", "venue": "binance", "source": "binance-spot", "ok": "true", "ts": str(ts)},
     ]
 
 
@@ -356,11 +358,11 @@ async def test_a_running_consumer_serves_probes_metrics_and_status(make_app: Any
         for fields in desk_events():
             await app.redis.xadd(app.keys.events, fields)
         await app.redis.xadd(app.keys.events, {"type": "mystery", "ts": str(T0)})  # dead-lettered: `other`
-        await until(lambda: app.stats.processed >= 4 and app.stats.dead_lettered == 1, what="the events")
+        await until(lambda: app.stats.processed >= 5 and app.stats.dead_lettered == 1, what="the events")
         # Orders once the NAV they rest on is there (orders are judged on what Redis holds).
         for fields in (order("o-small", "0.1"), order("o-huge", "10")):
             await app.redis.xadd(app.keys.orders, fields)
-        await until(lambda: app.stats.processed + app.stats.dead_lettered >= 7, what="the entries")
+        await until(lambda: app.stats.processed + app.stats.dead_lettered >= 8, what="the entries")
 
         health = await client.get("/healthz")
         assert (health.status_code, health.json()) == (200, {"alive": True, "status": "running"})
@@ -451,11 +453,12 @@ async def test_readiness_reasons_stale_nav_and_degraded_plugin(make_app: Any, no
         return f"{computed_at} {json.dumps(data)}"
 
     limit_s = app.settings.consumer.heartbeat_ttl_ms // 1000  # max(10 s, 5 ticks, 4 hook timeouts)
+    fresh = START_MS + 60_000  # fresh_until: its inputs are within their age limit until then
     async with serving(app) as (consumer, client):
         await app.redis.hset(latest, mapping={
             "account:v/a": snapshot("account", "stale", START_MS, venue="v", account="a",
                                     reasons=["balance v/a/USDT is 200s old (limit 120s)"]),
-            "total": snapshot("total", "ok", START_MS - 60_000),
+            "total": snapshot("total", "ok", START_MS - 60_000, fresh_until=fresh),
         })
         sink.degraded = "Firestore unreachable: 3 writes queued"
         response = await client.get("/readyz")
@@ -481,8 +484,8 @@ async def test_readiness_reasons_stale_nav_and_degraded_plugin(make_app: Any, no
         # Each cause fixed: ready again, with nothing changed by the requests themselves.
         sink.degraded = ""
         await app.redis.hset(latest, mapping={
-            "account:v/a": snapshot("account", "ok", START_MS, venue="v", account="a"),
-            "total": snapshot("total", "ok", START_MS)})
+            "account:v/a": snapshot("account", "ok", START_MS, venue="v", account="a", fresh_until=fresh),
+            "total": snapshot("total", "ok", START_MS, fresh_until=fresh)})
         response = await client.get("/readyz")
         assert (response.status_code, response.json()) == (200, {"ready": True})
         # An unreadable member is a reason too, not an error of the endpoint.
@@ -694,3 +697,63 @@ def test_healthcheck_command_asks_healthz_of_a_running_consumer(tmp_path: Path) 
         if keys:
             client.delete(*keys)
         client.close()
+
+
+# --- freshness belongs to readers: a stored ok past its fresh_until ----------------------------
+
+
+def test_the_status_api_reads_an_ok_past_its_fresh_until_as_stale() -> None:
+    def raw(status: str, **extra: Any) -> str:
+        data = {"scope": "total", "nav": "1", "quote": "USD", "status": status, "as_of": T0,
+                "computed_at": START_MS, **extra}
+        return f"{START_MS} {json.dumps(data)}"
+
+    fresh = parse_nav_latest("total", raw("ok", fresh_until=START_MS + 1), START_MS)
+    assert (fresh.status, fresh.stored_status, fresh.reasons) == ("ok", "ok", ())
+    past = parse_nav_latest("total", raw("ok", fresh_until=START_MS, reasons=["x"]), START_MS)
+    assert (past.status, past.stored_status) == ("stale", "ok")
+    assert past.reasons == ("an input passed its age limit at 2026-09-21T14:13:20.000Z (fresh_until); "
+                            "not re-evaluated since", "x")
+    unknown = parse_nav_latest("total", raw("ok"), START_MS)  # stored without fresh_until
+    assert unknown.status == "stale" and unknown.reasons[0].startswith("stored without a freshness horizon")
+    partial = parse_nav_latest("total", raw("partial", fresh_until=START_MS - 1), START_MS)
+    assert (partial.status, partial.reasons) == ("partial", ())  # already not ok: kept as stored
+    assert past.as_json(START_MS)["status"] == "stale" and past.as_json(START_MS)["stored_status"] == "ok"
+
+
+async def test_api_status_readyz_and_metrics_read_a_nav_past_its_fresh_until_as_stale(
+        make_app: Any, no_cache: None) -> None:
+    """A NAV stored ok whose inputs passed their limit, and no tick since (no nav plugin runs
+    here): /readyz, /api/status and /metrics say stale; before its fresh_until, ok."""
+    clock = ManualClock(START_MS)
+    app = make_app(consumer=FAST, clock=clock)
+    latest = app.keys.state("nav", "latest")
+
+    def snapshot(scope: str, **extra: Any) -> str:
+        data = {"scope": scope, "nav": "12.5", "quote": "USD", "status": "ok", "as_of": T0,
+                "computed_at": START_MS, "fresh_until": START_MS + 5_000, **extra}
+        return f"{START_MS} {json.dumps(data)}"
+
+    async with serving(app) as (_, client):
+        await app.redis.hset(latest, mapping={"account:v/a": snapshot("account", venue="v", account="a"),
+                                              "total": snapshot("total")})
+        clock.advance(4_999)
+        assert (await client.get("/readyz")).json() == {"ready": True}
+        assert {r["id"]: r["status"] for r in (await client.get("/api/status")).json()["nav"]} == {
+            "total": "ok", "account:v/a": "ok"}
+        clock.advance(1)
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["reasons"] == [
+            "NAV total is stale: an input passed its age limit at 2026-09-21T14:13:25.000Z (fresh_until); "
+            "not re-evaluated since",
+            "NAV v/a is stale: an input passed its age limit at 2026-09-21T14:13:25.000Z (fresh_until); "
+            "not re-evaluated since"]
+        rows = {r["id"]: r for r in (await client.get("/api/status")).json()["nav"]}
+        assert {k: (r["status"], r["stored_status"]) for k, r in rows.items()} == {
+            "total": ("stale", "ok"), "account:v/a": ("stale", "ok")}
+        assert rows["total"]["reasons"][0].startswith("an input passed its age limit")
+        m = metrics_of((await client.get("/metrics")).text)
+        assert sample(m, "navstream_nav_status", scope="total", status="stale") == 1
+        assert sample(m, "navstream_nav_status", scope="total", status="ok") == 0
+        assert await app.redis.hget(latest, "total") == snapshot("total")  # reading changed nothing

@@ -225,6 +225,7 @@ def desk(prefix: str, client: redis.Redis, btc: str, ts: int) -> None:
         {"type": "balance", "venue": "binance", "account": "main", "asset": "BTC", "balance": "2"},
         {"type": "price", "base": "BTC", "quote": "USDT", "price": btc, "source": "binance-spot"},
         {"type": "source_status", "venue": "binance", "source": "binance-futures", "account": "main", "ok": "true"},
+        {"type": "source_status", "venue": "binance", "source": "binance-spot", "ok": "true"},  # the price source
     ):
         client.xadd(f"{prefix}:events", {**fields, "ts": str(ts)})
 
@@ -311,8 +312,28 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
         assert int(later["chart"]["points"]) > int(clicked["chart"]["points"])
         browser.screenshot(tmp_path / "statuspage-later.png")
 
+        # The consumer goes away: the page keeps its last answer, but judges it again itself. Once
+        # the NAV's fresh_until has passed (simulated: the answer made 700 s older than it is, past
+        # max_age_s = 600), an "ok" it shows turns "stale".
+        consumer["proc"].terminate()
+        consumer["proc"].wait(timeout=30)
+        wait_for(lambda: "Status unavailable" in browser.js(PAGE_STATE)["banner"], 15, "the poll to fail")
+        held = next(r for r in browser.js(PAGE_STATE)["nav"] if r["scope"] == "account:binance/main")
+        assert held["status"]["text"] == "ok"  # within its fresh_until: shown as it was
+        browser.js("receivedAt -= 700000;")
+        judged = wait_for(lambda: (lambda s: s if next(r for r in s["nav"] if r["scope"] == "account:binance/main")
+                                   ["status"]["text"] == "stale" else None)(browser.js(PAGE_STATE)), 15,
+                          "the page to re-judge its last answer")
+        rows = {row["scope"]: row for row in judged["nav"]}
+        assert rows["account:binance/main"]["status"]["cls"] == "badge status status-stale"
+        assert rows["exchange"]["status"]["text"] == "stale"
+        assert rows["total"]["status"]["text"] == "failed"  # worse than stale stays as it was
+        title = browser.js("return document.querySelector('tr[data-scope=\"account:binance/main\"] .status').title")
+        assert title.startswith("an input passed its age limit, and no newer answer has arrived")
+
         problems = [entry for entry in browser.console() if entry.get("level") == "SEVERE"
-                    and "favicon" not in entry.get("message", "")]
+                    and "favicon" not in entry.get("message", "")
+                    and "api/status" not in entry.get("message", "")]  # the polls after the stop
         assert not problems, json.dumps(problems, indent=1)
     finally:
         browser.quit()

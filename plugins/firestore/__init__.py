@@ -198,7 +198,7 @@ async def _shared(app: App, run: Running, now_ms: int) -> None:
     """The leader's part: the latest NAV and trading records, and the history."""
     latest = await read_latest(app)
     records = await read_records(app)
-    for doc in shared_documents(latest, records):
+    for doc in shared_documents(latest, records, now_ms):
         run.sink.offer(doc)
     if run.cfg.history_every_s:
         await _history(app, run, latest, now_ms)
@@ -211,7 +211,7 @@ async def _history(app: App, run: Running, latest: Mapping[str, Snapshot], now_m
     run.history_bucket = bucket
     scopes = []
     for snap in with_data(latest):
-        run.sink.offer(history_document(snap, bucket))
+        run.sink.offer(history_document(snap, bucket, now_ms))
         scopes.append(snap.scope_id)
     if not scopes:
         return

@@ -52,11 +52,12 @@ async def preview(app: App, args: argparse.Namespace) -> int:
     except TargetError as exc:
         print(f"navstream: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    now = app.clock.now_ms()
     latest = await read_latest(app)
-    docs = shared_documents(latest, await read_records(app))
+    docs = shared_documents(latest, await read_records(app), now)
     if cfg.history_every_s:
-        bucket = history_bucket(app.clock.now_ms(), cfg.history_every_s)
-        docs += [history_document(snap, bucket) for snap in with_data(latest)]
+        bucket = history_bucket(now, cfg.history_every_s)
+        docs += [history_document(snap, bucket, now) for snap in with_data(latest)]
     shown = {target.path(d.path): {**(d.data or {}), "written_at": "<server time of the commit>",
                                    "written_by": "<the consumer holding the lease>"} for d in docs}
     if args.json:

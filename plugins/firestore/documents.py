@@ -10,9 +10,12 @@ Paths are relative to ``<root>/<env>``:
 - ``nav_history/<id>``: one per scope per ``history_every_s`` (optional).
 
 Money is an exact decimal string (Firestore has no decimal type), with a float copy beside it
-(``nav_float``) for charts only. A scope that rests on no data at all is not written
-(:func:`with_data`): a document is absent rather than empty, so nothing ever overwrites a real
-figure with a placeholder.
+(``nav_float``) for charts only. A NAV document carries the status a reader must take the NAV
+for when the document is built (:func:`~navstream.plugins.nav.valuation.as_read`): a stored
+``ok`` past its ``fresh_until`` is written ``stale``, whatever tick has not yet said so; the
+stored status is kept beside it as ``stored_status``. A scope that rests on no data at all is
+not written (:func:`with_data`): a document is absent rather than empty, so nothing ever
+overwrites a real figure with a placeholder.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, Literal, Mapping
 
 import msgspec
 from navstream.keys import unescape_name
-from navstream.plugins.nav.valuation import Snapshot, escape, money
+from navstream.plugins.nav.valuation import Snapshot, as_read, escape, money
 from navstream.plugins.risk.trading import TradingRecord
 
 #: ``always``: written whatever the budget (heartbeats); ``changes``: significant when its
@@ -99,7 +102,10 @@ def as_float(value: Decimal) -> float:
     return float(value)
 
 
-def nav_data(snap: Snapshot) -> dict[str, Any]:
+def nav_data(snap: Snapshot, now_ms: int) -> dict[str, Any]:
+    """The document of ``snap`` as read at ``now_ms`` (:func:`as_read`)."""
+    stored = snap.status
+    snap = as_read(snap, now_ms)
     return {
         "scope": snap.scope,
         "scope_id": snap.scope_id,
@@ -111,6 +117,8 @@ def nav_data(snap: Snapshot) -> dict[str, Any]:
         "nav": money(snap.nav),
         "nav_float": as_float(snap.nav),
         "status": snap.status,
+        "stored_status": stored,
+        "fresh_until": snap.fresh_until,
         "as_of": snap.as_of,
         "computed_at": snap.computed_at,
         # as_of 0: part of it rests on nothing (an account without data); no age to tell
@@ -138,11 +146,12 @@ def with_data(latest: Mapping[str, Snapshot]) -> list[Snapshot]:
             if (snap.as_of > 0 if snap.scope == "account" else any(a in fed for a in snap.accounts))]
 
 
-def nav_document(snap: Snapshot) -> Doc:
-    """The latest NAV of a scope (one that rests on data: :func:`with_data`)."""
-    data = nav_data(snap)
+def nav_document(snap: Snapshot, now_ms: int) -> Doc:
+    """The latest NAV of a scope (one that rests on data: :func:`with_data`), as read at
+    ``now_ms``: its status is the reader's (:func:`as_read`), and a change of it is significant."""
+    data = nav_data(snap, now_ms)
     return Doc(f"nav/{nav_doc_id(snap.scope_id)}", data, "nav", "changes", shared=True,
-               content=content_of(data), sig=nav_sig(snap), amount=snap.nav)
+               content=content_of(data), sig=nav_sig(as_read(snap, now_ms)), amount=snap.nav)
 
 
 def risk_document(member: str, record: TradingRecord) -> Doc:
@@ -183,7 +192,9 @@ def history_index_key(scope_id: str) -> str:
     return f"firestore:history:{escape(scope_id)}"
 
 
-def history_document(snap: Snapshot, bucket_ms: int) -> Doc:
+def history_document(snap: Snapshot, bucket_ms: int, now_ms: int) -> Doc:
+    """A history point of ``snap``, with the status a reader takes it for at ``now_ms``."""
+    snap = as_read(snap, now_ms)
     doc_id = history_doc_id(snap.scope_id, bucket_ms)
     data = {
         "scope": snap.scope,

@@ -12,9 +12,10 @@ from .documents import Doc, nav_document, risk_document, with_data
 
 
 def shared_documents(latest: Mapping[str, Snapshot],
-                     records: Mapping[str, tuple[str, TradingRecord]]) -> list[Doc]:
-    """A document per NAV scope that rests on data (a scope with none is absent) and per
-    trading record Redis holds (a scope without one is ``active``, and absent)."""
-    docs = [nav_document(snap) for snap in with_data(latest)]
+                     records: Mapping[str, tuple[str, TradingRecord]], now_ms: int) -> list[Doc]:
+    """A document per NAV scope that rests on data (a scope with none is absent), with the
+    status a reader takes it for at ``now_ms`` (a stored ``ok`` past its ``fresh_until`` is
+    ``stale``), and per trading record Redis holds (a scope without one is ``active``, and absent)."""
+    docs = [nav_document(snap, now_ms) for snap in with_data(latest)]
     docs += [risk_document(member, record) for member, (_, record) in sorted(records.items())]
     return docs
