@@ -71,8 +71,9 @@ class ConsumerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: Consumers idle this long with nothing pending are removed from the group.
     remove_idle_consumers_ms: Annotated[int, msgspec.Meta(ge=60_000)] = 3_600_000
     #: Events stamped further than this in the future are dead-lettered (a bad clock would
-    #: otherwise win every last-ts-wins comparison for ever).
-    max_future_ms: Annotated[int, msgspec.Meta(ge=0)] = 300_000
+    #: otherwise win every last-ts-wins comparison for ever). Small: whatever is accepted still
+    #: counts as fresh only from when it was received (the nav plugin keeps receipt times).
+    max_future_ms: Annotated[int, msgspec.Meta(ge=0)] = 5_000
     #: Upper bound of the reconnect backoff.
     reconnect_max_ms: Annotated[int, msgspec.Meta(ge=100)] = 5_000
     #: An async plugin hook still running after this long fails (like an exception), so one

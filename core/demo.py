@@ -91,7 +91,7 @@ block_ms = 1000
 tick_ms = 1000
 claim_idle_ms = 30000
 max_deliveries = 5
-max_future_ms = 300000
+max_future_ms = 5000
 
 [source_monitor]
 max_silence_s = 60

@@ -131,10 +131,11 @@ async def test_a_consumer_that_did_not_see_a_failure_knows_it_from_redis(make_ap
 
 
 async def test_two_consumers_alternating_never_miss_a_transition(make_app: Any) -> None:
-    a_app, a = await started(make_app, name="a")
+    clock = ManualClock(START_MS + 8_000)  # every report below is from the last 8 s, none from the future
+    a_app, a = await started(make_app, name="a", clock=clock)
     assert await run(a_app, a, status(True, START_MS)) == []
     assert codes(await run(a_app, a, status(False, START_MS + 1000, "down"))) == ["source_failed"]
-    b_app, b = await started(make_app, name="b")  # starts while the source fails
+    b_app, b = await started(make_app, name="b", clock=clock)  # starts while the source fails
     steps = [  # (consumer, report, alerts it must raise)
         ("a", status(True, START_MS + 2000), ["source_recovered"]),
         ("b", status(False, START_MS + 3000, "down"), ["source_failed"]),
