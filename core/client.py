@@ -41,7 +41,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
@@ -50,6 +50,7 @@ from redis.exceptions import RedisError
 
 from .events import ORDER_DECODER, as_str_map
 from .fingerprint import order_hash
+from .numbers import NumberError, parse, plain
 from .keys import Keys
 from .outputs import parse_first
 
@@ -396,16 +397,12 @@ def decimal_text(name: str, value: Decimal | str) -> str:
     if isinstance(value, float):
         raise TypeError(f"`{name}` must be a Decimal or str, not a float (binary floats are not exact): "
                         f"pass Decimal({str(value)!r}) or {str(value)!r}")
-    if isinstance(value, str):
-        try:
-            value = Decimal(value)
-        except InvalidOperation:
-            raise ValueError(f"`{name}` is not a decimal: {value!r}") from None
-    elif not isinstance(value, Decimal):
+    if not isinstance(value, (str, Decimal)):
         raise TypeError(f"`{name}` must be a Decimal or str, got {type(value).__name__}")
-    if not value.is_finite():
-        raise ValueError(f"`{name}` must be a finite decimal, got {value}")
-    return format(value, "f")
+    try:  # the wire's own grammar and bounds (navstream.numbers): " 1" and "１２" are no amounts
+        return plain(parse(value) if isinstance(value, str) else value)
+    except NumberError as exc:
+        raise ValueError(f"`{name}`: {exc}") from None
 
 
 def _stored(raw: str | bytes) -> dict[str, str] | None:

@@ -71,8 +71,15 @@ def position(symbol: str, qty: str, ts: int) -> dict[str, str]:
 
 
 def funded(ts: int = T0, usdt: str = "100000") -> list[dict[str, str]]:
-    """One account worth ``usdt`` USD, BTC at 50,000 USDT, its venue's source healthy."""
-    return [balance("USDT", usdt, ts), price("50000", ts), source(True, ts)]
+    """One account worth ``usdt`` USD, BTC at 50,000 USDT, its venue's source and the price
+    source healthy."""
+    return [balance("USDT", usdt, ts), price("50000", ts), source(True, ts), price_source(True, ts)]
+
+
+def price_source(ok: bool, ts: int) -> dict[str, str]:
+    """The price source's own heartbeat: a price source that never reported prices nothing."""
+    return {"type": "source_status", "venue": "binance-spot", "source": "binance-spot",
+            "ok": "true" if ok else "false", "ts": str(ts)}
 
 
 def order(order_id: str, qty: str = "0.1", side: str = "buy", symbol: str = "BTCUSDT", **extra: str) -> dict[str, str]:

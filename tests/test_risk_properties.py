@@ -12,6 +12,7 @@ On fakeredis, one fresh server per example, through the real consumer loop.
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from navstream.app import App, ManualClock
+from navstream.fingerprint import order_hash
 from navstream.config import load_settings
 from navstream.consumer import Consumer
 from navstream.pluginmanager import build_plugin_manager
@@ -44,7 +46,8 @@ step = st.one_of(
     orders, orders,
     st.tuples(st.just("balance"), st.sampled_from(["USDT", "BTC", "ARB"]), amounts, offsets),
     st.tuples(st.just("price"), st.sampled_from(["binance-spot", "coingecko"]), prices, offsets),
-    st.tuples(st.just("source"), st.booleans(), st.sampled_from(["binance-futures", "binance-positions"]), offsets),
+    st.tuples(st.just("source"), st.booleans(),
+              st.sampled_from(["binance-futures", "binance-positions", "binance-spot", "coingecko"]), offsets),
     st.tuples(st.just("position"), st.sampled_from(["-1", "0", "0.5", "2"]), offsets),
     st.tuples(st.just("wait"), st.one_of(st.integers(min_value=1, max_value=5_000),
                                          st.integers(min_value=25_000, max_value=70_000))),
@@ -68,7 +71,8 @@ def make(tmp: str, server: fakeredis.FakeServer, clock: ManualClock) -> App:
 #: Where every example starts: an account whose NAV is ok and fresh, so approvals are common and
 #: the steps that follow have something to break.
 FUNDED: list[tuple[Any, ...]] = [("balance", "USDT", "10000", 0), ("price", "binance-spot", "50000", 0),
-                                 ("source", True, "binance-futures", 0), ("source", True, "binance-positions", 0)]
+                                 ("source", True, "binance-futures", 0), ("source", True, "binance-positions", 0),
+                                 ("source", True, "binance-spot", 0)]
 
 
 async def scenario(steps: list[tuple[Any, ...]]) -> None:
@@ -77,24 +81,28 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
         app = make(tmp, fakeredis.FakeServer(), clock)
         consumer = Consumer(app)
         await consumer.setup()
-        first: dict[str, dict[str, str]] = {}
+        first: dict[str, tuple[str, dict[str, str]]] = {}
+        reused: set[tuple[str, str]] = set()
         try:
             for s in steps:
-                await apply(app, consumer, clock, s, first)
+                await apply(app, consumer, clock, s, first, reused)
         finally:
             await consumer.shutdown()
             await app.aclose()
         audit = next(Path(tmp).glob("risk-*.jsonl"), None)
         records = [msgspec.json.decode(line, type=AuditRecord) for line in audit.read_bytes().splitlines()] \
             if audit else []
-        assert len(records) == len(first)  # each order id decided once, logged once
+        # each order decided once and logged once: every id's first, every reuse with new content
+        assert len(records) == len(first) + len(reused)
         for r in records:
+            if r.decision.reasons == ["order_id_reused"]:
+                continue
             assert r.order is not None and r.inputs is not None
             assert judge(r.order, r.inputs, config(app), nav_config(app)) == r.decision
 
 
 async def apply(app: App, consumer: Consumer, clock: ManualClock, s: tuple[Any, ...],
-                first: dict[str, dict[str, str]]) -> None:
+                first: dict[str, tuple[str, dict[str, str]]], reused: set[tuple[str, str]]) -> None:
     now = clock.now_ms()
     kind = s[0]
     if kind == "wait":
@@ -116,10 +124,17 @@ async def apply(app: App, consumer: Consumer, clock: ManualClock, s: tuple[Any, 
             pass
         (_, d), = await app.redis.xrevrange(app.keys.stream("decisions"), count=1)
         assert d["order_id"] == order_id
+        content = order_hash(venue="binance", account="main", symbol=symbol, side=side, qty=Decimal(qty), price=None,
+                             reduce_only=False)
+        assert d["order_hash"] == content
         if order_id in first:
-            assert d == first[order_id]  # the first answer, whatever changed since
+            if first[order_id][0] == content:
+                assert d == first[order_id][1]  # the first answer, whatever changed since
+            else:  # the same id with other content: never the first answer
+                assert (d["decision"], d["reasons"]) == ("veto", "order_id_reused")
+                reused.add((order_id, content))
             return
-        first[order_id] = d
+        first[order_id] = (content, d)
         if d["decision"] == "approve":
             assert d["nav_status"] == "ok" and int(d["nav_age_ms"]) <= MAX_NAV_AGE_MS
             assert nav is not None and nav.status == "ok"
@@ -154,7 +169,8 @@ def test_the_property_can_fail_a_gate_that_ignores_staleness(monkeypatch: Any) -
 
     monkeypatch.setattr(RiskConfig, "max_nav_age_ms", property(lambda self: 10**12))
     steps = FUNDED + [("wait", 40_000), ("source", True, "binance-futures", 0), ("source", True, "binance-positions", 0),
-                      ("price", "binance-spot", "50000", 0), ("order", "buy", "0.001", "BTCUSDT", "o-1")]
+                      ("source", True, "binance-spot", 0), ("price", "binance-spot", "50000", 0),
+                      ("order", "buy", "0.001", "BTCUSDT", "o-1")]
     try:
         asyncio.run(scenario(steps))
     except AssertionError:

@@ -370,7 +370,7 @@ async def prune_inflight(app: App, cfg: RiskConfig, now_ms: int) -> None:
             writes += 1
             continue
         try:
-            seen = {symbol: observed_at(ts, p, now_ms)
+            seen = {symbol: observed_at(ts, p)
                     for symbol, (ts, p) in parse_positions(venue, account, raw_positions).items()}
         except StateError:
             seen = {}
@@ -380,7 +380,7 @@ async def prune_inflight(app: App, cfg: RiskConfig, now_ms: int) -> None:
                 flying = decode_inflight(inflight_key(venue, account), member, raw)
             except StateError:
                 continue
-            if now_ms - flying.at > ttl or seen.get(flying.symbol, -1) >= flying.at:
+            if now_ms - flying.at > ttl or seen.get(flying.symbol, -1) > flying.at:
                 done.append(member)
         if done:
             pipe.hdel(keys.state(inflight_key(venue, account)), *done)

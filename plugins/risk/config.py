@@ -24,7 +24,7 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: fat-finger collar, in either direction.
     max_price_deviation_pct: Percent = 5.0
     #: An approved order counts toward its account's position and exposure until a position
-    #: update observed at or after its approval covers it, or this long at most.
+    #: update observed after its approval covers it, or this long at most.
     open_order_ttl_s: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 300.0
     #: Largest order notional, in the NAV report currency.
     max_order_notional: Decimal = Decimal("1000000")

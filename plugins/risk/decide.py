@@ -10,7 +10,6 @@ the worse of its limit price and the market's, and a limit far from the market i
 
 from __future__ import annotations
 
-import decimal
 from decimal import Decimal
 from typing import Iterable, Literal, Mapping
 
@@ -18,11 +17,12 @@ import msgspec
 from navstream import Order
 from navstream.fingerprint import order_hash
 from navstream.plugins.nav.valuation import (
-    CONTEXT,
     Market,
     Snapshot,
     SourceState,
     as_read,
+    exact_add,
+    exact_mul,
     money,
     worst_by,
 )
@@ -91,7 +91,7 @@ def in_report_currency(amount: Decimal, quote: str, market: Market) -> Decimal |
     unit = market.unit(quote)
     if unit.value is None or unit.stale:
         return None
-    return CONTEXT.multiply(amount, unit.value)
+    return exact_mul(amount, unit.value)
 
 
 def last_price(base: str, quote: str, market: Market) -> Decimal | None:
@@ -125,10 +125,10 @@ def gross_exposure(positions: Mapping[str, Decimal], marks: Mapping[str, Decimal
         mark = marks.get(symbol)
         if pair is None or mark is None:
             return None
-        value = in_report_currency(CONTEXT.multiply(abs(qty), mark), pair[1], market)
+        value = in_report_currency(exact_mul(qty.copy_abs(), mark), pair[1], market)
         if value is None:
             return None
-        total = CONTEXT.add(total, value)
+        total = exact_add(total, value)
     return total
 
 
@@ -139,9 +139,9 @@ def reduces(order: Order, position: Decimal, pending_buys: Decimal = Decimal(0),
     are not all reducing. In-flight orders on the other side may never fill, so they lend no
     room."""
     if order.side == "sell":
-        room = position - pending_sells
+        room = exact_add(position, pending_sells.copy_negate())
         return room > 0 and order.qty <= room
-    room = -position - pending_buys
+    room = exact_add(position.copy_negate(), pending_buys.copy_negate())
     return room > 0 and order.qty <= room
 
 
@@ -191,7 +191,7 @@ def decide(
             reasons.append(f"nav_{nav.status}")
         if nav_age_ms > config.max_nav_age_ms and "nav_stale" not in reasons:
             reasons.append("nav_stale")
-    if any(not s.ok or now_ms - s.ts > config.max_nav_age_ms for s in sources):
+    if any(not s.ok or now_ms - s.seen > config.max_nav_age_ms for s in sources):
         reasons.append("source_unhealthy")
     if position_stale:
         reasons.append("position_stale")
@@ -212,10 +212,8 @@ def decide(
         if market_px is None or (order.price is not None and limit_px is None):
             reasons.append("price_unknown")
         else:
-            worst_px = market_px if limit_px is None else max(market_px, limit_px)
-            notional = CONTEXT.multiply(order.qty, worst_px)
-            if limit_px is not None and CONTEXT.multiply(abs(limit_px - market_px), Decimal(100)) > \
-                    CONTEXT.multiply(market_px, Decimal(str(config.max_price_deviation_pct))):
+            notional = exact_mul(order.qty, worst_price(limit_px, market_px))
+            if limit_px is not None and off_market(limit_px, market_px, config.max_price_deviation_pct):
                 reasons.append("price_off_market")
     if notional is not None:
         if notional > config.max_order_notional:
@@ -224,12 +222,13 @@ def decide(
         # An order that only shrinks a position lowers the risk these two limits bound: it
         # passes them, so a desk in drawdown (or with no NAV headroom left) can still de-risk.
         opens = not shrinks
-        with decimal.localcontext(CONTEXT):
-            if opens and (nav_value <= 0 or notional > nav_value * Decimal(str(config.max_order_pct_nav)) / 100):
-                reasons.append("order_pct_nav")
-            if opens and (exposure is None or nav_value <= 0
-                          or exposure + notional > nav_value * Decimal(str(config.max_gross_exposure_x))):
-                reasons.append("gross_exposure")
+        # Exact, and without a division: notional x 100 against NAV x pct.
+        if opens and (nav_value <= 0 or exact_mul(notional, Decimal(100))
+                      > exact_mul(nav_value, Decimal(str(config.max_order_pct_nav)))):
+            reasons.append("order_pct_nav")
+        if opens and (exposure is None or nav_value <= 0
+                      or exact_add(exposure, notional) > exact_mul(nav_value, Decimal(str(config.max_gross_exposure_x)))):
+            reasons.append("gross_exposure")
     if orders_last_minute >= config.max_orders_per_minute:
         reasons.append("rate_limited")
     return Decision(
@@ -237,6 +236,20 @@ def decide(
         money(nav.nav) if nav is not None else "", nav.status if nav is not None else "missing",
         nav_age_ms, now_ms, content_hash(order),
     )
+
+
+def worst_price(limit_px: Decimal | None, market_px: Decimal) -> Decimal:
+    """The price an order is sized at: the worse (higher) of its limit and the market, each in
+    the report currency. A buy limited above the market may fill up to its limit; a sell
+    limited at 0.01 fills at the market."""
+    return market_px if limit_px is None else max(market_px, limit_px)
+
+
+def off_market(limit_px: Decimal, market_px: Decimal, max_deviation_pct: float) -> bool:
+    """The fat-finger collar: the limit is more than ``max_deviation_pct`` % from the market
+    (exact: compared as |limit - market| x 100 against market x pct, no division)."""
+    return exact_mul(exact_add(limit_px, market_px.copy_negate()).copy_abs(), Decimal(100)) > \
+        exact_mul(market_px, Decimal(str(max_deviation_pct)))
 
 
 def content_hash(order: Order) -> str:

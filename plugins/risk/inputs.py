@@ -16,7 +16,7 @@ from decimal import Decimal
 import msgspec
 from navstream import Order
 from navstream.plugins.nav.config import NavConfig
-from navstream.plugins.nav.valuation import Market, Quote, Snapshot, SourceState, Unit, as_read
+from navstream.plugins.nav.valuation import Market, Quote, Snapshot, SourceState, Unit, as_read, exact_add
 
 from .config import RiskConfig
 from .decide import (
@@ -130,16 +130,16 @@ def position_age_limit_ms(config: RiskConfig, nav_config: NavConfig) -> int:
 
 def pending(inputs: DecisionInputs, config: RiskConfig) -> dict[str, tuple[Decimal, Decimal]]:
     """symbol -> (buys, sells) approved and still in flight: not yet covered by a position
-    observed at or after their approval, and approved less than ``open_order_ttl_s`` ago."""
+    observed after their approval, and approved less than ``open_order_ttl_s`` ago."""
     out: dict[str, tuple[Decimal, Decimal]] = {}
     for o in inputs.inflight:
         if inputs.now_ms - o.at > config.open_order_ttl_ms:
             continue
         held = inputs.positions.get(o.symbol)
-        if held is not None and held.ts >= o.at:
+        if held is not None and held.ts > o.at:  # the same millisecond may be before it
             continue
         buys, sells = out.get(o.symbol, (Decimal(0), Decimal(0)))
-        out[o.symbol] = (buys + o.qty, sells) if o.side == "buy" else (buys, sells + o.qty)
+        out[o.symbol] = (exact_add(buys, o.qty), sells) if o.side == "buy" else (buys, exact_add(sells, o.qty))
     return out
 
 
@@ -188,7 +188,7 @@ def _judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config:
         if held is not None and (qty or symbol == order.symbol) and now - held.ts > limit:
             stale = True  # an old position may be anything now: no exemption, no exposure
         buys, sells = in_flight.get(symbol, (Decimal(0), Decimal(0)))
-        worst = max(abs(qty + buys), abs(qty - sells))
+        worst = max(exact_add(qty, buys).copy_abs(), exact_add(qty, sells.copy_negate()).copy_abs())
         worst_abs[symbol] = worst
         if not worst:
             continue

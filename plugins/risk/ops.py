@@ -27,6 +27,8 @@ from navstream.writer import BatchWrite, Writer
 
 from .trading import TradingRecord, set_by_ops
 
+#: Reasons that veto whatever the rules: a record with one of these and no inputs replays as itself.
+VETO_ALWAYS = ("bad_order", "order_id_reused", "state_unreadable")
 EXIT_DIFFERS = 1
 EXIT_USAGE = 2
 #: Attempts at a compare-and-set that keeps losing to concurrent writers before giving up.
@@ -178,7 +180,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 def replay(app: App, args: argparse.Namespace) -> int:
     from . import AuditRecord, config, nav_config
-    from .inputs import input_hash, judge
+    from .inputs import RULES, input_hash, judge
 
     cfg, navcfg = config(app), nav_config(app)
     decoder = msgspec.json.Decoder(AuditRecord)
@@ -205,8 +207,13 @@ def replay(app: App, args: argparse.Namespace) -> int:
                 if record.input_hash and input_hash(record.order, record.inputs) != record.input_hash:
                     note = "input hash does not match the logged inputs (edited or corrupted record)"
                 again = judge(record.order, record.inputs, cfg, navcfg).fields()
-            else:  # a bad order is vetoed whatever the rules: only its reasons can differ
-                again = {**logged, "decision": "veto", "reasons": "bad_order"}
+                if "order_hash" not in logged:  # logged before decisions named their order's content
+                    again.pop("order_hash", None)
+                if again != logged and record.rules < RULES:
+                    note = f"logged under rules {record.rules}, re-decided under rules {RULES}"
+            else:  # vetoed whatever the rules (a bad order, a reused id, unreadable state)
+                kept = logged.get("reasons") if logged.get("reasons") in VETO_ALWAYS else "bad_order"
+                again = {**logged, "decision": "veto", "reasons": kept}
             if again == logged and not note:
                 same += 1
             else:

@@ -34,6 +34,7 @@ from navstream import App, InvalidOrder, Order
 from navstream.outputs import parse_first
 from navstream.plugins.nav.state import (
     LATEST,
+    PositionPayload,
     PRICES,
     SOURCES,
     StateError,
@@ -231,7 +232,7 @@ async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now
         positions_raw, inflight_raw = rest[2 * n], rest[2 * n + 1]
         try:
             state.positions[(venue, account)] = {
-                symbol: PositionInput(p.qty, p.mark_price, observed_at(ts, p, now_ms))
+                symbol: PositionInput(p.qty, p.mark_price, observed_at(ts, p))
                 for symbol, (ts, p) in sorted(parse_positions(venue, account, positions_raw).items())}
             where = inflight_key(venue, account)
             state.inflight[(venue, account)] = sorted(
@@ -243,12 +244,11 @@ async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now
     return state
 
 
-def observed_at(ts: int, position: Any, now_ms: int) -> int:
+def observed_at(ts: int, position: PositionPayload) -> int:
     """When a position was observed, for its age: its ``ts``, but never later than when
-    navstream received it (a clock ahead must not make it look fresh). State written before
-    receipt times were kept: never later than now."""
-    received = getattr(position, "received", None)
-    return min(ts, received if isinstance(received, int) and received > 0 else now_ms)
+    navstream received it (a clock ahead must not make it look fresh). One stored before
+    receipt times were kept cannot show when it arrived: 0, too old to rest on."""
+    return 0 if position.received is None else min(ts, position.received)
 
 
 def _member_of_scope(scope: str, accounts: Sequence[tuple[str, str]]) -> str:
