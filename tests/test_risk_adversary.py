@@ -436,16 +436,17 @@ def test_a_mutant_gate_fails_the_machine(mutate: Callable[[pytest.MonkeyPatch], 
 from pathlib import Path  # noqa: E402
 
 from conftest import run_step  # noqa: E402
-from test_risk_gate import decide, funded, one, order, position, reasons, started  # noqa: E402
+from test_risk_gate import _toml, cli, decide, funded, one, order, position, reasons, sections, started  # noqa: E402
 
 from navstream.plugins.risk import _gate  # noqa: E402
 from navstream.plugins.risk.ops import show  # noqa: E402
 
 
-async def reducing(app: Any) -> None:
+async def reducing(app: Any, state: str = "reducing", reason: str = "month end", who: str = "test") -> None:
+    """Set the account's trading state as `navstream risk` does (compare-and-set)."""
     member = account_member("binance", "main")
     seen = await app.redis.hget(app.keys.state(TRADING), member) or ""
-    record = set_by_ops(decode_record(member, seen), "reducing", "month end", "test", app.clock.now_ms())
+    record = set_by_ops(decode_record(member, seen), state, reason, who, app.clock.now_ms())  # type: ignore[arg-type]
     assert await compare_and_set(app, member, seen, record)
 
 
@@ -540,7 +541,8 @@ async def test_a_burst_of_approvals_cannot_exceed_gross_exposure(make_app: Any, 
     assert [reasons(d) for d in burst + more] == [[]] * 6 + [["gross_exposure"]]
 
 
-async def test_an_id_reused_with_other_content_is_vetoed_and_both_are_recorded(make_app: Any, tmp_path: Path) -> None:
+async def test_an_id_reused_with_other_content_is_vetoed_and_both_are_recorded(
+        make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())
     first = await one(app, consumer, order("o-1"))
@@ -555,6 +557,11 @@ async def test_an_id_reused_with_other_content_is_vetoed_and_both_are_recorded(m
     records = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
     assert [(r["order_id"], r["decision"]["reasons"]) for r in records] == [("o-1", []), ("o-1", ["order_id_reused"])]
     assert records[1]["fields"]["qty"] == "10000" and "answered for other content" in records[1]["invalid"]
+    # both replay as they were decided: zero differences under unchanged rules
+    config_file = tmp_path / "navstream.toml"
+    config_file.write_text(_toml(sections(tmp_path)["nav"], sections(tmp_path)["risk"]))
+    assert await cli("risk", "replay", "--config", str(config_file), str(path)) == 0
+    assert "replayed 2 decisions: 2 the same, 0 different" in capsys.readouterr().out
 
 
 async def test_no_value_in_the_state_leaves_an_order_unanswered(make_app: Any, tmp_path: Path) -> None:
@@ -593,3 +600,19 @@ async def test_risk_show_lists_every_trading_record(make_app: Any, tmp_path: Pat
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["scope", "state", "reason", "by", "since", "high_water"]
     assert out[2].startswith("binance/main") and "reducing" in out[2] and "month end" in out[2]
+
+
+async def test_a_halt_lost_with_redis_data_is_written_back_not_read_as_active(make_app: Any, tmp_path: Path) -> None:
+    app, consumer = await started(make_app, tmp_path)
+    await run_step(app, consumer, *funded())
+    member = account_member("binance", "main")
+    await reducing(app, "halted", "venue incident", "alice")
+    await consumer.tick()  # the gate has seen the halt
+    await app.redis.delete(app.keys.state(TRADING))  # Redis loses it (a flush, a restart without persistence)
+    alerts = await run_step(app, consumer, *funded())
+    (restored,) = [a for a in alerts if a["code"] == "trading_records_restored"]
+    assert restored["severity"] == "critical" and "account binance/main (halted)" in restored["message"]
+    d = await one(app, consumer, order("after-loss"))
+    assert (d["decision"], reasons(d)) == ("veto", ["trading_halted"])
+    held = decode_record(member, await app.redis.hget(app.keys.state(TRADING), member))
+    assert (held.state, held.reason, held.by) == ("halted", "venue incident", "ops:alice")

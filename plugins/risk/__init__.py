@@ -30,7 +30,7 @@ from navstream.events import encode_fields
 from navstream.fingerprint import raw_order_hash
 from navstream.plugins.nav.config import NavConfig
 from navstream.plugins.nav.state import StateError, parse_positions, positions_key, read_latest
-from navstream.plugins.nav.valuation import Snapshot, escape
+from navstream.plugins.nav.valuation import Snapshot, as_read, escape
 
 from . import ops
 from .audit import AuditLog, AuditStats
@@ -114,6 +114,9 @@ class Gate:
     reported: int = 0
     short_at: float | None = None
     decided: Counter[str] = field(default_factory=Counter)
+    #: The trading records as this consumer last read them: one that vanishes from Redis (data
+    #: lost, a flush) is written back, never read as "active".
+    records: dict[str, TradingRecord] = field(default_factory=dict)
 
 
 def audit_path(app: App, cfg: RiskConfig) -> Path:
@@ -289,7 +292,8 @@ async def follow_drawdown(app: App, cfg: RiskConfig, now_ms: int, out: Outputs) 
     """Store each scope's drawdown state and high-water mark, and remind of trading that
     drawdown reduced or halted until an operator resumes it."""
     records = await read_records(app)
-    latest = await read_latest(app)
+    await restore_vanished(app, _gate(app), records, now_ms, out)
+    latest = {sid: as_read(snap, now_ms) for sid, snap in (await read_latest(app)).items()}
     scopes: dict[str, Snapshot] = {account_member(s.venue, s.account): s for s in latest.values()
                                    if s.scope == "account"}
     if "total" in latest:
@@ -310,6 +314,28 @@ async def follow_drawdown(app: App, cfg: RiskConfig, now_ms: int, out: Outputs) 
                       f"trading of {ops.describe_member(member)} is {record.state}: {record.reason}; "
                       "`navstream risk resume` once understood", **where, subject=member,
                       version=str(record.at), every_s=cfg.alert_every_s)
+
+
+async def restore_vanished(app: App, gate: Gate, records: dict[str, tuple[str, TradingRecord]], now_ms: int,
+                           out: Outputs) -> None:
+    """Write back every trading record this consumer saw that Redis no longer holds: data was
+    lost (a restart without persistence, a flush), and a halt an operator set must not read as
+    "active" because of it. Records are changed by commands (`navstream risk`), never deleted,
+    so a vanished one is a loss. A consumer that started after the loss never saw them: the
+    limit of this (docs/risk.md)."""
+    lost = {member: record for member, record in gate.records.items() if member not in records}
+    for member, record in lost.items():
+        if await compare_and_set(app, member, "", record):
+            records[member] = ("", record)
+    if lost:
+        where = ", ".join(f"{ops.describe_member(m)} ({r.state})" for m, r in sorted(lost.items()))
+        log.critical("trading records vanished from Redis and were written back", extra={
+            "event": "trading_records_restored", "scopes": sorted(lost)})
+        out.alert("trading_records_restored", "critical",
+                  f"the trading records of {where} vanished from Redis (data lost?) and were written back as "
+                  "this consumer last saw them; check the trading state with `navstream risk show`",
+                  version=str(now_ms), subject="trading", every_s=1)
+    gate.records = {member: record for member, (_, record) in records.items()}
 
 
 def report_audit(cfg: RiskConfig, gate: Gate, out: Outputs) -> None:

@@ -212,7 +212,8 @@ def replay(app: App, args: argparse.Namespace) -> int:
                 if again != logged and record.rules < RULES:
                     note = f"logged under rules {record.rules}, re-decided under rules {RULES}"
             else:  # vetoed whatever the rules (a bad order, a reused id, unreadable state)
-                kept = logged.get("reasons") if logged.get("reasons") in VETO_ALWAYS else "bad_order"
+                held = logged.get("reasons", "")
+                kept = held if held in VETO_ALWAYS else "bad_order"
                 again = {**logged, "decision": "veto", "reasons": kept}
             if again == logged and not note:
                 same += 1
