@@ -147,6 +147,8 @@ async def test_demo_replays_scenario_through_the_loop() -> None:
 #: The gate's answer to each order of the scenario: (decision, trading state, NAV status, reasons).
 DECISIONS = {
     "eng-000123": ("approve", "active", "ok", ""),  # healthy desk, small bid
+    # a fat finger: 5 BTC limited at 0.01, sized at the market and refused for its price
+    "eng-000123f": ("veto", "active", "ok", "price_off_market"),
     "eng-000124": ("approve", "active", "ok", ""),  # the OKX bid that fills during the outage
     "eng-000125": ("veto", "active", "ok", "order_pct_nav"),  # 8 BTC: over 25 % of the account's NAV
     "eng-000126": ("veto", "active", "stale", "nav_stale, source_unhealthy"),  # OKX's API failing
