@@ -210,6 +210,13 @@ def load_settings(
     if layered["redis"].get("password"):  # secrets come from the environment (docs/security.md)
         raise ConfigError(f"{where}: [redis] `password` is not read from a file; "
                           "set the environment variable NAVSTREAM_REDIS_PASSWORD instead")
+    file_url = layered["redis"].get("url")  # nor inside the URL: user:PW@host, :PW@host, ?password=PW
+    if isinstance(file_url, str) and "://" in file_url:
+        netloc, _, query = file_url.split("://", 1)[1].split("#", 1)[0].partition("?")
+        userinfo = netloc.split("/", 1)[0].rpartition("@")[0]
+        if userinfo.partition(":")[2] or any(k.lower() == "password" and v for k, v in parse_qsl(query)):
+            raise ConfigError(f"{where}: [redis] `url` holds a password, which is not read from a file; remove it "
+                              "and set the environment variable NAVSTREAM_REDIS_PASSWORD instead")
     origins: dict[str, dict[str, str]] = {name: {} for name in CORE_SECTIONS}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
