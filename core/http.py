@@ -1,19 +1,28 @@
-"""A tiny HTTP/1.1 server on asyncio streams, for the consumer's probes, metrics and status page.
+"""A small HTTP/1.1 server on asyncio streams and h11, for probes, metrics and the status page.
 
-Why not a framework: the consumer needs five read-only routes, served from its own event loop
-without ever blocking it, and nothing else; a full HTTP stack would be a large dependency for
-that. What this server accepts is deliberately narrow, so that odd input gets a clear answer and
-changes nothing:
+Why not a framework: the consumer and the ingest process need a few read-only routes, served
+from their own event loop without ever blocking it, and nothing else. The parsing is h11's (a
+well-kept, sans-I/O HTTP/1.1 implementation, installed with httpx); this module adds the
+connection handling, which is where a probe endpoint lives or dies:
 
-- ``GET`` and ``HEAD`` only (405 otherwise, with ``Allow``); no request bodies (400);
-- the request head (line and headers) at most :data:`MAX_HEAD` bytes (431), read within
-  ``request_timeout_s`` (408); HTTP/1.0 and 1.1 only (505);
-- exact paths from the route table (404 otherwise): nothing is ever read from the filesystem,
-  so there is no directory to traverse; query strings are ignored;
-- one request per connection (``Connection: close``); at most ``max_connections`` at once,
-  further ones get 503 at once;
+- every request must arrive whole within ``request_timeout_s`` of the moment the server starts
+  waiting for it (a client trickling a byte at a time is answered 408 and closed at that
+  deadline; an idle connection, new or kept alive, is closed quietly);
+- the request head (line and headers) is at most :data:`MAX_HEAD` bytes and
+  :data:`MAX_HEADERS` headers (431); HTTP/1.0 and 1.1 only (505); ``GET`` and ``HEAD`` only
+  (405, with ``Allow``); no request bodies (400); exact paths from the route table (404): nothing
+  is ever read from the filesystem, so there is no directory to traverse; query strings are
+  ignored;
+- every error answer closes the connection; well-behaved clients keep theirs alive
+  (``max_requests_per_connection`` requests at most);
+- at most ``max_connections`` connections at once, and a new one is never refused for slow or
+  idle clients: at the cap, the connection that has waited longest for its request (or for a
+  slow reader to take its answer) is closed to make room. Only when every connection is inside
+  a route handler does a new one get 503, and handlers end within ``handler_timeout_s``;
 - a route that fails answers 500 (logged), one that takes longer than ``handler_timeout_s``
   answers 503.
+
+There is no global "busy" limit a slow client can fill: a probe never waits behind others.
 """
 
 from __future__ import annotations
@@ -21,8 +30,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Mapping
+
+import h11
 
 log = logging.getLogger("navstream.http")
 
@@ -30,12 +43,17 @@ log = logging.getLogger("navstream.http")
 MAX_HEAD = 8192
 MAX_HEADERS = 100
 ALLOWED_METHODS = ("GET", "HEAD")
+#: Bytes read from a socket at a time.
+READ_CHUNK = 4096
 
 REASONS = {
     200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
     431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
+
+_REQUEST_LINE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]")
+_HEADER_LINE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*")
 
 
 class HttpStartError(RuntimeError):
@@ -71,42 +89,109 @@ class BadRequest(Exception):
         self.response = Response(status, (message + "\n").encode(), headers=headers)
 
 
+class _ClientLeft(Exception):
+    """The client closed the connection before sending a whole request: nothing to answer."""
+
+
 def _printable(text: str, limit: int = 80) -> str:
     """Echo a client's text in an error without letting it forge lines or flood the answer."""
     shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
     return shown + ("..." if len(text) > limit else "")
 
 
-def parse_head(head: bytes) -> Request:
-    """The request line and headers; :class:`BadRequest` with the answer to give otherwise."""
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
-        raise BadRequest(400, "bad request: the request head must be ASCII") from None
-    lines = text[:-4].split("\r\n") if text.endswith("\r\n\r\n") else text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not all(parts):
-        raise BadRequest(400, f"bad request line {_printable(lines[0])!r}: expected `METHOD /path HTTP/1.1`")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise BadRequest(505, f"HTTP version {_printable(version)!r} is not supported (HTTP/1.1 or HTTP/1.0)")
-    if len(lines) - 1 > MAX_HEADERS:
+def diagnose(head: bytes, error: h11.RemoteProtocolError) -> BadRequest:
+    """The answer to a head h11 refused, saying which part of it is wrong where that can be told."""
+    if error.error_status_hint == 431:
+        return BadRequest(431, f"request head larger than {MAX_HEAD} bytes")
+    end = head.find(b"\r\n\r\n")
+    lines = (head if end < 0 else head[:end]).split(b"\n")
+    if any(byte >= 0x80 for byte in head[: MAX_HEAD]):
+        return BadRequest(400, "bad request: the request head must be ASCII")
+    text = [line.rstrip(b"\r").decode("ascii") for line in lines]
+    if not _REQUEST_LINE.fullmatch(text[0]):
+        return BadRequest(400, f"bad request line {_printable(text[0])!r}: expected `METHOD /path HTTP/1.1`")
+    for line in text[1:]:
+        if not line:
+            break
+        if not _HEADER_LINE.fullmatch(line):
+            return BadRequest(400, f"bad header line {_printable(line)!r}")
+    reason = str(error).replace("bytearray(b", "(")
+    return BadRequest(error.error_status_hint or 400, f"bad request: {_printable(reason, 200)}")
+
+
+def validate(event: h11.Request) -> Request:
+    """What the server accepts of a request h11 parsed; :class:`BadRequest` with the answer otherwise."""
+    version = event.http_version.decode("ascii", "replace")
+    if version not in ("1.1", "1.0"):
+        raise BadRequest(505, f"HTTP version {_printable('HTTP/' + version)!r} is not supported "
+                         "(HTTP/1.1 or HTTP/1.0)")
+    if len(event.headers) > MAX_HEADERS:
         raise BadRequest(431, f"more than {MAX_HEADERS} headers")
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[0] in " \t":
-            raise BadRequest(400, f"bad header line {_printable(line)!r}")
-        headers[name.lower()] = value.strip()
+    for name, value in event.headers:
+        key = name.decode("ascii", "replace")
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    method = event.method.decode("ascii", "replace")
     if method not in ALLOWED_METHODS:
         raise BadRequest(405, f"method {_printable(method)} is not allowed: this server is read-only (GET, HEAD)",
                          (("Allow", ", ".join(ALLOWED_METHODS)),))
     if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
         raise BadRequest(400, "bad request: requests carry no body here")
+    try:
+        target = event.target.decode("ascii")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "bad request: the request head must be ASCII") from None
     if not target.startswith("/"):
         raise BadRequest(400, f"bad request target {_printable(target)!r}: expected a path starting with /")
     path, _, query = target.partition("?")
     return Request(method, path, query.partition("#")[0], headers)
+
+
+def _head_lines(status: int, content_type: str, length: int, extra: tuple[tuple[str, str], ...],
+                close: bool) -> list[tuple[str, str]]:
+    headers = [("Content-Type", content_type), ("Content-Length", str(length)), ("Cache-Control", "no-store"),
+               ("X-Content-Type-Options", "nosniff"), *extra]
+    if close:
+        headers.append(("Connection", "close"))
+    return headers
+
+
+def _plain_answer(response: Response) -> bytes:
+    """An answer written without h11 (h11 refused the request, or none arrived): it closes."""
+    lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}"]
+    lines += [f"{k}: {v}" for k, v in _head_lines(response.status, response.content_type, len(response.body),
+                                                   response.headers, True)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One connection as the cap sees it: what it is doing, since when."""
+
+    task: asyncio.Task[None]
+    writer: asyncio.StreamWriter
+    state: str = "reading"  # reading (waiting for a request), handling (in a route), writing, closing
+    since: float = field(default_factory=time.monotonic)
+
+    def enter(self, state: str) -> None:
+        self.state, self.since = state, time.monotonic()
+
+
+@dataclass
+class HttpStats:
+    """Counters of one server, for its metrics."""
+
+    connections: int = 0
+    requests: int = 0
+    #: Connections closed to make room for a new one at the cap.
+    evicted: int = 0
+    #: Requests not received whole within the read deadline (408).
+    timeouts: int = 0
+    #: Requests refused as malformed, too large, of an unsupported method or version.
+    bad_requests: int = 0
+    #: New connections answered 503 because every slot was inside a route handler.
+    refused: int = 0
 
 
 @dataclass
@@ -116,17 +201,20 @@ class HttpServer:
     routes: Mapping[str, Handler]
     host: str = "127.0.0.1"
     port: int = 0
-    max_connections: int = 32
+    max_connections: int = 64
     request_timeout_s: float = 5.0
     handler_timeout_s: float = 10.0
+    max_requests_per_connection: int = 100
+    stats: HttpStats = field(default_factory=HttpStats)
     _server: asyncio.Server | None = field(default=None, init=False)
+    _conns: dict[asyncio.Task[None], _Conn] = field(default_factory=dict, init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def start(self) -> None:
         """Listen, or raise :class:`HttpStartError` saying why not."""
         try:
             self._server = await asyncio.start_server(
-                self._accept, self.host, self.port, limit=MAX_HEAD, reuse_address=True)
+                self._accept, self.host, self.port, limit=2 * READ_CHUNK, reuse_address=True)
         except OSError as exc:
             why = exc.strerror or str(exc)
             if exc.errno == errno.EADDRINUSE:
@@ -148,8 +236,12 @@ class HttpServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.bound_port}"
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
     async def stop(self) -> None:
-        """Stop listening and end the requests in flight."""
+        """Stop listening and end every connection (idle, reading or in a handler)."""
         server, self._server = self._server, None
         if server is None:
             return
@@ -164,44 +256,121 @@ class HttpServer:
             pass
         log.info("http endpoint stopped", extra={"event": "http_stopped"})
 
+    # --- connections ----------------------------------------------------------------------------
+
+    def _make_room(self) -> bool:
+        """At the cap, close the connection that has waited longest outside a route handler
+        (an idle or trickling client, or one that does not read its answer); False if every
+        connection is inside a handler."""
+        candidates = [c for c in self._conns.values() if c.state != "handling"]
+        if not candidates:
+            return False
+        victim = min(candidates, key=lambda c: c.since)
+        self._conns.pop(victim.task, None)
+        self.stats.evicted += 1
+        transport = victim.writer.transport
+        if transport is not None:
+            transport.abort()
+        victim.task.cancel()
+        return True
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._tasks) >= self.max_connections:
-            await self._send(reader, writer, "GET", Response.text(503, "busy: too many connections, try again"))
-            return
         self._tasks.add(task)
         try:
-            await self._serve(reader, writer)
-        except asyncio.CancelledError:
-            writer.close()
-            raise
-        finally:
-            self._tasks.discard(task)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        method = "GET"
-        try:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.request_timeout_s)
-            except asyncio.LimitOverrunError:
-                raise BadRequest(431, f"request head larger than {MAX_HEAD} bytes") from None
-            except asyncio.IncompleteReadError as exc:
-                if len(exc.partial) >= MAX_HEAD:
-                    raise BadRequest(431, f"request head larger than {MAX_HEAD} bytes") from None
-                writer.close()  # the client left before finishing its request
+            self.stats.connections += 1
+            if len(self._conns) >= self.max_connections and not self._make_room():
+                self.stats.refused += 1
+                await self._answer_and_close(reader, writer, Response.text(
+                    503, "busy: every connection is being answered, try again"))
                 return
-            except asyncio.TimeoutError:
-                raise BadRequest(408, f"request not received within {self.request_timeout_s:g}s") from None
-            request = parse_head(head)
-            method = request.method
-            response = await self._respond(request)
-        except BadRequest as exc:
-            response = exc.response
+            conn = self._conns[task] = _Conn(task, writer)
+            await self._serve(reader, writer, conn)
+        except asyncio.CancelledError:
+            pass  # stopped, or closed to make room: the connection is simply closed
         except (ConnectionError, OSError):
+            pass  # the client left
+        finally:
+            self._conns.pop(task, None)
+            self._tasks.discard(task)
             writer.close()
-            return
-        await self._send(reader, writer, method, response)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn) -> None:
+        h = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        for served in range(self.max_requests_per_connection):
+            conn.enter("reading")
+            received = [bool(h.trailing_data[0])]
+            try:
+                request = await asyncio.wait_for(self._read_request(reader, h, received), self.request_timeout_s)
+            except asyncio.TimeoutError:
+                if received[0]:  # part of a request came, not all of it in time
+                    self.stats.timeouts += 1
+                    conn.enter("closing")
+                    await self._answer_and_close(reader, writer, Response.text(
+                        408, f"request not received within {self.request_timeout_s:g}s"))
+                return  # an idle connection (new, or kept alive) is closed quietly
+            except _ClientLeft:
+                return
+            except BadRequest as exc:
+                self.stats.bad_requests += 1
+                conn.enter("closing")
+                await self._answer_and_close(reader, writer, exc.response)
+                return
+            except h11.RemoteProtocolError:
+                return  # the client's side broke mid-exchange: nothing sensible to answer
+            self.stats.requests += 1
+            conn.enter("handling")
+            response = await self._respond(request)
+            close = response.status >= 400 or served == self.max_requests_per_connection - 1
+            conn.enter("writing")
+            if not await self._write(writer, h, request.method, response, close):
+                return
+            if close or h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+                if response.status >= 400:
+                    conn.enter("closing")
+                    await self._linger(reader, writer)
+                return
+            h.start_next_cycle()
+
+    async def _read_request(self, reader: asyncio.StreamReader, h: h11.Connection, received: list[bool]) -> Request:
+        """The next request on ``h``, whole (head and its empty body).
+
+        ``received[0]`` is set once any byte of it has arrived (for the 408-or-quiet choice).
+        """
+        fed = len(h.trailing_data[0])
+        head = bytearray(h.trailing_data[0][: MAX_HEAD + READ_CHUNK])
+        eof = False
+        request: Request | None = None
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                if eof and request is None and b"\r\n\r\n" not in head and b"\n\n" not in head:
+                    raise _ClientLeft() from None  # it closed halfway through its head
+                raise diagnose(bytes(head), exc) from None
+            if event is h11.NEED_DATA:
+                data = await reader.read(READ_CHUNK)
+                if data:
+                    received[0] = True
+                    fed += len(data)
+                    if len(head) < MAX_HEAD + READ_CHUNK:
+                        head += data
+                else:
+                    eof = True
+                h.receive_data(data)
+                continue
+            if isinstance(event, h11.ConnectionClosed):
+                raise _ClientLeft()
+            if isinstance(event, h11.Request):
+                if fed - len(h.trailing_data[0]) > MAX_HEAD:
+                    raise BadRequest(431, f"request head larger than {MAX_HEAD} bytes")
+                request = validate(event)
+                continue
+            if isinstance(event, h11.EndOfMessage) and request is not None:
+                return request
+            # Data cannot come: a request with a body was refused above.
+            raise BadRequest(400, "bad request: requests carry no body here")
 
     async def _respond(self, request: Request) -> Response:
         handler = self.routes.get(request.path)
@@ -217,43 +386,50 @@ class HttpServer:
             log.exception("http handler failed", extra={"event": "http_error", "path": request.path})
             return Response.text(500, f"internal error answering {request.path} (logged)")
 
-    async def _send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str,
-                    response: Response) -> None:
-        reason = REASONS.get(response.status, "")
-        head = [
-            f"HTTP/1.1 {response.status} {reason}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-            "Cache-Control: no-store",
-            "X-Content-Type-Options: nosniff",
-            "Connection: close",
-            *(f"{name}: {value}" for name, value in response.headers),
-        ]
-        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        if method != "HEAD":
-            data += response.body
+    async def _write(self, writer: asyncio.StreamWriter, h: h11.Connection, method: str, response: Response,
+                     close: bool) -> bool:
+        """Send ``response`` through h11 (which adds ``Connection: close`` where HTTP/1.0 or the
+        client asks for it); False if the client did not take it within the deadline."""
+        headers = _head_lines(response.status, response.content_type, len(response.body), response.headers, close)
+        data = h.send(h11.Response(status_code=response.status, headers=headers,
+                                   reason=REASONS.get(response.status, "").encode()))
+        if method != "HEAD" and response.body:
+            data += h.send(h11.Data(data=response.body))
+        data += h.send(h11.EndOfMessage())
         try:
             writer.write(data)
             await asyncio.wait_for(writer.drain(), self.request_timeout_s)
-            if response.status >= 400:
-                await self._linger(reader, writer)
         except (ConnectionError, OSError, asyncio.TimeoutError):
-            pass  # the client left or reads too slowly: nothing more to do for it
-        finally:
-            writer.close()
+            return False  # the client left or reads too slowly: nothing more to do for it
+        return True
+
+    async def _answer_and_close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                response: Response) -> None:
+        """An error answer outside h11's exchange (the request could not be parsed, or never
+        came whole), then the connection ends."""
+        try:
+            writer.write(_plain_answer(response))
+            await asyncio.wait_for(writer.drain(), self.request_timeout_s)
+            await self._linger(reader, writer)
+        except (ConnectionError, OSError, asyncio.TimeoutError):
+            pass
 
     @staticmethod
     async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """After an error answer, say we are done and drop what the client still sends (64 KiB,
         1 s at most): closing a socket with unread input resets the connection, which can
         destroy the answer before the client has read it."""
-        writer.write_eof()
-        dropped = 0
-        while dropped < 65_536:
-            chunk = await asyncio.wait_for(reader.read(8192), 1.0)
-            if not chunk:
-                return
-            dropped += len(chunk)
+        try:
+            writer.write_eof()
+            dropped = 0
+            deadline = time.monotonic() + 1.0
+            while dropped < 65_536:
+                chunk = await asyncio.wait_for(reader.read(8192), max(0.0, deadline - time.monotonic()))
+                if not chunk:
+                    return
+                dropped += len(chunk)
+        except (ConnectionError, OSError, asyncio.TimeoutError):
+            pass
 
 
 def local_url(host: str, port: int, path: str = "/") -> str:

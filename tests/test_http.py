@@ -79,25 +79,43 @@ async def server(**kwargs: Any) -> AsyncIterator[HttpServer]:
         await srv.stop()
 
 
-async def raw(srv: HttpServer, data: bytes, *, close_write: bool = False) -> tuple[int, dict[str, str], bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", srv.bound_port)
-    writer.write(data)
-    await writer.drain()
-    if close_write:
-        writer.write_eof()
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    if not answer:
-        return 0, {}, b""
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+async def read_answer(reader: asyncio.StreamReader, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One answer: its status, headers (lower-case names) and body (by its Content-Length);
+    ``(0, {}, b"")`` when the server closed without answering."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return 0, {}, b""
+        raise
+    lines = head[:-4].decode("latin-1").split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    body = b"" if method == "HEAD" else await reader.readexactly(int(headers["content-length"]))
     return int(lines[0].split(" ")[1]), headers, body
+
+
+async def raw(srv: HttpServer, data: bytes, *, close_write: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` on a new connection and read one answer. An error answer closes the
+    connection (checked here); a success keeps it open for the next request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.bound_port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        if close_write:
+            writer.write_eof()
+        status, headers, body = await asyncio.wait_for(read_answer(reader, data.split(b" ", 1)[0].decode("latin-1")),
+                                                       10)
+        if status >= 400:
+            assert headers["connection"] == "close"
+            assert await asyncio.wait_for(reader.read(), 10) == b"", "an error answer closes the connection"
+        return status, headers, body
+    finally:
+        writer.close()
 
 
 async def test_get_and_head() -> None:
     async with server() as srv:
-        status, headers, body = await raw(srv, b"GET /healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers, body = await raw(srv, b"GET /healthz?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert (status, body) == (200, b"hello GET /healthz\n")
         assert headers["content-length"] == str(len(body))
         assert headers["connection"] == "close" and headers["cache-control"] == "no-store"
@@ -108,25 +126,27 @@ async def test_get_and_head() -> None:
 
 
 BAD_REQUESTS = [
-    (b"POST /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, b"method POST is not allowed"),
-    (b"DELETE / HTTP/1.1\r\n\r\n", 405, b"read-only"),
-    (b"GET /nope HTTP/1.1\r\n\r\n", 404, b"not found: /nope; endpoints: / /boom /healthz /slow"),
-    (b"GET /healthz/ HTTP/1.1\r\n\r\n", 404, b"not found"),
-    (b"GET /../../../etc/passwd HTTP/1.1\r\n\r\n", 404, b"not found"),
-    (b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\n\r\n", 404, b"not found"),
-    (b"GET //etc/passwd HTTP/1.1\r\n\r\n", 404, b"not found"),
-    (b"GET http://example.com/healthz HTTP/1.1\r\n\r\n", 400, b"expected a path starting with /"),
-    (b"GET * HTTP/1.1\r\n\r\n", 400, b"bad request target"),
+    (b"POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 405, b"method POST is not allowed"),
+    (b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n", 405, b"read-only"),
+    (b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n", 404, b"not found: /nope; endpoints: / /boom /healthz /slow"),
+    (b"GET /healthz/ HTTP/1.1\r\nHost: a\r\n\r\n", 404, b"not found"),
+    (b"GET /../../../etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n", 404, b"not found"),
+    (b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n", 404, b"not found"),
+    (b"GET //etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n", 404, b"not found"),
+    (b"GET http://example.com/healthz HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"expected a path starting with /"),
+    (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"bad request target"),
     (b"HELLO\r\n\r\n", 400, b"bad request line"),
-    (b"GET  / HTTP/1.1\r\n\r\n", 400, b"bad request line"),
+    (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"bad request line"),
     (b"GET / HTTP/2.0\r\n\r\n", 505, b"not supported"),
-    (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400, b"bad header line"),
-    (b"GET / HTTP/1.1\r\n folded: header\r\n\r\n", 400, b"bad header line"),
-    (b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 400, b"no body"),
-    (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, b"no body"),
-    (b"GET /\xff HTTP/1.1\r\n\r\n", 400, b"must be ASCII"),
-    (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431, b"more than 100 headers"),
-    (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * MAX_HEAD + b"\r\n\r\n", 431, b"larger than 8192 bytes"),
+    (b"GET / HTTP/1.1\r\n\r\n", 400, b"Host"),  # HTTP/1.1 requires it (RFC 9112)
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, b"multiple Host"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n", 400, b"bad header line"),
+    (b"GET / HTTP/1.1\r\n folded: header\r\nHost: a\r\n\r\n", 400, b"bad header line"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", 400, b"no body"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, b"no body"),
+    (b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"must be ASCII"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431, b"more than 100 headers"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * MAX_HEAD + b"\r\n\r\n", 431, b"larger than 8192 bytes"),
 ]
 
 
@@ -141,40 +161,56 @@ async def test_bad_requests_get_a_clear_answer(request_bytes: bytes, status: int
         if status == 405:
             assert headers["allow"] == "GET, HEAD"
         # The server is unaffected: the next request is answered.
-        assert (await raw(srv, b"GET / HTTP/1.1\r\n\r\n"))[0] == 200
+        assert (await raw(srv, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"))[0] == 200
 
 
 async def test_error_echo_cannot_forge_lines() -> None:
     async with server() as srv:
-        _, _, body = await raw(srv, b"GET /a\x1b[31mred" + b"x" * 200 + b" HTTP/1.1\r\n\r\n")
+        _, _, body = await raw(srv, b"GET /a\x1b[31mred" + b"x" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
         assert b"\x1b" not in body and body.count(b"\n") == 1 and b"..." in body
 
 
 async def test_timeouts_and_failing_handlers() -> None:
     async with server(request_timeout_s=0.2, handler_timeout_s=0.2) as srv:
         started = time.monotonic()
-        status, _, body = await raw(srv, b"GET / HTTP/1.1\r\n")  # never finishes its head
+        status, _, body = await raw(srv, b"GET / HTTP/1.1\r\nHost: a\r\n")  # never finishes its head
         assert status == 408 and b"not received within 0.2s" in body
         assert time.monotonic() - started < 5
-        status, _, body = await raw(srv, b"GET /boom HTTP/1.1\r\n\r\n")
+        status, _, body = await raw(srv, b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n")
         assert status == 500 and b"internal error answering /boom" in body and b"broken handler" not in body
-        status, _, body = await raw(srv, b"GET /slow HTTP/1.1\r\n\r\n")
+        status, _, body = await raw(srv, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
         assert status == 503 and b"took longer than 0.2s" in body
         # A client that leaves halfway gets nothing and costs nothing.
         assert await raw(srv, b"GET / HT", close_write=True) == (0, {}, b"")
-        assert (await raw(srv, b"GET / HTTP/1.1\r\n\r\n"))[0] == 200
+        assert (await raw(srv, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"))[0] == 200
 
 
-async def test_connection_limit_and_stop() -> None:
-    async with server(max_connections=2, request_timeout_s=30) as srv:
+async def test_connection_cap_makes_room_and_stop_ends_everything() -> None:
+    """At the cap, the connection that has waited longest for its request is closed to make
+    room: idle clients never lock a probe out. Only connections inside a handler are never
+    closed for room; when every slot is one, a new connection gets 503."""
+    async with server(max_connections=2, request_timeout_s=30, handler_timeout_s=30) as srv:
         idle = [await asyncio.open_connection("127.0.0.1", srv.bound_port) for _ in range(2)]
-        await asyncio.sleep(0.1)
-        status, _, body = await raw(srv, b"GET / HTTP/1.1\r\n\r\n")
-        assert status == 503 and b"too many connections" in body
+        await until(lambda: srv.open_connections == 2, what="two idle connections")
+        status, _, body = await raw(srv, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (status, body) == (200, b"hello GET /\n")
+        assert await asyncio.wait_for(idle[0][0].read(), 5) == b""  # the oldest idle one made room
+        assert srv.stats.evicted >= 1
+        for _, writer in idle:
+            writer.close()
+
+        busy = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.bound_port)
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            busy.append((reader, writer))
+        await until(lambda: srv.open_connections == 2 and srv.stats.requests >= 3, what="two handlers")
+        status, _, body = await raw(srv, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status == 503 and b"busy" in body
         started = time.monotonic()
-        await srv.stop()  # ends the two idle connections rather than waiting 30 s for them
+        await srv.stop()  # ends the handlers in flight rather than waiting 30 s for them
         assert time.monotonic() - started < 5
-        for reader, writer in idle:
+        for reader, writer in busy:
             assert await asyncio.wait_for(reader.read(), 5) == b""
             writer.close()
 
