@@ -113,6 +113,13 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: Address to listen on. Loopback by default, so a laptop's consumer is not reachable from
     #: the network; containers set ``0.0.0.0`` (the image does, through NAVSTREAM_HTTP_HOST).
     host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] = "127.0.0.1"
+    #: ``/readyz`` stays 200 while the desk's data is stale (a NAV stale or not re-evaluated):
+    #: readiness is about this process (Redis, its group, its plugins' health); staleness is in
+    #: the metrics and the alerts. ``false`` makes stale data not-ready, as before.
+    ready_on_stale_data: bool = True
+    #: TCP port of ``navstream ingest``'s /healthz and /metrics; 0 (the default) serves nothing.
+    #: Listens on ``host``.
+    ingest_port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 0
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -141,14 +148,16 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "NAVSTREAM_CONSUMER": ("consumer", "name"),
     "NAVSTREAM_HTTP_PORT": ("http", "port"),
     "NAVSTREAM_HTTP_HOST": ("http", "host"),
+    "NAVSTREAM_HTTP_READY_ON_STALE_DATA": ("http", "ready_on_stale_data"),
+    "NAVSTREAM_INGEST_HTTP_PORT": ("http", "ingest_port"),
     "NAVSTREAM_REDIS_USERNAME": ("redis", "username"),
     "NAVSTREAM_REDIS_PASSWORD": ("redis", "password"),
     "NAVSTREAM_REDIS_CA_FILE": ("redis", "ca_file"),
 }
 #: Environment overrides of whole-number keys: the environment holds text, the file numbers.
-_ENV_INTS = {"NAVSTREAM_HTTP_PORT"}
+_ENV_INTS = {"NAVSTREAM_HTTP_PORT", "NAVSTREAM_INGEST_HTTP_PORT"}
 #: Environment overrides of true/false keys.
-_ENV_BOOLS = {"NAVSTREAM_REDIS_CLUSTER"}
+_ENV_BOOLS = {"NAVSTREAM_REDIS_CLUSTER", "NAVSTREAM_HTTP_READY_ON_STALE_DATA"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
