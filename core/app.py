@@ -72,6 +72,11 @@ class Stats:
     pending: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
     dlq_length: int = 0
+    #: Writes Redis refused (OOM, READONLY, MISCONF), every attempt counted.
+    writes_refused: int = 0
+    #: Epoch ms of the first refused write of the current episode; None while writes work.
+    #: ``/readyz`` and the heartbeat's ``health`` read it.
+    writes_refused_since: int | None = None
 
     def heartbeat_fields(self) -> dict[str, str]:
         out = {
@@ -89,6 +94,8 @@ class Stats:
             "last_batch_duration_ms": round(self.last_batch_duration_ms, 3),
             "last_error": self.last_error,
             "dlq_length": self.dlq_length,
+            "writes_refused": self.writes_refused,
+            "writes_refused_since": self.writes_refused_since or 0,
         }
         for stream, lag in self.lag.items():
             out[f"lag:{stream}"] = "unknown" if lag is None else lag

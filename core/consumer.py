@@ -24,7 +24,7 @@ from .handler import Entry, as_str
 from .outputs import Outputs
 from .pluginmanager import await_me_maybe, call_impl, hook_impls
 from .upkeep import Upkeep
-from .writer import BatchWrite, WriteError, Writer, is_missing_group
+from .writer import BatchWrite, WriteError, Writer, WritesRefused, is_missing_group, refusal
 
 if TYPE_CHECKING:  # imported where used: every CLI command imports this module, few run a loop
     from .endpoints import Endpoints
@@ -102,6 +102,10 @@ class Consumer:
         self._tick_count = 0
         self._down_since: float | None = None
         self._attempts = 0
+        #: Outages (seconds, from the first failure to the first success) not yet alerted.
+        self._owed_reconnects: list[float] = []
+        #: Consecutive refusals of writes (OOM, READONLY, MISCONF), for the backoff.
+        self._refusals = 0
         self._owed_group_alerts: list[tuple[str, str]] = []
         #: This consumer recreated a group and owes every consumer a new ``P:state:epoch``.
         self._owed_epoch = False
@@ -177,6 +181,8 @@ class Consumer:
             except (RedisConnectionError, RedisTimeoutError):
                 raise  # Redis going away during startup: retried like any outage
             except Exception as exc:
+                if refusal(exc) is not None:
+                    raise  # Redis refusing writes: retried until it accepts them
                 raise StartupError(
                     f"plugin {impl.plugin_name!r} failed to start: {type(exc).__name__}: {exc}") from exc
         if self.keys.orders not in self.streams:
@@ -186,23 +192,46 @@ class Consumer:
                 f"no plugin handles orders: {self.keys.orders} is not read, so orders wait "
                 "unanswered (the engine's deadline vetoes them) until a risk gate is loaded",
             )
-            await self.writer.write(BatchWrite(out))
+            try:
+                await self.writer.write(BatchWrite(out))
+            except WritesRefused:
+                pass  # logged (alert and refusal); a warning is not worth waiting for writes
         log.info("consumer started", extra={
             "event": "consumer_started", "consumer": self.app.consumer_name,
             "group": self.app.group, "streams": self.streams,
             "plugins": [p.name for p in self.app.plugins.info]})
 
     async def ensure_groups(self, streams: Sequence[str]) -> list[str]:
-        """Create the group on each stream (``MKSTREAM``, id ``0``); return those created."""
+        """Create the group on each stream (``MKSTREAM``, id ``0``); return those created.
+
+        ``ENTRIESREAD 0`` makes Redis count exactly what the group reads from the start, so
+        entries trimmed before it read them stay visible as lag (docs/operations.md). While
+        Redis refuses writes, a group that exists is good enough; one that is missing is not
+        (the refusal is raised, and the caller retries with backoff)."""
         created = []
         for stream in streams:
             try:
-                await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True)
+                await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True, entries_read=0)
                 created.append(stream)
             except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
+                if "BUSYGROUP" in str(exc):
+                    continue
+                reason = refusal(exc)
+                if reason is None:
+                    raise
+                self.writer.note_refused(reason, "ensure_groups")
+                if not await self._group_exists(stream):
                     raise
         return created
+
+    async def _group_exists(self, stream: str) -> bool:
+        try:
+            groups = await self.app.redis.xinfo_groups(stream)
+        except ResponseError as exc:
+            if is_missing_group(exc):
+                return False
+            raise
+        return any(g.get("name") == self.app.group for g in groups)
 
     async def run(self) -> int:
         """The loop; returns the process exit code (0 after a graceful stop).
@@ -235,24 +264,38 @@ class Consumer:
                         await self._group_missing(group_lost)
                         group_lost = None
                     await self._recovered()
+                    await self._flush_owed()
+                    held = self.handler.held
                     if now >= next_tick:  # on time under load too: ticks never wait for idleness
                         next_tick = now + self.settings.tick_ms / 1000
                         try:
-                            if await self.reclaim():
+                            if held is None and await self.reclaim():
                                 last_activity = time.monotonic()
                         finally:  # a reclaimed batch that fails must not cost the heartbeat
                             await self.tick()
                     if self.stopping:  # a signal during reclaim or tick: read nothing more
                         break
-                    if await self.step(self._block_ms(now, next_tick)):
+                    if held is not None:  # a batch Redis refused goes first, as it is
+                        await self.handler.handle(held)
                         last_activity = time.monotonic()
+                    elif await self.step(self._block_ms(now, next_tick)):
+                        last_activity = time.monotonic()
+                    self._refusals = 0
                 except TRANSIENT as exc:
                     await self._connection_lost(exc)
+                    continue
+                except WritesRefused:
+                    await self._writes_refused()
                     continue
                 except WriteError as exc:
                     await self._write_failed(exc)
                     continue
                 except ResponseError as exc:
+                    reason = refusal(exc)
+                    if reason is not None:  # a read that writes (XREADGROUP, XAUTOCLAIM) refused
+                        self.writer.note_refused(reason, "loop")
+                        await self._writes_refused()
+                        continue
                     if not is_missing_group(exc):
                         raise
                     group_lost = exc
@@ -278,7 +321,7 @@ class Consumer:
         self._phase = "stopping"
         try:
             await self.tick(final=True)
-        except Exception as exc:  # noqa: BLE001 - shutting down; report and go on
+        except Exception as exc:  # noqa: BLE001 - shutting down; report and go on (a refused write included)
             log.warning("final heartbeat failed", extra={"event": "shutdown_tick_failed", "error": str(exc)})
         for impl in hook_impls(self.app.pm, "navstream_shutdown"):
             try:
@@ -298,6 +341,15 @@ class Consumer:
                 return
             except TRANSIENT as exc:
                 await self._connection_lost(exc)
+                if self.stopping:
+                    raise
+            except (ResponseError, WritesRefused) as exc:
+                reason = refusal(exc)
+                if reason is None:
+                    raise
+                if not isinstance(exc, WritesRefused):
+                    self.writer.note_refused(reason, "setup")
+                await self._writes_refused()
                 if self.stopping:
                     raise
 
@@ -321,15 +373,54 @@ class Consumer:
             pass
 
     async def _recovered(self) -> None:
+        """After an outage: the first command that succeeds ends it (a ``PING``: nothing else
+        is tried until Redis answers), and its alert is owed until written."""
         if self._down_since is None:
             return
-        down_for = time.monotonic() - self._down_since
-        out = Outputs(self.app.clock.now_ms())
-        out.alert("redis_reconnected", "warning",
-                  f"connection to Redis restored after {down_for:.1f}s; pending entries are reclaimed")
-        await self.writer.write(BatchWrite(out))
-        self._down_since = None  # only now: a failed write keeps the outage to be reported
+        try:
+            await self.app.raw.ping()
+        except ResponseError as exc:
+            if refusal(exc) is None:  # MISCONF refuses even PING: Redis answers, though
+                raise
+        self._owed_reconnects.append(time.monotonic() - self._down_since)
+        self._down_since = None
         self._attempts = 0
+        await self._flush_owed()
+
+    async def _flush_owed(self) -> None:
+        """Write the alerts owed for outages and for episodes of refused writes that ended.
+        Kept for the next try while Redis refuses them (OOM refuses the alert about OOM)."""
+        restored = self.writer.owed_restored
+        if not (self._owed_reconnects or restored):
+            return
+        out = Outputs(self.app.clock.now_ms())
+        for down_for in self._owed_reconnects:
+            out.alert("redis_reconnected", "warning",
+                      f"connection to Redis restored after {down_for:.1f}s; pending entries are reclaimed")
+        for since, until, reason in restored:
+            out.alert("writes_restored", "critical",
+                      f"Redis refused writes for {(until - since) / 1000:.1f}s ({reason}); the batches "
+                      "held meanwhile stayed pending and are processed now, nothing was lost")
+        reconnects, episodes = len(self._owed_reconnects), len(restored)
+        try:
+            await self.writer.write(BatchWrite(out))
+        except WritesRefused:
+            return  # still owed
+        del self._owed_reconnects[:reconnects]
+        del restored[:episodes]
+
+    async def _writes_refused(self) -> None:
+        """Redis refuses writes as a whole (OOM, READONLY, MISCONF): stay up, keep the batch
+        pending (held, retried first), and retry with backoff. Counted, logged and shown in
+        ``/readyz`` and the heartbeat's health by :meth:`Writer.note_refused`."""
+        self.alive_at = time.monotonic()  # waiting for Redis is progress, not a hung loop
+        self._refusals += 1
+        attempt = min(self._refusals, 16)
+        delay = min(self.settings.reconnect_max_ms / 1000, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except asyncio.TimeoutError:
+            pass
 
     async def _write_failed(self, exc: WriteError) -> None:
         """Redis refused some writes of a batch: nothing was acknowledged, so nothing is lost.

@@ -28,7 +28,7 @@ from .events import (
     decode_order,
 )
 from .outputs import Outputs
-from .writer import BatchWrite, DeadLetter, WriteError, Writer
+from .writer import BatchWrite, DeadLetter, WriteError, Writer, WritesRefused
 
 log = logging.getLogger("navstream.consumer")
 
@@ -62,6 +62,10 @@ class BatchHandler:
         self.keys = app.keys
         #: Entries acknowledged so far (processed or dead-lettered), for ``--max-events``.
         self.handled = 0
+        #: A batch whose writes Redis refused as a whole (OOM, READONLY, MISCONF): still pending
+        #: (in this consumer's PEL), retried as it is by the loop before it reads anything
+        #: else, so a refusal that lasts costs no delivery and sends nothing to the DLQ.
+        self.held: list[Entry] | None = None
 
     async def handle(self, entries: list[Entry]) -> None:
         """Decode, dispatch, write and acknowledge one batch.
@@ -70,11 +74,17 @@ class BatchHandler:
         judged on the state Redis holds, so their answer need not wait for the events' work
         and write (the order latency the risk gate is held to)."""
         orders = [e for e in entries if e.stream == self.keys.orders]
-        if orders and len(orders) < len(entries):
-            await self._handle(orders)
-            await self._handle([e for e in entries if e.stream != self.keys.orders])
-        else:
-            await self._handle(entries)
+        try:
+            if orders and len(orders) < len(entries):
+                await self._handle(orders)
+                await self._handle([e for e in entries if e.stream != self.keys.orders])
+            else:
+                await self._handle(entries)
+        except WritesRefused:
+            self.held = entries  # handled again as a whole: what went through is idempotent
+            raise
+        if self.held is entries:
+            self.held = None
 
     async def _handle(self, entries: list[Entry]) -> None:
         started = time.perf_counter()
@@ -155,6 +165,8 @@ class BatchHandler:
         batch.acks = acks
         try:
             await self.writer.write(batch)
+        except WritesRefused:
+            raise  # not the entries' fault: nothing to record against them (Redis refuses it anyway)
         except WriteError as exc:
             await self._remember_write_failure(entries, batch.failures, str(exc))
             raise

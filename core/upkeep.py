@@ -5,15 +5,19 @@ removing consumers that are gone. Run from the tick, whatever happened to the la
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any, Mapping, cast
+
+from redis.exceptions import ResponseError
 
 from .app import App
 from .handler import BatchHandler, Entry, HashMapping, as_str
 from .keys import parse_id
 from .outputs import Outputs
 from .pluginmanager import call_impl, hook_impls
-from .writer import BatchWrite, Writer
+from .writer import BatchWrite, Writer, refusal
 
 log = logging.getLogger("navstream.consumer")
 
@@ -57,6 +61,9 @@ class Upkeep:
         self._beat_tried: str | None = None
         self._beat_id = uuid.uuid4().hex[:12]
         self._beats = 0
+        #: ``time.monotonic()`` of the last heartbeat written: one not written for longer than
+        #: its TTL (Redis refusing writes, an outage) expired, it was not lost with Redis's data.
+        self._beat_written_at = time.monotonic()
 
     async def reclaim(self, streams: list[str]) -> int:
         """Claim entries pending longer than ``claim_idle_ms`` (dead or failed consumers)."""
@@ -220,7 +227,16 @@ class Upkeep:
         pipe = self.app.raw.pipeline(transaction=True)
         pipe.set(key, uuid.uuid4().hex, nx=True)
         pipe.get(key)
-        _, held = await pipe.execute()
+        try:
+            _, held = await pipe.execute()
+        except ResponseError as exc:
+            reason = refusal(exc)
+            if reason is None:
+                raise
+            self.writer.note_refused(reason, "epoch")  # set by the first tick that may write
+            held = await self.app.raw.get(key)
+            if held is None:
+                return
         self._epoch = as_str(held or b"")
 
     async def new_epoch(self) -> None:
@@ -276,7 +292,19 @@ class Upkeep:
         pipe.pexpire(key, self.settings.heartbeat_ttl_ms)
         expected = (self._beat, self._beat_tried)
         self._beat_tried = beat
-        held_raw, _, epoch_raw, _, _ = await pipe.execute()
+        try:
+            held_raw, _, epoch_raw, _, _ = await pipe.execute()
+        except ResponseError as exc:
+            reason = refusal(exc)
+            if reason is None:
+                raise
+            # Redis refuses writes: the MULTI did nothing. The loop goes on; the health this
+            # heartbeat carried (degraded, with the reason) is in /readyz, the logs and counters.
+            self.writer.note_refused(reason, "heartbeat")
+            return None
+        self.writer.note_written()
+        expired = (time.monotonic() - self._beat_written_at) * 1000 >= self.settings.heartbeat_ttl_ms
+        self._beat_written_at = time.monotonic()
         held = None if held_raw is None else as_str(held_raw)
         epoch = as_str(epoch_raw or b"")
         reasons = []
@@ -284,7 +312,7 @@ class Upkeep:
             reasons.append(f"{epoch_key} was missing" if epoch == candidate else
                            f"{epoch_key} held another token (lost and set again by another consumer, or "
                            "replaced by one that recreated a vanished group)")
-        if self._beat is not None and held not in expected:
+        if self._beat is not None and held not in expected and not (held is None and expired):
             reasons.append(f"this consumer's heartbeat {key} was gone (flushed, Redis restarted without "
                            "persistence, or expired while this consumer could not write it)" if held is None else
                            f"this consumer's heartbeat {key} held an older or another beat ({held}, not "
@@ -312,6 +340,11 @@ class Upkeep:
                 out[f"{name}.reason"] = report["reason"]
             if report.get("status", "ok") != "ok":
                 reasons.append(f"{name}: {report.get('reason') or report.get('status')}")
+        since = self.app.stats.writes_refused_since
+        if since:
+            at = datetime.fromtimestamp(since / 1000, timezone.utc).isoformat(timespec="seconds")
+            reasons.insert(0, f"Redis refuses writes since {at} ({self.writer.refused_reason or 'refused'}); "
+                              "the batch stays pending and is retried")
         out["health"] = "degraded" if reasons else "ok"
         out["health_reasons"] = "; ".join(reasons)
         return out

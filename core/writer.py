@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .app import App
@@ -51,6 +51,46 @@ def is_missing_group(exc: ResponseError) -> bool:
 
 class WriteError(RuntimeError):
     """Redis refused part of a batch's writes; the batch stays pending."""
+
+
+class WritesRefused(WriteError):
+    """Redis refuses every write for now (out of memory under ``noeviction``, a read-only
+    replica after a failover, a failed RDB save with ``stop-writes-on-bgsave-error``): not the
+    batch's fault, so it is held and retried as it is, with backoff, until writes work again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: What Redis answers when it refuses writes as a whole, not one write in particular, as the
+#: marker that starts its reason. redis-py strips the error code of the first two (and gives
+#: them their own classes, kept through pipelines), so their text is matched too.
+_REFUSALS = (
+    ("OOM ", "command not allowed when used memory", OutOfMemoryError),
+    ("READONLY ", "You can't write against a read only replica", ReadOnlyError),
+    ("", "MISCONF", None),
+)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why Redis refuses writes (``OOM ...``, ``READONLY ...``, ``MISCONF ...``), or None when
+    ``exc`` is not Redis refusing writes as a whole. Found inside a pipeline's or a script's
+    error text too (``Command # 3 (HSET ...) of pipeline caused error: ...``)."""
+    if isinstance(exc, WritesRefused):
+        return exc.reason
+    if not isinstance(exc, (ResponseError, WriteError)):
+        return None
+    text = str(exc)
+    for code, marker, cls in _REFUSALS:
+        at = text.find(marker)
+        if at < 0 and not (cls is not None and isinstance(exc, cls)):
+            continue
+        reason = text[at:] if at >= 0 else text
+        if code and not reason.startswith(code):
+            reason = code + reason
+        return reason if len(reason) <= 200 else reason[:197] + "..."
+    return None
 
 
 @dataclass
@@ -248,6 +288,38 @@ class Writer:
         self._xadd_first = app.raw.register_script(XADD_FIRST_LUA)
         #: marker -> (version, end ms) of once-alerts known written: not sent again until then.
         self._alert_markers: dict[str, tuple[str, int]] = {}
+        #: Why Redis refuses writes, during an episode of refusals (``stats.writes_refused_since``).
+        self.refused_reason = ""
+        #: Episodes of refused writes that ended, not yet alerted: (since ms, until ms, reason).
+        #: Under OOM even the alert cannot be written, so it is owed until a write succeeds.
+        self.owed_restored: list[tuple[int, int, str]] = []
+
+    def note_refused(self, reason: str, where: str) -> None:
+        """Redis refused a write (any path: a batch, a tick, the heartbeat, a group's
+        creation): count it, and start an episode unless one runs."""
+        stats = self.app.stats
+        stats.writes_refused += 1
+        stats.last_error = f"writes refused: {reason}"
+        if not stats.writes_refused_since:
+            stats.writes_refused_since = self.app.clock.now_ms()
+        self.refused_reason = reason
+        log.error("Redis refuses writes; the batch stays pending and is retried", extra={
+            "event": "writes_refused", "where": where, "error": reason,
+            "since_ms": stats.writes_refused_since})
+
+    def note_written(self) -> None:
+        """A write succeeded: an episode of refusals, if one ran, ends now (and is owed an alert)."""
+        stats = self.app.stats
+        since = stats.writes_refused_since
+        if not since:
+            return
+        now = self.app.clock.now_ms()
+        stats.writes_refused_since = None
+        self.owed_restored.append((since, now, self.refused_reason))
+        log.warning("Redis accepts writes again", extra={
+            "event": "writes_restored", "refused_s": round((now - since) / 1000, 1),
+            "error": self.refused_reason})
+        self.refused_reason = ""
 
     async def write(self, batch: BatchWrite) -> None:
         """Write everything the batch caused, then acknowledge it; raise if Redis refused any."""
@@ -268,12 +340,17 @@ class Writer:
             for _, _, unwritten in once:
                 if unwritten is not None:
                     _log_alert(unwritten)
+            refused = refusal(exc)
+            if refused is not None:
+                self.note_refused(refused, "batch")
+                raise WritesRefused(refused) from exc
             if isinstance(exc, WriteError):
                 raise
             if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or (
                     isinstance(exc, ResponseError) and is_missing_group(exc)):
                 raise  # the loop reconnects, or recreates the group
             raise WriteError(f"batch writes failed, nothing acknowledged: {exc}") from exc
+        self.note_written()
         if len(self._alert_markers) > MAX_MARKERS:
             self._alert_markers.clear()
         for (marker, version, sent), mark in zip(once, marks):
