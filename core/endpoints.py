@@ -118,8 +118,14 @@ class Endpoints:
     def loop_state(self) -> LoopState:
         c = self.consumer
         down = c.down_for_s
+        # Set while Redis refuses this process's writes (OOM, READONLY, MISCONF); read with
+        # getattr, as the consumer's stats and writer keep it (None or 0 while writes work).
+        refused = getattr(self.app.stats, "writes_refused_since", None)
+        why = getattr(getattr(c, "writer", None), "refused_reason", "") if refused else ""
         return LoopState(phase=c.phase, idle_s=time.monotonic() - c.alive_at,
-                         stall_limit_s=c.settings.heartbeat_ttl_ms / 1000, reconnecting_s=down)
+                         stall_limit_s=c.settings.heartbeat_ttl_ms / 1000, reconnecting_s=down,
+                         writes_refused_since_ms=int(refused) if refused else None,
+                         writes_refused_reason=why if isinstance(why, str) else "")
 
     def _streams(self) -> list[str]:
         return list(self.consumer.streams) or [self.app.keys.events]
@@ -144,7 +150,8 @@ class Endpoints:
 
     def _readiness(self, view: DeskView, health: dict[str, str]) -> list[str]:
         return readiness(self.loop_state(), view, streams=self.consumer.streams, group=self.app.group,
-                         health=health, nav_eval_limit_ms=self.consumer.settings.heartbeat_ttl_ms)
+                         health=health, nav_eval_limit_ms=self.consumer.settings.heartbeat_ttl_ms,
+                         ready_on_stale_data=self.app.settings.http.ready_on_stale_data)
 
     # --- routes -------------------------------------------------------------------------------
 

@@ -241,10 +241,11 @@ RUNNING = LoopState(phase="running", idle_s=0.1, stall_limit_s=10)
 GROUPS: dict[str, dict[str, Any] | None] = {"p:events": {"name": "g"}}
 
 
-def ready(state: LoopState = RUNNING, view: DeskView | None = None, health: Mapping[str, str] | None = None) -> list[str]:
+def ready(state: LoopState = RUNNING, view: DeskView | None = None, health: Mapping[str, str] | None = None,
+          **options: Any) -> list[str]:
     view = view or DeskView(read_ms=START_MS, groups=dict(GROUPS))
     return readiness(state, view, streams=["p:events"], group="g", health=health or {"health": "ok"},
-                     nav_eval_limit_ms=10_000)
+                     nav_eval_limit_ms=10_000, **options)
 
 
 def test_liveness_rules() -> None:
@@ -273,7 +274,10 @@ def test_readiness_rules() -> None:
         nav("exchange", "ok", computed_at=START_MS - 30_000),
         nav("venue", "failed"),  # not a readiness matter: the page and metrics show it
     ], nav_unreadable=["account:x/y: ValueError: bad"])
-    assert ready(view=stale) == [
+    # Readiness is about this process: stale data is in the metrics and alerts, not here...
+    assert ready(view=stale) == []
+    # ... unless [http] ready_on_stale_data = false asks for the old rule.
+    assert ready(view=stale, ready_on_stale_data=False) == [
         "NAV total is stale: price BTC/USDT is 200s old",
         "NAV exchange was last evaluated 30s ago (limit 10s): no consumer is ticking the nav plugin",
         "NAV account:x/y: ValueError: bad is unreadable",
@@ -282,8 +286,15 @@ def test_readiness_rules() -> None:
               "risk.approved": "3", "health": "degraded"}
     assert ready(health=health) == ["plugin sink is degraded: Firestore unreachable"]
     many = DeskView(read_ms=START_MS, groups=dict(GROUPS), nav=[nav(f"s{i}", "stale") for i in range(8)])
-    reasons = ready(view=many)
+    reasons = ready(view=many, ready_on_stale_data=False)
     assert len(reasons) == 6 and reasons[-1] == "... and 3 more like these"
+    # Redis refusing this process's writes (OOM, READONLY, MISCONF) makes it not ready.
+    refusing = LoopState("running", 0.1, 10, writes_refused_since_ms=START_MS - 12_000,
+                         writes_refused_reason="OOM command not allowed when used memory > 'maxmemory'.")
+    assert ready(refusing) == [
+        "Redis refuses writes since 2026-09-21T14:13:08Z (12s): OOM command not allowed when used memory > "
+        "'maxmemory'.; nothing is acknowledged until it takes them again"]
+    assert ready(LoopState("running", 0.1, 10, writes_refused_since_ms=0)) == []
 
 
 # --- the endpoints of a running consumer ------------------------------------------------------
@@ -348,7 +359,8 @@ async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10
 @contextlib.asynccontextmanager
 async def serving(app: App, host: str = "127.0.0.1") -> AsyncIterator[tuple[Consumer, httpx.AsyncClient]]:
     """``app``'s consumer running its real loop, with its HTTP endpoint on a free port."""
-    app.settings = msgspec.structs.replace(app.settings, http=HttpSettings(port=free_port(), host=host))
+    app.settings = msgspec.structs.replace(
+        app.settings, http=msgspec.structs.replace(app.settings.http, port=free_port(), host=host))
     consumer = Consumer(app)
     task = asyncio.create_task(consumer.run())
     try:
@@ -479,8 +491,11 @@ async def _ready(client: httpx.AsyncClient) -> bool:
 
 
 async def test_readiness_reasons_stale_nav_and_degraded_plugin(make_app: Any, no_cache: None) -> None:
+    """With ``[http] ready_on_stale_data = false``: stale data is a readiness reason (the old rule)."""
     sink = Sink()
     app = make_app(plugins=[("sink", sink)], consumer=FAST)
+    app.settings = msgspec.structs.replace(
+        app.settings, http=msgspec.structs.replace(app.settings.http, ready_on_stale_data=False))
     latest = app.keys.state("nav", "latest")
 
     def snapshot(scope: str, status: str, computed_at: int, **extra: Any) -> str:
@@ -528,6 +543,45 @@ async def test_readiness_reasons_stale_nav_and_degraded_plugin(make_app: Any, no
         await app.redis.hset(latest, "total", "garbage")
         response = await client.get("/readyz")
         assert response.status_code == 503 and response.json()["reasons"][0].startswith("NAV total: ")
+
+
+async def test_stale_data_leaves_the_consumer_ready_by_default(make_app: Any, no_cache: None) -> None:
+    """Readiness is about this process: a stale or unevaluated NAV leaves /readyz 200 (every
+    replica would otherwise turn not-ready at once and stall a rollout); the metrics, the status
+    page and the alerts say it is stale."""
+    app = make_app(consumer=FAST)
+    assert app.settings.http.ready_on_stale_data is True
+    latest = app.keys.state("nav", "latest")
+    data = {"scope": "total", "nav": "12.5", "quote": "USD", "status": "stale", "as_of": T0,
+            "computed_at": START_MS - 60_000, "reasons": ["price BTC/USDT is 200s old (limit 120s)"]}
+    async with serving(app) as (_, client):
+        await app.redis.hset(latest, mapping={"total": f"{START_MS - 60_000} {json.dumps(data)}",
+                                              "account:x/y": "garbage"})
+        response = await client.get("/readyz")
+        assert (response.status_code, response.json()) == (200, {"ready": True})
+        m = metrics_of((await client.get("/metrics")).text)
+        assert sample(m, "navstream_ready") == 1
+        assert sample(m, "navstream_nav_status", scope="total", status="stale") == 1
+        assert sample(m, "navstream_nav_evaluation_age_seconds", scope="total") == 60
+        doc = (await client.get("/api/status")).json()
+        assert doc["ready"] is True and doc["nav"][0]["status"] == "stale"
+
+
+async def test_readyz_is_503_while_redis_refuses_writes(make_app: Any, no_cache: None) -> None:
+    """``app.stats.writes_refused_since`` (the first refused write of the episode, epoch ms) set:
+    not ready, saying since when; cleared: the reason is gone."""
+    app = make_app(consumer=FAST)
+    endpoints = endpoints_module.Endpoints(Consumer(app))
+    get = Request("GET", "/readyz", "", {})
+    app.stats.writes_refused_since = START_MS - 12_000  # type: ignore[attr-defined,unused-ignore]
+    response = await endpoints.readyz(get)
+    reasons = json.loads(response.body)["reasons"]
+    assert response.status == 503
+    assert any(r.startswith("Redis refuses writes since 2026-09-21T14:13:08Z (12s)") for r in reasons), reasons
+    app.stats.writes_refused_since = None  # type: ignore[attr-defined,unused-ignore]
+    reasons = json.loads((await endpoints.readyz(get)).body)["reasons"]
+    assert not any("refuses writes" in r for r in reasons)
+    endpoints.close()
 
 
 async def test_events_failed_by_type(make_app: Any) -> None:
@@ -763,6 +817,8 @@ async def test_api_status_readyz_and_metrics_read_a_nav_past_its_fresh_until_as_
     here): /readyz, /api/status and /metrics say stale; before its fresh_until, ok."""
     clock = ManualClock(START_MS)
     app = make_app(consumer=FAST, clock=clock)
+    app.settings = msgspec.structs.replace(
+        app.settings, http=msgspec.structs.replace(app.settings.http, ready_on_stale_data=False))
     latest = app.keys.state("nav", "latest")
 
     def snapshot(scope: str, **extra: Any) -> str:
