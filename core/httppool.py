@@ -5,6 +5,8 @@ host's :class:`HostLimiter` first, sends it with a timeout no later than the cal
 and turns a 429 or 418 into a block of the host (every source of that host waits) and a
 :class:`RateLimited` error. Other statuses are returned; :func:`check` turns an error status
 into a :class:`SourceError` with a short excerpt of the body (venues explain themselves there).
+Every text made from an answer (body excerpts, transport errors quoting the URL) goes through
+:func:`navstream.logs.redact`, which masks each credential registered at startup.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .ratelimit import HostLimiter, RateLimited
-from .sources import SourceError
+from .sources import SourceError, clip, redact
 
 #: Connect, read, write and pool timeouts of a single request, before the caller's deadline.
 REQUEST_TIMEOUT_S = 10.0
@@ -48,15 +50,16 @@ def retry_after_s(response: httpx.Response) -> float | None:
 
 
 def excerpt(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
-    return text if len(text) <= BODY_EXCERPT else text[:BODY_EXCERPT] + "..."
+    """The start of the body, one line, with credentials masked before it is cut (a venue's
+    error may echo the key, the signed query or the URL it was sent to)."""
+    return clip(response.text.strip().replace("\n", " "), BODY_EXCERPT)
 
 
 def check(response: httpx.Response, what: str) -> httpx.Response:
     """``response`` if it is a success, else a :class:`SourceError` saying what failed."""
     if response.is_success:
         return response
-    raise SourceError(f"HTTP {response.status_code} on {what}: {excerpt(response)}")
+    raise SourceError(redact(f"HTTP {response.status_code} on {what}: {excerpt(response)}"))
 
 
 class HttpPool:
@@ -128,18 +131,18 @@ class HttpPool:
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise SourceError(f"{label} on {host}: timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            raise SourceError(f"{label} on {host}: {type(exc).__name__}: {exc}") from None
+            raise SourceError(redact(f"{label} on {host}: {type(exc).__name__}: {exc}")) from None
         used = response.headers.get("X-MBX-USED-WEIGHT-1M")
         if used and used.isdigit():
             limiter.observe_used(int(used))
         if response.status_code == 429:
             wait = limiter.too_many_requests(retry_after_s(response))
-            raise RateLimited(f"HTTP 429 on {label} ({host}); every request to it waits {wait:g}s: "
-                              f"{excerpt(response)}", self.clock() + wait)
+            raise RateLimited(redact(f"HTTP 429 on {label} ({host}); every request to it waits {wait:g}s: "
+                                     f"{excerpt(response)}"), self.clock() + wait)
         if response.status_code == 418:
             wait = limiter.banned(retry_after_s(response))
-            raise RateLimited(f"HTTP 418 on {label} ({host}): IP banned; every request to it waits {wait:g}s: "
-                              f"{excerpt(response)}", self.clock() + wait)
+            raise RateLimited(redact(f"HTTP 418 on {label} ({host}): IP banned; every request to it waits "
+                                     f"{wait:g}s: {excerpt(response)}"), self.clock() + wait)
         if response.is_success:
             limiter.succeeded()
         return response

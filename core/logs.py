@@ -10,7 +10,8 @@ rotation ever blocks a batch. Each line is one JSON object: ``ts``, ``level``, `
 Two filters run on the loop's side, cheaply: the same warning or error (logger, event, message)
 repeated within ``REPEAT_WINDOW_S`` is dropped and counted, and the next one that gets through
 says how many were suppressed (``repeated``); and every string value is scrubbed of secrets (a
-password in a Redis URL, ``signature=`` or ``api_key=`` in a query string) before it is queued.
+password in a Redis URL, ``signature=`` or ``api_key=`` in a query string, and any credential
+value registered with :func:`register_secret`, wherever it appears) before it is queued.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import shutil
 import sys
 import time
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -45,11 +47,49 @@ _SECRET_PARAM = re.compile(
     r"((?:signature|api[_-]?key|apikey|secret|token|password|x_cg_[a-z]+_api_key)=)[^&\s\"':,;]+", re.IGNORECASE)
 
 
+#: Known credential values (and their URL-encoded forms), longest first: masked wherever they
+#: appear, whatever the text around them (an error body echoing a key, a header, a URL's path).
+_known_secrets: tuple[str, ...] = ()
+#: Values shorter than this are not registered: masking a 3-letter word everywhere would garble
+#: logs, and no credential worth the name is that short.
+MIN_SECRET_LEN = 8
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` in everything :func:`redact` sees from now on: in log records (message,
+    ``extra`` fields, tracebacks) and in every text the sources derive from an answer (their
+    errors, ``source_status.error``, problems). Called for each credential read from the
+    environment, at startup (``SourceContext.secret``). Values under :data:`MIN_SECRET_LEN`
+    characters are ignored."""
+    global _known_secrets
+    if not isinstance(value, str) or len(value) < MIN_SECRET_LEN:
+        return
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), json.dumps(value)[1:-1]}
+    _known_secrets = tuple(sorted(set(_known_secrets) | forms, key=lambda v: (-len(v), v)))
+
+
+def forget_secrets() -> None:
+    """Drop every registered value (tests)."""
+    global _known_secrets
+    _known_secrets = ()
+
+
 def redact(text: str) -> str:
-    """``text`` with URL passwords and secret query parameters masked (``***``)."""
+    """``text`` with registered credential values, URL passwords and secret query parameters
+    masked (``***``)."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
     if "=" not in text and "@" not in text:
         return text
     return _SECRET_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` redacted, then cut to ``limit`` characters (with ``...``): in that order, so a
+    cut never leaves the start of a secret that the redaction would no longer recognise."""
+    text = redact(text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _scrub(value: Any) -> Any:

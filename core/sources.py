@@ -49,6 +49,8 @@ class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
 
 # Error texts quote URLs, and they end up in events, alerts and logs: one scrubber for all.
 from .logs import redact as redact  # noqa: E402  (re-exported: sources import it from here)
+from .logs import clip as clip  # noqa: E402  (redact, then cut: sources quote answers with it)
+from .logs import register_secret as register_secret  # noqa: E402
 
 
 class SourceError(RuntimeError):
@@ -70,6 +72,8 @@ class Fetched:
     problems: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # problems quote the venue's answer, which may echo a credential: masked like errors
+        object.__setattr__(self, "problems", [redact(p) for p in self.problems])
         refused = [(event, why) for event in self.events if (why := _amount_problem(event))]
         if refused:
             out = {id(e) for e, _ in refused}
@@ -129,13 +133,17 @@ class SourceContext:
 
     def secret(self, source: str, setting: str, env_name: str) -> str:
         """The credential in environment variable ``env_name``, or a startup error naming the
-        source and the setting (never the value)."""
+        source and the setting (never the value). The value is registered with the log redactor
+        (:func:`navstream.logs.register_secret`), so an answer that echoes it (an error body, a
+        URL) never puts it into a log line, a ``source_status.error`` or a problem: read every
+        credential through here."""
         if not env_name:
             raise SourceConfigError(f"[sources.{source}] {setting}: no environment variable named")
         value = self.env.get(env_name, "")
         if not value:
             raise SourceConfigError(f"[sources.{source}] {setting}: environment variable {env_name} is not set "
                                     "(credentials come only from the environment)")
+        register_secret(value)  # masked from now on in every log record and error text (navstream.logs)
         return value
 
 

@@ -42,7 +42,7 @@ import msgspec
 from navstream import Balance, Position
 from navstream.httppool import check
 from navstream.numbers import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, decimal_refusal, show
-from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings, redact
+from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings, clip, redact
 
 from .common import (
     BaseSource,
@@ -142,7 +142,7 @@ class BinanceUsdmAccountSource(BaseSource):
         if not isinstance(body, dict) or not isinstance(body.get("assets"), list) \
                 or not isinstance(body.get("positions"), list):
             raise SourceError(f"{what}: expected an object with assets[] and positions[]: "
-                              f"{redact(response.text[:200])}")
+                              f"{clip(response.text, 200)}")
         problems: list[str] = []
         ts = self._ts(body, arrival, problems)
         events: list[SourceEvent] = []
@@ -167,7 +167,7 @@ class BinanceUsdmAccountSource(BaseSource):
         for entry in entries:
             asset = entry.get("asset") if isinstance(entry, dict) else None
             if not isinstance(asset, str) or not asset:
-                problems.append(f"an assets[] entry without an asset name: {str(entry)[:100]}")
+                problems.append(f"an assets[] entry without an asset name: {clip(str(entry), 100)}")
                 continue
             seen.add(asset)
             self.assets.setdefault(asset)
@@ -190,7 +190,7 @@ class BinanceUsdmAccountSource(BaseSource):
         for entry in entries:
             symbol = entry.get("symbol") if isinstance(entry, dict) else None
             if not isinstance(symbol, str) or not symbol:
-                problems.append(f"a positions[] entry without a symbol: {str(entry)[:100]}")
+                problems.append(f"a positions[] entry without a symbol: {clip(str(entry), 100)}")
                 continue
             qty, pnl = exact(entry.get("positionAmt")), exact(entry.get("unrealizedProfit"))
             if qty is None or pnl is None:

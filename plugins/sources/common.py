@@ -14,7 +14,7 @@ import httpx
 import msgspec
 from navstream.httppool import check, excerpt
 from navstream.numbers import NumberError, from_json
-from navstream.sources import SourceContext, SourceError, SourceSettings
+from navstream.sources import SourceContext, SourceError, SourceSettings, redact
 
 #: A venue's clock more than this ahead of ours is reported, and its time is not used as ``ts``:
 #: consumers dead-letter events from the future, and a ``ts`` from a fast clock would make a
@@ -65,7 +65,7 @@ def exact(value: Any) -> Decimal | None:
 def quoted(value: Any) -> str:
     """A venue's value as a problem quotes it: short, one line, and, if it looks like a number
     but is none we accept, why (``'１２', which is not a decimal number: non-ASCII ...``)."""
-    text = str(value) if isinstance(value, Decimal) else repr(value)
+    text = redact(str(value) if isinstance(value, Decimal) else repr(value))  # before the cut
     if len(text) > 60:
         text = f"{text[:40]}... ({len(text)} characters)"
     if isinstance(value, (str, int, Decimal)) and not isinstance(value, bool):
@@ -116,7 +116,7 @@ def check_binance(response: httpx.Response, what: str) -> None:
     if error is None:
         check(response, what)
     else:
-        raise SourceError(f"HTTP {response.status_code} on {what}: Binance error {error[0]}: {error[1]}")
+        raise SourceError(redact(f"HTTP {response.status_code} on {what}: Binance error {error[0]}: {error[1]}"))
 
 
 class BaseSource:
