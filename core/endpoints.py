@@ -104,6 +104,8 @@ class Endpoints:
         self._desk: Coalesced[DeskView] = Coalesced(self._read_desk, DESK_MAX_AGE_S)
         self._extra: Coalesced[PageReads] = Coalesced(self._read_extra, PAGE_MAX_AGE_S)
         self._page, self._csp = _page()
+        #: The server answering these routes (for its own counters in /metrics), once started.
+        self.server: HttpServer | None = None
 
     def routes(self) -> dict[str, Handler]:
         return {"/": self.page, "/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics,
@@ -170,7 +172,8 @@ class Endpoints:
     async def metrics(self, request: Request) -> Response:
         view, health = await self._desk.get(), self._health()
         ready = not self._readiness(view, health)
-        body = self.consumer.metrics.render(Scrape(view, health, ready, risk_decisions(self.app)))
+        http = self.server.stats if self.server is not None else None
+        body = self.consumer.metrics.render(Scrape(view, health, ready, risk_decisions(self.app), http))
         return Response(200, body, CONTENT_TYPE)
 
     async def status(self, request: Request) -> Response:
@@ -200,6 +203,6 @@ class Endpoints:
 async def start_http(consumer: Consumer, host: str, port: int) -> tuple[HttpServer, Endpoints]:
     """Serve ``consumer``'s routes; :class:`~navstream.http.HttpStartError` if it cannot listen."""
     endpoints = Endpoints(consumer)
-    server = HttpServer(endpoints.routes(), host=host, port=port)
+    server = endpoints.server = HttpServer(endpoints.routes(), host=host, port=port)
     await server.start()
     return server, endpoints

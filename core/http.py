@@ -205,6 +205,8 @@ class HttpServer:
     request_timeout_s: float = 5.0
     handler_timeout_s: float = 10.0
     max_requests_per_connection: int = 100
+    #: How the port is chosen, for the error when it cannot be listened on.
+    port_setting: str = "[http] port, NAVSTREAM_HTTP_PORT or --http-port"
     stats: HttpStats = field(default_factory=HttpStats)
     _server: asyncio.Server | None = field(default=None, init=False)
     _conns: dict[asyncio.Task[None], _Conn] = field(default_factory=dict, init=False)
@@ -221,7 +223,7 @@ class HttpServer:
                 why = "the port is already in use (another navstream, or another program, listens there)"
             raise HttpStartError(
                 f"cannot serve HTTP on {self.host}:{self.port}: {why}; choose another port with "
-                "[http] port, NAVSTREAM_HTTP_PORT or --http-port (0 serves nothing)") from exc
+                f"{self.port_setting} (0 serves nothing)") from exc
         log.info("http endpoint listening", extra={"event": "http_listening", "address": self.address})
 
     @property

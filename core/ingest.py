@@ -10,15 +10,21 @@ Problems that do not fail a fetch (an id missing from an answer) are alerted her
 If Redis is unreachable, each source keeps only its newest unwritten attempt (snapshots are
 absolute: an older one is superseded) and it is written when Redis is back; what was
 superseded is counted.
+
+With ``[http] ingest_port`` set, the process serves ``/healthz`` (its source loops make
+progress) and ``/metrics`` (fetches, failures by kind, events written per source; requests,
+429/418 answers and limiter waits per host) through :mod:`navstream.http`, the consumer's server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import msgspec
 import redis.asyncio as aioredis
@@ -41,6 +47,10 @@ from .sources import (
     SourceSettings,
     redact,
 )
+
+if TYPE_CHECKING:
+    from .http import HttpServer, Request, Response
+    from .metrics import IngestMetrics
 
 log = logging.getLogger("navstream.ingest")
 
@@ -98,6 +108,12 @@ class SourceRun:
     unwritten_alerts: list[dict[str, str]] = field(default_factory=list)
     superseded: int = 0
     alerted: dict[str, float] = field(default_factory=dict)
+    #: Failed attempts by kind (``timeout``, ``rate_limited``, ``error``), events written (not
+    #: counting the ``source_status``), writes Redis refused, and when the loop last made progress.
+    failure_kinds: Counter[str] = field(default_factory=Counter)
+    events_written: int = 0
+    write_failures: int = 0
+    alive_at: float = field(default_factory=time.monotonic)
 
 
 class Ingest:
@@ -133,6 +149,12 @@ class Ingest:
             raise IngestError(f"{settings.source}: no [sources.<name>] section is enabled; nothing to ingest "
                               f"(kinds installed: {', '.join(sorted(kinds)) or 'none'})")
         self._stopping = asyncio.Event()
+        #: ``starting`` until :meth:`run` runs the sources, then ``running``, then ``stopping``.
+        self.phase = "starting"
+        self.started_ms = self.clock.now_ms()
+        #: The /healthz and /metrics server, while :meth:`run` runs with ``[http] ingest_port`` set.
+        self.server: HttpServer | None = None
+        self.metrics: IngestMetrics | None = None
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -155,15 +177,18 @@ class Ingest:
         started = time.monotonic()
         error = ""
         fetched = Fetched()
+        kind = ""
         try:
             async with asyncio.timeout(source.settings.timeout_s):
                 fetched = await source.fetch()
         except TimeoutError:
-            error = f"fetch did not finish within timeout_s = {source.settings.timeout_s:g}s"
-        except (SourceError, RateLimited) as exc:
-            error = str(exc)
+            error, kind = f"fetch did not finish within timeout_s = {source.settings.timeout_s:g}s", "timeout"
+        except RateLimited as exc:
+            error, kind = str(exc), "rate_limited"
+        except SourceError as exc:
+            error, kind = str(exc), "error"
         except Exception as exc:  # noqa: BLE001 - a source's bug is that source's failure, said plainly
-            error = f"{type(exc).__name__}: {exc}"
+            error, kind = f"{type(exc).__name__}: {exc}", "error"
             log.exception("source raised", extra={"event": "source_bug", "source": source.name})
         now = self.clock.now_ms()
         error = redact(error)
@@ -177,6 +202,7 @@ class Ingest:
             run.last_ok_ms = now
         else:
             run.failures += 1
+            run.failure_kinds[kind or "error"] += 1
         run.last_error = error or run.last_error
         log.log(logging.INFO if ok else logging.WARNING, "source fetched" if ok else "source failed", extra={
             "event": "source_fetched" if ok else "source_failed", "source": source.name, "ok": ok,
@@ -223,9 +249,11 @@ class Ingest:
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
+            run.write_failures += 1
             log.error("could not write a source's events; kept until Redis answers", extra={
                 "event": "ingest_write_failed", "source": run.source.name, "error": str(exc)})
             return False
+        run.events_written += len(run.unwritten) - 1  # the last one is the attempt's source_status
         run.unwritten = None
         run.unwritten_alerts = []
         return True
@@ -240,23 +268,93 @@ class Ingest:
 
     async def run(self) -> None:
         """Every source on its own interval until :meth:`request_stop` (the attempts in
-        flight finish first)."""
-        async with asyncio.TaskGroup() as group:
+        flight finish first). With ``[http] ingest_port`` set, /healthz and /metrics are served
+        meanwhile; a port that cannot be listened on stops the start
+        (:class:`~navstream.consumer.StartupError`, naming the port)."""
+        await self.start_http()
+        try:
+            self.phase = "running"
             for run in self.runs.values():
-                group.create_task(self._loop(run))
+                run.alive_at = time.monotonic()
+            async with asyncio.TaskGroup() as group:
+                for run in self.runs.values():
+                    group.create_task(self._loop(run))
+        finally:
+            self.phase = "stopping"
+            await self.stop_http()
 
     async def _loop(self, run: SourceRun) -> None:
         interval = run.source.settings.interval_s
         while not self._stopping.is_set():
-            started = time.monotonic()
+            started = run.alive_at = time.monotonic()
             if run.unwritten is not None:  # a previous attempt still waits for Redis
                 await self.flush(run)
             await self.attempt(run)
+            run.alive_at = time.monotonic()
             delay = max(0.0, started + interval - time.monotonic())
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
             except TimeoutError:
                 pass
+
+    # --- /healthz and /metrics ----------------------------------------------------------------
+
+    def stall_limit_s(self, run: SourceRun) -> float:
+        """A source loop that has not moved for this long is stalled: three of its cycles
+        (interval and fetch timeout), and never less than a minute."""
+        return max(60.0, 3 * (run.source.settings.interval_s + run.source.settings.timeout_s))
+
+    def liveness(self) -> tuple[bool, str]:
+        """``(alive, why)``: alive while starting or running with every source loop moving. A
+        failing source or an unreachable Redis is not a stall (the loop goes on, and restarting
+        would not fix either); a loop stuck in one call is."""
+        if self.phase == "stopping":
+            return False, "stopping: the ingest process is shutting down"
+        if self.phase != "running":
+            return True, self.phase
+        now = time.monotonic()
+        stalled = [f"source {name}: no progress for {now - run.alive_at:.0f}s "
+                   f"(limit {self.stall_limit_s(run):.0f}s)"
+                   for name, run in self.runs.items() if now - run.alive_at > self.stall_limit_s(run)]
+        if stalled:
+            return False, "loop stalled: " + "; ".join(stalled)
+        return True, "running"
+
+    async def start_http(self) -> None:
+        from .consumer import StartupError
+        from .http import HttpServer, HttpStartError
+        from .metrics import IngestMetrics
+
+        cfg = self.settings.http
+        if cfg.ingest_port == 0 or self.server is not None:
+            return
+        self.metrics = IngestMetrics(self)
+        server = HttpServer({"/healthz": self._healthz, "/metrics": self._metrics}, host=cfg.host,
+                            port=cfg.ingest_port, port_setting="[http] ingest_port or NAVSTREAM_INGEST_HTTP_PORT")
+        try:
+            await server.start()
+        except HttpStartError as exc:
+            raise StartupError(str(exc)) from exc
+        self.server = server
+
+    async def stop_http(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
+
+    async def _healthz(self, request: Request) -> Response:
+        from .http import Response
+
+        alive, why = self.liveness()
+        body = {"alive": True, "status": why} if alive else {"alive": False, "reason": why}
+        return Response(200 if alive else 503, json.dumps(body, separators=(",", ":")).encode(), "application/json")
+
+    async def _metrics(self, request: Request) -> Response:
+        from .http import Response
+        from .metrics import CONTENT_TYPE
+
+        assert self.metrics is not None  # made with the server
+        return Response(200, self.metrics.render(), CONTENT_TYPE)
 
     def status(self) -> list[dict[str, Any]]:
         return [{"source": name, "kind": type(r.source).__name__, "attempts": r.attempts, "failures": r.failures,

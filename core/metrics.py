@@ -7,7 +7,14 @@ figures, the plugins' ``navstream_health``) and one :class:`~navstream.statusapi
 cheap Redis reads; the two things that must be observed as they happen, the batch latency
 histogram and entries failed by type, are fed by :class:`MeteredBatchHandler`.
 
-The metric names, labels and meanings are listed in docs/observability.md (keep in step).
+Every count is a real counter (``_total``, type ``counter``), never a number inside a gauge, so
+``rate()`` and ``increase()`` work and survive restarts; gauges are only values "as of now".
+No ``_created`` series: every family is built here (none of prometheus_client's stateful
+``Counter``/``Histogram``, which add one per series; its ``disable_created_metrics()`` is
+process-global and would reach other registries).
+
+The metric names, labels and meanings are listed in docs/observability.md (keep in step;
+tests/test_metrics_docs.py checks that every name its PromQL uses is exported).
 """
 
 from __future__ import annotations
@@ -16,17 +23,16 @@ from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .app import App
@@ -40,6 +46,15 @@ from .statusapi import NAV_STATUSES, TRADING_STATES, DeskView
 KNOWN_TYPES = frozenset(EVENT_TYPES) | {"order"}
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Numbers plugins report in ``navstream_health`` that are running counts (exported as
+#: ``navstream_plugin_counter_total``); any other number is a gauge (``navstream_plugin_health_value``).
+#: A plugin marks a count of its own by ending its key in ``_total``. The risk gate's decision
+#: counts are exported as ``navstream_risk_decisions_total`` and ``navstream_risk_repeated_answers_total``.
+PLUGIN_COUNTS = {
+    "risk": frozenset({"audit_written", "audit_missing"}),
+    "firestore": frozenset({"writes", "batches", "failures", "coalesced", "shed", "would_write"}),
+}
+PLUGIN_SKIPPED = {"risk": frozenset({"approved", "vetoed", "repeated"})}
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,8 @@ class Scrape:
     health: Mapping[str, str]
     ready: bool
     decisions: Mapping[str, Mapping[str, int]] | None
+    #: The HTTP server's own counters (an :class:`~navstream.http.HttpStats`), when it runs.
+    http: Any = None
 
 
 def entry_type(entry: Entry, orders_stream: str) -> str:
@@ -61,22 +78,42 @@ def entry_type(entry: Entry, orders_stream: str) -> str:
     return kind if kind in KNOWN_TYPES else "other"
 
 
+class Buckets:
+    """A histogram's state, exported as a family without ``_created``."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.doc, self.bounds = name, doc, buckets
+        self.counts = [0] * len(buckets)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+
+    def family(self) -> HistogramMetricFamily:
+        buckets = [(floatToGoString(b), n) for b, n in zip(self.bounds, self.counts)] + [("+Inf", self.count)]
+        return HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.sum)
+
+
 class Metrics:
     """One consumer's registry: its own collectors, the process's, and the batch observations."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.registry = CollectorRegistry()
-        self.batch_duration = Histogram(
+        self.batch_duration = Buckets(
             "navstream_batch_duration_seconds", "Time to handle one batch: decode, plugins, write, acknowledge.",
-            buckets=BATCH_BUCKETS, registry=self.registry)
-        self.events_failed = Counter(
-            "navstream_events_failed", "Entries a batch did not process: left pending for a retry, or "
-            "dead-lettered. A retried entry counts once per failed delivery.", ["type"], registry=self.registry)
+            BATCH_BUCKETS)
+        #: Entries not processed, by type (see :meth:`observe_batch`).
+        self.events_failed: Tally[str] = Tally()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self._desk = _DeskCollector(app)
+        self._desk = _DeskCollector(app, self)
         self.registry.register(self._desk)
 
     def observe_batch(self, entries: list[Entry], seconds: float, processed: Mapping[str, int]) -> None:
@@ -88,7 +125,7 @@ class Metrics:
         for kind, count in attempted.items():
             failed = count - processed.get(kind, 0)
             if failed > 0:
-                self.events_failed.labels(type=kind).inc(failed)
+                self.events_failed[kind] += failed
 
     def render(self, scrape: Scrape) -> bytes:
         """The text exposition of everything, with ``scrape`` as the Redis-side view."""
@@ -131,8 +168,9 @@ def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFa
 class _DeskCollector(Collector):
     """Computes the families at scrape time from ``app.stats`` and the :class:`Scrape`."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
         self.scrape: Scrape | None = None
 
     def describe(self) -> list[Metric]:
@@ -151,6 +189,12 @@ class _DeskCollector(Collector):
         for kind, count in sorted(stats.by_type.items()):
             processed.add_metric([kind], count)
         yield processed
+        failed = _counter("navstream_events_failed", "Entries a batch did not process: left pending for a "
+                          "retry, or dead-lettered. A retried entry counts once per failed delivery.", ["type"])
+        for kind, count in sorted(self.metrics.events_failed.items()):
+            failed.add_metric([kind], count)
+        yield failed
+        yield self.metrics.batch_duration.family()
         for name, value, doc in (
             ("navstream_dead_lettered", stats.dead_lettered, "Entries moved to P:dlq."),
             ("navstream_entries_lost", stats.lost, "Entries deleted or trimmed from an input stream before "
@@ -160,8 +204,13 @@ class _DeskCollector(Collector):
              "acknowledged; retried)."),
             ("navstream_reconnects", stats.reconnects, "Times the loop lost Redis and retried."),
             ("navstream_batches", stats.batches, "Batches handled (new and reclaimed)."),
+            ("navstream_writes_refused", getattr(stats, "writes_refused", 0) or 0, "Writes Redis refused "
+             "(OOM, READONLY, MISCONF), every attempt counted."),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+        since = getattr(stats, "writes_refused_since", None) or 0
+        yield GaugeMetricFamily("navstream_writes_refused_since_timestamp_seconds", "When Redis began refusing "
+                                "this consumer's writes (epoch seconds); 0 while writes work.", value=since / 1000)
         if stats.last_batch_ms:
             yield GaugeMetricFamily("navstream_last_batch_timestamp_seconds",
                                     "When the last batch was handled (epoch seconds).", value=stats.last_batch_ms / 1000)
@@ -218,16 +267,22 @@ class _DeskCollector(Collector):
                 trading.add_metric([row["scope"], name], 1 if row["state"] == name else 0)
         yield trading
 
-        decisions = _counter("navstream_risk_decisions", "Orders this consumer's risk gate answered, by "
-                             "decision (approve, veto; repeated: a stored answer given again).", ["decision"])
+        decisions = _counter("navstream_risk_decisions", "Orders this consumer's risk gate decided, by "
+                             "decision (approve, veto); a stored answer repeated to a re-sent order is not "
+                             "one (navstream_risk_repeated_answers_total).", ["decision"])
+        repeated = _counter("navstream_risk_repeated_answers", "Stored decisions this consumer's risk gate "
+                            "gave again to a re-sent order.")
         reasons = _counter("navstream_risk_decision_reasons", "Reason codes of this consumer's vetoes "
                            "(one veto may carry several).", ["reason"])
         if scrape.decisions is not None:
             for kind, count in scrape.decisions["decisions"].items():
-                decisions.add_metric([kind], count)
+                if kind == "repeated":
+                    repeated.add_metric([], count)
+                else:
+                    decisions.add_metric([kind], count)
             for code, count in scrape.decisions["reasons"].items():
                 reasons.add_metric([code], count)
-        yield from (decisions, reasons)
+        yield from (decisions, repeated, reasons)
 
         up = _gauge("navstream_source_up", "1 when the source's last report was ok and it is not silent.",
                     ["venue", "source", "account"])
@@ -242,7 +297,10 @@ class _DeskCollector(Collector):
         healthy = _gauge("navstream_plugin_healthy", "1 when the plugin's navstream_health status is ok "
                          "(sinks, the risk gate's audit log, ...).", ["plugin"])
         values = _gauge("navstream_plugin_health_value", "Each number a plugin reports in navstream_health "
-                        "(counters and gauges of its own).", ["plugin", "key"])
+                        "that is a value as of now (queue lengths, budgets, timestamps).", ["plugin", "key"])
+        counts = _counter("navstream_plugin_counter", "Each running count a plugin reports in "
+                          "navstream_health (writes, failures, audit records, ...), since the process started.",
+                          ["plugin", "key"])
         unhealthy = {plugin for plugin, _, _ in plugin_problems(scrape.health)}
         reporting: set[str] = set()
         for key, raw in sorted(scrape.health.items()):
@@ -250,12 +308,114 @@ class _DeskCollector(Collector):
             if not dot:
                 continue
             reporting.add(plugin)
-            if name == "status":
+            if name == "status" or name in PLUGIN_SKIPPED.get(plugin, ()):
                 continue
             try:
-                values.add_metric([plugin, name], float(raw))
+                number = float(raw)
             except ValueError:
                 continue  # text (a reason, a holder's name): in /api/status, not a number
+            if name.endswith("_total"):
+                counts.add_metric([plugin, name[: -len("_total")]], number)
+            elif name in PLUGIN_COUNTS.get(plugin, ()):
+                counts.add_metric([plugin, name], number)
+            else:
+                values.add_metric([plugin, name], number)
         for plugin in sorted(reporting):
             healthy.add_metric([plugin], 0 if plugin in unhealthy else 1)
-        yield from (healthy, values)
+        yield from (healthy, values, counts)
+
+        http = scrape.http
+        if http is not None:
+            for name, value, doc in (
+                ("navstream_http_requests", http.requests, "Requests this process's HTTP endpoint received whole."),
+                ("navstream_http_connections_evicted", http.evicted, "Idle or slow connections closed to make "
+                 "room for a new one at the connection cap."),
+                ("navstream_http_request_timeouts", http.timeouts, "Requests not received whole within the "
+                 "read deadline (answered 408)."),
+                ("navstream_http_bad_requests", http.bad_requests, "Requests refused as malformed, too large, "
+                 "or of an unsupported method or version."),
+            ):
+                yield CounterMetricFamily(name, doc, value=value)
+
+
+class IngestMetrics:
+    """``navstream ingest``'s registry: per source, fetches, failures by kind, events written,
+    writes Redis refused and the last success; per host, requests, 429 and 418 answers, waits
+    for the weight budget and refusals; and the process's own collectors. Computed at scrape
+    time from the :class:`~navstream.ingest.Ingest` (typed loosely: this module does not import it)."""
+
+    def __init__(self, ingest: Any) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.registry.register(_IngestCollector(ingest))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _IngestCollector(Collector):
+    def __init__(self, ingest: Any) -> None:
+        self.ingest = ingest
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        ingest = self.ingest
+        info = InfoMetricFamily("navstream_ingest", "This ingest process: its navstream version.")
+        info.add_metric([], {"version": __version__})
+        yield info
+        yield GaugeMetricFamily("navstream_ingest_start_time_seconds", "When the ingest process started "
+                                "(epoch seconds).", value=ingest.started_ms / 1000)
+        label = ["source"]
+        fetches = _counter("navstream_ingest_fetches", "Fetch attempts of each source.", label)
+        failures = _counter("navstream_ingest_fetch_failures", "Failed fetch attempts of each source, by "
+                            "kind: timeout (past timeout_s), rate_limited (429/418, or no room in the host's "
+                            "budget before the deadline), error (anything else).", ["source", "kind"])
+        events = _counter("navstream_ingest_events_written", "Events written to P:events for each source "
+                          "(its source_status events not counted).", label)
+        write_failures = _counter("navstream_ingest_write_failures", "Attempts of each source Redis did not "
+                                  "take (kept and retried; a newer attempt supersedes them).", label)
+        superseded = _counter("navstream_ingest_superseded", "Unwritten attempts replaced by a newer one "
+                              "while Redis was unreachable.", label)
+        last_ok = _gauge("navstream_ingest_last_success_timestamp_seconds", "When each source last fetched "
+                         "successfully (epoch seconds; absent before its first success).", label)
+        unwritten = _gauge("navstream_ingest_unwritten", "1 while a source's newest attempt waits for Redis.", label)
+        for name, run in sorted(ingest.runs.items()):
+            fetches.add_metric([name], run.attempts)
+            for kind in ("timeout", "rate_limited", "error"):
+                failures.add_metric([name, kind], run.failure_kinds.get(kind, 0))
+            events.add_metric([name], run.events_written)
+            write_failures.add_metric([name], run.write_failures)
+            superseded.add_metric([name], run.superseded)
+            if run.last_ok_ms:
+                last_ok.add_metric([name], run.last_ok_ms / 1000)
+            unwritten.add_metric([name], 0 if run.unwritten is None else 1)
+        yield from (fetches, failures, events, write_failures, superseded, last_ok, unwritten)
+
+        host = ["host"]
+        requests = _counter("navstream_ingest_requests", "Requests sent to each venue host.", host)
+        limited = _counter("navstream_ingest_rate_limited_answers", "Answers 429 (rate limited) and 418 "
+                           "(IP banned) from each host; each blocks the host for every source.", ["host", "code"])
+        waits = _counter("navstream_ingest_limiter_waits", "Requests that waited for room in the host's "
+                         "weight budget.", host)
+        waited = _counter("navstream_ingest_limiter_wait_seconds", "Time requests spent waiting for room in "
+                          "the host's weight budget.", host)
+        rejected = _counter("navstream_ingest_limiter_rejections", "Requests not sent: the host was blocked "
+                            "or out of budget until after the fetch's deadline.", host)
+        blocked = _gauge("navstream_ingest_host_blocked", "1 while the host is blocked after a 429 or 418.", host)
+        for name, limiter in sorted(ingest.http.limiters.items()):
+            requests.add_metric([name], limiter.requests)
+            limited.add_metric([name, "429"], getattr(limiter, "too_many", 0))
+            limited.add_metric([name, "418"], getattr(limiter, "bans", 0))
+            waits.add_metric([name], getattr(limiter, "waits", 0))
+            waited.add_metric([name], limiter.waited_s)
+            rejected.add_metric([name], limiter.rejections)
+            blocked.add_metric([name], 1 if limiter.blocked_until > limiter.clock() else 0)
+        yield from (requests, limited, waits, waited, rejected, blocked)
+        server = ingest.server
+        if server is not None:
+            yield CounterMetricFamily("navstream_http_requests", "Requests this process's HTTP endpoint "
+                                      "received whole.", value=server.stats.requests)

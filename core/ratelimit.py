@@ -53,10 +53,15 @@ class HostLimiter:
         self.block_reason = ""
         self._ban_s = 0.0
         self._lock = asyncio.Lock()  # first come, first served: waiters queue in order
-        #: Counters for status and tests.
+        #: Counters for status, metrics (``navstream ingest``'s /metrics) and tests: requests let
+        #: through, waits for room and their total seconds, requests refused (no room before the
+        #: deadline), 429 and 418 answers.
         self.requests = 0
+        self.waits = 0
         self.waited_s = 0.0
         self.rejections = 0
+        self.too_many = 0
+        self.bans = 0
 
     def limit(self, weight_per_window: int) -> None:
         """Another source declares a budget for this host: the lower one stands."""
@@ -102,6 +107,7 @@ class HostLimiter:
                     why = self.block_reason if self.blocked_until > now else \
                         f"weight budget {self.budget}/{self.window_s:g}s spent"
                     raise RateLimited(f"{self.host}: {why}; free in {at - now:.1f}s, after this fetch's deadline", at)
+                self.waits += 1
                 self.waited_s += at - now
                 await asyncio.sleep(at - now)
             self._spent.append((now, weight))
@@ -119,6 +125,7 @@ class HostLimiter:
 
     def too_many_requests(self, retry_after_s: float | None) -> float:
         """A 429: stop until ``Retry-After`` (or a minute); returns the seconds blocked."""
+        self.too_many += 1
         wait = retry_after_s if retry_after_s is not None and retry_after_s >= 0 else RETRY_AFTER_DEFAULT_S
         self._block(wait, f"HTTP 429 (rate limited), retry after {wait:g}s")
         return wait
@@ -126,6 +133,7 @@ class HostLimiter:
     def banned(self, retry_after_s: float | None) -> float:
         """A 418: the IP is banned. Stop for ``Retry-After`` if given, and never less than
         twice the last ban (from two minutes, capped at an hour); returns the seconds blocked."""
+        self.bans += 1
         self._ban_s = min(BAN_MAX_S, self._ban_s * 2 if self._ban_s else BAN_FIRST_S)
         wait = max(self._ban_s, retry_after_s or 0.0)
         self._block(wait, f"HTTP 418 (IP banned), backing off {wait:g}s")

@@ -454,7 +454,17 @@ async def test_a_running_consumer_serves_probes_metrics_and_status(make_app: Any
         assert sample(m, "navstream_source_report_age_seconds", **source) == 1.0
         assert sample(m, "navstream_plugin_healthy", plugin="sink") == 1
         assert sample(m, "navstream_plugin_healthy", plugin="risk") == 1
-        assert sample(m, "navstream_plugin_health_value", plugin="risk", key="approved") == 1
+        # Counts are counters, not numbers in a gauge; the risk gate's decisions have their own.
+        assert ("navstream_plugin_health_value", (("key", "approved"), ("plugin", "risk"))) not in m
+        assert sample(m, "navstream_plugin_counter_total", plugin="risk", key="audit_missing") == 0
+        assert ("navstream_risk_decisions_total", (("decision", "repeated"),)) not in m
+        assert sample(m, "navstream_risk_repeated_answers_total") == 0
+        types = {f.name: f.type for f in text_string_to_metric_families(response.text)}
+        assert types["navstream_risk_decisions"] == types["navstream_plugin_counter"] == "counter"
+        assert types["navstream_events_processed"] == types["navstream_dead_lettered"] == "counter"
+        assert types["navstream_batch_duration_seconds"] == "histogram"
+        assert not [name for name, _ in m if name.endswith("_created")]
+        assert sample(m, "navstream_http_requests_total") >= 1
         assert sample(m, "navstream_plugin_health_value", plugin="sink", key="queued") == 0
         assert ("navstream_plugin_health_value", (("key", "holder"), ("plugin", "sink"))) not in m
         assert sample(m, "navstream_redis_up") == 1 and sample(m, "navstream_ready") == 1

@@ -1,0 +1,201 @@
+"""``navstream ingest``'s /healthz and /metrics (docs/observability.md, "The ingest process"):
+per-source fetches and failures, per-host requests, 429/418 answers and limiter waits, served
+by the consumer's HTTP server module on ``[http] ingest_port``; the command run as the compose
+file runs it, with the health check line docs/deployment's compose snippet uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from conftest import REDIS_URL, START_MS
+from prometheus_client.parser import text_string_to_metric_families
+from test_http import free_port, metrics_of, sample, until
+from test_ingest import MODULE, _write_config
+
+from navstream import hookimpl
+from navstream.app import ManualClock
+from navstream.config import load_settings
+from navstream.consumer import StartupError
+from navstream.httppool import HttpPool
+from navstream.ingest import Ingest
+from navstream.pluginmanager import build_plugin_manager
+from navstream.sources import Fetched, SourceContext, SourceSettings
+
+STUB = "https://api.stub"
+
+
+class StubSettings(SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    requests: int = 2
+
+
+class StubSource:
+    """Sends ``requests`` requests per fetch to a host whose budget is one request per 0.2 s
+    (so the second waits for room), through the ingest process's pool."""
+
+    def __init__(self, name: str, settings: StubSettings, ctx: SourceContext) -> None:
+        self.name, self.venue, self.account, self.settings, self.ctx = name, "stub", None, settings, ctx
+        ctx.http.limit(STUB + "/x", 1, window_s=0.2)
+
+    async def fetch(self) -> Fetched:
+        deadline = time.monotonic() + self.settings.timeout_s
+        for _ in range(self.settings.requests):
+            await self.ctx.http.request("GET", STUB + "/x", deadline=deadline)
+        return Fetched([], [])
+
+    async def aclose(self) -> None:
+        pass
+
+
+class StubPlugin:
+    @hookimpl
+    def navstream_sources(self, register: Any) -> None:
+        register("stub-http", StubSettings, StubSource)
+
+
+def answers(codes: list[int]) -> httpx.MockTransport:
+    """Answers the codes in turn, then 200s."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        code = codes.pop(0) if codes else 200
+        return httpx.Response(code, headers={"Retry-After": "0"} if code in (418, 429) else {}, json={})
+    return httpx.MockTransport(answer)
+
+
+def build(backend: Any, sources: dict[str, Any], port: int, transport: httpx.MockTransport) -> Ingest:
+    base = load_settings(env={}, overrides={"redis": {"prefix": backend.prefix}, "http": {"ingest_port": port}})
+    settings = msgspec.structs.replace(base, extra={"sources": sources})
+    kinds = build_plugin_manager(env={}, load_entrypoints=False, modules=[MODULE],
+                                 extra=[("stub", StubPlugin())]).source_kinds
+    return Ingest(settings, kinds, backend.connect(True), clock=ManualClock(START_MS), http=HttpPool(transport=transport))
+
+
+async def test_ingest_serves_healthz_and_metrics_per_source_and_host(backend: Any) -> None:
+    port = free_port()
+    sources = {"cg": {"kind": "fake-prices", "prices": {"BTC": "1", "ETH": "2"}, "interval_s": 0.1},
+               "bad": {"kind": "fake-prices", "behaviour": "fail", "interval_s": 0.1},
+               "slow": {"kind": "fake-prices", "behaviour": "hang", "interval_s": 0.1, "timeout_s": 0.05},
+               "venue": {"kind": "stub-http", "interval_s": 0.1, "timeout_s": 5}}
+    ingest = build(backend, sources, port, answers([200, 200, 429, 418]))
+    task = asyncio.create_task(ingest.run())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client:
+            async def scraped() -> dict[Any, float]:
+                return metrics_of((await client.get("/metrics")).text)
+
+            async def enough() -> bool:
+                try:
+                    m = await scraped()
+                except httpx.TransportError:
+                    return False
+                return (m.get(("navstream_ingest_rate_limited_answers_total", (("code", "418"), ("host", "api.stub"))),
+                              0) >= 1 and m.get(("navstream_ingest_events_written_total", (("source", "cg"),)), 0) >= 2)
+
+            await until(enough, timeout=30, what="a 429, a 418 and written events")
+            health = await client.get("/healthz")
+            assert (health.status_code, health.json()) == (200, {"alive": True, "status": "running"})
+            response = await client.get("/metrics")
+            assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+            m = metrics_of(response.text)
+            assert sample(m, "navstream_ingest_fetches_total", source="cg") >= 1
+            assert sample(m, "navstream_ingest_events_written_total", source="cg") >= 2
+            assert sample(m, "navstream_ingest_fetch_failures_total", source="cg", kind="error") == 0
+            assert sample(m, "navstream_ingest_fetch_failures_total", source="bad", kind="error") >= 1
+            assert sample(m, "navstream_ingest_fetch_failures_total", source="slow", kind="timeout") >= 1
+            assert sample(m, "navstream_ingest_fetch_failures_total", source="venue", kind="rate_limited") >= 1
+            assert sample(m, "navstream_ingest_last_success_timestamp_seconds", source="cg") == START_MS / 1000
+            assert sample(m, "navstream_ingest_rate_limited_answers_total", host="api.stub", code="429") == 1
+            assert sample(m, "navstream_ingest_rate_limited_answers_total", host="api.stub", code="418") == 1
+            assert sample(m, "navstream_ingest_requests_total", host="api.stub") >= 4
+            assert sample(m, "navstream_ingest_limiter_waits_total", host="api.stub") >= 1
+            assert sample(m, "navstream_ingest_limiter_wait_seconds_total", host="api.stub") > 0
+            assert sample(m, "navstream_ingest_unwritten", source="cg") == 0
+            assert sample(m, "navstream_ingest_info", version="0.1.0") == 1
+            assert any(name == "process_cpu_seconds_total" for name, _ in m)
+            types = {f.name: f.type for f in text_string_to_metric_families(response.text)}
+            assert types["navstream_ingest_fetches"] == types["navstream_ingest_limiter_waits"] == "counter"
+            assert not [name for name, _ in m if name.endswith("_created")]
+
+            # A loop stuck in one call is a stall: /healthz says which source.
+            ingest.runs["cg"].alive_at -= 3600
+            stalled = await client.get("/healthz")
+            assert stalled.status_code == 503
+            assert stalled.json()["reason"].startswith("loop stalled: source cg: no progress for 3600s (limit 60s)")
+            ingest.runs["cg"].alive_at += 3600
+    finally:
+        ingest.request_stop()
+        await asyncio.wait_for(task, 20)
+        await ingest.aclose()
+        await ingest.redis.aclose()
+    assert ingest.server is None
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+async def test_ingest_port_in_use_stops_the_start_naming_the_setting(fake_backend: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ingest = build(fake_backend, {"cg": {"kind": "fake-prices", "prices": {"BTC": "1"}}}, port, answers([]))
+        try:
+            with pytest.raises(StartupError, match=rf"127.0.0.1:{port}: the port is already in use.*ingest_port"):
+                await ingest.run()
+            assert ingest.runs["cg"].attempts == 0
+        finally:
+            await ingest.aclose()
+            await ingest.redis.aclose()
+
+
+def test_no_port_no_server(fake_backend: Any) -> None:
+    assert load_settings(env={}).http.ingest_port == 0
+    assert load_settings(env={"NAVSTREAM_INGEST_HTTP_PORT": "9109"}).http.ingest_port == 9109
+
+
+#: The compose healthcheck of the ingest service (docs/observability.md), with the port filled in.
+HEALTHCHECK = ("import sys, urllib.request; sys.exit(0 if urllib.request.build_opener(urllib.request.ProxyHandler({}))"
+               ".open('http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)")
+
+
+@pytest.mark.real_redis
+@pytest.mark.timeout(120)
+def test_the_ingest_command_serves_healthz_for_the_compose_healthcheck(real_backend: Any, tmp_path: Path) -> None:
+    config = _write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "prices": {"BTC": "2"},
+                                                                  "interval_s": 0.5}})
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")}
+    env.update(NAVSTREAM_INGEST_HTTP_PORT=str(port), NAVSTREAM_HTTP_HOST="0.0.0.0", NAVSTREAM_LOG_STREAM="stderr",
+               PYTHONPATH=str(Path(__file__).parent))
+    navstream = Path(sys.executable).parent / "navstream"
+    log = (tmp_path / "ingest.log").open("w")
+    proc = subprocess.Popen([sys.executable, str(navstream), "ingest", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=log)
+    check = [sys.executable, "-c", HEALTHCHECK.replace("{port}", str(port))]
+    try:
+        deadline = time.monotonic() + 30
+        result = subprocess.run(check, capture_output=True, timeout=30)
+        while result.returncode != 0 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            result = subprocess.run(check, capture_output=True, timeout=30)
+        assert result.returncode == 0, (result, (tmp_path / "ingest.log").read_text())
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            text = client.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'navstream_ingest_fetches_total{source="cg"}' in text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert subprocess.run(check, capture_output=True, timeout=30).returncode == 1  # gone: unhealthy
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
