@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline_path.write_text(json.dumps(config, indent=2) + "\n")
         unaudited = sum(1 for _, s in found if s.is_secret is None)
         print(f"secrets-check: {baseline_path} rewritten: {sum(1 for _ in found)} finding(s), "
-              f"{unaudited} to audit (detect-secrets audit {baseline_path.name})")
+              f"{unaudited} to audit (python tools/secrets_check.py --audit)")
         return 0
 
     failed = problems(found, baseline)
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"secrets-check: {len(failed)} finding(s). Remove a real credential (and rotate it: it may already "
               "be in git history). For a false positive, build the value so it is not flagged (as the tests "
-              "do), or run `python tools/secrets_check.py --update-baseline`, then `detect-secrets audit "
-              f"{BASELINE}` and mark it not a secret (docs/security.md)", file=sys.stderr)
+              "do), or run `python tools/secrets_check.py --update-baseline`, then `python tools/secrets_check.py "
+              "--audit` and mark it not a secret (docs/security.md)", file=sys.stderr)
         return 1
     print(f"secrets-check: {len(names)} files, no findings outside the audited baseline")
     return 0
