@@ -85,10 +85,19 @@ class ConsumerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: The same alert about a lasting fault (a refused write, a tick hook that keeps failing)
     #: is raised at most once per this many seconds; every occurrence is still counted.
     alert_cooldown_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0
+    #: Bytes of entries (field names and values) one read may bring in, roughly: XREADGROUP
+    #: and XAUTOCLAIM count entries, not bytes, so a read asks for fewer entries when recent
+    #: ones were large (at most ``batch_size``, at least one).
+    max_batch_bytes: Annotated[int, msgspec.Meta(ge=65_536, le=1 << 30)] = 16 * 1024 * 1024
+    #: An entry larger than this (field names and values) is dead-lettered with its size, not
+    #: decoded; the dead letter keeps what identifies it, never its payload.
+    max_entry_bytes: Annotated[int, msgspec.Meta(ge=1024, le=512 * 1024 * 1024)] = 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.claim_idle_ms <= self.block_ms:
             raise ValueError("`claim_idle_ms` must be greater than `block_ms`")
+        if self.max_entry_bytes > self.max_batch_bytes:
+            raise ValueError("`max_entry_bytes` must not be greater than `max_batch_bytes`")
 
 
     @property

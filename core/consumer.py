@@ -483,7 +483,7 @@ class Consumer:
 
     async def step(self, block_ms: int | None = None) -> int:
         """Read one batch of new entries, handle and acknowledge it; return how many."""
-        count = self.settings.batch_size
+        count = self.handler.read_count(self.settings.batch_size)
         if self.max_events is not None:
             count = max(1, min(count, self.max_events - self.handler.handled))
         response = cast(_ReadReply, await self.app.raw.xreadgroup(

@@ -52,6 +52,41 @@ def as_str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def entry_bytes(fields: Fields) -> int:
+    """An entry's size as navstream bounds it: its field names and values."""
+    return sum(map(len, fields)) + sum(map(len, fields.values()))
+
+
+#: Of an entry too large to decode, the dead letter keeps these fields when they are short,
+#: the names and sizes of this many fields, and nothing else.
+OVERSIZE_KEPT = (b"type", b"order_id")
+OVERSIZE_SHORT = 64
+OVERSIZE_NAMES = 8
+
+
+def _shown(name: bytes | str) -> str:
+    text = name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
+    return text if len(text) <= OVERSIZE_SHORT else text[:OVERSIZE_SHORT] + "..."
+
+
+def oversize_letter(fields: Fields, size: int) -> tuple[Fields, dict[str, str]]:
+    """What the dead letter of an entry of ``size`` bytes keeps: the short identifying fields
+    (``type``, ``order_id``) as they are, and as ``dlq_size``/``dlq_fields`` its size and the
+    first field names with their sizes. Never the payload."""
+    loose = cast("Mapping[bytes | str, bytes | str]", fields)
+    kept: dict[bytes | str, bytes | str] = {}
+    for key in OVERSIZE_KEPT:
+        for k in (key, key.decode()):
+            value = loose.get(k)
+            if value is not None and len(value) <= OVERSIZE_SHORT:
+                kept[k] = value
+    names = list(loose)
+    shown = ", ".join(f"{_shown(name)}={len(loose[name])}" for name in names[:OVERSIZE_NAMES])
+    if len(names) > OVERSIZE_NAMES:
+        shown += f", and {len(names) - OVERSIZE_NAMES} more fields"
+    return cast(Fields, kept), {"dlq_size": str(size), "dlq_fields": shown}
+
+
 class BatchHandler:
     def __init__(self, app: App, writer: Writer, throttle: Any = None) -> None:
         self.app = app
@@ -62,10 +97,28 @@ class BatchHandler:
         self.keys = app.keys
         #: Entries acknowledged so far (processed or dead-lettered), for ``--max-events``.
         self.handled = 0
+        #: Recent mean size of an entry read (bytes; 0 before the first read): reads ask for
+        #: as many entries as fit in ``max_batch_bytes`` at that size.
+        self.mean_entry_bytes = 0.0
         #: A batch whose writes Redis refused as a whole (OOM, READONLY, MISCONF): still pending
         #: (in this consumer's PEL), retried as it is by the loop before it reads anything
         #: else, so a refusal that lasts costs no delivery and sends nothing to the DLQ.
         self.held: list[Entry] | None = None
+
+    def read_count(self, limit: int) -> int:
+        """How many entries the next read (XREADGROUP, XAUTOCLAIM) may ask for, up to ``limit``:
+        as many as fit in ``max_batch_bytes`` at the recent mean entry size (before the first
+        read, entries of up to ``max_entry_bytes``)."""
+        mean = self.mean_entry_bytes or self.settings.max_entry_bytes
+        return max(1, min(limit, int(self.settings.max_batch_bytes // mean)))
+
+    def _note_sizes(self, total: int, count: int) -> None:
+        if not count:
+            return
+        mean = total / count
+        held = self.mean_entry_bytes
+        # Up at once (large entries must not come in a batch of small ones' count), down slowly.
+        self.mean_entry_bytes = mean if mean > held or not held else 0.5 * (held + mean)
 
     async def handle(self, entries: list[Entry]) -> None:
         """Decode, dispatch, write and acknowledge one batch.
@@ -100,7 +153,18 @@ class BatchHandler:
         previous_errors = await self._previous_errors(entries)
         error: str | None
 
+        max_entry = self.settings.max_entry_bytes
+        total = 0
         for entry in entries:
+            size = entry_bytes(entry.fields)
+            total += size
+            if size > max_entry:  # not decoded, and its payload never copied
+                kept, extra = oversize_letter(entry.fields, size)
+                self._dead_letter(batch, acks, entry,
+                                  f"entry of {size} bytes is larger than max_entry_bytes ({max_entry}): "
+                                  "not decoded; its payload is not kept (dlq_fields lists its fields)",
+                                  fields=kept, extra=extra)
+                continue
             if entry.deliveries > self.settings.max_deliveries:
                 error = previous_errors.get(entry.ref) or (
                     f"delivered {entry.deliveries} times without being acknowledged "
@@ -125,6 +189,7 @@ class BatchHandler:
             except DecodeError as exc:
                 self._dead_letter(batch, acks, entry, f"undecodable: {exc.reason}")
 
+        self._note_sizes(total, len(entries))
         failed: dict[str, str] = {}
         # One kind per call (handle() splits a mixed read): events or orders.
         for hook, arg, items, item_entries in (
@@ -197,8 +262,10 @@ class BatchHandler:
             )
         return {entries[pos].ref: error for pos, error in result.failed_positions().items()}
 
-    def _dead_letter(self, batch: BatchWrite, acks: dict[str, list[str]], entry: Entry, error: str) -> None:
-        batch.dead_letters.append(DeadLetter(entry.stream, entry.id, entry.fields, error, entry.deliveries))
+    def _dead_letter(self, batch: BatchWrite, acks: dict[str, list[str]], entry: Entry, error: str,
+                     fields: Fields | None = None, extra: dict[str, str] | None = None) -> None:
+        batch.dead_letters.append(DeadLetter(entry.stream, entry.id, entry.fields if fields is None else fields,
+                                             error, entry.deliveries, extra))
         acks.setdefault(entry.stream, []).append(entry.id)
         if entry.deliveries > 1:
             batch.resolved.append(entry.ref)

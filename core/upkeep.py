@@ -119,7 +119,7 @@ class Upkeep:
         result = await self.app.raw.xautoclaim(
             stream, self.app.group, self.app.consumer_name,
             min_idle_time=self.settings.claim_idle_ms, start_id=cursor,
-            count=self.settings.batch_size,
+            count=self.handler.read_count(self.settings.batch_size),  # bounded in bytes too
         )
         next_cursor = as_str(result[0])
         claimed = [(as_str(i), f) for i, f in result[1] if f is not None]

@@ -100,6 +100,8 @@ class DeadLetter:
     fields: Fields
     error: str
     deliveries: int
+    #: ``dlq_*`` fields of its own (an oversize entry's ``dlq_size`` and ``dlq_fields``).
+    extra: dict[str, str] | None = None
 
 
 @dataclass
@@ -539,6 +541,8 @@ class Writer:
             dlq_consumer=self.app.consumer_name,
             dlq_ts=str(self.app.clock.now_ms()),
         )
+        if dead.extra:
+            fields.update(dead.extra)
         return fields
 
 

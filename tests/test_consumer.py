@@ -485,7 +485,8 @@ async def test_each_entry_a_plugin_fails_keeps_its_own_error(make_app: Any) -> N
 
 
 async def test_a_huge_dead_letter_and_a_huge_batch_are_written_whole(make_app: Any) -> None:
-    app = make_app(plugins=[("rec", Recorder())], consumer={"batch_size": 2500})
+    # max_batch_bytes: after the 40 kB entry, reads would otherwise ask for fewer entries
+    app = make_app(plugins=[("rec", Recorder())], consumer={"batch_size": 2500, "max_batch_bytes": 1 << 30})
     consumer = Consumer(app)
     await consumer.setup()
     # too many fields for one script call: the pipelined path writes it, nothing is cut
