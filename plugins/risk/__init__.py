@@ -125,8 +125,14 @@ def audit_path(app: App, cfg: RiskConfig) -> Path:
 
 
 def default_audit_dir() -> Path:
-    """``$XDG_STATE_HOME/navstream/audit`` (``~/.local/state/navstream/audit``): the user's
-    state directory, never the working directory."""
+    """``$NAVSTREAM_STATE_DIR/audit`` when that variable is set (the container image sets it to
+    its volume ``/var/lib/navstream``: the root filesystem is read-only and HOME is
+    ``/nonexistent``), else ``$XDG_STATE_HOME/navstream/audit``
+    (``~/.local/state/navstream/audit``): the user's state directory, never the working
+    directory."""
+    state_dir = os.environ.get("NAVSTREAM_STATE_DIR")
+    if state_dir:
+        return Path(state_dir) / "audit"
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(state) / "navstream" / "audit"
 
