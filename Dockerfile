@@ -1,7 +1,6 @@
-# syntax=docker/dockerfile:1
-#
 # navstream consumer image.
 #   docker build -t navstream .
+#   docker build -t navstream --build-arg NAVSTREAM_EXTRAS=firestore .   # with the Firestore sink
 #   docker run --rm -e NAVSTREAM_REDIS_URL=redis://host:6379/0 navstream            # a consumer
 #   docker run --rm -e NAVSTREAM_REDIS_URL=redis://host:6379/0 navstream status     # any command
 #
@@ -9,6 +8,12 @@
 # venv /opt/venv; the runtime stage is a clean python:3.11-slim with only that venv and the
 # health-check script: no compiler, no pip cache, no sources, no tests or test dependencies.
 # Both stages use the same base image, so the venv's interpreter links stay valid.
+#
+# Builds with BuildKit and with the legacy builder alike (DOCKER_BUILDKIT=0, which CI uses: no
+# `RUN --mount`, no heredocs, no `COPY --chmod`). Every package comes from the hash-pinned lock
+# files in requirements/ (`pip install --require-hashes`), navstream itself with --no-deps: a
+# changed or substituted download fails the build. docs/deployment.md says how to regenerate them.
+# The image has no `navstream demo` (its in-process Redis, fakeredis, is not installed).
 
 FROM python:3.11-slim AS builder
 
@@ -16,21 +21,38 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1
 
+# Empty: the runtime set (requirements/runtime.lock). `firestore`: plus the Firestore sink's
+# client (requirements/firestore.lock, pyproject's `firestore` extra). Nothing else.
+ARG NAVSTREAM_EXTRAS=""
+# A package index other than PyPI (a mirror or proxy), if the build host needs one; never a URL
+# with credentials in it (build arguments are kept in the image's history).
+ARG PIP_INDEX_URL=""
+
 RUN python -m venv /opt/venv
 
 WORKDIR /src
 # Only what the build needs (.dockerignore keeps everything else out of the context);
 # README.md is the package's long description (pyproject `readme`).
+COPY requirements/runtime.lock requirements/firestore.lock requirements/build.lock requirements/
 COPY pyproject.toml README.md ./
 COPY core/ core/
 COPY plugins/ plugins/
 
-# `pip install '.[firestore]'` (not -e, no [test] extra; the Firestore sink's client, so the
-# image can feed dashboards when [firestore] enabled): the package lands in the venv's site-packages as
-# navstream/ and navstream/plugins/. Every dependency ships wheels for linux amd64/arm64
-# (hiredis, msgspec, lupa), so no compiler is needed. pip and setuptools are then removed
-# from the venv: nothing installs packages at run time.
-RUN /opt/venv/bin/pip install '.[firestore]' \
+# The locked dependencies first (hashes required), then setuptools from its own lock to build
+# navstream's wheel without fetching anything unpinned (--no-build-isolation), then navstream
+# alone (--no-deps; not -e, no [test] extra): it lands in the venv's site-packages as navstream/
+# and navstream/plugins/. Every dependency ships wheels for linux amd64/arm64 (hiredis, msgspec,
+# grpcio), so no compiler is needed. pip and setuptools are then removed from the venv: nothing
+# installs packages at run time.
+RUN case "$NAVSTREAM_EXTRAS" in \
+      "") lock=requirements/runtime.lock ;; \
+      firestore) lock=requirements/firestore.lock ;; \
+      *) echo "NAVSTREAM_EXTRAS must be empty or 'firestore', got '$NAVSTREAM_EXTRAS'" >&2; exit 2 ;; \
+    esac \
+ && if [ -z "$PIP_INDEX_URL" ]; then unset PIP_INDEX_URL; fi \
+ && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r "$lock" \
+ && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements/build.lock \
+ && /opt/venv/bin/pip install --no-deps --no-build-isolation . \
  && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 
@@ -52,14 +74,28 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 EXPOSE 8080
 
-# A fixed numeric non-root user, so orchestrators (runAsNonRoot) can verify it.
-RUN groupadd --system --gid 10001 navstream \
- && useradd --system --uid 10001 --gid navstream --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin navstream
+# The consumer's state directory, the one place it writes: the risk gate's audit log
+# ($NAVSTREAM_STATE_DIR/audit/risk-<consumer>.jsonl, unless `[risk] audit_dir` says otherwise).
+# The root filesystem may be read-only and HOME is /nonexistent, so mount a volume here to keep
+# it (compose shares one between the replicas, one file per consumer); without one, Docker gives
+# each container an anonymous volume. Override the path with NAVSTREAM_STATE_DIR (the directory
+# must be writable by 10001). See docs/deployment.md.
+ENV NAVSTREAM_STATE_DIR=/var/lib/navstream
 
 # Owned by root and read-only for the runtime user: the process cannot change its own code.
 COPY --from=builder /opt/venv /opt/venv
-COPY --chmod=0644 docker/healthcheck.py /opt/navstream/healthcheck.py
+COPY docker/healthcheck.py /opt/navstream/healthcheck.py
+
+# A fixed numeric non-root user, so orchestrators (runAsNonRoot) can verify it; the state
+# directory is the only thing it owns.
+RUN groupadd --system --gid 10001 navstream \
+ && useradd --system --uid 10001 --gid navstream --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin navstream \
+ && chmod 0644 /opt/navstream/healthcheck.py \
+ && mkdir -p /var/lib/navstream \
+ && chown 10001:10001 /var/lib/navstream \
+ && chmod 0750 /var/lib/navstream
+VOLUME ["/var/lib/navstream"]
 
 USER 10001:10001
 WORKDIR /opt/navstream
