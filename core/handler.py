@@ -127,14 +127,16 @@ class BatchHandler:
         judged on the state Redis holds, so their answer need not wait for the events' work
         and write (the order latency the risk gate is held to)."""
         orders = [e for e in entries if e.stream == self.keys.orders]
+        held = entries
         try:
             if orders and len(orders) < len(entries):
                 await self._handle(orders)
-                await self._handle([e for e in entries if e.stream != self.keys.orders])
+                held = [e for e in entries if e.stream != self.keys.orders]  # the orders are done
+                await self._handle(held)
             else:
                 await self._handle(entries)
         except WritesRefused:
-            self.held = entries  # handled again as a whole: what went through is idempotent
+            self.held = held  # handled again as it is, before anything else is read
             raise
         if self.held is entries:
             self.held = None
