@@ -211,6 +211,15 @@ present = [m for m in ("fakeredis", "lupa", "google.cloud.firestore", "pip", "py
 assert u.find_spec("navstream"), "navstream is not installed"
 sys.exit(f"the runtime image has {present}" if present else 0)' || die "the image holds packages it must not"
 log "the image has navstream and none of fakeredis, lupa, google-cloud-firestore, pip, pytest"
+# The variant with the Firestore sink (requirements/firestore.lock) must build too; not run.
+if ! DOCKER_BUILDKIT=0 "$DOCKER" build --network host "${build_args[@]}" --build-arg NAVSTREAM_EXTRAS=firestore \
+    -t "$IMAGE-firestore" . >"$WORK/build-firestore.log" 2>&1; then
+  cat "$WORK/build-firestore.log"
+  die "docker build --build-arg NAVSTREAM_EXTRAS=firestore failed"
+fi
+"$DOCKER" run --rm --network host --entrypoint python "$IMAGE-firestore" -c 'import google.cloud.firestore, navstream' \
+  || die "the firestore variant cannot import google.cloud.firestore"
+log "image $IMAGE-firestore (NAVSTREAM_EXTRAS=firestore): $("$DOCKER" image inspect --format '{{.Size}}' "$IMAGE-firestore" | awk '{printf "%.0f MB", $1/1e6}'), imports google.cloud.firestore"
 for file in navstream.toml ingest.toml; do
   "$DOCKER" run --rm --network host -v "$PWD/config:/etc/navstream:ro" "$IMAGE" config check "/etc/navstream/$file" \
     >/dev/null || die "config check /etc/navstream/$file failed in the image"
@@ -479,5 +488,7 @@ grace=$(python tools/compose_run.py "$COMPOSE" ingest --image "$IMAGE" --name x 
 stop_and_check "$grace" "$ingest"
 log "the stub answered $(grep -c 'GET /simple/price' "$WORK/stub.log") requests"
 
+# Earlier builds' leftovers (untagged images a day old); the current build's cache stays.
+"$DOCKER" image prune --force --filter until=24h >/dev/null || true
 phase ""
 log "OK: the image builds, its consumers and ingest run as docker-compose.yml describes them"
