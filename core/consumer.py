@@ -106,6 +106,8 @@ class Consumer:
         self._owed_reconnects: list[float] = []
         #: Consecutive refusals of writes (OOM, READONLY, MISCONF), for the backoff.
         self._refusals = 0
+        #: The server knows no ``XGROUP CREATE ... ENTRIESREAD`` (Redis before 7).
+        self._no_entries_read = False
         self._owed_group_alerts: list[tuple[str, str]] = []
         #: This consumer recreated a group and owes every consumer a new ``P:state:epoch``.
         self._owed_epoch = False
@@ -211,7 +213,15 @@ class Consumer:
         created = []
         for stream in streams:
             try:
-                await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True, entries_read=0)
+                try:
+                    await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True,
+                                                     entries_read=None if self._no_entries_read else 0)
+                except ResponseError as exc:
+                    text = str(exc).lower()
+                    if self._no_entries_read or not ("syntax" in text or "wrong number of arguments" in text):
+                        raise
+                    self._no_entries_read = True  # Redis 6.2: no ENTRIESREAD (nor the counters)
+                    await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True)
                 created.append(stream)
             except ResponseError as exc:
                 if "BUSYGROUP" in str(exc):

@@ -164,3 +164,24 @@ async def test_a_redis_restart_from_its_aof_is_no_loss(tmp_path: Any) -> None:
     finally:
         await app.aclose()
         await asyncio.to_thread(server.cleanup)
+
+
+async def test_a_server_without_entriesread_still_gets_its_groups(fake_backend: Any, make_app: Any) -> None:
+    """Redis before 7 knows no ``XGROUP CREATE ... ENTRIESREAD``: the group is created without."""
+    from redis.exceptions import ResponseError
+
+    app = make_app(on=fake_backend)
+    create = app.raw.xgroup_create
+    calls: list[Any] = []
+
+    async def old_server(*args: Any, entries_read: Any = None, **kwargs: Any) -> Any:
+        calls.append(entries_read)
+        if entries_read is not None:
+            raise ResponseError("Unknown subcommand or wrong number of arguments for 'CREATE'. Try XGROUP HELP.")
+        return await create(*args, **kwargs)
+
+    app.raw.xgroup_create = old_server
+    consumer = Consumer(app)
+    await consumer.setup()
+    assert [g["name"] for g in await app.redis.xinfo_groups(app.keys.events)] == ["g"]
+    assert calls[0] == 0 and calls[1:] and set(calls[1:]) == {None}  # asked once, then never again
