@@ -168,6 +168,7 @@ HEALTHCHECK = ("import sys, urllib.request; sys.exit(0 if urllib.request.build_o
 
 
 @pytest.mark.real_redis
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_ingest_command_serves_healthz_for_the_compose_healthcheck(real_backend: Any, tmp_path: Path) -> None:
     config = _write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "prices": {"BTC": "2"},
