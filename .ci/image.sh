@@ -470,10 +470,10 @@ ETH = "ethereum"
 EOF
 chmod 0644 "$WORK/ingest-config/ingest.toml"
 ingest_env=(--env "NAVSTREAM_REDIS_URL=$REDIS_URL" --env "NAVSTREAM_PREFIX=$PREFIX")
-ingest_port=$(python tools/compose_run.py "$COMPOSE" ingest --image "$IMAGE" --name x --print-env NAVSTREAM_HTTP_PORT)
+ingest_port=$(python tools/compose_run.py "$COMPOSE" ingest --image "$IMAGE" --name x --print-env NAVSTREAM_INGEST_HTTP_PORT)
 if [ -n "$ingest_port" ] && [ "$ingest_port" != 0 ]; then  # ingest serves HTTP: a free port of its own
   ingest_port=$(free_port)
-  ingest_env+=(--env "NAVSTREAM_HTTP_PORT=$ingest_port" --env "NAVSTREAM_HTTP_HOST=127.0.0.1")
+  ingest_env+=(--env "NAVSTREAM_INGEST_HTTP_PORT=$ingest_port" --env "NAVSTREAM_HTTP_HOST=127.0.0.1")
 fi
 ingest="navstream-ci-$RUN_ID-ingest"
 start_service ingest "$ingest" --hostname "$RUN_ID-ingest" "${ingest_env[@]}" --volume "./config=$WORK/ingest-config"
