@@ -223,3 +223,48 @@ async def test_a_connection_serves_a_bounded_number_of_requests() -> None:
         writer.close()
     finally:
         await srv.stop()
+
+
+async def test_probes_get_through_attackers_that_reconnect_at_once() -> None:
+    """A real slowloris reconnects as soon as it is closed: 40 trickling and 40 idle clients that
+    do, against the default cap of 64. Closing the longest-waiting connection to make room
+    churns through them, and every probe is still answered 200 at once."""
+    srv = HttpServer({"/healthz": ok}, port=0)
+    await srv.start()
+    port = srv.bound_port
+    running = True
+
+    async def attacker(trickle: bool) -> None:
+        while running:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    if trickle:
+                        for byte in b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Slow: " + b"a" * 1000:
+                            writer.write(bytes([byte]))
+                            await writer.drain()
+                            await asyncio.sleep(0.5)
+                    else:
+                        await reader.read()
+                finally:
+                    writer.close()
+            except (ConnectionError, OSError):
+                await asyncio.sleep(0.01)
+
+    tasks = [asyncio.create_task(attacker(i < 40)) for i in range(80)]
+    try:
+        await until(lambda: srv.stats.connections >= 80, what="the attackers to connect")
+        until_s = time.monotonic() + 6.0
+        answered = 0
+        while time.monotonic() < until_s:
+            status, _, took = await probe(port)
+            assert status == 200 and took < PROBE_DEADLINE_S
+            answered += 1
+            await asyncio.sleep(0.2)
+        assert answered >= 5 and srv.stats.evicted >= 16
+    finally:
+        running = False
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await srv.stop()
