@@ -277,9 +277,11 @@ def test_dockerfile_is_multi_stage_with_a_clean_final_stage() -> None:
     assert builder[0][1].split()[0] == "python:3.11-slim"
     assert final[0][1].split()[0] == "python:3.11-slim"
     builder_runs = " ".join(args for k, args in builder if k == "RUN")
-    # non-editable, with the Firestore sink's client only (never the test extra)
-    assert re.search(r"pip install '?\.(\[firestore\])?'?(\s|$)", builder_runs), \
-        "the builder installs the package non-editable"
+    # the locked dependencies with their hashes, then the package alone and non-editable (never
+    # the test extra)
+    assert "pip install --require-hashes" in builder_runs and "requirements/runtime.lock" in builder_runs
+    assert re.search(r"pip install --no-deps (--no-build-isolation )?\.(\s|$)", builder_runs), \
+        "the builder installs the package non-editable, its dependencies from the lock"
     assert "-e ." not in builder_runs and "--editable" not in builder_runs
     final_text = " ".join(args for _, args in final)
     # No test extra anywhere, no installs or compilers in the final stage: only the built venv.
@@ -367,7 +369,10 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
 
 
 def _code_text() -> str:
-    return "\n".join(p.read_text() for p in sorted((ROOT / "core").glob("*.py")))
+    # core/, the built-in plugins (NAVSTREAM_STATE_DIR: the risk audit log's directory) and the
+    # Dockerfile (its build arguments, e.g. NAVSTREAM_EXTRAS)
+    files = [*sorted((ROOT / "core").glob("*.py")), *sorted((ROOT / "plugins").rglob("*.py")), ROOT / "Dockerfile"]
+    return "\n".join(p.read_text() for p in files)
 
 
 @pytest.mark.parametrize("doc", [CONFIG_DOC, DEPLOY_DOC], ids=lambda p: p.name)
@@ -376,7 +381,7 @@ def test_env_vars_in_docs_exist_in_the_code(doc: Path) -> None:
     named = set(re.findall(r"\bNAVSTREAM_[A-Z_]+\b", doc.read_text()))
     assert named
     missing = sorted(v for v in named if not re.search(rf"\b{v}\b", code))
-    assert not missing, f"{doc.name} documents variables no code in core/ reads: {missing}"
+    assert not missing, f"{doc.name} documents variables no code (core/, plugins/, Dockerfile) reads: {missing}"
 
 
 def test_every_env_override_is_documented() -> None:
@@ -573,6 +578,7 @@ def test_non_editable_install_gives_a_working_navstream(tmp_path: Path) -> None:
             if origin.is_dir():
                 shutil.copytree(origin, src / match, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
+                (src / match).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, src / match)
     venv = tmp_path / "venv"
     env = _clean_env(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")

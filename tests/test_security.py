@@ -484,7 +484,11 @@ def test_compose_ingest_service(compose: dict[str, Any], capsys: pytest.CaptureF
     assert ingest["depends_on"]["redis"]["condition"] == "service_healthy"
     assert ingest["stop_signal"] == "SIGTERM" and ingest["stop_grace_period"]
     assert ingest.get("deploy", {}).get("replicas", 1) == 1, "two ingest processes publish everything twice"
-    assert ingest["healthcheck"] == {"disable": True}, "the image's check asks a consumer's /healthz"
+    # the image's check asks a consumer's /healthz: ingest has its own, on its own port
+    port = ingest["environment"]["NAVSTREAM_INGEST_HTTP_PORT"]
+    assert port not in ("", "0") and port in ingest["expose"] and "ports" not in ingest
+    test = ingest["healthcheck"]["test"]
+    assert test[0] == "CMD" and "/healthz" in test[-1] and "NAVSTREAM_INGEST_HTTP_PORT" in test[-1]
     # credentials only from the git-ignored, docker-ignored env file; none in the compose file
     assert ingest["env_file"] == [{"path": ".env", "required": False}]
     ignored = subprocess.run(["git", "check-ignore", "--no-index", ".env"], cwd=ROOT, capture_output=True,
