@@ -1,7 +1,7 @@
 """``navstream ingest``'s /healthz and /metrics (docs/observability.md, "The ingest process"):
 per-source fetches and failures, per-host requests, 429/418 answers and limiter waits, served
 by the consumer's HTTP server module on ``[http] ingest_port``; the command run as the compose
-file runs it, with the health check line docs/deployment's compose snippet uses.
+file runs it, checked with docker-compose.yml's own healthcheck line.
 """
 
 from __future__ import annotations
@@ -162,9 +162,15 @@ def test_no_port_no_server(fake_backend: Any) -> None:
     assert load_settings(env={"NAVSTREAM_INGEST_HTTP_PORT": "9109"}).http.ingest_port == 9109
 
 
-#: The compose healthcheck of the ingest service (docs/observability.md), with the port filled in.
-HEALTHCHECK = ("import sys, urllib.request; sys.exit(0 if urllib.request.build_opener(urllib.request.ProxyHandler({}))"
-               ".open('http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)")
+def compose_healthcheck() -> list[str]:
+    """docker-compose.yml's healthcheck of the ingest service, with this interpreter for the
+    image's (the same stdlib-only Python line)."""
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text())
+    test = compose["services"]["ingest"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "/opt/venv/bin/python", "-c"] and len(test) == 4, test
+    return [sys.executable, "-c", test[3]]
 
 
 @pytest.mark.real_redis
@@ -181,20 +187,20 @@ def test_the_ingest_command_serves_healthz_for_the_compose_healthcheck(real_back
     log = (tmp_path / "ingest.log").open("w")
     proc = subprocess.Popen([sys.executable, str(navstream), "ingest", "--config", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=log)
-    check = [sys.executable, "-c", HEALTHCHECK.replace("{port}", str(port))]
+    check = compose_healthcheck()  # it reads NAVSTREAM_INGEST_HTTP_PORT from env, as in the container
     try:
         deadline = time.monotonic() + 30
-        result = subprocess.run(check, capture_output=True, timeout=30)
+        result = subprocess.run(check, capture_output=True, timeout=30, env=env)
         while result.returncode != 0 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.3)
-            result = subprocess.run(check, capture_output=True, timeout=30)
+            result = subprocess.run(check, capture_output=True, timeout=30, env=env)
         assert result.returncode == 0, (result, (tmp_path / "ingest.log").read_text())
         with httpx.Client(trust_env=False, timeout=10) as client:
             text = client.get(f"http://127.0.0.1:{port}/metrics").text
         assert 'navstream_ingest_fetches_total{source="cg"}' in text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-        assert subprocess.run(check, capture_output=True, timeout=30).returncode == 1  # gone: unhealthy
+        assert subprocess.run(check, capture_output=True, timeout=30, env=env).returncode == 1  # gone: unhealthy
     finally:
         if proc.poll() is None:
             proc.kill()
