@@ -362,6 +362,17 @@ elif mode == "pending":  # after the stop: nothing pending on any input stream
     print(f"[image.sh] after the stop (pending, entries read, length): {report}")
     if not report or any(p for p, _, _ in report.values()):
         sys.exit("entries are pending after a graceful stop" if report else "no consumer group found")
+elif mode == "decided":  # the risk gate answered the order on P:decisions
+    order_id, limit = rest[0], float(rest[1])
+    deadline = time.monotonic() + limit
+    while True:
+        answers = [f for _, f in r.xrange(f"{prefix}:decisions") if f.get("order_id") == order_id]
+        if answers:
+            print(f"[image.sh] order {order_id} answered: {answers[0].get('decision')} ({answers[0].get('reasons')})")
+            break
+        if time.monotonic() > deadline:
+            sys.exit(f"order {order_id} not answered within {limit:g}s")
+        time.sleep(0.3)
 elif mode == "ingested":  # a source_status ok from the stub's source, and its price
     deadline = time.monotonic() + float(rest[0])
     while True:
@@ -409,7 +420,12 @@ for name in "${consumers[@]}"; do
 done
 redis_check consumers "$RUN_ID-c1-1" "$RUN_ID-c2-1" || die "the replicas do not share the group under distinct names"
 publish 200
+order_id="$RUN_ID-order-1"
+printf '{"type": "order", "order_id": "%s", "venue": "binance", "account": "ci", "symbol": "BTC/USDT", "side": "buy", "qty": "0.01", "price": "97000"}\n' "$order_id" |
+  "$DOCKER" run --rm -i --network host "$IMAGE" publish --file - --stamp --redis-url "$REDIS_URL" --prefix "$PREFIX" >/dev/null
+log "published order $order_id to $PREFIX:orders"
 redis_check drained 30 || die "the consumers did not process the events"
+redis_check decided "$order_id" 30 || die "the risk gate did not answer"
 for name in "${consumers[@]}"; do
   wait_healthy "$name" "$(health_wait_limit "$name")"
 done
@@ -424,7 +440,9 @@ find "$audit_dir" -type f -printf '    %m %U:%G %6s %p\n'
 for c in 1 2; do
   [ -f "$audit_dir/risk-$RUN_ID-c$c-1.jsonl" ] || die "no audit log for consumer $RUN_ID-c$c-1 in the shared state volume"
 done
-log "one audit log per consumer in the shared state volume"
+audited=$(grep -l -- "$order_id" "$audit_dir"/*.jsonl | wc -l)
+[ "$audited" = 1 ] || die "order $order_id is in $audited audit logs, not 1"
+log "one audit log per consumer in the shared state volume; the order's decision is in one of them"
 
 # ------------------------------------------------------------------------------------------------
 phase "ingest"
