@@ -175,7 +175,12 @@ class Consumer:
         self.streams = [self.keys.events]
         if self.app.has_impls("navstream_orders"):
             self.streams.append(self.keys.orders)
-        await self.ensure_groups(self.keys.inputs)
+        await self.ensure_groups(self.streams)
+        try:  # the others too, so that what is written there waits for a later consumer that reads it
+            await self.ensure_groups([s for s in self.keys.inputs if s not in self.streams])
+        except ResponseError as exc:
+            if refusal(exc) is None:
+                raise  # refused writes: a later start creates it, this consumer does not read it
         await self.upkeep.learn_epoch()
         for impl in hook_impls(self.app.pm, "navstream_startup"):
             try:

@@ -234,3 +234,54 @@ async def test_the_reconnect_alert_gives_the_real_outage(server: RedisServer) ->
             task.cancel()
         await app.aclose()
         await r.aclose()
+
+
+RUN_CONFIG = """
+[consumer]
+block_ms = 100
+tick_ms = 200
+claim_idle_ms = 5000
+reconnect_max_ms = 300
+"""
+
+
+@pytest.mark.slow
+def test_navstream_run_started_under_oom_stays_up_and_catches_up(tmp_path: Path) -> None:
+    """The crash loop as reported: ``navstream run`` against a Redis that is out of memory
+    (``noeviction``) starts and waits, instead of exiting 1; once memory is freed it
+    processes what comes and alerts how long writes were refused; SIGTERM exits 0."""
+    from soakkit import Fleet, poll
+
+    srv = RedisServer(redis_binary(), tmp_path / "redis", persistent=False)
+    srv.start()
+    config = tmp_path / "navstream.toml"
+    config.write_text(RUN_CONFIG, encoding="utf-8")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    fleet = Fleet(srv.url, "oom", "g", config, logs, "source_monitor")
+    r = srv.client(decode_responses=True)
+    try:
+        r.xgroup_create("oom:events", "g", id="0", mkstream=True)  # an existing deployment
+        r.set("big", "x" * 3_000_000)
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", "2mb")
+        proc = fleet.start("c")
+        assert poll(lambda: proc.started() and '"event": "writes_refused"' in proc.log.read_text(), 60), \
+            fleet.tails()
+        time.sleep(2)  # ten ticks and more: still up
+        assert proc.alive(), fleet.tails()
+        r.delete("big")
+        r.config_set("maxmemory", "0")
+        for asset in ("BTC", "ETH"):
+            r.xadd("oom:events", bal(asset))
+
+        def caught_up() -> bool:
+            return r.xpending("oom:events", "g")["pending"] == 0 and r.xinfo_groups("oom:events")[0]["lag"] == 0
+        assert poll(caught_up, 60), fleet.tails()
+        codes = [f["code"] for _, f in r.xrange("oom:alerts")]
+        assert "writes_restored" in codes, (codes, fleet.tails())
+        assert fleet.stop_all(30) == {"c": 0}, fleet.tails()
+    finally:
+        fleet.kill_everything()
+        r.close()
+        srv.cleanup()
