@@ -31,19 +31,11 @@ ARG PIP_INDEX_URL=""
 RUN python -m venv /opt/venv
 
 WORKDIR /src
-# Only what the build needs (.dockerignore keeps everything else out of the context);
-# README.md is the package's long description (pyproject `readme`).
+# The locked dependencies first, in a layer of their own (a change to the code alone reuses it):
+# hashes required, wheels only; then setuptools from its own lock, to build navstream's wheel
+# below without fetching anything unpinned (--no-build-isolation). Every dependency ships wheels
+# for linux amd64/arm64 (hiredis, msgspec, grpcio), so no compiler is needed.
 COPY requirements/runtime.lock requirements/firestore.lock requirements/build.lock requirements/
-COPY pyproject.toml README.md ./
-COPY core/ core/
-COPY plugins/ plugins/
-
-# The locked dependencies first (hashes required), then setuptools from its own lock to build
-# navstream's wheel without fetching anything unpinned (--no-build-isolation), then navstream
-# alone (--no-deps; not -e, no [test] extra): it lands in the venv's site-packages as navstream/
-# and navstream/plugins/. Every dependency ships wheels for linux amd64/arm64 (hiredis, msgspec,
-# grpcio), so no compiler is needed. pip and setuptools are then removed from the venv: nothing
-# installs packages at run time.
 RUN case "$NAVSTREAM_EXTRAS" in \
       "") lock=requirements/runtime.lock ;; \
       firestore) lock=requirements/firestore.lock ;; \
@@ -51,8 +43,18 @@ RUN case "$NAVSTREAM_EXTRAS" in \
     esac \
  && if [ -z "$PIP_INDEX_URL" ]; then unset PIP_INDEX_URL; fi \
  && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r "$lock" \
- && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements/build.lock \
- && /opt/venv/bin/pip install --no-deps --no-build-isolation . \
+ && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements/build.lock
+
+# Only what the build needs (.dockerignore keeps everything else out of the context);
+# README.md is the package's long description (pyproject `readme`).
+COPY pyproject.toml README.md ./
+COPY core/ core/
+COPY plugins/ plugins/
+
+# navstream alone (--no-deps; not -e, no [test] extra): it lands in the venv's site-packages as
+# navstream/ and navstream/plugins/. pip and setuptools are then removed from the venv: nothing
+# installs packages at run time.
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
  && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 
