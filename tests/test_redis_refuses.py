@@ -127,6 +127,7 @@ async def refuse_misconf(r: aioredis.Redis, srv: RedisServer) -> Callable[[], Aw
 
     async def undo() -> None:
         await r.config_set("stop-writes-on-bgsave-error", "no")
+        await r.config_set("save", "")  # else its shutdown tries to save there, fails and waits
     return undo
 
 
