@@ -410,7 +410,9 @@ class Upkeep:
             # heartbeat carried (degraded, with the reason) is in /readyz, the logs and counters.
             self.writer.note_refused(reason, "heartbeat")
             return None
-        self.writer.note_written()
+        if app.stats.writes_refused_since:
+            self.writer.note_written()  # this heartbeat ends the episode: it must not say otherwise
+            await app.raw.hset(key, mapping=cast(HashMapping, {**app.stats.heartbeat_fields(), **self.health()}))
         expired = (time.monotonic() - self._beat_written_at) * 1000 >= self.settings.heartbeat_ttl_ms
         self._beat_written_at = time.monotonic()
         held = None if held_raw is None else as_str(held_raw)
