@@ -90,8 +90,8 @@ trap 'log "terminated"; exit 143' TERM
 phase "docker"
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
   log "installing docker.io and debootstrap (Debian packages)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+  timeout 300 apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq docker.io debootstrap >/dev/null
 fi
 # /usr/local/bin/docker may be another (newer, static) client; Debian's matches its dockerd.
 if [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; fi
@@ -142,7 +142,7 @@ else
   if [ ! -s "$base_tar" ]; then
     log "building the stand-in for $BASE: debootstrap bookworm minbase + python3 python3-venv ca-certificates"
     rootfs="$WORK/rootfs"
-    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    timeout 600 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
       bookworm "$rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 \
       || { tail -30 "$WORK/debootstrap.log"; die "debootstrap failed"; }
     # The host's CA bundle: the package index is reached through this network's TLS proxy.
@@ -199,7 +199,7 @@ case "$index" in
   *) log "pip: the configured index $index is not reachable from a container: using PyPI" ;;
 esac
 log "DOCKER_BUILDKIT=0 docker build --network host ${build_args[*]} -t $IMAGE ."
-if ! DOCKER_BUILDKIT=0 "$DOCKER" build --network host "${build_args[@]}" -t "$IMAGE" . >"$WORK/build.log" 2>&1; then
+if ! DOCKER_BUILDKIT=0 timeout 900 "$DOCKER" build --network host "${build_args[@]}" -t "$IMAGE" . >"$WORK/build.log" 2>&1; then
   cat "$WORK/build.log"
   die "docker build failed"
 fi
@@ -212,7 +212,7 @@ assert u.find_spec("navstream"), "navstream is not installed"
 sys.exit(f"the runtime image has {present}" if present else 0)' || die "the image holds packages it must not"
 log "the image has navstream and none of fakeredis, lupa, google-cloud-firestore, pip, pytest"
 # The variant with the Firestore sink (requirements/firestore.lock) must build too; not run.
-if ! DOCKER_BUILDKIT=0 "$DOCKER" build --network host "${build_args[@]}" --build-arg NAVSTREAM_EXTRAS=firestore \
+if ! DOCKER_BUILDKIT=0 timeout 900 "$DOCKER" build --network host "${build_args[@]}" --build-arg NAVSTREAM_EXTRAS=firestore \
     -t "$IMAGE-firestore" . >"$WORK/build-firestore.log" 2>&1; then
   cat "$WORK/build-firestore.log"
   die "docker build --build-arg NAVSTREAM_EXTRAS=firestore failed"
@@ -393,7 +393,7 @@ publish() {  # publish N: N price events through the image's own `navstream publ
 import json, sys
 for i in range($1):
     print(json.dumps({'type': 'price', 'base': 'BTC', 'quote': 'USDT', 'price': f'{97000 + i}.5', 'source': 'ci'}))
-" | "$DOCKER" run --rm -i --network host "$IMAGE" publish --file - --stamp --redis-url "$REDIS_URL" --prefix "$PREFIX" >/dev/null
+" | timeout 120 "$DOCKER" run --rm -i --network host "$IMAGE" publish --file - --stamp --redis-url "$REDIS_URL" --prefix "$PREFIX" >/dev/null
   log "published $1 price events to $PREFIX:events (navstream publish in the image)"
 }
 
@@ -422,7 +422,7 @@ redis_check consumers "$RUN_ID-c1-1" "$RUN_ID-c2-1" || die "the replicas do not 
 publish 200
 order_id="$RUN_ID-order-1"
 printf '{"type": "order", "order_id": "%s", "venue": "binance", "account": "ci", "symbol": "BTC/USDT", "side": "buy", "qty": "0.01", "price": "97000"}\n' "$order_id" |
-  "$DOCKER" run --rm -i --network host "$IMAGE" publish --file - --stamp --redis-url "$REDIS_URL" --prefix "$PREFIX" >/dev/null
+  timeout 120 "$DOCKER" run --rm -i --network host "$IMAGE" publish --file - --stamp --redis-url "$REDIS_URL" --prefix "$PREFIX" >/dev/null
 log "published order $order_id to $PREFIX:orders"
 redis_check drained 30 || die "the consumers did not process the events"
 redis_check decided "$order_id" 30 || die "the risk gate did not answer"
