@@ -449,8 +449,13 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
+    try:
+        from .demo import run_demo
+    except ModuleNotFoundError as exc:  # the container image ships without the demo's in-process Redis
+        print(f"navstream: error: the demo needs {exc.name}, which this installation leaves out (the "
+              "container image does); run it where `pip install navstream` installed everything",
+              file=sys.stderr)
+        return 1
     return asyncio.run(run_demo(redis_url=args.redis_url, prefix=args.prefix, speed=args.speed, fast=args.fast))
 
 
