@@ -147,3 +147,25 @@ def test_the_old_scanner_still_runs_with_the_baseline_in_the_tree() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "secret_scan.py"), ".secrets.baseline"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_an_audited_baseline_holds_in_a_clone_elsewhere_and_through_an_update(tmp_path: Path) -> None:
+    """CI scans a fresh clone in another folder: the baseline keeps paths relative to the work
+    tree, so what was audited in one place is cleared in any other, and rewriting it keeps the marks."""
+    text, _, _ = secrets_by_file()["config/maps.yaml"]
+    repo = make_repo(tmp_path / "here", {"config/maps.yaml": text})
+    assert run_check(repo, "--update-baseline").returncode == 0
+    baseline = json.loads((repo / ".secrets.baseline").read_text())
+    for entries in baseline["results"].values():
+        for entry in entries:
+            assert not Path(entry["filename"]).is_absolute()
+            entry["is_secret"] = False
+    (repo / ".secrets.baseline").write_text(json.dumps(baseline, indent=2))
+    clone = tmp_path / "elsewhere" / "clone"
+    shutil.copytree(repo, clone)
+    assert run_check(clone).returncode == 0, run_check(clone).stderr
+    (clone / "config" / "maps.yaml").write_text("# moved\n" + text)
+    assert run_check(clone, "--update-baseline").returncode == 0
+    again = json.loads((clone / ".secrets.baseline").read_text())
+    assert all(e.get("is_secret") is False for entries in again["results"].values() for e in entries)
+    assert run_check(clone).returncode == 0

@@ -84,12 +84,20 @@ def scan(root: Path, names: list[str]) -> Any:
     return secrets
 
 
-def problems(found: Any, baseline: Any) -> list[str]:
+def relative(name: str, root: Path) -> str:
+    """``name`` relative to the work tree, as the baseline keeps it: a clone elsewhere (CI's)
+    must match the same findings."""
+    path = Path(name)
+    return str(path.relative_to(root)) if path.is_absolute() and path.is_relative_to(root) else name
+
+
+def problems(found: Any, baseline: Any, root: Path) -> list[str]:
     """``file:line: kind (why)`` of every finding that the baseline does not clear."""
-    audited = {(name, secret): secret for name, secret in baseline}
+    audited = {(relative(name, root), secret.secret_hash, secret.type): secret for name, secret in baseline}
     out = []
     for name, secret in found:
-        held = audited.get((name, secret))
+        name = relative(name, root)
+        held = audited.get((name, secret.secret_hash, secret.type))
         if held is None:
             why = "new: not in the baseline"
         elif held.is_secret is None:
@@ -141,16 +149,27 @@ def main(argv: list[str] | None = None) -> int:
     found = scan(root, names)
 
     if args.update_baseline:
-        found.merge(baseline)
-        config["results"] = found.json()
+        # Paths relative to the work tree, so the baseline holds in any clone; audit marks kept
+        # by (file, hash, kind), whatever line the finding moved to.
+        marks = {(relative(entry["filename"], root), entry["hashed_secret"], entry["type"]): entry["is_secret"]
+                 for entries in config.get("results", {}).values() for entry in entries if "is_secret" in entry}
+        results: dict[str, list[dict[str, Any]]] = {}
+        for name, entries in found.json().items():
+            for entry in entries:
+                entry = {**entry, "filename": relative(entry["filename"], root)}
+                mark = marks.get((entry["filename"], entry["hashed_secret"], entry["type"]))
+                if mark is not None:
+                    entry["is_secret"] = mark
+                results.setdefault(relative(name, root), []).append(entry)
+        config["results"] = results
         config["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         baseline_path.write_text(json.dumps(config, indent=2) + "\n")
-        unaudited = sum(1 for _, s in found if s.is_secret is None)
-        print(f"secrets-check: {baseline_path} rewritten: {sum(1 for _ in found)} finding(s), "
+        unaudited = sum(1 for entries in results.values() for e in entries if "is_secret" not in e)
+        print(f"secrets-check: {baseline_path} rewritten: {sum(len(e) for e in results.values())} finding(s), "
               f"{unaudited} to audit (python tools/secrets_check.py --audit)")
         return 0
 
-    failed = problems(found, baseline)
+    failed = problems(found, baseline, root)
     for text in failed:
         print(f"secrets-check: {text}", file=sys.stderr)
     if failed:
