@@ -616,3 +616,29 @@ async def test_a_halt_lost_with_redis_data_is_written_back_not_read_as_active(ma
     assert (d["decision"], reasons(d)) == ("veto", ["trading_halted"])
     held = decode_record(member, await app.redis.hget(app.keys.state(TRADING), member))
     assert (held.state, held.reason, held.by) == ("halted", "venue incident", "ops:alice")
+
+
+def test_inputs_that_break_the_arithmetic_veto_and_say_why(caplog: pytest.LogCaptureFixture) -> None:
+    """A position no producer may send any more (written into Redis by hand, or by an older
+    release) overflows the exposure: the order is vetoed, never left to raise."""
+    from navstream import Order
+    from navstream.plugins.nav.config import NavConfig
+    from navstream.plugins.nav.valuation import Quote, Snapshot, SourceState
+    from navstream.plugins.risk.config import RiskConfig
+    from navstream.plugins.risk.inputs import DecisionInputs, PositionInput, judge
+
+    now = START_MS
+    nav_cfg = msgspec.convert({"pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"}}, NavConfig)
+    o = Order(ts=now, order_id="x", venue="binance", account="main", symbol="BTCUSDT", side="buy", qty=D("0.1"))
+    inputs = DecisionInputs(
+        now, nav=Snapshot("account", D("100000"), "USD", "ok", now, now, venue="binance", account="main",
+                          fresh_until=now + 1),
+        quotes=[Quote("BTC", "USDT", "s", D("50000"), now)], sources=[SourceState("s", "s", None, True, "", now)],
+        positions={"ETHUSDT": PositionInput(D("9E+999990"), D("3000"), now)})
+    with caplog.at_level("WARNING", logger="navstream.risk"):
+        d = judge(o, inputs, RiskConfig(), nav_cfg)
+    assert (d.decision, d.reasons) == ("veto", ["inputs_invalid"])
+    assert judge(o, inputs, RiskConfig(), nav_cfg) == d  # the replay gives the same veto
+    records = [r for r in caplog.records if getattr(r, "event", "") == "inputs_invalid"]
+    assert len(records) == 2  # one per judging, each saying why
+    assert "InexactError" in records[0].error and records[0].order_id == "x"

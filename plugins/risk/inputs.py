@@ -11,6 +11,7 @@ judging it again sees exactly what the original saw.
 from __future__ import annotations
 
 import hashlib
+import logging
 from decimal import Decimal
 
 import msgspec
@@ -31,6 +32,8 @@ from .decide import (
     worst_state,
 )
 from .trading import TradingRecord, follow_nav
+
+log = logging.getLogger("navstream.risk")
 
 
 #: Version of the rules and of what a record holds: 1 before the gate valued orders at the
@@ -153,7 +156,9 @@ def judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: 
         market = Market(nav_config, inputs.quotes, inputs.sources, inputs.now_ms)
     try:
         return _judge(order, inputs, config, nav_config, market)
-    except (ArithmeticError, ValueError, TypeError, OverflowError):
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        log.warning("an order could not be judged from its inputs: vetoed", extra={
+            "event": "inputs_invalid", "order_id": order.order_id, "error": f"{type(exc).__name__}: {exc}"[:500]})
         return vetoed(order.order_id, "inputs_invalid", inputs.now_ms, _safe_state(inputs, config),
                       _safe_nav(inputs), content_hash(order))
 
