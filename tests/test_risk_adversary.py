@@ -642,3 +642,19 @@ def test_inputs_that_break_the_arithmetic_veto_and_say_why(caplog: pytest.LogCap
     records = [r for r in caplog.records if getattr(r, "event", "") == "inputs_invalid"]
     assert len(records) == 2  # one per judging, each saying why
     assert "InexactError" in records[0].error and records[0].order_id == "x"
+
+
+async def test_each_audit_record_holds_the_orders_in_flight_before_it_not_after(
+        make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    app, consumer = await started(make_app, tmp_path)
+    await run_step(app, consumer, *funded())
+    assert [reasons(d) for d in await decide(app, consumer, *[order(f"b-{n}", qty="0.5") for n in range(3)])] \
+        == [[], [], []]
+    path = _gate(app).audit.path
+    await consumer.shutdown()
+    records = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
+    assert [[o[0] for o in r["inputs"].get("inflight", [])] for r in records] == [[], ["b-0"], ["b-0", "b-1"]]
+    config_file = tmp_path / "navstream.toml"
+    config_file.write_text(_toml(sections(tmp_path)["nav"], sections(tmp_path)["risk"]))
+    assert await cli("risk", "replay", "--config", str(config_file), str(path)) == 0
+    assert "replayed 3 decisions: 3 the same, 0 different" in capsys.readouterr().out

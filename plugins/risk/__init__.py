@@ -241,7 +241,7 @@ async def navstream_orders(app: App, orders: Sequence[Order | InvalidOrder], out
                 account_state=state.record(account_member(order.venue, order.account)),
                 desk_state=state.record(DESK),
                 orders_last_minute=state.approved.get(order.venue, 0) + approved_here[order.venue],
-                inflight=state.inflight.get(key, []))
+                inflight=list(state.inflight.get(key, ())))  # a copy: later approvals must not show in its record
             market.reset()
             decision = judge(order, inputs, cfg, navcfg, market)
             inputs = msgspec.structs.replace(inputs, quotes=market.consulted_quotes())
