@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 import fakeredis
 import pytest
 import redis
 import redis.asyncio as aioredis
 
+from navstream import hookimpl
 from navstream.app import App, ManualClock
 from navstream.config import load_settings
 from navstream.pluginmanager import build_plugin_manager
@@ -167,6 +168,17 @@ async def make_app(backend: Backend) -> AsyncIterator[MakeApp]:
     yield factory
     for app in apps:
         await app.aclose()
+
+
+class Recorder:
+    """An inline plugin that notes the asset of every event it is handed, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl
+    def navstream_events(self, events: Sequence[Any], out: Any) -> None:
+        self.seen += [e.asset for e in events]
 
 
 async def run_step(app: App, consumer: Any, *entries: dict[str, str], tick: bool = True) -> list[dict[str, str]]:

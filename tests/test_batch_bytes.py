@@ -6,25 +6,15 @@ Scaled down: 20 kB entries under a 64 kB batch and an 8 kB entry limit."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Any
 
-from conftest import START_MS
+from conftest import START_MS, Recorder
 
-from navstream import Event, Outputs, hookimpl
 from navstream.consumer import Consumer
 from navstream.handler import Entry, entry_bytes
 
 LIMITS = {"max_batch_bytes": 65_536, "max_entry_bytes": 8_192}
 BIG = 20_000
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    @hookimpl
-    def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
-        self.seen += [e.asset for e in events]  # type: ignore[attr-defined]
 
 
 def big(i: int) -> dict[str, str]:

@@ -7,22 +7,12 @@ deleted input stream. Redis 7 keeps the group's read count exact (the group is c
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
-from conftest import START_MS
+from conftest import START_MS, Recorder
 
-from navstream import Event, Outputs, hookimpl
 from navstream.consumer import Consumer
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    @hookimpl
-    def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
-        self.seen += [e.asset for e in events]  # type: ignore[attr-defined]
 
 
 def bal(i: int) -> dict[str, str]:
