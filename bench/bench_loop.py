@@ -6,7 +6,7 @@ Each repeat XADDs the same generated event mix into two fresh streams and times 
 own subprocess (so peak memory is per side), alternating which side goes first:
 
 - ``baseline``: redis-py asyncio + hiredis, ``XREADGROUP COUNT 500``, every entry decoded with
-  ``navstream.events.decode_event`` (the loop's own msgspec decoder), one ``XACK`` per batch;
+  ``navstream.contract.events.decode_event`` (the loop's own msgspec decoder), one ``XACK`` per batch;
 - ``navstream``: what ``navstream run`` does (``App.create`` with every built-in plugin from the
   entry points, ``Consumer.run``, JSON logging through its queue), ``batch_size`` 500, stopped
   by ``max_events``.
@@ -164,7 +164,7 @@ async def worker_baseline(url: str, stream: str, n: int) -> dict[str, Any]:
     import redis.asyncio as aioredis
     from redis.utils import HIREDIS_AVAILABLE
 
-    from navstream.events import decode_event
+    from navstream.contract.events import decode_event
 
     if not HIREDIS_AVAILABLE:
         raise SystemExit("baseline: hiredis is not installed; the baseline must use it")
@@ -222,7 +222,7 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
     """What ``navstream run --max-events N`` does, timed from the first read to the last ack."""
     from navstream.app import App
     from navstream.config import load_settings
-    from navstream.consumer import Consumer
+    from navstream.loop.consumer import Consumer
     from navstream.logs import setup_logging, stop_logging
 
     class TimedConsumer(Consumer):

@@ -329,7 +329,7 @@ class Spans:
         self.state_reads: list[list[int]] = []
 
     def install(self, consumer: Any) -> None:
-        import navstream.handler as handler_mod
+        import navstream.loop.batch as handler_mod
         import navstream.plugins.risk as risk_mod
 
         spans = self
@@ -377,7 +377,7 @@ async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: st
     """What ``navstream run`` does, until SIGTERM."""
     from navstream.app import App
     from navstream.config import load_settings
-    from navstream.consumer import Consumer
+    from navstream.loop.consumer import Consumer
     from navstream.logs import setup_logging, stop_logging
 
     spans = Spans() if spans_path else None

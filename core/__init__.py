@@ -5,8 +5,10 @@ Plugins import what they need from here and never import pluggy themselves::
     from navstream import hookimpl, Outputs
 """
 
-from .app import App, ManualClock, SystemClock
-from .events import (
+__version__ = "0.1.0"
+
+from navstream.app import App, ManualClock, SystemClock
+from navstream.contract.events import (
     Balance,
     DecodeError,
     Event,
@@ -16,10 +18,9 @@ from .events import (
     Price,
     SourceStatus,
 )
-from .hookspecs import hookimpl, hookspec
-from .outputs import Alert, Outputs
+from navstream.plugin.hookspecs import hookimpl, hookspec
+from navstream.contract.outputs import Alert, Outputs
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Alert",

@@ -18,9 +18,9 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:
     import hiredis
 
-from .config import Settings, validate_plugin_sections
-from .keys import Keys
-from .pluginmanager import LoadedPlugins, build_plugin_manager
+from navstream.config import Settings, validate_plugin_sections
+from navstream.contract.keys import Keys
+from navstream.plugin.manager import LoadedPlugins, build_plugin_manager
 
 #: ``connect(decode_responses)`` returns a Redis client; the demo and tests pass fakeredis.
 Connect = Callable[[bool], aioredis.Redis]
@@ -199,7 +199,7 @@ def cluster_connect(settings: Settings, decode_responses: bool) -> aioredis.Redi
     """A Redis Cluster client (``[redis] cluster``), found from the node that ``url`` names.
 
     Typed as ``Redis`` because it answers the same commands for navstream's use: every key of
-    a deployment is under one hash tag (:class:`~navstream.keys.Keys`), so each script, MULTI
+    a deployment is under one hash tag (:class:`~navstream.contract.keys.Keys`), so each script, MULTI
     and multi-stream read goes to the one node that holds the slot (docs/scaling.md). The
     connections keep redis-py's own packing (:func:`with_hiredis_packing` is for pools)."""
     client = _cluster_class().from_url(

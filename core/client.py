@@ -20,7 +20,7 @@ stream from there on, so right after sending the client also reads the stored on
 and repeats it, so both paths give the same answer.
 
 An answer counts only if it answers *this* order: every decision carries the ``order_hash`` of
-the order's content (:mod:`navstream.fingerprint`), and the client takes only those that match
+the order's content (:mod:`navstream.contract.fingerprint`), and the client takes only those that match
 what it sent. The same id re-sent with other content (a bug in the engine, or a replay) is
 refused by the gate with ``order_id_reused``; the first order's approval, stored or on the
 stream, is never taken for it.
@@ -48,11 +48,11 @@ from typing import Any, Literal, Self, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .events import ORDER_DECODER, as_str_map
-from .fingerprint import order_hash
-from .numbers import NumberError, parse, plain
-from .keys import Keys
-from .outputs import parse_first
+from navstream.contract.events import ORDER_DECODER, as_str_map
+from navstream.contract.fingerprint import order_hash
+from navstream.contract.numbers import NumberError, parse, plain
+from navstream.contract.keys import Keys
+from navstream.contract.outputs import parse_first
 
 log = logging.getLogger("navstream.client")
 
@@ -399,7 +399,7 @@ def decimal_text(name: str, value: Decimal | str) -> str:
                         f"pass Decimal({str(value)!r}) or {str(value)!r}")
     if not isinstance(value, (str, Decimal)):
         raise TypeError(f"`{name}` must be a Decimal or str, got {type(value).__name__}")
-    try:  # the wire's own grammar and bounds (navstream.numbers): " 1" and "１２" are no amounts
+    try:  # the wire's own grammar and bounds (navstream.contract.numbers): " 1" and "１２" are no amounts
         return plain(parse(value) if isinstance(value, str) else value)
     except NumberError as exc:
         raise ValueError(f"`{name}`: {exc}") from None

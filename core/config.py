@@ -286,7 +286,7 @@ def validate_plugin_sections(
     """
     known_disabled = known_disabled or set()
     # [sources.*] belongs to `navstream ingest`, which decodes each instance with its kind's
-    # settings (navstream.ingest.configure); a consumer sharing the file leaves it alone.
+    # settings (navstream.ingest.runner.configure); a consumer sharing the file leaves it alone.
     unknown = sorted(set(settings.extra) - set(declared) - known_disabled - {SOURCES_SECTION})
     if unknown:
         raise ConfigError(

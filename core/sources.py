@@ -10,7 +10,7 @@ A fetch returns absolute events (``Price``, ``Balance``, ``Position``) stamped w
 ``source_status`` event either way. Problems that do not fail the whole fetch (an id missing
 from an answer) are returned as ``problems``: they become alerts, and the values concerned are
 simply not published, never replaced by 0. An event whose amount breaks the wire's bounds
-(``navstream.numbers``) is one of those problems, whichever source built it: ``Fetched`` takes it
+(``navstream.contract.numbers``) is one of those problems, whichever source built it: ``Fetched`` takes it
 out, so no source publishes what every consumer would dead-letter.
 """
 
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Protocol
 
 import msgspec
 
-from . import numbers
-from .events import Balance, Position, Price, amount_fields
+from navstream.contract import numbers
+from navstream.contract.events import Balance, Position, Price, amount_fields
 
 if TYPE_CHECKING:
-    from .app import Clock
-    from .httppool import HttpPool
-    from .pricecache import PriceCache
+    from navstream.app import Clock
+    from navstream.ingest.httppool import HttpPool
+    from navstream.ingest.pricecache import PriceCache
 
 #: What a source may publish.
 SourceEvent = Price | Balance | Position
@@ -48,9 +48,9 @@ class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
 
 
 # Error texts quote URLs, and they end up in events, alerts and logs: one scrubber for all.
-from .logs import redact as redact  # noqa: E402  (re-exported: sources import it from here)
-from .logs import clip as clip  # noqa: E402  (redact, then cut: sources quote answers with it)
-from .logs import register_secret as register_secret  # noqa: E402
+from navstream.logs import redact as redact  # noqa: E402  (re-exported: sources import it from here)
+from navstream.logs import clip as clip  # noqa: E402  (redact, then cut: sources quote answers with it)
+from navstream.logs import register_secret as register_secret  # noqa: E402
 
 
 class SourceError(RuntimeError):

@@ -82,7 +82,7 @@ def settings_for(argv: list[str] | None) -> Any:
 
 def check_http(host: str, port: int, timeout_s: float = 4.0) -> str:
     """``/healthz`` of the consumer listening on ``host``:``port``, asked from this host."""
-    from navstream.http import local_url
+    from navstream.serve.http import local_url
 
     url = local_url(host, port, "/healthz")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
@@ -103,7 +103,7 @@ def check(pid: int) -> str:
 
     from navstream.app import redis_auth_options
     from navstream.config import ConfigError, redact_url
-    from navstream.keys import Keys
+    from navstream.contract.keys import Keys
 
     try:
         settings = settings_for(consumer_argv(pid))

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from navstream import hookimpl
 from navstream.app import App, ManualClock
 from navstream.config import load_settings
-from navstream.pluginmanager import build_plugin_manager
+from navstream.plugin.manager import build_plugin_manager
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -198,8 +198,8 @@ async def run_step(app: App, consumer: Any, *entries: dict[str, str], tick: bool
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Which write path every batch takes: the batch script, or the pipelined fallback
     (``MAX_SCRIPT_ARGS`` forced to 0). The test fails if the other one wrote."""
-    from navstream import writer as writer_module
-    from navstream.writer import Writer
+    from navstream.store import writer as writer_module
+    from navstream.store.writer import Writer
 
     used = {"script": 0, "pipeline": 0}
     scripted, pipelined = Writer._scripted, Writer._pipelined

@@ -13,7 +13,7 @@ import pytest
 from redis.exceptions import ResponseError
 
 from navstream import hookimpl
-from navstream.admin import (
+from navstream.ops.admin import (
     AdminError,
     collect_status,
     dlq_list,
@@ -25,8 +25,8 @@ from navstream.admin import (
     trim_input,
 )
 from navstream.app import App
-from navstream.consumer import Consumer
-from navstream.publish import Prepared, PublishError, parse_json_lines, parse_kv, prepare, publish
+from navstream.loop.consumer import Consumer
+from navstream.ops.publish import Prepared, PublishError, parse_json_lines, parse_kv, prepare, publish
 
 GROUP = "g"  # make_app's group
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from conftest import START_MS, Recorder
 
-from navstream.consumer import Consumer
-from navstream.handler import Entry, entry_bytes
+from navstream.loop.consumer import Consumer
+from navstream.loop.batch import Entry, entry_bytes
 
 LIMITS = {"max_batch_bytes": 65_536, "max_entry_bytes": 8_192}
 BIG = 20_000

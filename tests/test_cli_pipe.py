@@ -20,8 +20,8 @@ import pytest
 
 from navstream.app import App, ManualClock
 from navstream.config import load_settings
-from navstream.consumer import Consumer
-from navstream.pluginmanager import build_plugin_manager
+from navstream.loop.consumer import Consumer
+from navstream.plugin.manager import build_plugin_manager
 
 pytestmark = pytest.mark.slow
 

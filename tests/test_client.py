@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from navstream.app import App, ManualClock
 from navstream.client import ClientDecision, RiskClient, SendError, fields_hash, order_fields
-from navstream.consumer import Consumer
+from navstream.loop.consumer import Consumer
 
 SECTIONS: dict[str, Any] = {
     "nav": {"pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"},
@@ -421,7 +421,7 @@ def test_the_order_hash_is_what_docs_risk_client_md_teaches_other_languages() ->
     import hashlib
     from pathlib import Path
 
-    from navstream.fingerprint import order_hash
+    from navstream.contract.fingerprint import order_hash
 
     netstrings = b"7:binance,4:main,7:BTCUSDT,3:buy,4:0.01,5:97000,5:false,"
     documented = hashlib.sha256(netstrings).hexdigest()

@@ -27,16 +27,16 @@ import redis
 from conftest import START_MS, run_step
 from redis.cluster import RedisCluster as SyncRedisCluster
 
-from navstream.admin import collect_status
+from navstream.ops.admin import collect_status
 from navstream.app import App, ManualClock, SystemClock
 from navstream.cli import main
 from navstream.client import RiskClient
 from navstream.config import ConfigError, load_settings
-from navstream.consumer import Consumer
-from navstream.ingest import Ingest
-from navstream.keys import Keys, hash_tagged
-from navstream.pluginmanager import build_plugin_manager
-from navstream.statusapi import read_consumers
+from navstream.loop.consumer import Consumer
+from navstream.ingest.runner import Ingest
+from navstream.contract.keys import Keys, hash_tagged
+from navstream.plugin.manager import build_plugin_manager
+from navstream.serve.status import read_consumers
 
 REQUIRED = os.environ.get("CI") == "true" or os.environ.get("NAVSTREAM_REQUIRE_REDIS") == "1"
 NODES = 3

@@ -45,7 +45,7 @@ from navstream.config import (
     load_settings,
     validate_plugin_sections,
 )
-from navstream.pluginmanager import build_plugin_manager
+from navstream.plugin.manager import build_plugin_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
@@ -93,7 +93,7 @@ def test_every_config_file_loads_and_validates(path: Path) -> None:
     # Every plugin section in the file belongs to a plugin that loads: none accepted unchecked;
     # [sources.*] is checked table by table with its kind's settings, as `navstream ingest` does.
     assert set(settings.extra) - {"sources"} <= set(sections)
-    from navstream.ingest import configure
+    from navstream.ingest.runner import configure
 
     assert set(configure(settings, loaded.source_kinds)) == set(settings.extra.get("sources", {}))
 
@@ -371,7 +371,7 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
 def _code_text() -> str:
     # core/, the built-in plugins (NAVSTREAM_STATE_DIR: the risk audit log's directory) and the
     # Dockerfile (its build arguments, e.g. NAVSTREAM_EXTRAS)
-    files = [*sorted((ROOT / "core").glob("*.py")), *sorted((ROOT / "plugins").rglob("*.py")), ROOT / "Dockerfile"]
+    files = [*sorted((ROOT / "core").rglob("*.py")), *sorted((ROOT / "plugins").rglob("*.py")), ROOT / "Dockerfile"]
     return "\n".join(p.read_text() for p in files)
 
 

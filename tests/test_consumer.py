@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import pytest
 
 from navstream import App, Balance, Event, InvalidOrder, Order, Outputs, hookimpl
-from navstream.consumer import Consumer
-from navstream.writer import WriteError
+from navstream.loop.consumer import Consumer
+from navstream.store.writer import WriteError
 
 from conftest import START_MS
 
@@ -507,7 +507,7 @@ async def test_a_huge_dead_letter_and_a_huge_batch_are_written_whole(make_app: A
 @pytest.mark.real_redis
 async def test_killed_connections_on_a_real_redis_lose_nothing(real_backend: Any) -> None:
     from navstream.config import load_settings
-    from navstream.pluginmanager import build_plugin_manager
+    from navstream.plugin.manager import build_plugin_manager
 
     rec = Recorder()
     settings = load_settings(env={}, overrides={
@@ -790,7 +790,7 @@ async def test_a_recreated_groups_alert_is_owed_until_written(make_app: Any) -> 
 
 
 async def test_a_startup_hook_failing_with_an_os_error_is_not_a_redis_outage(make_app: Any) -> None:
-    from navstream.consumer import StartupError
+    from navstream.loop.consumer import StartupError
 
     class NeedsFile:
         @hookimpl

@@ -21,8 +21,8 @@ from conftest import START_MS
 from redis.exceptions import ResponseError
 
 from navstream import Event, ManualClock, Outputs, hookimpl
-from navstream.consumer import Consumer
-from navstream.writer import is_missing_group
+from navstream.loop.consumer import Consumer
+from navstream.store.writer import is_missing_group
 
 TICK_MS = 1_000
 #: Far longer than the test: an alert raised again came from the loss being noticed.

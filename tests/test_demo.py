@@ -28,7 +28,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from navstream.admin import AdminError
+from navstream.ops.admin import AdminError
 from navstream.app import App, ManualClock
 from navstream.config import load_settings
 from navstream.demo import (
@@ -50,10 +50,10 @@ from navstream.demo import (
     run_demo,
     with_audit_dir,
 )
-from navstream.events import DecodeError, decode_event, decode_order
+from navstream.contract.events import DecodeError, decode_event, decode_order
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIO = ROOT / "core" / "demo_scenario.jsonl"
+SCENARIO = ROOT / "core" / "demo" / "demo_scenario.jsonl"
 DEMO_TOML = ROOT / "config" / "demo.toml"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 START_MS = 1_790_000_000_000

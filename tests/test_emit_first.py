@@ -10,8 +10,8 @@ import pytest
 from conftest import START_MS
 
 from navstream import App, Event, Outputs, hookimpl
-from navstream.consumer import Consumer
-from navstream.writer import WriteError
+from navstream.loop.consumer import Consumer
+from navstream.store.writer import WriteError
 
 
 class Answering:

@@ -11,9 +11,11 @@ from conftest import START_MS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from navstream import Event, Outputs, hookimpl, numbers
-from navstream.consumer import Consumer
-from navstream.events import (
+from navstream import Event, Outputs, hookimpl
+
+from navstream.contract import numbers
+from navstream.loop.consumer import Consumer
+from navstream.contract.events import (
     EVENT_TYPES,
     Balance,
     DecodeError,
@@ -168,7 +170,7 @@ def test_fuzz_balances_round_trip_exactly_within_the_bounds(amount: Decimal, ts:
     assert decode_event(encode_fields(event)) == event  # and its plain form too
 
 
-# --- the number grammar, field by field (navstream.numbers; tests/test_numbers.py has the rest) -----
+# --- the number grammar, field by field (navstream.contract.numbers; tests/test_numbers.py has the rest) -----
 
 #: Texts Decimal() reads (or reads as an overflow waiting to happen) that the grammar refuses.
 BAD_AMOUNTS = [" 1", "1 ", "1_000", "+5", "１２", "١٢", "5e999994", "1e-999999", "NaN", "Infinity", "-Infinity",

@@ -40,7 +40,7 @@ import navstream.plugins.nav as nav_plugin
 from navstream import ManualClock
 from navstream.cli import main
 from navstream.config import ConfigError
-from navstream.consumer import Consumer, StartupError
+from navstream.loop.consumer import Consumer, StartupError
 from navstream.plugins.firestore import sink as sink_module
 from navstream.plugins.firestore.config import FirestoreConfig, TargetError, resolve_target
 from navstream.plugins.firestore.coordination import LEADER, writes_key

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from navstream import hookimpl
-from navstream.consumer import Consumer
+from navstream.loop.consumer import Consumer
 
 
 class Healthy:

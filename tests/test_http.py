@@ -28,16 +28,16 @@ from conftest import START_MS
 from prometheus_client.parser import text_string_to_metric_families
 
 from navstream import App, Balance, Event, Outputs, hookimpl
-from navstream import endpoints as endpoints_module
+from navstream.serve import routes as endpoints_module
 from navstream.app import ManualClock
 from navstream.cli import main
 from navstream.config import ConfigError, HttpSettings, load_settings
-from navstream.consumer import Consumer, StartupError
-from navstream.http import MAX_HEAD, HttpServer, HttpStartError, Request, Response, local_url
-from navstream.metrics import Metrics
-from navstream.pluginmanager import build_plugin_manager
-from navstream.probes import LoopState, liveness, readiness
-from navstream.statusapi import DeskView, NavScope, parse_nav_latest
+from navstream.loop.consumer import Consumer, StartupError
+from navstream.serve.http import MAX_HEAD, HttpServer, HttpStartError, Request, Response, local_url
+from navstream.serve.metrics import Metrics
+from navstream.plugin.manager import build_plugin_manager
+from navstream.serve.probes import LoopState, liveness, readiness
+from navstream.serve.status import DeskView, NavScope, parse_nav_latest
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"

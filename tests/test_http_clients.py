@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import httpx
 from test_http import ok, read_answer, serving, until
 
-from navstream.http import HttpServer, Request, Response
+from navstream.serve.http import HttpServer, Request, Response
 
 PROBE = b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
 #: What a probe may take at most, even under attack (kubelet's default timeout is 1 s; this is

@@ -23,11 +23,11 @@ from navstream import Price, hookimpl
 from navstream.app import ManualClock
 from navstream.cli import main
 from navstream.config import ConfigError, load_settings
-from navstream.httppool import HttpPool, retry_after_s
-from navstream.ingest import Ingest, IngestError, configure
-from navstream.pluginmanager import PluginError, build_plugin_manager
-from navstream.pricecache import PriceCache
-from navstream.ratelimit import HostLimiter, RateLimited
+from navstream.ingest.httppool import HttpPool, retry_after_s
+from navstream.ingest.runner import Ingest, IngestError, configure
+from navstream.plugin.manager import PluginError, build_plugin_manager
+from navstream.ingest.pricecache import PriceCache
+from navstream.ingest.ratelimit import HostLimiter, RateLimited
 from navstream.sources import SourceSettings, redact
 
 MODULE = "procplugins.fake_source"

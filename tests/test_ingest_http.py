@@ -27,10 +27,10 @@ from test_ingest import MODULE, _write_config
 from navstream import hookimpl
 from navstream.app import ManualClock
 from navstream.config import load_settings
-from navstream.consumer import StartupError
-from navstream.httppool import HttpPool
-from navstream.ingest import Ingest
-from navstream.pluginmanager import build_plugin_manager
+from navstream.loop.consumer import StartupError
+from navstream.ingest.httppool import HttpPool
+from navstream.ingest.runner import Ingest
+from navstream.plugin.manager import build_plugin_manager
 from navstream.sources import Fetched, SourceContext, SourceSettings
 
 STUB = "https://api.stub"

@@ -1,6 +1,6 @@
 """The metrics' shapes (docs/observability.md, "Metrics"): counts are counters, never numbers in
 a gauge; the risk gate's repeated answers are not decisions; no ``_created`` series; the batch
-histogram. Rendered from :class:`navstream.metrics.Metrics` with a hand-made scrape.
+histogram. Rendered from :class:`navstream.serve.metrics.Metrics` with a hand-made scrape.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 from conftest import START_MS
 from prometheus_client.parser import text_string_to_metric_families
 
-from navstream.http import HttpStats
-from navstream.metrics import Metrics, Scrape
-from navstream.statusapi import DeskView
+from navstream.serve.http import HttpStats
+from navstream.serve.metrics import Metrics, Scrape
+from navstream.serve.status import DeskView
 
 
 def render(app: Any, **scrape: Any) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], dict[str, str]]:

@@ -16,7 +16,7 @@ from test_http import SECTIONS, Sink, desk_events, order, serving, until
 from test_ingest_http import answers, build
 
 from docs_promql import DOCS, ROOT, blocks, expressions, metric_names, rule_expressions
-from navstream.metrics import IngestMetrics
+from navstream.serve.metrics import IngestMetrics
 
 OBSERVABILITY = ROOT / "docs" / "observability.md"
 

@@ -19,11 +19,11 @@ from conftest import START_MS, run_step
 
 from navstream import ManualClock, Outputs
 from navstream.cli import main
-from navstream.consumer import Consumer
-from navstream.events import decode_event
-from navstream.pluginmanager import await_me_maybe, call_impl, hook_impls
+from navstream.loop.consumer import Consumer
+from navstream.contract.events import decode_event
+from navstream.plugin.manager import await_me_maybe, call_impl, hook_impls
 from navstream.plugins.nav.state import read_latest, read_positions
-from navstream.writer import BatchWrite
+from navstream.store.writer import BatchWrite
 
 T0 = START_MS - 1_000  # when the sources observed the first values
 FUTURES = "account:binance/futures"

@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from navstream import Balance, Event, ManualClock, Price, SourceStatus
 from navstream.app import App
 from navstream.config import load_settings
-from navstream.consumer import Consumer
-from navstream.events import decode_event
-from navstream.outputs import Outputs
-from navstream.pluginmanager import await_me_maybe, build_plugin_manager, call_impl, hook_impls
-from navstream.writer import BatchWrite, Writer
+from navstream.loop.consumer import Consumer
+from navstream.contract.events import decode_event
+from navstream.contract.outputs import Outputs
+from navstream.plugin.manager import await_me_maybe, build_plugin_manager, call_impl, hook_impls
+from navstream.store.writer import BatchWrite, Writer
 from navstream.plugins.nav.config import NavConfig
 from navstream.plugins.nav.state import Inputs, price_id, read_latest, source_id
 from navstream.plugins.nav.valuation import Holding, Market, Quote, Snapshot, SourceState, evaluate

@@ -1,4 +1,4 @@
-"""The one number grammar (navstream.numbers): what is an amount, what is refused and why.
+"""The one number grammar (navstream.contract.numbers): what is an amount, what is refused and why.
 
 The tables hold the texts of the issue (a fullwidth "１２" moved a NAV sixfold; "5e999994" made
 every later order of its account raise an overflow) and the real crypto amounts that must pass;
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from navstream import numbers
-from navstream.numbers import (
+from navstream.contract import numbers
+from navstream.contract.numbers import (
     MAX_FRACTION_DIGITS,
     MAX_INTEGER_DIGITS,
     MAX_SIGNIFICANT_DIGITS,

@@ -19,10 +19,10 @@ import pytest
 from conftest import START_MS
 
 from navstream import App, Event, ManualClock, Outputs, hookimpl
-from navstream.consumer import Consumer
-from navstream.handler import Entry
-from navstream.outputs import MAX_EVERY_S, Once, parse_field
-from navstream.writer import BatchWrite, Writer, WriteError
+from navstream.loop.consumer import Consumer
+from navstream.loop.batch import Entry
+from navstream.contract.outputs import MAX_EVERY_S, Once, parse_field
+from navstream.store.writer import BatchWrite, Writer, WriteError
 
 TickFn = Callable[[Outputs], object]
 EventsFn = Callable[[Sequence[Event], Outputs], object]

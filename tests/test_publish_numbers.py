@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from navstream.cli import main
-from navstream.publish import PublishError, parse_json_lines, prepare
+from navstream.ops.publish import PublishError, parse_json_lines, prepare
 
 BAD = [" 1", "1 ", "1_000", "+5", "１２", "١٢", "5e999994", "1e-999999", "NaN", "Infinity", "", "1" * 5000]
 

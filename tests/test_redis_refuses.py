@@ -21,8 +21,8 @@ from conftest import START_MS
 from navstream import Event, ManualClock, Outputs, hookimpl
 from navstream.app import App
 from navstream.config import load_settings
-from navstream.consumer import Consumer
-from navstream.pluginmanager import build_plugin_manager
+from navstream.loop.consumer import Consumer
+from navstream.plugin.manager import build_plugin_manager
 from soakkit import RedisServer, free_port
 
 CONSUMER = {"tick_ms": 100, "block_ms": 50, "claim_idle_ms": 60_000, "reconnect_max_ms": 200,

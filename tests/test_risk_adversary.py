@@ -41,9 +41,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from navstream.app import App, ManualClock
 from navstream.config import load_settings
-from navstream.consumer import Consumer
-from navstream.fingerprint import order_hash
-from navstream.pluginmanager import build_plugin_manager
+from navstream.loop.consumer import Consumer
+from navstream.contract.fingerprint import order_hash
+from navstream.plugin.manager import build_plugin_manager
 from navstream.plugins.risk.state import DESK, TRADING, account_member, compare_and_set, decode_record
 from navstream.plugins.risk.trading import set_by_ops
 

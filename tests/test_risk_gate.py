@@ -20,13 +20,13 @@ from conftest import START_MS, run_step
 
 from navstream.app import ManualClock
 from navstream.cli import main
-from navstream.consumer import Consumer, StartupError
+from navstream.loop.consumer import Consumer, StartupError
 from navstream.plugins.risk import SECTION, AuditRecord, _gate
 from navstream.plugins.risk.state import DESK, TRADING, compare_and_set, read_records
 from navstream.plugins.risk.trading import TradingRecord
 from navstream import InvalidOrder
-from navstream.events import decode_order
-from navstream.fingerprint import raw_order_hash
+from navstream.contract.events import decode_order
+from navstream.contract.fingerprint import raw_order_hash
 from navstream.plugins.risk.decide import content_hash
 
 T0 = START_MS - 1_000
@@ -89,7 +89,7 @@ def order(order_id: str, qty: str = "0.1", side: str = "buy", symbol: str = "BTC
 
 
 def hash_of(o: dict[str, str]) -> str:
-    """The order_hash a decision of ``o`` must carry (navstream.fingerprint, from the decoded order)."""
+    """The order_hash a decision of ``o`` must carry (navstream.contract.fingerprint, from the decoded order)."""
     decoded = decode_order(o)
     if isinstance(decoded, InvalidOrder):
         return raw_order_hash(decoded.fields)
@@ -262,7 +262,7 @@ async def test_ops_commands_record_who_when_and_why_and_status_shows_them(
     await run_step(app, consumer, *funded())
     assert await _risk_cli(app, "halt", "--account", "main", "--reason", "venue incident", "--by", "dave") == 0
     assert await _risk_cli(app, "reduce", "--reason", "month end", "--by", "erin") == 0
-    from navstream.admin import collect_status  # the data behind `navstream status`
+    from navstream.ops.admin import collect_status  # the data behind `navstream status`
 
     status = await collect_status(app)
     rows = {r["scope"]: r for r in status["plugins"]["risk"]["trading"]}

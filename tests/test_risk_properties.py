@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from navstream.app import App, ManualClock
-from navstream.fingerprint import order_hash
+from navstream.contract.fingerprint import order_hash
 from navstream.config import load_settings
-from navstream.consumer import Consumer
-from navstream.pluginmanager import build_plugin_manager
+from navstream.loop.consumer import Consumer
+from navstream.plugin.manager import build_plugin_manager
 from navstream.plugins.nav.state import decode_snapshot
 from navstream.plugins.nav.valuation import scope_id
 from navstream.plugins.risk import AuditRecord, config, nav_config

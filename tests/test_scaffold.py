@@ -44,8 +44,8 @@ import redis
 from conftest import REDIS_URL
 from navstream import __version__
 from navstream.cli import main
-from navstream.pluginmanager import build_plugin_manager
-from navstream.scaffold import FILES, ScaffoldError, write_plugin
+from navstream.plugin.manager import build_plugin_manager
+from navstream.cli.scaffold import FILES, ScaffoldError, write_plugin
 from navstream.sources import SourceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,11 +116,11 @@ def test_the_generated_module_registers_a_working_source_kind(tmp_path: Path,
 
 
 def test_every_template_is_used_and_ships_as_package_data() -> None:
-    folder = ROOT / "core" / "templates"
-    on_disk = {str(p.relative_to(ROOT / "core")) for p in folder.rglob("*") if p.is_file()}
+    folder = ROOT / "core" / "cli" / "templates"
+    on_disk = {str(p.relative_to(ROOT / "core" / "cli")) for p in folder.rglob("*") if p.is_file()}
     used = {f"templates/venue_plugin/{template}" for template, _ in FILES}
     assert on_disk == used
-    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["navstream"]
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["navstream.cli"]
     for path in on_disk:
         assert any(fnmatch.fnmatch(path, g) for g in globs), f"{path} is not package data: a wheel would omit it"
 

@@ -401,7 +401,7 @@ def test_wrong_password_is_a_clear_error_without_the_password(acl_server: Privat
 
 def test_ingest_acl_adds_events_and_alerts_only(acl_server: PrivateRedis) -> None:
     i = as_user(acl_server, "navstream-ingest")
-    pipe = i.pipeline(transaction=True)  # what `navstream ingest` sends (navstream.ingest.Ingest.flush)
+    pipe = i.pipeline(transaction=True)  # what `navstream ingest` sends (navstream.ingest.runner.Ingest.flush)
     pipe.xadd(f"{PREFIX}:events", price_fields())
     pipe.xadd(f"{PREFIX}:alerts", {"code": "source_incomplete", "severity": "warning", "message": "m"},
               maxlen=1000, approximate=True)

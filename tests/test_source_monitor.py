@@ -9,10 +9,10 @@ import pytest
 from conftest import START_MS, run_step
 
 from navstream import ManualClock, Outputs
-from navstream.consumer import Consumer
-from navstream.events import decode_event
-from navstream.pluginmanager import await_me_maybe, call_impl, hook_impls
-from navstream.writer import BatchWrite, WriteError
+from navstream.loop.consumer import Consumer
+from navstream.contract.events import decode_event
+from navstream.plugin.manager import await_me_maybe, call_impl, hook_impls
+from navstream.store.writer import BatchWrite, WriteError
 
 FAST = {"block_ms": 5, "claim_idle_ms": 40, "tick_ms": 50}
 SILENCE_30S = {"source_monitor": {"max_silence_s": 30}}

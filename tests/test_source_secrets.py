@@ -23,10 +23,10 @@ from httpstub import Canned, HttpStub
 
 from navstream import logs
 from navstream.config import load_settings
-from navstream.events import SourceStatus, decode_event
-from navstream.httppool import BODY_EXCERPT, HttpPool
-from navstream.ingest import Ingest
-from navstream.pluginmanager import build_plugin_manager
+from navstream.contract.events import SourceStatus, decode_event
+from navstream.ingest.httppool import BODY_EXCERPT, HttpPool
+from navstream.ingest.runner import Ingest
+from navstream.plugin.manager import build_plugin_manager
 from navstream.sources import Fetched, SourceContext, redact
 
 CG_PATH, ACCOUNT_PATH = "/api/v3/simple/price", "/fapi/v3/account"

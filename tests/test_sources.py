@@ -28,12 +28,12 @@ from httpstub import Canned, HttpStub
 
 from navstream.app import ManualClock
 from navstream.config import load_settings
-from navstream.events import Balance, Position, Price, SourceStatus, decode_event
-from navstream.httppool import HttpPool
-from navstream.ingest import Ingest
-from navstream.pluginmanager import build_plugin_manager
-from navstream.pricecache import PriceCache
-from navstream.ratelimit import RateLimited
+from navstream.contract.events import Balance, Position, Price, SourceStatus, decode_event
+from navstream.ingest.httppool import HttpPool
+from navstream.ingest.runner import Ingest
+from navstream.plugin.manager import build_plugin_manager
+from navstream.ingest.pricecache import PriceCache
+from navstream.ingest.ratelimit import RateLimited
 from navstream.sources import (
     Fetched,
     Source,
@@ -785,7 +785,7 @@ async def test_ingest_failures_are_statuses_and_publish_nothing(backend: Backend
 
 
 async def test_ingest_refuses_to_start_without_credentials(backend: Backend, stub: HttpStub) -> None:
-    from navstream.ingest import IngestError
+    from navstream.ingest.runner import IngestError
 
     settings = load_settings(env={}, overrides={"redis": {"prefix": backend.prefix}})
     settings = msgspec.structs.replace(settings, extra={"sources": {
@@ -814,7 +814,7 @@ async def test_sources_in_one_round_share_the_host_budget(rig: Rig) -> None:
 # --- the number grammar: what a venue sends must be an amount the wire accepts ----------------------
 #
 # Decimal() reads " 1", "+5", "1_000", fullwidth "１２" and Arabic-Indic "١٢" (as 12) and "5e999994" (an
-# overflow waiting for its first product): a source applies navstream.numbers to every amount, and one
+# overflow waiting for its first product): a source applies navstream.contract.numbers to every amount, and one
 # it refuses is a problem (an alert), never a value.
 
 REFUSED_TEXTS = [" 1", "1 ", "+5", "1_000", "１２", "١٢", "5e999994", "1e-999999", "NaN", "Infinity", "", ".5",

@@ -34,13 +34,13 @@ from redis.exceptions import DataError
 from redis.utils import HIREDIS_AVAILABLE
 
 from navstream import App, Event, Outputs, hookimpl
-from navstream import consumer as consumer_module
+from navstream.loop import consumer as consumer_module
 from navstream.app import _HiredisPacking, default_connect, with_hiredis_packing
 from navstream.config import load_settings
-from navstream.consumer import GC_THRESHOLD, Consumer, tune_gc
-from navstream.outputs import parse_field
-from navstream.pluginmanager import hook_impls
-from navstream.writer import WriteError
+from navstream.loop.consumer import GC_THRESHOLD, Consumer, tune_gc
+from navstream.contract.outputs import parse_field
+from navstream.plugin.manager import hook_impls
+from navstream.store.writer import WriteError
 
 # --- helpers ---------------------------------------------------------------------------------------
 

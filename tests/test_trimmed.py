@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import START_MS, Recorder
 
-from navstream.consumer import Consumer
+from navstream.loop.consumer import Consumer
 
 
 def bal(i: int) -> dict[str, str]:
@@ -118,7 +118,7 @@ async def test_a_redis_restart_from_its_aof_is_no_loss(tmp_path: Any) -> None:
 
     from navstream.app import App, ManualClock
     from navstream.config import load_settings
-    from navstream.pluginmanager import build_plugin_manager
+    from navstream.plugin.manager import build_plugin_manager
     from soakkit import RedisServer
 
     binary = shutil.which("redis-server")

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any, Literal, Mapping
 
 import msgspec
-from navstream.keys import unescape_name
+from navstream.contract.keys import unescape_name
 from navstream.plugins.nav.valuation import Snapshot, as_read, escape, money
 from navstream.plugins.risk.trading import TradingRecord
 

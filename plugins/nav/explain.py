@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import msgspec
 from navstream import App
-from navstream.render import table
+from navstream.cli.render import table
 
 from .state import StateError, read_detailed, read_latest, read_positions
 from .valuation import Snapshot, as_read, counted_from, money

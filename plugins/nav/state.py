@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 import msgspec
 from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatus
-from navstream.outputs import parse_field
+from navstream.contract.outputs import parse_field
 
 from .valuation import UNKNOWN_RECEIPT, Holding, Quote, Snapshot, SourceState, escape
 

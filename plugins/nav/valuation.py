@@ -19,8 +19,8 @@ from typing import Iterable, Literal, Mapping, Sequence
 
 import msgspec
 
-from navstream.keys import escape_name, scope_id
-from navstream.navread import stale_as_read
+from navstream.contract.keys import escape_name, scope_id
+from navstream.contract.navread import stale_as_read
 
 from .config import AccountSpec, NavConfig
 
@@ -280,7 +280,7 @@ def as_read(snap: Snapshot, now_ms: int) -> Snapshot:
     Every reader of ``P:state:nav:latest`` (the risk gate, ``navstream nav``, the status page,
     ``/readyz``, sinks) goes through this, so no reader trusts a NAV longer than the NAV's own
     age limit. A snapshot without ``fresh_until`` (0) cannot show it is fresh: stale. The rule
-    itself is the core's (:func:`navstream.navread.stale_as_read`), shared with the readers that
+    itself is the core's (:func:`navstream.contract.navread.stale_as_read`), shared with the readers that
     do not import this plugin (the status API behind ``/api/status``, ``/readyz``, ``/metrics``).
     """
     why = stale_as_read(snap.status, snap.fresh_until, now_ms)

@@ -26,8 +26,8 @@ from typing import Any, Mapping, Sequence
 
 import msgspec
 from navstream import App, InvalidOrder, Order, Outputs, hookimpl
-from navstream.events import encode_fields
-from navstream.fingerprint import raw_order_hash
+from navstream.contract.events import encode_fields
+from navstream.contract.fingerprint import raw_order_hash
 from navstream.plugins.nav.config import NavConfig
 from navstream.plugins.nav.state import StateError, parse_positions, positions_key, read_latest
 from navstream.plugins.nav.valuation import Snapshot, as_read, escape
@@ -170,7 +170,7 @@ def navstream_shutdown(app: App) -> None:
 
 
 def content_of(order: Order | InvalidOrder) -> str:
-    """The order's content hash (navstream.fingerprint): what "sent again" is judged by."""
+    """The order's content hash (navstream.contract.fingerprint): what "sent again" is judged by."""
     if isinstance(order, InvalidOrder):
         return raw_order_hash(order.fields)
     return content_hash(order)

@@ -15,7 +15,7 @@ from typing import Iterable, Literal, Mapping
 
 import msgspec
 from navstream import Order
-from navstream.fingerprint import order_hash
+from navstream.contract.fingerprint import order_hash
 from navstream.plugins.nav.valuation import (
     Market,
     Snapshot,
@@ -53,7 +53,7 @@ class Decision(msgspec.Struct, frozen=True):
     nav_status: str
     nav_age_ms: int
     ts: int
-    #: The content hash of the order answered (:func:`navstream.fingerprint.order_hash`): a
+    #: The content hash of the order answered (:func:`navstream.contract.fingerprint.order_hash`): a
     #: client accepts only the answer to what it sent. Empty in records from before it existed.
     order_hash: str = ""
 

@@ -21,9 +21,9 @@ from typing import Any, Iterator
 import msgspec
 from navstream import App, Outputs
 from navstream.cli import connection_options
-from navstream.keys import unescape_name
+from navstream.contract.keys import unescape_name
 from navstream.plugins.nav.state import ACCOUNTS
-from navstream.writer import BatchWrite, Writer
+from navstream.store.writer import BatchWrite, Writer
 
 from .trading import TradingRecord, set_by_ops
 
@@ -98,7 +98,7 @@ async def command(app: App, args: argparse.Namespace) -> int:
 
 
 async def show(app: App) -> int:
-    from navstream.render import table
+    from navstream.cli.render import table
 
     from .state import read_records
 

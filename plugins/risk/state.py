@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import msgspec
 from navstream import App, InvalidOrder, Order
-from navstream.outputs import parse_first
+from navstream.contract.outputs import parse_first
 from navstream.plugins.nav.state import (
     LATEST,
     PositionPayload,

@@ -3,10 +3,10 @@
 Every configured pair goes in ONE request (``symbols=["BTCUSDT","ETHUSDT"]``, weight 4 however
 many), so adding pairs never adds requests. Binance limits request weight per minute per IP
 (spot: 6,000) and answers an ignored 429 with a 418 ban of minutes to days: the host's budget
-is declared here and the shared limiter obeys both (see ``navstream.ratelimit``).
+is declared here and the shared limiter obeys both (see ``navstream.ingest.ratelimit``).
 
 Amounts come as strings and stay exact; one outside the wire's number grammar or bounds
-(``navstream.numbers``) is a problem, never published. The answer carries no time, so ``ts`` is when the
+(``navstream.contract.numbers``) is a problem, never published. The answer carries no time, so ``ts`` is when the
 response arrived: the latest moment the price is known to have held. A pair missing from the
 answer, or priced 0, is a problem and not published. A symbol Binance does not know fails the
 whole request (``-1121 Invalid symbol``): that is a config error to fix, quoted as Binance

@@ -40,8 +40,8 @@ from urllib.parse import urlencode
 import httpx
 import msgspec
 from navstream import Balance, Position
-from navstream.httppool import check
-from navstream.numbers import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, decimal_refusal, show
+from navstream.ingest.httppool import check
+from navstream.contract.numbers import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, decimal_refusal, show
 from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings, clip, redact
 
 from .common import (

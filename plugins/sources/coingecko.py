@@ -7,7 +7,7 @@ the process. ``include_last_updated_at=true`` makes ``ts`` the moment CoinGecko 
 price, not when we asked, so the NAV judges its real age.
 
 CoinGecko answers prices as JSON numbers: they are decoded straight to ``Decimal``, never
-through float, and one outside the wire's bounds (``navstream.numbers``) is a problem. An id missing from the answer, or without a price or time, is a *problem*: the
+through float, and one outside the wire's bounds (``navstream.contract.numbers``) is a problem. An id missing from the answer, or without a price or time, is a *problem*: the
 asset is not published (never as 0) and the rest of the round is. A request that fails fails
 the whole fetch: the batches go one after another, and the first failure stops the round
 before it spends more of a budget the venue just refused, so a partial round would mostly mean
@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import httpx
 import msgspec
 from navstream import Price
-from navstream.httppool import excerpt
+from navstream.ingest.httppool import excerpt
 from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings
 
 from .common import BaseSource, deadline, decode_json, epoch_ms, exact, quoted, skew_problem, skewed, valid_base_url

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from navstream.httppool import check, excerpt
-from navstream.numbers import NumberError, from_json
+from navstream.ingest.httppool import check, excerpt
+from navstream.contract.numbers import NumberError, from_json
 from navstream.sources import SourceContext, SourceError, SourceSettings, redact
 
 #: A venue's clock more than this ahead of ours is reported, and its time is not used as ``ts``:
@@ -53,7 +53,7 @@ def decode_json(response: httpx.Response, what: str) -> Any:
 
 def exact(value: Any) -> Decimal | None:
     """A ``Decimal`` from a JSON string or number (Binance sends amounts as strings, CoinGecko as
-    numbers) that keeps the wire's number grammar and bounds (``navstream.numbers``: a string
+    numbers) that keeps the wire's number grammar and bounds (``navstream.contract.numbers``: a string
     like ``"0.00100000"``, a number within 10^30 and 30 places), or None for anything else: a
     value we cannot read exactly, or could not publish, is not a value, and never becomes 0."""
     try:

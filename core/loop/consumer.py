@@ -1,0 +1,558 @@
+"""The consumer loop: read a batch, handle it, tick; survive Redis going away; stop gracefully.
+
+One batch is in flight at a time (backpressure comes from the consumer group: we read only what
+we finish). How a batch is handled is :mod:`navstream.loop.batch`; reclaiming, heartbeats and
+the rest of the time-based upkeep is :mod:`navstream.loop.upkeep`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any, Sequence, cast
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from navstream.app import App
+from navstream.plugin.dispatch import dispatch_tick
+from navstream.loop.batch import Entry, as_str
+from navstream.contract.outputs import Outputs
+from navstream.plugin.manager import await_me_maybe, call_impl, hook_impls
+from navstream.loop.upkeep import Upkeep
+from navstream.store.writer import BatchWrite, WriteError, Writer, WritesRefused, is_missing_group, refusal
+
+if TYPE_CHECKING:  # imported where used: every CLI command imports this module, few run a loop
+    from navstream.serve.routes import Endpoints
+    from navstream.serve.http import HttpServer
+
+log = logging.getLogger("navstream.consumer")
+
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+IDLE_CONSUMER_SWEEP_TICKS = 60
+
+# XREADGROUP's reply on the raw client (RESP2); redis-py types it as any protocol's shape.
+_ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None
+
+
+#: Allocations between young-generation collections while the loop runs (CPython's default is
+#: 700): a batch allocates tens of thousands of short-lived objects (events, Decimals, outputs)
+#: that die young anyway, and every collection also walks the survivors.
+GC_THRESHOLD = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Freeze what startup built (modules, plugins, config: it lives as long as the process)
+    out of the collector's sight, and collect the young generation less often. Cycles are
+    still collected, just in larger, rarer steps."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
+class AlertThrottle:
+    """At most one alert per subject per cooldown: a fault that lasts must stay visible
+    (counters, heartbeat, logs) without flooding ``P:alerts``."""
+
+    def __init__(self, cooldown_s: float) -> None:
+        self.cooldown_s = cooldown_s
+        self._last: dict[object, float] = {}
+
+    def allow(self, subject: object) -> bool:
+        now = time.monotonic()
+        last = self._last.get(subject)
+        if last is not None and now - last < self.cooldown_s:
+            return False
+        if len(self._last) > 1000:  # bounded: old subjects are forgotten
+            self._last.clear()
+        self._last[subject] = now
+        return True
+
+    def reset(self) -> None:
+        """Forget every cooldown: the alerts it held back from were lost with Redis's data."""
+        self._last.clear()
+
+
+class StartupError(RuntimeError):
+    """A plugin refused to start; navstream does not run without it."""
+
+
+class Consumer:
+    """Runs the loop for one consumer of the group.
+
+    :param until_idle_s: stop (exit 0) once nothing new or reclaimed arrived for this long.
+    :param max_events: stop after handling this many entries.
+    """
+
+    def __init__(
+        self, app: App, *, until_idle_s: float | None = None, max_events: int | None = None
+    ) -> None:
+        self.app = app
+        self.settings = app.settings.consumer
+        self.keys = app.keys
+        self.until_idle_s = until_idle_s
+        self.max_events = max_events
+        self.writer = Writer(app)
+        self.streams: list[str] = []
+        self._stopping = asyncio.Event()
+        self._tick_count = 0
+        self._down_since: float | None = None
+        self._attempts = 0
+        #: Outages (seconds, from the first failure to the first success) not yet alerted.
+        self._owed_reconnects: list[float] = []
+        #: Consecutive refusals of writes (OOM, READONLY, MISCONF), for the backoff.
+        self._refusals = 0
+        #: The server knows no ``XGROUP CREATE ... ENTRIESREAD`` (Redis before 7).
+        self._no_entries_read = False
+        self._owed_group_alerts: list[tuple[str, str]] = []
+        #: This consumer recreated a group and owes every consumer a new ``P:state:epoch``.
+        self._owed_epoch = False
+        self.throttle = AlertThrottle(self.settings.alert_cooldown_s)
+        from navstream.serve.metrics import MeteredBatchHandler, Metrics
+
+        #: This consumer's Prometheus registry (``/metrics``); fed per batch by the handler.
+        self.metrics = Metrics(app)
+        self.handler = MeteredBatchHandler(app, self.writer, self.throttle, self.metrics)
+        self.upkeep = Upkeep(app, self.writer, self.handler)
+        self._phase = "created"
+        #: ``time.monotonic()`` of the loop's last progress (an iteration, a reconnect attempt):
+        #: ``/healthz`` fails when it is older than the heartbeat TTL.
+        self.alive_at = time.monotonic()
+        #: The HTTP endpoint (``[http] port``), while it runs.
+        self.http: HttpServer | None = None
+        self._endpoints: Endpoints | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop reading; the batch in flight is finished and acknowledged first."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def phase(self) -> str:
+        """``created``, ``starting`` (setup), ``running``, ``stopping`` or ``stopped``."""
+        if self.stopping and self._phase in ("starting", "running"):
+            return "stopping"
+        return self._phase
+
+    @property
+    def down_for_s(self) -> float | None:
+        """Seconds since the loop lost Redis; None while connected."""
+        return None if self._down_since is None else time.monotonic() - self._down_since
+
+    async def start_http(self) -> None:
+        """Serve ``/healthz``, ``/readyz``, ``/metrics`` and the status page if ``[http] port``
+        is set. A port that cannot be listened on stops the start, naming the port."""
+        from navstream.serve.routes import start_http
+        from navstream.serve.http import HttpStartError
+
+        cfg = self.app.settings.http
+        if cfg.port == 0 or self.http is not None:
+            return
+        try:
+            self.http, self._endpoints = await start_http(self, cfg.host, cfg.port)
+        except HttpStartError as exc:
+            raise StartupError(str(exc)) from exc
+
+    async def stop_http(self) -> None:
+        if self._endpoints is not None:
+            self._endpoints.close()
+            self._endpoints = None
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+
+    async def setup(self) -> None:
+        """Create the groups, run the startup hooks, and decide which streams to read."""
+        self.streams = [self.keys.events]
+        if self.app.has_impls("navstream_orders"):
+            self.streams.append(self.keys.orders)
+        await self.ensure_groups(self.streams)
+        try:  # the others too, so that what is written there waits for a later consumer that reads it
+            await self.ensure_groups([s for s in self.keys.inputs if s not in self.streams])
+        except ResponseError as exc:
+            if refusal(exc) is None:
+                raise  # refused writes: a later start creates it, this consumer does not read it
+        await self.upkeep.learn_epoch()
+        for impl in hook_impls(self.app.pm, "navstream_startup"):
+            try:
+                await await_me_maybe(call_impl(impl, {"app": self.app}))
+            except (RedisConnectionError, RedisTimeoutError):
+                raise  # Redis going away during startup: retried like any outage
+            except Exception as exc:
+                if refusal(exc) is not None:
+                    raise  # Redis refusing writes: retried until it accepts them
+                raise StartupError(
+                    f"plugin {impl.plugin_name!r} failed to start: {type(exc).__name__}: {exc}") from exc
+        if self.keys.orders not in self.streams:
+            out = Outputs(self.app.clock.now_ms())
+            out.alert(
+                "no_order_handler", "warning",
+                f"no plugin handles orders: {self.keys.orders} is not read, so orders wait "
+                "unanswered (the engine's deadline vetoes them) until a risk gate is loaded",
+            )
+            try:
+                await self.writer.write(BatchWrite(out))
+            except WritesRefused:
+                pass  # logged (alert and refusal); a warning is not worth waiting for writes
+        log.info("consumer started", extra={
+            "event": "consumer_started", "consumer": self.app.consumer_name,
+            "group": self.app.group, "streams": self.streams,
+            "plugins": [p.name for p in self.app.plugins.info]})
+
+    async def ensure_groups(self, streams: Sequence[str]) -> list[str]:
+        """Create the group on each stream (``MKSTREAM``, id ``0``); return those created.
+
+        ``ENTRIESREAD 0`` makes Redis count exactly what the group reads from the start, so
+        entries trimmed before it read them stay visible as lag (docs/operations.md). While
+        Redis refuses writes, a group that exists is good enough; one that is missing is not
+        (the refusal is raised, and the caller retries with backoff)."""
+        created = []
+        for stream in streams:
+            try:
+                try:
+                    await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True,
+                                                     entries_read=None if self._no_entries_read else 0)
+                except ResponseError as exc:
+                    text = str(exc).lower()
+                    if self._no_entries_read or not ("syntax" in text or "wrong number of arguments" in text):
+                        raise
+                    self._no_entries_read = True  # Redis 6.2: no ENTRIESREAD (nor the counters)
+                    await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True)
+                created.append(stream)
+            except ResponseError as exc:
+                if "BUSYGROUP" in str(exc):
+                    continue
+                reason = refusal(exc)
+                if reason is None:
+                    raise
+                self.writer.note_refused(reason, "ensure_groups")
+                if not await self._group_exists(stream):
+                    raise
+        return created
+
+    async def _group_exists(self, stream: str) -> bool:
+        try:
+            groups = await self.app.redis.xinfo_groups(stream)
+        except ResponseError as exc:
+            if is_missing_group(exc):
+                return False
+            raise
+        return any(g.get("name") == self.app.group for g in groups)
+
+    async def run(self) -> int:
+        """The loop; returns the process exit code (0 after a graceful stop).
+
+        The HTTP endpoint starts first: a port in use fails the start at once, and during a
+        Redis outage at startup ``/healthz`` answers and ``/readyz`` says what it waits for.
+        """
+        self.app.stats.started_ms = self.app.clock.now_ms()
+        self._phase, self.alive_at = "starting", time.monotonic()
+        await self.start_http()
+        try:
+            return await self._run()
+        finally:
+            self._phase = "stopped"
+            await self.stop_http()
+
+    async def _run(self) -> int:
+        await self._until_connected(self.setup)
+        self._phase = "running"
+        tune_gc()
+        last_activity = time.monotonic()
+        next_tick = 0.0
+        group_lost: ResponseError | None = None
+        try:
+            while not self.stopping:
+                now = self.alive_at = time.monotonic()
+                try:
+                    # Recovery work does I/O too, so it runs in here, where failures are handled.
+                    if group_lost is not None:
+                        await self._group_missing(group_lost)
+                        group_lost = None
+                    await self._recovered()
+                    await self._flush_owed()
+                    held = self.handler.held
+                    if now >= next_tick:  # on time under load too: ticks never wait for idleness
+                        next_tick = now + self.settings.tick_ms / 1000
+                        try:
+                            if held is None and await self.reclaim():
+                                last_activity = time.monotonic()
+                        finally:  # a reclaimed batch that fails must not cost the heartbeat
+                            await self.tick()
+                    if self.stopping:  # a signal during reclaim or tick: read nothing more
+                        break
+                    if held is not None:  # a batch Redis refused goes first, as it is
+                        await self.handler.handle(held)
+                        last_activity = time.monotonic()
+                    elif await self.step(self._block_ms(now, next_tick)):
+                        last_activity = time.monotonic()
+                    self._refusals = 0
+                except TRANSIENT as exc:
+                    await self._connection_lost(exc)
+                    continue
+                except WritesRefused:
+                    await self._writes_refused()
+                    continue
+                except WriteError as exc:
+                    await self._write_failed(exc)
+                    continue
+                except ResponseError as exc:
+                    reason = refusal(exc)
+                    if reason is not None:  # a read that writes (XREADGROUP, XAUTOCLAIM) refused
+                        self.writer.note_refused(reason, "loop")
+                        await self._writes_refused()
+                        continue
+                    if not is_missing_group(exc):
+                        raise
+                    group_lost = exc
+                    continue
+                if self.max_events is not None and self.handler.handled >= self.max_events:
+                    log.info("max events reached", extra={"event": "max_events", "handled": self.handler.handled})
+                    break
+                if self.until_idle_s is not None and time.monotonic() - last_activity >= self.until_idle_s:
+                    log.info("idle, stopping", extra={"event": "until_idle", "idle_s": self.until_idle_s})
+                    break
+        finally:
+            await self.shutdown()
+        return 0
+
+    def _block_ms(self, now: float, next_tick: float) -> int:
+        block = min(self.settings.block_ms, max(1, int((next_tick - now) * 1000)))
+        if self.until_idle_s is not None:
+            block = min(block, max(1, int(self.until_idle_s * 1000)))
+        return block
+
+    async def shutdown(self) -> None:
+        """Final heartbeat (``stopped``) and every plugin's shutdown hook; failures are logged."""
+        self._phase = "stopping"
+        try:
+            await self.tick(final=True)
+        except Exception as exc:  # noqa: BLE001 - shutting down; report and go on (a refused write included)
+            log.warning("final heartbeat failed", extra={"event": "shutdown_tick_failed", "error": str(exc)})
+        for impl in hook_impls(self.app.pm, "navstream_shutdown"):
+            try:
+                await await_me_maybe(call_impl(impl, {"app": self.app}))
+            except Exception as exc:  # noqa: BLE001
+                log.error("plugin shutdown failed", extra={
+                    "event": "plugin_shutdown_failed", "plugin": impl.plugin_name, "error": str(exc)})
+        log.info("consumer stopped", extra={"event": "consumer_stopped", **self.app.stats.heartbeat_fields()})
+
+    # --- connection trouble -----------------------------------------------------------------
+
+    async def _until_connected(self, fn: Any) -> None:
+        while True:
+            try:
+                await fn()
+                await self._recovered()
+                return
+            except TRANSIENT as exc:
+                await self._connection_lost(exc)
+                if self.stopping:
+                    raise
+            except (ResponseError, WritesRefused) as exc:
+                reason = refusal(exc)
+                if reason is None:
+                    raise
+                if not isinstance(exc, WritesRefused):
+                    self.writer.note_refused(reason, "setup")
+                await self._writes_refused()
+                if self.stopping:
+                    raise
+
+    async def _connection_lost(self, exc: BaseException) -> None:
+        stats = self.app.stats
+        stats.reconnects += 1
+        self.alive_at = time.monotonic()  # retrying is progress: a Redis outage is not a hung loop
+        stats.last_error = f"redis: {type(exc).__name__}: {exc}"
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        down_for = time.monotonic() - self._down_since
+        self._attempts += 1
+        attempt = min(self._attempts, 16)
+        delay = min(self.settings.reconnect_max_ms / 1000, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
+        log.error("redis unreachable, retrying", extra={
+            "event": "redis_unreachable", "error": str(exc), "down_s": round(down_for, 1),
+            "retry_in_s": round(delay, 2)})
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _recovered(self) -> None:
+        """After an outage: the first command that succeeds ends it (a ``PING``: nothing else
+        is tried until Redis answers), and its alert is owed until written."""
+        if self._down_since is None:
+            return
+        try:
+            await self.app.raw.ping()
+        except ResponseError as exc:
+            if refusal(exc) is None:  # MISCONF refuses even PING: Redis answers, though
+                raise
+        self._owed_reconnects.append(time.monotonic() - self._down_since)
+        self._down_since = None
+        self._attempts = 0
+        await self._flush_owed()
+
+    async def _flush_owed(self) -> None:
+        """Write the alerts owed for outages and for episodes of refused writes that ended.
+        Kept for the next try while Redis refuses them (OOM refuses the alert about OOM)."""
+        restored = self.writer.owed_restored
+        if not (self._owed_reconnects or restored):
+            return
+        out = Outputs(self.app.clock.now_ms())
+        for down_for in self._owed_reconnects:
+            out.alert("redis_reconnected", "warning",
+                      f"connection to Redis restored after {down_for:.1f}s; pending entries are reclaimed")
+        for since, until, reason in restored:
+            out.alert("writes_restored", "critical",
+                      f"Redis refused writes for {(until - since) / 1000:.1f}s ({reason}); the batches "
+                      "held meanwhile stayed pending and are processed now, nothing was lost")
+        reconnects, episodes = len(self._owed_reconnects), len(restored)
+        try:
+            await self.writer.write(BatchWrite(out))
+        except WritesRefused:
+            return  # still owed
+        del self._owed_reconnects[:reconnects]
+        del restored[:episodes]
+
+    async def _writes_refused(self) -> None:
+        """Redis refuses writes as a whole (OOM, READONLY, MISCONF): stay up, keep the batch
+        pending (held, retried first), and retry with backoff. Counted, logged and shown in
+        ``/readyz`` and the heartbeat's health by :meth:`Writer.note_refused`."""
+        self.alive_at = time.monotonic()  # waiting for Redis is progress, not a hung loop
+        self._refusals += 1
+        attempt = min(self._refusals, 16)
+        delay = min(self.settings.reconnect_max_ms / 1000, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _write_failed(self, exc: WriteError) -> None:
+        """Redis refused some writes of a batch: nothing was acknowledged, so nothing is lost.
+
+        The entries stay pending and are retried when reclaimed; until then say so loudly and
+        slow down rather than spin.
+        """
+        self.app.stats.last_error = f"write: {exc}"
+        self.app.stats.write_failures += 1
+        log.error("batch writes refused; entries stay pending", extra={"event": "write_failed", "error": str(exc)})
+        try:
+            if self.throttle.allow(("write_failed", str(exc))):
+                out = Outputs(self.app.clock.now_ms())
+                out.alert("write_failed", "critical",
+                          f"Redis refused a batch's writes; nothing of it was acknowledged, so its entries "
+                          f"stay pending and are retried (a tick's alerts are raised again): {exc}")
+                await self.writer.write(BatchWrite(out))
+        except (WriteError, *TRANSIENT) as again:
+            log.error("could not write the write_failed alert", extra={"event": "alert_failed", "error": str(again)})
+        finally:
+            await asyncio.sleep(min(self.settings.reconnect_max_ms, self.settings.claim_idle_ms) / 1000 / 10)
+
+    def _data_lost(self, reason: str) -> None:
+        """Redis lost navstream's data (flushed, restarted without persistence, rolled back):
+        forget what this consumer remembers of what Redis held, so that nothing it remembers
+        holds back an alert that was lost with the data. Once-alerts are sent to Redis again
+        (their markers there still de-duplicate them across consumers), the core's cooldowns
+        and the DLQ alert start over. Plugins keep their own memory (the nav plugin checks its
+        copy against Redis on every batch and rereads everything on every tick)."""
+        self.writer.forget_markers()
+        self.throttle.reset()
+        self.upkeep.forget()
+        log.warning("Redis lost data; alerts held back by this consumer's memory are raised again",
+                    extra={"event": "data_lost", "reason": reason})
+
+    async def _group_missing(self, exc: ResponseError) -> None:
+        created = await self.ensure_groups(self.streams)
+        self.app.stats.groups_recreated += len(created)
+        # Owed until written: a retry after a failed write finds the group there (BUSYGROUP).
+        self._owed_group_alerts += [(stream, str(exc)) for stream in created]
+        self._owed_epoch = self._owed_epoch or bool(created)
+        self._data_lost(f"the consumer group vanished: {exc}")
+        if self._owed_epoch:  # every other consumer learns of the loss on its next tick
+            await self.upkeep.new_epoch()
+            self._owed_epoch = False
+        else:
+            self.upkeep.relearn()
+        if self._owed_group_alerts:
+            out = Outputs(self.app.clock.now_ms())
+            for stream, error in self._owed_group_alerts:
+                out.alert("group_recreated", "critical",
+                          f"consumer group {self.app.group!r} on {stream} had vanished (Redis restarted "
+                          f"without persistence, or flushed?); recreated at id 0: {error}")
+            await self.writer.write(BatchWrite(out))
+            self._owed_group_alerts.clear()
+        if not created:  # someone else recreated it; don't spin
+            await asyncio.sleep(0.05)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Read one batch of new entries, handle and acknowledge it; return how many."""
+        count = self.handler.read_count(self.settings.batch_size)
+        if self.max_events is not None:
+            count = max(1, min(count, self.max_events - self.handler.handled))
+        response = cast(_ReadReply, await self.app.raw.xreadgroup(
+            self.app.group, self.app.consumer_name, {s: ">" for s in self.streams},
+            count=count, block=block_ms if block_ms is not None else self.settings.block_ms,
+        ))
+        entries: list[Entry] = []
+        for stream, items in response or []:
+            name = as_str(stream)
+            entries += [Entry(name, entry_id.decode(), fields or {}) for entry_id, fields in items]
+        if entries:
+            await self.handler.handle(entries)
+        return len(entries)
+
+    # --- time-based work --------------------------------------------------------------------
+
+    async def reclaim(self) -> int:
+        """Claim and handle entries pending longer than ``claim_idle_ms``; return how many."""
+        return await self.upkeep.reclaim(self.streams)
+
+    async def remove_idle_consumers(self, idle_ms: int | None = None) -> list[str]:
+        """Remove consumers idle past ``idle_ms`` (default: the setting) with nothing pending."""
+        return await self.upkeep.remove_idle_consumers(self.streams, idle_ms)
+
+    async def tick(self, *, final: bool = False) -> None:
+        """Plugins' time-based work, lag and pending figures, and this consumer's heartbeat."""
+        app = self.app
+        now = app.clock.now_ms()
+        self._tick_count += 1
+        result = await dispatch_tick(app, now, lambda: Outputs(now))
+        out = result.outputs
+        for failure in result.failures:
+            app.stats.plugin_errors += 1
+            if self.throttle.allow(("plugin_error", failure.plugin, failure.error)):
+                out.alert("plugin_error", "critical", f"{failure.error} (in navstream_tick; "
+                          f"repeats are counted in the heartbeat, alerted at most every "
+                          f"{self.throttle.cooldown_s:g}s)")
+        try:
+            await self.upkeep.refresh_lag(self.streams, out)
+            await self.upkeep.check_dlq(out)
+        finally:
+            # The heartbeat first and on its own, whatever happened above or happens to the
+            # tick's alerts below, as long as Redis answers at all.
+            status = "stopped" if final else ("reconnecting" if self._down_since else "running")
+            lost = await self.upkeep.heartbeat(self.streams, status)
+            if lost is not None:  # before the tick's alerts are written: they go out now
+                self._data_lost(lost)
+            try:
+                await self.writer.write(BatchWrite(out))
+            except BaseException:
+                self.upkeep.rollback()
+                raise
+            self.upkeep.commit()
+            await self.upkeep.flush_lost_reports()
+        if not final and self._tick_count % IDLE_CONSUMER_SWEEP_TICKS == 1:
+            await self.upkeep.remove_idle_consumers(self.streams)
+

@@ -1,0 +1,421 @@
+"""``/metrics``: the consumer's numbers in the Prometheus text format, through prometheus_client.
+
+Each consumer gets its own :class:`~prometheus_client.CollectorRegistry` (never the library's
+global one), so tests and several apps in one process do not clash. Almost everything is
+computed when scraped, from what the consumer already keeps (``app.stats``, the heartbeat's
+figures, the plugins' ``navstream_health``) and one :class:`~navstream.serve.status.DeskView` of
+cheap Redis reads; the two things that must be observed as they happen, the batch latency
+histogram and entries failed by type, are fed by :class:`MeteredBatchHandler`.
+
+Every count is a real counter (``_total``, type ``counter``), never a number inside a gauge, so
+``rate()`` and ``increase()`` work and survive restarts; gauges are only values "as of now".
+No ``_created`` series: every family is built here (none of prometheus_client's stateful
+``Counter``/``Histogram``, which add one per series; its ``disable_created_metrics()`` is
+process-global and would reach other registries).
+
+The metric names, labels and meanings are listed in docs/observability.md (keep in step;
+tests/test_metrics_docs.py checks that every name its PromQL uses is exported).
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from navstream.version import __version__
+from navstream.app import App
+from navstream.contract.events import EVENT_TYPES
+from navstream.loop.batch import BatchHandler, Entry
+from navstream.serve.probes import plugin_problems
+from navstream.serve.status import NAV_STATUSES, TRADING_STATES, DeskView
+
+#: The ``type`` label's values: the contract's types; anything a producer invents is ``other``
+#: (a label per invented type would let one bad producer grow the series without bound).
+KNOWN_TYPES = frozenset(EVENT_TYPES) | {"order"}
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Numbers plugins report in ``navstream_health`` that are running counts (exported as
+#: ``navstream_plugin_counter_total``); any other number is a gauge (``navstream_plugin_health_value``).
+#: A plugin marks a count of its own by ending its key in ``_total``. The risk gate's decision
+#: counts are exported as ``navstream_risk_decisions_total`` and ``navstream_risk_repeated_answers_total``.
+PLUGIN_COUNTS = {
+    "risk": frozenset({"audit_written", "audit_missing"}),
+    "firestore": frozenset({"writes", "batches", "failures", "coalesced", "shed", "would_write"}),
+}
+PLUGIN_SKIPPED = {"risk": frozenset({"approved", "vetoed", "repeated"})}
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """What one scrape reports beyond ``app.stats``: gathered by the endpoint, then rendered."""
+
+    view: DeskView
+    health: Mapping[str, str]
+    ready: bool
+    decisions: Mapping[str, Mapping[str, int]] | None
+    #: The HTTP server's own counters (an :class:`~navstream.serve.http.HttpStats`), when it runs.
+    http: Any = None
+
+
+def entry_type(entry: Entry, orders_stream: str) -> str:
+    if entry.stream == orders_stream:
+        return "order"
+    fields: Mapping[Any, Any] = entry.fields
+    raw = fields.get(b"type", fields.get("type", b""))
+    kind = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return kind if kind in KNOWN_TYPES else "other"
+
+
+class Buckets:
+    """A histogram's state, exported as a family without ``_created``."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.doc, self.bounds = name, doc, buckets
+        self.counts = [0] * len(buckets)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+
+    def family(self) -> HistogramMetricFamily:
+        buckets = [(floatToGoString(b), n) for b, n in zip(self.bounds, self.counts)] + [("+Inf", self.count)]
+        return HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.sum)
+
+
+class Metrics:
+    """One consumer's registry: its own collectors, the process's, and the batch observations."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.registry = CollectorRegistry()
+        self.batch_duration = Buckets(
+            "navstream_batch_duration_seconds", "Time to handle one batch: decode, plugins, write, acknowledge.",
+            BATCH_BUCKETS)
+        #: Entries not processed, by type (see :meth:`observe_batch`).
+        self.events_failed: Tally[str] = Tally()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self._desk = _DeskCollector(app, self)
+        self.registry.register(self._desk)
+
+    def observe_batch(self, entries: list[Entry], seconds: float, processed: Mapping[str, int]) -> None:
+        """One handled batch: its duration, and its entries not in ``processed`` (type -> count)."""
+        self.batch_duration.observe(seconds)
+        if sum(processed.values()) >= len(entries):
+            return
+        attempted = Tally(entry_type(e, self.app.keys.orders) for e in entries)
+        for kind, count in attempted.items():
+            failed = count - processed.get(kind, 0)
+            if failed > 0:
+                self.events_failed[kind] += failed
+
+    def render(self, scrape: Scrape) -> bytes:
+        """The text exposition of everything, with ``scrape`` as the Redis-side view."""
+        self._desk.scrape = scrape  # read and reset synchronously: concurrent scrapes cannot mix
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._desk.scrape = None
+
+
+class MeteredBatchHandler(BatchHandler):
+    """A :class:`BatchHandler` that reports each batch it finishes to :class:`Metrics`.
+
+    Why a subclass: ``app.stats`` keeps only totals and the last batch's duration, and a
+    histogram needs every batch; this sees each one (new and reclaimed alike) without the
+    handler knowing about metrics.
+    """
+
+    def __init__(self, app: App, writer: Any, throttle: Any, metrics: Metrics) -> None:
+        super().__init__(app, writer, throttle)
+        self.metrics = metrics
+
+    async def handle(self, entries: list[Entry]) -> None:
+        stats = self.app.stats
+        batches, by_type = stats.batches, dict(stats.by_type)
+        await super().handle(entries)
+        if stats.batches != batches:
+            processed = {k: v - by_type.get(k, 0) for k, v in stats.by_type.items()}
+            self.metrics.observe_batch(entries, stats.last_batch_duration_ms / 1000, processed)
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=list(labels))
+
+
+class _DeskCollector(Collector):
+    """Computes the families at scrape time from ``app.stats`` and the :class:`Scrape`."""
+
+    def __init__(self, app: App, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.scrape: Scrape | None = None
+
+    def describe(self) -> list[Metric]:
+        return []  # computed at scrape time; nothing to check for clashes at registration
+
+    def collect(self) -> Iterable[Metric]:
+        app, stats = self.app, self.app.stats
+        info = InfoMetricFamily("navstream_consumer", "This consumer: its name, group and navstream version.")
+        info.add_metric([], {"consumer": app.consumer_name, "group": app.group, "version": __version__})
+        yield info
+        yield GaugeMetricFamily("navstream_start_time_seconds", "When the consumer loop started (epoch seconds).",
+                                value=stats.started_ms / 1000)
+
+        processed = _counter("navstream_events_processed", "Entries processed and acknowledged, by type "
+                             "(orders as `order`).", ["type"])
+        for kind, count in sorted(stats.by_type.items()):
+            processed.add_metric([kind], count)
+        yield processed
+        failed = _counter("navstream_events_failed", "Entries a batch did not process: left pending for a "
+                          "retry, or dead-lettered. A retried entry counts once per failed delivery.", ["type"])
+        for kind, count in sorted(self.metrics.events_failed.items()):
+            failed.add_metric([kind], count)
+        yield failed
+        yield self.metrics.batch_duration.family()
+        for name, value, doc in (
+            ("navstream_dead_lettered", stats.dead_lettered, "Entries moved to P:dlq."),
+            ("navstream_entries_lost", stats.lost, "Entries deleted or trimmed from an input stream before "
+             "they were processed."),
+            ("navstream_plugin_errors", stats.plugin_errors, "Plugin hook calls that raised or timed out."),
+            ("navstream_write_failures", stats.write_failures, "Batches whose writes Redis refused (nothing "
+             "acknowledged; retried)."),
+            ("navstream_reconnects", stats.reconnects, "Times the loop lost Redis and retried."),
+            ("navstream_batches", stats.batches, "Batches handled (new and reclaimed)."),
+            ("navstream_writes_refused", getattr(stats, "writes_refused", 0) or 0, "Writes Redis refused "
+             "(OOM, READONLY, MISCONF), every attempt counted."),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        since = getattr(stats, "writes_refused_since", None) or 0
+        yield GaugeMetricFamily("navstream_writes_refused_since_timestamp_seconds", "When Redis began refusing "
+                                "this consumer's writes (epoch seconds); 0 while writes work.", value=since / 1000)
+        if stats.last_batch_ms:
+            yield GaugeMetricFamily("navstream_last_batch_timestamp_seconds",
+                                    "When the last batch was handled (epoch seconds).", value=stats.last_batch_ms / 1000)
+
+        lag = _gauge("navstream_stream_lag", "Entries of the stream not yet delivered to the group (as of "
+                     "the last tick; absent while Redis cannot tell).", ["stream"])
+        for stream, behind in sorted(stats.lag.items()):
+            if behind is not None:
+                lag.add_metric([stream], behind)
+        yield lag
+        pending = _gauge("navstream_stream_pending", "Entries delivered to the group but not yet "
+                         "acknowledged (as of the last tick).", ["stream"])
+        for stream, count in sorted(stats.pending.items()):
+            pending.add_metric([stream], count)
+        yield pending
+
+        scrape = self.scrape
+        if scrape is None:
+            return
+        yield from self._desk(scrape)
+
+    def _desk(self, scrape: Scrape) -> Iterable[Metric]:
+        view, stats = scrape.view, self.app.stats
+        yield GaugeMetricFamily("navstream_redis_up", "1 when Redis answered this scrape's reads.",
+                                value=0 if view.redis_error else 1)
+        yield GaugeMetricFamily("navstream_ready", "1 when /readyz answers 200.", value=1 if scrape.ready else 0)
+        dlq = stats.dlq_length if view.dlq_length is None else view.dlq_length
+        yield GaugeMetricFamily("navstream_dlq_length", "Dead letters in P:dlq.", value=dlq)
+
+        value = _gauge("navstream_nav_value", "Latest NAV of each scope in its quote currency "
+                       "(a float: the exact decimal is in P:state:nav:latest).", ["scope", "quote"])
+        age = _gauge("navstream_nav_age_seconds", "Age of the oldest input the scope's NAV rests on.", ["scope"])
+        evaluated = _gauge("navstream_nav_evaluation_age_seconds", "Time since the scope's NAV was last "
+                           "evaluated (every tick while a consumer runs the nav plugin).", ["scope"])
+        status = _gauge("navstream_nav_status", "1 for the scope's current NAV status (ok, stale, partial, "
+                        "failed), 0 for the others.", ["scope", "status"])
+        now = view.read_ms
+        for nav in view.nav:
+            try:
+                value.add_metric([nav.id, nav.quote], float(nav.nav))
+            except ValueError:
+                pass
+            if nav.as_of:
+                age.add_metric([nav.id], (now - nav.as_of) / 1000)
+            evaluated.add_metric([nav.id], (now - nav.computed_at) / 1000)
+            for name in NAV_STATUSES:
+                status.add_metric([nav.id, name], 1 if nav.status == name else 0)
+        yield from (value, age, evaluated, status)
+
+        trading = _gauge("navstream_trading_state", "1 for the trading state of each scope with a trading "
+                         "record (the desk is `desk`; no record means active).", ["scope", "state"])
+        for row in view.trading:
+            for name in TRADING_STATES:
+                trading.add_metric([row["scope"], name], 1 if row["state"] == name else 0)
+        yield trading
+
+        decisions = _counter("navstream_risk_decisions", "Orders this consumer's risk gate decided, by "
+                             "decision (approve, veto); a stored answer repeated to a re-sent order is not "
+                             "one (navstream_risk_repeated_answers_total).", ["decision"])
+        repeated = _counter("navstream_risk_repeated_answers", "Stored decisions this consumer's risk gate "
+                            "gave again to a re-sent order.")
+        reasons = _counter("navstream_risk_decision_reasons", "Reason codes of this consumer's vetoes "
+                           "(one veto may carry several).", ["reason"])
+        if scrape.decisions is not None:
+            for kind, count in scrape.decisions["decisions"].items():
+                if kind == "repeated":
+                    repeated.add_metric([], count)
+                else:
+                    decisions.add_metric([kind], count)
+            for code, count in scrape.decisions["reasons"].items():
+                reasons.add_metric([code], count)
+        yield from (decisions, repeated, reasons)
+
+        up = _gauge("navstream_source_up", "1 when the source's last report was ok and it is not silent.",
+                    ["venue", "source", "account"])
+        report_age = _gauge("navstream_source_report_age_seconds", "Time since the source last reported.",
+                            ["venue", "source", "account"])
+        for src in view.sources:
+            labels = [src.venue, src.source, src.account]
+            up.add_metric(labels, 1 if src.up else 0)
+            report_age.add_metric(labels, (now - src.ts) / 1000)
+        yield from (up, report_age)
+
+        healthy = _gauge("navstream_plugin_healthy", "1 when the plugin's navstream_health status is ok "
+                         "(sinks, the risk gate's audit log, ...).", ["plugin"])
+        values = _gauge("navstream_plugin_health_value", "Each number a plugin reports in navstream_health "
+                        "that is a value as of now (queue lengths, budgets, timestamps).", ["plugin", "key"])
+        counts = _counter("navstream_plugin_counter", "Each running count a plugin reports in "
+                          "navstream_health (writes, failures, audit records, ...), since the process started.",
+                          ["plugin", "key"])
+        unhealthy = {plugin for plugin, _, _ in plugin_problems(scrape.health)}
+        reporting: set[str] = set()
+        for key, raw in sorted(scrape.health.items()):
+            plugin, dot, name = key.partition(".")
+            if not dot:
+                continue
+            reporting.add(plugin)
+            if name == "status" or name in PLUGIN_SKIPPED.get(plugin, ()):
+                continue
+            try:
+                number = float(raw)
+            except ValueError:
+                continue  # text (a reason, a holder's name): in /api/status, not a number
+            if name.endswith("_total"):
+                counts.add_metric([plugin, name[: -len("_total")]], number)
+            elif name in PLUGIN_COUNTS.get(plugin, ()):
+                counts.add_metric([plugin, name], number)
+            else:
+                values.add_metric([plugin, name], number)
+        for plugin in sorted(reporting):
+            healthy.add_metric([plugin], 0 if plugin in unhealthy else 1)
+        yield from (healthy, values, counts)
+
+        http = scrape.http
+        if http is not None:
+            for name, value, doc in (
+                ("navstream_http_requests", http.requests, "Requests this process's HTTP endpoint received whole."),
+                ("navstream_http_connections_evicted", http.evicted, "Idle or slow connections closed to make "
+                 "room for a new one at the connection cap."),
+                ("navstream_http_request_timeouts", http.timeouts, "Requests not received whole within the "
+                 "read deadline (answered 408)."),
+                ("navstream_http_bad_requests", http.bad_requests, "Requests refused as malformed, too large, "
+                 "or of an unsupported method or version."),
+            ):
+                yield CounterMetricFamily(name, doc, value=value)
+
+
+class IngestMetrics:
+    """``navstream ingest``'s registry: per source, fetches, failures by kind, events written,
+    writes Redis refused and the last success; per host, requests, 429 and 418 answers, waits
+    for the weight budget and refusals; and the process's own collectors. Computed at scrape
+    time from the :class:`~navstream.ingest.runner.Ingest` (typed loosely: this module does not import it)."""
+
+    def __init__(self, ingest: Any) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.registry.register(_IngestCollector(ingest))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _IngestCollector(Collector):
+    def __init__(self, ingest: Any) -> None:
+        self.ingest = ingest
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        ingest = self.ingest
+        info = InfoMetricFamily("navstream_ingest", "This ingest process: its navstream version.")
+        info.add_metric([], {"version": __version__})
+        yield info
+        yield GaugeMetricFamily("navstream_ingest_start_time_seconds", "When the ingest process started "
+                                "(epoch seconds).", value=ingest.started_ms / 1000)
+        label = ["source"]
+        fetches = _counter("navstream_ingest_fetches", "Fetch attempts of each source.", label)
+        failures = _counter("navstream_ingest_fetch_failures", "Failed fetch attempts of each source, by "
+                            "kind: timeout (past timeout_s), rate_limited (429/418, or no room in the host's "
+                            "budget before the deadline), error (anything else).", ["source", "kind"])
+        events = _counter("navstream_ingest_events_written", "Events written to P:events for each source "
+                          "(its source_status events not counted).", label)
+        write_failures = _counter("navstream_ingest_write_failures", "Attempts of each source Redis did not "
+                                  "take (kept and retried; a newer attempt supersedes them).", label)
+        superseded = _counter("navstream_ingest_superseded", "Unwritten attempts replaced by a newer one "
+                              "while Redis was unreachable.", label)
+        last_ok = _gauge("navstream_ingest_last_success_timestamp_seconds", "When each source last fetched "
+                         "successfully (epoch seconds; absent before its first success).", label)
+        unwritten = _gauge("navstream_ingest_unwritten", "1 while a source's newest attempt waits for Redis.", label)
+        for name, run in sorted(ingest.runs.items()):
+            fetches.add_metric([name], run.attempts)
+            for kind in ("timeout", "rate_limited", "error"):
+                failures.add_metric([name, kind], run.failure_kinds.get(kind, 0))
+            events.add_metric([name], run.events_written)
+            write_failures.add_metric([name], run.write_failures)
+            superseded.add_metric([name], run.superseded)
+            if run.last_ok_ms:
+                last_ok.add_metric([name], run.last_ok_ms / 1000)
+            unwritten.add_metric([name], 0 if run.unwritten is None else 1)
+        yield from (fetches, failures, events, write_failures, superseded, last_ok, unwritten)
+
+        host = ["host"]
+        requests = _counter("navstream_ingest_requests", "Requests sent to each venue host.", host)
+        limited = _counter("navstream_ingest_rate_limited_answers", "Answers 429 (rate limited) and 418 "
+                           "(IP banned) from each host; each blocks the host for every source.", ["host", "code"])
+        waits = _counter("navstream_ingest_limiter_waits", "Requests that waited for room in the host's "
+                         "weight budget.", host)
+        waited = _counter("navstream_ingest_limiter_wait_seconds", "Time requests spent waiting for room in "
+                          "the host's weight budget.", host)
+        rejected = _counter("navstream_ingest_limiter_rejections", "Requests not sent: the host was blocked "
+                            "or out of budget until after the fetch's deadline.", host)
+        blocked = _gauge("navstream_ingest_host_blocked", "1 while the host is blocked after a 429 or 418.", host)
+        for name, limiter in sorted(ingest.http.limiters.items()):
+            requests.add_metric([name], limiter.requests)
+            limited.add_metric([name, "429"], getattr(limiter, "too_many", 0))
+            limited.add_metric([name, "418"], getattr(limiter, "bans", 0))
+            waits.add_metric([name], getattr(limiter, "waits", 0))
+            waited.add_metric([name], limiter.waited_s)
+            rejected.add_metric([name], limiter.rejections)
+            blocked.add_metric([name], 1 if limiter.blocked_until > limiter.clock() else 0)
+        yield from (requests, limited, waits, waited, rejected, blocked)
+        server = ingest.server
+        if server is not None:
+            yield CounterMetricFamily("navstream_http_requests", "Requests this process's HTTP endpoint "
+                                      "received whole.", value=server.stats.requests)

@@ -1,0 +1,208 @@
+"""The consumer's HTTP routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/api/status`` and ``/``.
+
+This is the glue between the generic server (:mod:`navstream.serve.http`), the probe rules
+(:mod:`navstream.serve.probes`), the collectors (:mod:`navstream.serve.metrics`) and the reads
+(:mod:`navstream.serve.status`). Every answer is computed on request; the Redis reads behind it
+are bounded in time (:data:`READ_TIMEOUT_S`) and shared: concurrent requests, and requests
+within :data:`DESK_MAX_AGE_S` of each other, reuse one read, so a busy scraper or a few open
+status pages cost Redis a handful of small commands per second at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, TypeVar
+
+from redis.exceptions import RedisError
+
+from navstream.serve.http import Handler, HttpServer, Request, Response
+from navstream.serve.metrics import CONTENT_TYPE, Scrape
+from navstream.serve.probes import LoopState, liveness, readiness
+from navstream.serve.status import DeskView, read_consumers, read_desk, read_history, risk_decisions, status_document
+
+if TYPE_CHECKING:
+    from navstream.loop.consumer import Consumer
+
+#: Longest a request waits for Redis before answering with what it has (Redis unreachable).
+READ_TIMEOUT_S = 2.0
+#: How long one read of the desk serves further requests (and the page-only reads: the NAV
+#: history and the consumers, which cost more and change less).
+DESK_MAX_AGE_S = 1.0
+PAGE_MAX_AGE_S = 2.0
+JSON = "application/json"
+
+T = TypeVar("T")
+#: The status page's own reads: NAV history per scope, and the group's consumers.
+PageReads = tuple[dict[str, list[list[Any]]], list[dict[str, Any]]]
+
+
+class Coalesced(Generic[T]):
+    """One call of ``fn`` shared by concurrent callers and reused for ``max_age_s``.
+
+    The call is shielded: a client that disconnects cancels its own wait, not the read that
+    others wait on too.
+    """
+
+    def __init__(self, fn: Callable[[], Awaitable[T]], max_age_s: float) -> None:
+        self.fn = fn
+        self.max_age_s = max_age_s
+        self._value: tuple[float, T] | None = None
+        self._task: asyncio.Task[T] | None = None
+
+    async def get(self) -> T:
+        if self._value is not None and time.monotonic() - self._value[0] < self.max_age_s:
+            return self._value[1]
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        return await asyncio.shield(self._task)
+
+    async def _run(self) -> T:
+        try:
+            value = await self.fn()
+            self._value = (time.monotonic(), value)
+            return value
+        finally:
+            self._task = None
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _json(status: int, data: Any) -> Response:
+    return Response(status, json.dumps(data, separators=(",", ":"), default=str).encode(), JSON)
+
+
+def _page() -> tuple[bytes, str]:
+    """The status page and a Content-Security-Policy that allows its own inline script and
+    style (by hash) and nothing else: no other origin, no eval, no frames."""
+    page = resources.files("navstream.serve").joinpath("statuspage.html").read_bytes()
+    text = page.decode()
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.S)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'"
+                        for b in blocks)
+
+    csp = (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+           "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return page, csp
+
+
+class Endpoints:
+    """The routes of one consumer."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.app = consumer.app
+        self._desk: Coalesced[DeskView] = Coalesced(self._read_desk, DESK_MAX_AGE_S)
+        self._extra: Coalesced[PageReads] = Coalesced(self._read_extra, PAGE_MAX_AGE_S)
+        self._page, self._csp = _page()
+        #: The server answering these routes (for its own counters in /metrics), once started.
+        self.server: HttpServer | None = None
+
+    def routes(self) -> dict[str, Handler]:
+        return {"/": self.page, "/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics,
+                "/api/status": self.status}
+
+    def close(self) -> None:
+        self._desk.cancel()
+        self._extra.cancel()
+
+    # --- what the answers are made of ---------------------------------------------------------
+
+    def loop_state(self) -> LoopState:
+        c = self.consumer
+        down = c.down_for_s
+        # Set while Redis refuses this process's writes (OOM, READONLY, MISCONF); read with
+        # getattr, as the consumer's stats and writer keep it (None or 0 while writes work).
+        refused = getattr(self.app.stats, "writes_refused_since", None)
+        why = getattr(getattr(c, "writer", None), "refused_reason", "") if refused else ""
+        return LoopState(phase=c.phase, idle_s=time.monotonic() - c.alive_at,
+                         stall_limit_s=c.settings.heartbeat_ttl_ms / 1000, reconnecting_s=down,
+                         writes_refused_since_ms=int(refused) if refused else None,
+                         writes_refused_reason=why if isinstance(why, str) else "")
+
+    def _streams(self) -> list[str]:
+        return list(self.consumer.streams) or [self.app.keys.events]
+
+    async def _read_desk(self) -> DeskView:
+        try:
+            return await asyncio.wait_for(read_desk(self.app, self._streams()), READ_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return DeskView(read_ms=self.app.clock.now_ms(), redis_error=f"no answer within {READ_TIMEOUT_S:g}s")
+
+    async def _read_extra(self) -> PageReads:
+        async def both() -> PageReads:
+            return await read_history(self.app), await read_consumers(self.app, self._streams())
+
+        try:
+            return await asyncio.wait_for(both(), READ_TIMEOUT_S)
+        except (asyncio.TimeoutError, RedisError, OSError):
+            return {}, []  # the page says Redis is unreachable (from the desk read)
+
+    def _health(self) -> dict[str, str]:
+        return self.consumer.upkeep.health()
+
+    def _readiness(self, view: DeskView, health: dict[str, str]) -> list[str]:
+        return readiness(self.loop_state(), view, streams=self.consumer.streams, group=self.app.group,
+                         health=health, nav_eval_limit_ms=self.consumer.settings.heartbeat_ttl_ms,
+                         ready_on_stale_data=self.app.settings.http.ready_on_stale_data)
+
+    # --- routes -------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        alive, why = liveness(self.loop_state())
+        if alive:
+            return _json(200, {"alive": True, "status": why})
+        return _json(503, {"alive": False, "reason": why})
+
+    async def readyz(self, request: Request) -> Response:
+        reasons = self._readiness(await self._desk.get(), self._health())
+        if reasons:
+            return _json(503, {"ready": False, "reasons": reasons})
+        return _json(200, {"ready": True})
+
+    async def metrics(self, request: Request) -> Response:
+        view, health = await self._desk.get(), self._health()
+        ready = not self._readiness(view, health)
+        http = self.server.stats if self.server is not None else None
+        body = self.consumer.metrics.render(Scrape(view, health, ready, risk_decisions(self.app), http))
+        return Response(200, body, CONTENT_TYPE)
+
+    async def status(self, request: Request) -> Response:
+        view, (history, consumers) = await asyncio.gather(self._desk.get(), self._extra.get())
+        health = self._health()
+        reasons = self._readiness(view, health)
+        stats = self.app.stats
+        alive, why = liveness(self.loop_state())
+        consumer = {
+            "name": self.app.consumer_name, "group": self.app.group, "phase": self.consumer.phase,
+            "alive": alive, "liveness": why, "streams": self._streams(), "started_ms": stats.started_ms,
+            "processed": stats.processed, "failed": stats.failed, "dead_lettered": stats.dead_lettered,
+            "batches": stats.batches, "last_batch_size": stats.last_batch_size,
+            "last_batch_duration_ms": round(stats.last_batch_duration_ms, 3), "reconnects": stats.reconnects,
+            "lag": stats.lag, "pending": stats.pending, "last_error": stats.last_error[:500],
+        }
+        doc = status_document(consumer=consumer, ready=not reasons, reasons=reasons, view=view, history=history,
+                              consumers=consumers, health=health, decisions=risk_decisions(self.app),
+                              risk_loaded=any(p.name == "risk" for p in self.app.plugins.info))
+        return _json(200, doc)
+
+    async def page(self, request: Request) -> Response:
+        return Response(200, self._page, "text/html; charset=utf-8",
+                        (("Content-Security-Policy", self._csp), ("Referrer-Policy", "no-referrer")))
+
+
+async def start_http(consumer: Consumer, host: str, port: int) -> tuple[HttpServer, Endpoints]:
+    """Serve ``consumer``'s routes; :class:`~navstream.serve.http.HttpStartError` if it cannot listen."""
+    endpoints = Endpoints(consumer)
+    server = endpoints.server = HttpServer(endpoints.routes(), host=host, port=port)
+    await server.start()
+    return server, endpoints
