@@ -1,13 +1,22 @@
 """navstream: a plugin-based stream processor on Redis Streams for a trading desk's NAV and risk.
 
-Plugins import what they need from here and never import pluggy themselves::
+This module is the plugin API. A plugin imports from here, and from another plugin's declared
+``api`` module, and from nowhere else in navstream; it never imports pluggy::
 
-    from navstream import hookimpl, Outputs
+    from navstream import AppProtocol, Balance, Outputs, hookimpl
+
+What is here: the hook markers, the application a hook receives (:class:`AppProtocol`), the
+output buffer, the events of the wire contract, the source API (``navstream ingest``), the
+number grammar (:mod:`navstream.numbers`), the key and name helpers, and the errors.
 """
 
-__version__ = "0.1.0"
+from navstream.version import __version__
 
-from navstream.app import App, ManualClock, SystemClock
+from navstream.app import App, Clock, ManualClock, SystemClock
+from navstream.cli.options import connection_options
+from navstream.cli.render import table
+from navstream.config import ConfigError
+from navstream.contract import numbers
 from navstream.contract.events import (
     Balance,
     DecodeError,
@@ -17,26 +26,75 @@ from navstream.contract.events import (
     Position,
     Price,
     SourceStatus,
+    encode_fields,
 )
+from navstream.contract.fingerprint import order_hash, raw_order_hash
+from navstream.contract.keys import Keys, escape_name, scope_id, unescape_name
+from navstream.contract.navread import stale_as_read
+from navstream.contract.outputs import Alert, Outputs, parse_field, parse_first
+from navstream.ingest.httppool import check as check_response
+from navstream.ingest.httppool import excerpt as response_excerpt
 from navstream.plugin.hookspecs import hookimpl, hookspec
-from navstream.contract.outputs import Alert, Outputs
-
+from navstream.plugin.manager import PluginError
+from navstream.plugin.protocol import AppProtocol
+from navstream.sources import (
+    Fetched,
+    Source,
+    SourceConfigError,
+    SourceContext,
+    SourceError,
+    SourceEvent,
+    SourceSettings,
+    clip,
+    redact,
+)
+from navstream.store.writer import WriteError, write_now
 
 __all__ = [
     "Alert",
     "App",
+    "AppProtocol",
     "Balance",
+    "Clock",
+    "ConfigError",
     "DecodeError",
     "Event",
+    "Fetched",
     "InvalidOrder",
+    "Keys",
     "ManualClock",
     "Order",
     "Outputs",
+    "PluginError",
     "Position",
     "Price",
+    "Source",
+    "SourceConfigError",
+    "SourceContext",
+    "SourceError",
+    "SourceEvent",
+    "SourceSettings",
     "SourceStatus",
     "SystemClock",
+    "WriteError",
     "__version__",
+    "check_response",
+    "clip",
+    "connection_options",
+    "encode_fields",
+    "escape_name",
     "hookimpl",
     "hookspec",
+    "numbers",
+    "order_hash",
+    "parse_field",
+    "parse_first",
+    "raw_order_hash",
+    "redact",
+    "response_excerpt",
+    "scope_id",
+    "stale_as_read",
+    "table",
+    "unescape_name",
+    "write_now",
 ]

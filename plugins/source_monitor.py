@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, Sequence
 
 import msgspec
-from navstream import App, Event, Outputs, SourceStatus, hookimpl
+from navstream import App, Event, hookimpl, Outputs, SourceStatus
 
 SECTION = "source_monitor"
 STATE_PREFIX = "source"

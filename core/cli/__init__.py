@@ -20,6 +20,7 @@ from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from navstream.cli.options import connection_options
 from navstream.version import __version__
 from navstream.ops.admin import AdminError
 from navstream.config import ConfigError, Settings, load_settings, redact_url
@@ -47,15 +48,6 @@ def _redis_options(p: argparse.ArgumentParser, group: bool = False) -> None:
     p.add_argument("--prefix", help="key prefix P of every stream and key (env NAVSTREAM_PREFIX, default navstream)")
     if group:
         p.add_argument("--group", help="consumer group (env NAVSTREAM_GROUP, default navstream)")
-
-
-def connection_options(p: argparse.ArgumentParser) -> None:
-    """``--config``, ``--redis-url`` and ``--prefix`` for a plugin command's own subcommands
-    (``navstream risk replay --config F``): given there, they win; not given, the values given
-    before the subcommand stand."""
-    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML config file")
-    p.add_argument("--redis-url", metavar="URL", default=argparse.SUPPRESS, help="Redis URL")
-    p.add_argument("--prefix", default=argparse.SUPPRESS, help="key prefix of every stream and key")
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:

@@ -558,3 +558,12 @@ def _log_alert(alert: Alert) -> None:
 
 def _is_dlq_field(key: bytes | str) -> bool:
     return (key.decode("utf-8", "replace") if isinstance(key, bytes) else key).startswith("dlq_")
+
+
+async def write_now(app: App, out: Outputs) -> None:
+    """Write one plugin's outputs now, outside the loop, as a batch would (a CLI command's
+    ``navstream risk halt``): the same atomic write, the same rules.
+
+    :raises WriteError: Redis refused or failed the write; nothing of it was applied.
+    """
+    await Writer(app).write(BatchWrite(out))

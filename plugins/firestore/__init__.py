@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from navstream import App, Outputs, hookimpl
-from navstream.plugins.nav.state import read_latest
-from navstream.plugins.nav.valuation import Snapshot
-from navstream.plugins.risk.state import read_records
+from navstream import App, hookimpl, Outputs
+from navstream.plugins.nav.api import read_latest
+from navstream.plugins.nav.api import Snapshot
+from navstream.plugins.risk.api import read_records
 
 from . import commands
 from .client import (

@@ -14,8 +14,8 @@ import sys
 from typing import Any, Mapping
 
 from navstream import App
-from navstream.plugins.nav.state import read_latest
-from navstream.plugins.risk.state import read_records
+from navstream.plugins.nav.api import read_latest
+from navstream.plugins.risk.api import read_records
 
 from .config import FirestoreConfig, TargetError, resolve_target
 from .coordination import Coordination
@@ -30,7 +30,7 @@ def register_commands(register: Any) -> None:
     p = register("firestore", command, help="the Firestore sink: preview the documents it would write",
                  description="The Firestore sink (docs/firestore.md).")
     sub = p.add_subparsers(dest="firestore_command", required=True, metavar="{preview}")
-    from navstream.cli import connection_options
+    from navstream import connection_options
 
     preview_parser = sub.add_parser(
         "preview", help="print the documents the sink would write now, from Redis state; writes nothing",

@@ -27,9 +27,9 @@ from decimal import Decimal
 from typing import Any, Literal, Mapping
 
 import msgspec
-from navstream.contract.keys import unescape_name
-from navstream.plugins.nav.valuation import Snapshot, as_read, escape, money
-from navstream.plugins.risk.trading import TradingRecord
+from navstream import unescape_name
+from navstream.plugins.nav.api import Snapshot, as_read, escape, money
+from navstream.plugins.risk.api import TradingRecord
 
 #: ``always``: written whatever the budget (heartbeats); ``changes``: significant when its
 #: status moved or its value moved enough; ``never``: only while the budget is not low (history).

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Literal, Protocol, Sequence
 
-from navstream.app import Clock
+from navstream import Clock
 
 from .config import FirestoreConfig
 from .documents import Doc, moved

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from navstream.plugins.nav.valuation import Snapshot
-from navstream.plugins.risk.trading import TradingRecord
+from navstream.plugins.nav.api import Snapshot
+from navstream.plugins.risk.api import TradingRecord
 
 from .documents import Doc, nav_document, risk_document, with_data
 

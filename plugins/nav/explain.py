@@ -16,8 +16,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 import msgspec
-from navstream import App
-from navstream.cli.render import table
+from navstream import App, table
 
 from .state import StateError, read_detailed, read_latest, read_positions
 from .valuation import Snapshot, as_read, counted_from, money

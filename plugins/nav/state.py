@@ -33,8 +33,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 import msgspec
-from navstream import App, Balance, Event, Outputs, Position, Price, SourceStatus
-from navstream.contract.outputs import parse_field
+from navstream import App, Balance, Event, Outputs, parse_field, Position, Price, SourceStatus
 
 from .valuation import UNKNOWN_RECEIPT, Holding, Quote, Snapshot, SourceState, escape
 

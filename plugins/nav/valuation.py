@@ -19,8 +19,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 
 import msgspec
 
-from navstream.contract.keys import escape_name, scope_id
-from navstream.contract.navread import stale_as_read
+from navstream import escape_name, scope_id, stale_as_read
 
 from .config import AccountSpec, NavConfig
 

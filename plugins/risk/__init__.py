@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import msgspec
-from navstream import App, InvalidOrder, Order, Outputs, hookimpl
-from navstream.contract.events import encode_fields
-from navstream.contract.fingerprint import raw_order_hash
-from navstream.plugins.nav.config import NavConfig
-from navstream.plugins.nav.state import StateError, parse_positions, positions_key, read_latest
-from navstream.plugins.nav.valuation import Snapshot, as_read, escape
+from navstream import App, encode_fields, hookimpl, InvalidOrder, Order, Outputs, raw_order_hash
+from navstream.plugins.nav.api import NavConfig
+from navstream.plugins.nav.api import StateError, parse_positions, positions_key, read_latest
+from navstream.plugins.nav.api import Snapshot, as_read, escape
 
 from . import ops
 from .audit import AuditLog, AuditStats

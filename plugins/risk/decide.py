@@ -14,9 +14,8 @@ from decimal import Decimal
 from typing import Iterable, Literal, Mapping
 
 import msgspec
-from navstream import Order
-from navstream.contract.fingerprint import order_hash
-from navstream.plugins.nav.valuation import (
+from navstream import Order, order_hash
+from navstream.plugins.nav.api import (
     Market,
     Snapshot,
     SourceState,

@@ -16,8 +16,8 @@ from decimal import Decimal
 
 import msgspec
 from navstream import Order
-from navstream.plugins.nav.config import NavConfig
-from navstream.plugins.nav.valuation import Market, Quote, Snapshot, SourceState, Unit, as_read, exact_add
+from navstream.plugins.nav.api import NavConfig
+from navstream.plugins.nav.api import Market, Quote, Snapshot, SourceState, Unit, as_read, exact_add
 
 from .config import RiskConfig
 from .decide import (

@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import msgspec
-from navstream import App, Outputs
-from navstream.cli import connection_options
-from navstream.contract.keys import unescape_name
-from navstream.plugins.nav.state import ACCOUNTS
-from navstream.store.writer import BatchWrite, Writer
+from navstream import App, connection_options, Outputs, unescape_name, write_now
+from navstream.plugins.nav.api import ACCOUNTS
+
 
 from .trading import TradingRecord, set_by_ops
 
@@ -98,7 +96,7 @@ async def command(app: App, args: argparse.Namespace) -> int:
 
 
 async def show(app: App) -> int:
-    from navstream.cli.render import table
+    from navstream import table
 
     from .state import read_records
 
@@ -154,7 +152,7 @@ async def set_state(app: App, args: argparse.Namespace) -> int:
     venue_account = {} if args.account is None else dict(zip(("venue", "account"), split_member(member)))
     out.alert("trading_state_set", "critical" if state == "halted" else "warning",
               f"trading of {where} set to {state} by {record.by}: {record.reason}", **venue_account)
-    await Writer(app).write(BatchWrite(out))
+    await write_now(app, out)
     print(f"trading of {where} is now {state} (by {record.by}: {record.reason})")
     return 0
 

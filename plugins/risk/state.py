@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import msgspec
-from navstream import App, InvalidOrder, Order
-from navstream.contract.outputs import parse_first
-from navstream.plugins.nav.state import (
+from navstream import App, InvalidOrder, Order, parse_first
+from navstream.plugins.nav.api import (
     LATEST,
     PositionPayload,
     PRICES,
@@ -44,7 +43,8 @@ from navstream.plugins.nav.state import (
     parse_sources,
     positions_key,
 )
-from navstream.plugins.nav.valuation import Quote, Snapshot, SourceState, escape, scope_id
+from navstream import scope_id
+from navstream.plugins.nav.api import Quote, Snapshot, SourceState, escape
 
 from .inputs import InFlight, PositionInput
 from .trading import TradingRecord

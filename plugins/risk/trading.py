@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import msgspec
 
-from navstream.plugins.nav.valuation import CONTEXT, Snapshot, money
+from navstream.plugins.nav.api import CONTEXT, Snapshot, money
 
 from .config import RiskConfig
 from .decide import STATE_RANK, TradingState

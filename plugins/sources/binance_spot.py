@@ -20,8 +20,7 @@ import re
 from typing import Annotated
 
 import msgspec
-from navstream import Price
-from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings
+from navstream import Fetched, Price, SourceContext, SourceError, SourceEvent, SourceSettings
 
 from .common import BaseSource, check_binance, deadline, decode_json, exact, quoted, valid_base_url
 

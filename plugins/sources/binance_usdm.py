@@ -39,10 +39,7 @@ from urllib.parse import urlencode
 
 import httpx
 import msgspec
-from navstream import Balance, Position
-from navstream.ingest.httppool import check
-from navstream.contract.numbers import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, decimal_refusal, show
-from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings, clip, redact
+from navstream import Balance, check_response as check, clip, Fetched, numbers, Position, redact, SourceContext, SourceError, SourceEvent, SourceSettings
 
 from .common import (
     BaseSource,
@@ -69,7 +66,7 @@ MAX_SYMBOLS = 5_000
 ZERO = Decimal(0)
 #: Netting hedge-mode legs: wide enough that adding accepted amounts never rounds (the default
 #: context would, past 28 digits); the net is checked against the bounds before it is published.
-NETTING = decimal.Context(prec=2 * (MAX_INTEGER_DIGITS + MAX_FRACTION_DIGITS), traps=[decimal.InvalidOperation])
+NETTING = decimal.Context(prec=2 * (numbers.MAX_INTEGER_DIGITS + numbers.MAX_FRACTION_DIGITS), traps=[decimal.InvalidOperation])
 
 
 # The options are SourceSettings' own, restated for type checkers (the ignore: where `navstream`
@@ -213,8 +210,8 @@ class BinanceUsdmAccountSource(BaseSource):
             if symbol in unreadable:  # half a hedged position is no position: none rather than wrong
                 continue
             net = {"positionAmt": leg.qty, "unrealizedProfit": leg.pnl}
-            refused = [f"net {name} {show(value)} is {why}" for name, value in net.items()
-                       if (why := decimal_refusal(value))]
+            refused = [f"net {name} {numbers.show(value)} is {why}" for name, value in net.items()
+                       if (why := numbers.decimal_refusal(value))]
             if refused:  # the legs were each in bounds, their sum is not
                 problems.append(f"{symbol}: {'; '.join(refused)}; its position is not published")
                 continue

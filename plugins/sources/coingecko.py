@@ -22,9 +22,7 @@ from typing import Annotated, Any, Literal
 
 import httpx
 import msgspec
-from navstream import Price
-from navstream.ingest.httppool import excerpt
-from navstream.sources import Fetched, SourceContext, SourceError, SourceEvent, SourceSettings
+from navstream import Fetched, Price, response_excerpt as excerpt, SourceContext, SourceError, SourceEvent, SourceSettings
 
 from .common import BaseSource, deadline, decode_json, epoch_ms, exact, quoted, skew_problem, skewed, valid_base_url
 

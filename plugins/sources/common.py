@@ -12,9 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from navstream.ingest.httppool import check, excerpt
-from navstream.contract.numbers import NumberError, from_json
-from navstream.sources import SourceContext, SourceError, SourceSettings, redact
+from navstream import check_response as check, numbers, redact, response_excerpt as excerpt, SourceContext, SourceError, SourceSettings
 
 #: A venue's clock more than this ahead of ours is reported, and its time is not used as ``ts``:
 #: consumers dead-letter events from the future, and a ``ts`` from a fast clock would make a
@@ -57,8 +55,8 @@ def exact(value: Any) -> Decimal | None:
     like ``"0.00100000"``, a number within 10^30 and 30 places), or None for anything else: a
     value we cannot read exactly, or could not publish, is not a value, and never becomes 0."""
     try:
-        return from_json(value)
-    except NumberError:
+        return numbers.from_json(value)
+    except numbers.NumberError:
         return None
 
 
@@ -70,8 +68,8 @@ def quoted(value: Any) -> str:
         text = f"{text[:40]}... ({len(text)} characters)"
     if isinstance(value, (str, int, Decimal)) and not isinstance(value, bool):
         try:
-            from_json(value)
-        except NumberError as exc:
+            numbers.from_json(value)
+        except numbers.NumberError as exc:
             return f"{text}, which is {exc.refusal}"
     return text
 

@@ -1,0 +1,45 @@
+"""What a hook's ``app`` argument offers a plugin: the one interface plugins are typed against.
+
+:class:`navstream.app.App` implements it; a plugin's own tests may pass anything that does. It
+names only what plugins need, so core can change the rest of ``App`` without breaking them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from navstream.app import Clock, Stats
+    from navstream.config import Settings
+    from navstream.contract.keys import Keys
+
+
+class AppProtocol(Protocol):
+    """The running application, as a hook receives it.
+
+    :ivar redis: a client returning ``str``.
+    :ivar raw: a client returning ``bytes`` (streams whose entries may hold invalid UTF-8).
+    :ivar keys: every stream and key of this deployment, under its prefix.
+    :ivar clock: epoch milliseconds; simulated in the demo and in tests.
+    :ivar settings: the validated core settings (``[redis]``, ``[consumer]``, ...).
+    :ivar stats: this consumer's counters, as its heartbeat publishes them (read them only).
+    """
+
+    redis: aioredis.Redis
+    raw: aioredis.Redis
+    keys: Keys
+    clock: Clock
+    settings: Settings
+    stats: Stats
+    group: str
+    consumer_name: str
+
+    def plugin_config(self, section: str) -> Any:
+        """The decoded ``[section]`` a plugin declared (defaults applied)."""
+        ...
+
+    def scan_keys(self, *, match: str, count: int = 500) -> AsyncIterator[str]:
+        """Every key matching ``match`` (under the prefix), on one node or a cluster."""
+        ...
