@@ -29,14 +29,31 @@ from navstream.contract.events import (
     encode_fields,
 )
 from navstream.contract.fingerprint import order_hash, raw_order_hash
-from navstream.contract.keys import Keys, escape_name, scope_id, unescape_name
+from navstream.contract.keys import DECISION_STORE, REUSED_STORE, Keys, escape_name, scope_id, unescape_name
 from navstream.contract.navread import stale_as_read
 from navstream.contract.outputs import Alert, Outputs, parse_field, parse_first
 from navstream.ingest.httppool import check as check_response
 from navstream.ingest.httppool import excerpt as response_excerpt
-from navstream.plugin.hookspecs import hookimpl, hookspec
+from navstream.plugin.hookspecs import CommandHandler, RegisterCommand, RegisterSection, RegisterSource, hookimpl, hookspec
 from navstream.plugin.manager import PluginError
 from navstream.plugin.protocol import AppProtocol
+from navstream.serve.report import (
+    Cell,
+    Chart,
+    Column,
+    Fact,
+    Facts,
+    Metric,
+    Panel,
+    PluginMetrics,
+    Row,
+    StatusSection,
+    Table,
+    Text,
+    Tone,
+)
+from navstream.serve.report import counter as counter_family
+from navstream.serve.report import gauge as gauge_family
 from navstream.sources import (
     Fetched,
     Source,
@@ -55,19 +72,34 @@ __all__ = [
     "App",
     "AppProtocol",
     "Balance",
+    "Cell",
+    "Chart",
     "Clock",
+    "Column",
+    "CommandHandler",
     "ConfigError",
+    "DECISION_STORE",
     "DecodeError",
     "Event",
+    "Fact",
+    "Facts",
     "Fetched",
     "InvalidOrder",
     "Keys",
     "ManualClock",
+    "Metric",
     "Order",
     "Outputs",
+    "Panel",
     "PluginError",
+    "PluginMetrics",
     "Position",
     "Price",
+    "REUSED_STORE",
+    "RegisterCommand",
+    "RegisterSection",
+    "RegisterSource",
+    "Row",
     "Source",
     "SourceConfigError",
     "SourceContext",
@@ -75,14 +107,20 @@ __all__ = [
     "SourceEvent",
     "SourceSettings",
     "SourceStatus",
+    "StatusSection",
     "SystemClock",
+    "Table",
+    "Text",
+    "Tone",
     "WriteError",
     "__version__",
     "check_response",
     "clip",
     "connection_options",
+    "counter_family",
     "encode_fields",
     "escape_name",
+    "gauge_family",
     "hookimpl",
     "hookspec",
     "numbers",

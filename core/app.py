@@ -20,6 +20,7 @@ if HIREDIS_AVAILABLE:
 
 from navstream.config import Settings, validate_plugin_sections
 from navstream.contract.keys import Keys
+from navstream.plugin import calls
 from navstream.plugin.manager import LoadedPlugins, build_plugin_manager
 
 #: ``connect(decode_responses)`` returns a Redis client; the demo and tests pass fakeredis.
@@ -272,8 +273,6 @@ class App:
             pool.connection_kwargs["encoding_errors"] = "backslashreplace"
         self.raw: aioredis.Redis = connect(False)
         self.stats = Stats(started_ms=clock.now_ms())
-        #: Plugins keep their private per-app state here, under their own name.
-        self.plugin_state: dict[str, Any] = {}
 
     @classmethod
     def create(
@@ -308,8 +307,18 @@ class App:
         except KeyError:
             raise KeyError(f"no plugin declared config section [{section}]") from None
 
+    def plugin(self, name: str) -> object:
+        """The registered plugin object named ``name`` (a class plugin's instance for this app).
+
+        :raises KeyError: no plugin of that name is loaded.
+        """
+        plugin = self.pm.get_plugin(name)
+        if plugin is None:
+            raise KeyError(f"no plugin {name!r} is loaded")
+        return plugin
+
     def has_impls(self, hook_name: str) -> bool:
-        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+        return calls.has_impls(self.pm, hook_name)
 
     async def scan_page(self, cursor: int, *, match: str, count: int) -> tuple[int, list[str]]:
         """One ``SCAN`` call (through :attr:`redis`) for keys of this deployment, ``match``

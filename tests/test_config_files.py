@@ -603,7 +603,7 @@ def test_non_editable_install_gives_a_working_navstream(tmp_path: Path) -> None:
                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     site = Path(purelib)
     assert (site / "navstream" / "__init__.py").is_file()
-    assert (site / "navstream" / "plugins" / "source_monitor.py").is_file()
+    assert (site / "navstream" / "plugins" / "source_monitor" / "__init__.py").is_file()
     assert not (site / "core").exists() and not (site / "plugins").exists()
     # Not an editable install pointing back at the work tree.
     assert not list(site.glob("__editable__*"))

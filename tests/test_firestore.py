@@ -33,7 +33,7 @@ from typing import Any, AsyncIterator, Iterator
 
 import msgspec
 import pytest
-from conftest import REAL_REDIS, REDIS_URL, REQUIRE_REDIS, START_MS, Backend, run_step
+from support import REAL_REDIS, REDIS_URL, REQUIRE_REDIS, START_MS, Backend, run_step
 
 import navstream.plugins.firestore as firestore_plugin
 import navstream.plugins.nav as nav_plugin
@@ -288,11 +288,11 @@ class Harness:
 
     def app(self, fs: dict[str, Any] | None = None, *, clock: Any = None, name: str | None = None,
             nav: bool = True) -> Any:
-        plugins: list[tuple[str, object]] = [("nav", nav_plugin)] if nav else []
+        plugins: list[tuple[str, object]] = [("nav", nav_plugin.NavPlugin)] if nav else []
         extra = {"firestore": fs_section(self.root, **(fs or {}))}
         if nav:
             extra["nav"] = nav_section()
-        return self.make_app(plugins=[*plugins, ("firestore", firestore_plugin)], extra=extra,
+        return self.make_app(plugins=[*plugins, ("firestore", firestore_plugin.FirestorePlugin)], extra=extra,
                              clock=clock or ManualClock(START_MS), name=name)
 
     async def start(self, fs: dict[str, Any] | None = None, **kw: Any) -> tuple[Any, Consumer]:
@@ -370,8 +370,14 @@ def block_google(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "google.cloud.firestore", None)
 
 
+def firestore_plugin_of(app: Any) -> firestore_plugin.FirestorePlugin:
+    plugin = app.plugin("firestore")
+    assert isinstance(plugin, firestore_plugin.FirestorePlugin)
+    return plugin
+
+
 def sink_of(app: Any) -> Sink:
-    run = firestore_plugin.running(app)
+    run = firestore_plugin_of(app).run
     assert run is not None, "the firestore sink is not running"
     return run.sink
 
@@ -463,7 +469,7 @@ async def test_disabled_does_nothing_and_imports_no_google(harness: Harness, mon
     block_google(monkeypatch)
     app, consumer = await harness.start({"enabled": False})
     await run_step(app, consumer, *desk())
-    assert firestore_plugin.running(app) is None
+    assert firestore_plugin_of(app).run is None
     beat = await app.redis.hgetall(hb_key(app))
     assert not any(k.startswith("firestore.") for k in beat) and beat["health"] == "ok"
     assert await app.redis.get(app.keys.state(LEADER)) is None
@@ -831,7 +837,7 @@ async def test_the_sink_writes_a_nav_past_its_fresh_until_as_stale_without_a_nav
     """The NAV is valued by one consumer, then nobody ticks the nav plugin; the sink's own tick
     writes the latest NAV as a reader must take it: stale from its fresh_until on."""
     clock = ManualClock(START_MS)
-    valuer = harness.make_app(plugins=[("nav", nav_plugin)], extra={"nav": nav_section()}, clock=clock, name="v")
+    valuer = harness.make_app(plugins=[("nav", nav_plugin.NavPlugin)], extra={"nav": nav_section()}, clock=clock, name="v")
     valuing = Consumer(valuer)
     await valuing.setup()
     await run_step(valuer, valuing, *desk())
@@ -1007,7 +1013,7 @@ async def test_preview_and_status_write_nothing(
     assert await asyncio.to_thread(main, ["status", "--json", "--config", str(path), "--redis-url",
                                           REDIS_URL, "--prefix", app.keys.prefix]) == 0
     assert json.loads(capsys.readouterr().out)["plugins"]["firestore"] == {"enabled": False}
-    section = await firestore_plugin.navstream_status(app)
+    section = await firestore_plugin_of(app).navstream_status(app)
     assert section["leader"] == app.consumer_name and section["writes_today"] >= 2
     assert section["path"] == f"{harness.root}/dev"
 

@@ -34,7 +34,7 @@ import fakeredis
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from conftest import REDIS_URL, START_MS, require_real_redis
+from support import REDIS_URL, START_MS, require_real_redis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -435,10 +435,10 @@ def test_a_mutant_gate_fails_the_machine(mutate: Callable[[pytest.MonkeyPatch], 
 
 from pathlib import Path  # noqa: E402
 
-from conftest import run_step  # noqa: E402
+from support import run_step  # noqa: E402
 from test_risk_gate import _toml, cli, decide, funded, one, order, position, reasons, sections, started  # noqa: E402
 
-from navstream.plugins.risk import _gate  # noqa: E402
+from test_risk_gate import open_gate_of  # noqa: E402
 from navstream.plugins.risk.ops import show  # noqa: E402
 
 
@@ -551,7 +551,7 @@ async def test_an_id_reused_with_other_content_is_vetoed_and_both_are_recorded(
     answers = await decide(app, consumer, huge, huge, order("o-1", qty="0.10"))
     assert [reasons(d) for d in answers[:2]] == [["order_id_reused"]] * 2
     assert answers[2] == first  # 0.10 is 0.1: the same order, sent again
-    gate = _gate(app)
+    gate = open_gate_of(app)
     path = gate.audit.path
     await consumer.shutdown()
     records = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
@@ -650,7 +650,7 @@ async def test_each_audit_record_holds_the_orders_in_flight_before_it_not_after(
     await run_step(app, consumer, *funded())
     assert [reasons(d) for d in await decide(app, consumer, *[order(f"b-{n}", qty="0.5") for n in range(3)])] \
         == [[], [], []]
-    path = _gate(app).audit.path
+    path = open_gate_of(app).audit.path
     await consumer.shutdown()
     records = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
     assert [[o[0] for o in r["inputs"].get("inflight", [])] for r in records] == [[], ["b-0"], ["b-0", "b-1"]]

@@ -16,12 +16,12 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import START_MS, run_step
+from support import START_MS, run_step
 
 from navstream.app import ManualClock
 from navstream.cli import main
 from navstream.loop.consumer import Consumer, StartupError
-from navstream.plugins.risk import SECTION, AuditRecord, _gate
+from navstream.plugins.risk import AuditRecord, RiskPlugin
 from navstream.plugins.risk.state import DESK, TRADING, compare_and_set, read_records
 from navstream.plugins.risk.trading import TradingRecord
 from navstream import InvalidOrder
@@ -372,10 +372,10 @@ async def test_every_decision_is_logged_with_its_inputs_and_replays_the_same(
     await run_step(app, consumer, *funded(), position("BTCUSDT", "0.5", T0))
     decisions = await decide(app, consumer, order("a"), order("b", qty="5"), order("c", qty="x"),
                              order("d", side="sell", qty="0.2"))
-    gate = _gate(app)
+    gate = open_gate_of(app)
     path = gate.audit.path
     await consumer.shutdown()  # closes the log: every record written
-    assert SECTION not in app.plugin_state
+    assert gate_of(app) is None  # shutdown let go of it
     records = [msgspec.json.decode(line, type=AuditRecord) for line in path.read_bytes().splitlines()]
     assert [{k: v for k, v in r.decision.fields().items() if k != "order_hash"} for r in records] == decisions
     assert all(r.rules == 2 for r in records)
@@ -422,7 +422,7 @@ def _toml(nav: dict[str, Any], risk: dict[str, Any]) -> str:
 async def test_an_audit_shortfall_is_alerted_and_the_loop_keeps_deciding(make_app: Any, tmp_path: Path) -> None:
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())
-    gate = _gate(app)
+    gate = open_gate_of(app)
     gate.audit.encode = lambda record: (_ for _ in ()).throw(OSError(28, "No space left on device"))
     decisions = await decide(app, consumer, order("a"), order("b"), tick=False)
     assert [d["decision"] for d in decisions] == ["approve", "approve"]
@@ -478,3 +478,16 @@ async def test_redelivery_to_another_consumer_yields_identical_decisions(make_ap
     assert pending["pending"] == 0  # all acknowledged again
     fresh = await one(b_app, b, order("r-6"))
     assert (fresh["decision"], fresh["trading_state"]) == ("veto", "halted")  # a new id sees the new state
+
+
+def gate_of(app: Any) -> Any:
+    """The risk plugin's gate for this app (None outside startup..shutdown)."""
+    plugin = app.plugin("risk")
+    assert isinstance(plugin, RiskPlugin)
+    return plugin.gate
+
+
+def open_gate_of(app: Any) -> Any:
+    gate = gate_of(app)
+    assert gate is not None, "the risk gate is not open: was the consumer started?"
+    return gate

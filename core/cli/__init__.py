@@ -25,6 +25,8 @@ from navstream.version import __version__
 from navstream.ops.admin import AdminError
 from navstream.config import ConfigError, Settings, load_settings, redact_url
 from navstream.loop.consumer import StartupError
+from navstream.plugin import calls
+from navstream.plugin.hookspecs import CommandHandler, RegisterCommand
 from navstream.plugin.manager import PluginError, build_plugin_manager
 from navstream.ops.publish import PublishError
 
@@ -195,17 +197,18 @@ def _plugin_commands(sub: Any) -> None:
         return  # `navstream plugins` / `run` report the broken plugin with its error
     taken = set(sub.choices)
 
-    def register(name: str, handler: Callable[[Any, argparse.Namespace], Awaitable[int]],
-                 **kwargs: Any) -> argparse.ArgumentParser:
-        if name in taken:
-            raise PluginError(f"a plugin registers the command `{name}`, which is already taken")
-        taken.add(name)
-        p = sub.add_parser(name, **kwargs)
-        _redis_options(p)
-        p.set_defaults(plugin_handler=handler)
-        return p
+    def register_for(plugin: str) -> RegisterCommand:
+        def register(name: str, handler: CommandHandler, /, **kwargs: Any) -> argparse.ArgumentParser:
+            if name in taken:
+                raise PluginError(f"plugin {plugin!r} registers the command `{name}`, which is already taken")
+            taken.add(name)
+            p = sub.add_parser(name, **kwargs)
+            _redis_options(p)
+            p.set_defaults(plugin_handler=handler)
+            return p
+        return register
 
-    loaded.manager.hook.navstream_commands(register=register)
+    calls.contribute(loaded.manager, "navstream_commands", register_for)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -22,7 +22,7 @@ from navstream.app import App
 from navstream.plugin.dispatch import dispatch_tick
 from navstream.loop.batch import Entry, as_str
 from navstream.contract.outputs import Outputs
-from navstream.plugin.manager import await_me_maybe, call_impl, hook_impls
+from navstream.plugin import calls
 from navstream.loop.upkeep import Upkeep
 from navstream.store.writer import BatchWrite, WriteError, Writer, WritesRefused, is_missing_group, refusal
 
@@ -182,16 +182,14 @@ class Consumer:
             if refusal(exc) is None:
                 raise  # refused writes: a later start creates it, this consumer does not read it
         await self.upkeep.learn_epoch()
-        for impl in hook_impls(self.app.pm, "navstream_startup"):
-            try:
-                await await_me_maybe(call_impl(impl, {"app": self.app}))
-            except (RedisConnectionError, RedisTimeoutError):
-                raise  # Redis going away during startup: retried like any outage
-            except Exception as exc:
-                if refusal(exc) is not None:
-                    raise  # Redis refusing writes: retried until it accepts them
-                raise StartupError(
-                    f"plugin {impl.plugin_name!r} failed to start: {type(exc).__name__}: {exc}") from exc
+        for started in await calls.collect(self.app.pm, "navstream_startup", {"app": self.app}):
+            exc = started.exc
+            if exc is None:
+                continue
+            if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or refusal(exc) is not None:
+                raise exc  # Redis going away or refusing writes during startup: retried like any outage
+            raise StartupError(
+                f"plugin {started.plugin!r} failed to start: {type(exc).__name__}: {exc}") from exc
         if self.keys.orders not in self.streams:
             out = Outputs(self.app.clock.now_ms())
             out.alert(
@@ -338,12 +336,10 @@ class Consumer:
             await self.tick(final=True)
         except Exception as exc:  # noqa: BLE001 - shutting down; report and go on (a refused write included)
             log.warning("final heartbeat failed", extra={"event": "shutdown_tick_failed", "error": str(exc)})
-        for impl in hook_impls(self.app.pm, "navstream_shutdown"):
-            try:
-                await await_me_maybe(call_impl(impl, {"app": self.app}))
-            except Exception as exc:  # noqa: BLE001
+        for stopped in await calls.collect(self.app.pm, "navstream_shutdown", {"app": self.app}):
+            if stopped.exc is not None:
                 log.error("plugin shutdown failed", extra={
-                    "event": "plugin_shutdown_failed", "plugin": impl.plugin_name, "error": str(exc)})
+                    "event": "plugin_shutdown_failed", "plugin": stopped.plugin, "error": str(stopped.exc)})
         log.info("consumer stopped", extra={"event": "consumer_stopped", **self.app.stats.heartbeat_fields()})
 
     # --- connection trouble -----------------------------------------------------------------

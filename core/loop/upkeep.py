@@ -16,7 +16,7 @@ from navstream.app import App
 from navstream.loop.batch import BatchHandler, Entry, HashMapping, as_str
 from navstream.contract.keys import parse_id
 from navstream.contract.outputs import Outputs
-from navstream.plugin.manager import call_impl, hook_impls
+from navstream.plugin import calls
 from navstream.store.writer import BatchWrite, Writer, refusal
 
 log = logging.getLogger("navstream.consumer")
@@ -436,15 +436,14 @@ class Upkeep:
         ``degraded`` (with ``health_reasons``) if any plugin says so or cannot say."""
         out: dict[str, str] = {}
         reasons: list[str] = []
-        for impl in hook_impls(self.app.pm, "navstream_health"):
-            name = impl.plugin_name
-            try:
-                report = call_impl(impl, {"app": self.app}) or {}
-                if not isinstance(report, Mapping):
-                    raise TypeError(f"returned {type(report).__name__}, not a mapping")
+        for answer in calls.collect_sync(self.app.pm, "navstream_health", {"app": self.app}):
+            name, report, exc = answer.plugin, answer.value or {}, answer.exc
+            if exc is None and not isinstance(report, Mapping):
+                exc = TypeError(f"returned {type(report).__name__}, not a mapping")
+            if exc is None:
                 for key, value in report.items():
                     out[f"{name}.{key}"] = str(value)
-            except Exception as exc:  # noqa: BLE001 - a broken report is itself a health problem
+            else:  # a broken report is itself a health problem
                 report = {"status": "degraded", "reason": f"health report failed: {type(exc).__name__}: {exc}"}
                 out[f"{name}.status"] = "degraded"
                 out[f"{name}.reason"] = report["reason"]

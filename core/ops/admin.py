@@ -13,7 +13,7 @@ from redis.typing import EncodableT, FieldT
 
 from navstream.app import App
 from navstream.contract.keys import next_id, parse_id
-from navstream.plugin.manager import await_me_maybe, call_impl, hook_impls
+from navstream.plugin import calls
 from navstream.store.writer import is_missing_group
 
 # XRANGE's reply on each client; redis-py types both as bytes or str, and maybe None.
@@ -192,11 +192,9 @@ async def collect_status(app: App, *, alerts: int = 10) -> dict[str, Any]:
     recent = cast(_Entries, await app.redis.xrevrange(keys.alerts, count=alerts))
     status["alerts"] = [{"id": i, **f} for i, f in recent]
     status["plugins"] = {}
-    for impl in hook_impls(app.pm, "navstream_status"):
-        try:
-            section = await await_me_maybe(call_impl(impl, {"app": app}))
-        except Exception as exc:  # noqa: BLE001 - one plugin must not hide the rest
-            section = {"error": f"{type(exc).__name__}: {exc}"}
+    for answer in await calls.collect(app.pm, "navstream_status", {"app": app}):
+        # one plugin must not hide the rest: a failure is shown as its section
+        section = answer.value if answer.exc is None else {"error": f"{type(answer.exc).__name__}: {answer.exc}"}
         if section is not None:
-            status["plugins"][impl.plugin_name] = section
+            status["plugins"][answer.plugin] = section
     return status

@@ -8,13 +8,13 @@ alone keep their outputs, and only the entries it still fails are left for redel
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from navstream.plugin.manager import call_impl, hook_impls
+from navstream.plugin import calls
+from navstream.plugin.calls import HookTimeout, describe
 
 log = logging.getLogger("navstream.dispatch")
 
@@ -41,36 +41,15 @@ class DispatchResult:
         return out
 
 
-class HookTimeout(TimeoutError):
-    """An async hook did not finish within ``[consumer] hook_timeout_s``."""
-
-
 async def call_with_timeout(app: Any, impl: Any, kwargs: dict[str, Any], timeout: float | None = None) -> Any:
-    """Call one hook implementation; an awaitable it returns must finish in time.
+    """Call one hook implementation; an awaitable it returns must finish within ``timeout``
+    (default ``[consumer] hook_timeout_s``).
 
     A synchronous hook cannot be interrupted: it runs to the end, blocking the loop, which is
     why plugins that do I/O must be async.
     """
-    result = call_impl(impl, kwargs)
-    if callable(result):
-        result = result()
-    if inspect.isawaitable(result):
-        timeout = app.settings.consumer.hook_timeout_s if timeout is None else timeout
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                result = await result
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # the plugin's own TimeoutError (a client of its own timing out): its error
-            raise HookTimeout(f"did not finish within hook_timeout_s = "
-                              f"{app.settings.consumer.hook_timeout_s:g}s") from None
-    return result
-
-
-def describe(exc: BaseException, plugin: str) -> str:
-    text = f"plugin {plugin!r}: {type(exc).__name__}: {exc}"
-    return text if len(text) <= 1000 else text[:997] + "..."
+    setting = app.settings.consumer.hook_timeout_s
+    return await calls.call(impl, kwargs, setting if timeout is None else timeout, setting)
 
 
 async def dispatch_batch(
@@ -88,7 +67,7 @@ async def dispatch_batch(
     :param arg_name: the hook argument that carries the items (``events`` or ``orders``).
     :param outputs_factory: makes an empty :class:`Outputs` for one call.
     """
-    impls = hook_impls(app.pm, hook_name)
+    impls = calls.impls(app.pm, hook_name)
     runs = [_run_batch(app, impl, hook_name, arg_name, items, outputs_factory) for impl in impls]
     results = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
     merged = outputs_factory()
@@ -153,7 +132,7 @@ async def dispatch_tick(app: Any, now_ms: int, outputs_factory: Any) -> Dispatch
     """Call ``navstream_tick`` on every plugin; a failing plugin loses only its own outputs."""
     merged = outputs_factory()
     failures: list[PluginFailure] = []
-    for impl in hook_impls(app.pm, "navstream_tick"):
+    for impl in calls.impls(app.pm, "navstream_tick"):
         out = outputs_factory()
         try:
             await call_with_timeout(app, impl, {"app": app, "now_ms": now_ms, "out": out})

@@ -1,6 +1,8 @@
 """Loading plugins: built-in and third-party alike, from the ``navstream`` entry-point group.
 
-``NAVSTREAM_PLUGINS`` limits what loads (unset: all; ``a,b``: only those; empty: none), and
+A plugin is a class, instantiated here once per manager (so once per
+:class:`~navstream.app.App`: its attributes are that app's typed state), or a module or object
+registered as it is (a stateless plugin). ``NAVSTREAM_PLUGINS`` limits what loads (unset: all; ``a,b``: only those; empty: none), and
 ``[plugins] disabled`` in config removes plugins by name. ``[plugins] modules`` adds plugin
 modules by dotted path, for a desk's own plugins that are not packaged.
 """
@@ -8,15 +10,14 @@ modules by dotted path, for a desk's own plugins that are not packaged.
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Awaitable, Callable, Iterable, Mapping, cast
+from typing import Any, Callable, Iterable, Mapping, cast
 
 import pluggy
 
-from navstream.plugin import hookspecs
+from navstream.plugin import calls, hookspecs
 from navstream.sources import SourceKind, SourceSettings
 
 ENTRY_POINT_GROUP = "navstream"
@@ -67,11 +68,17 @@ def _candidates(modules: Iterable[str], load_entrypoints: bool) -> list[Candidat
     if load_entrypoints:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             version = ep.dist.version if ep.dist is not None else None
-            found.append((ep.name, ep.value, version, "entry point", ep.load))
+            found.append((ep.name, ep.module, version, "entry point", ep.load))
     for path in modules:  # the cast: mypy cannot infer a lambda with a default argument
         found.append((path, path, None, "config",
                       cast("Callable[[], Any]", lambda p=path: importlib.import_module(p))))
     return found
+
+
+def instantiate(loaded: object) -> object:
+    """The plugin object to register: a class is instantiated (no arguments), anything else
+    (a module, an instance) is the plugin itself."""
+    return loaded() if isinstance(loaded, type) else loaded
 
 
 def _declared_sections(plugin: object) -> dict[str, type]:
@@ -118,12 +125,12 @@ def build_plugin_manager(
             plugin_info = PluginInfo(name, module, version, origin=origin)
             skipped.append(plugin_info)
             try:
-                disabled_sections |= set(_declared_sections(loader()))
+                disabled_sections |= set(_declared_sections(instantiate(loader())))
             except Exception:  # noqa: BLE001 - a disabled plugin that fails to import is fine
                 pass
             continue
         try:
-            plugin = loader()
+            plugin = instantiate(loader())
         except Exception as exc:
             raise PluginError(
                 f"plugin {name!r} ({module}) failed to load: {type(exc).__name__}: {exc}. "
@@ -131,7 +138,8 @@ def build_plugin_manager(
             ) from exc
         _register(pm, plugin, name)
         info.append(PluginInfo(name, module, version, origin=origin))
-    for name, plugin in extra:
+    for name, given in extra:
+        plugin = instantiate(given)
         _register(pm, plugin, name)
         info.append(PluginInfo(name, getattr(plugin, "__module__", repr(plugin)), None, origin="inline"))
 
@@ -174,49 +182,35 @@ def _reject_batch_wrappers(pm: pluggy.PluginManager) -> None:
 def _collect_sections(pm: pluggy.PluginManager) -> dict[str, type]:
     sections: dict[str, type] = {}
 
-    def register(name: str, type_: type) -> None:
-        if name in sections or name in RESERVED_SECTIONS:
-            raise PluginError(f"config section [{name}] is declared twice")
-        sections[name] = type_
+    def register_for(plugin: str) -> hookspecs.RegisterSection:
+        def register(name: str, type_: type[Any]) -> None:
+            if name in sections or name in RESERVED_SECTIONS:
+                raise PluginError(f"config section [{name}] is declared twice")
+            sections[name] = type_
+        return register
 
-    pm.hook.navstream_config_sections.call_historic(kwargs={"register": register})
+    calls.contribute(pm, "navstream_config_sections", register_for)
     return sections
 
 
 def _collect_source_kinds(pm: pluggy.PluginManager) -> dict[str, SourceKind]:
     kinds: dict[str, SourceKind] = {}
-    plugin_of = {id(impl.function): impl.plugin_name for impl in pm.hook.navstream_sources.get_hookimpls()}
-    current: list[str] = [""]
 
-    def register(kind: str, settings: type, factory: Callable[..., Any]) -> None:
-        if not isinstance(kind, str) or not kind:
-            raise PluginError(f"plugin {current[0]!r} registers a source kind with an invalid name {kind!r}")
-        if kind in kinds:
-            raise PluginError(f"source kind {kind!r} is registered twice ({kinds[kind].plugin!r} and {current[0]!r})")
-        if not (isinstance(settings, type) and issubclass(settings, SourceSettings)):
-            raise PluginError(f"source kind {kind!r}: its settings type must subclass navstream.sources.SourceSettings")
-        kinds[kind] = SourceKind(kind, settings, factory, current[0])
+    def register_for(plugin: str) -> hookspecs.RegisterSource:
+        def register(kind: str, settings: type[Any], factory: Callable[..., Any]) -> None:
+            if not isinstance(kind, str) or not kind:
+                raise PluginError(f"plugin {plugin!r} registers a source kind with an invalid name {kind!r}")
+            if kind in kinds:
+                raise PluginError(f"source kind {kind!r} is registered twice ({kinds[kind].plugin!r} and {plugin!r})")
+            if not (isinstance(settings, type) and issubclass(settings, SourceSettings)):
+                raise PluginError(
+                    f"source kind {kind!r}: its settings type must subclass navstream.sources.SourceSettings")
+            kinds[kind] = SourceKind(kind, settings, factory, plugin)
+        return register
 
-    for impl in reversed(pm.hook.navstream_sources.get_hookimpls()):
-        current[0] = plugin_of.get(id(impl.function), impl.plugin_name)
-        impl.function(*[{"register": register}[name] for name in impl.argnames])
+    calls.contribute(pm, "navstream_sources", register_for)
     return kinds
 
 
-async def await_me_maybe(value: Any) -> Any:
-    """Hooks may return a value, an awaitable, or a callable returning either."""
-    if callable(value):
-        value = value()
-    if inspect.isawaitable(value):
-        value = await value
-    return value
-
-
-def hook_impls(pm: pluggy.PluginManager, hook_name: str) -> list[pluggy.HookImpl]:
-    """Implementations of a hook in pluggy's call order (tryfirst/trylast respected)."""
-    return list(reversed(getattr(pm.hook, hook_name).get_hookimpls()))
-
-
-def call_impl(impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> Any | Awaitable[Any]:
-    """Call one implementation with the subset of arguments it asks for, as pluggy would."""
-    return impl.function(*[kwargs[name] for name in impl.argnames])
+# Until the demo calls hooks through navstream.plugin.calls (it is being split by job).
+from navstream.plugin.calls import call_impl, impls as hook_impls, resolve as await_me_maybe  # noqa: E402

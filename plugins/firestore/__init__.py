@@ -26,12 +26,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from navstream import App, hookimpl, Outputs
+from navstream import App, hookimpl, Outputs, RegisterCommand, RegisterSection
 from navstream.plugins.nav.api import read_latest
 from navstream.plugins.nav.api import Snapshot
 from navstream.plugins.risk.api import read_records
 
 from . import commands
+from .report import FirestoreReport
 from .client import (
     DryRunStore,
     FirestoreStore,
@@ -84,28 +85,13 @@ class Running:
     alerted_failure: int = 0
 
 
-def running(app: App) -> Running | None:
-    return app.plugin_state.get(SECTION)
-
-
 def lease_ttl_ms(app: App) -> int:
     """As long as the consumer's heartbeat lives: a consumer that stopped ticking loses both."""
     return app.settings.consumer.heartbeat_ttl_ms
 
 
-@hookimpl
-def navstream_config_sections(register: Any) -> None:
-    register(SECTION, FirestoreConfig)
-
-
-@hookimpl
-async def navstream_startup(app: App) -> None:
-    cfg = config(app)
-    if not cfg.enabled:
-        return
-    held = app.plugin_state.pop(SECTION, None)
-    if held is not None:  # startup is run again (Redis went away during it): one sink only
-        await held.sink.close(0)
+async def start(app: App, cfg: FirestoreConfig) -> Running:
+    """The sink started after a first read and write proved the project works."""
     target = resolve_target(cfg, os.environ)
     coordination = Coordination(app)
     now = app.clock.now_ms()
@@ -130,14 +116,10 @@ async def navstream_startup(app: App) -> None:
         log.info("firestore sink started", extra={
             "event": "firestore_started", "project": target.project, "path": target.base, "credentials": where})
     sink.start()
-    app.plugin_state[SECTION] = Running(cfg, target, sink, coordination)
+    return Running(cfg, target, sink, coordination)
 
 
-@hookimpl
-async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
-    run = running(app)
-    if run is None:
-        return
+async def on_tick(app: App, run: Running, now_ms: int, out: Outputs) -> None:
     sink = run.sink
     day, _ = utc_day(now_ms)
     sent = time.monotonic()
@@ -225,11 +207,7 @@ async def _history(app: App, run: Running, latest: Mapping[str, Snapshot], now_m
             run.sink.offer(history_delete(scope, doc_id))
 
 
-@hookimpl
-async def navstream_shutdown(app: App) -> None:
-    run = app.plugin_state.pop(SECTION, None)
-    if run is None:
-        return
+async def stop(app: App, run: Running) -> None:
     now = app.clock.now_ms()
     run.sink.offer(heartbeat_document(app, run.target, run.sink, now, "stopped", run.sink.problems(now),
                                       run.sources))
@@ -243,21 +221,49 @@ async def navstream_shutdown(app: App) -> None:
                                               "failures": run.sink.stats.failures, "unwritten": left})
 
 
-@hookimpl
-def navstream_health(app: App) -> Mapping[str, Any] | None:
-    run = running(app)
-    if run is None:
-        return None
-    report = run.sink.health(app.clock.now_ms())
-    report["holder"] = run.holder
-    return report
+class FirestorePlugin(FirestoreReport):
+    """The plugin object: one per application; ``run`` is its sink while one runs."""
 
+    def __init__(self) -> None:
+        self.run: Running | None = None
 
-@hookimpl
-async def navstream_status(app: App) -> Mapping[str, Any]:
-    return await commands.status(app, config(app))
+    @hookimpl
+    def navstream_config_sections(self, register: RegisterSection) -> None:
+        register(SECTION, FirestoreConfig)
 
+    @hookimpl
+    async def navstream_startup(self, app: App) -> None:
+        cfg = config(app)
+        if not cfg.enabled:
+            return
+        held, self.run = self.run, None
+        if held is not None:  # startup is run again (Redis went away during it): one sink only
+            await held.sink.close(0)
+        self.run = await start(app, cfg)
 
-@hookimpl
-def navstream_commands(register: Any) -> None:
-    commands.register_commands(register)
+    @hookimpl
+    async def navstream_tick(self, app: App, now_ms: int, out: Outputs) -> None:
+        if self.run is not None:
+            await on_tick(app, self.run, now_ms, out)
+
+    @hookimpl
+    async def navstream_shutdown(self, app: App) -> None:
+        run, self.run = self.run, None
+        if run is not None:
+            await stop(app, run)
+
+    @hookimpl
+    def navstream_health(self, app: App) -> Mapping[str, Any] | None:
+        if self.run is None:
+            return None
+        report = self.run.sink.health(app.clock.now_ms())
+        report["holder"] = self.run.holder
+        return report
+
+    @hookimpl
+    async def navstream_status(self, app: App) -> Mapping[str, Any]:
+        return await commands.status(app, config(app))
+
+    @hookimpl
+    def navstream_commands(self, register: RegisterCommand) -> None:
+        commands.register_commands(register)

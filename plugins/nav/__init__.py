@@ -26,7 +26,9 @@ from typing import Any, Mapping, Sequence
 
 import msgspec
 from navstream import (
-    App,
+    AppProtocol,
+    RegisterCommand,
+    RegisterSection,
     Balance,
     Event,
     Outputs,
@@ -37,6 +39,7 @@ from navstream import (
 )
 
 from . import explain
+from .report import NavReport
 from .config import NavConfig
 from .state import (
     HOLDINGS,
@@ -58,17 +61,11 @@ NAV_STREAM = "nav"
 VALUED = {Balance, Price, SourceStatus}
 
 
-def config(app: App) -> NavConfig:
+def config(app: AppProtocol) -> NavConfig:
     return app.plugin_config(SECTION)  # type: ignore[no-any-return]
 
 
-@hookimpl
-def navstream_config_sections(register: Any) -> None:
-    register(SECTION, NavConfig)
-
-
-@hookimpl
-async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> None:
+async def on_events(app: AppProtocol, cache: Cache, events: Sequence[Event], out: Outputs) -> None:
     kinds = {type(e) for e in events}
     if not kinds & VALUED:
         if Position in kinds:  # positions feed exposure, not NAV
@@ -76,7 +73,6 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
         return
     broad = Price in kinds or SourceStatus in kinds  # a price or a source may touch any account
     touched = None if broad else {(e.venue, e.account) for e in events if type(e) is Balance}
-    cache = _cache(app)
     stamp = asyncio.ensure_future(writer_stamp(app, cache))  # its round trip overlaps newest()
     try:
         candidates = newest(events)
@@ -90,9 +86,7 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
     remember(app, cache, inputs, out)
 
 
-@hookimpl
-async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
-    cache = _cache(app)
+async def on_tick(app: AppProtocol, cache: Cache, now_ms: int, out: Outputs) -> None:
     cache.inputs = None  # a tick reads everything: an edit made outside navstream shows within a tick
     inputs = await current_inputs(app, cache, None)
     publish(config(app), inputs, now_ms, out, only=None, details=True)
@@ -113,21 +107,14 @@ class Cache:
     identity: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def _cache(app: App) -> Cache:
-    cache = app.plugin_state.get(SECTION)
-    if cache is None:
-        cache = app.plugin_state[SECTION] = Cache()
-    return cache
-
-
-async def writer_stamp(app: App, cache: Cache) -> str | None:
+async def writer_stamp(app: AppProtocol, cache: Cache) -> str | None:
     """The stamp Redis holds (None when this consumer holds no copy: nothing to check)."""
     if cache.inputs is None:
         return None
     return await app.redis.get(app.keys.state(*WRITER)) or ""  # type: ignore[no-any-return]
 
 
-async def current_inputs(app: App, cache: Cache, stamp: str | None) -> Inputs:
+async def current_inputs(app: AppProtocol, cache: Cache, stamp: str | None) -> Inputs:
     """The inputs as Redis holds them: the cached copy if ``stamp`` (just read from Redis) is
     this consumer's own, else read afresh."""
     held, cache.inputs = cache.inputs, None  # taken: a call that fails must not leave it behind
@@ -137,7 +124,7 @@ async def current_inputs(app: App, cache: Cache, stamp: str | None) -> Inputs:
     return await read_inputs(app)
 
 
-def remember(app: App, cache: Cache, inputs: Inputs, out: Outputs) -> None:
+def remember(app: AppProtocol, cache: Cache, inputs: Inputs, out: Outputs) -> None:
     """Keep ``inputs`` (what this call's write leaves in Redis) under a new stamp, which Redis
     takes only if it still holds the stamp read with them. Every hash written here but the
     positions (not part of the copy) holds only members that won against the copy, so while
@@ -236,8 +223,7 @@ def _amount(balance: Decimal, upnl: Decimal) -> str:
         return f"{money(balance)} + unrealized PnL {money(upnl)}"
 
 
-@hookimpl
-async def navstream_status(app: App) -> Mapping[str, Any]:
+async def status_section(app: AppProtocol) -> Mapping[str, Any]:
     """Every scope as a reader must take it now (``explain.summary_row`` applies ``as_read``):
     a stored ``ok`` past its ``fresh_until`` shows ``stale`` even before a tick says so."""
     now = app.clock.now_ms()
@@ -246,8 +232,7 @@ async def navstream_status(app: App) -> Mapping[str, Any]:
             "scopes": [explain.summary_row(s, now) for s in explain.ordered(latest.values())]}
 
 
-@hookimpl
-def navstream_commands(register: Any) -> None:
+def add_commands(register: RegisterCommand) -> None:
     p = register("nav", explain.command, help="explain a NAV: every holding, its price route, ages, and why",
                  description="Explain the NAV as the nav plugin last computed it (P:state:nav:latest): each "
                  "holding with balance, unrealized PnL, the price route and source used, each input's age, its "
@@ -256,3 +241,29 @@ def navstream_commands(register: Any) -> None:
     p.add_argument("--account", help="only this account")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+
+class NavPlugin(NavReport):
+    """The plugin object: one per application, holding that consumer's copy of the inputs."""
+
+    def __init__(self) -> None:
+        self.cache = Cache()
+
+    @hookimpl
+    def navstream_config_sections(self, register: RegisterSection) -> None:
+        register(SECTION, NavConfig)
+
+    @hookimpl
+    async def navstream_events(self, app: AppProtocol, events: Sequence[Event], out: Outputs) -> None:
+        await on_events(app, self.cache, events, out)
+
+    @hookimpl
+    async def navstream_tick(self, app: AppProtocol, now_ms: int, out: Outputs) -> None:
+        await on_tick(app, self.cache, now_ms, out)
+
+    @hookimpl
+    async def navstream_status(self, app: AppProtocol) -> Mapping[str, Any]:
+        return await status_section(app)
+
+    @hookimpl
+    def navstream_commands(self, register: RegisterCommand) -> None:
+        add_commands(register)

@@ -177,7 +177,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def replay(app: App, args: argparse.Namespace) -> int:
-    from . import AuditRecord, config, nav_config
+    from .gate import AuditRecord, config, nav_config
     from .inputs import RULES, input_hash, judge
 
     cfg, navcfg = config(app), nav_config(app)

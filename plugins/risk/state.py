@@ -43,17 +43,17 @@ from navstream.plugins.nav.api import (
     parse_sources,
     positions_key,
 )
-from navstream import scope_id
+from navstream import DECISION_STORE, REUSED_STORE, scope_id
 from navstream.plugins.nav.api import Quote, Snapshot, SourceState, escape
 
 from .inputs import InFlight, PositionInput
 from .trading import TradingRecord
 
-DECISIONS = "risk:decisions"
+DECISIONS = DECISION_STORE  # the wire contract's key, shared with the client
 DECIDED = "risk:decided"
 VENUES = "risk:venues"
 TRADING = "risk:trading"
-REUSED = "risk:reused"
+REUSED = REUSED_STORE
 REUSED_AT = "risk:reused_at"
 INFLIGHT_ACCOUNTS = "risk:inflight_accounts"
 #: The member of :data:`TRADING` that holds the desk-wide state.

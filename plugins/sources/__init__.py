@@ -7,9 +7,7 @@ in one request) and ``binance-usdm-account`` (a signed account snapshot). See do
 
 from __future__ import annotations
 
-from typing import Any
-
-from navstream import hookimpl
+from navstream import RegisterSource, hookimpl
 
 from .binance_spot import BinanceSpotSettings, BinanceSpotSource
 from .binance_usdm import BinanceUsdmAccountSettings, BinanceUsdmAccountSource
@@ -26,7 +24,7 @@ __all__ = [
 
 
 @hookimpl
-def navstream_sources(register: Any) -> None:
+def navstream_sources(register: RegisterSource) -> None:
     register("coingecko", CoinGeckoSettings, CoinGeckoSource)
     register("binance-spot", BinanceSpotSettings, BinanceSpotSource)
     register("binance-usdm-account", BinanceUsdmAccountSettings, BinanceUsdmAccountSource)

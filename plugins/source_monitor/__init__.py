@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, Sequence
 
 import msgspec
-from navstream import App, Event, hookimpl, Outputs, SourceStatus
+from navstream import App, Event, hookimpl, Outputs, RegisterSection, SourceStatus
 
 SECTION = "source_monitor"
 STATE_PREFIX = "source"
@@ -130,13 +130,7 @@ async def _sources(app: App) -> tuple[dict[str, dict[str, str]], dict[str, str]]
     return dict(zip(keys, hashes)), alerted
 
 
-@hookimpl
-def navstream_config_sections(register: Any) -> None:
-    register(SECTION, SourceMonitorConfig)
-
-
-@hookimpl
-async def navstream_startup(app: App) -> None:
+async def register_existing(app: App) -> None:
     """Register every source hash already in Redis (written before the registry existed, or
     dropped from it), so that the ticks watch it for silence."""
     skip = len(app.keys.state(REGISTRY)) - len(REGISTRY)  # strip ``P:state:``
@@ -146,17 +140,13 @@ async def navstream_startup(app: App) -> None:
         await app.redis.hset(app.keys.state(REGISTRY), mapping=dict.fromkeys(found, "1"))
 
 
-@hookimpl
-async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> None:
+async def on_events(app: App, reader: Any, events: Sequence[Event], out: Outputs) -> None:
     reports = sorted((e for e in events if isinstance(e, SourceStatus)), key=lambda e: e.ts)
     if not reports:
         return
     keys = list(dict.fromkeys(_key(e.venue, e.source, e.account) for e in reports))
     # One command for all of them (redis-py's cost is per command), and only the fields judged.
-    script = app.plugin_state.get(SECTION)
-    if script is None:
-        script = app.plugin_state[SECTION] = app.redis.register_script(READ_HELD_LUA)
-    rows = await script(keys=[app.keys.state(k) for k in keys])
+    rows = await reader(keys=[app.keys.state(k) for k in keys])
     held = {key: Held.parse(values) for key, values in zip(keys, rows)}
     new = [key for key, seen in held.items() if seen is None]
     if new:  # a source's hash and its registration are written together, in one batch write
@@ -183,8 +173,7 @@ async def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> N
         held[key] = Held(event.ts, event.ok, silent=False)
 
 
-@hookimpl
-async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
+async def on_tick(app: App, now_ms: int, out: Outputs) -> None:
     limit_ms = int(app.plugin_config(SECTION).max_silence_s * 1000)
     sources, alerted = await _sources(app)
     for key, data in sources.items():
@@ -205,8 +194,7 @@ async def navstream_tick(app: App, now_ms: int, out: Outputs) -> None:
             _recovered(out, key, _where(key, data))
 
 
-@hookimpl
-async def navstream_status(app: App) -> dict[str, Any]:
+async def status_section(app: App) -> dict[str, Any]:
     now = app.clock.now_ms()
     sources = []
     for data in (await _sources(app))[0].values():
@@ -220,3 +208,32 @@ async def navstream_status(app: App) -> dict[str, Any]:
         })
     sources.sort(key=lambda s: (s["venue"], s["source"], s["account"]))
     return {"sources": sources}
+
+
+class SourceMonitorPlugin:
+    """The plugin object: one per application, holding its registered read script."""
+
+    def __init__(self) -> None:
+        self.reader: Any = None  # the registered READ_HELD_LUA, made on first use
+
+    @hookimpl
+    def navstream_config_sections(self, register: RegisterSection) -> None:
+        register(SECTION, SourceMonitorConfig)
+
+    @hookimpl
+    async def navstream_startup(self, app: App) -> None:
+        await register_existing(app)
+
+    @hookimpl
+    async def navstream_events(self, app: App, events: Sequence[Event], out: Outputs) -> None:
+        if self.reader is None:
+            self.reader = app.redis.register_script(READ_HELD_LUA)
+        await on_events(app, self.reader, events, out)
+
+    @hookimpl
+    async def navstream_tick(self, app: App, now_ms: int, out: Outputs) -> None:
+        await on_tick(app, now_ms, out)
+
+    @hookimpl
+    async def navstream_status(self, app: App) -> dict[str, Any]:
+        return await status_section(app)
