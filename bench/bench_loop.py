@@ -26,9 +26,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,12 +36,13 @@ from typing import Any
 
 import msgspec
 
+from common import builtin_plugins, delete_matching, machine, maxrss_kb, mb, rss_kb, side_order, worker_env
+
 BAR = 0.5
 AIM = 0.7
 GROUP = "bench"
 BATCH = 500
 SPAN_MS = 60_000  # generated timestamps cover the minute before the XADD
-ENTRY_POINT_GROUP = "navstream"
 
 
 # --- the event mix ----------------------------------------------------------------------------
@@ -134,31 +133,6 @@ def fill_stream(client: Any, stream: str, events: list[dict[str, str | int]], ch
 # --- the two sides (each in its own subprocess) -------------------------------------------------
 
 
-def _rss_kb() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    except OSError:
-        return 0
-
-
-def _maxrss_kb() -> int:
-    """Peak RSS of this process.
-
-    ``VmHWM`` where Linux has it: ``getrusage(RUSAGE_SELF).ru_maxrss`` survives ``execve``, so a
-    worker spawned by the driver would report the driver's own peak (the generated events).
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return value // 1024 if sys.platform == "darwin" else value  # bytes on macOS, KiB on Linux
-
-
 async def worker_baseline(url: str, stream: str, n: int) -> dict[str, Any]:
     """redis-py asyncio + hiredis: XREADGROUP COUNT 500, decode each entry with msgspec, XACK."""
     import redis.asyncio as aioredis
@@ -168,7 +142,7 @@ async def worker_baseline(url: str, stream: str, n: int) -> dict[str, Any]:
 
     if not HIREDIS_AVAILABLE:
         raise SystemExit("baseline: hiredis is not installed; the baseline must use it")
-    rss_start = _rss_kb()
+    rss_start = rss_kb()
     r = aioredis.Redis.from_url(url, decode_responses=False)
     try:
         await r.xgroup_create(stream, GROUP, id="0", mkstream=True)
@@ -197,25 +171,7 @@ async def worker_baseline(url: str, stream: str, n: int) -> dict[str, Any]:
                          f"expected {n}, {n}, 0")
     return {"side": "baseline", "events": n, "seconds": elapsed, "rate": n / elapsed,
             "cpu_us_per_event": cpu / n * 1e6, "batches": batches,
-            "rss_start_kb": rss_start, "maxrss_kb": _maxrss_kb()}
-
-
-def _builtin_plugins() -> tuple[set[str], set[str]]:
-    """Plugin names in the installed entry points, and in pyproject.toml next to this file."""
-    from importlib.metadata import entry_points
-
-    installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    declared: set[str] = set()
-    pyproject = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "pyproject.toml")
-    try:
-        import tomllib
-
-        with open(pyproject, "rb") as f:
-            data = tomllib.load(f)
-        declared = set(data.get("project", {}).get("entry-points", {}).get(ENTRY_POINT_GROUP, {}))
-    except (OSError, ValueError):
-        pass
-    return installed, declared
+            "rss_start_kb": rss_start, "maxrss_kb": maxrss_kb()}
 
 
 async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
@@ -241,7 +197,7 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
                 self.cpu += time.process_time()
             return got
 
-    rss_start = _rss_kb()
+    rss_start = rss_kb()
     setup_logging("INFO")  # as `navstream run` does: JSON lines on stderr, through a queue
     settings = load_settings(env={}, overrides={
         "redis": {"url": url, "prefix": prefix, "group": GROUP},
@@ -250,7 +206,7 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
     settings = msgspec.structs.replace(settings, extra={"nav": NAV_CONFIG})
     app = App.create(settings)
     plugins = sorted(p.name for p in app.plugins.info)
-    installed, declared = _builtin_plugins()
+    installed, declared = builtin_plugins()
     if set(plugins) != installed or not declared <= installed:
         await app.aclose()
         raise SystemExit(
@@ -289,7 +245,7 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
     return {"side": "navstream", "events": n, "seconds": elapsed, "rate": n / elapsed,
             "cpu_us_per_event": consumer.cpu / n * 1e6, "run_wall_s": run_wall,
             "batches": stats.batches, "alerts": alerts, "plugins": plugins,
-            "rss_start_kb": rss_start, "maxrss_kb": _maxrss_kb()}
+            "rss_start_kb": rss_start, "maxrss_kb": maxrss_kb()}
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -316,44 +272,11 @@ def _spawn(args: argparse.Namespace, side: str, target: str, profile: str | None
     cmd += ["--stream", target] if side == "baseline" else ["--prefix", target]
     if profile:
         cmd += ["--profile", profile]
-    # No NAVSTREAM_* from the caller's shell: NAVSTREAM_PLUGINS would silently drop plugins.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=worker_env())
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"{side} worker failed (exit {proc.returncode}): {proc.stdout.strip()[-500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _delete_matching(client: Any, pattern: str) -> int:
-    deleted = 0
-    batch = []
-    for key in client.scan_iter(match=pattern, count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += client.unlink(*batch)
-            batch = []
-    if batch:
-        deleted += client.unlink(*batch)
-    return deleted
-
-
-def _machine(client: Any) -> dict[str, str]:
-    from importlib.metadata import version
-
-    info = client.info("server")
-    out = {"nproc": str(os.cpu_count()), "python": platform.python_version(),
-           "redis-server": str(info.get("redis_version")), "platform": platform.platform()}
-    for dist in ("redis", "hiredis", "msgspec", "navstream"):
-        try:
-            out[dist] = version(dist)
-        except Exception:  # noqa: BLE001 - informational only
-            out[dist] = "?"
-    return out
-
-
-def _mb(kb: int) -> str:
-    return f"{kb / 1024:.0f} MB"
 
 
 def _profile(args: argparse.Namespace, client: Any, root: str, events: list[dict[str, str | int]]) -> int:
@@ -381,19 +304,18 @@ def drive(args: argparse.Namespace) -> int:
         mix[str(event["type"])] = mix.get(str(event["type"]), 0) + 1
     results: dict[str, list[dict[str, Any]]] = {"baseline": [], "navstream": []}
     try:
-        print("machine: " + ", ".join(f"{k} {v}" for k, v in _machine(client).items()))
+        print("machine: " + ", ".join(f"{k} {v}" for k, v in machine(client).items()))
         print(f"events: {args.events} ({', '.join(f'{k} {v}' for k, v in sorted(mix.items()))}); "
               f"batch {BATCH}; keys under {root}")
         if args.profile:
             return _profile(args, client, root, events)
         for rep in range(args.repeat):
-            order = ["baseline", "navstream"] if rep % 2 == 0 else ["navstream", "baseline"]
-            for side in order:
+            for side in side_order(rep):
                 target = f"{root}-r{rep}-{side[:3]}"
                 stream = target if side == "baseline" else f"{target}:events"
                 fill_stream(client, stream, events)
                 result = _spawn(args, side, stream if side == "baseline" else target)
-                _delete_matching(client, f"{target}*")
+                delete_matching(client, f"{target}*")
                 results[side].append(result)
                 extra = ""
                 if side == "navstream":
@@ -401,10 +323,10 @@ def drive(args: argparse.Namespace) -> int:
                              f"{result['alerts']} alerts, plugins: {', '.join(result['plugins']) or 'none'})")
                 print(f"  repeat {rep + 1} {side:<9} {result['rate']:>9,.0f} events/s  "
                       f"{result['seconds']:.3f}s  {result['cpu_us_per_event']:.1f} CPU-us/event  "
-                      f"{result['batches']} batches  peak RSS {_mb(result['maxrss_kb'])}{extra}",
+                      f"{result['batches']} batches  peak RSS {mb(result['maxrss_kb'])}{extra}",
                       flush=True)
     finally:
-        _delete_matching(client, f"{root}*")
+        delete_matching(client, f"{root}*")
         client.close()
 
     base = statistics.median(r["rate"] for r in results["baseline"])
@@ -418,8 +340,8 @@ def drive(args: argparse.Namespace) -> int:
         cpu = statistics.median(r["cpu_us_per_event"] for r in rs)
         peak = max(r["maxrss_kb"] for r in rs)
         start = min(r["rss_start_kb"] for r in rs)
-        print(f"| {side:<9} | {args.events:>7} | {rate:>15,.0f} | {cpu:>19.1f} | {_mb(peak):>8} "
-              f"| {_mb(start):>18} |")
+        print(f"| {side:<9} | {args.events:>7} | {rate:>15,.0f} | {cpu:>19.1f} | {mb(peak):>8} "
+              f"| {mb(start):>18} |")
     print()
     print(f"ratio {ratio:.2f} (bar {BAR}, aim {AIM})")
     if ratio < BAR:
