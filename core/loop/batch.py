@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Mapping, cast
 
 from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 
 from navstream.app import App
 from navstream.plugin.dispatch import dispatch_batch
@@ -28,34 +26,11 @@ from navstream.contract.events import (
     decode_order,
 )
 from navstream.contract.outputs import Outputs
+from navstream.loop.entries import Entry, HashMapping, as_str, entry_bytes
+from navstream.loop.observer import BatchDone, LoopObserver
 from navstream.store.writer import BatchWrite, DeadLetter, WriteError, Writer, WritesRefused
 
 log = logging.getLogger("navstream.consumer")
-
-#: What redis-py's ``hset(mapping=)`` takes: its key type is invariant, so a ``dict[str, str]`` is cast.
-HashMapping = Mapping[FieldT, EncodableT]
-
-
-@dataclass(slots=True)
-class Entry:
-    stream: str
-    id: str
-    fields: Fields
-    deliveries: int = 1
-
-    @property
-    def ref(self) -> str:
-        return f"{self.stream}/{self.id}"
-
-
-def as_str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def entry_bytes(fields: Fields) -> int:
-    """An entry's size as navstream bounds it: its field names and values."""
-    return sum(map(len, fields)) + sum(map(len, fields.values()))
-
 
 #: Of an entry too large to decode, the dead letter keeps these fields when they are short,
 #: the names and sizes of this many fields, and nothing else.
@@ -88,8 +63,10 @@ def oversize_letter(fields: Fields, size: int) -> tuple[Fields, dict[str, str]]:
 
 
 class BatchHandler:
-    def __init__(self, app: App, writer: Writer, throttle: Any = None) -> None:
+    def __init__(self, app: App, writer: Writer, throttle: Any = None, observer: LoopObserver | None = None) -> None:
         self.app = app
+        #: Told of every finished batch (``/metrics``, the benches subscribe).
+        self.observer = observer or LoopObserver()
         self.writer = writer
         #: Limits ``plugin_error`` alerts of a plugin that fails batch after batch (counted all).
         self.throttle = throttle
@@ -126,6 +103,8 @@ class BatchHandler:
         Orders read together with events are handled first, as a batch of their own: they are
         judged on the state Redis holds, so their answer need not wait for the events' work
         and write (the order latency the risk gate is held to)."""
+        stats = self.app.stats
+        batches, by_type = stats.batches, dict(stats.by_type)
         orders = [e for e in entries if e.stream == self.keys.orders]
         held = entries
         try:
@@ -140,6 +119,9 @@ class BatchHandler:
             raise
         if self.held is entries:
             self.held = None
+        if stats.batches != batches:
+            processed = {k: v - by_type.get(k, 0) for k, v in stats.by_type.items()}
+            self.observer.batch_done(BatchDone(entries, stats.last_batch_duration_ms / 1000, processed))
 
     async def _handle(self, entries: list[Entry]) -> None:
         started = time.perf_counter()

@@ -20,7 +20,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from navstream.app import App
 from navstream.plugin.dispatch import dispatch_tick
-from navstream.loop.batch import Entry, as_str
+from navstream.loop.batch import BatchHandler
+from navstream.loop.entries import Entry, as_str
+from navstream.loop.observer import LoopObserver
 from navstream.contract.outputs import Outputs
 from navstream.plugin import calls
 from navstream.loop.upkeep import Upkeep
@@ -112,11 +114,14 @@ class Consumer:
         #: This consumer recreated a group and owes every consumer a new ``P:state:epoch``.
         self._owed_epoch = False
         self.throttle = AlertThrottle(self.settings.alert_cooldown_s)
-        from navstream.serve.metrics import MeteredBatchHandler, Metrics
+        from navstream.serve.metrics import Metrics
 
-        #: This consumer's Prometheus registry (``/metrics``); fed per batch by the handler.
+        #: Told of every batch the loop finishes; ``/metrics`` and the benches subscribe.
+        self.observer = LoopObserver()
+        #: This consumer's Prometheus registry (``/metrics``).
         self.metrics = Metrics(app)
-        self.handler = MeteredBatchHandler(app, self.writer, self.throttle, self.metrics)
+        self.observer.on_batch(lambda done: self.metrics.observe_batch(done.entries, done.duration_s, done.processed))
+        self.handler = BatchHandler(app, self.writer, self.throttle, self.observer)
         self.upkeep = Upkeep(app, self.writer, self.handler)
         self._phase = "created"
         #: ``time.monotonic()`` of the loop's last progress (an iteration, a reconnect attempt):
@@ -542,13 +547,7 @@ class Consumer:
             lost = await self.upkeep.heartbeat(self.streams, status)
             if lost is not None:  # before the tick's alerts are written: they go out now
                 self._data_lost(lost)
-            try:
-                await self.writer.write(BatchWrite(out))
-            except BaseException:
-                self.upkeep.rollback()
-                raise
-            self.upkeep.commit()
-            await self.upkeep.flush_lost_reports()
+            await self.upkeep.write_tick(out)
         if not final and self._tick_count % IDLE_CONSUMER_SWEEP_TICKS == 1:
             await self.upkeep.remove_idle_consumers(self.streams)
 

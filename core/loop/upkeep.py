@@ -13,7 +13,8 @@ from typing import Any, Mapping, cast
 from redis.exceptions import ResponseError
 
 from navstream.app import App
-from navstream.loop.batch import BatchHandler, Entry, HashMapping, as_str
+from navstream.loop.batch import BatchHandler
+from navstream.loop.entries import Entry, HashMapping, as_str
 from navstream.contract.keys import parse_id
 from navstream.contract.outputs import Outputs
 from navstream.plugin import calls
@@ -360,15 +361,19 @@ class Upkeep:
         so its next tick learns the epoch and its heartbeat afresh instead of comparing."""
         self._epoch, self._beat, self._beat_tried = None, None, None
 
-    def commit(self) -> None:
-        """The tick's alerts are written: remember what they reported."""
+    async def write_tick(self, out: Outputs) -> None:
+        """Write the tick's outputs; what the tick's checks staged (a DLQ alert raised, entries
+        counted lost) is remembered only once that write succeeded, else decided again next
+        tick. Then the loss reports owed to the other consumers go out."""
+        try:
+            await self.writer.write(BatchWrite(out))
+        except BaseException:
+            self._staged = {}
+            raise
         staged, self._staged = self._staged, {}
         self._dlq_alerted = staged.pop("dlq_alerted", self._dlq_alerted)
         self.app.stats.lost += staged.pop("lost", 0)
-
-    def rollback(self) -> None:
-        """The tick's alerts were not written: decide again next tick."""
-        self._staged = {}
+        await self.flush_lost_reports()
 
     async def heartbeat(self, streams: list[str], status: str) -> str | None:
         """``P:heartbeat:<consumer>``, with a TTL so a dead consumer's disappears; returns why
