@@ -38,28 +38,31 @@ import asyncio
 import logging
 import math
 import random
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
 import redis.asyncio as aioredis
+from navstream.client_wire import (
+    CLIENT_ERROR,
+    DEADLINE,
+    ClientDecision,
+    SendError,
+    decimal_text,
+    fields_hash,
+    now_ms,
+    order_fields,
+    read_decision,
+    stored_decision,
+    text,
+)
+from navstream.contract.events import as_str_map
+from navstream.contract.keys import DECISION_STORE, REUSED_STORE, Keys
 from redis.exceptions import RedisError
-
-from navstream.contract.events import ORDER_DECODER, as_str_map
-from navstream.contract.fingerprint import order_hash
-from navstream.contract.numbers import NumberError, parse, plain
-from navstream.contract.keys import Keys
-from navstream.contract.outputs import parse_first
 
 log = logging.getLogger("navstream.client")
 
-#: The gate's store of first decisions (plugins/risk/state.py): order_id -> JSON [f, v, ...].
-DECISIONS_KEY = ("risk", "decisions")
-#: Its store of the vetoes given to reused ids: ``<order_hash>:<order_id>`` -> JSON [f, v, ...].
-REUSED_KEY = ("risk", "reused")
 #: How long one ``XREAD`` blocks: under any socket timeout a caller is likely to have set on
 #: its connection. The reader is cancelled on close, so this never delays ``aclose()``.
 BLOCK_MS = 1_000
@@ -73,67 +76,8 @@ BACKOFF_MAX_S = 2.0
 STOP_ATTEMPTS = 20
 STOP_WAIT_S = 0.05
 
-DEADLINE = "deadline"
-CLIENT_ERROR = "client_error"
-
-
-
-class SendError(RuntimeError):
-    """The order was not confirmed written to ``P:orders``: treat it as not approved.
-
-    It may still have reached the gate (a connection lost after the write); sending the same
-    ``order_id`` again is safe and returns the decision the gate gave it, if any.
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class ClientDecision:
-    """A ``P:decisions`` entry as the engine sees it, or the veto that stands in for one.
-
-    ``timed_out`` is true when no decision was seen before the deadline; ``reasons`` then says
-    why (``deadline``, or ``client_error`` when Redis failed while waiting), ``nav`` is empty
-    and ``nav_status`` and ``trading_state`` are ``unknown``.
-    """
-
-    order_id: str
-    decision: Literal["approve", "veto"]
-    reasons: list[str]
-    trading_state: str
-    nav: str
-    nav_status: str
-    nav_age_ms: int
-    ts: int
-    timed_out: bool = False
-
-    @property
-    def approved(self) -> bool:
-        """The one answer that allows trading."""
-        return self.decision == "approve" and not self.timed_out
-
-    @classmethod
-    def from_fields(cls, fields: Mapping[str, str]) -> ClientDecision:
-        """Parse a decision entry (contract fields).
-
-        :raises ValueError: a field is missing or unparsable; the caller vetoes.
-        """
-        try:
-            decision: Literal["approve", "veto"]
-            if fields["decision"] == "approve":
-                decision = "approve"
-            elif fields["decision"] == "veto":
-                decision = "veto"
-            else:
-                raise ValueError(f"`decision` is {fields['decision']!r}")
-            return cls(fields["order_id"], decision, [r for r in fields.get("reasons", "").split(",") if r],
-                       fields.get("trading_state", ""), fields.get("nav", ""), fields.get("nav_status", ""),
-                       int(fields.get("nav_age_ms") or 0), int(fields["ts"]))
-        except KeyError as exc:
-            raise ValueError(f"decision entry lacks field {exc}") from exc
-
-    @classmethod
-    def vetoed(cls, order_id: str, reason: str, *, timed_out: bool = True) -> ClientDecision:
-        """The veto given in place of a decision that was not seen."""
-        return cls(order_id, "veto", [reason], "unknown", "", "unknown", 0, _now_ms(), timed_out)
+__all__ = ["CLIENT_ERROR", "DEADLINE", "ClientDecision", "RiskClient", "SendError", "decimal_text",
+           "fields_hash", "order_fields"]
 
 
 class RiskClient:
@@ -150,8 +94,9 @@ class RiskClient:
                  cluster: bool = False) -> None:
         self.redis = redis
         self.keys = Keys(prefix, cluster=cluster)
-        self._decisions_key = self.keys.state(*DECISIONS_KEY)
-        self._reused_key = self.keys.state(*REUSED_KEY)
+        #: The gate's store of first decisions, and of the vetoes given to reused ids (the contract's keys).
+        self._decisions_key = self.keys.state(DECISION_STORE)
+        self._reused_key = self.keys.state(REUSED_STORE)
         self._owns_redis = owns_redis
         #: (order_id, order_hash) -> the calls waiting for the answer to that order.
         self._waiters: dict[tuple[str, str], list[asyncio.Future[ClientDecision]]] = {}
@@ -199,7 +144,7 @@ class RiskClient:
             if self._reader is not None:
                 return
             last: Any = await self.redis.xrevrange(self.keys.decisions, count=1)
-            self._cursor = _text(last[0][0]) if last else "0-0"
+            self._cursor = text(last[0][0]) if last else "0-0"
             self._reader = asyncio.create_task(self._read_loop(), name=f"navstream-client:{self.keys.prefix}")
 
     async def aclose(self) -> None:
@@ -247,7 +192,7 @@ class RiskClient:
                 or not math.isfinite(deadline_s) or deadline_s <= 0:
             raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
         fields = order_fields(order_id=order_id, venue=venue, account=account, symbol=symbol, side=side,
-                              qty=qty, price=price, reduce_only=reduce_only, ts=_now_ms())
+                              qty=qty, price=price, reduce_only=reduce_only, ts=now_ms())
         key = (order_id, fields_hash(fields))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
@@ -291,9 +236,9 @@ class RiskClient:
         for raw in (first, reused):
             if raw is None or waiter.done():
                 continue
-            fields = _stored(raw)
+            fields = stored_decision(raw)
             if fields is None or fields.get("order_hash") == content:
-                waiter.set_result(_decision(order_id, fields))
+                waiter.set_result(read_decision(order_id, fields))
         return True
 
     def _forget(self, key: tuple[str, str], waiter: asyncio.Future[ClientDecision]) -> None:
@@ -325,7 +270,7 @@ class RiskClient:
             self._failing = False
             attempt = 0
             for entry_id, fields in _entries(reply):
-                self._cursor = _text(entry_id)
+                self._cursor = text(entry_id)
                 self._dispatch(fields)
 
     def _dispatch(self, raw: Any) -> None:
@@ -336,7 +281,7 @@ class RiskClient:
         waiters = self._waiters.get((fields.get("order_id", ""), fields.get("order_hash", "")))
         if not waiters:
             return  # another engine's order, one whose caller gave up, or another content's answer
-        decision = _decision(fields["order_id"], fields)
+        decision = read_decision(fields["order_id"], fields)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(decision)
@@ -357,75 +302,6 @@ async def _stop(reader: asyncio.Task[None]) -> None:
     log.error("decision reader did not stop", extra={"event": "client_reader_stuck"})
 
 
-# --- encoding and parsing ---------------------------------------------------------------------
-
-
-def order_fields(*, order_id: str, venue: str, account: str, symbol: str, side: str, qty: Decimal | str,
-                 price: Decimal | str | None, reduce_only: bool, ts: int) -> dict[str, str]:
-    """The ``P:orders`` entry of an order intent, checked by the decoder the gate itself uses,
-    so the client never sends what the gate would veto as ``bad_order``.
-
-    :raises TypeError: a float amount, or a value of the wrong type.
-    :raises ValueError: anything the contract refuses (an empty id, a side other than
-        buy/sell, a non-positive or non-finite amount), naming the field.
-    """
-    for name, value in (("order_id", order_id), ("venue", venue), ("account", account),
-                        ("symbol", symbol), ("side", side)):
-        if not isinstance(value, str):
-            raise TypeError(f"`{name}` must be a str, got {type(value).__name__}")
-    if not isinstance(reduce_only, bool):
-        raise TypeError(f"`reduce_only` must be a bool, got {type(reduce_only).__name__}")
-    fields = {"type": "order", "order_id": order_id, "venue": venue, "account": account, "symbol": symbol,
-              "side": side, "qty": decimal_text("qty", qty), "reduce_only": "true" if reduce_only else "false",
-              "ts": str(ts)}
-    if price is not None:
-        fields["price"] = decimal_text("price", price)
-    ORDER_DECODER.decode(fields)  # raises DecodeError (a ValueError) naming the field
-    return fields
-
-
-def fields_hash(fields: Mapping[str, str]) -> str:
-    """The ``order_hash`` the gate gives the decision of an order entry the client built."""
-    order = ORDER_DECODER.decode(fields)
-    return order_hash(venue=order.venue, account=order.account, symbol=order.symbol,  # type: ignore[attr-defined]
-                      side=order.side, qty=order.qty, price=order.price,  # type: ignore[attr-defined]
-                      reduce_only=order.reduce_only)  # type: ignore[attr-defined]
-
-
-def decimal_text(name: str, value: Decimal | str) -> str:
-    """``value`` as an exact, plain decimal string (``"0.00000001"``, never ``"1E-8"``)."""
-    if isinstance(value, float):
-        raise TypeError(f"`{name}` must be a Decimal or str, not a float (binary floats are not exact): "
-                        f"pass Decimal({str(value)!r}) or {str(value)!r}")
-    if not isinstance(value, (str, Decimal)):
-        raise TypeError(f"`{name}` must be a Decimal or str, got {type(value).__name__}")
-    try:  # the wire's own grammar and bounds (navstream.contract.numbers): " 1" and "１２" are no amounts
-        return plain(parse(value) if isinstance(value, str) else value)
-    except NumberError as exc:
-        raise ValueError(f"`{name}`: {exc}") from None
-
-
-def _stored(raw: str | bytes) -> dict[str, str] | None:
-    """A decision as the gate stores it (``Outputs.emit_first``); None when it is not one."""
-    return parse_first(raw)
-
-
-def _decision(order_id: str, fields: Mapping[str, str] | None) -> ClientDecision:
-    """The decision in ``fields``, or a veto (``client_error``) when it cannot be read: an
-    answer nobody can read must not let an order through."""
-    try:
-        if fields is None:
-            raise ValueError("not a JSON array of fields and values")
-        decision = ClientDecision.from_fields(fields)
-        if decision.order_id != order_id:
-            raise ValueError(f"answers order_id {decision.order_id!r}")
-    except ValueError as exc:
-        log.error("unreadable decision, vetoed", extra={
-            "event": "client_error", "order_id": order_id, "error": str(exc)})
-        return ClientDecision.vetoed(order_id, CLIENT_ERROR, timed_out=False)
-    return decision
-
-
 def _entries(reply: Any) -> list[tuple[Any, Any]]:
     """XREAD's entries for our one stream: ``[[stream, entries]]`` over RESP2,
     ``{stream: [entries]}`` over RESP3."""
@@ -436,9 +312,3 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
     return [entry for _stream, entries in reply for entry in entries]
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
@@ -36,8 +37,11 @@ from navstream.loop.consumer import Consumer, StartupError
 from navstream.serve.http import MAX_HEAD, HttpServer, HttpStartError, Request, Response, local_url
 from navstream.serve.metrics import Metrics
 from navstream.plugin.manager import build_plugin_manager
+from navstream.plugins.nav.report import Latest, NavReport, Scope, stale_data
+from navstream.plugins.nav.state import decode_snapshot
+from navstream.plugins.nav.valuation import Snapshot, as_read
 from navstream.serve.probes import LoopState, liveness, readiness
-from navstream.serve.status import DeskView, NavScope, parse_nav_latest
+from navstream.serve.status import DeskView
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
@@ -232,9 +236,10 @@ def test_local_url() -> None:
 # --- the probe rules --------------------------------------------------------------------------
 
 
-def nav(name: str = "total", status: str = "ok", computed_at: int = START_MS, reasons: Sequence[str] = ()) -> NavScope:
-    return NavScope(id=name, scope=name, name=name, nav="100", quote="USD", status=status, as_of=START_MS,
-                    computed_at=computed_at, reasons=tuple(reasons))
+def nav(name: str = "total", status: str = "ok", computed_at: int = START_MS, reasons: Sequence[str] = ()) -> Scope:
+    snap = Snapshot(scope=name, nav=Decimal(100), quote="USD", status=status, as_of=START_MS,  # type: ignore[arg-type]
+                    computed_at=computed_at, reasons=list(reasons))
+    return Scope(name, snap, status)
 
 
 RUNNING = LoopState(phase="running", idle_s=0.1, stall_limit_s=10)
@@ -244,8 +249,7 @@ GROUPS: dict[str, dict[str, Any] | None] = {"p:events": {"name": "g"}}
 def ready(state: LoopState = RUNNING, view: DeskView | None = None, health: Mapping[str, str] | None = None,
           **options: Any) -> list[str]:
     view = view or DeskView(read_ms=START_MS, groups=dict(GROUPS))
-    return readiness(state, view, streams=["p:events"], group="g", health=health or {"health": "ok"},
-                     nav_eval_limit_ms=10_000, **options)
+    return readiness(state, view, streams=["p:events"], group="g", health=health or {"health": "ok"}, **options)
 
 
 def test_liveness_rules() -> None:
@@ -269,25 +273,14 @@ def test_readiness_rules() -> None:
         "redis connection lost 12s ago; the loop is reconnecting"]
     assert ready(view=DeskView(read_ms=START_MS, groups={"p:events": None})) == [
         "consumer group 'g' is missing on p:events (the loop recreates it)"]
-    stale = DeskView(read_ms=START_MS, groups=dict(GROUPS), nav=[
-        nav("total", "stale", reasons=["price BTC/USDT is 200s old"]),
-        nav("exchange", "ok", computed_at=START_MS - 30_000),
-        nav("venue", "failed"),  # not a readiness matter: the page and metrics show it
-    ], nav_unreadable=["account:x/y: ValueError: bad"])
-    # Readiness is about this process: stale data is in the metrics and alerts, not here...
-    assert ready(view=stale) == []
-    # ... unless [http] ready_on_stale_data = false asks for the old rule.
-    assert ready(view=stale, ready_on_stale_data=False) == [
-        "NAV total is stale: price BTC/USDT is 200s old",
-        "NAV exchange was last evaluated 30s ago (limit 10s): no consumer is ticking the nav plugin",
-        "NAV account:x/y: ValueError: bad is unreadable",
-    ]
+    # A plugin's readiness reasons (navstream_readiness), at most five of each plugin.
+    given = [("nav", ["NAV total is stale: price BTC/USDT is 200s old"]), ("acme", ["acme is warming up"])]
+    assert ready(plugin_reasons=given) == ["NAV total is stale: price BTC/USDT is 200s old", "acme is warming up"]
+    reasons = ready(plugin_reasons=[("nav", [f"s{i} is stale" for i in range(8)])])
+    assert len(reasons) == 6 and reasons[-1] == "... and 3 more like these"
     health = {"sink.status": "degraded", "sink.reason": "Firestore unreachable", "risk.status": "ok",
               "risk.approved": "3", "health": "degraded"}
     assert ready(health=health) == ["plugin sink is degraded: Firestore unreachable"]
-    many = DeskView(read_ms=START_MS, groups=dict(GROUPS), nav=[nav(f"s{i}", "stale") for i in range(8)])
-    reasons = ready(view=many, ready_on_stale_data=False)
-    assert len(reasons) == 6 and reasons[-1] == "... and 3 more like these"
     # Redis refusing this process's writes (OOM, READONLY, MISCONF) makes it not ready.
     refusing = LoopState("running", 0.1, 10, writes_refused_since_ms=START_MS - 12_000,
                          writes_refused_reason="OOM command not allowed when used memory > 'maxmemory'.")
@@ -295,6 +288,21 @@ def test_readiness_rules() -> None:
         "Redis refuses writes since 2026-09-21T14:13:08Z (12s): OOM command not allowed when used memory > "
         "'maxmemory'.; nothing is acknowledged until it takes them again"]
     assert ready(LoopState("running", 0.1, 10, writes_refused_since_ms=0)) == []
+
+
+def test_the_nav_plugins_stale_data_rule() -> None:
+    """nav's readiness reasons (given only with ``[http] ready_on_stale_data = false``)."""
+    latest = Latest(START_MS, scopes=[
+        nav("total", "stale", reasons=["price BTC/USDT is 200s old"]),
+        nav("exchange", "ok", computed_at=START_MS - 30_000),
+        nav("venue", "failed"),  # not a readiness matter: the page and metrics show it
+    ], unreadable=["account:x/y: ValueError: bad"])
+    assert stale_data(latest, 10_000) == [
+        "NAV total is stale: price BTC/USDT is 200s old",
+        "NAV exchange was last evaluated 30s ago (limit 10s): no consumer is ticking the nav plugin",
+        "NAV account:x/y: ValueError: bad is unreadable",
+    ]
+    assert stale_data(Latest(START_MS, scopes=[nav("total")]), 10_000) == []
 
 
 # --- the endpoints of a running consumer ------------------------------------------------------
@@ -491,7 +499,7 @@ async def test_a_running_consumer_serves_probes_metrics_and_status(make_app: Any
 
         page = await client.get("/")
         assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
-        assert "<svg id=\"chart\"" in page.text and "api/status" in page.text
+        assert "function drawChart" in page.text and "api/status" in page.text
         csp = page.headers["content-security-policy"]
         assert "default-src 'none'" in csp and "script-src 'sha256-" in csp and "connect-src 'self'" in csp
 
@@ -503,7 +511,7 @@ async def _ready(client: httpx.AsyncClient) -> bool:
 async def test_readiness_reasons_stale_nav_and_degraded_plugin(make_app: Any, no_cache: None) -> None:
     """With ``[http] ready_on_stale_data = false``: stale data is a readiness reason (the old rule)."""
     sink = Sink()
-    app = make_app(plugins=[("sink", sink)], consumer=FAST)
+    app = make_app(plugins=[("nav", NavReport()), ("sink", sink)], consumer=FAST)
     app.settings = msgspec.structs.replace(
         app.settings, http=msgspec.structs.replace(app.settings.http, ready_on_stale_data=False))
     latest = app.keys.state("nav", "latest")
@@ -559,7 +567,7 @@ async def test_stale_data_leaves_the_consumer_ready_by_default(make_app: Any, no
     """Readiness is about this process: a stale or unevaluated NAV leaves /readyz 200 (every
     replica would otherwise turn not-ready at once and stall a rollout); the metrics, the status
     page and the alerts say it is stale."""
-    app = make_app(consumer=FAST)
+    app = make_app(plugins=[("nav", NavReport())], consumer=FAST)
     assert app.settings.http.ready_on_stale_data is True
     latest = app.keys.state("nav", "latest")
     data = {"scope": "total", "nav": "12.5", "quote": "USD", "status": "stale", "as_of": T0,
@@ -614,7 +622,8 @@ async def test_redis_unreachable_at_startup(tmp_path: Path) -> None:
     settings = load_settings(env={}, overrides={
         "redis": {"url": "redis://127.0.0.1:1/0", "prefix": "nstest-down"}, "http": {"port": port},
         "consumer": {"reconnect_max_ms": 200}})
-    app = App.create(settings, plugins=build_plugin_manager(load_entrypoints=False, env={}), clock=ManualClock(START_MS))
+    app = App.create(settings, plugins=build_plugin_manager(load_entrypoints=False, env={}, extra=[("nav", NavReport())]),
+                     clock=ManualClock(START_MS))
     consumer = Consumer(app)
     task = asyncio.create_task(consumer.run())
     try:
@@ -808,16 +817,20 @@ def test_the_status_api_reads_an_ok_past_its_fresh_until_as_stale() -> None:
                 "computed_at": START_MS, **extra}
         return f"{START_MS} {json.dumps(data)}"
 
+    def parse_nav_latest(member: str, raw: str, now_ms: int) -> Scope:
+        stored = decode_snapshot(member, raw)
+        return Scope(member, as_read(stored, now_ms), stored.status)
+
     fresh = parse_nav_latest("total", raw("ok", fresh_until=START_MS + 1), START_MS)
-    assert (fresh.status, fresh.stored_status, fresh.reasons) == ("ok", "ok", ())
+    assert (fresh.snap.status, fresh.stored_status, fresh.snap.reasons) == ("ok", "ok", [])
     past = parse_nav_latest("total", raw("ok", fresh_until=START_MS, reasons=["x"]), START_MS)
-    assert (past.status, past.stored_status) == ("stale", "ok")
-    assert past.reasons == ("an input passed its age limit at 2026-09-21T14:13:20.000Z (fresh_until); "
-                            "not re-evaluated since", "x")
+    assert (past.snap.status, past.stored_status) == ("stale", "ok")
+    assert past.snap.reasons == ["an input passed its age limit at 2026-09-21T14:13:20.000Z (fresh_until); "
+                                 "not re-evaluated since", "x"]
     unknown = parse_nav_latest("total", raw("ok"), START_MS)  # stored without fresh_until
-    assert unknown.status == "stale" and unknown.reasons[0].startswith("stored without a freshness horizon")
+    assert unknown.snap.status == "stale" and unknown.snap.reasons[0].startswith("stored without a freshness horizon")
     partial = parse_nav_latest("total", raw("partial", fresh_until=START_MS - 1), START_MS)
-    assert (partial.status, partial.reasons) == ("partial", ())  # already not ok: kept as stored
+    assert (partial.snap.status, partial.snap.reasons) == ("partial", [])  # already not ok: kept as stored
     assert past.as_json(START_MS)["status"] == "stale" and past.as_json(START_MS)["stored_status"] == "ok"
 
 
@@ -826,7 +839,7 @@ async def test_api_status_readyz_and_metrics_read_a_nav_past_its_fresh_until_as_
     """A NAV stored ok whose inputs passed their limit, and no tick since (no nav plugin runs
     here): /readyz, /api/status and /metrics say stale; before its fresh_until, ok."""
     clock = ManualClock(START_MS)
-    app = make_app(consumer=FAST, clock=clock)
+    app = make_app(plugins=[("nav", NavReport())], consumer=FAST, clock=clock)  # its reports, not its ticks
     app.settings = msgspec.structs.replace(
         app.settings, http=msgspec.structs.replace(app.settings.http, ready_on_stale_data=False))
     latest = app.keys.state("nav", "latest")

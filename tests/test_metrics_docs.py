@@ -51,7 +51,7 @@ def documented_names() -> dict[str, str]:
                 names.setdefault(name, block.where)
     for path in DOCS:
         for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.startswith("| `navstream_"):
+            if line.startswith("| `navstream_") and "(fixture)" not in line.split("|")[1]:  # not a metric
                 for name in re.findall(r"`(navstream_[a-z0-9_]+)`", line.split("|")[1]):
                     names.setdefault(name, f"{path.relative_to(ROOT)}:{n}")
     return names

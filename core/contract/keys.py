@@ -86,6 +86,15 @@ class Keys:
         return (self.events, self.orders)
 
 
+#: ``P:state:risk:decisions`` (``Keys.state(DECISION_STORE)``): hash, ``order_id`` -> the decision
+#: first given to it, as a JSON array of field/value pairs (docs/contract.md). The order gate
+#: writes it; a trading engine's client reads it to answer a re-sent order without waiting.
+DECISION_STORE = "risk:decisions"
+#: ``P:state:risk:reused``: hash, ``<order_hash>:<order_id>`` -> the veto given to an order that
+#: reused an id with other content (docs/contract.md), same encoding.
+REUSED_STORE = "risk:reused"
+
+
 def parse_id(entry_id: str) -> tuple[int, int]:
     """A stream id as a comparable ``(ms, seq)``."""
     ms, _, seq = entry_id.partition("-")

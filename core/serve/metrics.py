@@ -20,10 +20,24 @@ tests/test_metrics_docs.py checks that every name its PromQL uses is exported).
 from __future__ import annotations
 
 from collections import Counter as Tally
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
+from navstream.app import App
+from navstream.contract.events import EVENT_TYPES
+from navstream.loop.batch import BatchHandler, Entry
+from navstream.serve.contributions import MetricReads
+from navstream.serve.probes import plugin_problems
+from navstream.serve.status import DeskView
+from navstream.version import __version__
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -34,27 +48,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from navstream.version import __version__
-from navstream.app import App
-from navstream.contract.events import EVENT_TYPES
-from navstream.loop.batch import BatchHandler, Entry
-from navstream.serve.probes import plugin_problems
-from navstream.serve.status import NAV_STATUSES, TRADING_STATES, DeskView
-
 #: The ``type`` label's values: the contract's types; anything a producer invents is ``other``
 #: (a label per invented type would let one bad producer grow the series without bound).
 KNOWN_TYPES = frozenset(EVENT_TYPES) | {"order"}
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-#: Numbers plugins report in ``navstream_health`` that are running counts (exported as
-#: ``navstream_plugin_counter_total``); any other number is a gauge (``navstream_plugin_health_value``).
-#: A plugin marks a count of its own by ending its key in ``_total``. The risk gate's decision
-#: counts are exported as ``navstream_risk_decisions_total`` and ``navstream_risk_repeated_answers_total``.
-PLUGIN_COUNTS = {
-    "risk": frozenset({"audit_written", "audit_missing"}),
-    "firestore": frozenset({"writes", "batches", "failures", "coalesced", "shed", "would_write"}),
-}
-PLUGIN_SKIPPED = {"risk": frozenset({"approved", "vetoed", "repeated"})}
+#: Numbers plugins report in ``navstream_health`` are exported as ``navstream_plugin_counter_total``
+#: when they are running counts (a key ending in ``_total``, or one the plugin names in
+#: :attr:`~navstream.serve.report.PluginMetrics.health_counters`), else as
+#: ``navstream_plugin_health_value``; a plugin's ``health_hidden`` keys are not exported there.
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,10 @@ class Scrape:
     view: DeskView
     health: Mapping[str, str]
     ready: bool
-    decisions: Mapping[str, Mapping[str, int]] | None
     #: The HTTP server's own counters (an :class:`~navstream.serve.http.HttpStats`), when it runs.
     http: Any = None
+    #: What the plugins contribute (``navstream_metrics``).
+    plugins: MetricReads = field(default_factory=MetricReads)
 
 
 def entry_type(entry: Entry, orders_stream: str) -> str:
@@ -110,6 +113,8 @@ class Metrics:
             BATCH_BUCKETS)
         #: Entries not processed, by type (see :meth:`observe_batch`).
         self.events_failed: Tally[str] = Tally()
+        #: Failed ``navstream_metrics`` calls and refused families, by plugin.
+        self.report_errors: Tally[str] = Tally()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -177,6 +182,31 @@ class _DeskCollector(Collector):
         return []  # computed at scrape time; nothing to check for clashes at registration
 
     def collect(self) -> Iterable[Metric]:
+        """navstream's families, then the plugins' (a name already taken is left out and
+        counted as that plugin's reporting error), then the count of those errors."""
+        core = list(self._core())
+        yield from core
+        scrape = self.scrape
+        if scrape is None:
+            return
+        report_errors = self.metrics.report_errors
+        for plugin, _ in scrape.plugins.errors:
+            report_errors[plugin] += 1
+        taken = {f.name for f in core} | {"navstream_plugin_report_errors"}
+        for plugin, family in scrape.plugins.families:
+            if family.name in taken or family.name.startswith(("process_", "python_")):
+                report_errors[plugin] += 1
+                continue
+            taken.add(family.name)
+            yield family
+        errors = _counter("navstream_plugin_report_errors", "Reporting hook calls of a plugin that failed at "
+                          "a scrape (raised, ran late, or gave a family name already exported): its families "
+                          "are missing from that scrape.", ["plugin"])
+        for plugin, count in sorted(report_errors.items()):
+            errors.add_metric([plugin], count)
+        yield errors
+
+    def _core(self) -> Iterable[Metric]:
         app, stats = self.app, self.app.stats
         info = InfoMetricFamily("navstream_consumer", "This consumer: its name, group and navstream version.")
         info.add_metric([], {"consumer": app.consumer_name, "group": app.group, "version": __version__})
@@ -240,60 +270,6 @@ class _DeskCollector(Collector):
         dlq = stats.dlq_length if view.dlq_length is None else view.dlq_length
         yield GaugeMetricFamily("navstream_dlq_length", "Dead letters in P:dlq.", value=dlq)
 
-        value = _gauge("navstream_nav_value", "Latest NAV of each scope in its quote currency "
-                       "(a float: the exact decimal is in P:state:nav:latest).", ["scope", "quote"])
-        age = _gauge("navstream_nav_age_seconds", "Age of the oldest input the scope's NAV rests on.", ["scope"])
-        evaluated = _gauge("navstream_nav_evaluation_age_seconds", "Time since the scope's NAV was last "
-                           "evaluated (every tick while a consumer runs the nav plugin).", ["scope"])
-        status = _gauge("navstream_nav_status", "1 for the scope's current NAV status (ok, stale, partial, "
-                        "failed), 0 for the others.", ["scope", "status"])
-        now = view.read_ms
-        for nav in view.nav:
-            try:
-                value.add_metric([nav.id, nav.quote], float(nav.nav))
-            except ValueError:
-                pass
-            if nav.as_of:
-                age.add_metric([nav.id], (now - nav.as_of) / 1000)
-            evaluated.add_metric([nav.id], (now - nav.computed_at) / 1000)
-            for name in NAV_STATUSES:
-                status.add_metric([nav.id, name], 1 if nav.status == name else 0)
-        yield from (value, age, evaluated, status)
-
-        trading = _gauge("navstream_trading_state", "1 for the trading state of each scope with a trading "
-                         "record (the desk is `desk`; no record means active).", ["scope", "state"])
-        for row in view.trading:
-            for name in TRADING_STATES:
-                trading.add_metric([row["scope"], name], 1 if row["state"] == name else 0)
-        yield trading
-
-        decisions = _counter("navstream_risk_decisions", "Orders this consumer's risk gate decided, by "
-                             "decision (approve, veto); a stored answer repeated to a re-sent order is not "
-                             "one (navstream_risk_repeated_answers_total).", ["decision"])
-        repeated = _counter("navstream_risk_repeated_answers", "Stored decisions this consumer's risk gate "
-                            "gave again to a re-sent order.")
-        reasons = _counter("navstream_risk_decision_reasons", "Reason codes of this consumer's vetoes "
-                           "(one veto may carry several).", ["reason"])
-        if scrape.decisions is not None:
-            for kind, count in scrape.decisions["decisions"].items():
-                if kind == "repeated":
-                    repeated.add_metric([], count)
-                else:
-                    decisions.add_metric([kind], count)
-            for code, count in scrape.decisions["reasons"].items():
-                reasons.add_metric([code], count)
-        yield from (decisions, repeated, reasons)
-
-        up = _gauge("navstream_source_up", "1 when the source's last report was ok and it is not silent.",
-                    ["venue", "source", "account"])
-        report_age = _gauge("navstream_source_report_age_seconds", "Time since the source last reported.",
-                            ["venue", "source", "account"])
-        for src in view.sources:
-            labels = [src.venue, src.source, src.account]
-            up.add_metric(labels, 1 if src.up else 0)
-            report_age.add_metric(labels, (now - src.ts) / 1000)
-        yield from (up, report_age)
-
         healthy = _gauge("navstream_plugin_healthy", "1 when the plugin's navstream_health status is ok "
                          "(sinks, the risk gate's audit log, ...).", ["plugin"])
         values = _gauge("navstream_plugin_health_value", "Each number a plugin reports in navstream_health "
@@ -308,7 +284,7 @@ class _DeskCollector(Collector):
             if not dot:
                 continue
             reporting.add(plugin)
-            if name == "status" or name in PLUGIN_SKIPPED.get(plugin, ()):
+            if name == "status" or name in scrape.plugins.health_hidden.get(plugin, ()):
                 continue
             try:
                 number = float(raw)
@@ -316,7 +292,7 @@ class _DeskCollector(Collector):
                 continue  # text (a reason, a holder's name): in /api/status, not a number
             if name.endswith("_total"):
                 counts.add_metric([plugin, name[: -len("_total")]], number)
-            elif name in PLUGIN_COUNTS.get(plugin, ()):
+            elif name in scrape.plugins.health_counters.get(plugin, ()):
                 counts.add_metric([plugin, name], number)
             else:
                 values.add_metric([plugin, name], number)

@@ -5,16 +5,17 @@ process do its work right now?), as pure functions of what the consumer knows an
 Liveness is deliberately narrow: a consumer waiting out a Redis outage is alive (restarting it
 would not bring Redis back); only a loop that stopped making progress, or a process shutting
 down, is not. Readiness is about this process: Redis answering and accepting its writes, its
-consumer group, its plugins' own health. The desk's data being stale is not (every replica
-would turn not-ready at once, and a rollout that may fix the outage would stall): it is in the
-metrics and the alerts, unless ``[http] ready_on_stale_data = false`` asks for the old rule.
+consumer group, its plugins' own health and their readiness reasons (``navstream_readiness``).
+The desk's data being stale is not (every replica would turn not-ready at once, and a rollout
+that may fix the outage would stall): it is in the metrics and the alerts, unless ``[http]
+ready_on_stale_data = false`` asks plugins for the old rule.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from navstream.serve.status import DeskView
 
@@ -77,35 +78,17 @@ def _utc(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
-def stale_data(view: DeskView, nav_eval_limit_ms: int) -> list[str]:
-    """What is stale in the desk's data, in words: NAV scopes whose status as read now is
-    ``stale`` (stored so, or an ``ok`` past its ``fresh_until``:
-    :func:`~navstream.serve.status.parse_nav_latest` reads it as every reader does), scopes nobody
-    has evaluated for longer than ``nav_eval_limit_ms`` (the nav plugin re-evaluates every scope
-    on every tick, so an old evaluation means no consumer is ticking it), unreadable members."""
-    stale = []
-    for nav in view.nav:
-        age_ms = view.read_ms - nav.computed_at
-        if nav.status == "stale":
-            why = nav.reasons[0] if nav.reasons else "an input is past its age limit"
-            stale.append(f"NAV {nav.name} is stale: {why}")
-        elif age_ms > nav_eval_limit_ms:
-            stale.append(f"NAV {nav.name} was last evaluated {age_ms / 1000:.0f}s ago "
-                         f"(limit {nav_eval_limit_ms / 1000:.0f}s): no consumer is ticking the nav plugin")
-    stale += [f"NAV {item} is unreadable" for item in view.nav_unreadable]
-    return stale
-
-
 def readiness(state: LoopState, view: DeskView, *, streams: Sequence[str], group: str,
-              health: Mapping[str, str], nav_eval_limit_ms: int, ready_on_stale_data: bool = True) -> list[str]:
+              health: Mapping[str, str], plugin_reasons: Sequence[tuple[str, Sequence[str]]] = ()) -> list[str]:
     """Why this consumer is not ready; empty when it is.
 
     - the loop is starting or stopping;
     - Redis does not answer (a ``PING`` within the read timeout), or the loop is reconnecting;
     - Redis refuses this process's writes (OOM, READONLY, MISCONF): it cannot acknowledge anything;
     - the consumer group is missing on a stream this consumer reads;
-    - a plugin (a sink, the risk gate's audit log, ...) reports itself degraded;
-    - only with ``ready_on_stale_data=False``: the desk's data is stale (:func:`stale_data`).
+    - a plugin says why not (``navstream_readiness``: ``plugin_reasons``, ``(plugin, reasons)``;
+      the desk's data being stale, say, where ``[http] ready_on_stale_data = false``);
+    - a plugin (a sink, the risk gate's audit log, ...) reports itself degraded.
     """
     reasons: list[str] = []
     if state.phase == "starting":
@@ -125,8 +108,8 @@ def readiness(state: LoopState, view: DeskView, *, streams: Sequence[str], group
         for stream in streams:
             if view.groups.get(stream) is None:
                 reasons.append(f"consumer group {group!r} is missing on {stream} (the loop recreates it)")
-    if not ready_on_stale_data:
-        reasons += _capped(stale_data(view, nav_eval_limit_ms))
+    for _, given in plugin_reasons:
+        reasons += _capped(list(given))
     reasons += _capped([f"plugin {plugin} is {status}: {reason}"
                         for plugin, status, reason in plugin_problems(health)])
     return reasons

@@ -1,11 +1,13 @@
 """The consumer's HTTP routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/api/status`` and ``/``.
 
 This is the glue between the generic server (:mod:`navstream.serve.http`), the probe rules
-(:mod:`navstream.serve.probes`), the collectors (:mod:`navstream.serve.metrics`) and the reads
-(:mod:`navstream.serve.status`). Every answer is computed on request; the Redis reads behind it
-are bounded in time (:data:`READ_TIMEOUT_S`) and shared: concurrent requests, and requests
-within :data:`DESK_MAX_AGE_S` of each other, reuse one read, so a busy scraper or a few open
-status pages cost Redis a handful of small commands per second at most.
+(:mod:`navstream.serve.probes`), the collectors (:mod:`navstream.serve.metrics`), the reads
+(:mod:`navstream.serve.status`) and what the plugins contribute through their reporting hooks
+(:mod:`navstream.serve.contributions`). Every answer is computed on request; the Redis reads
+behind it, the plugins' included, are bounded in time (:data:`READ_TIMEOUT_S`) and shared:
+concurrent requests, and requests within :data:`DESK_MAX_AGE_S` of each other, reuse one read,
+so a busy scraper or a few open status pages cost Redis a handful of small commands per second
+at most.
 """
 
 from __future__ import annotations
@@ -16,15 +18,22 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from redis.exceptions import RedisError
-
+from navstream.serve.contributions import (
+    MetricReads,
+    PageReads,
+    read_metrics,
+    read_page,
+    read_readiness,
+)
 from navstream.serve.http import Handler, HttpServer, Request, Response
 from navstream.serve.metrics import CONTENT_TYPE, Scrape
 from navstream.serve.probes import LoopState, liveness, readiness
-from navstream.serve.status import DeskView, read_consumers, read_desk, read_history, risk_decisions, status_document
+from navstream.serve.status import DeskView, read_consumers, read_desk, status_document
+from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
     from navstream.loop.consumer import Consumer
@@ -38,8 +47,10 @@ PAGE_MAX_AGE_S = 2.0
 JSON = "application/json"
 
 T = TypeVar("T")
-#: The status page's own reads: NAV history per scope, and the group's consumers.
-PageReads = tuple[dict[str, list[list[Any]]], list[dict[str, Any]]]
+#: The status page's own reads: the group's consumers, and the plugins' sections.
+PageExtra = tuple[list[dict[str, Any]], PageReads]
+#: The readiness reasons plugins give, per plugin.
+PluginReasons = list[tuple[str, list[str]]]
 
 
 class Coalesced(Generic[T]):
@@ -86,7 +97,7 @@ def _page() -> tuple[bytes, str]:
     text = page.decode()
 
     def hashes(tag: str) -> str:
-        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.S)
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
         return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'"
                         for b in blocks)
 
@@ -102,7 +113,9 @@ class Endpoints:
         self.consumer = consumer
         self.app = consumer.app
         self._desk: Coalesced[DeskView] = Coalesced(self._read_desk, DESK_MAX_AGE_S)
-        self._extra: Coalesced[PageReads] = Coalesced(self._read_extra, PAGE_MAX_AGE_S)
+        self._extra: Coalesced[PageExtra] = Coalesced(self._read_extra, PAGE_MAX_AGE_S)
+        self._ready: Coalesced[PluginReasons] = Coalesced(self._read_ready, DESK_MAX_AGE_S)
+        self._metrics: Coalesced[MetricReads] = Coalesced(self._read_metrics, DESK_MAX_AGE_S)
         self._page, self._csp = _page()
         #: The server answering these routes (for its own counters in /metrics), once started.
         self.server: HttpServer | None = None
@@ -112,8 +125,8 @@ class Endpoints:
                 "/api/status": self.status}
 
     def close(self) -> None:
-        self._desk.cancel()
-        self._extra.cancel()
+        for read in (self._desk, self._extra, self._ready, self._metrics):
+            read.cancel()
 
     # --- what the answers are made of ---------------------------------------------------------
 
@@ -135,25 +148,34 @@ class Endpoints:
     async def _read_desk(self) -> DeskView:
         try:
             return await asyncio.wait_for(read_desk(self.app, self._streams()), READ_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return DeskView(read_ms=self.app.clock.now_ms(), redis_error=f"no answer within {READ_TIMEOUT_S:g}s")
 
-    async def _read_extra(self) -> PageReads:
-        async def both() -> PageReads:
-            return await read_history(self.app), await read_consumers(self.app, self._streams())
-
+    async def _read_extra(self) -> PageExtra:
+        now = self.app.clock.now_ms()
         try:
-            return await asyncio.wait_for(both(), READ_TIMEOUT_S)
-        except (asyncio.TimeoutError, RedisError, OSError):
-            return {}, []  # the page says Redis is unreachable (from the desk read)
+            consumers = await asyncio.wait_for(read_consumers(self.app, self._streams()), READ_TIMEOUT_S)
+        except (TimeoutError, RedisError, OSError):
+            consumers = []  # the page says Redis is unreachable (from the desk read)
+        return consumers, await read_page(self.app, now, READ_TIMEOUT_S)
+
+    async def _read_ready(self) -> PluginReasons:
+        """The plugins' readiness reasons; none asked while Redis does not answer (that is the reason)."""
+        view = await self._desk.get()
+        if view.redis_error:
+            return []
+        return await read_readiness(self.app, view.read_ms, self.app.settings.http.ready_on_stale_data,
+                                    READ_TIMEOUT_S)
+
+    async def _read_metrics(self) -> MetricReads:
+        return await read_metrics(self.app, self.app.clock.now_ms(), READ_TIMEOUT_S)
 
     def _health(self) -> dict[str, str]:
         return self.consumer.upkeep.health()
 
-    def _readiness(self, view: DeskView, health: dict[str, str]) -> list[str]:
+    async def _readiness(self, view: DeskView, health: dict[str, str]) -> list[str]:
         return readiness(self.loop_state(), view, streams=self.consumer.streams, group=self.app.group,
-                         health=health, nav_eval_limit_ms=self.consumer.settings.heartbeat_ttl_ms,
-                         ready_on_stale_data=self.app.settings.http.ready_on_stale_data)
+                         health=health, plugin_reasons=await self._ready.get())
 
     # --- routes -------------------------------------------------------------------------------
 
@@ -164,22 +186,23 @@ class Endpoints:
         return _json(503, {"alive": False, "reason": why})
 
     async def readyz(self, request: Request) -> Response:
-        reasons = self._readiness(await self._desk.get(), self._health())
+        reasons = await self._readiness(await self._desk.get(), self._health())
         if reasons:
             return _json(503, {"ready": False, "reasons": reasons})
         return _json(200, {"ready": True})
 
     async def metrics(self, request: Request) -> Response:
-        view, health = await self._desk.get(), self._health()
-        ready = not self._readiness(view, health)
+        view, plugins = await asyncio.gather(self._desk.get(), self._metrics.get())
+        health = self._health()
+        ready = not await self._readiness(view, health)
         http = self.server.stats if self.server is not None else None
-        body = self.consumer.metrics.render(Scrape(view, health, ready, risk_decisions(self.app), http))
+        body = self.consumer.metrics.render(Scrape(view, health, ready, http, plugins))
         return Response(200, body, CONTENT_TYPE)
 
     async def status(self, request: Request) -> Response:
-        view, (history, consumers) = await asyncio.gather(self._desk.get(), self._extra.get())
+        view, (consumers, page) = await asyncio.gather(self._desk.get(), self._extra.get())
         health = self._health()
-        reasons = self._readiness(view, health)
+        reasons = await self._readiness(view, health)
         stats = self.app.stats
         alive, why = liveness(self.loop_state())
         consumer = {
@@ -190,9 +213,8 @@ class Endpoints:
             "last_batch_duration_ms": round(stats.last_batch_duration_ms, 3), "reconnects": stats.reconnects,
             "lag": stats.lag, "pending": stats.pending, "last_error": stats.last_error[:500],
         }
-        doc = status_document(consumer=consumer, ready=not reasons, reasons=reasons, view=view, history=history,
-                              consumers=consumers, health=health, decisions=risk_decisions(self.app),
-                              risk_loaded=any(p.name == "risk" for p in self.app.plugins.info))
+        doc = status_document(consumer=consumer, ready=not reasons, reasons=reasons, view=view,
+                              consumers=consumers, health=health, page=page)
         return _json(200, doc)
 
     async def page(self, request: Request) -> Response:

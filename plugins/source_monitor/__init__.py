@@ -35,6 +35,8 @@ from typing import Annotated, Any, Mapping, Sequence
 import msgspec
 from navstream import App, Event, hookimpl, Outputs, RegisterSection, SourceStatus
 
+from .report import SourceMonitorReport
+
 SECTION = "source_monitor"
 STATE_PREFIX = "source"
 #: State hash ``P:state:sources``: ``<source key> -> "1"`` for every source ever reported.
@@ -210,7 +212,7 @@ async def status_section(app: App) -> dict[str, Any]:
     return {"sources": sources}
 
 
-class SourceMonitorPlugin:
+class SourceMonitorPlugin(SourceMonitorReport):
     """The plugin object: one per application, holding its registered read script."""
 
     def __init__(self) -> None:
