@@ -12,9 +12,10 @@ number grammar (:mod:`navstream.numbers`), the key and name helpers, and the err
 
 from navstream.version import __version__
 
-from navstream.app import App, Clock, ManualClock, SystemClock
-from navstream.cli.options import connection_options
-from navstream.cli.render import table
+from navstream.app import App
+from navstream.clock import Clock, ManualClock, SystemClock
+from navstream.plugin.commands import connection_options
+from navstream.render import table
 from navstream.config import ConfigError
 from navstream.contract import numbers
 from navstream.contract.events import (

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Mapping, Protocol, cast
+from typing import Any, AsyncIterator, Callable, Mapping, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -18,91 +15,16 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:
     import hiredis
 
+from navstream.clock import Clock, SystemClock
+from navstream.clock import ManualClock as ManualClock  # re-exported: tests and the demo import it from here
 from navstream.config import Settings, validate_plugin_sections
 from navstream.contract.keys import Keys
 from navstream.plugin import calls
+from navstream.stats import Stats
 from navstream.plugin.manager import LoadedPlugins, build_plugin_manager
 
 #: ``connect(decode_responses)`` returns a Redis client; the demo and tests pass fakeredis.
 Connect = Callable[[bool], aioredis.Redis]
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
-
-
-class SystemClock:
-    """Wall-clock epoch milliseconds."""
-
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-
-class ManualClock:
-    """A clock that moves only when told to: the demo's simulated time, and the tests'."""
-
-    def __init__(self, start_ms: int) -> None:
-        self._now = start_ms
-
-    def now_ms(self) -> int:
-        return self._now
-
-    def advance(self, ms: int) -> None:
-        self._now += ms
-
-
-@dataclass
-class Stats:
-    """Counters of one consumer, published in its heartbeat."""
-
-    started_ms: int = 0
-    processed: int = 0
-    failed: int = 0
-    dead_lettered: int = 0
-    lost: int = 0
-    plugin_errors: int = 0
-    write_failures: int = 0
-    reconnects: int = 0
-    groups_recreated: int = 0
-    batches: int = 0
-    last_batch_ms: int = 0
-    last_batch_size: int = 0
-    last_batch_duration_ms: float = 0.0
-    by_type: Counter[str] = field(default_factory=Counter)
-    lag: dict[str, int | None] = field(default_factory=dict)
-    pending: dict[str, int] = field(default_factory=dict)
-    last_error: str = ""
-    dlq_length: int = 0
-    #: Writes Redis refused (OOM, READONLY, MISCONF), every attempt counted.
-    writes_refused: int = 0
-    #: Epoch ms of the first refused write of the current episode; None while writes work.
-    #: ``/readyz`` and the heartbeat's ``health`` read it.
-    writes_refused_since: int | None = None
-
-    def heartbeat_fields(self) -> dict[str, str]:
-        out = {
-            "started_ms": self.started_ms,
-            "processed": self.processed,
-            "failed": self.failed,
-            "dead_lettered": self.dead_lettered,
-            "lost": self.lost,
-            "plugin_errors": self.plugin_errors,
-            "write_failures": self.write_failures,
-            "reconnects": self.reconnects,
-            "batches": self.batches,
-            "last_batch_ms": self.last_batch_ms,
-            "last_batch_size": self.last_batch_size,
-            "last_batch_duration_ms": round(self.last_batch_duration_ms, 3),
-            "last_error": self.last_error,
-            "dlq_length": self.dlq_length,
-            "writes_refused": self.writes_refused,
-            "writes_refused_since": self.writes_refused_since or 0,
-        }
-        for stream, lag in self.lag.items():
-            out[f"lag:{stream}"] = "unknown" if lag is None else lag
-        for stream, pending in self.pending.items():
-            out[f"pending:{stream}"] = pending
-        return {k: str(v) for k, v in out.items()}
 
 
 class _HiredisPacking:

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Protocol
 import msgspec
 
 from navstream.contract import numbers
+from navstream.ingest.errors import SourceError as SourceError  # re-exported: the source API
 from navstream.contract.events import Balance, Position, Price, amount_fields
 
 if TYPE_CHECKING:
-    from navstream.app import Clock
+    from navstream.clock import Clock
     from navstream.ingest.httppool import HttpPool
     from navstream.ingest.pricecache import PriceCache
 
@@ -51,10 +52,6 @@ class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
 from navstream.logs import redact as redact  # noqa: E402  (re-exported: sources import it from here)
 from navstream.logs import clip as clip  # noqa: E402  (redact, then cut: sources quote answers with it)
 from navstream.logs import register_secret as register_secret  # noqa: E402
-
-
-class SourceError(RuntimeError):
-    """A fetch that failed; its message goes into ``source_status.error`` (so no secrets)."""
 
 
 class SourceConfigError(ValueError):

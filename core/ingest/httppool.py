@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from navstream.ingest.ratelimit import HostLimiter, RateLimited
-from navstream.sources import SourceError, clip, redact
+from navstream.ingest.errors import SourceError
+from navstream.logs import clip, redact
 
 #: Connect, read, write and pool timeouts of a single request, before the caller's deadline.
 REQUEST_TIMEOUT_S = 10.0

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from navstream.app import Clock, Stats
+    from navstream.clock import Clock
     from navstream.config import Settings
     from navstream.contract.keys import Keys
+    from navstream.stats import Stats
 
 
 class AppProtocol(Protocol):
