@@ -1,5 +1,12 @@
 """Fixtures: every Redis-backed test runs on fakeredis, and again on a real Redis when one answers.
 
+``make_app``, the fake backend and ``run_step`` come from :mod:`navstream.testing`, the pytest
+plugin navstream ships (loaded through its ``pytest11`` entry point), so that plugin authors test
+with what navstream's own suite uses. What is specific to this repository is here: the
+``backend`` parametrisation (fakeredis, then a real Redis) that ``navstream_backend`` is
+overridden with, the state directory and the logging restored after each test. Shared helpers
+(``START_MS``, ``Backend``, ``Recorder``, ...) are in tests/support/, imported as ``support``.
+
 The real server comes from ``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``). Without one,
 ``real_redis`` tests are skipped, unless ``NAVSTREAM_REQUIRE_REDIS=1`` (CI), which makes them
 fail instead. Each test gets its own key prefix and group, and its keys are deleted afterwards.
@@ -9,20 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, AsyncIterator, Iterator
 
-import fakeredis
 import pytest
-import redis
-import redis.asyncio as aioredis
 
-from navstream import hookimpl
-from navstream.app import App, ManualClock
-from navstream.config import load_settings
-from navstream.plugin.manager import build_plugin_manager
-
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+from support import Backend, require_real_redis
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,29 +34,6 @@ def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("XDG_STATE_HOME", None)
     else:
         os.environ["XDG_STATE_HOME"] = held
-REQUIRE_REDIS = os.environ.get("NAVSTREAM_REQUIRE_REDIS") == "1"
-START_MS = 1_790_000_000_000  # a fixed "now" for tests on a manual clock
-
-
-def _real_redis_available() -> bool:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-        client.ping()
-        client.close()
-        return True
-    except redis.RedisError:
-        return False
-
-
-REAL_REDIS = _real_redis_available()
-
-
-def require_real_redis() -> None:
-    if REAL_REDIS:
-        return
-    if REQUIRE_REDIS:
-        pytest.fail(f"NAVSTREAM_REQUIRE_REDIS=1 but no Redis answers at {REDIS_URL}")
-    pytest.skip(f"no Redis at {REDIS_URL}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -83,38 +58,20 @@ def _real_redis_gate() -> None:
     require_real_redis()
 
 
-class Backend:
-    """One Redis to test against: ``connect(decode_responses)`` plus a private prefix."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.prefix = f"nstest-{uuid.uuid4().hex[:10]}"
-        self.url = REDIS_URL
-        self._server = fakeredis.FakeServer() if kind == "fake" else None
-
-    def connect(self, decode_responses: bool) -> aioredis.Redis:
-        if self._server is not None:
-            return fakeredis.FakeAsyncRedis(server=self._server, decode_responses=decode_responses)
-        return aioredis.Redis.from_url(self.url, decode_responses=decode_responses)
-
-    async def cleanup(self) -> None:
-        if self._server is not None:
-            return
-        client = self.connect(True)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{self.prefix}:*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-
-
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real_redis)])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """fakeredis, then a real Redis (skipped or failed as the module docstring says)."""
     b = Backend(request.param)
     yield b
     await b.cleanup()
+
+
+@pytest.fixture
+def navstream_backend(backend: Backend) -> Backend:
+    """navstream.testing's ``make_app`` runs on ``navstream_backend``: here, on ``backend``, so
+    every test built on ``make_app`` runs on fakeredis and again on a real Redis (a test module
+    that overrides ``backend`` moves its apps too)."""
+    return backend
 
 
 @pytest.fixture
@@ -129,69 +86,6 @@ async def real_backend() -> AsyncIterator[Backend]:
     b = Backend("real")
     yield b
     await b.cleanup()
-
-
-MakeApp = Callable[..., App]
-
-
-@pytest.fixture
-async def make_app(backend: Backend) -> AsyncIterator[MakeApp]:
-    """``make_app(plugins=[("name", obj)], consumer={...}, extra={...}, builtins=False,
-    disabled=["risk"])``."""
-    apps: list[App] = []
-
-    def factory(
-        *,
-        plugins: list[tuple[str, object]] | None = None,
-        consumer: dict[str, Any] | None = None,
-        extra: dict[str, Any] | None = None,
-        builtins: bool = False,
-        clock: Any = None,
-        name: str | None = None,
-        on: Backend | None = None,
-        disabled: list[str] | None = None,
-    ) -> App:
-        b = on or backend
-        overrides = {"redis": {"prefix": b.prefix, "group": "g"},
-                     "consumer": {"name": name or f"c-{len(apps)}", **(consumer or {})}}
-        settings = load_settings(env={}, overrides=overrides)
-        if extra:
-            import msgspec
-
-            settings = msgspec.structs.replace(settings, extra=extra)
-        loaded = build_plugin_manager(load_entrypoints=builtins, extra=plugins or [], env={},
-                                      disabled=disabled or [])
-        app = App.create(settings, connect=b.connect, clock=clock or ManualClock(START_MS), plugins=loaded)
-        apps.append(app)
-        return app
-
-    yield factory
-    for app in apps:
-        await app.aclose()
-
-
-class Recorder:
-    """An inline plugin that notes the asset of every event it is handed, in order."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    @hookimpl
-    def navstream_events(self, events: Sequence[Any], out: Any) -> None:
-        self.seen += [e.asset for e in events]
-
-
-async def run_step(app: App, consumer: Any, *entries: dict[str, str], tick: bool = True) -> list[dict[str, str]]:
-    """Publish ``entries`` to P:events, handle every batch, tick (unless told not to), and
-    return the alerts this step raised, as written."""
-    before = await app.redis.xlen(app.keys.alerts)
-    for e in entries:
-        await app.redis.xadd(app.keys.events, e)
-    while await consumer.step(block_ms=1):
-        pass
-    if tick:
-        await consumer.tick()
-    return [f for _, f in await app.redis.xrange(app.keys.alerts)][before:]
 
 
 @pytest.fixture(params=["script", "pipeline"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from conftest import START_MS, Recorder
+from support import START_MS, Recorder
 
 from navstream.loop.consumer import Consumer
 from navstream.loop.batch import Entry, entry_bytes

@@ -18,7 +18,7 @@ import fakeredis
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from conftest import Backend, run_step
+from support import Backend, run_step
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from navstream.app import App, ManualClock

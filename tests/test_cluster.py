@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Iterator
 import msgspec
 import pytest
 import redis
-from conftest import START_MS, run_step
+from support import START_MS, run_step
 from redis.cluster import RedisCluster as SyncRedisCluster
 
 from navstream.ops.admin import collect_status

@@ -12,7 +12,7 @@ from navstream import App, Balance, Event, InvalidOrder, Order, Outputs, hookimp
 from navstream.loop.consumer import Consumer
 from navstream.store.writer import WriteError
 
-from conftest import START_MS
+from support import START_MS
 
 FAST = {"block_ms": 5, "claim_idle_ms": 40, "tick_ms": 50}
 
@@ -396,7 +396,7 @@ async def test_idle_consumers_without_pending_entries_are_removed(make_app: Any)
 async def test_two_consumers_end_in_the_same_state_as_one(backend: Any, make_app: Any) -> None:
     import random
 
-    from conftest import Backend
+    from support import Backend
 
     rng = random.Random(7)
     stamps = rng.sample(range(5000), 300)  # distinct ts, in shuffled order

@@ -17,7 +17,7 @@ import os
 from typing import Any, Sequence
 
 import pytest
-from conftest import START_MS
+from support import START_MS
 from redis.exceptions import ResponseError
 
 from navstream import Event, ManualClock, Outputs, hookimpl
@@ -212,11 +212,11 @@ def test_redis_restarted_empty_under_running_consumers_the_zero_wallet_is_alerte
     import shutil
     import time
 
-    from soakkit import Fleet, RedisServer, poll
+    from support.soakkit import Fleet, RedisServer, poll
 
     binary = shutil.which("redis-server")
     if binary is None:
-        from conftest import REQUIRE_REDIS
+        from support import REQUIRE_REDIS
 
         if REQUIRE_REDIS or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("this test needs a redis-server binary on PATH (CI)")

@@ -7,7 +7,7 @@ import json
 from typing import Any, Sequence
 
 import pytest
-from conftest import START_MS
+from support import START_MS
 
 from navstream import App, Event, Outputs, hookimpl
 from navstream.loop.consumer import Consumer

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pytest
-from conftest import START_MS
+from support import START_MS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

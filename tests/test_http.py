@@ -25,7 +25,7 @@ import httpx
 import msgspec
 import prometheus_client
 import pytest
-from conftest import START_MS
+from support import START_MS
 from prometheus_client.parser import text_string_to_metric_families
 
 from navstream import App, Balance, Event, Outputs, hookimpl

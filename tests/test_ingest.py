@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from conftest import REDIS_URL, START_MS
+from support import REDIS_URL, START_MS
 
 from navstream import Price, hookimpl
 from navstream.app import ManualClock

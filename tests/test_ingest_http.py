@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from conftest import REDIS_URL, START_MS
+from support import REDIS_URL, START_MS
 from prometheus_client.parser import text_string_to_metric_families
 from test_http import free_port, metrics_of, sample, until
 from test_ingest import MODULE, _write_config

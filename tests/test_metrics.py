@@ -10,7 +10,7 @@ from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
-from conftest import START_MS
+from support import START_MS
 from prometheus_client.parser import text_string_to_metric_families
 
 from navstream.plugins.firestore.report import FirestoreReport

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_http import SECTIONS, Sink, desk_events, order, serving, until
 from test_ingest_http import answers, build
 
-from docs_promql import DOCS, ROOT, blocks, expressions, metric_names, rule_expressions
+from support.docs_promql import DOCS, ROOT, blocks, expressions, metric_names, rule_expressions
 from navstream.serve.metrics import IngestMetrics
 
 OBSERVABILITY = ROOT / "docs" / "observability.md"

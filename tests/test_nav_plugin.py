@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import START_MS, run_step
+from support import START_MS, run_step
 
 from navstream import ManualClock, Outputs
 from navstream.cli import main

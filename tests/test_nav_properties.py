@@ -18,7 +18,7 @@ from typing import Any, Iterable, Protocol, Sequence
 
 import msgspec
 import pytest
-from conftest import START_MS, Backend
+from support import START_MS, Backend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 import msgspec
 import pytest
-from conftest import START_MS
+from support import START_MS
 
 from navstream.plugins.nav.config import AccountSpec, NavConfig
 from navstream.plugins.nav.valuation import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import pytest
-from conftest import START_MS
+from support import START_MS
 
 from navstream import Event, Outputs, hookimpl
 from navstream.loop.consumer import Consumer

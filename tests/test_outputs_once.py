@@ -16,7 +16,7 @@ import re
 from typing import Any, Callable, Sequence
 
 import pytest
-from conftest import START_MS
+from support import START_MS
 
 from navstream import App, Event, ManualClock, Outputs, hookimpl
 from navstream.loop.consumer import Consumer

@@ -254,7 +254,7 @@ def test_plugin_command_hook(plugin_module: Any, tmp_path: Path, monkeypatch: py
     """``navstream_commands``: a plugin's subcommand parses, runs against Redis with the App its
     configuration loads, and a name already taken stops the CLI with a clear error."""
     import fakeredis
-    from conftest import Backend
+    from support import Backend
 
     import navstream.app
     import navstream.cli

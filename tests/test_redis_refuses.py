@@ -16,14 +16,14 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import START_MS
+from support import START_MS
 
 from navstream import Event, ManualClock, Outputs, hookimpl
 from navstream.app import App
 from navstream.config import load_settings
 from navstream.loop.consumer import Consumer
 from navstream.plugin.manager import build_plugin_manager
-from soakkit import RedisServer, free_port
+from support.soakkit import RedisServer, free_port
 
 CONSUMER = {"tick_ms": 100, "block_ms": 50, "claim_idle_ms": 60_000, "reconnect_max_ms": 200,
             "hook_timeout_s": 60}
@@ -33,7 +33,7 @@ DEADLINE_S = 20  # generous: these tests must pass under CPU load
 def redis_binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        from conftest import REQUIRE_REDIS
+        from support import REQUIRE_REDIS
 
         if REQUIRE_REDIS or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("this test needs a redis-server binary on PATH (CI)")
@@ -251,7 +251,7 @@ def test_navstream_run_started_under_oom_stays_up_and_catches_up(tmp_path: Path)
     """The crash loop as reported: ``navstream run`` against a Redis that is out of memory
     (``noeviction``) starts and waits, instead of exiting 1; once memory is freed it
     processes what comes and alerts how long writes were refused; SIGTERM exits 0."""
-    from soakkit import Fleet, poll
+    from support.soakkit import Fleet, poll
 
     srv = RedisServer(redis_binary(), tmp_path / "redis", persistent=False)
     srv.start()

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import msgspec
 import pytest
-from conftest import START_MS
+from support import START_MS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import fakeredis
 import msgspec
-from conftest import START_MS
+from support import START_MS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

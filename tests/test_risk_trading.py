@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import START_MS
+from support import START_MS
 
 from navstream.plugins.nav.valuation import Snapshot
 from navstream.plugins.risk.config import RiskConfig

@@ -33,7 +33,7 @@ import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,11 @@ import msgspec
 import pytest
 import redis
 
-from conftest import REDIS_URL
-from navstream import __version__
+from support import REDIS_URL
+from navstream import SourceSettings, __version__
 from navstream.cli import main
-from navstream.plugin.manager import build_plugin_manager
 from navstream.cli.scaffold import FILES, ScaffoldError, write_plugin
-from navstream.sources import SourceSettings
+from navstream.testing import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_FILES = {"pyproject.toml", "README.md", ".gitignore", "src/navstream_acme_fx/__init__.py",
@@ -93,9 +92,17 @@ def test_writes_the_package_and_says_what_next(tmp_path: Path, capsys: pytest.Ca
     assert '[sources.acme-fx]\nkind = "acme-fx-prices"' in readme
     assert "navstream ingest --config navstream.toml --once" in readme and "pytest" in readme
     assert "__pycache__/" in (root / ".gitignore").read_text()
-    # The generated tests are self-contained: nothing from navstream's own test suite.
+    # The generated tests are self-contained: nothing from navstream's own test suite, no
+    # conftest.py; their harness is navstream.testing (the pytest plugin navstream installs).
     test_text = (root / "tests" / "test_source.py").read_text()
-    assert not re.search(r"^\s*(from|import) (conftest|tests)\b", test_text, re.MULTILINE)
+    assert not re.search(r"^\s*(from|import) (conftest|tests|support)\b", test_text, re.MULTILINE)
+    assert re.search(r"^from navstream\.testing import ", test_text, re.MULTILINE)
+    # The plugin and its tests import navstream's plugin API and its test harness, nothing else
+    # of navstream: its internal modules may move, those two are promised.
+    for relative in ("src/navstream_acme_fx/__init__.py", "tests/test_source.py"):
+        imported = set(re.findall(r"^\s*(?:from|import) ((?:navstream|fakeredis|pluggy)(?:\.[\w.]+)?)(?=[\s,])",
+                                  (root / relative).read_text(), re.MULTILINE))
+        assert imported <= {"navstream", "navstream.testing"}, f"{relative} imports {sorted(imported)}"
 
 
 def test_the_generated_module_registers_a_working_source_kind(tmp_path: Path,
@@ -108,8 +115,7 @@ def test_the_generated_module_registers_a_working_source_kind(tmp_path: Path,
     monkeypatch.setitem(sys.modules, "navstream_acme_fx", module)  # msgspec resolves annotations there
     spec.loader.exec_module(module)
 
-    loaded = build_plugin_manager(load_entrypoints=False, extra=[("acme-fx", module)], env={})
-    kind = loaded.source_kinds["acme-fx-prices"]
+    kind = load_plugins([("acme-fx", module)]).source_kinds["acme-fx-prices"]
     assert kind.plugin == "acme-fx" and issubclass(kind.settings, SourceSettings)
     settings = msgspec.convert({"base_url": "http://127.0.0.1:1", "pairs": ["BTC/USDT"]}, kind.settings)
     assert (module.VENUE, settings.weight_per_minute, settings.interval_s) == ("acme", 1200, 30.0)
@@ -154,7 +160,7 @@ def test_a_bad_venue_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.C
 
 def test_a_name_an_installed_plugin_has_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "new-plugin", "nav", "--dir", str(tmp_path))
-    assert code == 2 and "taken by an installed navstream plugin (navstream.plugins.nav)" in err
+    assert code == 2 and "taken by an installed navstream plugin (navstream.plugins.nav" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -279,6 +285,12 @@ def test_the_skeleton_installs_and_its_own_tests_pass(installed: Installed) -> N
                                     f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
     summary = result.stdout.strip().splitlines()[-1]
     assert re.match(r"^\d+ passed in ", summary), summary
+    # Its fixtures come from navstream.testing through the pytest11 entry point, and nowhere else:
+    # the package has no conftest.py, and without the plugin they are missing.
+    assert not list(installed.package.rglob("conftest.py"))
+    without = subprocess.run([installed.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:navstream"],
+                             capture_output=True, text=True, env=_clean_env(), cwd=installed.package, timeout=180)
+    assert without.returncode != 0 and "fixture 'source_context' not found" in without.stdout, without.stdout[-2000:]
 
 
 @pytest.mark.slow
@@ -346,3 +358,70 @@ def test_navstream_ingest_once_runs_the_installed_source(installed: Installed, v
         if keys:
             client.delete(*keys)
         client.close()
+
+
+# --- navstream.testing: the pytest plugin every navstream install registers ----------------------
+
+
+def test_navstream_testing_is_a_pytest11_plugin(request: pytest.FixtureRequest) -> None:
+    found = {ep.name: ep.value for ep in entry_points(group="pytest11")}
+    assert found.get("navstream") == "navstream.testing"
+    import navstream.testing
+
+    assert request.config.pluginmanager.get_plugin("navstream") is navstream.testing  # loaded in this run too
+
+
+def python_blocks(doc: Path, section: str) -> list[str]:
+    """The ```python blocks of one ``## section`` of a Markdown file."""
+    text = doc.read_text()
+    start = text.index(f"\n## {section}\n")
+    end = text.find("\n## ", start + 1)
+    return re.findall(r"```python\n(.*?)```", text[start:end if end != -1 else None], re.DOTALL)
+
+
+def run_pytest_in(where: Path, *, mode: str = "auto") -> subprocess.CompletedProcess[str]:
+    """pytest in a directory of its own, outside this repository (no conftest.py of ours):
+    only what every navstream install has, navstream.testing through its entry point."""
+    (where / "pytest.ini").write_text(f"[pytest]\nasyncio_mode = {mode}\nasyncio_default_fixture_loop_scope = function\n"
+                                      "filterwarnings =\n    error\n")
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], capture_output=True,
+                          text=True, env=_clean_env(), cwd=where, timeout=120)
+
+
+@pytest.mark.slow
+def test_the_plugins_doc_test_runs_on_navstream_testing_alone(tmp_path: Path) -> None:
+    """docs/plugins.md's example test, as written, in a project with only navstream installed."""
+    example = python_blocks(ROOT / "docs" / "plugins.md", "Testing a plugin")[0]
+    (tmp_path / "test_wallet.py").write_text(example)
+    result = run_pytest_in(tmp_path)
+    assert result.returncode == 0 and re.search(r"^1 passed", result.stdout, re.MULTILINE), result.stdout[-3000:] + result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_navstream_testing_fixtures_work_in_strict_mode(tmp_path: Path) -> None:
+    """pytest-asyncio's strict mode takes only fixtures declared as its own: navstream's are."""
+    (tmp_path / "test_strict.py").write_text(
+        "import pytest\n"
+        "from navstream.testing import START_MS, run_step, start_consumer\n\n"
+        "@pytest.mark.asyncio\n"
+        "async def test_strict(make_app, source_context, navstream_backend):\n"
+        "    app = make_app()\n"
+        "    assert app.keys.prefix == navstream_backend.prefix and app.clock.now_ms() == START_MS\n"
+        "    alerts = await run_step(app, await start_consumer(app), {'type': 'nonsense'})\n"
+        "    assert [a['code'] for a in alerts] == ['dead_lettered']\n"
+        "    assert await app.redis.xlen(app.keys.dlq) == 1\n"
+        "    assert source_context.clock.now_ms() == START_MS and dict(source_context.env) == {}\n")
+    result = run_pytest_in(tmp_path, mode="strict")
+    assert result.returncode == 0 and re.search(r"^1 passed", result.stdout, re.MULTILINE), result.stdout[-3000:] + result.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.real_redis
+def test_the_documented_backend_override_runs_every_test_on_both(tmp_path: Path) -> None:
+    """docs/plugins.md's ``navstream_backend`` override in a conftest.py: fakeredis, then a real Redis."""
+    example, override = python_blocks(ROOT / "docs" / "plugins.md", "Testing a plugin")
+    assert '"redis://127.0.0.1:6379/15"' in override
+    (tmp_path / "conftest.py").write_text(override.replace('"redis://127.0.0.1:6379/15"', repr(REDIS_URL)))
+    (tmp_path / "test_wallet.py").write_text(example)
+    result = run_pytest_in(tmp_path)
+    assert result.returncode == 0 and re.search(r"^2 passed", result.stdout, re.MULTILINE), result.stdout[-3000:] + result.stderr[-2000:]

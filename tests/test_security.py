@@ -519,7 +519,7 @@ def test_ingest_service_command_runs_with_the_ingest_acl(acl_server: PrivateRedi
                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """What the compose's ingest service runs, once, as the documented ACL user, with the venues
     replaced by a local stub (the config file is the mounted one, only base_url added)."""
-    from httpstub import Canned, HttpStub
+    from support.httpstub import Canned, HttpStub
 
     text = _mounted_config(compose["services"]["ingest"]).read_text()
     now_s = int(time.time())

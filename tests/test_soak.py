@@ -40,7 +40,7 @@ import redis
 from navstream.plugins.nav.config import NavConfig
 from navstream.plugins.nav.state import LATEST, decode_snapshot
 from navstream.plugins.nav.valuation import Holding, Market, Quote, SourceState, evaluate
-from soakkit import ACCOUNTS, PAIRS, SOURCES, Fleet, Producer, RedisServer, event_key, now_ms, plan, poll
+from support.soakkit import ACCOUNTS, PAIRS, SOURCES, Fleet, Producer, RedisServer, event_key, now_ms, plan, poll
 
 SECONDS = float(os.environ.get("NAVSTREAM_SOAK_SECONDS", "15"))
 #: A consumer is killed (and the one killed before restarted) this often.

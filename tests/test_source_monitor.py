@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import START_MS, run_step
+from support import START_MS, run_step
 
 from navstream import ManualClock, Outputs
 from navstream.loop.consumer import Consumer

@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 import msgspec
 import pytest
-from conftest import Backend
-from httpstub import Canned, HttpStub
+from support import Backend
+from support.httpstub import Canned, HttpStub
 
 from navstream import logs
 from navstream.config import load_settings

@@ -23,8 +23,8 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 import msgspec
 import pytest
-from conftest import START_MS, Backend
-from httpstub import Canned, HttpStub
+from support import START_MS, Backend
+from support.httpstub import Canned, HttpStub
 
 from navstream.app import ManualClock
 from navstream.config import load_settings

@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import REDIS_URL, START_MS
+from support import REDIS_URL, START_MS
 from redis.connection import PythonRespSerializer
 from redis.exceptions import DataError
 from redis.utils import HIREDIS_AVAILABLE

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import START_MS, Recorder
+from support import START_MS, Recorder
 
 from navstream.loop.consumer import Consumer
 
@@ -119,7 +119,7 @@ async def test_a_redis_restart_from_its_aof_is_no_loss(tmp_path: Any) -> None:
     from navstream.app import App, ManualClock
     from navstream.config import load_settings
     from navstream.plugin.manager import build_plugin_manager
-    from soakkit import RedisServer
+    from support.soakkit import RedisServer
 
     binary = shutil.which("redis-server")
     if binary is None:

@@ -14,7 +14,7 @@ How the docs mark them (Markdown, so the marks do not show when rendered):
 Standard library only (the CI step runs before the test extras are installed), except
 :func:`rule_expressions`, which reads rule files with PyYAML.
 
-``python tests/docs_promql.py OUTDIR`` writes ``OUTDIR/expressions.rules.yml`` (every ``promql``
+``python tests/support/docs_promql.py OUTDIR`` writes ``OUTDIR/expressions.rules.yml`` (every ``promql``
 expression wrapped as a recording rule, which ``promtool check rules`` parses and checks),
 ``OUTDIR/rules-N.yml`` and ``OUTDIR/config-N.yml``, and prints one line per file:
 ``rules <file>`` or ``config <file>``.
@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Where PromQL may appear: every Markdown file of the docs and the README.
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 MARK = re.compile(r"<!--\s*promtool:\s*(rules|config)\s*-->")
@@ -131,7 +131,7 @@ def write(outdir: Path) -> list[tuple[str, Path]]:
             files.append((block.kind, path))
     if not rules or not any(kind == "rules" for kind, _ in files):
         raise SystemExit("docs_promql: no promql block or no marked rules file found in the docs; "
-                         "the marks are described in tests/docs_promql.py")
+                         "the marks are described in tests/support/docs_promql.py")
     path = outdir / "expressions.rules.yml"
     # JSON is YAML: no quoting rules to get wrong for expressions with quotes and braces.
     path.write_text(json.dumps({"groups": [{"name": "docs-expressions", "rules": rules}]}, indent=1) + "\n")
@@ -140,6 +140,6 @@ def write(outdir: Path) -> list[tuple[str, Path]]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python tests/docs_promql.py OUTDIR")
+        raise SystemExit("usage: python tests/support/docs_promql.py OUTDIR")
     for kind, file in write(Path(sys.argv[1])):
         print(kind, file)

@@ -26,7 +26,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-TESTS_DIR = Path(__file__).resolve().parent
+#: tests/ (the process-level tests load plugins from tests/procplugins/ by dotted path).
+TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 def now_ms() -> int:
