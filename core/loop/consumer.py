@@ -2,17 +2,20 @@
 
 One batch is in flight at a time (backpressure comes from the consumer group: we read only what
 we finish). How a batch is handled is :mod:`navstream.loop.batch`; reclaiming, heartbeats and
-the rest of the time-based upkeep is :mod:`navstream.loop.upkeep`.
+the rest of the time-based upkeep is :mod:`navstream.loop.upkeep`; creating the consumer groups
+is :mod:`navstream.loop.groups`, and what the loop does when Redis goes away, refuses writes or
+loses a group is :mod:`navstream.loop.outages`.
+
+``StartupError``, ``AlertThrottle``, ``tune_gc`` and ``GC_THRESHOLD`` live in their own modules
+and are re-exported here, where callers have always imported them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import random
 import time
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -22,7 +25,11 @@ from navstream.app import App
 from navstream.plugin.dispatch import dispatch_tick
 from navstream.loop.batch import BatchHandler
 from navstream.loop.entries import Entry, as_str
+from navstream.loop.errors import StartupError
+from navstream.loop.gctune import GC_THRESHOLD, tune_gc
 from navstream.loop.observer import LoopObserver
+from navstream.loop.outages import TRANSIENT, OutagesMixin
+from navstream.loop.throttle import AlertThrottle
 from navstream.contract.outputs import Outputs
 from navstream.plugin import calls
 from navstream.loop.upkeep import Upkeep
@@ -32,58 +39,18 @@ if TYPE_CHECKING:  # imported where used: every CLI command imports this module,
     from navstream.serve.routes import Endpoints
     from navstream.serve.http import HttpServer
 
+__all__ = ["AlertThrottle", "Consumer", "GC_THRESHOLD", "IDLE_CONSUMER_SWEEP_TICKS", "StartupError",
+           "TRANSIENT", "tune_gc"]
+
 log = logging.getLogger("navstream.consumer")
 
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 IDLE_CONSUMER_SWEEP_TICKS = 60
 
 # XREADGROUP's reply on the raw client (RESP2); redis-py types it as any protocol's shape.
 _ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None
 
 
-#: Allocations between young-generation collections while the loop runs (CPython's default is
-#: 700): a batch allocates tens of thousands of short-lived objects (events, Decimals, outputs)
-#: that die young anyway, and every collection also walks the survivors.
-GC_THRESHOLD = (50_000, 20, 20)
-
-
-def tune_gc() -> None:
-    """Freeze what startup built (modules, plugins, config: it lives as long as the process)
-    out of the collector's sight, and collect the young generation less often. Cycles are
-    still collected, just in larger, rarer steps."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-
-
-class AlertThrottle:
-    """At most one alert per subject per cooldown: a fault that lasts must stay visible
-    (counters, heartbeat, logs) without flooding ``P:alerts``."""
-
-    def __init__(self, cooldown_s: float) -> None:
-        self.cooldown_s = cooldown_s
-        self._last: dict[object, float] = {}
-
-    def allow(self, subject: object) -> bool:
-        now = time.monotonic()
-        last = self._last.get(subject)
-        if last is not None and now - last < self.cooldown_s:
-            return False
-        if len(self._last) > 1000:  # bounded: old subjects are forgotten
-            self._last.clear()
-        self._last[subject] = now
-        return True
-
-    def reset(self) -> None:
-        """Forget every cooldown: the alerts it held back from were lost with Redis's data."""
-        self._last.clear()
-
-
-class StartupError(RuntimeError):
-    """A plugin refused to start; navstream does not run without it."""
-
-
-class Consumer:
+class Consumer(OutagesMixin):
     """Runs the loop for one consumer of the group.
 
     :param until_idle_s: stop (exit 0) once nothing new or reclaimed arrived for this long.
@@ -211,46 +178,6 @@ class Consumer:
             "group": self.app.group, "streams": self.streams,
             "plugins": [p.name for p in self.app.plugins.info]})
 
-    async def ensure_groups(self, streams: Sequence[str]) -> list[str]:
-        """Create the group on each stream (``MKSTREAM``, id ``0``); return those created.
-
-        ``ENTRIESREAD 0`` makes Redis count exactly what the group reads from the start, so
-        entries trimmed before it read them stay visible as lag (docs/operations.md). While
-        Redis refuses writes, a group that exists is good enough; one that is missing is not
-        (the refusal is raised, and the caller retries with backoff)."""
-        created = []
-        for stream in streams:
-            try:
-                try:
-                    await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True,
-                                                     entries_read=None if self._no_entries_read else 0)
-                except ResponseError as exc:
-                    text = str(exc).lower()
-                    if self._no_entries_read or not ("syntax" in text or "wrong number of arguments" in text):
-                        raise
-                    self._no_entries_read = True  # Redis 6.2: no ENTRIESREAD (nor the counters)
-                    await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True)
-                created.append(stream)
-            except ResponseError as exc:
-                if "BUSYGROUP" in str(exc):
-                    continue
-                reason = refusal(exc)
-                if reason is None:
-                    raise
-                self.writer.note_refused(reason, "ensure_groups")
-                if not await self._group_exists(stream):
-                    raise
-        return created
-
-    async def _group_exists(self, stream: str) -> bool:
-        try:
-            groups = await self.app.redis.xinfo_groups(stream)
-        except ResponseError as exc:
-            if is_missing_group(exc):
-                return False
-            raise
-        return any(g.get("name") == self.app.group for g in groups)
-
     async def run(self) -> int:
         """The loop; returns the process exit code (0 after a graceful stop).
 
@@ -346,154 +273,6 @@ class Consumer:
                 log.error("plugin shutdown failed", extra={
                     "event": "plugin_shutdown_failed", "plugin": stopped.plugin, "error": str(stopped.exc)})
         log.info("consumer stopped", extra={"event": "consumer_stopped", **self.app.stats.heartbeat_fields()})
-
-    # --- connection trouble -----------------------------------------------------------------
-
-    async def _until_connected(self, fn: Any) -> None:
-        while True:
-            try:
-                await fn()
-                await self._recovered()
-                return
-            except TRANSIENT as exc:
-                await self._connection_lost(exc)
-                if self.stopping:
-                    raise
-            except (ResponseError, WritesRefused) as exc:
-                reason = refusal(exc)
-                if reason is None:
-                    raise
-                if not isinstance(exc, WritesRefused):
-                    self.writer.note_refused(reason, "setup")
-                await self._writes_refused()
-                if self.stopping:
-                    raise
-
-    async def _connection_lost(self, exc: BaseException) -> None:
-        stats = self.app.stats
-        stats.reconnects += 1
-        self.alive_at = time.monotonic()  # retrying is progress: a Redis outage is not a hung loop
-        stats.last_error = f"redis: {type(exc).__name__}: {exc}"
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-        down_for = time.monotonic() - self._down_since
-        self._attempts += 1
-        attempt = min(self._attempts, 16)
-        delay = min(self.settings.reconnect_max_ms / 1000, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
-        log.error("redis unreachable, retrying", extra={
-            "event": "redis_unreachable", "error": str(exc), "down_s": round(down_for, 1),
-            "retry_in_s": round(delay, 2)})
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except asyncio.TimeoutError:
-            pass
-
-    async def _recovered(self) -> None:
-        """After an outage: the first command that succeeds ends it (a ``PING``: nothing else
-        is tried until Redis answers), and its alert is owed until written."""
-        if self._down_since is None:
-            return
-        try:
-            await self.app.raw.ping()
-        except ResponseError as exc:
-            if refusal(exc) is None:  # MISCONF refuses even PING: Redis answers, though
-                raise
-        self._owed_reconnects.append(time.monotonic() - self._down_since)
-        self._down_since = None
-        self._attempts = 0
-        await self._flush_owed()
-
-    async def _flush_owed(self) -> None:
-        """Write the alerts owed for outages and for episodes of refused writes that ended.
-        Kept for the next try while Redis refuses them (OOM refuses the alert about OOM)."""
-        restored = self.writer.owed_restored
-        if not (self._owed_reconnects or restored):
-            return
-        out = Outputs(self.app.clock.now_ms())
-        for down_for in self._owed_reconnects:
-            out.alert("redis_reconnected", "warning",
-                      f"connection to Redis restored after {down_for:.1f}s; pending entries are reclaimed")
-        for since, until, reason in restored:
-            out.alert("writes_restored", "critical",
-                      f"Redis refused writes for {(until - since) / 1000:.1f}s ({reason}); the batches "
-                      "held meanwhile stayed pending and are processed now, nothing was lost")
-        reconnects, episodes = len(self._owed_reconnects), len(restored)
-        try:
-            await self.writer.write(BatchWrite(out))
-        except WritesRefused:
-            return  # still owed
-        del self._owed_reconnects[:reconnects]
-        del restored[:episodes]
-
-    async def _writes_refused(self) -> None:
-        """Redis refuses writes as a whole (OOM, READONLY, MISCONF): stay up, keep the batch
-        pending (held, retried first), and retry with backoff. Counted, logged and shown in
-        ``/readyz`` and the heartbeat's health by :meth:`Writer.note_refused`."""
-        self.alive_at = time.monotonic()  # waiting for Redis is progress, not a hung loop
-        self._refusals += 1
-        attempt = min(self._refusals, 16)
-        delay = min(self.settings.reconnect_max_ms / 1000, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except asyncio.TimeoutError:
-            pass
-
-    async def _write_failed(self, exc: WriteError) -> None:
-        """Redis refused some writes of a batch: nothing was acknowledged, so nothing is lost.
-
-        The entries stay pending and are retried when reclaimed; until then say so loudly and
-        slow down rather than spin.
-        """
-        self.app.stats.last_error = f"write: {exc}"
-        self.app.stats.write_failures += 1
-        log.error("batch writes refused; entries stay pending", extra={"event": "write_failed", "error": str(exc)})
-        try:
-            if self.throttle.allow(("write_failed", str(exc))):
-                out = Outputs(self.app.clock.now_ms())
-                out.alert("write_failed", "critical",
-                          f"Redis refused a batch's writes; nothing of it was acknowledged, so its entries "
-                          f"stay pending and are retried (a tick's alerts are raised again): {exc}")
-                await self.writer.write(BatchWrite(out))
-        except (WriteError, *TRANSIENT) as again:
-            log.error("could not write the write_failed alert", extra={"event": "alert_failed", "error": str(again)})
-        finally:
-            await asyncio.sleep(min(self.settings.reconnect_max_ms, self.settings.claim_idle_ms) / 1000 / 10)
-
-    def _data_lost(self, reason: str) -> None:
-        """Redis lost navstream's data (flushed, restarted without persistence, rolled back):
-        forget what this consumer remembers of what Redis held, so that nothing it remembers
-        holds back an alert that was lost with the data. Once-alerts are sent to Redis again
-        (their markers there still de-duplicate them across consumers), the core's cooldowns
-        and the DLQ alert start over. Plugins keep their own memory (the nav plugin checks its
-        copy against Redis on every batch and rereads everything on every tick)."""
-        self.writer.forget_markers()
-        self.throttle.reset()
-        self.upkeep.forget()
-        log.warning("Redis lost data; alerts held back by this consumer's memory are raised again",
-                    extra={"event": "data_lost", "reason": reason})
-
-    async def _group_missing(self, exc: ResponseError) -> None:
-        created = await self.ensure_groups(self.streams)
-        self.app.stats.groups_recreated += len(created)
-        # Owed until written: a retry after a failed write finds the group there (BUSYGROUP).
-        self._owed_group_alerts += [(stream, str(exc)) for stream in created]
-        self._owed_epoch = self._owed_epoch or bool(created)
-        self._data_lost(f"the consumer group vanished: {exc}")
-        if self._owed_epoch:  # every other consumer learns of the loss on its next tick
-            await self.upkeep.new_epoch()
-            self._owed_epoch = False
-        else:
-            self.upkeep.relearn()
-        if self._owed_group_alerts:
-            out = Outputs(self.app.clock.now_ms())
-            for stream, error in self._owed_group_alerts:
-                out.alert("group_recreated", "critical",
-                          f"consumer group {self.app.group!r} on {stream} had vanished (Redis restarted "
-                          f"without persistence, or flushed?); recreated at id 0: {error}")
-            await self.writer.write(BatchWrite(out))
-            self._owed_group_alerts.clear()
-        if not created:  # someone else recreated it; don't spin
-            await asyncio.sleep(0.05)
 
     # --- reading ----------------------------------------------------------------------------
 
