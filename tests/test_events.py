@@ -137,22 +137,99 @@ text = st.one_of(st.text(max_size=30), st.sampled_from(
 keys = st.one_of(st.sampled_from(
     ["type", "venue", "account", "asset", "balance", "unrealized_pnl", "ts", "base", "quote", "price",
      "source", "symbol", "qty", "entry_price", "ok", "error", "order_id", "side"]), st.text(max_size=10))
+#: Entries of each type as the contract has them, for the fuzz to damage.
+VALID = {
+    "balance": {"type": "balance", "venue": "binance", "account": "spot", "asset": "BTC", "balance": "1.25",
+                "unrealized_pnl": "-0.5", "ts": TS},
+    "price": {"type": "price", "base": "BTC", "quote": "USDT", "price": "65000.01", "source": "binance-spot", "ts": TS},
+    "position": {"type": "position", "venue": "binance", "account": "futures", "symbol": "BTCUSDT", "qty": "-0.3",
+                 "entry_price": "64000", "ts": TS},
+    "source_status": {"type": "source_status", "venue": "binance", "source": "rest", "ok": "true", "ts": TS},
+    "order": {"type": "order", "order_id": "o-1", "venue": "binance", "account": "spot", "symbol": "BTCUSDT",
+              "side": "buy", "qty": "0.1", "price": "65000", "ts": TS},
+}
+amounts = st.one_of(text, st.decimals(allow_nan=True, allow_infinity=True).map(str),
+                    st.integers(-10**40, 10**40).map(str), st.sampled_from(["１２", "5e999994", "0x10", " 1", "1_0"]))
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> dict[str, str]:
+    """A valid entry of some type with a few fields replaced by anything, or dropped."""
+    fields = dict(VALID[draw(st.sampled_from(sorted(VALID)))])
+    for name in draw(st.lists(st.sampled_from(sorted(fields)), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            fields[name] = draw(amounts)
+        else:
+            del fields[name]
+    return fields
+
+
 entries = st.one_of(
+    damaged(),
     st.dictionaries(keys, text, max_size=12),
     st.dictionaries(st.binary(max_size=8), st.binary(max_size=16), max_size=8),
 )
 
 
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return None
+    return value if isinstance(value, str) else None
+
+
+def _refused_well(exc: DecodeError) -> None:
+    """A refusal gives a reason that names the field at fault, when it blames one."""
+    assert exc.reason and str(exc) == exc.reason
+    if exc.field is not None:
+        assert exc.field in exc.reason, (exc.field, exc.reason)
+
+
 @settings(max_examples=1500, deadline=None)
 @given(entries)
-def test_fuzz_any_entry_gives_an_event_or_a_reason(fields: dict) -> None:
-    for decode in (decode_event, decode_order):
-        try:
-            result = decode(fields)
-        except DecodeError as exc:
-            assert exc.reason  # a reason, never an empty message
+def test_fuzz_any_entry_gives_an_exact_event_or_a_reason_naming_its_field(fields: dict) -> None:
+    """Whatever a producer writes: an event of the type it names, which survives re-encoding
+    unchanged (nothing rounded, nothing invented), or a refusal that names the field at fault.
+    An order-shaped entry is answered (an Order, or an InvalidOrder carrying its own id)."""
+    try:
+        event = decode_event(fields)
+    except DecodeError as exc:
+        _refused_well(exc)
+    else:
+        named = {_text(k): _text(v) for k, v in fields.items()}.get("type")
+        assert type(event).__name__.lower().replace("sourcestatus", "source_status") == named
+        assert decode_event(encode_fields(event)) == event
+        _kept_as_given(fields, encode_fields(event))
+    try:
+        order = decode_order(fields)
+    except DecodeError as exc:
+        _refused_well(exc)
+    else:
+        given_id = {_text(k): _text(v) for k, v in fields.items()}.get("order_id")
+        assert order.order_id == given_id and order.order_id
+        if isinstance(order, InvalidOrder):
+            assert order.reason and order.fields.get("order_id") == given_id
         else:
-            assert result is not None
+            assert decode_order(encode_fields(order)) == order
+            _kept_as_given(fields, encode_fields(order))
+
+
+def _kept_as_given(fields: dict, encoded: dict[str, str]) -> None:
+    """Every field the event carries is the producer's: the same text, or for an amount the
+    same number exactly (``1.50`` may come back as ``1.5``, never as ``1.5000001``)."""
+    given = {_text(k): _text(v) for k, v in fields.items()}
+    for name, value in encoded.items():
+        if name not in given or given[name] is None:
+            continue  # a default the producer left out
+        held = given[name]
+        if held == value:
+            continue
+        if value in ("true", "false"):  # a flag: its accepted spellings come back as one
+            assert held.strip().lower() in {"true": ("true", "1"), "false": ("false", "0")}[value], (name, held)
+            continue
+        assert Decimal(held) == Decimal(value), (name, held, value)
 
 
 @settings(max_examples=300, deadline=None)
