@@ -7,7 +7,7 @@ import textwrap
 from decimal import Decimal
 from typing import Any, Sequence, TextIO
 
-from navstream.cli.render import table
+from navstream.render import table
 from navstream.demo.replay import Answer, SourceRow, StepRow
 from navstream.demo.scenario import Step, clock_label
 from navstream.demo.stubs import SourceReport

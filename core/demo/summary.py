@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
 from navstream.app import App
-from navstream.cli.render import table
+from navstream.render import table
 from navstream.demo.replay import Replay, SourceRow, StepRow, plugin_section, read_stream
 from navstream.demo.scenario import clock_label
 from navstream.ops.admin import dlq_list
