@@ -5,11 +5,30 @@ from __future__ import annotations
 import functools
 
 
+def escape_chars(part: str, separators: str) -> str:
+    """``part`` with ``%`` and each of ``separators`` percent-escaped (``:`` -> ``%3A``), so that
+    ``part`` cannot run into the next part of whatever joins them with those separators.
+
+    The one escaping of the wire contract. Its users differ only in the separators (each its
+    own key or member format, which must not change): :func:`escape_name` (names: ``:/|``), and
+    the once-markers of :mod:`navstream.contract.alerts` (a code or subject: ``:``; one part of
+    an alert's default subject: ``/``).
+    """
+    part = part.replace("%", "%25")
+    for sep in separators:
+        part = part.replace(sep, _PERCENT[sep])
+    return part
+
+
+_PERCENT = {sep: f"%{ord(sep):02X}" for sep in ":/|"}
+NAME_SEPARATORS = ":/|"
+
+
 @functools.lru_cache(maxsize=65_536)
 def escape_name(part: str) -> str:
     """A venue, account or asset name inside a key or member: ``%``, ``:``, ``/`` and ``|``
     escaped, so names that contain separators never collide (``a:b`` + ``c`` vs ``a`` + ``b:c``)."""
-    return part.replace("%", "%25").replace(":", "%3A").replace("/", "%2F").replace("|", "%7C")
+    return escape_chars(part, NAME_SEPARATORS)
 
 
 def unescape_name(part: str) -> str:

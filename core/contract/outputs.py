@@ -7,178 +7,32 @@ batch was handled, so an entry is acknowledged only after everything it caused i
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Mapping
+from collections.abc import Iterable, Mapping
 
-import msgspec
+from navstream.contract.alerts import (
+    MAX_EVERY_S,
+    SEVERITIES,
+    Alert,
+    Once,
+    Severity,
+    alert_marker_prefix,
+    default_subject,
+    once_spec,
+)
+from navstream.contract.records import parse_field, parse_first
 
-Severity = Literal["info", "warning", "critical"]
-SEVERITIES = ("info", "warning", "critical")
-
-# KEYS[1] = hash, ARGV[1] = ts, ARGV[2..] = field, value pairs. Applies the snapshot unless the
-# hash already holds a newer `ts` (contract: an older entry for the same key is ignored), so
-# consumers racing in one group converge on the same state as a single consumer.
-PUT_LATEST_LUA = """
-local current = redis.call('HGET', KEYS[1], 'ts')
-if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1], unpack(ARGV, 2))
-return 1
-"""
-
-HELD_TS_LUA = """
-local function held_ts(value)
-  return value and tonumber(string.match(value, '^(%-?%d+) '))
-end
-"""
-
-# KEYS[1] = hash, ARGV = field, value pairs, each value "<ts> <payload>". A field is replaced
-# unless it holds a newer ts: last-ts-wins per field, for state with many members.
-PUT_FIELDS_LUA = HELD_TS_LUA + """
-for j = 1, #ARGV, 2 do
-  local held = held_ts(redis.call('HGET', KEYS[1], ARGV[j]))
-  if not held or held <= held_ts(ARGV[j + 1]) then redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1]) end
-end
-return 1
-"""
-
-
-# first_fields(stored): the fields and values of an entry stored by XADDFIRST (a JSON array of
-# strings, even length), or nil when the stored value is not one.
-FIRST_FIELDS_LUA = """
-local function first_fields(stored)
-  local ok, values = pcall(cjson.decode, stored)
-  if not ok or type(values) ~= 'table' or #values == 0 or #values % 2 ~= 0 then return nil end
-  for _, v in ipairs(values) do
-    if type(v) ~= 'string' then return nil end
-  end
-  return values
-end
-"""
-
-# KEYS[1] = stream, KEYS[2] = hash, ARGV[1] = field, ARGV[2] = entry as JSON, ARGV[3..] = XADD
-# options: store the entry unless one is stored, then XADD the stored one (Outputs.emit_first).
-XADD_FIRST_LUA = FIRST_FIELDS_LUA + """
-local stored = redis.call('HGET', KEYS[2], ARGV[1])
-if not stored then
-  stored = ARGV[2]
-  redis.call('HSET', KEYS[2], ARGV[1], stored)
-end
-local args = {}  -- the XADD options, then the stored fields (unpack expands only once)
-for j = 3, #ARGV do args[#args + 1] = ARGV[j] end
-for _, v in ipairs(first_fields(stored)) do args[#args + 1] = v end
-return redis.call('XADD', KEYS[1], unpack(args))
-"""
-
-# KEYS[1] = stamp, ARGV[1] = the stamp read, ARGV[2] = the new one (see Outputs.stamp).
-STAMP_LUA = """
-if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], '!' .. ARGV[2])
-end
-return 1
-"""
-
-# once_due(marker, version, ttl, now): the marker's new end (and the marker set) unless it holds
-# this version and runs until after `now`, then minus its end. The period is judged by the consumer's clock (`now`, epoch
-# ms), not Redis's, so a simulated clock (the demo, tests) behaves like the real one; PX only
-# lets Redis drop the marker once it cannot matter.
-ONCE_DUE_LUA = """
-local function once_due(marker, version, ttl, now)
-  local current = redis.call('GET', marker)
-  if current then
-    local sep = string.find(current, ' ', 1, true)
-    local ends = sep and tonumber(string.sub(current, 1, sep - 1))
-    if ends and string.sub(current, sep + 1) == version and ends > tonumber(now) then
-      return -ends
-    end
-  end
-  local ends = tonumber(now) + tonumber(ttl)
-  redis.call('SET', marker, ends .. ' ' .. version, 'PX', ttl)
-  return ends
-end
-"""
-
-# KEYS[1] = stream, KEYS[2] = marker, ARGV[1] = version, ARGV[2] = ttl ms, ARGV[3] = now ms,
-# ARGV[4..] = XADD arguments: one entry per version and period, across consumers. Returns the
-# marker's end (ms), negated when the entry was not written.
-XADD_ONCE_LUA = ONCE_DUE_LUA + """
-local mark = once_due(KEYS[2], ARGV[1], ARGV[2], ARGV[3])
-if mark > 0 then redis.call('XADD', KEYS[1], unpack(ARGV, 4)) end
-return mark
-"""
-
-
-class Once(msgspec.Struct, frozen=True):
-    """Write an entry unless one with the same ``key`` and ``version`` was written less than
-    ``ttl_ms`` ago by the consumers' clock (the marker is ``P:state:once:<key>``, holding
-    ``"<until ms> <version>"``)."""
-
-    key: str
-    version: str
-    ttl_ms: int
-    #: False for an alert raised without a version (one version only, "1"): a consumer may
-    #: then skip sending it again within a period it knows the marker runs (see Writer).
-    versioned: bool = True
-
-
-#: Longest period of a once-entry: ten years, well inside what ``SET ... PX`` accepts.
-MAX_EVERY_S = 10 * 365 * 86_400
-
-
-def _once(what: str, prefix: str, subject: object, version: object, every_s: object, versioned: bool = True) -> Once:
-    if type(every_s) not in (int, float) or not 0 < every_s <= MAX_EVERY_S:  # type: ignore[operator]
-        raise ValueError(f"{what}: every_s must be > 0 and <= {MAX_EVERY_S} s, got {every_s!r}")
-    for name, value in (("subject", subject), ("version", version)):
-        if type(value) is not str:
-            raise TypeError(f"{what}: `{name}` must be a str, got {type(value).__name__}")
-    return Once(f"{prefix}:{_escape(subject)}", str(version), max(1, int(every_s * 1000)),  # type: ignore[arg-type,operator]
-                versioned)
-
-
-def _escape(part: str) -> str:
-    """A marker key part that cannot run into the next (``:`` and ``%`` escaped)."""
-    return part.replace("%", "%25").replace(":", "%3A")
-
-
-_first_entry = msgspec.json.Decoder(list[str])
-
-
-def parse_first(raw: str | bytes) -> dict[str, str] | None:
-    """The fields of an entry :meth:`Outputs.emit_first` stored (a JSON array of fields and
-    values, as the batch script's ``first_fields()`` reads it); None when ``raw`` is not one."""
-    try:
-        values = _first_entry.decode(raw)
-    except msgspec.DecodeError:
-        return None
-    return dict(zip(values[::2], values[1::2])) if values and len(values) % 2 == 0 else None
-
-
-def parse_field(raw: str) -> tuple[int, str]:
-    """A field written by :meth:`Outputs.put_latest_field`: ``"<ts> <payload>"``."""
-    ts, sep, payload = raw.partition(" ")
-    if not sep:
-        raise ValueError(f"not a '<ts> <payload>' state field: {raw[:80]!r}")
-    return int(ts), payload
-
-
-class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
-    """An entry of ``P:alerts``."""
-
-    code: str
-    severity: Severity
-    message: str
-    ts: int
-    venue: str | None = None
-    account: str | None = None
-    asset: str | None = None
-    source: str | None = None
-    #: De-duplication (not part of the entry), see :meth:`Outputs.alert`.
-    once: Once | None = None
-
-    def fields(self) -> dict[str, str]:
-        return {k: str(v) for k, v in msgspec.structs.asdict(self).items()
-                if v is not None and k != "once"}
-
+__all__ = [
+    "MAX_EVERY_S",
+    "MAX_FIELDS",
+    "RESERVED_STREAMS",
+    "SEVERITIES",
+    "Alert",
+    "Once",
+    "Outputs",
+    "Severity",
+    "parse_field",
+    "parse_first",
+]
 
 RESERVED_STREAMS = ("events", "orders", "dlq", "alerts")
 MAX_FIELDS = 1000
@@ -198,8 +52,16 @@ def _checked(what: str, fields: Mapping[str, str]) -> dict[str, str]:
         if type(key) is not str or type(value) is not str or not key:
             raise TypeError(
                 f"{what}: field {key!r} = {value!r}: keys and values must be non-empty str keys "
-                "and str values (write money as str(Decimal))")
+                "and str values (write money as str(Decimal))"
+            )
     return dict(fields)
+
+
+def _put_member(members: dict[str, tuple[int, str]], name: str, value: tuple[int, str]) -> None:
+    """PUTFIELDS coalesced in memory: the newest ``ts`` per member wins (a tie: the later)."""
+    held = members.get(name)
+    if held is None or value[0] >= held[0]:
+        members[name] = value
 
 
 def _name(what: str, name: str) -> str:
@@ -217,8 +79,20 @@ class Outputs:
     :param now_ms: the clock when the batch was handled; stamps alerts.
     """
 
-    __slots__ = ("now_ms", "streams", "streams_once", "streams_first", "latest", "fields", "hashes", "stamps",
-                 "alerts", "indexes", "_once_alerts", "_once_entries")
+    __slots__ = (
+        "now_ms",
+        "streams",
+        "streams_once",
+        "streams_first",
+        "latest",
+        "fields",
+        "hashes",
+        "stamps",
+        "alerts",
+        "indexes",
+        "_once_alerts",
+        "_once_entries",
+    )
 
     def __init__(self, now_ms: int) -> None:
         self.now_ms = now_ms
@@ -270,7 +144,7 @@ class Outputs:
             return
         if subject is None or every_s is None:
             raise ValueError(f"emit to {stream!r}: give both `subject` and `every_s`, or neither")
-        once = _once(f"emit to {stream!r}", f"entry:{stream}", subject, version, every_s)
+        once = once_spec(f"emit to {stream!r}", f"entry:{stream}", subject, version, every_s)
         self._add_once_entry((stream, checked, once))
 
     def _add_once_entry(self, entry: tuple[str, dict[str, str], Once]) -> None:
@@ -307,27 +181,40 @@ class Outputs:
         """
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
-        for name, value in (("code", code), ("message", message), ("venue", venue),
-                            ("account", account), ("asset", asset), ("source", source)):
+        for name, value in (
+            ("code", code),
+            ("message", message),
+            ("venue", venue),
+            ("account", account),
+            ("asset", asset),
+            ("source", source),
+        ):
             if value is not None and type(value) is not str:
                 raise TypeError(f"alert: `{name}` must be a str, got {type(value).__name__}")
         _name("alert code", code)
         once = None
         if every_s is not None:
             if subject is None:
-                subject = "/".join((v or "").replace("%", "%25").replace("/", "%2F")
-                                   for v in (venue, account, asset, source))
-            once = _once(f"alert {code}", f"alert:{_escape(code)}", subject, "1" if version is None else version,
-                         every_s, versioned=version is not None)
+                subject = default_subject(venue, account, asset, source)
+            once = once_spec(
+                f"alert {code}",
+                alert_marker_prefix(code),
+                subject,
+                "1" if version is None else version,
+                every_s,
+                versioned=version is not None,
+            )
         elif subject is not None or version is not None:
             raise ValueError(f"alert {code}: `subject` and `version` need `every_s`")
-        alert = Alert(code, severity, message, self.now_ms, venue, account, asset, source, once)
-        if once is not None:
-            at = self._once_alerts.get(once.key)
-            if at is not None:  # raised again in this buffer: the newest stands
+        self._add_alert(Alert(code, severity, message, self.now_ms, venue, account, asset, source, once))
+
+    def _add_alert(self, alert: Alert) -> None:
+        if alert.once is not None:
+            at = self._once_alerts.get(alert.once.key)
+            if at is not None:  # raised again (in this buffer, or a later one merged): the newest stands
                 self.alerts[at] = alert
                 return
-            self._once_alerts[once.key] = len(self.alerts)
+            self._once_alerts[alert.once.key] = len(self.alerts)
         self.alerts.append(alert)
 
     def emit_first(self, stream: str, fields: Mapping[str, str], *, key: str, field: str) -> None:
@@ -354,10 +241,13 @@ class Outputs:
         _name("put_latest", key)
         if type(ts) is not int:
             raise TypeError(f"put_latest {key!r}: ts must be an int (epoch ms), got {type(ts).__name__}")
-        checked = _checked(f"put_latest {key!r}", fields)
+        self._put_latest(key, ts, _checked(f"put_latest {key!r}", fields))
+
+    def _put_latest(self, key: str, ts: int, fields: dict[str, str]) -> None:
+        """PUTLATEST coalesced in memory: the newest ``ts`` per key wins (a tie: the later)."""
         held = self.latest.get(key)
         if held is None or ts >= held[0]:
-            self.latest[key] = (ts, checked)
+            self.latest[key] = (ts, fields)
 
     def put_latest_field(self, key: str, field: str, ts: int, payload: str) -> None:
         """Set ``field`` of state hash ``P:state:<key>`` to ``"<ts> <payload>"`` unless it
@@ -372,23 +262,26 @@ class Outputs:
             raise TypeError(f"put_latest_field {key!r}: ts must be an int (epoch ms), got {type(ts).__name__}")
         if type(payload) is not str:
             raise TypeError(f"put_latest_field {key!r}: payload must be a str, got {type(payload).__name__}")
-        fields = self.fields.setdefault(key, {})
-        held = fields.get(field)
-        if held is None or ts >= held[0]:
-            fields[field] = (ts, payload)
+        _put_member(self.fields.setdefault(key, {}), field, (ts, payload))
 
     def put_latest_fields(self, key: str, members: Mapping[str, tuple[int, str]]) -> None:
         """:meth:`put_latest_field` for many fields of one hash: ``{field: (ts, payload)}``."""
         _name("put_latest_fields", key)
         held = self.fields.setdefault(key, {})
         for name, value in members.items():
-            if type(name) is not str or not name or type(value) is not tuple or len(value) != 2 \
-                    or type(value[0]) is not int or type(value[1]) is not str:
-                raise TypeError(f"put_latest_fields {key!r}: member {name!r} = {value!r}: needs a non-empty "
-                                "str field and an (int ts, str payload) pair")
-            mine = held.get(name)
-            if mine is None or value[0] >= mine[0]:
-                held[name] = value
+            if (
+                type(name) is not str
+                or not name
+                or type(value) is not tuple
+                or len(value) != 2
+                or type(value[0]) is not int
+                or type(value[1]) is not str
+            ):
+                raise TypeError(
+                    f"put_latest_fields {key!r}: member {name!r} = {value!r}: needs a non-empty "
+                    "str field and an (int ts, str payload) pair"
+                )
+            _put_member(held, name, value)
 
     def stamp(self, key: str, seen: str, mine: str, covers: Iterable[str] = ()) -> None:
         """Mark the state a plugin keeps under ``P:state:<key>`` as written by this batch.
@@ -447,19 +340,15 @@ class Outputs:
             self._add_once_entry(entry)
         self.streams_first.extend(other.streams_first)
         for key, (ts, fields) in other.latest.items():
-            held = self.latest.get(key)
-            if held is None or ts >= held[0]:
-                self.latest[key] = (ts, fields)
+            self._put_latest(key, ts, fields)
         ours, theirs = set(self.fields), set(other.fields)
         for key, members in other.fields.items():
             mine = self.fields.get(key)
             if mine is None:  # the usual case: one plugin writes a hash
                 self.fields[key] = members
                 continue
-            for name, (ts, payload) in members.items():
-                held_member = mine.get(name)
-                if held_member is None or ts >= held_member[0]:
-                    mine[name] = (ts, payload)
+            for name, value in members.items():
+                _put_member(mine, name, value)
         for key, fields in other.hashes.items():
             self.hashes.setdefault(key, {}).update(fields)
         for key, scores in other.indexes.items():
@@ -471,10 +360,4 @@ class Outputs:
         self.stamps = {key: (seen, mine, covers - theirs) for key, (seen, mine, covers) in self.stamps.items()}
         self.stamps.update({key: (seen, mine, covers - ours) for key, (seen, mine, covers) in other.stamps.items()})
         for alert in other.alerts:
-            if alert.once is not None:
-                at = self._once_alerts.get(alert.once.key)
-                if at is not None:  # the later buffer's stands, as within one buffer
-                    self.alerts[at] = alert
-                    continue
-                self._once_alerts[alert.once.key] = len(self.alerts)
-            self.alerts.append(alert)
+            self._add_alert(alert)
