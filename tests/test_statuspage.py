@@ -156,13 +156,13 @@ return {
   loaded: document.body.dataset.loaded === "true",
   ready: document.getElementById("ready").textContent,
   nav: [...document.querySelectorAll("#nav-table tbody tr")].map(tr => ({
-    scope: tr.dataset.scope, selected: tr.classList.contains("selected"), cells: cells(tr),
+    scope: tr.dataset.key, selected: tr.classList.contains("selected"), cells: cells(tr),
     status: badge(tr.querySelector(".status"))})),
   chart: {scope: document.getElementById("chart-scope").textContent, d: line.getAttribute("d"),
           points: line.dataset.points, circles: document.querySelectorAll("#chart-points circle").length,
           strokeWidth: getComputedStyle(line).strokeWidth},
   trading: [...document.querySelectorAll("#trading-table tbody tr")].map(tr => ({
-    scope: tr.dataset.scope, cells: cells(tr), state: badge(tr.querySelector(".trading"))})),
+    scope: tr.dataset.key, cells: cells(tr), state: badge(tr.querySelector(".trading"))})),
   decisions: document.getElementById("decisions").textContent,
   alerts: [...document.querySelectorAll("#alerts-table tbody tr")].map(tr => cells(tr).join(" | ")),
   consumers: [...document.querySelectorAll("#consumers-table tbody tr")].map(cells),
@@ -300,7 +300,7 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
         assert page["banner"] == ""
 
         # A click charts another scope.
-        browser.js("document.querySelector('tr[data-scope=\"account:binance/main\"]').click()")
+        browser.js("document.querySelector('tr[data-key=\"account:binance/main\"]').click()")
         clicked = browser.js(PAGE_STATE)
         assert clicked["chart"]["scope"].startswith("binance/main (")
         assert next(r for r in clicked["nav"] if r["scope"] == "account:binance/main")["selected"] is True
@@ -328,7 +328,7 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
         assert rows["account:binance/main"]["status"]["cls"] == "badge status status-stale"
         assert rows["exchange"]["status"]["text"] == "stale"
         assert rows["total"]["status"]["text"] == "failed"  # worse than stale stays as it was
-        title = browser.js("return document.querySelector('tr[data-scope=\"account:binance/main\"] .status').title")
+        title = browser.js("return document.querySelector('tr[data-key=\"account:binance/main\"] .status').title")
         assert title.startswith("an input passed its age limit, and no newer answer has arrived")
 
         problems = [entry for entry in browser.console() if entry.get("level") == "SEVERE"

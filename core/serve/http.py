@@ -2,7 +2,8 @@
 
 Why not a framework: the consumer and the ingest process need a few read-only routes, served
 from their own event loop without ever blocking it, and nothing else. The parsing is h11's (a
-well-kept, sans-I/O HTTP/1.1 implementation, installed with httpx); this module adds the
+well-kept, sans-I/O HTTP/1.1 implementation, installed with httpx); what a request may be and
+the head of every answer are in :mod:`navstream.serve.messages`; this module adds the
 connection handling, which is where a probe endpoint lives or dies:
 
 - every request must arrive whole within ``request_timeout_s`` of the moment the server starts
@@ -30,139 +31,40 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping
 
 import h11
+from navstream.serve.messages import (
+    ALLOWED_METHODS,
+    MAX_HEAD,
+    MAX_HEADERS,
+    READ_CHUNK,
+    REASONS,
+    BadRequest,
+    Handler,
+    Request,
+    Response,
+    diagnose,
+    head_lines,
+    plain_answer,
+    printable,
+    validate,
+)
 
 log = logging.getLogger("navstream.http")
 
-#: Largest request head (request line and headers) accepted, in bytes.
-MAX_HEAD = 8192
-MAX_HEADERS = 100
-ALLOWED_METHODS = ("GET", "HEAD")
-#: Bytes read from a socket at a time.
-READ_CHUNK = 4096
-
-REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-
-_REQUEST_LINE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]")
-_HEADER_LINE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*")
+__all__ = ["ALLOWED_METHODS", "MAX_HEAD", "MAX_HEADERS", "READ_CHUNK", "REASONS", "BadRequest", "Handler",
+           "HttpServer", "HttpStartError", "HttpStats", "Request", "Response", "diagnose", "local_url", "validate"]
 
 
 class HttpStartError(RuntimeError):
     """The server could not listen (port in use, address not available, no permission)."""
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    query: str
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def text(cls, status: int, text: str) -> Response:
-        return cls(status, (text.rstrip("\n") + "\n").encode())
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        super().__init__(message)
-        self.response = Response(status, (message + "\n").encode(), headers=headers)
-
-
 class _ClientLeft(Exception):
     """The client closed the connection before sending a whole request: nothing to answer."""
-
-
-def _printable(text: str, limit: int = 80) -> str:
-    """Echo a client's text in an error without letting it forge lines or flood the answer."""
-    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
-    return shown + ("..." if len(text) > limit else "")
-
-
-def diagnose(head: bytes, error: h11.RemoteProtocolError) -> BadRequest:
-    """The answer to a head h11 refused, saying which part of it is wrong where that can be told."""
-    if error.error_status_hint == 431:
-        return BadRequest(431, f"request head larger than {MAX_HEAD} bytes")
-    end = head.find(b"\r\n\r\n")
-    lines = (head if end < 0 else head[:end]).split(b"\n")
-    if any(byte >= 0x80 for byte in head[: MAX_HEAD]):
-        return BadRequest(400, "bad request: the request head must be ASCII")
-    text = [line.rstrip(b"\r").decode("ascii") for line in lines]
-    if not _REQUEST_LINE.fullmatch(text[0]):
-        return BadRequest(400, f"bad request line {_printable(text[0])!r}: expected `METHOD /path HTTP/1.1`")
-    for line in text[1:]:
-        if not line:
-            break
-        if not _HEADER_LINE.fullmatch(line):
-            return BadRequest(400, f"bad header line {_printable(line)!r}")
-    reason = str(error).replace("bytearray(b", "(")
-    return BadRequest(error.error_status_hint or 400, f"bad request: {_printable(reason, 200)}")
-
-
-def validate(event: h11.Request) -> Request:
-    """What the server accepts of a request h11 parsed; :class:`BadRequest` with the answer otherwise."""
-    version = event.http_version.decode("ascii", "replace")
-    if version not in ("1.1", "1.0"):
-        raise BadRequest(505, f"HTTP version {_printable('HTTP/' + version)!r} is not supported "
-                         "(HTTP/1.1 or HTTP/1.0)")
-    if len(event.headers) > MAX_HEADERS:
-        raise BadRequest(431, f"more than {MAX_HEADERS} headers")
-    headers: dict[str, str] = {}
-    for name, value in event.headers:
-        key = name.decode("ascii", "replace")
-        text = value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    method = event.method.decode("ascii", "replace")
-    if method not in ALLOWED_METHODS:
-        raise BadRequest(405, f"method {_printable(method)} is not allowed: this server is read-only (GET, HEAD)",
-                         (("Allow", ", ".join(ALLOWED_METHODS)),))
-    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
-        raise BadRequest(400, "bad request: requests carry no body here")
-    try:
-        target = event.target.decode("ascii")
-    except UnicodeDecodeError:
-        raise BadRequest(400, "bad request: the request head must be ASCII") from None
-    if not target.startswith("/"):
-        raise BadRequest(400, f"bad request target {_printable(target)!r}: expected a path starting with /")
-    path, _, query = target.partition("?")
-    return Request(method, path, query.partition("#")[0], headers)
-
-
-def _head_lines(status: int, content_type: str, length: int, extra: tuple[tuple[str, str], ...],
-                close: bool) -> list[tuple[str, str]]:
-    headers = [("Content-Type", content_type), ("Content-Length", str(length)), ("Cache-Control", "no-store"),
-               ("X-Content-Type-Options", "nosniff"), *extra]
-    if close:
-        headers.append(("Connection", "close"))
-    return headers
-
-
-def _plain_answer(response: Response) -> bytes:
-    """An answer written without h11 (h11 refused the request, or none arrived): it closes."""
-    lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}"]
-    lines += [f"{k}: {v}" for k, v in _head_lines(response.status, response.content_type, len(response.body),
-                                                   response.headers, True)]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
 
 
 @dataclass(eq=False)
@@ -254,7 +156,7 @@ class HttpServer:
             await asyncio.wait(list(self._tasks), timeout=2)
         try:
             await asyncio.wait_for(server.wait_closed(), timeout=2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         log.info("http endpoint stopped", extra={"event": "http_stopped"})
 
@@ -305,7 +207,7 @@ class HttpServer:
             received = [bool(h.trailing_data[0])]
             try:
                 request = await asyncio.wait_for(self._read_request(reader, h, received), self.request_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if received[0]:  # part of a request came, not all of it in time
                     self.stats.timeouts += 1
                     conn.enter("closing")
@@ -378,13 +280,13 @@ class HttpServer:
         handler = self.routes.get(request.path)
         if handler is None:
             known = " ".join(sorted(self.routes))
-            return Response.text(404, f"not found: {_printable(request.path)}; endpoints: {known}")
+            return Response.text(404, f"not found: {printable(request.path)}; endpoints: {known}")
         try:
             return await asyncio.wait_for(handler(request), self.handler_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("http handler timed out", extra={"event": "http_timeout", "path": request.path})
             return Response.text(503, f"{request.path} took longer than {self.handler_timeout_s:g}s; try again")
-        except Exception:  # noqa: BLE001 - one bad answer must not end the server
+        except Exception:
             log.exception("http handler failed", extra={"event": "http_error", "path": request.path})
             return Response.text(500, f"internal error answering {request.path} (logged)")
 
@@ -392,7 +294,7 @@ class HttpServer:
                      close: bool) -> bool:
         """Send ``response`` through h11 (which adds ``Connection: close`` where HTTP/1.0 or the
         client asks for it); False if the client did not take it within the deadline."""
-        headers = _head_lines(response.status, response.content_type, len(response.body), response.headers, close)
+        headers = head_lines(response.status, response.content_type, len(response.body), response.headers, close)
         data = h.send(h11.Response(status_code=response.status, headers=headers,
                                    reason=REASONS.get(response.status, "").encode()))
         if method != "HEAD" and response.body:
@@ -401,7 +303,7 @@ class HttpServer:
         try:
             writer.write(data)
             await asyncio.wait_for(writer.drain(), self.request_timeout_s)
-        except (ConnectionError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, OSError):
             return False  # the client left or reads too slowly: nothing more to do for it
         return True
 
@@ -410,10 +312,10 @@ class HttpServer:
         """An error answer outside h11's exchange (the request could not be parsed, or never
         came whole), then the connection ends."""
         try:
-            writer.write(_plain_answer(response))
+            writer.write(plain_answer(response))
             await asyncio.wait_for(writer.drain(), self.request_timeout_s)
             await self._linger(reader, writer)
-        except (ConnectionError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, OSError):
             pass
 
     @staticmethod
@@ -430,7 +332,7 @@ class HttpServer:
                 if not chunk:
                     return
                 dropped += len(chunk)
-        except (ConnectionError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, OSError):
             pass
 
 

@@ -3,9 +3,11 @@
 Each consumer gets its own :class:`~prometheus_client.CollectorRegistry` (never the library's
 global one), so tests and several apps in one process do not clash. Almost everything is
 computed when scraped, from what the consumer already keeps (``app.stats``, the heartbeat's
-figures, the plugins' ``navstream_health``) and one :class:`~navstream.serve.status.DeskView` of
-cheap Redis reads; the two things that must be observed as they happen, the batch latency
-histogram and entries failed by type, are fed by :class:`MeteredBatchHandler`.
+figures, the plugins' ``navstream_health``), one :class:`~navstream.serve.status.DeskView` of
+cheap Redis reads, and the families plugins contribute at scrape time (``navstream_metrics``,
+gathered by :mod:`navstream.serve.contributions`); the two things that must be observed as they happen, the batch latency
+histogram and entries failed by type, are fed by :meth:`Metrics.observe_batch` (the loop's
+observer calls it for each finished batch).
 
 Every count is a real counter (``_total``, type ``counter``), never a number inside a gauge, so
 ``rate()`` and ``increase()`` work and survive restarts; gauges are only values "as of now".
@@ -26,7 +28,7 @@ from typing import Any
 
 from navstream.app import App
 from navstream.contract.events import EVENT_TYPES
-from navstream.loop.batch import BatchHandler, Entry
+from navstream.loop.entries import Entry
 from navstream.serve.contributions import MetricReads
 from navstream.serve.probes import plugin_problems
 from navstream.serve.status import DeskView
@@ -139,27 +141,6 @@ class Metrics:
             return generate_latest(self.registry)
         finally:
             self._desk.scrape = None
-
-
-class MeteredBatchHandler(BatchHandler):
-    """A :class:`BatchHandler` that reports each batch it finishes to :class:`Metrics`.
-
-    Why a subclass: ``app.stats`` keeps only totals and the last batch's duration, and a
-    histogram needs every batch; this sees each one (new and reclaimed alike) without the
-    handler knowing about metrics.
-    """
-
-    def __init__(self, app: App, writer: Any, throttle: Any, metrics: Metrics) -> None:
-        super().__init__(app, writer, throttle)
-        self.metrics = metrics
-
-    async def handle(self, entries: list[Entry]) -> None:
-        stats = self.app.stats
-        batches, by_type = stats.batches, dict(stats.by_type)
-        await super().handle(entries)
-        if stats.batches != batches:
-            processed = {k: v - by_type.get(k, 0) for k, v in stats.by_type.items()}
-            self.metrics.observe_batch(entries, stats.last_batch_duration_ms / 1000, processed)
 
 
 def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
