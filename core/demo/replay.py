@@ -13,7 +13,6 @@ from navstream.demo.stubs import DemoSources, SourceReport
 from navstream.loop.consumer import Consumer
 from navstream.plugin.manager import await_me_maybe, call_impl, hook_impls
 
-
 # --- what a step did --------------------------------------------------------------------------
 
 
@@ -82,8 +81,14 @@ async def source_rows(app: App) -> list[SourceRow] | None:
             continue
         section = await await_me_maybe(call_impl(impl, {"app": app})) or {}
         return [
-            SourceRow(s["venue"], s["source"], s["account"],
-                      "silent" if s["silent"] else ("ok" if s["ok"] else "FAIL"), s["age_s"], s["error"])
+            SourceRow(
+                s["venue"],
+                s["source"],
+                s["account"],
+                "silent" if s["silent"] else ("ok" if s["ok"] else "FAIL"),
+                s["age_s"],
+                s["error"],
+            )
             for s in section.get("sources", [])
         ]
     return None
@@ -122,8 +127,9 @@ class Replay:
         them; a scenario without source attempts does not).
     """
 
-    def __init__(self, app: App, clock: ManualClock, producer: aioredis.Redis, start_ms: int,
-                 sources: bool = True) -> None:
+    def __init__(
+        self, app: App, clock: ManualClock, producer: aioredis.Redis, start_ms: int, sources: bool = True
+    ) -> None:
         self.app = app
         self.clock = clock
         self.producer = producer
@@ -162,8 +168,9 @@ class Replay:
         for entry in step.entries:
             if isinstance(entry, SourceAttempt):
                 if self.sources is None:
-                    raise ScenarioError(f"{clock_label(step.at_s)}: {entry.source} runs, but this replay has "
-                                        "no sources")
+                    raise ScenarioError(
+                        f"{clock_label(step.at_s)}: {entry.source} runs, but this replay has no sources"
+                    )
                 await self._xadd(keys.events, pending)
                 written, pending = written + len(pending), []
                 report = await self.sources.attempt(entry, step.at_s)
@@ -201,8 +208,9 @@ class Replay:
             # The first attempt, every failure and the recovery; not every good round.
             if previous is None or not report.ok or not previous:
                 shown.append(report)
-        return StepRow(step, written, raised, await source_rows(self.app), await nav_rows(self.app),
-                       answers, reports, shown)
+        return StepRow(
+            step, written, raised, await source_rows(self.app), await nav_rows(self.app), answers, reports, shown
+        )
 
     async def aclose(self) -> None:
         """Close the sources' HTTP clients."""

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import sys
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Callable, Iterator, Sequence, TextIO
+from datetime import UTC, datetime
+from typing import TextIO
 
 import redis.asyncio as aioredis
 
@@ -19,7 +20,6 @@ from navstream.demo.scenario import Step, load_scenario
 from navstream.demo.settings import demo_settings, with_audit_dir
 from navstream.demo.show import LiveTable, Painter, counted
 from navstream.demo.summary import summary
-
 
 #: Longest real pause between two steps, whatever the simulated gap: keeps the demo short.
 MAX_PAUSE_S = 1.5
@@ -52,15 +52,20 @@ def _header(app: App, backend: Backend, steps: Sequence[Step], start_ms: int, sp
     plugins = ", ".join(p.name for p in app.plugins.info) or "none"
     minutes = steps[-1].at_s / 60
     pace = "--fast, no pauses" if fast else f"speed {speed:g}x, at most {MAX_PAUSE_S:g} s per step"
-    start = datetime.fromtimestamp(start_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    start = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     sources = list(dict.fromkeys(a.source for step in steps for a in step.attempts))
     return [
         f"navstream demo on {backend.label}, prefix {app.keys.prefix}",
         f"plugins: {plugins}",
-        f"replaying {len(steps)} steps ({minutes:g} simulated minutes of a crypto desk) through the real "
-        "consumer loop",
-        *([f"source {', '.join(sources)} runs for real (`navstream ingest`'s code), answered by an in-process "
-           "stub venue"] if sources else []),
+        f"replaying {len(steps)} steps ({minutes:g} simulated minutes of a crypto desk) through the real consumer loop",
+        *(
+            [
+                f"source {', '.join(sources)} runs for real (`navstream ingest`'s code), answered by an in-process "
+                "stub venue"
+            ]
+            if sources
+            else []
+        ),
         f"simulated clock starts {start}; {pace}",
     ]
 
@@ -69,16 +74,22 @@ def _footer(backend: Backend, prefix: str, removed: int | None) -> list[str]:
     if backend.real:
         return [f"removed the demo's {removed} keys under {prefix}:* from {backend.label}"]
     return [
-        "Run it against a real Redis (it refuses a prefix already in use, and deletes its keys at "
-        "the end):",
+        "Run it against a real Redis (it refuses a prefix already in use, and deletes its keys at the end):",
         f"  navstream demo --redis-url redis://127.0.0.1:6379/0 --prefix {prefix}",
         "A consumer with the demo's settings: navstream run --config config/demo.toml",
     ]
 
 
 async def _play_all(
-    app: App, clock: ManualClock, producer: aioredis.Redis, steps: Sequence[Step], start_ms: int,
-    speed: float, fast: bool, emit: Callable[..., None], painter: Painter,
+    app: App,
+    clock: ManualClock,
+    producer: aioredis.Redis,
+    steps: Sequence[Step],
+    start_ms: int,
+    speed: float,
+    fast: bool,
+    emit: Callable[..., None],
+    painter: Painter,
 ) -> None:
     """Startup, the live table row by row, shutdown, then the summary."""
     replay = Replay(app, clock, producer, start_ms, sources=any(step.attempts for step in steps))

@@ -39,10 +39,11 @@ does not pass within a step) are errors naming the line.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from importlib import resources
-from typing import Annotated, Any, Mapping, cast
+from typing import Annotated, Any, cast
 
 import msgspec
 
@@ -51,7 +52,6 @@ from navstream.contract.keys import Keys
 from navstream.demo.settings import DEMO_CONFIG
 from navstream.ingest.ratelimit import RETRY_AFTER_DEFAULT_S
 from navstream.sources import SourceSettings
-
 
 SCENARIO_FILE = "demo_scenario.jsonl"
 
@@ -145,9 +145,16 @@ def demo_sources(tables: Mapping[str, Any] | None = None) -> dict[str, StubSourc
     if tables is None:
         tables = msgspec.toml.decode(DEMO_CONFIG).get(SOURCES_SECTION, {})
     default_timeout = SourceSettings().timeout_s
-    return {name: StubSource(name, str(table.get("kind") or name), frozenset(dict(table.get("ids", {})).values()),
-                             float(table.get("timeout_s", default_timeout)))
-            for name, table in tables.items() if isinstance(table, dict)}
+    return {
+        name: StubSource(
+            name,
+            str(table.get("kind") or name),
+            frozenset(dict(table.get("ids", {})).values()),
+            float(table.get("timeout_s", default_timeout)),
+        )
+        for name, table in tables.items()
+        if isinstance(table, dict)
+    }
 
 
 def load_scenario(text: str | None = None, sources: Mapping[str, StubSource] | None = None) -> list[Step]:
@@ -189,8 +196,9 @@ def load_scenario(text: str | None = None, sources: Mapping[str, StubSource] | N
             elif "source" in entry:
                 entries.append(_attempt(entry, at, sources))
             else:
-                raise ScenarioError(f"{at}: neither a scripted event (with `type`) nor a source attempt "
-                                    f"(`source`, `answer`): {entry}")
+                raise ScenarioError(
+                    f"{at}: neither a scripted event (with `type`) nor a source attempt (`source`, `answer`): {entry}"
+                )
         step = Step(raw.at_s, raw.note, entries)
         _replay_blocks(step, where, sources, blocked)
         steps.append(step)
@@ -208,8 +216,10 @@ def _attempt(entry: Mapping[str, Any], where: str, sources: Mapping[str, StubSou
     source = sources.get(attempt.source)
     if source is None or source.kind not in STUB_KINDS:
         known = ", ".join(sorted(n for n, s in sources.items() if s.kind in STUB_KINDS)) or "none"
-        raise ScenarioError(f"{where}: {attempt.source!r} is not a source the stub venue answers for (the demo "
-                            f"config's [sources.*] of kind {', '.join(sorted(STUB_KINDS))}: {known})")
+        raise ScenarioError(
+            f"{where}: {attempt.source!r} is not a source the stub venue answers for (the demo "
+            f"config's [sources.*] of kind {', '.join(sorted(STUB_KINDS))}: {known})"
+        )
     answer = attempt.answer
     if answer is None:
         return attempt
@@ -225,8 +235,10 @@ def _attempt(entry: Mapping[str, Any], where: str, sources: Mapping[str, StubSou
             raise ScenarioError(f"{say}: status 200 takes `prices` and `age_s`, no `retry_after_s` or `body`")
         for cg_id, price in answer.prices.items():
             if cg_id not in source.ids:
-                raise ScenarioError(f"{say}: {cg_id!r} is not one of the ids [sources.{source.name}.ids] asks "
-                                    f"({', '.join(sorted(source.ids))})")
+                raise ScenarioError(
+                    f"{say}: {cg_id!r} is not one of the ids [sources.{source.name}.ids] asks "
+                    f"({', '.join(sorted(source.ids))})"
+                )
             try:
                 number = Decimal(price)
             except InvalidOperation:
@@ -245,8 +257,9 @@ def _attempt(entry: Mapping[str, Any], where: str, sources: Mapping[str, StubSou
     return attempt
 
 
-def _replay_blocks(step: Step, where: str, sources: Mapping[str, StubSource],
-                   blocked: dict[str, tuple[int, int]]) -> None:
+def _replay_blocks(
+    step: Step, where: str, sources: Mapping[str, StubSource], blocked: dict[str, tuple[int, int]]
+) -> None:
     """Check the step's source attempts against the blocks earlier 429s left, as the HTTP pool's
     limiter will apply them, and record the blocks of the step's own 429s."""
     seen: set[str] = set()
@@ -265,11 +278,13 @@ def _replay_blocks(step: Step, where: str, sources: Mapping[str, StubSource],
                     f"{where}: the 429 at {clock_label(since)} blocks {name} until {clock_label(until)}, {left}s "
                     f"after this step: within its timeout_s ({timeout_s:g}s), so the source would wait for it, "
                     f"and simulated time does not pass within a step. Move the step before "
-                    f"{clock_label(earliest)}, or to {clock_label(until)} or later")
+                    f"{clock_label(earliest)}, or to {clock_label(until)} or later"
+                )
             if attempt.answer is not None:
                 raise ScenarioError(
                     f"{where}: {name} asks nothing here: the 429 at {clock_label(since)} blocks its host until "
-                    f"{clock_label(until)}; drop the `answer` (the source reports \"rate limited\" itself)")
+                    f'{clock_label(until)}; drop the `answer` (the source reports "rate limited" itself)'
+                )
         elif attempt.answer is None:
             raise ScenarioError(f"{where}: {name} asks at this step (no 429 blocks it): script its `answer`")
         answer = attempt.answer

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
-from navstream.render import table
 from navstream.demo.replay import Answer, SourceRow, StepRow
 from navstream.demo.scenario import Step, clock_label
 from navstream.demo.stubs import SourceReport
-
+from navstream.render import table
 
 #: The live table, the decisions and the trading state fit a terminal this wide (scenario
 #: notes are kept short enough; tests/test_demo.py checks it). Alert messages are printed whole.
@@ -68,8 +68,10 @@ def decisions_cell(answers: Sequence[Answer]) -> str:
     for a in answers:
         if a.first_at_s is not None:
             reasons = f" ({', '.join(a.reasons)})" if a.reasons else ""
-            parts.append(f"{a.fields.get('order_id')} re-sent: {a.fields.get('decision')}{reasons}, "
-                         f"as given at {clock_label(a.first_at_s)}")
+            parts.append(
+                f"{a.fields.get('order_id')} re-sent: {a.fields.get('decision')}{reasons}, "
+                f"as given at {clock_label(a.first_at_s)}"
+            )
     return ", ".join(parts)
 
 
@@ -120,8 +122,8 @@ class LiveTable:
         self.widths.append(max(len("sources"), TERMINAL_WIDTH - self.nav_at - NAV_WIDTH - 2))
 
     def _line(self, cells: Sequence[str], index: int) -> str:
-        padded = [str(c).ljust(w) for c, w in zip(cells, self.widths)]
-        headers = [h.ljust(w) for h, w in zip(self.HEADERS, self.widths)]
+        padded = [str(c).ljust(w) for c, w in zip(cells, self.widths, strict=False)]
+        headers = [h.ljust(w) for h, w in zip(self.HEADERS, self.widths, strict=False)]
         return table(headers, [padded] if index == 2 else []).splitlines()[index]
 
     def header(self) -> str:
@@ -148,16 +150,21 @@ class LiveTable:
         line = self._line([clock_label(r.step.at_s), r.step.note, str(r.entries_in), nav, health], 2)
         health_at = self.nav_at + max(NAV_WIDTH, len(nav)) + 2
         paint = self.painter.paint
-        lines = [line[: self.nav_at]
-                 + paint(line[self.nav_at: health_at], ("stale", "33"), ("partial", "33"), ("failed", "31"))
-                 + paint(line[health_at:], ("FAIL", "31"), ("silent", "33"))]
+        lines = [
+            line[: self.nav_at]
+            + paint(line[self.nav_at : health_at], ("stale", "33"), ("partial", "33"), ("failed", "31"))
+            + paint(line[health_at:], ("FAIL", "31"), ("silent", "33"))
+        ]
         for report in r.shown:
             lines += self._source_lines(report)
         if r.alerts:
-            lines.append(self._detail("alerts", counted([c for c, _ in r.alerts]),
-                                      *((code, SEVERITY_COLOUR.get(severity, "33"))
-                                        for code, severity in dict.fromkeys(r.alerts))))
+            lines.append(
+                self._detail(
+                    "alerts",
+                    counted([c for c, _ in r.alerts]),
+                    *((code, SEVERITY_COLOUR.get(severity, "33")) for code, severity in dict.fromkeys(r.alerts)),
+                )
+            )
         if r.decisions:
-            lines.append(self._detail("decisions", decisions_cell(r.decisions),
-                                      ("approve", "32"), ("veto", "31")))
+            lines.append(self._detail("decisions", decisions_cell(r.decisions), ("approve", "32"), ("veto", "31")))
         return "\n".join(lines)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Mapping, cast
+from typing import cast
 
 import httpx
 import msgspec
@@ -17,7 +18,6 @@ from navstream.demo.scenario import ScenarioError, SourceAttempt, VenueAnswer, c
 from navstream.ingest.httppool import HttpPool
 from navstream.ingest.runner import Ingest
 from navstream.sources import SourceKind
-
 
 #: CoinGecko's answer to a client over its rate limit, as its public API sends it (with
 #: ``Retry-After``, e.g. 119 s, in the headers).
@@ -66,8 +66,11 @@ class StubVenue:
         if status == 200:
             vs = request.url.params.get("vs_currencies", "usd")
             observed = self.clock.now_ms() // 1000 - answer.age_s
-            body = {cg_id: {vs: Decimal(answer.prices[cg_id]), "last_updated_at": observed}
-                    for cg_id in ids if cg_id in answer.prices}
+            body = {
+                cg_id: {vs: Decimal(answer.prices[cg_id]), "last_updated_at": observed}
+                for cg_id in ids
+                if cg_id in answer.prices
+            }
             return httpx.Response(200, headers=headers, content=_NUMBERS.encode(body))
         if answer.body is not None:
             text = answer.body
@@ -121,16 +124,18 @@ class DemoSources:
     the HTTP pool and its limiters on the simulated clock, writing to ``P:events`` through
     ``redis`` exactly as ``navstream ingest`` does."""
 
-    def __init__(self, settings: Settings, kinds: Mapping[str, SourceKind], redis: aioredis.Redis,
-                 clock: ManualClock) -> None:
+    def __init__(
+        self, settings: Settings, kinds: Mapping[str, SourceKind], redis: aioredis.Redis, clock: ManualClock
+    ) -> None:
         self.clock = clock
         self.venue = StubVenue(clock)
-        missing = sorted({s.kind for s in demo_sources(settings.extra.get(SOURCES_SECTION, {})).values()}
-                         - set(kinds))
+        missing = sorted({s.kind for s in demo_sources(settings.extra.get(SOURCES_SECTION, {})).values()} - set(kinds))
         if missing:
-            raise ConfigError(f"{settings.source}: the demo's prices come from source kind(s) {', '.join(missing)} "
-                              "of the built-in plugin `sources`, which is not loaded (see `navstream plugins`, "
-                              "NAVSTREAM_PLUGINS)")
+            raise ConfigError(
+                f"{settings.source}: the demo's prices come from source kind(s) {', '.join(missing)} "
+                "of the built-in plugin `sources`, which is not loaded (see `navstream plugins`, "
+                "NAVSTREAM_PLUGINS)"
+            )
         self.http = HttpPool(transport=httpx.MockTransport(self.venue.handle), clock=self.monotonic_s)
         self.ingest = Ingest(settings, kinds, redis, clock=clock, http=self.http, env={})
         self.keys = Keys(settings.redis.prefix)
@@ -149,9 +154,11 @@ class DemoSources:
             limiter.spent()  # expires the window's old requests
             free = limiter._free_at(1, now)  # what acquire() would wait for (every demo request weighs 1)
             if now < free <= now + run.source.settings.timeout_s:
-                raise ScenarioError(f"{clock_label(at_s)}: {attempt.source} would wait {free - now:g}s for "
-                                    f"{limiter.host} ({limiter.block_reason or 'its call budget'}), and simulated "
-                                    "time does not pass within a step: move the step")
+                raise ScenarioError(
+                    f"{clock_label(at_s)}: {attempt.source} would wait {free - now:g}s for "
+                    f"{limiter.host} ({limiter.block_reason or 'its call budget'}), and simulated "
+                    "time does not pass within a step: move the step"
+                )
 
     async def attempt(self, attempt: SourceAttempt, at_s: int) -> SourceReport:
         """One fetch of ``attempt.source``, answered by the stub venue, published by the ingest code.
@@ -165,13 +172,16 @@ class DemoSources:
         await self.ingest.attempt(self.ingest.runs[attempt.source])
         asked, unexpected = self.venue.asked, self.venue.unexpected
         if unexpected:
-            raise ScenarioError(f"{clock_label(at_s)}: {attempt.source} sent {', '.join(unexpected)} with no answer "
-                                "scripted")
+            raise ScenarioError(
+                f"{clock_label(at_s)}: {attempt.source} sent {', '.join(unexpected)} with no answer scripted"
+            )
         if attempt.answer is not None and not asked:
-            raise ScenarioError(f"{clock_label(at_s)}: an answer is scripted for {attempt.source}, which asked "
-                                "nothing (rate limited?)")
-        rows = cast("list[tuple[str, dict[str, str]]]",
-                    await self.redis.xrange(self.keys.events, min=f"({after}", max="+"))
+            raise ScenarioError(
+                f"{clock_label(at_s)}: an answer is scripted for {attempt.source}, which asked nothing (rate limited?)"
+            )
+        rows = cast(
+            "list[tuple[str, dict[str, str]]]", await self.redis.xrange(self.keys.events, min=f"({after}", max="+")
+        )
         written = [dict(fields) for _, fields in rows or []]
         return SourceReport(attempt.source, attempt.answer, len(asked), sum(len(ids) for _, ids in asked), written)
 

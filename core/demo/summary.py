@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from navstream.app import App
-from navstream.render import table
 from navstream.demo.replay import Replay, SourceRow, StepRow, plugin_section, read_stream
 from navstream.demo.scenario import clock_label
 from navstream.ops.admin import dlq_list
-
+from navstream.render import table
 
 #: Alerts listed one by one in the summary (all of them are counted in the table).
 ALERTS_LISTED = 30
@@ -32,8 +32,10 @@ def alerts_table(alerts: Sequence[Mapping[str, str]]) -> str:
     groups: dict[str, list[Mapping[str, str]]] = {}
     for alert in alerts:
         groups.setdefault(alert.get("code", "?"), []).append(alert)
-    rows = [[code, items[0].get("severity"), len(items), ", ".join(dict.fromkeys(_where(a) for a in items))]
-            for code, items in groups.items()]
+    rows = [
+        [code, items[0].get("severity"), len(items), ", ".join(dict.fromkeys(_where(a) for a in items))]
+        for code, items in groups.items()
+    ]
     return table(["code", "severity", "count", "where"], rows)
 
 
@@ -50,8 +52,7 @@ def alerts_list(alerts: Sequence[Mapping[str, str]], start_ms: int) -> list[str]
 def dlq_table(rows: Sequence[Mapping[str, Any]]) -> str:
     shown = []
     for row in rows:
-        fields = " ".join(f"{k}={v}" for k, v in row.items()
-                          if k not in ("id", "ts") and not k.startswith("dlq_"))
+        fields = " ".join(f"{k}={v}" for k, v in row.items() if k not in ("id", "ts") and not k.startswith("dlq_"))
         stream = str(row.get("dlq_stream", "")).rpartition(":")[2]
         shown.append([stream, row.get("dlq_deliveries"), fields, row.get("dlq_error")])
     return table(["from", "deliveries", "entry (ts omitted)", "error"], shown)
@@ -60,19 +61,33 @@ def dlq_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def nav_table(scopes: list[dict[str, Any]] | None) -> str:
     if scopes is None:
         return "the nav plugin is not loaded: no NAV"
-    return table(["scope", "name", "NAV", "status", "oldest input", "missing", "stale"],
-                 [[s["scope"], s["name"], f"{Decimal(s['nav']):,.2f}", s["status"],
-                   "-" if s["as_of_age_s"] is None else f"{s['as_of_age_s']:.0f} s",
-                   _short(", ".join(s["missing"]), 40) or "-", _short(", ".join(s["stale_sources"]), 50) or "-"]
-                  for s in scopes])
+    return table(
+        ["scope", "name", "NAV", "status", "oldest input", "missing", "stale"],
+        [
+            [
+                s["scope"],
+                s["name"],
+                f"{Decimal(s['nav']):,.2f}",
+                s["status"],
+                "-" if s["as_of_age_s"] is None else f"{s['as_of_age_s']:.0f} s",
+                _short(", ".join(s["missing"]), 40) or "-",
+                _short(", ".join(s["stale_sources"]), 50) or "-",
+            ]
+            for s in scopes
+        ],
+    )
 
 
 def sources_table(sources: list[SourceRow] | None) -> str:
     if sources is None:
         return "source_monitor is not loaded: no source health"
-    return table(["venue", "source", "account", "state", "last report", "error"],
-                 [[s.venue, s.source, s.account or "-", s.state, f"{s.age_s:.0f} s ago", _short(s.error, 60) or "-"]
-                  for s in sources])
+    return table(
+        ["venue", "source", "account", "state", "last report", "error"],
+        [
+            [s.venue, s.source, s.account or "-", s.state, f"{s.age_s:.0f} s ago", _short(s.error, 60) or "-"]
+            for s in sources
+        ],
+    )
 
 
 def _label_at(ts: str | None, start_ms: int) -> str:
@@ -85,10 +100,21 @@ def _label_at(ts: str | None, start_ms: int) -> str:
 def decisions_table(decisions: Sequence[Mapping[str, str]], accounts: Mapping[str, str], start_ms: int) -> str:
     """Every ``P:decisions`` entry in order, with the account of its order (a decision names
     none) and the simulated time it was decided (a repeated answer keeps the first one's)."""
-    return table(["decided", "order_id", "account", "decision", "trading", "NAV", "reasons"],
-                 [[_label_at(d.get("ts"), start_ms), d.get("order_id"), accounts.get(d.get("order_id", ""), "-"),
-                   d.get("decision"), d.get("trading_state"), d.get("nav_status"),
-                   d.get("reasons", "").replace(",", ", ") or "-"] for d in decisions])
+    return table(
+        ["decided", "order_id", "account", "decision", "trading", "NAV", "reasons"],
+        [
+            [
+                _label_at(d.get("ts"), start_ms),
+                d.get("order_id"),
+                accounts.get(d.get("order_id", ""), "-"),
+                d.get("decision"),
+                d.get("trading_state"),
+                d.get("nav_status"),
+                d.get("reasons", "").replace(",", ", ") or "-",
+            ]
+            for d in decisions
+        ],
+    )
 
 
 def decisions_checks(decisions: Sequence[Mapping[str, str]], sent: Mapping[str, int]) -> list[str]:
@@ -101,9 +127,14 @@ def decisions_checks(decisions: Sequence[Mapping[str, str]], sent: Mapping[str, 
     for order_id, given in answers.items():
         if len(given) > 1:
             same = all(a == given[0] for a in given)
-            lines.append(f"  {order_id} sent {sent.get(order_id, 0)} times, answered {len(given)} times: "
-                         + ("the first decision each time, field for field" if same
-                            else "DIFFERENT answers, which the contract forbids"))
+            lines.append(
+                f"  {order_id} sent {sent.get(order_id, 0)} times, answered {len(given)} times: "
+                + (
+                    "the first decision each time, field for field"
+                    if same
+                    else "DIFFERENT answers, which the contract forbids"
+                )
+            )
     unanswered = [order_id for order_id in sent if order_id not in answers]
     if unanswered:
         lines.append(f"  NO ANSWER to {', '.join(unanswered)}")
@@ -113,7 +144,7 @@ def decisions_checks(decisions: Sequence[Mapping[str, str]], sent: Mapping[str, 
 def _since(text: str, start_ms: int) -> str:
     """``2026-11-25 03:07:32Z`` (as ``navstream risk show`` prints it) as a simulated time."""
     try:
-        at = datetime.strptime(text, "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=timezone.utc)
+        at = datetime.strptime(text, "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         return text or "-"
     return clock_label(max(0, int(at.timestamp() * 1000) - start_ms) // 1000)
@@ -127,16 +158,30 @@ def trading_lines(section: Mapping[str, Any] | None, start_ms: int) -> list[str]
     if "error" in section:
         return [f"trading state unreadable: {section['error']}"]
     rows = list(section.get("trading", []))
-    lines = [table(["scope", "state", "since", "by", "high-water mark"],
-                   [[r.get("scope"), r.get("state"), _since(r.get("since", ""), start_ms), r.get("by") or "-",
-                     f"{Decimal(r['high_water']):,.2f}" if r.get("high_water") else "-"] for r in rows])]
+    lines = [
+        table(
+            ["scope", "state", "since", "by", "high-water mark"],
+            [
+                [
+                    r.get("scope"),
+                    r.get("state"),
+                    _since(r.get("since", ""), start_ms),
+                    r.get("by") or "-",
+                    f"{Decimal(r['high_water']):,.2f}" if r.get("high_water") else "-",
+                ]
+                for r in rows
+            ],
+        )
+    ]
     for r in rows:
         if r.get("state") == "active":
             continue
         scope = str(r.get("scope"))
         account = "" if scope == "desk" else f" --account {scope.partition('/')[2]}"
-        lines += [f"  {scope} {r.get('state')}: {r.get('reason')}",
-                  f"  recovery does not resume it, ops do: navstream risk resume{account} --reason TEXT"]
+        lines += [
+            f"  {scope} {r.get('state')}: {r.get('reason')}",
+            f"  recovery does not resume it, ops do: navstream risk resume{account} --reason TEXT",
+        ]
     return lines
 
 
@@ -169,8 +214,11 @@ async def summary(app: App, replay: Replay, last: StepRow) -> list[str]:
         "",
         f"decisions ({app.keys.decisions}): {len(decisions)} answers to {sum(sent.values())} orders sent"
         + (f" ({kinds})" if decisions else ""),
-        *([decisions_table(decisions, accounts, replay.start_ms), *decisions_checks(decisions, sent)]
-          if decisions else []),
+        *(
+            [decisions_table(decisions, accounts, replay.start_ms), *decisions_checks(decisions, sent)]
+            if decisions
+            else []
+        ),
         "",
         f"trading state at {clock_label(last.step.at_s)} (P:state:risk:trading; `navstream risk show`)",
         *trading_lines(await plugin_section(app, "risk"), replay.start_ms),
