@@ -433,3 +433,17 @@ def test_the_order_hash_is_what_docs_risk_client_md_teaches_other_languages() ->
                       price=None, reduce_only=False) != documented
     assert order_hash(venue="binance", account="main", symbol="BTCUSDT", side="sell", qty=Decimal("0.01"),
                       price=Decimal("97000"), reduce_only=False) != documented
+
+
+def test_the_decision_stores_are_the_contracts_one_definition() -> None:
+    """The client reads, and the risk gate writes, the keys the contract names, from the one
+    definition in navstream.contract.keys (docs/contract.md, docs/risk-client.md)."""
+    from navstream.contract.keys import DECISION_STORE, REUSED_STORE, Keys
+    from navstream.plugins.risk import state
+
+    client = RiskClient(aioredis.Redis(), prefix="desk")
+    assert client._decisions_key == "desk:state:risk:decisions" == Keys("desk").state(state.DECISIONS)
+    assert client._reused_key == "desk:state:risk:reused" == Keys("desk").state(state.REUSED)
+    assert (state.DECISIONS, state.REUSED) == (DECISION_STORE, REUSED_STORE)
+    clustered = RiskClient(aioredis.Redis(), prefix="desk", cluster=True)
+    assert clustered._decisions_key == "{desk}:state:risk:decisions"
