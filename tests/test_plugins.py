@@ -11,14 +11,12 @@ import msgspec
 import pytest
 
 from navstream import hookimpl
-from navstream.plugin import hookspecs
 from navstream.app import App
 from navstream.config import ConfigError, Settings, load_settings, validate_plugin_sections
 from navstream.loop.consumer import Consumer, StartupError
 from navstream.plugin.manager import PluginError, build_plugin_manager
 
 ROOT = Path(__file__).resolve().parent.parent
-HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("navstream_"))
 
 
 @pytest.fixture
