@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -35,99 +34,13 @@ import uuid
 from typing import Any
 
 import msgspec
-
 from common import builtin_plugins, delete_matching, machine, maxrss_kb, mb, rss_kb, side_order, worker_env
+from loop_mix import NAV_CONFIG, fill_stream, generate_events
 
 BAR = 0.5
 AIM = 0.7
 GROUP = "bench"
 BATCH = 500
-SPAN_MS = 60_000  # generated timestamps cover the minute before the XADD
-
-
-# --- the event mix ----------------------------------------------------------------------------
-
-BASES = [
-    "BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE", "TRX", "DOT", "MATIC", "LTC", "BCH", "AVAX",
-    "LINK", "XLM", "ATOM", "UNI", "ETC", "FIL", "APT", "ARB", "OP", "NEAR", "ICP", "HBAR", "VET",
-    "INJ", "SUI", "SEI", "TIA", "AAVE", "MKR", "SNX", "CRV", "LDO", "RUNE", "ALGO", "EGLD", "FTM",
-    "SAND", "MANA", "AXS", "GRT", "IMX", "STX", "KAS", "PEPE", "WIF", "JUP", "PYTH",
-]
-PRICE_SOURCES = ["binance-spot", "coingecko"]
-VENUES = ["binance", "okx", "bybit", "kraken", "deribit"]
-ACCOUNTS = ["main", "margin", "sub1"]
-WALLET_ASSETS = ["USDT", "USDC", "USD"] + BASES[:17]  # 20 assets
-SYMBOLS = [f"{b}-PERP" for b in BASES[:20]]
-VENUE_SOURCES = ["balances", "positions"]
-#: The nav plugin's section, as a desk would set it for this mix: every account listed, stable
-#: coins pegged, every base routed through its USDT pair.
-NAV_CONFIG = {
-    "quote": "USD",
-    "pegs": {"USDT": "1", "USDC": "1"},
-    "routes": {b: f"{b}/USDT" for b in BASES},
-    "accounts": [{"venue": v, "account": a, "kind": "futures" if a == "margin" else "spot"}
-                 for v in VENUES for a in ACCOUNTS],
-}
-
-
-def _dec(value: float, places: int) -> str:
-    return f"{value:.{places}f}"
-
-
-def generate_events(n: int, seed: int = 20240601) -> list[dict[str, str | int]]:
-    """``n`` valid events per docs/contract.md; ``ts`` holds an offset (ms) from the XADD time.
-
-    Mix: 70% price (50 bases x 2 sources), 20% balance (5 venues x 3 accounts x 20 assets),
-    5% position, 5% source_status (about 2% of them failures, so alerts fire too).
-    """
-    rng = random.Random(seed)
-    ref_price = {b: 10 ** rng.uniform(-5, 4.8) for b in BASES}
-    out: list[dict[str, str | int]] = []
-    for i in range(n):
-        offset = -SPAN_MS + (i * SPAN_MS) // n + rng.randint(-50, 0)
-        roll = rng.random()
-        if roll < 0.70:
-            base = rng.choice(BASES)
-            price = ref_price[base] * (1 + rng.gauss(0, 0.001))
-            out.append({"type": "price", "base": base, "quote": "USDT",
-                        "price": f"{price:.10g}", "source": rng.choice(PRICE_SOURCES), "ts": offset})
-        elif roll < 0.90:
-            event: dict[str, str | int] = {
-                "type": "balance", "venue": rng.choice(VENUES), "account": rng.choice(ACCOUNTS),
-                "asset": rng.choice(WALLET_ASSETS), "balance": _dec(rng.uniform(0, 250_000), 8),
-                "ts": offset}
-            if rng.random() < 0.3:
-                event["unrealized_pnl"] = _dec(rng.gauss(0, 500), 8)
-            out.append(event)
-        elif roll < 0.95:
-            symbol = rng.choice(SYMBOLS)
-            entry = ref_price[symbol.split("-")[0]]
-            out.append({"type": "position", "venue": rng.choice(VENUES[:3]),
-                        "account": rng.choice(ACCOUNTS), "symbol": symbol,
-                        "qty": _dec(rng.uniform(-50, 50), 4), "entry_price": f"{entry:.10g}",
-                        "mark_price": f"{entry * (1 + rng.gauss(0, 0.01)):.10g}",
-                        "unrealized_pnl": _dec(rng.gauss(0, 1000), 6), "ts": offset})
-        else:
-            ok = rng.random() >= 0.02
-            event = {"type": "source_status", "venue": rng.choice(VENUES),
-                     "source": rng.choice(VENUE_SOURCES), "ok": "true" if ok else "false",
-                     "account": rng.choice(ACCOUNTS), "ts": offset}
-            if not ok:
-                event["error"] = "HTTP 502 from venue API"
-            out.append(event)
-    return out
-
-
-def fill_stream(client: Any, stream: str, events: list[dict[str, str | int]], chunk: int = 2000) -> None:
-    """XADD every event into ``stream``, pipelined, with ``ts`` made absolute (now + offset)."""
-    now = time.time_ns() // 1_000_000
-    for start in range(0, len(events), chunk):
-        pipe = client.pipeline(transaction=False)
-        for event in events[start:start + chunk]:
-            fields = dict(event)
-            fields["ts"] = str(now + int(event["ts"]))
-            pipe.xadd(stream, fields)
-        pipe.execute()
 
 
 # --- the two sides (each in its own subprocess) -------------------------------------------------
@@ -167,19 +80,25 @@ async def worker_baseline(url: str, stream: str, n: int) -> dict[str, Any]:
     finally:
         await r.aclose()
     if acked != n or decoded != n or pending:
-        raise SystemExit(f"baseline: acked {acked}, decoded {decoded}, pending {pending}; "
-                         f"expected {n}, {n}, 0")
-    return {"side": "baseline", "events": n, "seconds": elapsed, "rate": n / elapsed,
-            "cpu_us_per_event": cpu / n * 1e6, "batches": batches,
-            "rss_start_kb": rss_start, "maxrss_kb": maxrss_kb()}
+        raise SystemExit(f"baseline: acked {acked}, decoded {decoded}, pending {pending}; expected {n}, {n}, 0")
+    return {
+        "side": "baseline",
+        "events": n,
+        "seconds": elapsed,
+        "rate": n / elapsed,
+        "cpu_us_per_event": cpu / n * 1e6,
+        "batches": batches,
+        "rss_start_kb": rss_start,
+        "maxrss_kb": maxrss_kb(),
+    }
 
 
 async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
     """What ``navstream run --max-events N`` does, timed from the first read to the last ack."""
     from navstream.app import App
     from navstream.config import load_settings
-    from navstream.loop.consumer import Consumer
     from navstream.logs import setup_logging, stop_logging
+    from navstream.loop.consumer import Consumer
 
     class TimedConsumer(Consumer):
         first_read: float | None = None
@@ -199,10 +118,13 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
 
     rss_start = rss_kb()
     setup_logging("INFO")  # as `navstream run` does: JSON lines on stderr, through a queue
-    settings = load_settings(env={}, overrides={
-        "redis": {"url": url, "prefix": prefix, "group": GROUP},
-        "consumer": {"batch_size": BATCH},
-    })
+    settings = load_settings(
+        env={},
+        overrides={
+            "redis": {"url": url, "prefix": prefix, "group": GROUP},
+            "consumer": {"batch_size": BATCH},
+        },
+    )
     settings = msgspec.structs.replace(settings, extra={"nav": NAV_CONFIG})
     app = App.create(settings)
     plugins = sorted(p.name for p in app.plugins.info)
@@ -212,7 +134,8 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
         raise SystemExit(
             f"navstream: loaded plugins {plugins}, installed entry points {sorted(installed)}, "
             f"pyproject.toml declares {sorted(declared)}; every built-in plugin must run "
-            "(unset NAVSTREAM_PLUGINS; after adding an entry point, `pip install -e .` again)")
+            "(unset NAVSTREAM_PLUGINS; after adding an entry point, `pip install -e .` again)"
+        )
     try:
         consumer = TimedConsumer(app, until_idle_s=10.0, max_events=n)
         run_started = time.perf_counter()
@@ -242,10 +165,19 @@ async def worker_navstream(url: str, prefix: str, n: int) -> dict[str, Any]:
     if problems:
         raise SystemExit("navstream: " + "; ".join(problems))
     elapsed = consumer.done - consumer.first_read  # type: ignore[operator]
-    return {"side": "navstream", "events": n, "seconds": elapsed, "rate": n / elapsed,
-            "cpu_us_per_event": consumer.cpu / n * 1e6, "run_wall_s": run_wall,
-            "batches": stats.batches, "alerts": alerts, "plugins": plugins,
-            "rss_start_kb": rss_start, "maxrss_kb": maxrss_kb()}
+    return {
+        "side": "navstream",
+        "events": n,
+        "seconds": elapsed,
+        "rate": n / elapsed,
+        "cpu_us_per_event": consumer.cpu / n * 1e6,
+        "run_wall_s": run_wall,
+        "batches": stats.batches,
+        "alerts": alerts,
+        "plugins": plugins,
+        "rss_start_kb": rss_start,
+        "maxrss_kb": maxrss_kb(),
+    }
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -267,8 +199,16 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def _spawn(args: argparse.Namespace, side: str, target: str, profile: str | None = None) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--events", str(args.events),
-           "--redis-url", args.redis_url]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        side,
+        "--events",
+        str(args.events),
+        "--redis-url",
+        args.redis_url,
+    ]
     cmd += ["--stream", target] if side == "baseline" else ["--prefix", target]
     if profile:
         cmd += ["--profile", profile]
@@ -285,8 +225,7 @@ def _profile(args: argparse.Namespace, client: Any, root: str, events: list[dict
     target = f"{root}-profile"
     fill_stream(client, f"{target}:events", events)
     result = _spawn(args, "navstream", target, profile=args.profile)
-    print(f"navstream under cProfile: {result['rate']:,.0f} events/s (not comparable); "
-          f"stats in {args.profile}")
+    print(f"navstream under cProfile: {result['rate']:,.0f} events/s (not comparable); stats in {args.profile}")
     stats = pstats.Stats(args.profile)
     stats.sort_stats("tottime").print_stats(30)
     stats.sort_stats("cumulative").print_stats(40)
@@ -305,8 +244,10 @@ def drive(args: argparse.Namespace) -> int:
     results: dict[str, list[dict[str, Any]]] = {"baseline": [], "navstream": []}
     try:
         print("machine: " + ", ".join(f"{k} {v}" for k, v in machine(client).items()))
-        print(f"events: {args.events} ({', '.join(f'{k} {v}' for k, v in sorted(mix.items()))}); "
-              f"batch {BATCH}; keys under {root}")
+        print(
+            f"events: {args.events} ({', '.join(f'{k} {v}' for k, v in sorted(mix.items()))}); "
+            f"batch {BATCH}; keys under {root}"
+        )
         if args.profile:
             return _profile(args, client, root, events)
         for rep in range(args.repeat):
@@ -319,12 +260,16 @@ def drive(args: argparse.Namespace) -> int:
                 results[side].append(result)
                 extra = ""
                 if side == "navstream":
-                    extra = (f"  (run() with startup/shutdown {result['run_wall_s']:.2f}s, "
-                             f"{result['alerts']} alerts, plugins: {', '.join(result['plugins']) or 'none'})")
-                print(f"  repeat {rep + 1} {side:<9} {result['rate']:>9,.0f} events/s  "
-                      f"{result['seconds']:.3f}s  {result['cpu_us_per_event']:.1f} CPU-us/event  "
-                      f"{result['batches']} batches  peak RSS {mb(result['maxrss_kb'])}{extra}",
-                      flush=True)
+                    extra = (
+                        f"  (run() with startup/shutdown {result['run_wall_s']:.2f}s, "
+                        f"{result['alerts']} alerts, plugins: {', '.join(result['plugins']) or 'none'})"
+                    )
+                print(
+                    f"  repeat {rep + 1} {side:<9} {result['rate']:>9,.0f} events/s  "
+                    f"{result['seconds']:.3f}s  {result['cpu_us_per_event']:.1f} CPU-us/event  "
+                    f"{result['batches']} batches  peak RSS {mb(result['maxrss_kb'])}{extra}",
+                    flush=True,
+                )
     finally:
         delete_matching(client, f"{root}*")
         client.close()
@@ -340,26 +285,31 @@ def drive(args: argparse.Namespace) -> int:
         cpu = statistics.median(r["cpu_us_per_event"] for r in rs)
         peak = max(r["maxrss_kb"] for r in rs)
         start = min(r["rss_start_kb"] for r in rs)
-        print(f"| {side:<9} | {args.events:>7} | {rate:>15,.0f} | {cpu:>19.1f} | {mb(peak):>8} "
-              f"| {mb(start):>18} |")
+        print(f"| {side:<9} | {args.events:>7} | {rate:>15,.0f} | {cpu:>19.1f} | {mb(peak):>8} | {mb(start):>18} |")
     print()
     print(f"ratio {ratio:.2f} (bar {BAR}, aim {AIM})")
     if ratio < BAR:
-        print(f"FAIL: navstream runs at {ratio:.2f} of the raw baseline, under the bar of {BAR}",
-              file=sys.stderr)
+        print(f"FAIL: navstream runs at {ratio:.2f} of the raw baseline, under the bar of {BAR}", file=sys.stderr)
         return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Rate of `navstream run` against a raw redis-py consumer of the same stream.")
+        description="Rate of `navstream run` against a raw redis-py consumer of the same stream."
+    )
     parser.add_argument("--events", type=int, default=100_000, help="events per run (default 100000)")
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                        help="a real Redis (default $REDIS_URL or redis://127.0.0.1:6379/0)")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="a real Redis (default $REDIS_URL or redis://127.0.0.1:6379/0)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; medians are reported")
-    parser.add_argument("--profile", metavar="FILE",
-                        help="run the navstream side once under cProfile, save stats to FILE, print the top")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run the navstream side once under cProfile, save stats to FILE, print the top",
+    )
     parser.add_argument("--worker", choices=["baseline", "navstream"], help=argparse.SUPPRESS)
     parser.add_argument("--stream", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)

@@ -59,8 +59,16 @@ import uuid
 from typing import Any
 
 from common import delete_matching_url, git_tree, machine, side_order
-from risk_load import (ACCOUNTS, HOLDINGS, PRICE_SOURCES, REF_PRICE, STATUS_SOURCES, worker_decisions,
-                       worker_events, worker_orders)
+from risk_load import (
+    ACCOUNTS,
+    HOLDINGS,
+    PRICE_SOURCES,
+    REF_PRICE,
+    STATUS_SOURCES,
+    worker_decisions,
+    worker_events,
+    worker_orders,
+)
 from risk_responders import worker_baseline, worker_navstream
 from risk_runs import Children, local_redis_pid, run_once
 from risk_spans import print_spans
@@ -126,14 +134,18 @@ def _line(r: dict[str, Any]) -> str:
     if r["event_rate"] < PACE_OK * r["target_event_rate"]:
         pace += f"  [events behind pace: {r['event_rate']:,.0f}/s of {r['target_event_rate']:,}]"
     if r["order_rate"] < PACE_OK * r["rate"] or r["sender_late_p99_ms"] > LATE_OK_MS:
-        pace += (f"  [orders behind pace: {r['order_rate']:,.0f}/s of {r['rate']:,}, p99 "
-                 f"{r['sender_late_p99_ms']:.1f} ms late]")
+        pace += (
+            f"  [orders behind pace: {r['order_rate']:,.0f}/s of {r['rate']:,}, p99 "
+            f"{r['sender_late_p99_ms']:.1f} ms late]"
+        )
     cpu = ", ".join(f"{k} {v:.0%}" for k, v in r["cpu"].items())
-    return (f"  {r['rate']:>5,} orders/s {r['side']:<9}  sent {r['orders']:>6,} ({r['order_rate']:>6,.0f}/s), "
-            f"events {r['event_rate']:>7,.0f}/s  p50 {_ms(r['p50_ms'])} p90 {_ms(r['p90_ms'])} "
-            f"p99 {_ms(r['p99_ms'])} max {_ms(r['max_ms'])} ms  unanswered {r['unanswered']}  "
-            f"approve {d.get('approve', 0)} veto {d.get('veto', 0)}{pace}\n"
-            f"                            CPU in the window (share of one core): {cpu}")
+    return (
+        f"  {r['rate']:>5,} orders/s {r['side']:<9}  sent {r['orders']:>6,} ({r['order_rate']:>6,.0f}/s), "
+        f"events {r['event_rate']:>7,.0f}/s  p50 {_ms(r['p50_ms'])} p90 {_ms(r['p90_ms'])} "
+        f"p99 {_ms(r['p99_ms'])} max {_ms(r['max_ms'])} ms  unanswered {r['unanswered']}  "
+        f"approve {d.get('approve', 0)} veto {d.get('veto', 0)}{pace}\n"
+        f"                            CPU in the window (share of one core): {cpu}"
+    )
 
 
 async def drive_async(args: argparse.Namespace, kids: Children, root: str, tmp: str) -> list[dict[str, Any]]:
@@ -163,10 +175,13 @@ def drive(args: argparse.Namespace) -> int:
     machine["loadavg_before"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if not args.json:
         print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
-        print(f"load: {args.event_rate:,} events/s ({len(ACCOUNTS)} accounts x {len(HOLDINGS)} assets, "
-              f"{len(REF_PRICE)} pairs x {len(PRICE_SOURCES)} sources, {len(STATUS_SOURCES)} sources reporting "
-              f"every second); orders at {', '.join(f'{r:,}' for r in args.rates)}/s; warm-up {args.warmup:g}s, "
-              f"measured {args.seconds:g}s per run; keys under {root}", flush=True)
+        print(
+            f"load: {args.event_rate:,} events/s ({len(ACCOUNTS)} accounts x {len(HOLDINGS)} assets, "
+            f"{len(REF_PRICE)} pairs x {len(PRICE_SOURCES)} sources, {len(STATUS_SOURCES)} sources reporting "
+            f"every second); orders at {', '.join(f'{r:,}' for r in args.rates)}/s; warm-up {args.warmup:g}s, "
+            f"measured {args.seconds:g}s per run; keys under {root}",
+            flush=True,
+        )
     try:
         results = asyncio.run(drive_async(args, kids, root, tmp))
     except KeyboardInterrupt:
@@ -189,83 +204,136 @@ def drive(args: argparse.Namespace) -> int:
     problems = []
     for r in results:
         a = r["responder"]
-        if r["side"] == "navstream" and (a.get("dead_lettered") or a.get("plugin_errors") or r["dlq"]
-                                         or a.get("failed") or a.get("write_failures")):
-            problems.append(f"navstream at {r['rate']:,}/s: {a.get('dead_lettered')} dead-lettered, "
-                            f"{a.get('plugin_errors')} plugin errors, {a.get('failed')} failed, "
-                            f"{a.get('write_failures')} write failures (measurement invalid)")
-        if r["event_rate"] < PACE_OK * args.event_rate or r["order_rate"] < PACE_OK * r["rate"] \
-                or r["sender_late_p99_ms"] > LATE_OK_MS:
+        if r["side"] == "navstream" and (
+            a.get("dead_lettered") or a.get("plugin_errors") or r["dlq"] or a.get("failed") or a.get("write_failures")
+        ):
+            problems.append(
+                f"navstream at {r['rate']:,}/s: {a.get('dead_lettered')} dead-lettered, "
+                f"{a.get('plugin_errors')} plugin errors, {a.get('failed')} failed, "
+                f"{a.get('write_failures')} write failures (measurement invalid)"
+            )
+        if (
+            r["event_rate"] < PACE_OK * args.event_rate
+            or r["order_rate"] < PACE_OK * r["rate"]
+            or r["sender_late_p99_ms"] > LATE_OK_MS
+        ):
             r["behind_pace"] = True
     # The bar is set at 1,000 orders/s with 20,000 events/s; other loads are reported only.
     gated = by.get((GATED_RATE, "navstream")) if args.event_rate == EVENT_RATE else None
     passed = (gated is None or gated["p99_ms"] < BAR_MS) and not problems
     if args.json:
-        print(json.dumps({"machine": machine, "event_rate": args.event_rate, "bar_ms": BAR_MS, "gated_rate": GATED_RATE,
-                          "seconds": args.seconds, "warmup": args.warmup, "runs": results,
-                          "problems": problems, "passed": passed}, default=str))
+        print(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "event_rate": args.event_rate,
+                    "bar_ms": BAR_MS,
+                    "gated_rate": GATED_RATE,
+                    "seconds": args.seconds,
+                    "warmup": args.warmup,
+                    "runs": results,
+                    "problems": problems,
+                    "passed": passed,
+                },
+                default=str,
+            )
+        )
     else:
         print()
-        print("| orders/s | side      | achieved orders/s | events/s | p50 ms | p90 ms | p99 ms | max ms "
-              "| unanswered | approve / veto |")
-        print("|----------|-----------|-------------------|----------|--------|--------|--------|--------"
-              "|------------|----------------|")
+        print(
+            "| orders/s | side      | achieved orders/s | events/s | p50 ms | p90 ms | p99 ms | max ms "
+            "| unanswered | approve / veto |"
+        )
+        print(
+            "|----------|-----------|-------------------|----------|--------|--------|--------|--------"
+            "|------------|----------------|"
+        )
         for r in results:
             d = r["decisions"]
-            print(f"| {r['rate']:>8,} | {r['side']:<9} | {r['order_rate']:>17,.0f} | {r['event_rate']:>8,.0f} "
-                  f"| {_ms(r['p50_ms']):>6} | {_ms(r['p90_ms']):>6} | {_ms(r['p99_ms']):>6} | {_ms(r['max_ms']):>6} "
-                  f"| {r['unanswered']:>10} | {d.get('approve', 0):>6} / {d.get('veto', 0):<5} |")
+            print(
+                f"| {r['rate']:>8,} | {r['side']:<9} | {r['order_rate']:>17,.0f} | {r['event_rate']:>8,.0f} "
+                f"| {_ms(r['p50_ms']):>6} | {_ms(r['p90_ms']):>6} | {_ms(r['p99_ms']):>6} | {_ms(r['max_ms']):>6} "
+                f"| {r['unanswered']:>10} | {d.get('approve', 0):>6} / {d.get('veto', 0):<5} |"
+            )
         print()
         for rate in args.rates:
             nav, base = by.get((rate, "navstream")), by.get((rate, "baseline"))
             if nav and base:
                 ratio = nav["p99_ms"] / base["p99_ms"] if base["p99_ms"] else math.nan
                 gate = f" (bar {BAR_MS:g} ms)" if rate == GATED_RATE and gated else " (reported, not gated)"
-                print(f"p99 at {rate:,} orders/s: navstream {_ms(nav['p99_ms'])} ms, baseline "
-                      f"{_ms(base['p99_ms'])} ms, ratio {ratio:.1f}x{gate}")
+                print(
+                    f"p99 at {rate:,} orders/s: navstream {_ms(nav['p99_ms'])} ms, baseline "
+                    f"{_ms(base['p99_ms'])} ms, ratio {ratio:.1f}x{gate}"
+                )
         for r in results:
             if r.get("behind_pace"):
-                print(f"NOTE: at {r['rate']:,} orders/s ({r['side']}) the load generator did not keep the pace: "
-                      f"{r['event_rate']:,.0f} events/s of {args.event_rate:,}, {r['order_rate']:,.0f} orders/s of "
-                      f"{r['rate']:,}, orders left p99 {r['sender_late_p99_ms']:.1f} ms / max "
-                      f"{r['sender_late_max_ms']:.1f} ms after their due time (latency is timed from the "
-                      "actual XADD, so this does not hide in the figures: the machine was saturated)")
+                print(
+                    f"NOTE: at {r['rate']:,} orders/s ({r['side']}) the load generator did not keep the pace: "
+                    f"{r['event_rate']:,.0f} events/s of {args.event_rate:,}, {r['order_rate']:,.0f} orders/s of "
+                    f"{r['rate']:,}, orders left p99 {r['sender_late_p99_ms']:.1f} ms / max "
+                    f"{r['sender_late_max_ms']:.1f} ms after their due time (latency is timed from the "
+                    "actual XADD, so this does not hide in the figures: the machine was saturated)"
+                )
         for r in results:
             if r["side"] == "navstream":
                 a = r["responder"]
-                print(f"navstream at {r['rate']:,}/s: plugins {', '.join(a.get('plugins', []))}; "
-                      f"reasons {r['reasons'] or '{}'}, alerts {r['alerts'] or '{}'}, "
-                      f"audit {a.get('audit', {}).get('written')} written / {a.get('audit', {}).get('dropped')} "
-                      f"dropped, events lag at the end of the window {r['events_lag_at_end']}")
-        print(f"load average before {machine['loadavg_before']}, after {machine['loadavg_after']} "
-              "(other processes on these 2 cores change every figure)")
+                print(
+                    f"navstream at {r['rate']:,}/s: plugins {', '.join(a.get('plugins', []))}; "
+                    f"reasons {r['reasons'] or '{}'}, alerts {r['alerts'] or '{}'}, "
+                    f"audit {a.get('audit', {}).get('written')} written / {a.get('audit', {}).get('dropped')} "
+                    f"dropped, events lag at the end of the window {r['events_lag_at_end']}"
+                )
+        print(
+            f"load average before {machine['loadavg_before']}, after {machine['loadavg_after']} "
+            "(other processes on these 2 cores change every figure)"
+        )
         for p in problems:
             print(f"FAIL: {p}", file=sys.stderr)
     if gated is not None and gated["p99_ms"] >= BAR_MS:
-        print(f"FAIL: navstream p99 at {GATED_RATE:,} orders/s is {_ms(gated['p99_ms'])} ms, not under the bar "
-              f"of {BAR_MS:g} ms", file=sys.stderr)
+        print(
+            f"FAIL: navstream p99 at {GATED_RATE:,} orders/s is {_ms(gated['p99_ms'])} ms, not under the bar "
+            f"of {BAR_MS:g} ms",
+            file=sys.stderr,
+        )
     return 0 if passed else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Risk gate latency: XADD of an order to its decision, navstream against a raw responder.")
+        description="Risk gate latency: XADD of an order to its decision, navstream against a raw responder."
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run (default 2)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per rate, 1 s warm-up")
-    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=list(ORDER_RATES),
-                        help="order rates, comma-separated (default 1000,5000)")
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                        help="a real Redis (default $REDIS_URL or redis://127.0.0.1:6379/0)")
-    parser.add_argument("--event-rate", type=int, default=EVENT_RATE,
-                        help=f"events/s flowing meanwhile (default {EVENT_RATE}; the bar is set at the default)")
+    parser.add_argument(
+        "--rates",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=list(ORDER_RATES),
+        help="order rates, comma-separated (default 1000,5000)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="a real Redis (default $REDIS_URL or redis://127.0.0.1:6379/0)",
+    )
+    parser.add_argument(
+        "--event-rate",
+        type=int,
+        default=EVENT_RATE,
+        help=f"events/s flowing meanwhile (default {EVENT_RATE}; the bar is set at the default)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("--spans", action="store_true",
-                        help="time the navstream loop's phases and split each order's latency by them")
-    parser.add_argument("--profile", metavar="FILE",
-                        help="run navstream alone at 1,000 orders/s under cProfile, save stats to FILE, print the top")
-    parser.add_argument("--worker", choices=["events", "orders", "decisions", "baseline", "navstream"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--spans", action="store_true", help="time the navstream loop's phases and split each order's latency by them"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run navstream alone at 1,000 orders/s under cProfile, save stats to FILE, print the top",
+    )
+    parser.add_argument(
+        "--worker", choices=["events", "orders", "decisions", "baseline", "navstream"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--tag", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

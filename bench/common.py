@@ -28,8 +28,12 @@ def machine(client: Any) -> dict[str, str]:
     from importlib.metadata import version
 
     info = client.info("server")
-    out = {"nproc": str(os.cpu_count()), "python": platform.python_version(),
-           "redis-server": str(info.get("redis_version")), "platform": platform.platform()}
+    out = {
+        "nproc": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "redis-server": str(info.get("redis_version")),
+        "platform": platform.platform(),
+    }
     for dist in ("redis", "hiredis", "msgspec", "navstream"):
         try:
             out[dist] = version(dist)
@@ -41,10 +45,16 @@ def machine(client: Any) -> dict[str, str]:
 def git_tree() -> str | None:
     """``abc1234`` or ``abc1234+changes``: the commit of this checkout, None outside git."""
     try:
-        head = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=5, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "-C", HERE, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", HERE, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+changes" if dirty else "") if head else None

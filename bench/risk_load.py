@@ -12,9 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-
 from common import percentile
-
 
 #: The consumer group of both responders.
 GROUP = "navstream"
@@ -30,8 +28,7 @@ HOLDINGS = {"USDT": 400_000.0, "BTC": 4.0, "ETH": 40.0}
 REF_PRICE = {"BTC": 60_000.0, "ETH": 3_000.0}
 PRICE_SOURCES = ["binance-spot", "okx-spot"]
 #: (venue, source) reporting every second: each venue's balance fetcher and price feed.
-STATUS_SOURCES = [("binance", "balances"), ("okx", "balances"), ("binance", "binance-spot"),
-                  ("okx", "okx-spot")]
+STATUS_SOURCES = [("binance", "balances"), ("okx", "balances"), ("binance", "binance-spot"), ("okx", "okx-spot")]
 NAV_CONFIG = {
     "quote": "USD",
     "pegs": {"USDT": "1"},
@@ -76,17 +73,35 @@ class EventMix:
         ref = REF_PRICE[base]
         p = min(max(p, ref * 0.997), ref * 1.003)
         self.price[(base, source)] = p
-        return self._xadd([("type", "price"), ("base", base), ("quote", "USDT"), ("price", f"{p:.2f}"),
-                           ("source", source), ("ts", ts)])
+        return self._xadd(
+            [
+                ("type", "price"),
+                ("base", base),
+                ("quote", "USDT"),
+                ("price", f"{p:.2f}"),
+                ("source", source),
+                ("ts", ts),
+            ]
+        )
 
     def balance_event(self, venue: str, account: str, asset: str, ts: str) -> bytes:
         amount = HOLDINGS[asset] * (1 + self.rng.uniform(-1e-4, 1e-4))
-        return self._xadd([("type", "balance"), ("venue", venue), ("account", account), ("asset", asset),
-                           ("balance", f"{amount:.8f}"), ("ts", ts)])
+        return self._xadd(
+            [
+                ("type", "balance"),
+                ("venue", venue),
+                ("account", account),
+                ("asset", asset),
+                ("balance", f"{amount:.8f}"),
+                ("ts", ts),
+            ]
+        )
 
     def statuses(self, ts: str) -> list[bytes]:
-        return [self._xadd([("type", "source_status"), ("venue", v), ("source", s), ("ok", "true"), ("ts", ts)])
-                for v, s in STATUS_SOURCES]
+        return [
+            self._xadd([("type", "source_status"), ("venue", v), ("source", s), ("ok", "true"), ("ts", ts)])
+            for v, s in STATUS_SOURCES
+        ]
 
     def snapshot(self, ts: str) -> list[bytes]:
         """Every input once: what the producer sends first, so every NAV is ok from the start."""
@@ -120,8 +135,9 @@ def _connect_raw(url: str) -> socket.socket:
     db = (parts.path or "/0").lstrip("/") or "0"
     setup = []
     if parts.password:
-        setup.append(_resp([b"AUTH"] + ([parts.username.encode()] if parts.username else [])
-                           + [parts.password.encode()]))
+        setup.append(
+            _resp([b"AUTH"] + ([parts.username.encode()] if parts.username else []) + [parts.password.encode()])
+        )
     setup.append(_resp([b"SELECT", db.encode()]))
     sock.sendall(b"".join(setup))
     _replies(sock, len(setup))
@@ -187,9 +203,15 @@ def worker_events(url: str, prefix: str, rate: int) -> dict[str, Any]:
         time.sleep(CHUNK_S)
     elapsed = time.monotonic() - start
     sock.close()
-    return {"sent": sent, "seconds": elapsed, "rate": sent / elapsed if elapsed else 0.0, "chunks": chunks,
-            "biggest_chunk": biggest, "behind_at_stop": max(0, int(elapsed * rate) - sent),
-            "cpu_s": time.process_time() - cpu0}
+    return {
+        "sent": sent,
+        "seconds": elapsed,
+        "rate": sent / elapsed if elapsed else 0.0,
+        "chunks": chunks,
+        "biggest_chunk": biggest,
+        "behind_at_stop": max(0, int(elapsed * rate) - sent),
+        "cpu_s": time.process_time() - cpu0,
+    }
 
 
 # --- the responders (each in its own subprocess) -------------------------------------------------
@@ -215,8 +237,15 @@ class OrderMix:
         qty = rng.uniform(low, high)
         if rng.random() < OVERSIZED:
             qty = REF_PRICE["BTC"] / REF_PRICE[base] * 2.0  # about 120k USD: over 10% of the account's NAV
-        fields = [("type", "order"), ("order_id", f"{self.tag}-{seq}"), ("venue", venue), ("account", account),
-                  ("symbol", SYMBOLS[base]), ("side", rng.choice(("buy", "sell"))), ("qty", f"{qty:.4f}")]
+        fields = [
+            ("type", "order"),
+            ("order_id", f"{self.tag}-{seq}"),
+            ("venue", venue),
+            ("account", account),
+            ("symbol", SYMBOLS[base]),
+            ("side", rng.choice(("buy", "sell"))),
+            ("qty", f"{qty:.4f}"),
+        ]
         if rng.random() < 0.3:
             fields.append(("price", f"{REF_PRICE[base]:.2f}"))
         fields.append(("ts", str(time.time_ns() // 1_000_000)))
@@ -296,8 +325,12 @@ def worker_orders(url: str, prefix: str, rate: int, seconds: float, tag: str, se
     with open(out, "wb") as f:
         f.write(msgspec.json.encode({"start": start, "records": records}))
     late = sorted((s - d) / 1e6 for _, d, s in records)
-    return {"sent": len(records), "cpu_s": cpu, "late_p99_ms": percentile(late, 99),
-            "late_max_ms": late[-1] if late else 0.0}
+    return {
+        "sent": len(records),
+        "cpu_s": cpu,
+        "late_p99_ms": percentile(late, 99),
+        "late_max_ms": late[-1] if late else 0.0,
+    }
 
 
 def worker_decisions(url: str, prefix: str, out: str) -> dict[str, Any]:
@@ -331,11 +364,14 @@ def worker_decisions(url: str, prefix: str, out: str) -> dict[str, Any]:
         for _, items in reply or ():
             for entry_id, flat in items:
                 last = entry_id
-                fields = dict(zip(flat[::2], flat[1::2]))
+                fields = dict(zip(flat[::2], flat[1::2]))  # noqa: B905 - a flat reply, pairs by construction
                 order_id = fields.get(b"order_id", b"").decode()
                 if order_id not in arrived:
-                    arrived[order_id] = (now, fields.get(b"decision", b"").decode(),
-                                         fields.get(b"reasons", b"").decode())
+                    arrived[order_id] = (
+                        now,
+                        fields.get(b"decision", b"").decode(),
+                        fields.get(b"reasons", b"").decode(),
+                    )
     cpu = time.process_time() - cpu0
     sock.close()
     with open(out, "wb") as f:

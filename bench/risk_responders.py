@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import msgspec
-
 from common import builtin_plugins
 from risk_load import GROUP, NAV_CONFIG, RISK_CONFIG
 
@@ -41,8 +40,7 @@ async def worker_baseline(url: str, prefix: str) -> dict[str, Any]:
                     raise
         print("READY", flush=True)
         while not stopping.is_set():
-            response: Any = await r.xreadgroup(GROUP, "baseline", {events: ">", orders: ">"}, count=500,
-                                               block=1000)
+            response: Any = await r.xreadgroup(GROUP, "baseline", {events: ">", orders: ">"}, count=500, block=1000)
             if not response:
                 continue
             pipe = r.pipeline(transaction=False)
@@ -51,10 +49,21 @@ async def worker_baseline(url: str, prefix: str) -> dict[str, Any]:
                 ids = [entry_id for entry_id, _ in items]
                 if stream == orders.encode():
                     for _, fields in items:
-                        pipe.xadd(decisions, {
-                            b"order_id": fields[b"order_id"], b"decision": b"approve", b"reasons": b"",
-                            b"trading_state": b"active", b"nav": b"0", b"nav_status": b"ok",
-                            b"nav_age_ms": b"0", b"ts": now}, maxlen=100_000, approximate=True)
+                        pipe.xadd(
+                            decisions,
+                            {
+                                b"order_id": fields[b"order_id"],
+                                b"decision": b"approve",
+                                b"reasons": b"",
+                                b"trading_state": b"active",
+                                b"nav": b"0",
+                                b"nav_status": b"ok",
+                                b"nav_age_ms": b"0",
+                                b"ts": now,
+                            },
+                            maxlen=100_000,
+                            approximate=True,
+                        )
                     answered += len(items)
                 pipe.xack(stream, GROUP, *ids)
                 acked += len(ids)
@@ -125,8 +134,9 @@ class Spans:
 
     def dump(self, path: str) -> None:
         with open(path, "wb") as f:
-            f.write(msgspec.json.encode({"batches": self.batches, "other": self.other,
-                                         "state_reads": self.state_reads}))
+            f.write(
+                msgspec.json.encode({"batches": self.batches, "other": self.other, "state_reads": self.state_reads})
+            )
 
 
 def risk_gate(app: Any) -> Any:
@@ -139,8 +149,8 @@ async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: st
     """What ``navstream run`` does, until SIGTERM."""
     from navstream.app import App
     from navstream.config import load_settings
-    from navstream.loop.consumer import Consumer
     from navstream.logs import setup_logging, stop_logging
+    from navstream.loop.consumer import Consumer
 
     spans = Spans() if spans_path else None
 
@@ -176,8 +186,9 @@ async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: st
 
     setup_logging("INFO")  # as `navstream run` does: JSON lines on stderr, through a queue
     settings = load_settings(env={}, overrides={"redis": {"url": url, "prefix": prefix, "group": GROUP}})
-    settings = msgspec.structs.replace(settings, extra={
-        "nav": NAV_CONFIG, "risk": {**RISK_CONFIG, "audit_dir": audit_dir}})
+    settings = msgspec.structs.replace(
+        settings, extra={"nav": NAV_CONFIG, "risk": {**RISK_CONFIG, "audit_dir": audit_dir}}
+    )
     app = App.create(settings)
     plugins = sorted(p.name for p in app.plugins.info)
     installed, declared = builtin_plugins()
@@ -186,7 +197,8 @@ async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: st
         raise SystemExit(
             f"navstream: loaded plugins {plugins}, installed entry points {sorted(installed)}, "
             f"pyproject.toml declares {sorted(declared)}; every built-in plugin must run, the risk gate "
-            "included (unset NAVSTREAM_PLUGINS; after adding an entry point, `pip install -e .` again)")
+            "included (unset NAVSTREAM_PLUGINS; after adding an entry point, `pip install -e .` again)"
+        )
     consumer = TracedConsumer(app) if spans is not None else BenchConsumer(app)
     if spans is not None:
         spans.install(consumer)
@@ -201,10 +213,25 @@ async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: st
     stats = app.stats
     gate = consumer.gate
     audit = gate.audit.stats if gate is not None else None
-    return {"side": "navstream", "exit": code, "processed": stats.processed, "by_type": dict(stats.by_type),
-            "batches": stats.batches, "dead_lettered": stats.dead_lettered, "failed": stats.failed,
-            "plugin_errors": stats.plugin_errors, "write_failures": stats.write_failures,
-            "reconnects": stats.reconnects, "plugins": plugins,
-            "decided": dict(gate.decided) if gate is not None else {},
-            "audit": {"written": audit.written, "dropped": audit.dropped, "failed": audit.failed,
-                      "path": str(gate.audit.path)} if audit is not None else {}}
+    return {
+        "side": "navstream",
+        "exit": code,
+        "processed": stats.processed,
+        "by_type": dict(stats.by_type),
+        "batches": stats.batches,
+        "dead_lettered": stats.dead_lettered,
+        "failed": stats.failed,
+        "plugin_errors": stats.plugin_errors,
+        "write_failures": stats.write_failures,
+        "reconnects": stats.reconnects,
+        "plugins": plugins,
+        "decided": dict(gate.decided) if gate is not None else {},
+        "audit": {
+            "written": audit.written,
+            "dropped": audit.dropped,
+            "failed": audit.failed,
+            "path": str(gate.audit.path),
+        }
+        if audit is not None
+        else {},
+    }

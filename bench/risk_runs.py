@@ -21,7 +21,6 @@ from common import percentile, worker_env
 from risk_load import GROUP, OrderFlow
 from risk_spans import analyse_spans
 
-
 TAIL_S = 3.0  # after the window, how long to wait for the last answers
 
 
@@ -40,8 +39,7 @@ class Children:
         log = os.path.join(self.logdir, f"{name}.stderr")
         with open(log, "w") as err:
             # Its own session: a Ctrl-C reaches the driver alone, which stops the workers in order.
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, start_new_session=True)
         self.procs.append((name, proc, log))
         return proc
 
@@ -72,8 +70,9 @@ class Children:
             raise SystemExit(f"{name} did not start: {line.strip()!r}\n{self.tail(proc)}")
         return value
 
-    async def finish(self, name: str, proc: subprocess.Popen[str], timeout: float = 15.0,
-                     stop: bool = True) -> dict[str, Any]:
+    async def finish(
+        self, name: str, proc: subprocess.Popen[str], timeout: float = 15.0, stop: bool = True
+    ) -> dict[str, Any]:
         """SIGTERM (unless ``stop`` is False: it ends by itself), then its report (the last stdout
         line, JSON)."""
         if stop and proc.poll() is None:
@@ -89,8 +88,7 @@ class Children:
             raise
         lines = (out or "").strip().splitlines()
         if proc.returncode != 0 or not lines:
-            raise SystemExit(f"{name} failed (exit {proc.returncode}): {(out or '').strip()[-500:]}\n"
-                             f"{self.tail(proc)}")
+            raise SystemExit(f"{name} failed (exit {proc.returncode}): {(out or '').strip()[-500:]}\n{self.tail(proc)}")
         return json.loads(lines[-1])  # type: ignore[no-any-return]
 
     def kill(self, proc: subprocess.Popen[str]) -> None:
@@ -138,8 +136,11 @@ def _cpu_share(before: dict[str, Any], after: dict[str, Any], seconds: float) ->
     """Share of one core each process used between two samples; ``others``: every other
     process of the machine (not ours, not Redis), ``steal``: time the hypervisor took."""
     hz = os.sysconf("SC_CLK_TCK")
-    out = {name: round((after[name] - b) / hz / seconds, 3) for name, b in before.items()
-           if name != "machine" and b is not None and after.get(name) is not None}
+    out = {
+        name: round((after[name] - b) / hz / seconds, 3)
+        for name, b in before.items()
+        if name != "machine" and b is not None and after.get(name) is not None
+    }
     if before.get("machine") and after.get("machine"):
         busy = (after["machine"][0] - before["machine"][0]) / hz / seconds
         out["others"] = round(max(0.0, busy - sum(out.values())), 3)
@@ -158,8 +159,9 @@ async def _lag(client: Any, stream: str) -> int | None:
     return None
 
 
-async def run_once(args: argparse.Namespace, kids: Children, root: str, tmp: str, side: str, rate: int,
-                   profile: str | None = None) -> dict[str, Any]:
+async def run_once(
+    args: argparse.Namespace, kids: Children, root: str, tmp: str, side: str, rate: int, profile: str | None = None
+) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
     prefix = f"{root}-{rate}-{side[:3]}"
@@ -183,16 +185,37 @@ async def run_once(args: argparse.Namespace, kids: Children, root: str, tmp: str
     await kids.ready("events producer", producer)
     reader = kids.spawn(f"decisions-{rate}-{side}", ["--worker", "decisions", *common, "--out", arrived_file])
     await kids.ready("decisions reader", reader)
-    sender = kids.spawn(f"orders-{rate}-{side}", [
-        "--worker", "orders", *common, "--rate", str(rate), "--seconds", str(args.warmup + args.seconds),
-        "--tag", tag, "--seed", str(rate), "--out", sent_file])
+    sender = kids.spawn(
+        f"orders-{rate}-{side}",
+        [
+            "--worker",
+            "orders",
+            *common,
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(args.warmup + args.seconds),
+            "--tag",
+            tag,
+            "--seed",
+            str(rate),
+            "--out",
+            sent_file,
+        ],
+    )
     start = int(await kids.ready("orders sender", sender))
     window = (start + int(args.warmup * 1e9), start + int((args.warmup + args.seconds) * 1e9))
     control = aioredis.Redis.from_url(args.redis_url, decode_responses=False)
-    pids = {side: responder.pid, "events": producer.pid, "orders": sender.pid, "decisions": reader.pid,
-            "redis": args.redis_pid}
+    pids = {
+        side: responder.pid,
+        "events": producer.pid,
+        "orders": sender.pid,
+        "decisions": reader.pid,
+        "redis": args.redis_pid,
+    }
     cpu: list[dict[str, Any]] = []
     try:
+
         async def at(ns: int) -> tuple[int, int]:
             await asyncio.sleep(max(0, ns - time.perf_counter_ns()) / 1e9)
             length = await control.xlen(events)
@@ -244,17 +267,31 @@ async def run_once(args: argparse.Namespace, kids: Children, root: str, tmp: str
     late = sorted(flow.late[o] / 1e6 for o in flow.window)
     seconds = (t1 - t0) / 1e9
     result = {
-        "side": side, "rate": rate, "target_event_rate": args.event_rate, "seconds": seconds,
+        "side": side,
+        "rate": rate,
+        "target_event_rate": args.event_rate,
+        "seconds": seconds,
         "orders": len(flow.window),
-        "order_rate": flow.sent_in_window / args.seconds, "event_rate": (len1 - len0) / seconds,
-        "sender_late_p99_ms": percentile(late, 99), "sender_late_max_ms": late[-1] if late else math.nan,
-        "producer": produced, "sender": sending, "reader": reading,
-        "events_lag_at_end": lag_end, "pending_after": pending, "dlq": dlq,
+        "order_rate": flow.sent_in_window / args.seconds,
+        "event_rate": (len1 - len0) / seconds,
+        "sender_late_p99_ms": percentile(late, 99),
+        "sender_late_max_ms": late[-1] if late else math.nan,
+        "producer": produced,
+        "sender": sending,
+        "reader": reading,
+        "events_lag_at_end": lag_end,
+        "pending_after": pending,
+        "dlq": dlq,
         "cpu": _cpu_share(cpu[0], cpu[1], seconds),
-        "alerts": dict(alert_codes), "answered": len(flow.window) - unanswered, "unanswered": unanswered,
-        "decisions": dict(decisions_seen), "reasons": dict(reasons),
-        "p50_ms": percentile(latencies, 50), "p90_ms": percentile(latencies, 90),
-        "p99_ms": percentile(latencies, 99), "max_ms": latencies[-1] if latencies else math.nan,
+        "alerts": dict(alert_codes),
+        "answered": len(flow.window) - unanswered,
+        "unanswered": unanswered,
+        "decisions": dict(decisions_seen),
+        "reasons": dict(reasons),
+        "p50_ms": percentile(latencies, 50),
+        "p90_ms": percentile(latencies, 90),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": latencies[-1] if latencies else math.nan,
         "mean_ms": statistics.fmean(x for x in latencies if math.isfinite(x)) if decisions_seen else math.nan,
         "responder": answer,
     }
