@@ -171,8 +171,8 @@ def counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFam
 
 def clip(text: Any, limit: int = 500) -> str:
     """``text`` cut to ``limit`` characters (``...`` marks a cut): what one status read may send."""
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + "..."
+    shown = str(text)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def panel_json(panels: Iterable[Panel]) -> list[Any]:

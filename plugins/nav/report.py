@@ -47,8 +47,8 @@ EXPIRED = "an input passed its age limit, and no newer answer has arrived (this 
 
 
 def _clip(text: Any, limit: int = MAX_TEXT) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + "..."
+    shown = str(text)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def scope_name(snap: Snapshot) -> str:

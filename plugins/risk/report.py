@@ -47,8 +47,8 @@ MAX_TEXT = 500
 
 
 def _clip(text: Any, limit: int = MAX_TEXT) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + "..."
+    shown = str(text)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def trading_rows(raw: Mapping[str, str]) -> list[dict[str, Any]]:
