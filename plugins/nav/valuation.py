@@ -9,444 +9,52 @@ that would need more than :data:`MAX_DIGITS` significant digits is never rounded
 listed as missing (``value_inexact``) instead. An input counts as fresh from the earlier of its
 ``ts`` and the moment navstream received it (:func:`counted_from`): a ``ts`` ahead of the clock
 is never fresher than the data's arrival.
+
+The parts: exact arithmetic in :mod:`.money`, the inputs and the valuing of one unit in
+:mod:`.market`, the snapshot and its freshness rules in :mod:`.snapshot`. Here: valuing an
+account and adding accounts up (:func:`evaluate`). Every name of those modules stays importable
+from here.
 """
 
 from __future__ import annotations
 
-import decimal
-from decimal import Decimal
-from typing import Iterable, Literal, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
-import msgspec
-
-from navstream import escape_name, scope_id, stale_as_read
+from navstream import scope_id
 
 from .config import AccountSpec, NavConfig
-
-Status = Literal["ok", "stale", "partial", "failed"]
-#: Worse statuses win upward (account to venue to total).
-RANK: dict[str, int] = {"ok": 0, "stale": 1, "partial": 2, "failed": 3}
-ZERO = Decimal(0)
-#: A ts no input will ever reach: "time alone never changes this".
-NEVER = 2**62
-#: ``received`` of an input stored without a receipt time (by a navstream from before receipt
-#: times were kept): it cannot show it is fresh, so it is stale until its source sends it again.
-UNKNOWN_RECEIPT = 0
-#: The general-purpose context of earlier releases (kept importable). Money must not go through
-#: it: it rounds past 60 digits. Use :func:`exact_mul`, :func:`exact_add` and :func:`exact_sum`.
-CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
-#: Most significant digits an exact money result may have. Far beyond any real figure (an
-#: 18-decimal amount of 10^30 through a three-hop route needs under 200); past it a value is not
-#: rounded but refused (:class:`InexactError`), and the holding is reported missing.
-MAX_DIGITS = 400
-#: Every signal that would change a result is an error: an exact result or none.
-_EXACT = decimal.Context(prec=MAX_DIGITS, rounding=decimal.ROUND_HALF_EVEN,
-                         traps=[decimal.Inexact, decimal.Rounded, decimal.Clamped, decimal.Overflow,
-                                decimal.Underflow, decimal.InvalidOperation, decimal.DivisionByZero])
-
-
-class InexactError(ArithmeticError):
-    """A money figure that cannot be computed exactly within :data:`MAX_DIGITS` digits."""
-
-
-def exact_mul(a: Decimal, b: Decimal) -> Decimal:
-    """``a * b``, exactly: never rounded. :class:`InexactError` when the exact product needs
-    more than :data:`MAX_DIGITS` significant digits (or is not finite)."""
-    try:
-        return _EXACT.multiply(a, b)
-    except decimal.DecimalException as exc:
-        raise InexactError(f"{a} x {b} cannot be computed exactly within {MAX_DIGITS} significant digits "
-                           f"({type(exc).__name__})") from exc
-
-
-def exact_add(a: Decimal, b: Decimal) -> Decimal:
-    """``a + b``, exactly: never rounded. :class:`InexactError` when the exact sum needs more
-    than :data:`MAX_DIGITS` significant digits (``1E+300 + 1E-300``), or is not finite."""
-    try:
-        return _EXACT.add(a, b)
-    except decimal.DecimalException as exc:
-        raise InexactError(f"{a} + {b} cannot be computed exactly within {MAX_DIGITS} significant digits "
-                           f"({type(exc).__name__})") from exc
-
-
-def exact_sum(values: Iterable[Decimal]) -> Decimal:
-    """The exact sum of ``values`` (0 for none); :class:`InexactError` as :func:`exact_add`."""
-    total = ZERO
-    for value in values:
-        total = exact_add(total, value)
-    return total
-
-
-def counted_from(ts: int, received: int) -> int:
-    """When an input counts from for freshness: its ``ts``, or the moment navstream received
-    it if that was earlier (a ``ts`` ahead of the receiving clock is never fresher than the
-    data's arrival). :data:`UNKNOWN_RECEIPT` gives 0: never fresh."""
-    return received if received < ts else ts
-
-
-def money(value: Decimal) -> str:
-    """An exact decimal string, never in exponent form (``0E-8`` reads as ``0.00000000``)."""
-    return format(value, "f")
-
-
-def worst_by(rank: Mapping[str, int], values: Iterable[str], best: str) -> str:
-    """The value of highest ``rank`` among ``values`` (``best`` when there are none)."""
-    return max(values, key=rank.__getitem__, default=best)
-
-
-def worst(statuses: Iterable[str]) -> Status:
-    return worst_by(RANK, statuses, "ok")  # type: ignore[return-value]
-
-
-# --- inputs -------------------------------------------------------------------------------------
-
-
-class Holding(msgspec.Struct, frozen=True):
-    """The latest ``balance`` of one asset in one account."""
-
-    balance: Decimal
-    unrealized_pnl: Decimal
-    #: The source's stamp: orders snapshots (last ``ts`` wins) and is shown as the input's age.
-    ts: int
-    #: When navstream received it (the batch's clock, epoch ms): freshness is judged from
-    #: ``min(ts, received)`` (:attr:`seen`). :data:`UNKNOWN_RECEIPT` for one stored without;
-    #: NEVER (the default, for inputs built in code) judges by ``ts`` alone.
-    received: int = NEVER
-
-    @property
-    def seen(self) -> int:
-        """When it counts from for freshness (:func:`counted_from`)."""
-        return self.received if self.received < self.ts else self.ts
-
-
-class Quote(msgspec.Struct, frozen=True):
-    """The latest ``price`` of one pair from one source."""
-
-    base: str
-    quote: str
-    source: str
-    price: Decimal
-    ts: int
-    #: As :attr:`Holding.received`.
-    received: int = NEVER
-
-    @property
-    def seen(self) -> int:
-        return self.received if self.received < self.ts else self.ts
-
-
-class SourceState(msgspec.Struct, frozen=True):
-    """The latest ``source_status`` of one source (of one account, or venue-wide)."""
-
-    venue: str
-    source: str
-    account: str | None
-    ok: bool
-    error: str
-    ts: int
-    #: As :attr:`Holding.received`.
-    received: int = NEVER
-
-    @property
-    def seen(self) -> int:
-        return self.received if self.received < self.ts else self.ts
-
-    @property
-    def label(self) -> str:
-        return f"{self.venue}/{self.source}" + (f"/{self.account}" if self.account else "")
-
-
-# --- outputs ------------------------------------------------------------------------------------
-
-
-class PriceUsed(msgspec.Struct, frozen=True, omit_defaults=True):
-    pair: str
-    source: str
-    price: Decimal
-    ts: int
-    #: When navstream received the quote (see :attr:`Holding.received`).
-    received: int = NEVER
-
-    @property
-    def seen(self) -> int:
-        return self.received if self.received < self.ts else self.ts
-
-
-class HoldingValue(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One holding as valued, with everything needed to explain it."""
-
-    asset: str
-    balance: Decimal
-    unrealized_pnl: Decimal
-    ts: int
-    #: Value of one unit in the report currency; None when it could not be established.
-    unit: Decimal | None = None
-    value: Decimal | None = None
-    #: How the unit value was found: ``["BTC/USDT@binance-spot", "USDT peg 1"]``.
-    route: list[str] = []
-    prices: list[PriceUsed] = []
-    #: Why the holding is not in the NAV (then it is listed in ``missing``).
-    missing: str = ""
-    #: ``price_missing``, ``price_divergence`` or ``value_inexact`` when ``missing``.
-    missing_code: str = ""
-    #: Why an input of it is stale.
-    stale: list[str] = []
-    #: When navstream received the balance (see :attr:`Holding.received`).
-    received: int = NEVER
-
-    @property
-    def seen(self) -> int:
-        return self.received if self.received < self.ts else self.ts
-
-    @property
-    def amount(self) -> Decimal:
-        """Balance plus unrealized PnL, exactly (:class:`InexactError` if it cannot be)."""
-        return exact_add(self.balance, self.unrealized_pnl)
-
-
-class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The NAV of one scope at one evaluation: what ``P:nav`` and ``P:state:nav:latest`` hold."""
-
-    scope: str
-    nav: Decimal
-    quote: str
-    status: Status
-    #: Oldest ``ts`` of the balances and prices the value rests on; 0 when it rests on nothing.
-    as_of: int
-    computed_at: int
-    venue: str = ""
-    account: str = ""
-    kind: str = ""
-    label: str = ""
-    #: ``venue/account/ASSET`` of every holding that could not be valued.
-    missing: list[str] = []
-    #: ``balance:...``, ``price:...``, ``source:...`` inputs past their limit or failing.
-    stale_sources: list[str] = []
-    #: Human-readable reasons for any status but ``ok``.
-    reasons: list[str] = []
-    #: Account scope: every holding as valued.
-    holdings: list[HoldingValue] = []
-    #: Aggregate scopes: the accounts added up.
-    accounts: list[str] = []
-    #: Account scope: it has holdings and every one reads 0 (a wallet reading 0 is alerted).
-    zero_wallet: bool = False
-    #: The first moment (epoch ms) at which an input this NAV rests on is past its age limit
-    #: (for venue, exchange and total: the earliest of their accounts'; 0 for none). Every
-    #: reader takes a stored ``ok`` as ``stale`` from then on (:func:`as_read`), and a batch may
-    #: add up a stored account snapshot unchanged only before then.
-    fresh_until: int = 0
-    #: When this scope entered its current status (epoch ms), as its consumer saw it.
-    since: int = 0
-    #: The ``P:nav`` version last published for this scope, and when: a change is published at
-    #: once, an unchanged scope again after ``publish_every_s``.
-    published: str = ""
-    published_at: int = 0
-
-    @property
-    def scope_id(self) -> str:
-        return scope_id(self.scope, self.venue, self.account)
-
-    def stream_fields(self) -> dict[str, str]:
-        """The ``P:nav`` entry (contract fields, plus ``kind``, ``label`` and ``reasons``)."""
-        fields = {"scope": self.scope, "nav": money(self.nav), "quote": self.quote, "status": self.status,
-                  "as_of": str(self.as_of), "computed_at": str(self.computed_at)}
-        if self.venue:
-            fields["venue"] = self.venue
-        if self.account:
-            fields["account"] = self.account
-        if self.kind:
-            fields["kind"] = self.kind
-        if self.label:
-            fields["label"] = self.label
-        if self.missing:
-            fields["missing"] = ",".join(self.missing)
-        if self.stale_sources:
-            fields["stale_sources"] = ",".join(self.stale_sources)
-        if self.reasons:
-            fields["reasons"] = "; ".join(self.reasons)
-        return fields
-
-    @staticmethod
-    def version(fields: Mapping[str, str]) -> str:
-        """What makes a publication of ``stream_fields()`` new: the value and all said of it."""
-        return "|".join((fields["nav"], fields["status"], fields.get("missing", ""), fields.get("stale_sources", "")))
-
-
-def as_read(snap: Snapshot, now_ms: int) -> Snapshot:
-    """``snap`` as a reader must take it at ``now_ms``: a stored ``ok`` holds only before its
-    ``fresh_until``; from that moment it is ``stale``, whatever tick has not yet said so.
-
-    Every reader of ``P:state:nav:latest`` (the risk gate, ``navstream nav``, the status page,
-    ``/readyz``, sinks) goes through this, so no reader trusts a NAV longer than the NAV's own
-    age limit. A snapshot without ``fresh_until`` (0) cannot show it is fresh: stale. The rule
-    itself is the core's (:func:`navstream.contract.navread.stale_as_read`), shared with the readers that
-    do not import this plugin (the status API behind ``/api/status``, ``/readyz``, ``/metrics``).
-    """
-    why = stale_as_read(snap.status, snap.fresh_until, now_ms)
-    if why is None:
-        return snap
-    return msgspec.structs.replace(snap, status="stale", reasons=[why, *snap.reasons])
-
-
-# The core's, so every reader of P:state:nav:latest (status page, sinks) names scopes alike.
-escape = escape_name
-
-
-# --- valuing one unit ---------------------------------------------------------------------------
-
-
-class Unit(msgspec.Struct, frozen=True):
-    value: Decimal | None
-    route: list[str]
-    prices: list[PriceUsed]
-    missing: str = ""
-    stale: list[str] = []
-    missing_code: str = ""
-    #: Before ``oldest + max_age``, time alone cannot change this unit (see ``Market.pick``).
-    oldest: int = NEVER
-    #: The oldest moment the prices used count from (what ``as_of`` rests on); set by ``Market.unit``.
-    price_ts: int = NEVER
-
-
-def never_reported_source(source: str) -> str:
-    """The ``stale_sources`` entry of a price source that never sent a ``source_status``."""
-    return f"source:*/{source}/never-reported"
-
-
-def never_reported_account(venue: str, account: str) -> str:
-    """The ``stale_sources`` entry of an account whose venue never sent a ``source_status``
-    (venue-wide or for that account)."""
-    return f"source:{venue}/never-reported/{account}"
-
-
-def as_of_ts(ts: int, received: int) -> int:
-    """What an input adds to ``as_of``: when it counts from (:func:`counted_from`), or its
-    ``ts`` when its receipt time is unknown (then it is stale anyway)."""
-    return ts if received == UNKNOWN_RECEIPT else counted_from(ts, received)
-
-
-class Market:
-    """Prices and source reports at one instant, and the config's routing rules."""
-
-    def __init__(self, config: NavConfig, quotes: Iterable[Quote], sources: Iterable[SourceState], now_ms: int):
-        self.config = config
-        self.now_ms = now_ms
-        self.max_age_ms = config.max_age_ms
-        self.quotes: dict[tuple[str, str], list[Quote]] = {}
-        for q in quotes:
-            self.quotes.setdefault((q.base, q.quote), []).append(q)
-        self.sources = list(sources)
-        #: venue -> its reports; source name -> its reports (price sources are judged by name).
-        self.by_venue: dict[str, list[SourceState]] = {}
-        self.by_source: dict[str, list[SourceState]] = {}
-        for s in self.sources:
-            self.by_venue.setdefault(s.venue, []).append(s)
-            self.by_source.setdefault(s.source, []).append(s)
-        self.unmonitored = frozenset(config.unmonitored_price_sources)
-        self._units: dict[str, Unit] = {}
-
-    def age_limit(self) -> str:
-        return f"limit {self.config.max_age_s:g} s"
-
-    def too_old(self, ts: int) -> bool:
-        """Whether an input counting from ``ts`` (its :attr:`~Holding.seen`) is past the limit."""
-        return self.now_ms - ts > self.max_age_ms
-
-    def age_s(self, ts: int) -> str:
-        return f"{(self.now_ms - ts) / 1000:g} s"
-
-    def aged(self, ts: int, received: int) -> str:
-        """How old an input is, for a reason: ``130 s old``, with why when its receipt decides."""
-        if received == UNKNOWN_RECEIPT:
-            return "stored without a receipt time (by an earlier navstream), so stale until sent again"
-        if received < ts:
-            return (f"{self.age_s(received)} old counted from its receipt (stamped "
-                    f"{(ts - received) / 1000:g} s ahead of it)")
-        return f"{self.age_s(ts)} old"
-
-    def pick(self, base: str, quote: str) -> tuple[Quote | None, str, list[str], int]:
-        """The quote that prices ``base/quote``: the newest fresh one, else the newest at all
-        (then stale); "newest" and "fresh" by when each counts from (:attr:`Quote.seen`).
-        Returns (quote, why not, stale reasons, horizon): before the horizon (the oldest fresh
-        quote's, or its source's report's) the answer cannot change by time."""
-        pair = f"{base}/{quote}"
-        quotes = self.quotes.get((base, quote), [])
-        if not quotes:
-            return None, f"no price for {pair}", [], NEVER
-        fresh = [q for q in quotes if not self.too_old(q.seen)]
-        horizon = min((q.seen for q in fresh), default=NEVER)
-        if len({q.source for q in fresh}) >= 2:
-            low = min(fresh, key=lambda q: (q.price, q.source))
-            high = max(fresh, key=lambda q: (q.price, q.source))
-            spread = (high.price - low.price) / low.price * 100
-            if spread > Decimal(str(self.config.max_price_divergence_pct)):
-                return None, (f"{pair} quotes diverge: {low.source} {low.price} vs {high.source} {high.price} "
-                              f"({spread:.2f}% > {self.config.max_price_divergence_pct:g}%)"), [], horizon
-        chosen = None  # the newest; on equal times the first source by name, as every consumer picks
-        for q in fresh or quotes:
-            if chosen is None or q.seen > chosen.seen or (q.seen == chosen.seen and q.source < chosen.source):
-                chosen = q
-        assert chosen is not None
-        stale = []
-        if self.too_old(chosen.seen):
-            stale.append(f"price:{pair}@{chosen.source}")
-        stale.extend(self._source_problems(chosen.source))
-        for s in self.by_source.get(chosen.source, ()):
-            if s.seen < horizon:
-                horizon = s.seen
-        return chosen, "", stale, horizon
-
-    def _source_problems(self, source: str) -> list[str]:
-        """A price source that reports failure, stopped reporting, or never reported (unless
-        ``[nav] unmonitored_price_sources`` names it) makes its prices stale."""
-        reports = self.by_source.get(source)
-        if not reports:
-            return [] if source in self.unmonitored else [never_reported_source(source)]
-        return [f"source:{s.label}" for s in reports if not s.ok or self.too_old(s.seen)]
-
-    def unit(self, asset: str) -> Unit:
-        """Value of one ``asset`` in the report currency, by the explicit routing rules."""
-        held = self._units.get(asset)
-        if held is None:
-            unit = self._unit(asset)
-            held = self._units[asset] = msgspec.structs.replace(
-                unit, price_ts=min((as_of_ts(p.ts, p.received) for p in unit.prices), default=NEVER))
-        return held
-
-    def _unit(self, asset: str) -> Unit:
-        config = self.config
-        if asset == config.quote:
-            return Unit(Decimal(1), [f"{asset} is the report currency"], [])
-        if asset in config.pegs:
-            return Unit(config.pegs[asset], [f"{asset} peg {config.pegs[asset]}"], [])
-        if asset in config.routes:
-            pair_quote = config.routes[asset].partition("/")[2]
-            how = "route"
-        else:
-            pair_quote = config.quote
-            how = "direct"
-        quote, why, stale, horizon = self.pick(asset, pair_quote)
-        if quote is None:
-            code = "price_missing" if why.startswith("no price for") else "price_divergence"
-            if how == "direct" and code == "price_missing":
-                why = f"{why}, and no route or peg for {asset} in [nav]"
-            return Unit(None, [], [], why, [], code, horizon)
-        used = PriceUsed(f"{asset}/{pair_quote}", quote.source, quote.price, quote.ts, quote.received)
-        step = f"{asset}/{pair_quote}@{quote.source}"
-        if pair_quote == config.quote:
-            return Unit(quote.price, [step], [used], "", stale, "", horizon)
-        rest = self.unit(pair_quote)
-        horizon = min(horizon, rest.oldest)
-        route, prices = [step, *rest.route], [used, *rest.prices]
-        if rest.value is None:
-            return Unit(None, route, prices, f"{pair_quote}: {rest.missing}", stale + rest.stale, rest.missing_code,
-                        horizon)
-        try:
-            value = exact_mul(quote.price, rest.value)
-        except InexactError as exc:  # never rounded: not valued, and said so
-            return Unit(None, route, prices, f"unit value along {' -> '.join(route)}: {exc}", stale + rest.stale,
-                        "value_inexact", horizon)
-        return Unit(value, route, prices, "", stale + rest.stale, "", horizon)
+from .market import (
+    Holding,
+    Market,
+    Quote,
+    SourceState,
+    Unit,
+    as_of_ts,
+    never_reported_account,
+    never_reported_source,
+)
+from .money import CONTEXT, MAX_DIGITS, ZERO, InexactError, exact_add, exact_mul, exact_sum, money
+from .snapshot import (
+    NEVER,
+    RANK,
+    UNKNOWN_RECEIPT,
+    HoldingValue,
+    PriceUsed,
+    Snapshot,
+    Status,
+    as_read,
+    counted_from,
+    escape,
+    worst,
+    worst_by,
+)
+
+__all__ = [
+    "CONTEXT", "MAX_DIGITS", "NEVER", "RANK", "UNKNOWN_RECEIPT", "ZERO", "Holding", "HoldingValue", "InexactError",
+    "Market", "PriceUsed", "Quote", "Snapshot", "SourceState", "Status", "Unit", "aggregate", "as_of_ts", "as_read",
+    "counted_from", "escape", "evaluate", "exact_add", "exact_mul", "exact_sum", "money", "never_reported_account",
+    "never_reported_source", "scope_id", "value_account", "worst", "worst_by",
+]
 
 
 # --- one account --------------------------------------------------------------------------------
