@@ -16,6 +16,9 @@ their own, so a slow or failing Firestore never holds up the consumer loop.
   exponential backoff and jitter; its documents go back to the queue unless a newer version
   came meanwhile. The health report turns ``degraded`` with the error until a commit succeeds
   again. ``ok`` is only ever reported after a confirmed write.
+
+The budget and the pacing live in :mod:`.budget`, the types the sink works with in
+:mod:`.writes`; every name is still importable from here.
 """
 
 from __future__ import annotations
@@ -24,103 +27,47 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any
 
 from navstream import Clock
 
+from .budget import (
+    DAY_MS,
+    IDLE_WAKE_S,
+    LOW_BUDGET,
+    MAX_BATCH,
+    ROUTINE_END,
+    ROUTINE_START,
+    BudgetMixin,
+    Readiness,
+    routine_allowance,
+    utc_day,
+)
 from .config import FirestoreConfig
-from .documents import Doc, moved
+from .documents import Doc
+from .writes import Ledger, SinkStats, Store, Written
+
+__all__ = [
+    "COMMIT_TIMEOUT_S", "DAY_MS", "IDLE_WAKE_S", "LOW_BUDGET", "MAX_BATCH", "RETRY_BASE_S", "RETRY_MAX_S",
+    "ROUTINE_END", "ROUTINE_START", "Ledger", "Readiness", "Sink", "SinkStats", "Store", "Written", "iso",
+    "routine_allowance", "utc_day",
+]
 
 log = logging.getLogger("navstream.firestore")
 
-#: Firestore's limit of operations in one ``WriteBatch`` commit.
-MAX_BATCH = 500
 #: A commit that has not answered by then counts as failed (and is retried).
 COMMIT_TIMEOUT_S = 20.0
 #: Backoff after a failed commit: base, doubled per consecutive failure up to the cap, jittered.
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 30.0
-#: The writer looks at its queue at least this often (the budget's pacing moves with the clock).
-IDLE_WAKE_S = 1.0
-#: Share of the daily budget from which only significant changes are written, and alerted.
-LOW_BUDGET = 0.8
-#: Routine updates may use this share of the budget at the start of the UTC day, growing
-#: linearly to :data:`ROUTINE_END` at its end: the budget is spread over the day.
-ROUTINE_START = 0.05
-ROUTINE_END = 0.75
-DAY_MS = 86_400_000
-
-Readiness = Literal["ready", "wait", "deferred", "blocked"]
-
-
-def utc_day(now_ms: int) -> tuple[str, float]:
-    """The UTC date of ``now_ms`` and how far into that day it is (0..1)."""
-    day = datetime.fromtimestamp(now_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
-    return day, (now_ms % DAY_MS) / DAY_MS
-
-
-def routine_allowance(budget: int, day_fraction: float) -> float:
-    """Writes the whole group may have made today before routine updates are held back."""
-    return budget * (ROUTINE_START + (ROUTINE_END - ROUTINE_START) * day_fraction)
 
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if ms else ""
 
 
-class Store(Protocol):
-    """Where committed documents go: Firestore, or the log of a dry run."""
-
-    dry_run: bool
-
-    async def commit(self, docs: Sequence[Doc]) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-
-class Ledger(Protocol):
-    """The Redis side: the group's write count per UTC day, and the history index."""
-
-    async def record(self, day: str, count: int, indexes: Sequence[tuple[str, str, int]]) -> int: ...
-
-
-@dataclass(slots=True)
-class Written:
-    at: float
-    content: str
-    sig: str
-    amount: Decimal | None
-
-
-@dataclass
-class SinkStats:
-    #: Operations committed (documents written or deleted), and commits.
-    writes: int = 0
-    batches: int = 0
-    #: Failed commits, and the failures in a row so far (0 once a commit succeeds).
-    failures: int = 0
-    consecutive_failures: int = 0
-    #: Updates that replaced a waiting version of their document.
-    coalesced: int = 0
-    #: New documents refused by a full queue.
-    shed: int = 0
-    #: Documents held back by the budget at the last look.
-    deferred: int = 0
-    #: Dry run: operations that would have been committed.
-    would_write: int = 0
-    last_success_ms: int = 0
-    last_failure_ms: int = 0
-    last_failure: str = ""
-    #: When the current run of failures began (0: the last commit succeeded).
-    failing_since_ms: int = 0
-    #: The write count could not be recorded in Redis (retried with the next commit).
-    ledger_failures: int = 0
-
-
-class Sink:
+class Sink(BudgetMixin):
     """Coalesces, paces, batches and commits documents; see the module docstring.
 
     :param store: where commits go.
@@ -203,21 +150,6 @@ class Sink:
         self.pending = {p: d for p, d in self.pending.items() if not d.shared}
         self.last = {p: w for p, w in self.last.items() if not p.startswith(("nav/", "risk/"))}
 
-    def observe_used(self, day: str, used: int) -> None:
-        """The group's write count for ``day`` as Redis holds it (an earlier day's is old news)."""
-        if day < self.used_day:
-            return
-        if day != self.used_day:
-            self.used_day, self.used = day, used
-        else:
-            self.used = max(self.used, used)
-
-    def used_now(self, now_ms: int) -> int:
-        day, _ = utc_day(now_ms)
-        return self.used if day == self.used_day else 0
-
-    def budget_low(self, now_ms: int) -> bool:
-        return self.used_now(now_ms) >= LOW_BUDGET * self.cfg.max_writes_per_day
 
     def problems(self, now_ms: int) -> list[tuple[str, str]]:
         """``(code, reason)`` of everything that keeps the dashboards from the whole truth."""
@@ -325,49 +257,6 @@ class Sink:
         except TimeoutError:
             pass
 
-    def _routine_closed(self, now_ms: int, extra: int) -> bool:
-        day, fraction = utc_day(now_ms)
-        used = (self.used if day == self.used_day else 0) + extra
-        budget = self.cfg.max_writes_per_day
-        return used >= LOW_BUDGET * budget or used >= routine_allowance(budget, fraction)
-
-    def _readiness(self, doc: Doc, now: float, routine_closed: bool) -> Readiness:
-        if doc.shared and not self.leader:
-            return "blocked"
-        last = self.last.get(doc.path)
-        if last is not None and now - last.at < self.cfg.min_interval_s and not self._flushing:
-            return "wait"
-        if not routine_closed or doc.significance == "always":
-            return "ready"
-        if doc.significance == "changes" and (
-                last is None or doc.sig != last.sig or moved(doc.amount, last.amount, self.cfg.significant_move_pct)):
-            return "ready"
-        return "deferred"
-
-    def _take(self, now: float) -> tuple[list[Doc], float]:
-        """Up to :data:`MAX_BATCH` documents that may be written now, and how long until
-        another one may (at most :data:`IDLE_WAKE_S`)."""
-        batch: list[Doc] = []
-        wait_s = IDLE_WAKE_S
-        deferred = 0
-        now_ms = self.clock.now_ms()
-        closed = self._routine_closed(now_ms, 0)
-        for doc in self.pending.values():
-            if len(batch) >= MAX_BATCH:
-                break
-            state = self._readiness(doc, now, closed)
-            if state == "ready":
-                batch.append(doc)
-                if not closed:
-                    closed = self._routine_closed(now_ms, len(batch))
-            elif state == "wait":
-                wait_s = min(wait_s, self.cfg.min_interval_s - (now - self.last[doc.path].at))
-            elif state == "deferred":
-                deferred += 1
-        self.stats.deferred = deferred
-        for doc in batch:
-            del self.pending[doc.path]
-        return batch, wait_s
 
     async def _commit(self, batch: list[Doc]) -> None:
         for doc in batch:
