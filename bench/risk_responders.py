@@ -91,24 +91,14 @@ class Spans:
         self.state_reads: list[list[int]] = []
 
     def install(self, consumer: Any) -> None:
-        """Wrap, by monkeypatching, what the loop runs per batch: the consumer's batch handler
-        (``_handle``, else ``handle``), ``navstream.loop.batch.dispatch_batch`` and the risk
-        plugin's ``read_batch_state`` (an observer API is to replace this; issue 15)."""
-        import navstream.loop.batch as handler_mod
+        """Subscribe to the loop's observer (``navstream.loop.observer``): each read, each part of a
+        batch (started, its plugins done, written), each tick and reclaim. Only the risk gate's own
+        state read is timed by wrapping it: a plugin's inside is not the loop's to report."""
         import navstream.plugins.risk as risk_mod
 
         spans = self
-        original_dispatch = handler_mod.dispatch_batch
         original_read = risk_mod.read_batch_state
-        # The unit that is dispatched and written: the handler's per-part method where it has one.
-        part = "_handle" if hasattr(consumer.handler, "_handle") else "handle"
-        original_handle = getattr(consumer.handler, part)
-
-        async def dispatch_batch(app: Any, hook: str, *args: Any, **kwargs: Any) -> Any:
-            result = await original_dispatch(app, hook, *args, **kwargs)
-            if spans.current is not None:
-                spans.current[2 if hook == "navstream_events" else 3] = time.perf_counter_ns()
-            return result
+        read_issued = [0]
 
         async def read_batch_state(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter_ns()
@@ -116,21 +106,28 @@ class Spans:
             spans.state_reads.append([t0, time.perf_counter_ns()])
             return result
 
-        async def handle(entries: Any) -> None:
-            now = time.perf_counter_ns()
-            orders = [e.fields.get(b"order_id", b"").decode() for e in entries if e.stream.endswith(":orders")]
-            record = [consumer._read_issued, now, 0, 0, 0, len(entries) - len(orders), len(orders), orders]
-            spans.current = record
-            try:
-                await original_handle(entries)
-            finally:
-                spans.current = None
-            record[4] = time.perf_counter_ns()
-            spans.batches.append(record)
+        def on_work(work: Any) -> None:
+            if work.kind == "read":
+                read_issued[0] = work.started_ns
+            else:
+                spans.other.append([work.kind, work.started_ns, work.ended_ns])
 
-        handler_mod.dispatch_batch = dispatch_batch
+        def on_part(moment: Any) -> None:
+            if moment.phase == "started":
+                entries = moment.entries
+                orders = [e.fields.get(b"order_id", b"").decode() for e in entries if e.stream.endswith(":orders")]
+                spans.current = [read_issued[0], moment.at_ns, 0, 0, 0, len(entries) - len(orders), len(orders),
+                                 orders]
+            elif spans.current is not None and moment.phase == "dispatched":
+                spans.current[2 if moment.hook == "navstream_events" else 3] = moment.at_ns
+            elif spans.current is not None:
+                spans.current[4] = moment.at_ns
+                spans.batches.append(spans.current)
+                spans.current = None
+
+        consumer.observer.on_work(on_work)
+        consumer.observer.on_part(on_part)
         risk_mod.read_batch_state = read_batch_state
-        setattr(consumer.handler, part, handle)
 
     def dump(self, path: str) -> None:
         with open(path, "wb") as f:
@@ -140,9 +137,9 @@ class Spans:
 
 
 def risk_gate(app: Any) -> Any:
-    """The risk plugin's gate, whose counters and audit log the report reads: from
-    ``app.plugin_state["risk"]`` (plugin instances are to replace it; issue 15)."""
-    return app.plugin_state.get("risk")
+    """The risk plugin's gate, whose counters and audit log the report reads: the plugin is an
+    instance per app, and its gate is open from startup to shutdown."""
+    return getattr(app.plugin("risk"), "gate", None)
 
 
 async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: str | None) -> dict[str, Any]:
@@ -155,34 +152,12 @@ async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: st
     spans = Spans() if spans_path else None
 
     class BenchConsumer(Consumer):
-        _read_issued = 0
         gate: Any = None
 
         async def setup(self) -> None:
             await super().setup()
             self.gate = risk_gate(self.app)  # the shutdown hook pops it: kept for the report
             print("READY", flush=True)
-
-    class TracedConsumer(BenchConsumer):
-        """With ``--spans``: when each read was issued, and each tick and reclaim."""
-
-        async def step(self, block_ms: int | None = None) -> int:
-            self._read_issued = time.perf_counter_ns()
-            return await super().step(block_ms)
-
-        async def tick(self, *, final: bool = False) -> None:
-            t0 = time.perf_counter_ns()
-            try:
-                await super().tick(final=final)
-            finally:
-                spans.other.append(["tick", t0, time.perf_counter_ns()])  # type: ignore[union-attr]
-
-        async def reclaim(self) -> int:
-            t0 = time.perf_counter_ns()
-            try:
-                return await super().reclaim()
-            finally:
-                spans.other.append(["reclaim", t0, time.perf_counter_ns()])  # type: ignore[union-attr]
 
     setup_logging("INFO")  # as `navstream run` does: JSON lines on stderr, through a queue
     settings = load_settings(env={}, overrides={"redis": {"url": url, "prefix": prefix, "group": GROUP}})
@@ -199,7 +174,7 @@ async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: st
             f"pyproject.toml declares {sorted(declared)}; every built-in plugin must run, the risk gate "
             "included (unset NAVSTREAM_PLUGINS; after adding an entry point, `pip install -e .` again)"
         )
-    consumer = TracedConsumer(app) if spans is not None else BenchConsumer(app)
+    consumer = BenchConsumer(app)
     if spans is not None:
         spans.install(consumer)
     _install_stop(asyncio.get_running_loop(), consumer.request_stop)

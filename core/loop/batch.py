@@ -125,6 +125,7 @@ class BatchHandler:
 
     async def _handle(self, entries: list[Entry]) -> None:
         started = time.perf_counter()
+        self.observer.part("started", entries)
         app = self.app
         now = app.clock.now_ms()
         max_ts = now + self.settings.max_future_ms
@@ -182,6 +183,7 @@ class BatchHandler:
         ):
             if items:
                 result = await dispatch_batch(app, hook, arg, items, lambda: Outputs(now))
+                self.observer.part("dispatched", entries, hook)
                 failed.update(self._absorb(batch, result, item_entries, hook))
 
         kinds = [e.__struct_config__.tag for e in events] + ["order"] * len(orders)  # type: ignore[attr-defined]
@@ -231,6 +233,7 @@ class BatchHandler:
         stats.last_batch_ms = now
         stats.last_batch_size = len(entries)
         stats.last_batch_duration_ms = (time.perf_counter() - started) * 1000
+        self.observer.part("written", entries)
 
     def _absorb(self, batch: BatchWrite, result: Any, entries: list[Entry], hook: str) -> dict[str, str]:
         """Merge a dispatch's outputs into the batch; return ``ref -> error`` of failed entries."""

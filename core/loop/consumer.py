@@ -281,10 +281,12 @@ class Consumer(OutagesMixin):
         count = self.handler.read_count(self.settings.batch_size)
         if self.max_events is not None:
             count = max(1, min(count, self.max_events - self.handler.handled))
+        issued = time.perf_counter_ns() if self.observer.timing else 0
         response = cast(_ReadReply, await self.app.raw.xreadgroup(
             self.app.group, self.app.consumer_name, {s: ">" for s in self.streams},
             count=count, block=block_ms if block_ms is not None else self.settings.block_ms,
         ))
+        self.observer.work("read", issued)
         entries: list[Entry] = []
         for stream, items in response or []:
             name = as_str(stream)
@@ -297,7 +299,11 @@ class Consumer(OutagesMixin):
 
     async def reclaim(self) -> int:
         """Claim and handle entries pending longer than ``claim_idle_ms``; return how many."""
-        return await self.upkeep.reclaim(self.streams)
+        started = time.perf_counter_ns() if self.observer.timing else 0
+        try:
+            return await self.upkeep.reclaim(self.streams)
+        finally:
+            self.observer.work("reclaim", started)
 
     async def remove_idle_consumers(self, idle_ms: int | None = None) -> list[str]:
         """Remove consumers idle past ``idle_ms`` (default: the setting) with nothing pending."""
@@ -305,6 +311,13 @@ class Consumer(OutagesMixin):
 
     async def tick(self, *, final: bool = False) -> None:
         """Plugins' time-based work, lag and pending figures, and this consumer's heartbeat."""
+        started = time.perf_counter_ns() if self.observer.timing else 0
+        try:
+            await self._tick(final)
+        finally:
+            self.observer.work("tick", started)
+
+    async def _tick(self, final: bool) -> None:
         app = self.app
         now = app.clock.now_ms()
         self._tick_count += 1

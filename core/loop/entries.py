@@ -1,0 +1,34 @@
+"""An entry as the loop reads it, and the small helpers every part of the loop shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from redis.typing import EncodableT, FieldT
+
+from navstream.contract.events import Fields
+
+#: What redis-py's ``hset(mapping=)`` takes: its key type is invariant, so a ``dict[str, str]`` is cast.
+HashMapping = Mapping[FieldT, EncodableT]
+
+
+@dataclass(slots=True)
+class Entry:
+    stream: str
+    id: str
+    fields: Fields
+    deliveries: int = 1
+
+    @property
+    def ref(self) -> str:
+        return f"{self.stream}/{self.id}"
+
+
+def as_str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def entry_bytes(fields: Fields) -> int:
+    """An entry's size as navstream bounds it: its field names and values."""
+    return sum(map(len, fields)) + sum(map(len, fields.values()))
