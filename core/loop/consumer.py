@@ -120,6 +120,15 @@ class Consumer(OutagesMixin):
         """Seconds since the loop lost Redis; None while connected."""
         return None if self._down_since is None else time.monotonic() - self._down_since
 
+    def health(self) -> dict[str, str]:
+        """Every plugin's health and this consumer's own, as its heartbeat writes them."""
+        return self.upkeep.health()
+
+    @property
+    def writes_refused_reason(self) -> str:
+        """What Redis said when it last refused this consumer's writes ("" when unknown)."""
+        return self.writer.refused_reason or ""
+
     async def start_http(self) -> None:
         """Serve ``/healthz``, ``/readyz``, ``/metrics`` and the status page if ``[http] port``
         is set. A port that cannot be listened on stops the start, naming the port."""

@@ -20,7 +20,9 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from redis.exceptions import RedisError
 
 from navstream.serve.contributions import (
     MetricReads,
@@ -33,15 +35,39 @@ from navstream.serve.http import Handler, HttpServer, Request, Response
 from navstream.serve.metrics import CONTENT_TYPE, Scrape
 from navstream.serve.probes import LoopState, liveness, readiness
 from navstream.serve.status import DeskView, read_consumers, read_desk, status_document
-from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
-    from navstream.loop.consumer import Consumer
+    from navstream.app import App
+    from navstream.config import ConsumerSettings
+    from navstream.serve.metrics import Metrics
+
+
+class ServedLoop(Protocol):
+    """What the routes read of the consumer they serve: the loop publishes these, the routes
+    never reach further into it (so serve does not import the loop, nor the loop the routes'
+    internals)."""
+
+    app: App
+    settings: ConsumerSettings
+    streams: list[str]
+    metrics: Metrics
+    alive_at: float
+
+    @property
+    def phase(self) -> str: ...
+
+    @property
+    def down_for_s(self) -> float | None: ...
+
+    @property
+    def writes_refused_reason(self) -> str: ...
+
+    def health(self) -> dict[str, str]: ...
 
 #: Longest a request waits for Redis before answering with what it has (Redis unreachable).
 READ_TIMEOUT_S = 2.0
-#: How long one read of the desk serves further requests (and the page-only reads: the NAV
-#: history and the consumers, which cost more and change less).
+#: How long one read of the desk, and of what the plugins report, serves further requests
+#: (and the page's read of the group's consumers, which costs more and changes less).
 DESK_MAX_AGE_S = 1.0
 PAGE_MAX_AGE_S = 2.0
 JSON = "application/json"
@@ -109,11 +135,12 @@ def _page() -> tuple[bytes, str]:
 class Endpoints:
     """The routes of one consumer."""
 
-    def __init__(self, consumer: Consumer) -> None:
+    def __init__(self, consumer: ServedLoop) -> None:
         self.consumer = consumer
         self.app = consumer.app
         self._desk: Coalesced[DeskView] = Coalesced(self._read_desk, DESK_MAX_AGE_S)
-        self._extra: Coalesced[PageExtra] = Coalesced(self._read_extra, PAGE_MAX_AGE_S)
+        self._consumers: Coalesced[list[dict[str, Any]]] = Coalesced(self._read_consumers, PAGE_MAX_AGE_S)
+        self._sections: Coalesced[PageReads] = Coalesced(self._read_sections, DESK_MAX_AGE_S)
         self._ready: Coalesced[PluginReasons] = Coalesced(self._read_ready, DESK_MAX_AGE_S)
         self._metrics: Coalesced[MetricReads] = Coalesced(self._read_metrics, DESK_MAX_AGE_S)
         self._page, self._csp = _page()
@@ -125,7 +152,7 @@ class Endpoints:
                 "/api/status": self.status}
 
     def close(self) -> None:
-        for read in (self._desk, self._extra, self._ready, self._metrics):
+        for read in (self._desk, self._consumers, self._sections, self._ready, self._metrics):
             read.cancel()
 
     # --- what the answers are made of ---------------------------------------------------------
@@ -135,12 +162,11 @@ class Endpoints:
         down = c.down_for_s
         # Set while Redis refuses this process's writes (OOM, READONLY, MISCONF); read with
         # getattr, as the consumer's stats and writer keep it (None or 0 while writes work).
-        refused = getattr(self.app.stats, "writes_refused_since", None)
-        why = getattr(getattr(c, "writer", None), "refused_reason", "") if refused else ""
+        refused = self.app.stats.writes_refused_since
         return LoopState(phase=c.phase, idle_s=time.monotonic() - c.alive_at,
                          stall_limit_s=c.settings.heartbeat_ttl_ms / 1000, reconnecting_s=down,
                          writes_refused_since_ms=int(refused) if refused else None,
-                         writes_refused_reason=why if isinstance(why, str) else "")
+                         writes_refused_reason=c.writes_refused_reason if refused else "")
 
     def _streams(self) -> list[str]:
         return list(self.consumer.streams) or [self.app.keys.events]
@@ -152,30 +178,37 @@ class Endpoints:
             return DeskView(read_ms=self.app.clock.now_ms(), redis_error=f"no answer within {READ_TIMEOUT_S:g}s")
 
     async def _read_extra(self) -> PageExtra:
-        now = self.app.clock.now_ms()
-        try:
-            consumers = await asyncio.wait_for(read_consumers(self.app, self._streams()), READ_TIMEOUT_S)
-        except (TimeoutError, RedisError, OSError):
-            consumers = []  # the page says Redis is unreachable (from the desk read)
-        return consumers, await read_page(self.app, now, READ_TIMEOUT_S)
+        """The page's own reads: the group's consumers (every :data:`PAGE_MAX_AGE_S`), and the
+        plugins' sections (every :data:`DESK_MAX_AGE_S`, as fresh as the desk read)."""
+        async def consumers() -> list[dict[str, Any]]:
+            try:
+                return await self._consumers.get()
+            except (TimeoutError, RedisError, OSError):
+                return []  # the page says Redis is unreachable (from the desk read)
+
+        return await asyncio.gather(consumers(), self._sections.get())
+
+    async def _read_consumers(self) -> list[dict[str, Any]]:
+        return await asyncio.wait_for(read_consumers(self.app, self._streams()), READ_TIMEOUT_S)
+
+    async def _read_sections(self) -> PageReads:
+        return await read_page(self.app, self.app.clock.now_ms(), READ_TIMEOUT_S)
 
     async def _read_ready(self) -> PluginReasons:
-        """The plugins' readiness reasons; none asked while Redis does not answer (that is the reason)."""
-        view = await self._desk.get()
-        if view.redis_error:
-            return []
-        return await read_readiness(self.app, view.read_ms, self.app.settings.http.ready_on_stale_data,
+        return await read_readiness(self.app, self.app.clock.now_ms(), self.app.settings.http.ready_on_stale_data,
                                     READ_TIMEOUT_S)
 
     async def _read_metrics(self) -> MetricReads:
         return await read_metrics(self.app, self.app.clock.now_ms(), READ_TIMEOUT_S)
 
     def _health(self) -> dict[str, str]:
-        return self.consumer.upkeep.health()
+        return self.consumer.health()
 
     async def _readiness(self, view: DeskView, health: dict[str, str]) -> list[str]:
+        # The plugins are not asked while Redis does not answer: that is the reason then.
+        plugin_reasons = [] if view.redis_error else await self._ready.get()
         return readiness(self.loop_state(), view, streams=self.consumer.streams, group=self.app.group,
-                         health=health, plugin_reasons=await self._ready.get())
+                         health=health, plugin_reasons=plugin_reasons)
 
     # --- routes -------------------------------------------------------------------------------
 
@@ -200,7 +233,7 @@ class Endpoints:
         return Response(200, body, CONTENT_TYPE)
 
     async def status(self, request: Request) -> Response:
-        view, (consumers, page) = await asyncio.gather(self._desk.get(), self._extra.get())
+        view, (consumers, page) = await asyncio.gather(self._desk.get(), self._read_extra())
         health = self._health()
         reasons = await self._readiness(view, health)
         stats = self.app.stats
@@ -222,7 +255,7 @@ class Endpoints:
                         (("Content-Security-Policy", self._csp), ("Referrer-Policy", "no-referrer")))
 
 
-async def start_http(consumer: Consumer, host: str, port: int) -> tuple[HttpServer, Endpoints]:
+async def start_http(consumer: ServedLoop, host: str, port: int) -> tuple[HttpServer, Endpoints]:
     """Serve ``consumer``'s routes; :class:`~navstream.serve.http.HttpStartError` if it cannot listen."""
     endpoints = Endpoints(consumer)
     server = endpoints.server = HttpServer(endpoints.routes(), host=host, port=port)
