@@ -44,6 +44,8 @@ from types import TracebackType
 from typing import Any, Literal, Self, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
 from navstream.client_wire import (
     CLIENT_ERROR,
     DEADLINE,
@@ -59,7 +61,6 @@ from navstream.client_wire import (
 )
 from navstream.contract.events import as_str_map
 from navstream.contract.keys import DECISION_STORE, REUSED_STORE, Keys
-from redis.exceptions import RedisError
 
 log = logging.getLogger("navstream.client")
 

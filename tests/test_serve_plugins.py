@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_http import FAST, metrics_of, no_cache, sample, serving  # noqa: F401 - no_cache is a fixture
-from test_statuspage import Browser, browser_paths, wait_for  # noqa: F401 - browser_paths is a fixture
+from test_http import FAST, metrics_of, no_cache, sample, serving  # noqa: F401 - no_cache: a fixture
+from test_statuspage import Browser, browser_paths  # noqa: F401 - browser_paths: a fixture
 
 from navstream import (
     AppProtocol,
@@ -31,6 +31,8 @@ from navstream import (
     gauge_family,
     hookimpl,
 )
+
+pytestmark = pytest.mark.usefixtures("no_cache")  # every request reads afresh
 
 
 class Acme:
@@ -106,7 +108,7 @@ def panels_of(doc: dict[str, Any], plugin: str) -> list[dict[str, Any]]:
     return list(doc["sections"][plugin]["panels"])
 
 
-async def test_a_third_party_plugin_reports_on_every_endpoint(make_app: Any, no_cache: None) -> None:
+async def test_a_third_party_plugin_reports_on_every_endpoint(make_app: Any) -> None:
     acme = Acme()
     app = make_app(plugins=[("acme", acme), ("plain", Plain())], consumer=FAST)
     async with serving(app) as (_, client):
@@ -147,7 +149,7 @@ async def test_a_third_party_plugin_reports_on_every_endpoint(make_app: Any, no_
         assert sample(metrics_of((await client.get("/metrics")).text), "navstream_ready") == 0
 
 
-async def test_a_plugin_whose_reporting_hooks_raise_breaks_nothing_else(make_app: Any, no_cache: None) -> None:
+async def test_a_plugin_whose_reporting_hooks_raise_breaks_nothing_else(make_app: Any) -> None:
     app = make_app(plugins=[("broken", Broken()), ("acme", Acme()), ("clash", Clash())], consumer=FAST)
     async with serving(app) as (_, client):
         doc = (await client.get("/api/status")).json()
@@ -173,7 +175,7 @@ async def test_a_plugin_whose_reporting_hooks_raise_breaks_nothing_else(make_app
             "plugin broken cannot tell its readiness: RuntimeError: readiness exploded"]
 
 
-async def test_a_plugin_that_runs_late_loses_only_its_own_part(make_app: Any, no_cache: None,
+async def test_a_plugin_that_runs_late_loses_only_its_own_part(make_app: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from navstream.serve import routes
 
@@ -192,8 +194,8 @@ async def test_a_plugin_that_runs_late_loses_only_its_own_part(make_app: Any, no
         assert sample(m, "navstream_plugin_report_errors_total", plugin="slow") == 1
 
 
-async def test_the_status_page_draws_a_third_party_plugin(browser_paths: tuple[str, str], make_app: Any,
-                                                          no_cache: None, tmp_path: Path) -> None:
+async def test_the_status_page_draws_a_third_party_plugin(browser_paths: tuple[str, str], make_app: Any,  # noqa: F811
+                                                          tmp_path: Path) -> None:
     """In headless Chromium: Acme's panel, drawn from its typed document like the built-ins', and
     the broken plugin's error in its place; the page's own sections still drawn."""
     chromium, chromedriver = browser_paths

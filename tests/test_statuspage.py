@@ -24,8 +24,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -256,8 +257,11 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
          str(consumer["config"]), "--account", "main", "--reason", "drawdown drill", "--by", "tester"],
         env=consumer["env"], capture_output=True, text=True, timeout=60)
     assert halted.returncode == 0, halted.stderr
+    # The plugins' sections and navstream's own reads are each a read of their own (a second
+    # apart at most): wait until the answer shows the halt in both.
     doc = wait_for(lambda: (lambda d: d if d["risk"]["decisions"] and any(
-        a["code"] == "trading_state_set" for a in d["alerts"]) else None)(status()), 20, "the decision and alert")
+        a["code"] == "trading_state_set" for a in d["alerts"]) and any(
+        t["state"] == "halted" for t in d["risk"]["trading"]) else None)(status()), 20, "the decision and alert")
     expected_points = len(doc["history"]["total"])
     assert expected_points >= 2
     data_ready = time.monotonic()

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import h11
+
 from navstream.serve.messages import (
     ALLOWED_METHODS,
     MAX_HEAD,

@@ -5,9 +5,9 @@ global one), so tests and several apps in one process do not clash. Almost every
 computed when scraped, from what the consumer already keeps (``app.stats``, the heartbeat's
 figures, the plugins' ``navstream_health``), one :class:`~navstream.serve.status.DeskView` of
 cheap Redis reads, and the families plugins contribute at scrape time (``navstream_metrics``,
-gathered by :mod:`navstream.serve.contributions`); the two things that must be observed as they happen, the batch latency
-histogram and entries failed by type, are fed by :meth:`Metrics.observe_batch` (the loop's
-observer calls it for each finished batch).
+gathered by :mod:`navstream.serve.contributions`); the two things that must be observed as
+they happen, the batch latency histogram and entries failed by type, are fed by
+:meth:`Metrics.observe_batch` (the loop's observer calls it for each finished batch).
 
 Every count is a real counter (``_total``, type ``counter``), never a number inside a gauge, so
 ``rate()`` and ``increase()`` work and survive restarts; gauges are only values "as of now".
@@ -26,13 +26,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from navstream.app import App
-from navstream.contract.events import EVENT_TYPES
-from navstream.loop.entries import Entry
-from navstream.serve.contributions import MetricReads
-from navstream.serve.probes import plugin_problems
-from navstream.serve.status import DeskView
-from navstream.version import __version__
 from prometheus_client import (
     CollectorRegistry,
     GCCollector,
@@ -49,6 +42,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from navstream.app import App
+from navstream.contract.events import EVENT_TYPES
+from navstream.loop.entries import Entry
+from navstream.serve.contributions import MetricReads
+from navstream.serve.probes import plugin_problems
+from navstream.serve.status import DeskView
+from navstream.version import __version__
 
 #: The ``type`` label's values: the contract's types; anything a producer invents is ``other``
 #: (a label per invented type would let one bad producer grow the series without bound).
@@ -100,7 +101,8 @@ class Buckets:
                 self.counts[i] += 1
 
     def family(self) -> HistogramMetricFamily:
-        buckets = [(floatToGoString(b), n) for b, n in zip(self.bounds, self.counts)] + [("+Inf", self.count)]
+        pairs = zip(self.bounds, self.counts, strict=True)
+        buckets = [(floatToGoString(b), n) for b, n in pairs] + [("+Inf", self.count)]
         return HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.sum)
 
 
@@ -224,7 +226,8 @@ class _DeskCollector(Collector):
                                 "this consumer's writes (epoch seconds); 0 while writes work.", value=since / 1000)
         if stats.last_batch_ms:
             yield GaugeMetricFamily("navstream_last_batch_timestamp_seconds",
-                                    "When the last batch was handled (epoch seconds).", value=stats.last_batch_ms / 1000)
+                                    "When the last batch was handled (epoch seconds).",
+                                    value=stats.last_batch_ms / 1000)
 
         lag = _gauge("navstream_stream_lag", "Entries of the stream not yet delivered to the group (as of "
                      "the last tick; absent while Redis cannot tell).", ["stream"])

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from navstream.serve.status import DeskView
 
-#: At most this many reasons of one kind (stale scopes, degraded plugins); the rest are counted.
+#: At most this many reasons of one kind (one plugin's readiness reasons, degraded plugins); the rest
+#: are counted.
 MAX_REASONS_PER_KIND = 5
 
 

@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError, ResponseError
+
 from navstream.app import App
 from navstream.serve.contributions import PageReads
 from navstream.serve.report import clip as _clip
-from redis.exceptions import RedisError, ResponseError
 
 ALERTS_SHOWN = 10
 #: Caps on what one read looks at, so a runaway producer cannot make a status read large.
@@ -60,7 +61,7 @@ async def read_desk(app: App, streams: Sequence[str]) -> DeskView:
         _raise_connection_errors(results)
         _, *rest = results
         group_rows, (alerts, dlq_length) = rest[:len(streams)], rest[len(streams):]
-        for stream, rows in zip(streams, group_rows):
+        for stream, rows in zip(streams, group_rows, strict=True):
             if isinstance(rows, ResponseError):  # no such key: the stream (and group) is gone
                 view.groups[stream] = None
                 continue
@@ -108,7 +109,7 @@ async def read_consumers(app: App, streams: Sequence[str]) -> list[dict[str, Any
     beats = await pipe.execute(raise_on_error=False) if names else []
     _raise_connection_errors(beats)
     out = []
-    for name, beat in zip(names, beats):
+    for name, beat in zip(names, beats, strict=False):
         status, processed, health, reasons, ts = _ok(beat, [None] * 5)
         out.append({**merged[name], "status": status or "gone", "processed": int(processed or 0),
                     "health": health or "", "health_reasons": _clip(reasons or ""),

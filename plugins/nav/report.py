@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from redis.exceptions import RedisError
+
 from navstream import (
     AppProtocol,
     Cell,
@@ -30,7 +32,6 @@ from navstream import (
     hookimpl,
     scope_id,
 )
-from redis.exceptions import RedisError
 
 from .state import LATEST, decode_snapshot
 from .valuation import Snapshot, as_read, money
