@@ -692,7 +692,7 @@ def test_password_in_the_query_string_never_printed(capsys: pytest.CaptureFixtur
 
 def test_status_renders_plugin_records_as_tables() -> None:
     """A plugin section's lists of records read as tables (NAV scopes, sources), not JSON."""
-    from navstream.cli.render import render_section
+    from navstream.render import render_section
 
     text = render_section({"quote": "USD", "scopes": [
         {"scope": "account", "name": "okx/a", "nav": "12.5", "status": "partial", "missing": ["okx/a/SOL"]},
