@@ -21,7 +21,9 @@ from navstream import ManualClock, Outputs
 from navstream.cli import main
 from navstream.loop.consumer import Consumer
 from navstream.contract.events import decode_event
-from navstream.plugin.manager import await_me_maybe, call_impl, hook_impls
+from navstream.plugin.calls import call_impl
+from navstream.plugin.calls import impls as hook_impls
+from navstream.plugin.calls import resolve as await_me_maybe
 from navstream.plugins.nav.state import read_latest, read_positions
 from navstream.store.writer import BatchWrite
 

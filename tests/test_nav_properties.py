@@ -28,7 +28,10 @@ from navstream.config import load_settings
 from navstream.loop.consumer import Consumer
 from navstream.contract.events import decode_event
 from navstream.contract.outputs import Outputs
-from navstream.plugin.manager import await_me_maybe, build_plugin_manager, call_impl, hook_impls
+from navstream.plugin.calls import call_impl
+from navstream.plugin.calls import impls as hook_impls
+from navstream.plugin.calls import resolve as await_me_maybe
+from navstream.plugin.manager import build_plugin_manager
 from navstream.store.writer import BatchWrite, Writer
 from navstream.plugins.nav.config import NavConfig
 from navstream.plugins.nav.state import Inputs, price_id, read_latest, source_id

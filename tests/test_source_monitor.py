@@ -11,7 +11,9 @@ from support import START_MS, run_step
 from navstream import ManualClock, Outputs
 from navstream.loop.consumer import Consumer
 from navstream.contract.events import decode_event
-from navstream.plugin.manager import await_me_maybe, call_impl, hook_impls
+from navstream.plugin.calls import call_impl
+from navstream.plugin.calls import impls as hook_impls
+from navstream.plugin.calls import resolve as await_me_maybe
 from navstream.store.writer import BatchWrite, WriteError
 
 FAST = {"block_ms": 5, "claim_idle_ms": 40, "tick_ms": 50}

@@ -39,7 +39,7 @@ from navstream.app import _HiredisPacking, default_connect, with_hiredis_packing
 from navstream.config import load_settings
 from navstream.loop.consumer import GC_THRESHOLD, Consumer, tune_gc
 from navstream.contract.outputs import parse_field
-from navstream.plugin.manager import hook_impls
+from navstream.plugin.calls import impls as hook_impls
 from navstream.store.writer import WriteError
 
 # --- helpers ---------------------------------------------------------------------------------------

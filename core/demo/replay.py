@@ -11,7 +11,7 @@ from navstream.app import App, ManualClock
 from navstream.demo.scenario import ScenarioError, SourceAttempt, Step, clock_label, materialize, stream_for
 from navstream.demo.stubs import DemoSources, SourceReport
 from navstream.loop.consumer import Consumer
-from navstream.plugin.manager import await_me_maybe, call_impl, hook_impls
+from navstream.plugin import calls
 
 # --- what a step did --------------------------------------------------------------------------
 
@@ -62,10 +62,12 @@ class StepRow:
 
 async def plugin_section(app: App, name: str) -> dict[str, Any] | None:
     """What plugin ``name`` shows in ``navstream status``; None when it is not loaded."""
-    for impl in hook_impls(app.pm, "navstream_status"):
-        if impl.plugin_name == name:
-            return dict(await await_me_maybe(call_impl(impl, {"app": app})) or {})
-    return None
+    answer = await calls.call_plugin(app.pm, "navstream_status", name, {"app": app})
+    if answer is None:
+        return None
+    if answer.exc is not None:
+        raise answer.exc
+    return dict(answer.value or {})
 
 
 async def nav_rows(app: App) -> list[dict[str, Any]] | None:
@@ -76,10 +78,8 @@ async def nav_rows(app: App) -> list[dict[str, Any]] | None:
 
 async def source_rows(app: App) -> list[SourceRow] | None:
     """Source health as ``source_monitor`` reports it to ``navstream status``; None without it."""
-    for impl in hook_impls(app.pm, "navstream_status"):
-        if impl.plugin_name != "source_monitor":
-            continue
-        section = await await_me_maybe(call_impl(impl, {"app": app})) or {}
+    section = await plugin_section(app, "source_monitor")
+    if section is not None:
         return [
             SourceRow(
                 s["venue"],
@@ -221,5 +221,6 @@ class Replay:
         """Final heartbeat and the plugins' shutdown hooks, as ``navstream run`` ends; errors
         propagate (the demo must show a plugin that cannot shut down cleanly)."""
         await self.consumer.tick(final=True)
-        for impl in hook_impls(self.app.pm, "navstream_shutdown"):
-            await await_me_maybe(call_impl(impl, {"app": self.app}))
+        for answer in await calls.collect(self.app.pm, "navstream_shutdown", {"app": self.app}):
+            if answer.exc is not None:
+                raise answer.exc

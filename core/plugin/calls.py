@@ -138,3 +138,16 @@ def contribute(pm: pluggy.PluginManager, hook_name: str, register_for: Any) -> N
     """
     for impl in impls(pm, hook_name):
         call_sync(impl, {"register": register_for(impl.plugin_name)})
+
+
+async def call_plugin(pm: pluggy.PluginManager, hook_name: str, plugin: str, kwargs: Mapping[str, Any],
+                      timeout: float | None = None) -> Called | None:
+    """One named plugin's implementation of a hook (what ``navstream demo`` shows of nav's
+    section); None when that plugin is not loaded or does not implement it."""
+    for impl in impls(pm, hook_name):
+        if impl.plugin_name == plugin:
+            try:
+                return Called(plugin, await call(impl, kwargs, timeout))
+            except Exception as exc:  # noqa: BLE001 - the caller decides what a failure means
+                return Called(plugin, error=describe(exc, plugin), exc=exc)
+    return None

@@ -210,7 +210,3 @@ def _collect_source_kinds(pm: pluggy.PluginManager) -> dict[str, SourceKind]:
 
     calls.contribute(pm, "navstream_sources", register_for)
     return kinds
-
-
-# Until the demo calls hooks through navstream.plugin.calls (it is being split by job).
-from navstream.plugin.calls import call_impl, impls as hook_impls, resolve as await_me_maybe  # noqa: E402
