@@ -1,0 +1,1 @@
+"""The producer side (`navstream ingest`): running sources, their HTTP pool, rate limits and price cache."""

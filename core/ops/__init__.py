@@ -1,0 +1,1 @@
+"""Operations on a deployment from the command line: status, trimming, dead letters, publishing entries."""
