@@ -31,7 +31,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import fakeredis
 import msgspec
@@ -42,17 +42,18 @@ from navstream import App, Clock, Event, ManualClock, SourceContext, encode_fiel
 from navstream.config import Settings, load_settings
 from navstream.ingest.httppool import HttpPool
 from navstream.ingest.pricecache import PriceCache
-# IngestError: what `navstream ingest` stops with at startup (no enabled source, a source whose
-# constructor refused, a missing credential); ingest_once raises it, so it is exported here.
 from navstream.ingest.runner import Ingest, IngestError
 from navstream.loop.consumer import Consumer
 from navstream.plugin.manager import LoadedPlugins, build_plugin_manager
 
+_async_fixture: Any
 try:  # declared as pytest-asyncio fixtures, so that they work in its strict mode too
     from pytest_asyncio import fixture as _async_fixture
 except ImportError:  # pragma: no cover - without it, pytest says an async fixture has no plugin
     _async_fixture = pytest.fixture
 
+# IngestError is what `navstream ingest` stops with at startup (no enabled source, a source whose
+# constructor refused, a missing credential): ingest_once raises it, so it is exported here.
 __all__ = [
     "START_MS",
     "Backend",
@@ -207,7 +208,12 @@ async def run_step(app: App, consumer: Consumer, *entries: Mapping[str, str] | E
         pass
     if tick:
         await consumer.tick()
-    return [f for _, f in await app.redis.xrange(app.keys.alerts)][before:]
+    return (await _entries(app.redis, app.keys.alerts))[before:]
+
+
+async def _entries(redis: aioredis.Redis, stream: str) -> list[dict[str, str]]:
+    """A whole stream's entries, as written (through a ``str``-decoding client)."""
+    return [cast("dict[str, str]", fields) for _, fields in await redis.xrange(stream) or []]
 
 
 # --- plugins and sources -----------------------------------------------------------------------------
@@ -278,7 +284,6 @@ async def ingest_once(sources: Mapping[str, Mapping[str, Any]], *, plugins: Iter
             ok = await ingest.run_once()
         finally:
             await ingest.aclose()
-        return IngestRound(ok, [f for _, f in await redis.xrange(ingest.keys.events)],
-                           [f for _, f in await redis.xrange(ingest.keys.alerts)])
+        return IngestRound(ok, await _entries(redis, ingest.keys.events), await _entries(redis, ingest.keys.alerts))
     finally:
         await redis.aclose()

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
-
 from support import Backend, require_real_redis
 
 

@@ -4,7 +4,9 @@ Adding a venue should be a small, well-trodden job, so the kit starts from a pac
 already works: a source kind that fetches a JSON price endpoint the way the built-in sources do
 (weights, deadlines, ``Decimal``, problems instead of zeros), the hookimpl and entry point that
 make navstream find it, and tests that run it against a local HTTP server on fakeredis. The
-person adding a venue edits working code instead of assembling it from the docs.
+person adding a venue edits working code instead of assembling it from the docs. Of navstream, the
+package imports only ``navstream`` (the plugin API) and, in its tests, ``navstream.testing``
+(the pytest plugin every navstream install registers): nothing that may move.
 
 The files are package data (``templates/venue_plugin/*.tmpl``) with ``{{ placeholder }}``
 fields, so they read like the code they become. Nothing is written unless everything can be:

@@ -12,7 +12,8 @@ server for sources), :mod:`support.soakkit` (redis-server and consumer processes
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import redis
