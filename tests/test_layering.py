@@ -8,6 +8,7 @@ install's import hook hides ``navstream.plugins`` from static tools.
 from __future__ import annotations
 
 import configparser
+import re
 import os
 import shutil
 import subprocess
@@ -94,3 +95,18 @@ def test_no_module_has_more_than_one_job_by_its_length() -> None:
     long = {str(p.relative_to(ROOT)): n for p in [*(ROOT / "core").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_the_architecture_page_lists_every_module() -> None:
+    """docs/architecture.md has one line per module, so the map cannot fall behind the tree."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    listed = set(re.findall(r"^\| `(navstream[\w.]*)` \| \S", doc, re.M))
+    modules = set()
+    for root, package in ((ROOT / "core", "navstream"), (ROOT / "plugins", "navstream.plugins")):
+        for path in root.rglob("*.py"):
+            if "templates" in path.parts:
+                continue
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            modules.add(".".join([package, *(parts[:-1] if parts[-1] == "__init__" else parts)]))
+    assert modules - listed == set(), "modules missing from docs/architecture.md"
+    assert listed - modules == set(), "docs/architecture.md lists modules that do not exist"
