@@ -81,8 +81,11 @@ def _require_lua() -> None:
     try:
         import lupa  # noqa: F401
     except ImportError:
-        pytest.fail("navstream's writes are Lua scripts and fakeredis runs them with lupa, which is not "
-                    "installed: pip install 'fakeredis[lua]'", pytrace=False)
+        pytest.fail(
+            "navstream's writes are Lua scripts and fakeredis runs them with lupa, which is not "
+            "installed: pip install 'fakeredis[lua]'",
+            pytrace=False,
+        )
 
 
 class Backend:
@@ -137,10 +140,18 @@ def navstream_backend() -> Backend:
 class MakeApp(Protocol):
     """The ``make_app`` fixture's factory."""
 
-    def __call__(self, *, plugins: Iterable[tuple[str, object]] | None = None,
-                 consumer: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None,
-                 builtins: bool = False, clock: Clock | None = None, name: str | None = None,
-                 on: Backend | None = None, disabled: Iterable[str] | None = None) -> App: ...
+    def __call__(
+        self,
+        *,
+        plugins: Iterable[tuple[str, object]] | None = None,
+        consumer: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        builtins: bool = False,
+        clock: Clock | None = None,
+        name: str | None = None,
+        on: Backend | None = None,
+        disabled: Iterable[str] | None = None,
+    ) -> App: ...
 
 
 @_async_fixture
@@ -161,17 +172,28 @@ async def make_app(navstream_backend: Backend) -> AsyncIterator[MakeApp]:
     """
     apps: list[App] = []
 
-    def factory(*, plugins: Iterable[tuple[str, object]] | None = None, consumer: Mapping[str, Any] | None = None,
-                extra: Mapping[str, Any] | None = None, builtins: bool = False, clock: Clock | None = None,
-                name: str | None = None, on: Backend | None = None, disabled: Iterable[str] | None = None) -> App:
+    def factory(
+        *,
+        plugins: Iterable[tuple[str, object]] | None = None,
+        consumer: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        builtins: bool = False,
+        clock: Clock | None = None,
+        name: str | None = None,
+        on: Backend | None = None,
+        disabled: Iterable[str] | None = None,
+    ) -> App:
         backend = on or navstream_backend
-        overrides = {"redis": {"prefix": backend.prefix, "group": "g"},
-                     "consumer": {"name": name or f"c-{len(apps)}", **(consumer or {})}}
+        overrides = {
+            "redis": {"prefix": backend.prefix, "group": "g"},
+            "consumer": {"name": name or f"c-{len(apps)}", **(consumer or {})},
+        }
         settings = load_settings(env={}, overrides=overrides)
         if extra:
             settings = msgspec.structs.replace(settings, extra=dict(extra))
-        loaded = build_plugin_manager(load_entrypoints=builtins, extra=list(plugins or []), env={},
-                                      disabled=list(disabled or []))
+        loaded = build_plugin_manager(
+            load_entrypoints=builtins, extra=list(plugins or []), env={}, disabled=list(disabled or [])
+        )
         app = App.create(settings, connect=backend.connect, clock=clock or ManualClock(START_MS), plugins=loaded)
         apps.append(app)
         return app
@@ -189,8 +211,9 @@ async def start_consumer(app: App) -> Consumer:
     return consumer
 
 
-async def run_step(app: App, consumer: Consumer, *entries: Mapping[str, str] | Event,
-                   tick: bool = True) -> list[dict[str, str]]:
+async def run_step(
+    app: App, consumer: Consumer, *entries: Mapping[str, str] | Event, tick: bool = True
+) -> list[dict[str, str]]:
     """Publish ``entries`` to ``P:events``, handle every batch they make, then run one tick
     (unless ``tick=False``), exactly as ``navstream run`` would; return the alerts this step
     raised, as written to ``P:alerts``.
@@ -230,8 +253,9 @@ def load_plugins(inline: Iterable[tuple[str, object]] = (), *, installed: Iterab
     :raises navstream.PluginError: a plugin that does not load or does not fit the hook specs.
     """
     names = list(installed or [])
-    return build_plugin_manager(load_entrypoints=bool(names), extra=list(inline),
-                                env={"NAVSTREAM_PLUGINS": ",".join(names)})
+    return build_plugin_manager(
+        load_entrypoints=bool(names), extra=list(inline), env={"NAVSTREAM_PLUGINS": ",".join(names)}
+    )
 
 
 @_async_fixture
@@ -259,9 +283,14 @@ class IngestRound:
     alerts: list[dict[str, str]] = field(default_factory=list)
 
 
-async def ingest_once(sources: Mapping[str, Mapping[str, Any]], *, plugins: Iterable[tuple[str, object]] = (),
-                      backend: Backend | None = None, env: Mapping[str, str] | None = None,
-                      clock: Clock | None = None) -> IngestRound:
+async def ingest_once(
+    sources: Mapping[str, Mapping[str, Any]],
+    *,
+    plugins: Iterable[tuple[str, object]] = (),
+    backend: Backend | None = None,
+    env: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
+) -> IngestRound:
     """One round of ``navstream ingest --once``, in process: every source of ``sources`` (the
     ``[sources.<instance>]`` tables of a config file, ``{"acme": {"kind": "acme-prices",
     ...}}``) built from ``plugins``' source kinds, fetched once and written to ``backend``.
@@ -278,8 +307,13 @@ async def ingest_once(sources: Mapping[str, Mapping[str, Any]], *, plugins: Iter
     settings = msgspec.structs.replace(settings, extra={"sources": {k: dict(v) for k, v in sources.items()}})
     redis = backend.connect(True)
     try:
-        ingest = Ingest(settings, load_plugins(plugins).source_kinds, redis, clock=clock or ManualClock(START_MS),
-                        env=dict(env or {}))
+        ingest = Ingest(
+            settings,
+            load_plugins(plugins).source_kinds,
+            redis,
+            clock=clock or ManualClock(START_MS),
+            env=dict(env or {}),
+        )
         try:
             ok = await ingest.run_once()
         finally:

@@ -40,16 +40,21 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-
 from support import REDIS_URL
+
 from navstream import SourceSettings, __version__
 from navstream.cli import main
 from navstream.cli.scaffold import FILES, ScaffoldError, write_plugin
 from navstream.testing import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED_FILES = {"pyproject.toml", "README.md", ".gitignore", "src/navstream_acme_fx/__init__.py",
-                  "tests/test_source.py"}
+EXPECTED_FILES = {
+    "pyproject.toml",
+    "README.md",
+    ".gitignore",
+    "src/navstream_acme_fx/__init__.py",
+    "tests/test_source.py",
+}
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -100,13 +105,17 @@ def test_writes_the_package_and_says_what_next(tmp_path: Path, capsys: pytest.Ca
     # The plugin and its tests import navstream's plugin API and its test harness, nothing else
     # of navstream: its internal modules may move, those two are promised.
     for relative in ("src/navstream_acme_fx/__init__.py", "tests/test_source.py"):
-        imported = set(re.findall(r"^\s*(?:from|import) ((?:navstream|fakeredis|pluggy)(?:\.[\w.]+)?)(?=[\s,])",
-                                  (root / relative).read_text(), re.MULTILINE))
+        imported = set(
+            re.findall(
+                r"^\s*(?:from|import) ((?:navstream|fakeredis|pluggy)(?:\.[\w.]+)?)(?=[\s,])",
+                (root / relative).read_text(),
+                re.MULTILINE,
+            )
+        )
         assert imported <= {"navstream", "navstream.testing"}, f"{relative} imports {sorted(imported)}"
 
 
-def test_the_generated_module_registers_a_working_source_kind(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_generated_module_registers_a_working_source_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     written = write_plugin("acme-fx", tmp_path, venue="acme")
     path = written.root / "src" / "navstream_acme_fx" / "__init__.py"
     spec = importlib.util.spec_from_file_location("navstream_acme_fx", path)
@@ -140,10 +149,25 @@ def test_docs_link_the_walk_through() -> None:
 # --- what it refuses -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["", "Acme", "acme_fx", "-acme", "acme-", "acme--fx", "1inch", "acme fx",
-                                  "acme/fx", "../acme", "navstream", "navstream-acme", "a" * 41])
-def test_a_bad_name_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                               name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "Acme",
+        "acme_fx",
+        "-acme",
+        "acme-",
+        "acme--fx",
+        "1inch",
+        "acme fx",
+        "acme/fx",
+        "../acme",
+        "navstream",
+        "navstream-acme",
+        "a" * 41,
+    ],
+)
+def test_a_bad_name_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
     code, out, err = cli(capsys, "new-plugin", "--dir", str(tmp_path), "--", name)
     assert code == 2 and out == ""
     assert err.startswith("navstream: error: plugin name")
@@ -151,8 +175,7 @@ def test_a_bad_name_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.Ca
 
 
 @pytest.mark.parametrize("venue", ["", "Binance", "bin ance", "-x", "x" * 65])
-def test_a_bad_venue_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                venue: str) -> None:
+def test_a_bad_venue_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], venue: str) -> None:
     code, _, err = cli(capsys, "new-plugin", "acme", f"--venue={venue}", "--dir", str(tmp_path))
     assert code == 2 and "venue" in err
     assert list(tmp_path.iterdir()) == []
@@ -165,8 +188,9 @@ def test_a_name_an_installed_plugin_has_is_refused(tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.parametrize("content", [None, "mine"], ids=["empty", "with-a-file"])
-def test_an_existing_target_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                  content: str | None) -> None:
+def test_an_existing_target_is_never_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None
+) -> None:
     target = tmp_path / "navstream-acme"
     target.mkdir()
     if content is not None:
@@ -188,8 +212,9 @@ def test_dir_must_be_an_existing_directory(tmp_path: Path, capsys: pytest.Captur
     assert tree(tmp_path) == ({"nope"} if make == "file" else set())
 
 
-def test_a_failure_while_writing_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_while_writing_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = Path.write_text
     calls = []
 
@@ -249,8 +274,13 @@ def layered_venv(path: Path) -> str:
     """A new venv seeing the current environment's packages after its own; its python."""
     venv.EnvBuilder(with_pip=False, symlinks=os.name != "nt").create(path)
     python = str(path / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
     lines = [f"import site; site.addsitedir({d!r})" for d in _site_dirs()]
     (Path(purelib) / "_navstream_parent_env.pth").write_text("\n".join(lines) + "\n")
     return python
@@ -263,45 +293,86 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     package = write_plugin("acme-fx", work).root
     python = layered_venv(work / "venv")
     offline = _offline_build()
-    command = [python, "-m", "pip", "install", "--no-deps", *(["--no-build-isolation", "--no-index"] if offline else []),
-               str(package)]
+    command = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        *(["--no-build-isolation", "--no-index"] if offline else []),
+        str(package),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=_clean_env(), cwd=work, timeout=240)
-    assert result.returncode == 0, (
-        f"{' '.join(command)} failed{'' if offline else ' (built in isolation: this environment has no setuptools>=70.1 or wheel, so pip needed its index)'}:\n"
-        f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    why = (
+        ""
+        if offline
+        else (" (built in isolation: this environment has no setuptools>=70.1 or wheel, so pip needed its index)")
+    )
+    assert result.returncode == 0, f"{' '.join(command)} failed{why}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return Installed(python, package, "no-build-isolation" if offline else "build isolation")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_skeleton_installs_and_its_own_tests_pass(installed: Installed) -> None:
-    where = subprocess.run([installed.python, "-c", "import navstream_acme_fx; print(navstream_acme_fx.__file__)"],
-                           capture_output=True, text=True, env=_clean_env(), cwd=installed.package, timeout=60)
+    where = subprocess.run(
+        [installed.python, "-c", "import navstream_acme_fx; print(navstream_acme_fx.__file__)"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=installed.package,
+        timeout=60,
+    )
     assert where.returncode == 0, where.stderr
     assert "site-packages" in where.stdout and str(installed.package) not in where.stdout  # installed, not src/
-    result = subprocess.run([installed.python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                            capture_output=True, text=True, env=_clean_env(), cwd=installed.package, timeout=180)
-    assert result.returncode == 0, (f"the generated package's tests failed (installed with {installed.how}):\n"
-                                    f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
+    result = subprocess.run(
+        [installed.python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=installed.package,
+        timeout=180,
+    )
+    assert result.returncode == 0, (
+        f"the generated package's tests failed (installed with {installed.how}):\n"
+        f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
+    )
     summary = result.stdout.strip().splitlines()[-1]
     assert re.match(r"^\d+ passed in ", summary), summary
     # Its fixtures come from navstream.testing through the pytest11 entry point, and nowhere else:
     # the package has no conftest.py, and without the plugin they are missing.
     assert not list(installed.package.rglob("conftest.py"))
-    without = subprocess.run([installed.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:navstream"],
-                             capture_output=True, text=True, env=_clean_env(), cwd=installed.package, timeout=180)
+    without = subprocess.run(
+        [installed.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:navstream"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=installed.package,
+        timeout=180,
+    )
     assert without.returncode != 0 and "fixture 'source_context' not found" in without.stdout, without.stdout[-2000:]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_navstream_plugins_lists_the_installed_plugin(installed: Installed) -> None:
-    result = subprocess.run([installed.python, "-m", "navstream.cli", "plugins", "--json"], capture_output=True,
-                            text=True, env=_clean_env(), timeout=60)
+    result = subprocess.run(
+        [installed.python, "-m", "navstream.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert rows["acme-fx"] == {"name": "acme-fx", "module": "navstream_acme_fx", "version": "0.1.0",
-                               "origin": "entry point", "hooks": ["navstream_sources"], "loaded": True}
+    assert rows["acme-fx"] == {
+        "name": "acme-fx",
+        "module": "navstream_acme_fx",
+        "version": "0.1.0",
+        "origin": "entry point",
+        "hooks": ["navstream_sources"],
+        "loaded": True,
+    }
     assert rows["nav"]["loaded"] is True  # it sits beside the built-in plugins
 
 
@@ -339,17 +410,26 @@ def venue() -> Iterator[str]:
 def test_navstream_ingest_once_runs_the_installed_source(installed: Installed, venue: str, tmp_path: Path) -> None:
     prefix = f"nstest-{uuid.uuid4().hex[:10]}"
     config = tmp_path / "navstream.toml"
-    config.write_text(f'[redis]\nurl = "{REDIS_URL}"\nprefix = "{prefix}"\n\n'
-                      f'[sources.acme-fx]\nkind = "acme-fx-prices"\nbase_url = "{venue}"\n'
-                      f'pairs = ["BTC/USDT", "ETH/USDT"]\n')
+    config.write_text(
+        f'[redis]\nurl = "{REDIS_URL}"\nprefix = "{prefix}"\n\n'
+        f'[sources.acme-fx]\nkind = "acme-fx-prices"\nbase_url = "{venue}"\n'
+        f'pairs = ["BTC/USDT", "ETH/USDT"]\n'
+    )
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
-        result = subprocess.run([installed.python, "-m", "navstream.cli", "ingest", "--config", str(config), "--once"],
-                                capture_output=True, text=True, env=_clean_env(), timeout=120)
+        result = subprocess.run(
+            [installed.python, "-m", "navstream.cli", "ingest", "--config", str(config), "--once"],
+            capture_output=True,
+            text=True,
+            env=_clean_env(),
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         events = [fields for _, fields in client.xrange(f"{prefix}:events")]
         assert [(e["type"], e.get("base"), e.get("price")) for e in events] == [
-            ("price", "BTC", "97012.50"), ("source_status", None, None)]
+            ("price", "BTC", "97012.50"),
+            ("source_status", None, None),
+        ]
         assert events[1]["ok"] == "true" and "ETH/USDT (ETH-USDT): not in the answer" in events[1]["error"]
         alerts = [fields for _, fields in client.xrange(f"{prefix}:alerts")]
         assert [a["code"] for a in alerts] == ["source_incomplete"]
@@ -376,16 +456,23 @@ def python_blocks(doc: Path, section: str) -> list[str]:
     text = doc.read_text()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start:end if end != -1 else None], re.DOTALL)
+    return re.findall(r"```python\n(.*?)```", text[start : end if end != -1 else None], re.DOTALL)
 
 
 def run_pytest_in(where: Path, *, mode: str = "auto") -> subprocess.CompletedProcess[str]:
     """pytest in a directory of its own, outside this repository (no conftest.py of ours):
     only what every navstream install has, navstream.testing through its entry point."""
-    (where / "pytest.ini").write_text(f"[pytest]\nasyncio_mode = {mode}\nasyncio_default_fixture_loop_scope = function\n"
-                                      "filterwarnings =\n    error\n")
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], capture_output=True,
-                          text=True, env=_clean_env(), cwd=where, timeout=120)
+    (where / "pytest.ini").write_text(
+        f"[pytest]\nasyncio_mode = {mode}\nasyncio_default_fixture_loop_scope = function\nfilterwarnings =\n    error\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=where,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -394,7 +481,9 @@ def test_the_plugins_doc_test_runs_on_navstream_testing_alone(tmp_path: Path) ->
     example = python_blocks(ROOT / "docs" / "plugins.md", "Testing a plugin")[0]
     (tmp_path / "test_wallet.py").write_text(example)
     result = run_pytest_in(tmp_path)
-    assert result.returncode == 0 and re.search(r"^1 passed", result.stdout, re.MULTILINE), result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0 and re.search(r"^1 passed", result.stdout, re.MULTILINE), (
+        result.stdout[-3000:] + result.stderr[-2000:]
+    )
 
 
 @pytest.mark.slow
@@ -410,9 +499,12 @@ def test_navstream_testing_fixtures_work_in_strict_mode(tmp_path: Path) -> None:
         "    alerts = await run_step(app, await start_consumer(app), {'type': 'nonsense'})\n"
         "    assert [a['code'] for a in alerts] == ['dead_lettered']\n"
         "    assert await app.redis.xlen(app.keys.dlq) == 1\n"
-        "    assert source_context.clock.now_ms() == START_MS and dict(source_context.env) == {}\n")
+        "    assert source_context.clock.now_ms() == START_MS and dict(source_context.env) == {}\n"
+    )
     result = run_pytest_in(tmp_path, mode="strict")
-    assert result.returncode == 0 and re.search(r"^1 passed", result.stdout, re.MULTILINE), result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0 and re.search(r"^1 passed", result.stdout, re.MULTILINE), (
+        result.stdout[-3000:] + result.stderr[-2000:]
+    )
 
 
 @pytest.mark.slow
@@ -424,4 +516,6 @@ def test_the_documented_backend_override_runs_every_test_on_both(tmp_path: Path)
     (tmp_path / "conftest.py").write_text(override.replace('"redis://127.0.0.1:6379/15"', repr(REDIS_URL)))
     (tmp_path / "test_wallet.py").write_text(example)
     result = run_pytest_in(tmp_path)
-    assert result.returncode == 0 and re.search(r"^2 passed", result.stdout, re.MULTILINE), result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0 and re.search(r"^2 passed", result.stdout, re.MULTILINE), (
+        result.stdout[-3000:] + result.stderr[-2000:]
+    )

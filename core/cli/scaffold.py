@@ -78,9 +78,16 @@ class PluginNames:
         return "".join(part[:1].upper() + part[1:] for part in self.name.split("-"))
 
     def fields(self) -> dict[str, str]:
-        return {"name": self.name, "venue": self.venue, "dist": self.dist, "module": self.module,
-                "kind": self.kind, "cls": self.class_prefix, "env_prefix": self.name.replace("-", "_").upper(),
-                "navstream_version": __version__}
+        return {
+            "name": self.name,
+            "venue": self.venue,
+            "dist": self.dist,
+            "module": self.module,
+            "kind": self.kind,
+            "cls": self.class_prefix,
+            "env_prefix": self.name.replace("-", "_").upper(),
+            "navstream_version": __version__,
+        }
 
 
 @dataclass(frozen=True)
@@ -98,19 +105,26 @@ def plugin_names(name: str, venue: str | None = None) -> PluginNames:
     :param venue: ``source_status.venue``; defaults to ``name``.
     """
     if not NAME_RE.match(name) or len(name) > MAX_NAME:
-        raise ScaffoldError(f"plugin name {name!r}: use lowercase letters, digits and single hyphens, starting "
-                            f"with a letter, at most {MAX_NAME} characters (e.g. okx, acme-fx)")
+        raise ScaffoldError(
+            f"plugin name {name!r}: use lowercase letters, digits and single hyphens, starting "
+            f"with a letter, at most {MAX_NAME} characters (e.g. okx, acme-fx)"
+        )
     if name == "navstream" or name.startswith("navstream-"):
-        raise ScaffoldError(f"plugin name {name!r}: give the venue's name alone; the package is called "
-                            "navstream-<name> already")
+        raise ScaffoldError(
+            f"plugin name {name!r}: give the venue's name alone; the package is called navstream-<name> already"
+        )
     venue = name if venue is None else venue
     if not VENUE_RE.match(venue) or len(venue) > MAX_VENUE:
-        raise ScaffoldError(f"venue {venue!r}: use lowercase letters, digits, '.', '_' and '-', starting with "
-                            f"a letter or digit, at most {MAX_VENUE} characters (e.g. okx)")
+        raise ScaffoldError(
+            f"venue {venue!r}: use lowercase letters, digits, '.', '_' and '-', starting with "
+            f"a letter or digit, at most {MAX_VENUE} characters (e.g. okx)"
+        )
     taken = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
     if name in taken:
-        raise ScaffoldError(f"plugin name {name!r} is taken by an installed navstream plugin ({taken[name]}); "
-                            "two plugins cannot share a name")
+        raise ScaffoldError(
+            f"plugin name {name!r} is taken by an installed navstream plugin ({taken[name]}); "
+            "two plugins cannot share a name"
+        )
     return PluginNames(name, venue)
 
 
@@ -130,8 +144,10 @@ def render_package(names: PluginNames) -> dict[str, str]:
     """Relative path -> content of every file of the package (nothing is written)."""
     fields = names.fields()
     folder = resources.files("navstream.cli") / "templates" / TEMPLATE_DIR
-    return {render(target, fields): render(folder.joinpath(template).read_text(encoding="utf-8"), fields)
-            for template, target in FILES}
+    return {
+        render(target, fields): render(folder.joinpath(template).read_text(encoding="utf-8"), fields)
+        for template, target in FILES
+    }
 
 
 def write_plugin(name: str, directory: str | os.PathLike[str] = ".", *, venue: str | None = None) -> Written:
@@ -169,10 +185,12 @@ def next_steps(written: Written) -> list[str]:
         f"cd {written.root}",
         "pip install -e '.[test]'      # next to navstream, in the same environment",
         "pytest                         # the skeleton's tests pass as generated",
-        (f"# edit src/{n.module}/__init__.py for the venue's real API: constants, symbol_of(), query(), "
-         "parse_prices()"),
+        (
+            f"# edit src/{n.module}/__init__.py for the venue's real API: constants, symbol_of(), query(), "
+            "parse_prices()"
+        ),
         f"navstream plugins              # lists `{n.name}` with hook navstream_sources",
-        f"# config: [sources.{n.name}] kind = \"{n.kind}\", base_url = \"...\", pairs = [\"BTC/USDT\"]",
+        f'# config: [sources.{n.name}] kind = "{n.kind}", base_url = "...", pairs = ["BTC/USDT"]',
         "navstream ingest --config navstream.toml --once",
         "# walk-through: docs/writing-a-venue-plugin.md in navstream's repository",
     ]

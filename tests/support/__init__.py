@@ -22,8 +22,16 @@ from navstream import hookimpl
 from navstream.testing import START_MS, run_step
 from navstream.testing import Backend as _Backend
 
-__all__ = ["REAL_REDIS", "REDIS_URL", "REQUIRE_REDIS", "START_MS", "Backend", "Recorder", "require_real_redis",
-           "run_step"]
+__all__ = [
+    "REAL_REDIS",
+    "REDIS_URL",
+    "REQUIRE_REDIS",
+    "START_MS",
+    "Backend",
+    "Recorder",
+    "require_real_redis",
+    "run_step",
+]
 
 #: The real Redis every Redis-backed test runs on again (after fakeredis), when one answers.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

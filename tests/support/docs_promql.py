@@ -77,12 +77,17 @@ def blocks(paths: list[Path] | None = None) -> list[Block]:
             elif mark and language in ("yaml", "yml"):
                 found.append(Block(mark.group(1), "\n".join(body) + "\n", path, start + 1))
             elif mark:
-                raise ValueError(f"{path.relative_to(ROOT)}:{start + 1}: a promtool mark before a "
-                                 f"{language or 'plain'} block (yaml expected)")
-            elif language in ("yaml", "yml") and any(re.match(r"\s*-?\s*(expr|scrape_configs):", line)
-                                                      for line in body):
-                raise ValueError(f"{path.relative_to(ROOT)}:{start + 1}: a Prometheus rules file or config "
-                                 "without its <!-- promtool: rules|config --> mark: it would not be checked")
+                raise ValueError(
+                    f"{path.relative_to(ROOT)}:{start + 1}: a promtool mark before a "
+                    f"{language or 'plain'} block (yaml expected)"
+                )
+            elif language in ("yaml", "yml") and any(
+                re.match(r"\s*-?\s*(expr|scrape_configs):", line) for line in body
+            ):
+                raise ValueError(
+                    f"{path.relative_to(ROOT)}:{start + 1}: a Prometheus rules file or config "
+                    "without its <!-- promtool: rules|config --> mark: it would not be checked"
+                )
     return found
 
 
@@ -123,15 +128,22 @@ def write(outdir: Path) -> list[tuple[str, Path]]:
     for block in found:
         if block.kind == "promql":
             for n, expr in enumerate(expressions(block)):
-                rules.append({"record": f"docs:check_{len(rules)}", "expr": expr,
-                              "labels": {"docs_source": f"{block.where}#{n + 1}"}})
+                rules.append(
+                    {
+                        "record": f"docs:check_{len(rules)}",
+                        "expr": expr,
+                        "labels": {"docs_source": f"{block.where}#{n + 1}"},
+                    }
+                )
         else:
             path = outdir / f"{block.kind}-{len(files)}.yml"
             path.write_text(f"# {block.where}\n{block.text}")
             files.append((block.kind, path))
     if not rules or not any(kind == "rules" for kind, _ in files):
-        raise SystemExit("docs_promql: no promql block or no marked rules file found in the docs; "
-                         "the marks are described in tests/support/docs_promql.py")
+        raise SystemExit(
+            "docs_promql: no promql block or no marked rules file found in the docs; "
+            "the marks are described in tests/support/docs_promql.py"
+        )
     path = outdir / "expressions.rules.yml"
     # JSON is YAML: no quoting rules to get wrong for expressions with quotes and braces.
     path.write_text(json.dumps({"groups": [{"name": "docs-expressions", "rules": rules}]}, indent=1) + "\n")

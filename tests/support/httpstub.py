@@ -67,10 +67,10 @@ class HttpStub:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the venues serve it
 
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+            def do_GET(self) -> None:
                 stub._serve(self)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet tests
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         class Server(ThreadingHTTPServer):
@@ -81,8 +81,9 @@ class HttpStub:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="httpstub", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="httpstub", daemon=True
+        )
 
     # --- programming it ----------------------------------------------------------------------
 
@@ -105,8 +106,13 @@ class HttpStub:
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(handler.path)
-        record = Recorded(handler.command, parts.path, parts.query, parse_qs(parts.query, keep_blank_values=True),
-                          {k.lower(): v for k, v in handler.headers.items()})
+        record = Recorded(
+            handler.command,
+            parts.path,
+            parts.query,
+            parse_qs(parts.query, keep_blank_values=True),
+            {k.lower(): v for k, v in handler.headers.items()},
+        )
         with self._lock:
             self.requests.append(record)
             queue = self._routes.get(parts.path)

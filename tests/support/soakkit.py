@@ -17,10 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -81,15 +82,30 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2, socket_timeout=10, **kw)
 
     def start(self, timeout: float = 30) -> None:
-        persistence = (["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
-                       else ["--appendonly", "no"])
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", *persistence, "--daemonize", "no", "--protected-mode", "no",
-                "--logfile", str(self.dir / "redis.log")]
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            *persistence,
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+        ]
         self.starts += 1
         self.popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = self.client()
         try:
+
             def ready() -> bool:
                 if self.popen is not None and self.popen.poll() is not None:
                     raise RuntimeError(f"redis-server exited with {self.popen.returncode}:\n{self.log_tail()}")
@@ -100,7 +116,9 @@ class RedisServer:
                     return False
 
             if not poll(ready, timeout, 0.05):
-                raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"redis-server did not answer on port {self.port} within {timeout}s\n{self.log_tail()}"
+                )
         finally:
             client.close()
 
@@ -161,7 +179,9 @@ class ConsumerProc:
             text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
         except OSError:
             text = ["<no log>"]
-        return "\n".join([f"--- {self.name} pid={self.popen.pid} rc={self.popen.poll()} ({self.ended or 'running'}) ---", *text])
+        return "\n".join(
+            [f"--- {self.name} pid={self.popen.pid} rc={self.popen.poll()} ({self.ended or 'running'}) ---", *text]
+        )
 
 
 @dataclass
@@ -183,9 +203,28 @@ class Fleet:
         log = self.logdir / f"{name}.{n}.log"
         with log.open("wb") as fh:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "navstream.cli", "run", "--redis-url", self.url, "--prefix", self.prefix,
-                 "--group", self.group, "--consumer", name, "--config", str(self.config), *extra],
-                stdout=fh, stderr=subprocess.STDOUT, env=child_env(self.plugins), cwd=self.logdir)
+                [
+                    sys.executable,
+                    "-m",
+                    "navstream.cli",
+                    "run",
+                    "--redis-url",
+                    self.url,
+                    "--prefix",
+                    self.prefix,
+                    "--group",
+                    self.group,
+                    "--consumer",
+                    name,
+                    "--config",
+                    str(self.config),
+                    *extra,
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=child_env(self.plugins),
+                cwd=self.logdir,
+            )
         proc = ConsumerProc(name, popen, log)
         self.all.append(proc)
         self.live[name] = proc
@@ -254,8 +293,14 @@ PAIRS = [
 ]
 #: (venue, source, account or None); the price sources report too (a price whose source never
 #: sent a source_status is stale).
-SOURCES = [("binance", "balances", None), ("binance", "positions", "futures-main"), ("okx", "balances", None),
-           ("binance", "binance-spot", None), ("okx", "okx-spot", None), ("coinbase", "coinbase", None)]
+SOURCES = [
+    ("binance", "balances", None),
+    ("binance", "positions", "futures-main"),
+    ("okx", "balances", None),
+    ("binance", "binance-spot", None),
+    ("okx", "okx-spot", None),
+    ("coinbase", "coinbase", None),
+]
 
 
 @dataclass
@@ -296,15 +341,25 @@ def plan(seed: int, rounds: int) -> list[Item]:
                     value = Decimal(rng.randint(0, 9_000_000)) / Decimal(100_000)
                 else:
                     value = Decimal(rng.randint(-50_000, 5_000_000)) / Decimal(100)
-                fields = {"type": "balance", "venue": venue, "account": account, "asset": asset,
-                          "balance": str(value)}
+                fields = {"type": "balance", "venue": venue, "account": account, "asset": asset, "balance": str(value)}
                 if asset == "BTC" and account == "futures-main" and rng.random() < 0.5:
                     fields["unrealized_pnl"] = str(Decimal(rng.randint(-20_000, 20_000)) / Decimal(1000))
                 out.append(Item("events", "valid", fields))
         for base, quote, source, mid in PAIRS:
             price = mid * (1 + Decimal(rng.randint(-20, 20)) / Decimal(10_000))  # +-0.2%
-            out.append(Item("events", "valid", {"type": "price", "base": base, "quote": quote,
-                                                "source": source, "price": str(price.quantize(Decimal("0.01")))}))
+            out.append(
+                Item(
+                    "events",
+                    "valid",
+                    {
+                        "type": "price",
+                        "base": base,
+                        "quote": quote,
+                        "source": source,
+                        "price": str(price.quantize(Decimal("0.01"))),
+                    },
+                )
+            )
         for venue, source, account in SOURCES:
             ok = final or rng.random() < 0.8
             fields = {"type": "source_status", "venue": venue, "source": source, "ok": "true" if ok else "false"}
@@ -334,10 +389,22 @@ def plan(seed: int, rounds: int) -> list[Item]:
             oid = f"o-{len(order_ids):03d}"
             order_ids.append(oid)
             venue, account = rng.choice([("binance", "futures-main"), ("okx", "futures-main")])
-            items.append(Item("orders", "order", {
-                "type": "order", "order_id": oid, "venue": venue, "account": account,
-                "symbol": "BTCUSDT", "side": rng.choice(["buy", "sell"]),
-                "qty": str(Decimal(rng.randint(1, 50)) / Decimal(1000)), "price": "60000"}))
+            items.append(
+                Item(
+                    "orders",
+                    "order",
+                    {
+                        "type": "order",
+                        "order_id": oid,
+                        "venue": venue,
+                        "account": account,
+                        "symbol": "BTCUSDT",
+                        "side": rng.choice(["buy", "sell"]),
+                        "qty": str(Decimal(rng.randint(1, 50)) / Decimal(1000)),
+                        "price": "60000",
+                    },
+                )
+            )
         if r % 5 == 4 and order_ids:  # a re-send of an earlier order id: the same answer again
             again = rng.choice(order_ids)
             resend = next(i for i in items if i.kind == "order" and i.fields["order_id"] == again)
@@ -345,24 +412,72 @@ def plan(seed: int, rounds: int) -> list[Item]:
 
     malformed: list[Item] = [
         Item("events", "malformed", {"type": "balance", "venue": "binance", "account": "spot-main", "balance": "1"}),
-        Item("events", "malformed", {"type": "balance", "venue": "binance", "account": "spot-main", "asset": "USDT",
-                                     "balance": "abc"}),
-        Item("events", "malformed", {"type": "balanse", "venue": "binance", "account": "spot-main", "asset": "USDT",
-                                     "balance": "1"}),
-        Item("events", "malformed", {"type": "balance", "venue": "binance", "account": "spot-main", "asset": "USDT",
-                                     "balance": "1", "ts": str(int(time.time()))}),  # seconds
+        Item(
+            "events",
+            "malformed",
+            {"type": "balance", "venue": "binance", "account": "spot-main", "asset": "USDT", "balance": "abc"},
+        ),
+        Item(
+            "events",
+            "malformed",
+            {"type": "balanse", "venue": "binance", "account": "spot-main", "asset": "USDT", "balance": "1"},
+        ),
+        Item(
+            "events",
+            "malformed",
+            {
+                "type": "balance",
+                "venue": "binance",
+                "account": "spot-main",
+                "asset": "USDT",
+                "balance": "1",
+                "ts": str(int(time.time())),
+            },
+        ),  # seconds
         Item("events", "malformed", {"venue": "okx", "account": "futures-main", "asset": "USDT", "balance": "1"}),
-        Item("events", "malformed", {"type": "price", "base": "BTC", "quote": "USDT", "source": "okx-spot",
-                                     "price": "-5"}),
-        Item("events", "malformed", {b"type": b"balance", b"venue": b"bin\xffance", b"account": b"spot-main",
-                                     b"asset": b"USDT", b"balance": b"1"}),
-        Item("orders", "malformed", {"type": "order", "venue": "binance", "account": "futures-main",
-                                     "symbol": "BTCUSDT", "side": "buy", "qty": "1"}),  # no order_id
+        Item(
+            "events",
+            "malformed",
+            {"type": "price", "base": "BTC", "quote": "USDT", "source": "okx-spot", "price": "-5"},
+        ),
+        Item(
+            "events",
+            "malformed",
+            {
+                b"type": b"balance",
+                b"venue": b"bin\xffance",
+                b"account": b"spot-main",
+                b"asset": b"USDT",
+                b"balance": b"1",
+            },
+        ),
+        Item(
+            "orders",
+            "malformed",
+            {
+                "type": "order",
+                "venue": "binance",
+                "account": "futures-main",
+                "symbol": "BTCUSDT",
+                "side": "buy",
+                "qty": "1",
+            },
+        ),  # no order_id
     ]
     # An order that breaks the contract but names its order_id: answered (bad_order), not dead.
-    bad_order = Item("orders", "bad_order", {"type": "order", "order_id": "o-bad", "venue": "binance",
-                                             "account": "futures-main", "symbol": "BTCUSDT", "side": "buy",
-                                             "qty": "-1"})
+    bad_order = Item(
+        "orders",
+        "bad_order",
+        {
+            "type": "order",
+            "order_id": "o-bad",
+            "venue": "binance",
+            "account": "futures-main",
+            "symbol": "BTCUSDT",
+            "side": "buy",
+            "qty": "-1",
+        },
+    )
     for n, item in enumerate([*malformed, bad_order]):
         items.insert(5 + n * (len(items) // (len(malformed) + 2)), item)
     items += valid_round(final=True)
@@ -441,7 +556,9 @@ class Producer(threading.Thread):
             self.done_at = time.monotonic()
             client.close()
 
-    def _xadd_once(self, client: redis.Redis, stream: str, entry_id: str, fields: dict[Any, Any], give_up: float) -> None:
+    def _xadd_once(
+        self, client: redis.Redis, stream: str, entry_id: str, fields: dict[Any, Any], give_up: float
+    ) -> None:
         while True:
             try:
                 client.xadd(stream, fields, id=entry_id)
