@@ -27,6 +27,9 @@ from navstream.contract.events import (
     Position,
     Price,
     SourceStatus,
+    as_str,
+    as_str_list,
+    as_str_map,
     encode_fields,
 )
 from navstream.contract.fingerprint import order_hash, raw_order_hash
@@ -115,6 +118,9 @@ __all__ = [
     "Tone",
     "WriteError",
     "__version__",
+    "as_str",
+    "as_str_list",
+    "as_str_map",
     "check_response",
     "clip",
     "connection_options",

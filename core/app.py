@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, Mapping, cast
+from typing import Any, AsyncIterator, Callable, Mapping, TypeVar, cast, overload
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -58,6 +58,9 @@ def with_hiredis_packing(client: aioredis.Redis) -> aioredis.Redis:
     return client
 
 
+_Config = TypeVar("_Config")
+
+
 def redis_auth_options(settings: Settings) -> dict[str, Any]:
     """Credentials and TLS options from ``[redis]`` (environment variables) for ``from_url``;
     what the URL itself says (``user:password@``, ``?ssl_ca_certs=``) wins over them."""
@@ -101,6 +104,8 @@ def _cluster_class() -> Any:
     class _Pipeline(ClusterPipeline):
         def __init__(self, client: RedisCluster, transaction: bool | None = None) -> None:
             super().__init__(client, transaction)
+            # redis-py's command protocol declares it; its own ClusterPipeline never sets it
+            self._event_dispatcher = client._event_dispatcher
             if transaction:
                 self._execution_strategy = _Transaction(self)
 
@@ -113,7 +118,7 @@ def _cluster_class() -> Any:
         def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
             if shard_hint:
                 raise ValueError("RedisCluster does not support shard_hint")
-            return _Pipeline(self, transaction)  # type: ignore[abstract]
+            return _Pipeline(self, transaction)
 
     return NavstreamCluster
 
@@ -222,12 +227,25 @@ class App:
         configs = validate_plugin_sections(settings, plugins.sections, plugins.disabled_sections)
         return cls(settings, plugins, configs, connect or default_connect(settings), clock or SystemClock())
 
-    def plugin_config(self, section: str) -> Any:
-        """The decoded config section a plugin declared (defaults applied)."""
+    @overload
+    def plugin_config(self, section: str) -> Any: ...
+
+    @overload
+    def plugin_config(self, section: str, kind: type[_Config]) -> _Config: ...
+
+    def plugin_config(self, section: str, kind: type[Any] | None = None) -> Any:
+        """The decoded config section a plugin declared (defaults applied).
+
+        :param kind: the class the section decodes to; when given, the section is checked to
+            be one (a ``TypeError`` otherwise) and typed as one.
+        """
         try:
-            return self._plugin_configs[section]
+            config = self._plugin_configs[section]
         except KeyError:
             raise KeyError(f"no plugin declared config section [{section}]") from None
+        if kind is not None and not isinstance(config, kind):
+            raise TypeError(f"config section [{section}] is a {type(config).__name__}, not a {kind.__name__}")
+        return config
 
     def plugin(self, name: str) -> object:
         """The registered plugin object named ``name`` (a class plugin's instance for this app).

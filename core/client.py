@@ -59,7 +59,7 @@ from navstream.client_wire import (
     stored_decision,
     text,
 )
-from navstream.contract.events import as_str_map
+from navstream.contract.events import as_str_map, stream_fields
 from navstream.contract.keys import DECISION_STORE, REUSED_STORE, Keys
 
 log = logging.getLogger("navstream.client")
@@ -203,7 +203,7 @@ class RiskClient:
                 async with asyncio.timeout_at(deadline):
                     await self.start()  # the cursor is taken before the XADD: no answer missed
                     self._waiters.setdefault(key, []).append(waiter)
-                    await self.redis.xadd(self.keys.orders, fields)  # type: ignore[arg-type]
+                    await self.redis.xadd(self.keys.orders, stream_fields(fields))
             except (RedisError, OSError, TimeoutError) as exc:
                 raise SendError(f"order {order_id!r} not confirmed sent to {self.keys.orders}: "
                                 f"{type(exc).__name__}: {exc}") from exc

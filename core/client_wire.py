@@ -110,9 +110,9 @@ def order_fields(*, order_id: str, venue: str, account: str, symbol: str, side: 
 def fields_hash(fields: Mapping[str, str]) -> str:
     """The ``order_hash`` the gate gives the decision of an order entry the client built."""
     order = ORDER_DECODER.decode(fields)
-    return order_hash(venue=order.venue, account=order.account, symbol=order.symbol,  # type: ignore[attr-defined]
-                      side=order.side, qty=order.qty, price=order.price,  # type: ignore[attr-defined]
-                      reduce_only=order.reduce_only)  # type: ignore[attr-defined]
+    return order_hash(venue=order.venue, account=order.account, symbol=order.symbol,
+                      side=order.side, qty=order.qty, price=order.price,
+                      reduce_only=order.reduce_only)
 
 
 def decimal_text(name: str, value: Decimal | str) -> str:

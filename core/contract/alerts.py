@@ -34,13 +34,18 @@ def once_spec(
 ) -> Once:
     """The :class:`Once` of ``subject`` under marker key ``prefix`` (checked: ``what`` names the
     call in errors)."""
-    if type(every_s) not in (int, float) or not 0 < every_s <= MAX_EVERY_S:  # type: ignore[operator]
+    # type() refuses bool and other subclasses; isinstance() tells the type checker what is left
+    if type(every_s) not in (int, float) or not isinstance(every_s, (int, float)) or not 0 < every_s <= MAX_EVERY_S:
         raise ValueError(f"{what}: every_s must be > 0 and <= {MAX_EVERY_S} s, got {every_s!r}")
-    for name, value in (("subject", subject), ("version", version)):
-        if type(value) is not str:
-            raise TypeError(f"{what}: `{name}` must be a str, got {type(value).__name__}")
-    ttl_ms = max(1, int(every_s * 1000))  # type: ignore[operator]
-    return Once(f"{prefix}:{marker_part(subject)}", str(version), ttl_ms, versioned)  # type: ignore[arg-type]
+    subject_text, version_text = _text(what, "subject", subject), _text(what, "version", version)
+    ttl_ms = max(1, int(every_s * 1000))
+    return Once(f"{prefix}:{marker_part(subject_text)}", version_text, ttl_ms, versioned)
+
+
+def _text(what: str, name: str, value: object) -> str:
+    if type(value) is not str:
+        raise TypeError(f"{what}: `{name}` must be a str, got {type(value).__name__}")
+    return value
 
 
 def marker_part(part: str) -> str:

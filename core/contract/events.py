@@ -9,9 +9,10 @@ compatibility).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Mapping, TypeAlias, TypeGuard, get_args
+from typing import Annotated, Any, Generic, Iterable, Literal, Mapping, TypeAlias, TypeGuard, TypeVar, get_args
 
 import msgspec
+from redis.typing import EncodableT, FieldT
 
 from navstream.contract import numbers
 
@@ -153,9 +154,17 @@ class InvalidOrder(msgspec.Struct, frozen=True):
 
 
 Event: TypeAlias = Balance | Position | Price | SourceStatus
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__struct_config__.tag: cls for cls in (Balance, Position, Price, SourceStatus)  # type: ignore[misc]
-}
+
+
+def type_tag(cls: type[msgspec.Struct]) -> str:
+    """The ``type`` field a struct of the wire contract is tagged with."""
+    tag = cls.__struct_config__.tag
+    if not isinstance(tag, str):
+        raise TypeError(f"{cls.__name__} has no str tag")
+    return tag
+
+
+EVENT_TYPES: dict[str, type[Event]] = {type_tag(cls): cls for cls in (Balance, Position, Price, SourceStatus)}
 
 
 def _reason(err: msgspec.ValidationError) -> tuple[str, str | None]:
@@ -177,7 +186,23 @@ def amount_fields(cls: type[msgspec.Struct]) -> tuple[str, ...]:
     return tuple(f.name for f in msgspec.structs.fields(cls) if f.type is Decimal or Decimal in get_args(f.type))
 
 
+def as_str(value: bytes | str) -> str:
+    """One reply of a client, as text (a ``str`` client's replies pass through unchanged)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def as_str_list(values: Iterable[bytes | str]) -> list[str]:
+    """Replies of a client (members, keys, ids), as text."""
+    return [value.decode() if isinstance(value, bytes) else value for value in values]
+
+
+def stream_fields(fields: Mapping[str, str]) -> dict[FieldT, EncodableT]:
+    """``fields`` as redis-py's ``xadd`` types its argument (a ``dict`` of an invariant key type)."""
+    return dict(fields.items())
+
+
 def as_str_map(fields: Fields) -> dict[str, str]:
+    """A hash or an entry of a client, as text; :class:`DecodeError` names a field that is not UTF-8."""
     items: Mapping[Any, Any] = fields  # mypy does not narrow on ``__class__ is``
     try:  # the hot path: one comprehension, no per-field checks
         return {
@@ -198,15 +223,18 @@ def as_str_map(fields: Fields) -> dict[str, str]:
     raise DecodeError("entry is not a map of strings", None)  # pragma: no cover - unreachable
 
 
-class Decoder:
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+class Decoder(Generic[_S]):
     """Decodes entries of one stream; built once and reused (msgspec's advice for speed)."""
 
-    def __init__(self, types: Mapping[str, type[msgspec.Struct]]) -> None:
+    def __init__(self, types: Mapping[str, type[_S]]) -> None:
         self._types = dict(types)
         self._known = ", ".join(sorted(types))
         self._amounts = {kind: amount_fields(cls) for kind, cls in types.items()}
 
-    def decode(self, fields: Fields) -> msgspec.Struct:
+    def decode(self, fields: Fields) -> _S:
         """Return the event, or raise :class:`DecodeError` naming what is wrong."""
         data = fields if _all_str(fields) else as_str_map(fields)
         kind = data.get("type")
@@ -249,13 +277,13 @@ def _all_str(fields: Fields) -> TypeGuard[Mapping[str, str]]:
     return True
 
 
-EVENT_DECODER = Decoder(EVENT_TYPES)
-ORDER_DECODER = Decoder({"order": Order})
+EVENT_DECODER: Decoder[Event] = Decoder(EVENT_TYPES)
+ORDER_DECODER: Decoder[Order] = Decoder({"order": Order})
 
 
 def decode_event(fields: Fields) -> Event:
     """Decode one ``P:events`` entry."""
-    return EVENT_DECODER.decode(fields)  # type: ignore[return-value]
+    return EVENT_DECODER.decode(fields)
 
 
 def decode_order(fields: Fields) -> Order | InvalidOrder:
@@ -264,7 +292,7 @@ def decode_order(fields: Fields) -> Order | InvalidOrder:
     :raises DecodeError: when there is no usable ``order_id`` to answer to.
     """
     try:
-        return ORDER_DECODER.decode(fields)  # type: ignore[return-value]
+        return ORDER_DECODER.decode(fields)
     except DecodeError as exc:
         data = as_str_map(fields)
         order_id = data.get("order_id", "")
@@ -275,7 +303,7 @@ def decode_order(fields: Fields) -> Order | InvalidOrder:
 
 def encode_fields(event: msgspec.Struct) -> dict[str, str]:
     """The flat string map of an event, as a producer would XADD it."""
-    out: dict[str, str] = {"type": event.__struct_config__.tag}  # type: ignore[dict-item]
+    out: dict[str, str] = {"type": type_tag(type(event))}
     for name in event.__struct_fields__:
         value = getattr(event, name)
         if value is None:

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from navstream.app import Clock, SystemClock
 from navstream.config import SOURCES_SECTION, ConfigError, Settings
-from navstream.contract.events import SourceStatus, encode_fields
+from navstream.contract.events import SourceStatus, encode_fields, stream_fields
 from navstream.ingest.httppool import HttpPool
 from navstream.contract.keys import Keys
 from navstream.ingest.pricecache import PriceCache
@@ -242,10 +242,10 @@ class Ingest:
         alerts = run.unwritten_alerts
         pipe = self.redis.pipeline(transaction=True)
         for fields in run.unwritten:
-            pipe.xadd(self.keys.events, fields)  # type: ignore[arg-type]
+            pipe.xadd(self.keys.events, stream_fields(fields))
         maxlen = self.settings.consumer.output_maxlen
         for alert in alerts:
-            pipe.xadd(self.keys.alerts, alert, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(self.keys.alerts, stream_fields(alert), maxlen=maxlen, approximate=True)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:

@@ -24,6 +24,7 @@ from navstream.contract.events import (
     as_str_map,
     decode_event,
     decode_order,
+    type_tag,
 )
 from navstream.contract.outputs import Outputs
 from navstream.loop.entries import Entry, HashMapping, as_str, entry_bytes
@@ -186,7 +187,7 @@ class BatchHandler:
                 self.observer.part("dispatched", entries, hook)
                 failed.update(self._absorb(batch, result, item_entries, hook))
 
-        kinds = [e.__struct_config__.tag for e in events] + ["order"] * len(orders)  # type: ignore[attr-defined]
+        kinds = [type_tag(type(e)) for e in events] + ["order"] * len(orders)
         handled: list[str] = []
         if not failed:  # the usual batch: every entry is acknowledged
             handled = kinds

@@ -164,13 +164,13 @@ class Consumer(OutagesMixin):
                 raise  # refused writes: a later start creates it, this consumer does not read it
         await self.upkeep.learn_epoch()
         for started in await calls.collect(self.app.pm, "navstream_startup", {"app": self.app}):
-            exc = started.exc
-            if exc is None:
+            failure = started.exc
+            if failure is None:
                 continue
-            if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or refusal(exc) is not None:
-                raise exc  # Redis going away or refusing writes during startup: retried like any outage
+            if isinstance(failure, (RedisConnectionError, RedisTimeoutError)) or refusal(failure) is not None:
+                raise failure  # Redis going away or refusing writes during startup: retried like any outage
             raise StartupError(
-                f"plugin {started.plugin!r} failed to start: {type(exc).__name__}: {exc}") from exc
+                f"plugin {started.plugin!r} failed to start: {type(failure).__name__}: {failure}") from failure
         if self.keys.orders not in self.streams:
             out = Outputs(self.app.clock.now_ms())
             out.alert(

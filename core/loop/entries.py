@@ -7,10 +7,12 @@ from typing import Mapping
 
 from redis.typing import EncodableT, FieldT
 
-from navstream.contract.events import Fields
+from navstream.contract.events import Fields, as_str
 
 #: What redis-py's ``hset(mapping=)`` takes: its key type is invariant, so a ``dict[str, str]`` is cast.
 HashMapping = Mapping[FieldT, EncodableT]
+
+__all__ = ["Entry", "HashMapping", "as_str", "entry_bytes"]
 
 
 @dataclass(slots=True)
@@ -23,10 +25,6 @@ class Entry:
     @property
     def ref(self) -> str:
         return f"{self.stream}/{self.id}"
-
-
-def as_str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def entry_bytes(fields: Fields) -> int:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence, TypeVar
 
 from navstream.loop.entries import Entry
+
+_R = TypeVar("_R")
 
 log = logging.getLogger("navstream.consumer")
 
@@ -104,7 +106,7 @@ class LoopObserver:
             _tell(self._work, Work(kind, started_ns, time.perf_counter_ns()))
 
 
-def _tell(subscribers: Sequence[Callable[[object], None]], report: object) -> None:
+def _tell(subscribers: Sequence[Callable[[_R], None]], report: _R) -> None:
     for subscriber in list(subscribers):
         try:
             subscriber(report)

@@ -6,7 +6,7 @@ names only what plugins need, so core can change the rest of ``App`` without bre
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, TypeVar, overload
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from navstream.config import Settings
     from navstream.contract.keys import Keys
     from navstream.stats import Stats
+
+_Config = TypeVar("_Config")
 
 
 class AppProtocol(Protocol):
@@ -37,8 +39,15 @@ class AppProtocol(Protocol):
     group: str
     consumer_name: str
 
-    def plugin_config(self, section: str) -> Any:
-        """The decoded ``[section]`` a plugin declared (defaults applied)."""
+    @overload
+    def plugin_config(self, section: str) -> Any: ...
+
+    @overload
+    def plugin_config(self, section: str, kind: type[_Config]) -> _Config: ...
+
+    def plugin_config(self, section: str, kind: type[Any] | None = None) -> Any:
+        """The decoded ``[section]`` a plugin declared (defaults applied); with ``kind``, checked
+        to be an instance of it (``TypeError`` otherwise) and typed as one."""
         ...
 
     def scan_keys(self, *, match: str, count: int = 500) -> AsyncIterator[str]:

@@ -22,7 +22,7 @@ tests/test_metrics_docs.py checks that every name its PromQL uses is exported).
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +125,7 @@ class Metrics:
         self._desk = _DeskCollector(app, self)
         self.registry.register(self._desk)
 
-    def observe_batch(self, entries: list[Entry], seconds: float, processed: Mapping[str, int]) -> None:
+    def observe_batch(self, entries: Sequence[Entry], seconds: float, processed: Mapping[str, int]) -> None:
         """One handled batch: its duration, and its entries not in ``processed`` (type -> count)."""
         self.batch_duration.observe(seconds)
         if sum(processed.values()) >= len(entries):

@@ -15,9 +15,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from navstream.app import App
 from navstream.contract.events import Fields
 from navstream.contract.outputs import Alert, Once, Outputs
+from navstream.plugin.protocol import AppProtocol
 from navstream.store import ops
 from navstream.store.errors import WriteError, WritesRefused, is_missing_group, refusal
 from navstream.store.ops import Command, flat
@@ -77,7 +77,7 @@ OnceSent = tuple[str, str, Alert | None]
 
 
 class Writer:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: AppProtocol) -> None:
         self.app = app
         self._batch_script = app.raw.register_script(batch_script())
         #: op -> its script on its own, for the pipelined path.
@@ -312,7 +312,7 @@ def _is_dlq_field(key: bytes | str) -> bool:
     return (key.decode("utf-8", "replace") if isinstance(key, bytes) else key).startswith("dlq_")
 
 
-async def write_now(app: App, out: Outputs) -> None:
+async def write_now(app: AppProtocol, out: Outputs) -> None:
     """Write one plugin's outputs now, outside the loop, as a batch would (a CLI command's
     ``navstream risk halt``): the same atomic write, the same rules.
 
