@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from navstream import App, hookimpl, Outputs, RegisterCommand, RegisterSection
+from navstream import AppProtocol, hookimpl, Outputs, RegisterCommand, RegisterSection
 from navstream.plugins.nav.api import read_latest
 from navstream.plugins.nav.api import Snapshot
 from navstream.plugins.risk.api import read_records
@@ -62,8 +62,8 @@ LEASE_TRUST = 0.5
 log = logging.getLogger("navstream.firestore")
 
 
-def config(app: App) -> FirestoreConfig:
-    return app.plugin_config(SECTION)  # type: ignore[no-any-return]
+def config(app: AppProtocol) -> FirestoreConfig:
+    return app.plugin_config(SECTION, FirestoreConfig)
 
 
 @dataclass
@@ -85,12 +85,12 @@ class Running:
     alerted_failure: int = 0
 
 
-def lease_ttl_ms(app: App) -> int:
+def lease_ttl_ms(app: AppProtocol) -> int:
     """As long as the consumer's heartbeat lives: a consumer that stopped ticking loses both."""
     return app.settings.consumer.heartbeat_ttl_ms
 
 
-async def start(app: App, cfg: FirestoreConfig) -> Running:
+async def start(app: AppProtocol, cfg: FirestoreConfig) -> Running:
     """The sink started after a first read and write proved the project works."""
     target = resolve_target(cfg, os.environ)
     coordination = Coordination(app)
@@ -119,7 +119,7 @@ async def start(app: App, cfg: FirestoreConfig) -> Running:
     return Running(cfg, target, sink, coordination)
 
 
-async def on_tick(app: App, run: Running, now_ms: int, out: Outputs) -> None:
+async def on_tick(app: AppProtocol, run: Running, now_ms: int, out: Outputs) -> None:
     sink = run.sink
     day, _ = utc_day(now_ms)
     sent = time.monotonic()
@@ -134,7 +134,7 @@ async def on_tick(app: App, run: Running, now_ms: int, out: Outputs) -> None:
         await _shared(app, run, now_ms)
 
 
-async def _heartbeat(app: App, run: Running, now_ms: int, consumer_status: str = "running") -> None:
+async def _heartbeat(app: AppProtocol, run: Running, now_ms: int, consumer_status: str = "running") -> None:
     """Offer this consumer's heartbeat when it is due, or when its status changed."""
     problems = run.sink.problems(now_ms)
     health, reasons = await read_consumer_health(app)
@@ -149,7 +149,7 @@ async def _heartbeat(app: App, run: Running, now_ms: int, consumer_status: str =
     run.heartbeat_ms, run.heartbeat_said = now_ms, said
 
 
-def _alerts(app: App, run: Running, now_ms: int, out: Outputs) -> None:
+def _alerts(app: AppProtocol, run: Running, now_ms: int, out: Outputs) -> None:
     s, cfg = run.sink.stats, run.cfg
     if s.failing_since_ms:
         out.alert("firestore_write_failed", "critical",
@@ -176,7 +176,7 @@ def _alerts(app: App, run: Running, now_ms: int, out: Outputs) -> None:
                   subject=run.target.base, version=f"{day}|{'over' if over else 'low'}", every_s=cfg.alert_every_s)
 
 
-async def _shared(app: App, run: Running, now_ms: int) -> None:
+async def _shared(app: AppProtocol, run: Running, now_ms: int) -> None:
     """The leader's part: the latest NAV and trading records, and the history."""
     latest = await read_latest(app)
     records = await read_records(app)
@@ -186,7 +186,7 @@ async def _shared(app: App, run: Running, now_ms: int) -> None:
         await _history(app, run, latest, now_ms)
 
 
-async def _history(app: App, run: Running, latest: Mapping[str, Snapshot], now_ms: int) -> None:
+async def _history(app: AppProtocol, run: Running, latest: Mapping[str, Snapshot], now_ms: int) -> None:
     bucket = history_bucket(now_ms, run.cfg.history_every_s)
     if bucket == run.history_bucket:
         return
@@ -207,7 +207,7 @@ async def _history(app: App, run: Running, latest: Mapping[str, Snapshot], now_m
             run.sink.offer(history_delete(scope, doc_id))
 
 
-async def stop(app: App, run: Running) -> None:
+async def stop(app: AppProtocol, run: Running) -> None:
     now = app.clock.now_ms()
     run.sink.offer(heartbeat_document(app, run.target, run.sink, now, "stopped", run.sink.problems(now),
                                       run.sources))
@@ -232,7 +232,7 @@ class FirestorePlugin(FirestoreReport):
         register(SECTION, FirestoreConfig)
 
     @hookimpl
-    async def navstream_startup(self, app: App) -> None:
+    async def navstream_startup(self, app: AppProtocol) -> None:
         cfg = config(app)
         if not cfg.enabled:
             return
@@ -242,18 +242,18 @@ class FirestorePlugin(FirestoreReport):
         self.run = await start(app, cfg)
 
     @hookimpl
-    async def navstream_tick(self, app: App, now_ms: int, out: Outputs) -> None:
+    async def navstream_tick(self, app: AppProtocol, now_ms: int, out: Outputs) -> None:
         if self.run is not None:
             await on_tick(app, self.run, now_ms, out)
 
     @hookimpl
-    async def navstream_shutdown(self, app: App) -> None:
+    async def navstream_shutdown(self, app: AppProtocol) -> None:
         run, self.run = self.run, None
         if run is not None:
             await stop(app, run)
 
     @hookimpl
-    def navstream_health(self, app: App) -> Mapping[str, Any] | None:
+    def navstream_health(self, app: AppProtocol) -> Mapping[str, Any] | None:
         if self.run is None:
             return None
         report = self.run.sink.health(app.clock.now_ms())
@@ -261,7 +261,7 @@ class FirestorePlugin(FirestoreReport):
         return report
 
     @hookimpl
-    async def navstream_status(self, app: App) -> Mapping[str, Any]:
+    async def navstream_status(self, app: AppProtocol) -> Mapping[str, Any]:
         return await commands.status(app, config(app))
 
     @hookimpl

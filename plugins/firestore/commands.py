@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Mapping
 
-from navstream import App
+from navstream import AppProtocol
 from navstream.plugins.nav.api import read_latest
 from navstream.plugins.risk.api import read_records
 
@@ -41,12 +41,12 @@ def register_commands(register: Any) -> None:
     connection_options(preview_parser)
 
 
-async def command(app: App, args: argparse.Namespace) -> int:
+async def command(app: AppProtocol, args: argparse.Namespace) -> int:
     return await preview(app, args)
 
 
-async def preview(app: App, args: argparse.Namespace) -> int:
-    cfg: FirestoreConfig = app.plugin_config("firestore")
+async def preview(app: AppProtocol, args: argparse.Namespace) -> int:
+    cfg = app.plugin_config("firestore", FirestoreConfig)
     try:
         target = resolve_target(cfg, os.environ, writing=False)
     except TargetError as exc:
@@ -73,7 +73,7 @@ async def preview(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-async def status(app: App, cfg: FirestoreConfig) -> Mapping[str, Any]:
+async def status(app: AppProtocol, cfg: FirestoreConfig) -> Mapping[str, Any]:
     if not cfg.enabled:
         return {"enabled": False}
     try:

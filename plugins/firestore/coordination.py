@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from navstream import App
+from navstream import AppProtocol
 
 LEADER = "firestore:leader"
 WRITES = "firestore:writes"
@@ -48,7 +48,7 @@ def writes_key(day: str) -> str:
 class Coordination:
     """The lease and the ledger of one consumer."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: AppProtocol) -> None:
         self.app = app
         self._lease = app.redis.register_script(LEASE_LUA)
         self._release = app.redis.register_script(RELEASE_LUA)

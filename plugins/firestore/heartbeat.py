@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from navstream import App
+from navstream import AppProtocol, as_str_list, as_str_map
 
 from .config import Target
 from .documents import Doc, consumer_doc_id
@@ -28,7 +28,7 @@ def _short(stream: str, prefix: str) -> str:
     return stream[len(prefix) + 1:] if stream.startswith(prefix + ":") else stream
 
 
-def heartbeat_document(app: App, target: Target, sink: Sink, now_ms: int, consumer_status: str,
+def heartbeat_document(app: AppProtocol, target: Target, sink: Sink, now_ms: int, consumer_status: str,
                        problems: Sequence[tuple[str, str]], sources: list[dict[str, Any]]) -> Doc:
     stats = app.stats
     prefix = app.keys.prefix
@@ -74,10 +74,10 @@ def heartbeat_document(app: App, target: Target, sink: Sink, now_ms: int, consum
                content="")
 
 
-async def read_consumer_health(app: App) -> tuple[str, str]:
+async def read_consumer_health(app: AppProtocol) -> tuple[str, str]:
     """This consumer's health as its last Redis heartbeat has it (every plugin's report), but
     for this plugin's own (the document says that itself): ``ok``, or ``degraded`` and why."""
-    fields = await app.redis.hgetall(app.keys.heartbeat(app.consumer_name))
+    fields = as_str_map(await app.redis.hgetall(app.keys.heartbeat(app.consumer_name)))
     reasons = []
     for key, value in sorted(fields.items()):
         plugin, _, name = key.rpartition(".")
@@ -93,10 +93,10 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-async def read_sources(app: App) -> list[dict[str, Any]]:
+async def read_sources(app: AppProtocol) -> list[dict[str, Any]]:
     """Every source's latest report, last success and last failure (the source_monitor
     plugin's state), at most :data:`MAX_SOURCES`."""
-    keys = sorted(await app.redis.hkeys(app.keys.state(SOURCE_REGISTRY)))[:MAX_SOURCES]
+    keys = sorted(as_str_list(await app.redis.hkeys(app.keys.state(SOURCE_REGISTRY))))[:MAX_SOURCES]
     if not keys:
         return []
     pipe = app.redis.pipeline(transaction=False)

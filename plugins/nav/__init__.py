@@ -35,6 +35,7 @@ from navstream import (
     Position,
     Price,
     SourceStatus,
+    as_str,
     hookimpl,
 )
 
@@ -62,7 +63,7 @@ VALUED = {Balance, Price, SourceStatus}
 
 
 def config(app: AppProtocol) -> NavConfig:
-    return app.plugin_config(SECTION)  # type: ignore[no-any-return]
+    return app.plugin_config(SECTION, NavConfig)
 
 
 async def on_events(app: AppProtocol, cache: Cache, events: Sequence[Event], out: Outputs) -> None:
@@ -111,7 +112,7 @@ async def writer_stamp(app: AppProtocol, cache: Cache) -> str | None:
     """The stamp Redis holds (None when this consumer holds no copy: nothing to check)."""
     if cache.inputs is None:
         return None
-    return await app.redis.get(app.keys.state(*WRITER)) or ""  # type: ignore[no-any-return]
+    return as_str(await app.redis.get(app.keys.state(*WRITER)) or "")
 
 
 async def current_inputs(app: AppProtocol, cache: Cache, stamp: str | None) -> Inputs:

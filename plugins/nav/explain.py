@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 import msgspec
-from navstream import App, table
+from navstream import AppProtocol, table
 
 from .state import StateError, read_detailed, read_latest, read_positions
 from .valuation import Snapshot, as_read, counted_from, money
@@ -147,7 +147,7 @@ def _position(p: Any, ts: int) -> dict[str, Any]:
     return data
 
 
-async def command(app: App, args: argparse.Namespace) -> int:
+async def command(app: AppProtocol, args: argparse.Namespace) -> int:
     try:
         return await _explain(app, args)
     except StateError as exc:  # say which member is broken, not a traceback
@@ -155,7 +155,7 @@ async def command(app: App, args: argparse.Namespace) -> int:
         return EXIT_NOT_FOUND
 
 
-async def _explain(app: App, args: argparse.Namespace) -> int:
+async def _explain(app: AppProtocol, args: argparse.Namespace) -> int:
     now = app.clock.now_ms()
     latest = {sid: as_read(s, now) for sid, s in (await read_latest(app)).items()}
     detailed = {sid: as_read(s, now) for sid, s in (await read_detailed(app)).items()}

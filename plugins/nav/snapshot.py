@@ -9,7 +9,7 @@ stored ``ok`` holds only until its ``fresh_until`` (:func:`as_read`).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Iterable, Literal, Mapping
+from typing import Iterable, Literal, Mapping, TypeVar
 
 import msgspec
 
@@ -34,13 +34,17 @@ def counted_from(ts: int, received: int) -> int:
     return received if received < ts else ts
 
 
-def worst_by(rank: Mapping[str, int], values: Iterable[str], best: str) -> str:
+#: A status-like value that ``worst_by`` ranks (its result is one of them).
+_Ranked = TypeVar("_Ranked", bound=str)
+
+
+def worst_by(rank: Mapping[str, int], values: Iterable[_Ranked], best: _Ranked) -> _Ranked:
     """The value of highest ``rank`` among ``values`` (``best`` when there are none)."""
     return max(values, key=rank.__getitem__, default=best)
 
 
-def worst(statuses: Iterable[str]) -> Status:
-    return worst_by(RANK, statuses, "ok")  # type: ignore[return-value]
+def worst(statuses: Iterable[Status]) -> Status:
+    return worst_by(RANK, statuses, "ok")
 
 
 class PriceUsed(msgspec.Struct, frozen=True, omit_defaults=True):

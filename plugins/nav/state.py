@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 import msgspec
-from navstream import App, Balance, Event, Outputs, parse_field, Position, Price, SourceStatus
+from navstream import AppProtocol, as_str_map, Balance, Event, Outputs, parse_field, Position, Price, SourceStatus
 
 from .valuation import UNKNOWN_RECEIPT, Holding, Quote, Snapshot, SourceState, escape
 
@@ -164,27 +164,26 @@ class Inputs:
     def apply(self, event: Event, received: int) -> bool:
         """Apply ``event``, received at ``received`` (the batch's clock), unless this copy holds
         a newer one for its key; whether it did."""
-        kind = type(event)
-        if kind is Price:
-            pid = price_id(event.base, event.quote, event.source)  # type: ignore[union-attr]
+        if type(event) is Price:
+            pid = price_id(event.base, event.quote, event.source)
             old_quote = self.quotes.get(pid)
             if old_quote is None or event.ts >= old_quote.ts:
-                self.quotes[pid] = Quote(event.base, event.quote, event.source, event.price,  # type: ignore[union-attr]
+                self.quotes[pid] = Quote(event.base, event.quote, event.source, event.price,
                                          event.ts, received)
                 return True
-        elif kind is Balance:
-            held = self.balances.setdefault((event.venue, event.account), {})  # type: ignore[union-attr]
-            old = held.get(event.asset)  # type: ignore[union-attr]
+        elif type(event) is Balance:
+            held = self.balances.setdefault((event.venue, event.account), {})
+            old = held.get(event.asset)
             if old is None or event.ts >= old.ts:
-                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts,  # type: ignore[union-attr]
+                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts,
                                             received)
                 return True
-        elif kind is SourceStatus:
-            sid = source_id(event.venue, event.source, event.account)  # type: ignore[union-attr]
+        elif type(event) is SourceStatus:
+            sid = source_id(event.venue, event.source, event.account)
             old_source = self.sources.get(sid)
             if old_source is None or event.ts >= old_source.ts:
-                self.sources[sid] = SourceState(event.venue, event.source, event.account or None,  # type: ignore[union-attr]
-                                                event.ok, event.error or "", event.ts, received)  # type: ignore[union-attr]
+                self.sources[sid] = SourceState(event.venue, event.source, event.account or None,
+                                                event.ok, event.error or "", event.ts, received)
                 return True
         return False
 
@@ -200,14 +199,14 @@ def newest(events: Iterable[Event]) -> list[Event]:
     latest: dict[tuple[Any, ...], Event] = {}
     for event in events:
         kind = type(event)
-        if kind is Price:
-            key: tuple[Any, ...] = (kind, event.base, event.quote, event.source)  # type: ignore[union-attr]
-        elif kind is Balance:
-            key = (kind, event.venue, event.account, event.asset)  # type: ignore[union-attr]
-        elif kind is Position:
-            key = (kind, event.venue, event.account, event.symbol)  # type: ignore[union-attr]
+        if isinstance(event, Price):
+            key: tuple[Any, ...] = (kind, event.base, event.quote, event.source)
+        elif isinstance(event, Balance):
+            key = (kind, event.venue, event.account, event.asset)
+        elif isinstance(event, Position):
+            key = (kind, event.venue, event.account, event.symbol)
         else:
-            key = (kind, event.venue, event.source, event.account)  # type: ignore[union-attr]
+            key = (kind, event.venue, event.source, event.account)
         held = latest.get(key)
         if held is None or event.ts >= held.ts:
             latest[key] = event
@@ -222,13 +221,12 @@ def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
     balances: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
     received = int(out.now_ms)
     for event in events:
-        kind = type(event)
-        if kind is Price:
-            prices[price_id(event.base, event.quote, event.source)] = (  # type: ignore[union-attr]
-                event.ts, f'{_price_head(event.base, event.quote, event.source)}"{event.price}",{received}]')  # type: ignore[union-attr]
-        elif kind is Balance:
-            balances.setdefault((event.venue, event.account), {})[event.asset] = (  # type: ignore[union-attr]
-                event.ts, f'["{event.balance}","{event.unrealized_pnl}",{received}]')  # type: ignore[union-attr]
+        if type(event) is Price:
+            prices[price_id(event.base, event.quote, event.source)] = (
+                event.ts, f'{_price_head(event.base, event.quote, event.source)}"{event.price}",{received}]')
+        elif type(event) is Balance:
+            balances.setdefault((event.venue, event.account), {})[event.asset] = (
+                event.ts, f'["{event.balance}","{event.unrealized_pnl}",{received}]')
         else:
             write_event(out, event)
     if prices:
@@ -252,7 +250,7 @@ def write_event(out: Outputs, event: Event) -> None:
                              event.ts, payload)
 
 
-async def read_inputs(app: App) -> Inputs:
+async def read_inputs(app: AppProtocol) -> Inputs:
     """Every input and the latest NAVs: the stamp, registry, prices, sources and latest
     snapshots in one MULTI/EXEC, then every registered account's balances in a second."""
     keys = app.keys
@@ -317,17 +315,18 @@ def parse_positions(venue: str, account: str, raw: dict[str, str]) -> dict[str, 
     return {symbol: _parse(where, symbol, value, _position) for symbol, value in raw.items()}
 
 
-async def read_positions(app: App, venue: str, account: str) -> dict[str, tuple[int, PositionPayload]]:
-    return parse_positions(venue, account, await app.redis.hgetall(app.keys.state(*positions_key(venue, account))))
+async def read_positions(app: AppProtocol, venue: str, account: str) -> dict[str, tuple[int, PositionPayload]]:
+    raw = await app.redis.hgetall(app.keys.state(*positions_key(venue, account)))
+    return parse_positions(venue, account, as_str_map(raw))
 
 
-async def read_latest(app: App) -> dict[str, Snapshot]:
+async def read_latest(app: AppProtocol) -> dict[str, Snapshot]:
     """Every scope's latest NAV, as the plugin last wrote it."""
-    raw = await app.redis.hgetall(app.keys.state(*LATEST))
+    raw = as_str_map(await app.redis.hgetall(app.keys.state(*LATEST)))
     return {member: decode_snapshot(member, value) for member, value in raw.items()}
 
 
-async def read_detailed(app: App) -> dict[str, Snapshot]:
+async def read_detailed(app: AppProtocol) -> dict[str, Snapshot]:
     """Each account's snapshot with its holdings, as the last tick valued them."""
-    raw = await app.redis.hgetall(app.keys.state(*HOLDINGS))
+    raw = as_str_map(await app.redis.hgetall(app.keys.state(*HOLDINGS)))
     return {member: _parse(":".join(HOLDINGS), member, value, _snapshot)[1] for member, value in raw.items()}

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import msgspec
 from navstream import (
-    App,
+    AppProtocol,
     InvalidOrder,
     Order,
     Outputs,
@@ -80,7 +80,7 @@ def answers(first: Mapping[str, str], content: str) -> bool:
     return held == content if held else first.get("decision") == "veto"
 
 
-async def on_orders(app: App, gate: Gate, orders: Sequence[Order | InvalidOrder], out: Outputs) -> None:
+async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | InvalidOrder], out: Outputs) -> None:
     cfg, navcfg = config(app), nav_config(app)
     now = out.now_ms
     contents = [content_of(o) for o in orders]
@@ -181,7 +181,7 @@ def _encode_pair(venue: str, account: str) -> str:
     return _encode_json((venue, account)).decode()
 
 
-async def status_section(app: App) -> Mapping[str, Any]:
+async def status_section(app: AppProtocol) -> Mapping[str, Any]:
     try:
         records = await read_records(app)
     except StateError as exc:
@@ -201,7 +201,7 @@ class RiskPlugin(RiskReport):
     def __init__(self) -> None:
         self.gate: Gate | None = None
 
-    def _open(self, app: App) -> Gate:
+    def _open(self, app: AppProtocol) -> Gate:
         if self.gate is None:
             self.gate = open_gate(app)
         return self.gate
@@ -211,25 +211,25 @@ class RiskPlugin(RiskReport):
         register(SECTION, RiskConfig)
 
     @hookimpl
-    def navstream_startup(self, app: App) -> None:
+    def navstream_startup(self, app: AppProtocol) -> None:
         nav_config(app)
         gate = self._open(app)  # the audit file opens now: a directory we cannot write is a startup error
         log.info("risk gate ready", extra={"event": "risk_started", "audit_log": str(gate.audit.path)})
 
     @hookimpl
-    async def navstream_orders(self, app: App, orders: Sequence[Order | InvalidOrder], out: Outputs) -> None:
+    async def navstream_orders(self, app: AppProtocol, orders: Sequence[Order | InvalidOrder], out: Outputs) -> None:
         await on_orders(app, self._open(app), orders, out)
 
     @hookimpl
-    async def navstream_tick(self, app: App, now_ms: int, out: Outputs) -> None:
+    async def navstream_tick(self, app: AppProtocol, now_ms: int, out: Outputs) -> None:
         await on_tick(app, config(app), self._open(app), now_ms, out)
 
     @hookimpl
-    def navstream_health(self, app: App) -> Mapping[str, Any] | None:
+    def navstream_health(self, app: AppProtocol) -> Mapping[str, Any] | None:
         return None if self.gate is None else health_report(app, self.gate)
 
     @hookimpl
-    async def navstream_status(self, app: App) -> Mapping[str, Any]:
+    async def navstream_status(self, app: AppProtocol) -> Mapping[str, Any]:
         return await status_section(app)
 
     @hookimpl
@@ -237,7 +237,7 @@ class RiskPlugin(RiskReport):
         ops.register_commands(register)
 
     @hookimpl
-    def navstream_shutdown(self, app: App) -> None:
+    def navstream_shutdown(self, app: AppProtocol) -> None:
         gate, self.gate = self.gate, None
         if gate is None:
             return

@@ -65,8 +65,8 @@ class Decision(msgspec.Struct, frozen=True):
         return fields
 
 
-def worst_state(states: Iterable[str]) -> TradingState:
-    return worst_by(STATE_RANK, states, "active")  # type: ignore[return-value]
+def worst_state(states: Iterable[TradingState]) -> TradingState:
+    return worst_by(STATE_RANK, states, "active")
 
 
 def split_symbol(symbol: str, config: RiskConfig) -> tuple[str, str] | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import msgspec
-from navstream import App, Order
+from navstream import AppProtocol, Order
 from navstream.plugins.nav.api import NavConfig, escape
 
 from .audit import AuditLog
@@ -26,13 +26,13 @@ from .trading import TradingRecord
 SECTION = "risk"
 
 
-def config(app: App) -> RiskConfig:
-    return app.plugin_config(SECTION)  # type: ignore[no-any-return]
+def config(app: AppProtocol) -> RiskConfig:
+    return app.plugin_config(SECTION, RiskConfig)
 
 
-def nav_config(app: App) -> NavConfig:
+def nav_config(app: AppProtocol) -> NavConfig:
     try:
-        return app.plugin_config("nav")  # type: ignore[no-any-return]
+        return app.plugin_config("nav", NavConfig)
     except KeyError:
         raise RuntimeError("the risk gate judges orders by the nav plugin's NAV and prices, and the nav "
                            "plugin is not loaded (is it in [plugins] disabled?)") from None
@@ -78,7 +78,7 @@ class Gate:
     records: dict[str, TradingRecord] = field(default_factory=dict)
 
 
-def audit_path(app: App, cfg: RiskConfig) -> Path:
+def audit_path(app: AppProtocol, cfg: RiskConfig) -> Path:
     base = Path(cfg.audit_dir) if cfg.audit_dir else default_audit_dir()
     return base / f"risk-{escape(app.consumer_name).replace('%', '_')}.jsonl"
 
@@ -96,7 +96,7 @@ def default_audit_dir() -> Path:
     return Path(state) / "navstream" / "audit"
 
 
-def open_gate(app: App) -> Gate:
+def open_gate(app: AppProtocol) -> Gate:
     """This consumer's gate, its audit log opened (a directory it cannot write raises)."""
     cfg = config(app)
     audit = AuditLog(audit_path(app, cfg), max_bytes=cfg.audit_max_mb << 20, backups=cfg.audit_backups,
@@ -104,7 +104,7 @@ def open_gate(app: App) -> Gate:
     return Gate(audit)
 
 
-def health_report(app: App, gate: Gate) -> Mapping[str, Any]:
+def health_report(app: AppProtocol, gate: Gate) -> Mapping[str, Any]:
     """The gate's ``navstream_health``: degraded while its audit log cannot keep every decision."""
     stats = gate.audit.stats
     short = stats.dropped + stats.failed

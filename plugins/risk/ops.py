@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import msgspec
-from navstream import App, connection_options, Outputs, unescape_name, write_now
+from navstream import AppProtocol, as_str, as_str_list, connection_options, Outputs, unescape_name, write_now
 from navstream.plugins.nav.api import ACCOUNTS
 
 
+from .decide import TradingState
 from .trading import TradingRecord, set_by_ops
 
 #: Reasons that veto whatever the rules: a record with one of these and no inputs replays as itself.
@@ -87,7 +88,7 @@ def register_commands(register: Any) -> None:
     connection_options(r)
 
 
-async def command(app: App, args: argparse.Namespace) -> int:
+async def command(app: AppProtocol, args: argparse.Namespace) -> int:
     if args.risk_command == "replay":
         return replay(app, args)
     if args.risk_command == "show":
@@ -95,7 +96,7 @@ async def command(app: App, args: argparse.Namespace) -> int:
     return await set_state(app, args)
 
 
-async def show(app: App) -> int:
+async def show(app: AppProtocol) -> int:
     from navstream import table
 
     from .state import read_records
@@ -110,7 +111,7 @@ async def show(app: App) -> int:
     return 0
 
 
-async def resolve_member(app: App, venue: str | None, account: str | None) -> str:
+async def resolve_member(app: AppProtocol, venue: str | None, account: str | None) -> str:
     from .state import DESK, account_member
 
     if account is None:
@@ -119,7 +120,7 @@ async def resolve_member(app: App, venue: str | None, account: str | None) -> st
         return DESK
     if venue is not None:
         return account_member(venue, account)
-    known = await app.redis.hkeys(app.keys.state(*ACCOUNTS))
+    known = as_str_list(await app.redis.hkeys(app.keys.state(*ACCOUNTS)))
     matches = sorted({split_member(m)[0] for m in known if split_member(m)[1] == account})
     if len(matches) == 1:
         return account_member(matches[0], account)
@@ -128,16 +129,17 @@ async def resolve_member(app: App, venue: str | None, account: str | None) -> st
     raise ValueError(f"account {account!r} exists on {', '.join(matches)}; say which with --venue")
 
 
-async def set_state(app: App, args: argparse.Namespace) -> int:
+async def set_state(app: AppProtocol, args: argparse.Namespace) -> int:
     from .state import TRADING, compare_and_set, decode_record
 
-    state = {"halt": "halted", "reduce": "reducing", "resume": "active"}[args.risk_command]
+    states: dict[str, TradingState] = {"halt": "halted", "reduce": "reducing", "resume": "active"}
+    state = states[args.risk_command]
     who = args.by or os.environ.get("NAVSTREAM_OPERATOR") or getpass.getuser()
     try:
         member = await resolve_member(app, args.venue, args.account)
         for _ in range(CAS_ATTEMPTS):
-            seen = await app.redis.hget(app.keys.state(TRADING), member) or ""
-            record = set_by_ops(decode_record(member, seen), state, args.reason, who, app.clock.now_ms())  # type: ignore[arg-type]
+            seen = as_str(await app.redis.hget(app.keys.state(TRADING), member) or "")
+            record = set_by_ops(decode_record(member, seen), state, args.reason, who, app.clock.now_ms())
             if await compare_and_set(app, member, seen, record):
                 break
         else:
@@ -149,9 +151,9 @@ async def set_state(app: App, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     where = describe_member(member)
     out = Outputs(app.clock.now_ms())
-    venue_account = {} if args.account is None else dict(zip(("venue", "account"), split_member(member)))
+    venue, account = (None, None) if args.account is None else split_member(member)
     out.alert("trading_state_set", "critical" if state == "halted" else "warning",
-              f"trading of {where} set to {state} by {record.by}: {record.reason}", **venue_account)
+              f"trading of {where} set to {state} by {record.by}: {record.reason}", venue=venue, account=account)
     await write_now(app, out)
     print(f"trading of {where} is now {state} (by {record.by}: {record.reason})")
     return 0
@@ -176,7 +178,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
-def replay(app: App, args: argparse.Namespace) -> int:
+def replay(app: AppProtocol, args: argparse.Namespace) -> int:
     from .gate import AuditRecord, config, nav_config
     from .inputs import RULES, input_hash, judge
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import msgspec
-from navstream import App, InvalidOrder, Order, parse_first
+from navstream import AppProtocol, InvalidOrder, Order, as_str_map, parse_first
 from navstream.plugins.nav.api import (
     LATEST,
     PositionPayload,
@@ -169,7 +169,7 @@ class BatchState:
         return self.records.get(member) or TradingRecord()
 
 
-async def read_batch_state(app: App, orders: Sequence[Order | InvalidOrder], now_ms: int,
+async def read_batch_state(app: AppProtocol, orders: Sequence[Order | InvalidOrder], now_ms: int,
                            hashes: Sequence[str] = ()) -> BatchState:
     """The decisions already given for these orders, and every input the gate judges one by:
     one MULTI/EXEC, so all of it is one instant of Redis, in one round trip.
@@ -258,13 +258,13 @@ def _member_of_scope(scope: str, accounts: Sequence[tuple[str, str]]) -> str:
     return "*"
 
 
-async def read_records(app: App) -> dict[str, tuple[str, TradingRecord]]:
+async def read_records(app: AppProtocol) -> dict[str, tuple[str, TradingRecord]]:
     """Every trading record: member -> (the raw value, for compare-and-set; the record)."""
-    raw = await app.redis.hgetall(app.keys.state(TRADING))
+    raw = as_str_map(await app.redis.hgetall(app.keys.state(TRADING)))
     return {member: (value, decode_record(member, value)) for member, value in raw.items()}
 
 
-async def compare_and_set(app: App, member: str, seen: str, record: TradingRecord) -> bool:
+async def compare_and_set(app: AppProtocol, member: str, seen: str, record: TradingRecord) -> bool:
     """Store ``record`` for ``member`` if Redis still holds ``seen`` there ('' for nothing)."""
     done = await app.redis.eval(CAS_LUA, 1, app.keys.state(TRADING), member, seen, encode_record(record))
     return bool(done)

@@ -7,7 +7,7 @@ import logging
 import time
 
 import msgspec
-from navstream import App, Outputs
+from navstream import AppProtocol, as_str_list, Outputs
 from navstream.plugins.nav.api import Snapshot, StateError, as_read, parse_positions, positions_key, read_latest
 
 from . import ops
@@ -39,13 +39,13 @@ PRUNE_BATCH = 5_000
 log = logging.getLogger("navstream.risk")
 
 
-async def on_tick(app: App, cfg: RiskConfig, gate: Gate, now_ms: int, out: Outputs) -> None:
+async def on_tick(app: AppProtocol, cfg: RiskConfig, gate: Gate, now_ms: int, out: Outputs) -> None:
     await follow_drawdown(app, cfg, gate, now_ms, out)
     report_audit(cfg, gate, out)
     await prune(app, cfg, now_ms)
 
 
-async def follow_drawdown(app: App, cfg: RiskConfig, gate: Gate, now_ms: int, out: Outputs) -> None:
+async def follow_drawdown(app: AppProtocol, cfg: RiskConfig, gate: Gate, now_ms: int, out: Outputs) -> None:
     """Store each scope's drawdown state and high-water mark, and remind of trading that
     drawdown reduced or halted until an operator resumes it."""
     records = await read_records(app)
@@ -73,7 +73,7 @@ async def follow_drawdown(app: App, cfg: RiskConfig, gate: Gate, now_ms: int, ou
                       version=str(record.at), every_s=cfg.alert_every_s)
 
 
-async def restore_vanished(app: App, gate: Gate, records: dict[str, tuple[str, TradingRecord]], now_ms: int,
+async def restore_vanished(app: AppProtocol, gate: Gate, records: dict[str, tuple[str, TradingRecord]], now_ms: int,
                            out: Outputs) -> None:
     """Write back every trading record this consumer saw that Redis no longer holds: data was
     lost (a restart without persistence, a flush), and a halt an operator set must not read as
@@ -107,14 +107,14 @@ def report_audit(cfg: RiskConfig, gate: Gate, out: Outputs) -> None:
         gate.short_at = time.monotonic()
 
 
-async def prune(app: App, cfg: RiskConfig, now_ms: int) -> None:
+async def prune(app: AppProtocol, cfg: RiskConfig, now_ms: int) -> None:
     """Forget decisions past their retention, approvals past the rate window, and orders in
     flight once a position update covers them or ``open_order_ttl_s`` passed."""
     keys = app.keys
     horizon = now_ms - cfg.decision_retention_s * 1000
     old = await app.redis.zrangebyscore(keys.state(DECIDED), "-inf", horizon, start=0, num=PRUNE_BATCH)
     old_reused = await app.redis.zrangebyscore(keys.state(REUSED_AT), "-inf", horizon, start=0, num=PRUNE_BATCH)
-    venues = await app.redis.hvals(keys.state(VENUES))
+    venues = as_str_list(await app.redis.hvals(keys.state(VENUES)))
     pipe = app.redis.pipeline(transaction=True)
     if old:
         pipe.hdel(keys.state(DECISIONS), *old)
@@ -129,7 +129,7 @@ async def prune(app: App, cfg: RiskConfig, now_ms: int) -> None:
     await prune_inflight(app, cfg, now_ms)
 
 
-async def prune_inflight(app: App, cfg: RiskConfig, now_ms: int) -> None:
+async def prune_inflight(app: AppProtocol, cfg: RiskConfig, now_ms: int) -> None:
     """Drop each account's orders in flight that no decision counts any more (see
     :func:`.inputs.pending`). An entry that cannot be read stays: it keeps the account's orders
     vetoed (``state_unreadable``) until someone looks."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, Sequence
 
 import msgspec
-from navstream import App, Event, hookimpl, Outputs, RegisterSection, SourceStatus
+from navstream import AppProtocol, as_str_list, Event, hookimpl, Outputs, RegisterSection, SourceStatus
 
 from .report import SourceMonitorReport
 
@@ -115,7 +115,7 @@ def _silent(out: Outputs, key: str, where: Mapping[str, str | None], age_ms: int
            f"(limit {limit_ms // 1000}s)")
 
 
-async def _read(app: App, keys: Sequence[str], *, alerted: bool = False) -> list[dict[str, str]]:
+async def _read(app: AppProtocol, keys: Sequence[str], *, alerted: bool = False) -> list[dict[str, str]]:
     """The state hashes of ``keys`` as one snapshot, then (if asked) the last alert per source."""
     pipe = app.redis.pipeline(transaction=True)
     for key in keys:
@@ -125,14 +125,14 @@ async def _read(app: App, keys: Sequence[str], *, alerted: bool = False) -> list
     return list(await pipe.execute()) if keys or alerted else []
 
 
-async def _sources(app: App) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+async def _sources(app: AppProtocol) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Every registered source's state hash, and the last alert per source."""
-    keys = sorted(await app.redis.hkeys(app.keys.state(REGISTRY)))
+    keys = sorted(as_str_list(await app.redis.hkeys(app.keys.state(REGISTRY))))
     *hashes, alerted = await _read(app, keys, alerted=True)
     return dict(zip(keys, hashes)), alerted
 
 
-async def register_existing(app: App) -> None:
+async def register_existing(app: AppProtocol) -> None:
     """Register every source hash already in Redis (written before the registry existed, or
     dropped from it), so that the ticks watch it for silence."""
     skip = len(app.keys.state(REGISTRY)) - len(REGISTRY)  # strip ``P:state:``
@@ -142,7 +142,7 @@ async def register_existing(app: App) -> None:
         await app.redis.hset(app.keys.state(REGISTRY), mapping=dict.fromkeys(found, "1"))
 
 
-async def on_events(app: App, reader: Any, events: Sequence[Event], out: Outputs) -> None:
+async def on_events(app: AppProtocol, reader: Any, events: Sequence[Event], out: Outputs) -> None:
     reports = sorted((e for e in events if isinstance(e, SourceStatus)), key=lambda e: e.ts)
     if not reports:
         return
@@ -175,8 +175,8 @@ async def on_events(app: App, reader: Any, events: Sequence[Event], out: Outputs
         held[key] = Held(event.ts, event.ok, silent=False)
 
 
-async def on_tick(app: App, now_ms: int, out: Outputs) -> None:
-    limit_ms = int(app.plugin_config(SECTION).max_silence_s * 1000)
+async def on_tick(app: AppProtocol, now_ms: int, out: Outputs) -> None:
+    limit_ms = int(app.plugin_config(SECTION, SourceMonitorConfig).max_silence_s * 1000)
     sources, alerted = await _sources(app)
     for key, data in sources.items():
         if "ts" not in data:
@@ -196,7 +196,7 @@ async def on_tick(app: App, now_ms: int, out: Outputs) -> None:
             _recovered(out, key, _where(key, data))
 
 
-async def status_section(app: App) -> dict[str, Any]:
+async def status_section(app: AppProtocol) -> dict[str, Any]:
     now = app.clock.now_ms()
     sources = []
     for data in (await _sources(app))[0].values():
@@ -223,19 +223,19 @@ class SourceMonitorPlugin(SourceMonitorReport):
         register(SECTION, SourceMonitorConfig)
 
     @hookimpl
-    async def navstream_startup(self, app: App) -> None:
+    async def navstream_startup(self, app: AppProtocol) -> None:
         await register_existing(app)
 
     @hookimpl
-    async def navstream_events(self, app: App, events: Sequence[Event], out: Outputs) -> None:
+    async def navstream_events(self, app: AppProtocol, events: Sequence[Event], out: Outputs) -> None:
         if self.reader is None:
             self.reader = app.redis.register_script(READ_HELD_LUA)
         await on_events(app, self.reader, events, out)
 
     @hookimpl
-    async def navstream_tick(self, app: App, now_ms: int, out: Outputs) -> None:
+    async def navstream_tick(self, app: AppProtocol, now_ms: int, out: Outputs) -> None:
         await on_tick(app, now_ms, out)
 
     @hookimpl
-    async def navstream_status(self, app: App) -> dict[str, Any]:
+    async def navstream_status(self, app: AppProtocol) -> dict[str, Any]:
         return await status_section(app)

@@ -29,9 +29,8 @@ WEIGHT = 4
 _PAIR = re.compile(r"^([A-Z0-9]{1,20})/([A-Z0-9]{1,20})$")
 
 
-# The options are SourceSettings' own, restated for type checkers (the ignore: where `navstream`
-# cannot be resolved it is Any, and the class keywords then look unexpected).
-class BinanceSpotSettings(  # type: ignore[call-arg, unused-ignore]
+# The options are SourceSettings' own, restated for type checkers.
+class BinanceSpotSettings(
         SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """``[sources.<name>]`` of kind ``binance-spot`` (frozen, and unknown keys rejected, as
     every ``SourceSettings``)."""

@@ -69,9 +69,8 @@ ZERO = Decimal(0)
 NETTING = decimal.Context(prec=2 * (numbers.MAX_INTEGER_DIGITS + numbers.MAX_FRACTION_DIGITS), traps=[decimal.InvalidOperation])
 
 
-# The options are SourceSettings' own, restated for type checkers (the ignore: where `navstream`
-# cannot be resolved it is Any, and the class keywords then look unexpected).
-class BinanceUsdmAccountSettings(  # type: ignore[call-arg, unused-ignore]
+# The options are SourceSettings' own, restated for type checkers.
+class BinanceUsdmAccountSettings(
         SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """``[sources.<name>]`` of kind ``binance-usdm-account`` (frozen, and unknown keys rejected, as
     every ``SourceSettings``)."""

@@ -40,9 +40,8 @@ _CURRENCY = re.compile(r"^[A-Za-z0-9]{1,16}$")
 KEY_ERRORS = {10002, 10010, 10011}
 
 
-# The options are SourceSettings' own, restated for type checkers (the ignore: where `navstream`
-# cannot be resolved it is Any, and the class keywords then look unexpected).
-class CoinGeckoSettings(  # type: ignore[call-arg, unused-ignore]
+# The options are SourceSettings' own, restated for type checkers.
+class CoinGeckoSettings(
         SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """``[sources.<name>]`` of kind ``coingecko`` (frozen, and unknown keys rejected, as
     every ``SourceSettings``)."""
