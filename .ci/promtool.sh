@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI: check every PromQL expression, Prometheus rules file and Prometheus config the docs show,
 # with promtool (docs/observability.md). The docs mark them (```promql blocks, and ```yaml blocks
-# after <!-- promtool: rules --> or <!-- promtool: config -->); tests/docs_promql.py finds them
+# after <!-- promtool: rules --> or <!-- promtool: config -->); tests/support/docs_promql.py finds them
 # and writes them out, each promql expression wrapped as a recording rule (this promtool has no
 # offline `check query`; `check rules` parses and checks every rule's expression).
 # That the metric names they use exist is tests/test_metrics_docs.py's job (pytest).
@@ -32,7 +32,7 @@ promtool --version 2>&1 | head -n 1
 out="$(mktemp -d "${TMPDIR:-/tmp}/navstream-promtool.XXXXXX")"
 trap 'rm -rf "$out"' EXIT
 
-python3 tests/docs_promql.py "$out" >"$out/manifest"
+python3 tests/support/docs_promql.py "$out" >"$out/manifest"
 rules=() configs=()
 while read -r kind file; do
   case "$kind" in
