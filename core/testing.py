@@ -39,6 +39,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from navstream import App, Clock, Event, ManualClock, SourceContext, encode_fields
+from navstream.contract.events import stream_fields
 from navstream.config import Settings, load_settings
 from navstream.ingest.httppool import HttpPool
 from navstream.ingest.pricecache import PriceCache
@@ -226,7 +227,7 @@ async def run_step(
     before = await app.redis.xlen(app.keys.alerts)
     for entry in entries:
         fields = encode_fields(entry) if isinstance(entry, msgspec.Struct) else dict(entry)
-        await app.redis.xadd(app.keys.events, fields)  # type: ignore[arg-type]
+        await app.redis.xadd(app.keys.events, stream_fields(fields))
     while await consumer.step(block_ms=1):
         pass
     if tick:

@@ -294,3 +294,27 @@ def test_plugin_command_hook(plugin_module: Any, tmp_path: Path, monkeypatch: py
     assert main(["status", "--prefix", "pfx"]) == 2
     err = capsys.readouterr().err
     assert "navstream: error:" in err and "`status`" in err and "already taken" in err
+
+
+def test_a_plugin_reads_its_section_typed_and_a_wrong_type_is_refused(make_app: Any) -> None:
+    """``app.plugin_config(section, Type)`` returns the decoded section as that type; asking
+    for another type is a TypeError naming both, never a silently wrong object."""
+
+    class Cfg(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+        limit: int = 3
+
+    class Other(msgspec.Struct, frozen=True):
+        pass
+
+    class Typed:
+        @hookimpl
+        def navstream_config_sections(self, register: Any) -> None:
+            register("typed", Cfg)
+
+    app = make_app(plugins=[("typed", Typed())], extra={"typed": {"limit": 7}})
+    assert app.plugin_config("typed", Cfg) == Cfg(limit=7)
+    assert app.plugin_config("typed") == Cfg(limit=7)
+    with pytest.raises(TypeError, match="Other"):
+        app.plugin_config("typed", Other)
+    with pytest.raises(KeyError, match="nope"):
+        app.plugin_config("nope", Cfg)
