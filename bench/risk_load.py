@@ -364,7 +364,7 @@ def worker_decisions(url: str, prefix: str, out: str) -> dict[str, Any]:
         for _, items in reply or ():
             for entry_id, flat in items:
                 last = entry_id
-                fields = dict(zip(flat[::2], flat[1::2]))  # noqa: B905 - a flat reply, pairs by construction
+                fields = dict(zip(flat[::2], flat[1::2]))
                 order_id = fields.get(b"order_id", b"").decode()
                 if order_id not in arrived:
                     arrived[order_id] = (

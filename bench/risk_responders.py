@@ -116,8 +116,7 @@ class Spans:
             if moment.phase == "started":
                 entries = moment.entries
                 orders = [e.fields.get(b"order_id", b"").decode() for e in entries if e.stream.endswith(":orders")]
-                spans.current = [read_issued[0], moment.at_ns, 0, 0, 0, len(entries) - len(orders), len(orders),
-                                 orders]
+                spans.current = [read_issued[0], moment.at_ns, 0, 0, 0, len(entries) - len(orders), len(orders), orders]
             elif spans.current is not None and moment.phase == "dispatched":
                 spans.current[2 if moment.hook == "navstream_events" else 3] = moment.at_ns
             elif spans.current is not None:

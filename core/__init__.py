@@ -10,12 +10,8 @@ output buffer, the events of the wire contract, the source API (``navstream inge
 number grammar (:mod:`navstream.numbers`), the key and name helpers, and the errors.
 """
 
-from navstream.version import __version__
-
 from navstream.app import App
 from navstream.clock import Clock, ManualClock, SystemClock
-from navstream.plugin.commands import connection_options
-from navstream.render import table
 from navstream.config import ConfigError
 from navstream.contract import numbers
 from navstream.contract.events import (
@@ -38,9 +34,18 @@ from navstream.contract.navread import stale_as_read
 from navstream.contract.outputs import Alert, Outputs, parse_field, parse_first
 from navstream.ingest.httppool import check as check_response
 from navstream.ingest.httppool import excerpt as response_excerpt
-from navstream.plugin.hookspecs import CommandHandler, RegisterCommand, RegisterSection, RegisterSource, hookimpl, hookspec
+from navstream.plugin.commands import connection_options
+from navstream.plugin.hookspecs import (
+    CommandHandler,
+    RegisterCommand,
+    RegisterSection,
+    RegisterSource,
+    hookimpl,
+    hookspec,
+)
 from navstream.plugin.manager import PluginError
 from navstream.plugin.protocol import AppProtocol
+from navstream.render import table
 from navstream.serve.report import (
     Cell,
     Chart,
@@ -70,6 +75,7 @@ from navstream.sources import (
     redact,
 )
 from navstream.store.writer import WriteError, write_now
+from navstream.version import __version__
 
 __all__ = [
     "Alert",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, Mapping, TypeVar, cast, overload
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar, cast, overload
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -20,8 +21,8 @@ from navstream.clock import ManualClock as ManualClock  # re-exported: tests and
 from navstream.config import Settings, validate_plugin_sections
 from navstream.contract.keys import Keys
 from navstream.plugin import calls
-from navstream.stats import Stats
 from navstream.plugin.manager import LoadedPlugins, build_plugin_manager
+from navstream.stats import Stats
 
 #: ``connect(decode_responses)`` returns a Redis client; the demo and tests pass fakeredis.
 Connect = Callable[[bool], aioredis.Redis]
@@ -95,8 +96,12 @@ def _cluster_class() -> Any:
                     key = args[3]
             elif len(args) > 1:
                 key = args[1]
-            if (key is None or self._watching or self._explicit_transaction
-                    or command in self.IMMEDIATE_EXECUTE_COMMANDS):
+            if (
+                key is None
+                or self._watching
+                or self._explicit_transaction
+                or command in self.IMMEDIATE_EXECUTE_COMMANDS
+            ):
                 return super().execute_command(*args, **kwargs)
             self._pipeline_slots.add(self._pipe.cluster_client.keyslot(key))
             return AbstractStrategy.execute_command(self, *args, **kwargs)
@@ -161,8 +166,9 @@ def default_connect(settings: Settings) -> Connect:
     def connect(decode_responses: bool) -> aioredis.Redis:
         if settings.redis.cluster:
             return cluster_connect(settings, decode_responses)
-        return with_hiredis_packing(aioredis.Redis.from_url(
-            settings.redis.url, **_connection_options(settings, decode_responses)))
+        return with_hiredis_packing(
+            aioredis.Redis.from_url(settings.redis.url, **_connection_options(settings, decode_responses))
+        )
 
     return connect
 

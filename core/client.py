@@ -77,8 +77,16 @@ BACKOFF_MAX_S = 2.0
 STOP_ATTEMPTS = 20
 STOP_WAIT_S = 0.05
 
-__all__ = ["CLIENT_ERROR", "DEADLINE", "ClientDecision", "RiskClient", "SendError", "decimal_text",
-           "fields_hash", "order_fields"]
+__all__ = [
+    "CLIENT_ERROR",
+    "DEADLINE",
+    "ClientDecision",
+    "RiskClient",
+    "SendError",
+    "decimal_text",
+    "fields_hash",
+    "order_fields",
+]
 
 
 class RiskClient:
@@ -91,8 +99,9 @@ class RiskClient:
         under the hash tag ``{prefix}``, and ``redis`` is a ``RedisCluster`` (docs/scaling.md).
     """
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "navstream", *, owns_redis: bool = False,
-                 cluster: bool = False) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str = "navstream", *, owns_redis: bool = False, cluster: bool = False
+    ) -> None:
         self.redis = redis
         self.keys = Keys(prefix, cluster=cluster)
         #: The gate's store of first decisions, and of the vetoes given to reused ids (the contract's keys).
@@ -110,8 +119,7 @@ class RiskClient:
         self._closed = False
 
     @classmethod
-    def connect(cls, url: str, prefix: str = "navstream", *, cluster: bool = False,
-                **redis_kwargs: Any) -> RiskClient:
+    def connect(cls, url: str, prefix: str = "navstream", *, cluster: bool = False, **redis_kwargs: Any) -> RiskClient:
         """A client with its own connection to ``url``, closed by :meth:`aclose`; with
         ``cluster=True``, a ``RedisCluster`` client found from the node ``url`` names."""
         if cluster:
@@ -126,8 +134,9 @@ class RiskClient:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -189,11 +198,24 @@ class RiskClient:
         :raises ValueError: an order the gate would call ``bad_order``; nothing was sent.
         :raises SendError: the order was not confirmed written (see there).
         """
-        if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) \
-                or not math.isfinite(deadline_s) or deadline_s <= 0:
+        if (
+            isinstance(deadline_s, bool)
+            or not isinstance(deadline_s, (int, float))
+            or not math.isfinite(deadline_s)
+            or deadline_s <= 0
+        ):
             raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
-        fields = order_fields(order_id=order_id, venue=venue, account=account, symbol=symbol, side=side,
-                              qty=qty, price=price, reduce_only=reduce_only, ts=now_ms())
+        fields = order_fields(
+            order_id=order_id,
+            venue=venue,
+            account=account,
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            price=price,
+            reduce_only=reduce_only,
+            ts=now_ms(),
+        )
         key = (order_id, fields_hash(fields))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
@@ -205,8 +227,9 @@ class RiskClient:
                     self._waiters.setdefault(key, []).append(waiter)
                     await self.redis.xadd(self.keys.orders, stream_fields(fields))
             except (RedisError, OSError, TimeoutError) as exc:
-                raise SendError(f"order {order_id!r} not confirmed sent to {self.keys.orders}: "
-                                f"{type(exc).__name__}: {exc}") from exc
+                raise SendError(
+                    f"order {order_id!r} not confirmed sent to {self.keys.orders}: {type(exc).__name__}: {exc}"
+                ) from exc
             trouble = False
             try:
                 async with asyncio.timeout_at(deadline):
@@ -215,8 +238,15 @@ class RiskClient:
                     return await waiter
             except TimeoutError:
                 reason = CLIENT_ERROR if trouble or self._failing else DEADLINE
-                log.warning("no decision before the deadline, vetoed", extra={
-                    "event": "decision_deadline", "order_id": order_id, "reason": reason, "deadline_s": deadline_s})
+                log.warning(
+                    "no decision before the deadline, vetoed",
+                    extra={
+                        "event": "decision_deadline",
+                        "order_id": order_id,
+                        "reason": reason,
+                        "deadline_s": deadline_s,
+                    },
+                )
                 return ClientDecision.vetoed(order_id, reason)
         finally:
             self._forget(key, waiter)
@@ -231,8 +261,10 @@ class RiskClient:
             first = await self.redis.hget(self._decisions_key, order_id)
             reused = await self.redis.hget(self._reused_key, f"{content}:{order_id}") if first is not None else None
         except (RedisError, OSError) as exc:
-            log.warning("could not read the stored decision", extra={
-                "event": "client_error", "order_id": order_id, "error": f"{type(exc).__name__}: {exc}"})
+            log.warning(
+                "could not read the stored decision",
+                extra={"event": "client_error", "order_id": order_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
             return False
         for raw in (first, reused):
             if raw is None or waiter.done():
@@ -258,14 +290,19 @@ class RiskClient:
         attempt = 0
         while not self._closed:
             try:
-                reply = await self.redis.xread({self.keys.decisions: self._cursor}, count=READ_COUNT,
-                                               block=BLOCK_MS)
+                reply = await self.redis.xread({self.keys.decisions: self._cursor}, count=READ_COUNT, block=BLOCK_MS)
             except Exception as exc:  # noqa: BLE001 - whatever it is, retry; waiters veto at their deadline
                 self._failing = True
                 attempt += 1
                 delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(attempt - 1, 16)) * (0.5 + random.random() / 2)
-                log.warning("reading decisions failed, retrying", extra={
-                    "event": "client_error", "error": f"{type(exc).__name__}: {exc}", "retry_in_s": round(delay, 3)})
+                log.warning(
+                    "reading decisions failed, retrying",
+                    extra={
+                        "event": "client_error",
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "retry_in_s": round(delay, 3),
+                    },
+                )
                 await asyncio.sleep(delay)
                 continue
             self._failing = False
@@ -297,8 +334,9 @@ async def _stop(reader: asyncio.Task[None]) -> None:
         done, _ = await asyncio.wait({reader}, timeout=STOP_WAIT_S)
         if done:
             if not reader.cancelled() and reader.exception() is not None:
-                log.error("decision reader failed", exc_info=reader.exception(),
-                          extra={"event": "client_reader_failed"})
+                log.error(
+                    "decision reader failed", exc_info=reader.exception(), extra={"event": "client_reader_failed"}
+                )
             return
     log.error("decision reader did not stop", extra={"event": "client_reader_stuck"})
 
@@ -311,5 +349,3 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
     if isinstance(reply, Mapping):
         return [entry for per_stream in reply.values() for entries in per_stream for entry in entries]
     return [entry for _stream, entries in reply for entry in entries]
-
-

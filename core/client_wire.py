@@ -71,9 +71,16 @@ class ClientDecision:
                 decision = "veto"
             else:
                 raise ValueError(f"`decision` is {fields['decision']!r}")
-            return cls(fields["order_id"], decision, [r for r in fields.get("reasons", "").split(",") if r],
-                       fields.get("trading_state", ""), fields.get("nav", ""), fields.get("nav_status", ""),
-                       int(fields.get("nav_age_ms") or 0), int(fields["ts"]))
+            return cls(
+                fields["order_id"],
+                decision,
+                [r for r in fields.get("reasons", "").split(",") if r],
+                fields.get("trading_state", ""),
+                fields.get("nav", ""),
+                fields.get("nav_status", ""),
+                int(fields.get("nav_age_ms") or 0),
+                int(fields["ts"]),
+            )
         except KeyError as exc:
             raise ValueError(f"decision entry lacks field {exc}") from exc
 
@@ -83,8 +90,18 @@ class ClientDecision:
         return cls(order_id, "veto", [reason], "unknown", "", "unknown", 0, now_ms(), timed_out)
 
 
-def order_fields(*, order_id: str, venue: str, account: str, symbol: str, side: str, qty: Decimal | str,
-                 price: Decimal | str | None, reduce_only: bool, ts: int) -> dict[str, str]:
+def order_fields(
+    *,
+    order_id: str,
+    venue: str,
+    account: str,
+    symbol: str,
+    side: str,
+    qty: Decimal | str,
+    price: Decimal | str | None,
+    reduce_only: bool,
+    ts: int,
+) -> dict[str, str]:
     """The ``P:orders`` entry of an order intent, checked by the decoder the gate itself uses,
     so the client never sends what the gate would veto as ``bad_order``.
 
@@ -92,15 +109,28 @@ def order_fields(*, order_id: str, venue: str, account: str, symbol: str, side: 
     :raises ValueError: anything the contract refuses (an empty id, a side other than
         buy/sell, a non-positive or non-finite amount), naming the field.
     """
-    for name, value in (("order_id", order_id), ("venue", venue), ("account", account),
-                        ("symbol", symbol), ("side", side)):
+    for name, value in (
+        ("order_id", order_id),
+        ("venue", venue),
+        ("account", account),
+        ("symbol", symbol),
+        ("side", side),
+    ):
         if not isinstance(value, str):
             raise TypeError(f"`{name}` must be a str, got {type(value).__name__}")
     if not isinstance(reduce_only, bool):
         raise TypeError(f"`reduce_only` must be a bool, got {type(reduce_only).__name__}")
-    fields = {"type": "order", "order_id": order_id, "venue": venue, "account": account, "symbol": symbol,
-              "side": side, "qty": decimal_text("qty", qty), "reduce_only": "true" if reduce_only else "false",
-              "ts": str(ts)}
+    fields = {
+        "type": "order",
+        "order_id": order_id,
+        "venue": venue,
+        "account": account,
+        "symbol": symbol,
+        "side": side,
+        "qty": decimal_text("qty", qty),
+        "reduce_only": "true" if reduce_only else "false",
+        "ts": str(ts),
+    }
     if price is not None:
         fields["price"] = decimal_text("price", price)
     ORDER_DECODER.decode(fields)  # raises DecodeError (a ValueError) naming the field
@@ -110,16 +140,24 @@ def order_fields(*, order_id: str, venue: str, account: str, symbol: str, side: 
 def fields_hash(fields: Mapping[str, str]) -> str:
     """The ``order_hash`` the gate gives the decision of an order entry the client built."""
     order = ORDER_DECODER.decode(fields)
-    return order_hash(venue=order.venue, account=order.account, symbol=order.symbol,
-                      side=order.side, qty=order.qty, price=order.price,
-                      reduce_only=order.reduce_only)
+    return order_hash(
+        venue=order.venue,
+        account=order.account,
+        symbol=order.symbol,
+        side=order.side,
+        qty=order.qty,
+        price=order.price,
+        reduce_only=order.reduce_only,
+    )
 
 
 def decimal_text(name: str, value: Decimal | str) -> str:
     """``value`` as an exact, plain decimal string (``"0.00000001"``, never ``"1E-8"``)."""
     if isinstance(value, float):
-        raise TypeError(f"`{name}` must be a Decimal or str, not a float (binary floats are not exact): "
-                        f"pass Decimal({str(value)!r}) or {str(value)!r}")
+        raise TypeError(
+            f"`{name}` must be a Decimal or str, not a float (binary floats are not exact): "
+            f"pass Decimal({str(value)!r}) or {str(value)!r}"
+        )
     if not isinstance(value, (str, Decimal)):
         raise TypeError(f"`{name}` must be a Decimal or str, got {type(value).__name__}")
     try:  # the wire's own grammar and bounds (navstream.contract.numbers): " 1" and "１２" are no amounts
@@ -143,8 +181,9 @@ def read_decision(order_id: str, fields: Mapping[str, str] | None) -> ClientDeci
         if decision.order_id != order_id:
             raise ValueError(f"answers order_id {decision.order_id!r}")
     except ValueError as exc:
-        log.error("unreadable decision, vetoed", extra={
-            "event": "client_error", "order_id": order_id, "error": str(exc)})
+        log.error(
+            "unreadable decision, vetoed", extra={"event": "client_error", "order_id": order_id, "error": str(exc)}
+        )
         return ClientDecision.vetoed(order_id, CLIENT_ERROR, timed_out=False)
     return decision
 

@@ -29,4 +29,5 @@ class ManualClock:
     def advance(self, ms: int) -> None:
         self._now += ms
 
+
 __all__ = ["Clock", "ManualClock", "SystemClock"]

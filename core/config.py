@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -99,7 +100,6 @@ class ConsumerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         if self.max_entry_bytes > self.max_batch_bytes:
             raise ValueError("`max_entry_bytes` must not be greater than `max_batch_bytes`")
 
-
     @property
     def heartbeat_ttl_ms(self) -> int:
         # outlives a batch that runs into hook timeouts: a slow consumer is not a dead one
@@ -178,16 +178,17 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _decode_section(
-    name: str, raw: Any, type_: type, where: str, origins: Mapping[str, str] | None = None
-) -> Any:
+def _decode_section(name: str, raw: Any, type_: type, where: str, origins: Mapping[str, str] | None = None) -> Any:
     try:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as exc:
         text = str(exc).replace("`$.", f"`{name}.").replace("`$`", f"`[{name}]`")
         # A value that came from the environment or a flag is named as such, not blamed on the file.
-        from_elsewhere = [f"{key} from {origin}" for key, origin in (origins or {}).items()
-                          if f"`{name}.{key}`" in text or f"`{key}`" in text]
+        from_elsewhere = [
+            f"{key} from {origin}"
+            for key, origin in (origins or {}).items()
+            if f"`{name}.{key}`" in text or f"`{key}`" in text
+        ]
         suffix = f" ({', '.join(from_elsewhere)})" if from_elsewhere else ""
         raise ConfigError(f"{where}: [{name}] {text}{suffix}") from exc
 
@@ -226,15 +227,19 @@ def load_settings(
             raise ConfigError(f"{where}: [{name}] must be a table")
         layered[name] = dict(section)
     if layered["redis"].get("password"):  # secrets come from the environment (docs/security.md)
-        raise ConfigError(f"{where}: [redis] `password` is not read from a file; "
-                          "set the environment variable NAVSTREAM_REDIS_PASSWORD instead")
+        raise ConfigError(
+            f"{where}: [redis] `password` is not read from a file; "
+            "set the environment variable NAVSTREAM_REDIS_PASSWORD instead"
+        )
     file_url = layered["redis"].get("url")  # nor inside the URL: user:PW@host, :PW@host, ?password=PW
     if isinstance(file_url, str) and "://" in file_url:
         netloc, _, query = file_url.split("://", 1)[1].split("#", 1)[0].partition("?")
         userinfo = netloc.split("/", 1)[0].rpartition("@")[0]
         if userinfo.partition(":")[2] or any(k.lower() == "password" and v for k, v in parse_qsl(query)):
-            raise ConfigError(f"{where}: [redis] `url` holds a password, which is not read from a file; remove it "
-                              "and set the environment variable NAVSTREAM_REDIS_PASSWORD instead")
+            raise ConfigError(
+                f"{where}: [redis] `url` holds a password, which is not read from a file; remove it "
+                "and set the environment variable NAVSTREAM_REDIS_PASSWORD instead"
+            )
     origins: dict[str, dict[str, str]] = {name: {} for name in CORE_SECTIONS}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):

@@ -44,7 +44,8 @@ BACKUPS = 10
 # A password in a URL's userinfo (PW in redis://user:***@host, rediss://:***@host, https://u:***@h).
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.IGNORECASE)
 _SECRET_PARAM = re.compile(
-    r"((?:signature|api[_-]?key|apikey|secret|token|password|x_cg_[a-z]+_api_key)=)[^&\s\"':,;]+", re.IGNORECASE)
+    r"((?:signature|api[_-]?key|apikey|secret|token|password|x_cg_[a-z]+_api_key)=)[^&\s\"':,;]+", re.IGNORECASE
+)
 
 
 #: Known credential values (and their URL-encoded forms), longest first: masked wherever they
@@ -177,8 +178,9 @@ def file_handler(path: str, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) 
     """An append-only file rotated at ``max_bytes`` into ``path.1.gz`` ... ``path.<backups>.gz``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(path, mode="a", maxBytes=max_bytes, backupCount=backups,
-                                                   encoding="utf-8", delay=False)
+    handler = logging.handlers.RotatingFileHandler(
+        path, mode="a", maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=False
+    )
     handler.namer = lambda name: name + ".gz"
     handler.rotator = _gzip_rotator
     return handler
@@ -203,9 +205,15 @@ class _QueueHandler(logging.handlers.QueueHandler):
 _listener: logging.handlers.QueueListener | None = None
 
 
-def setup_logging(level: str = "INFO", stream: TextIO | None = None, *, file: str | None = None,
-                  max_bytes: int = MAX_BYTES, backups: int = BACKUPS,
-                  repeat_window_s: float = REPEAT_WINDOW_S) -> None:
+def setup_logging(
+    level: str = "INFO",
+    stream: TextIO | None = None,
+    *,
+    file: str | None = None,
+    max_bytes: int = MAX_BYTES,
+    backups: int = BACKUPS,
+    repeat_window_s: float = REPEAT_WINDOW_S,
+) -> None:
     """Route the ``navstream`` loggers through a queue to ``file`` or ``stream`` (stderr) as
     JSON lines, with repeats suppressed and secrets scrubbed.
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -28,24 +29,46 @@ def render_status(status: dict[str, Any], now_ms: int | None = None) -> str:
     rows = []
     for stream, info in status["streams"].items():
         ours = next((g for g in info["groups"] if g["name"] == status["group"]), None)
-        rows.append([stream, info["length"], ours["lag"] if ours else "no group",
-                     ours["pending"] if ours else "-", ours["consumers"] if ours else 0])
+        rows.append(
+            [
+                stream,
+                info["length"],
+                ours["lag"] if ours else "no group",
+                ours["pending"] if ours else "-",
+                ours["consumers"] if ours else 0,
+            ]
+        )
     out += [table(["stream", "length", "lag", "pending", "consumers"], rows), ""]
-    out.append(f"dead letters: {status['dlq']['length']}"
-               + ("  (navstream dlq list)" if status["dlq"]["length"] else ""))
+    out.append(
+        f"dead letters: {status['dlq']['length']}" + ("  (navstream dlq list)" if status["dlq"]["length"] else "")
+    )
     out.append("")
     if status["consumers"]:
-        out.append(table(
-            ["consumer", "status", "processed", "failed", "dead-lettered", "lost", "last batch", "heartbeat"],
-            [[h.get("consumer"), h.get("status"), h.get("processed"), h.get("failed"),
-              h.get("dead_lettered"), h.get("lost"), _age(h.get("last_batch_ms"), now_ms),
-              _age(h.get("ts"), now_ms)] for h in status["consumers"]]))
+        out.append(
+            table(
+                ["consumer", "status", "processed", "failed", "dead-lettered", "lost", "last batch", "heartbeat"],
+                [
+                    [
+                        h.get("consumer"),
+                        h.get("status"),
+                        h.get("processed"),
+                        h.get("failed"),
+                        h.get("dead_lettered"),
+                        h.get("lost"),
+                        _age(h.get("last_batch_ms"), now_ms),
+                        _age(h.get("ts"), now_ms),
+                    ]
+                    for h in status["consumers"]
+                ],
+            )
+        )
     else:
         out.append("no live consumer (no heartbeat)")
     if status["alerts"]:
         out += ["", "latest alerts:"]
-        out += [f"  {a.get('severity', '?'):<8} {a.get('code', '?'):<20} {a.get('message', '')}"
-                for a in status["alerts"]]
+        out += [
+            f"  {a.get('severity', '?'):<8} {a.get('code', '?'):<20} {a.get('message', '')}" for a in status["alerts"]
+        ]
     for name, section in status["plugins"].items():
         out += ["", f"[{name}]", render_section(section)]
     return "\n".join(out)
@@ -79,6 +102,14 @@ def render_dlq(rows: list[dict[str, Any]]) -> str:
         return "no dead letters"
     return table(
         ["id", "from", "deliveries", "error", "fields"],
-        [[r["id"], r.get("dlq_stream"), r.get("dlq_deliveries"), r.get("dlq_error"),
-          " ".join(f"{k}={v}" for k, v in r.items() if k != "id" and not k.startswith("dlq_"))]
-         for r in rows])
+        [
+            [
+                r["id"],
+                r.get("dlq_stream"),
+                r.get("dlq_deliveries"),
+                r.get("dlq_error"),
+                " ".join(f"{k}={v}" for k, v in r.items() if k != "id" and not k.startswith("dlq_")),
+            ]
+            for r in rows
+        ],
+    )

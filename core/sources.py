@@ -17,14 +17,15 @@ out, so no source publishes what every consumer would dead-letter.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import msgspec
 
 from navstream.contract import numbers
-from navstream.ingest.errors import SourceError as SourceError  # re-exported: the source API
 from navstream.contract.events import Balance, Position, Price, amount_fields
+from navstream.ingest.errors import SourceError as SourceError  # re-exported: the source API
 
 if TYPE_CHECKING:
     from navstream.clock import Clock
@@ -49,8 +50,8 @@ class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
 
 
 # Error texts quote URLs, and they end up in events, alerts and logs: one scrubber for all.
-from navstream.logs import redact as redact  # noqa: E402  (re-exported: sources import it from here)
 from navstream.logs import clip as clip  # noqa: E402  (redact, then cut: sources quote answers with it)
+from navstream.logs import redact as redact  # noqa: E402  (re-exported: sources import it from here)
 from navstream.logs import register_secret as register_secret  # noqa: E402
 
 
@@ -75,8 +76,9 @@ class Fetched:
         if refused:
             out = {id(e) for e, _ in refused}
             object.__setattr__(self, "events", [e for e in self.events if id(e) not in out])
-            object.__setattr__(self, "problems", [*self.problems, *(f"{_subject(e)}: {why}; not published"
-                                                                   for e, why in refused)])
+            object.__setattr__(
+                self, "problems", [*self.problems, *(f"{_subject(e)}: {why}; not published" for e, why in refused)]
+            )
 
 
 _AMOUNTS = {cls: amount_fields(cls) for cls in (Price, Balance, Position)}
@@ -138,8 +140,10 @@ class SourceContext:
             raise SourceConfigError(f"[sources.{source}] {setting}: no environment variable named")
         value = self.env.get(env_name, "")
         if not value:
-            raise SourceConfigError(f"[sources.{source}] {setting}: environment variable {env_name} is not set "
-                                    "(credentials come only from the environment)")
+            raise SourceConfigError(
+                f"[sources.{source}] {setting}: environment variable {env_name} is not set "
+                "(credentials come only from the environment)"
+            )
         register_secret(value)  # masked from now on in every log record and error text (navstream.logs)
         return value
 

@@ -39,8 +39,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from navstream import App, Clock, Event, ManualClock, SourceContext, encode_fields
-from navstream.contract.events import stream_fields
 from navstream.config import Settings, load_settings
+from navstream.contract.events import stream_fields
 from navstream.ingest.httppool import HttpPool
 from navstream.ingest.pricecache import PriceCache
 from navstream.ingest.runner import Ingest, IngestError

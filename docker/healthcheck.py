@@ -55,7 +55,7 @@ def consumer_argv(pid: int, proc: Path = Path("/proc")) -> list[str] | None:
     argv = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
     for i, arg in enumerate(argv):
         if os.path.basename(arg) == "navstream":
-            return argv[i + 1:]
+            return argv[i + 1 :]
     return None
 
 
@@ -114,8 +114,9 @@ def check(pid: int) -> str:
     name = settings.consumer.name or f"{socket.gethostname()}-{pid}"
     key = Keys(settings.redis.prefix, cluster=settings.redis.cluster).heartbeat(name)
     url = settings.redis.url
-    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3, socket_timeout=3,
-                                  **redis_auth_options(settings))
+    client = redis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=3, socket_timeout=3, **redis_auth_options(settings)
+    )
     try:
         beat = client.hgetall(key)
     except redis.RedisError as exc:
@@ -127,8 +128,7 @@ def check(pid: int) -> str:
     status = beat.get("status", "")
     if status != "running":
         raise Unhealthy(f"{key} status is {status or 'missing'!r}, not 'running'")
-    return (f"ok: {key} running, processed={beat.get('processed', '?')} "
-            f"dead_lettered={beat.get('dead_lettered', '?')}")
+    return f"ok: {key} running, processed={beat.get('processed', '?')} dead_lettered={beat.get('dead_lettered', '?')}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,8 +37,21 @@ from typing import Any
 import yaml
 
 APPLIED = {
-    "read_only", "tmpfs", "cap_drop", "cap_add", "security_opt", "environment", "env_file", "volumes",
-    "command", "entrypoint", "user", "init", "stop_signal", "stop_grace_period", "healthcheck",
+    "read_only",
+    "tmpfs",
+    "cap_drop",
+    "cap_add",
+    "security_opt",
+    "environment",
+    "env_file",
+    "volumes",
+    "command",
+    "entrypoint",
+    "user",
+    "init",
+    "stop_signal",
+    "stop_grace_period",
+    "healthcheck",
 }
 IGNORED = {
     "build": "CI passes the image it built (--image)",
@@ -118,8 +131,9 @@ def volume_args(value: Any, base: Path, replace: dict[str, str]) -> list[str]:
         elif source.startswith((".", "/", "~")):
             source = str((base / Path(source).expanduser()).resolve())
         else:
-            raise ComposeError(f"named volume {source!r}: give CI's own with --volume {source}=NAME, "
-                               "never the deployment's")
+            raise ComposeError(
+                f"named volume {source!r}: give CI's own with --volume {source}=NAME, never the deployment's"
+            )
         args += ["-v", f"{source}:{target}" + (f":{mode}" if mode else "")]
     unused = set(replace) - used
     if unused:
@@ -145,8 +159,11 @@ def healthcheck_args(value: Any) -> list[str]:
             args += ["--health-cmd", shlex.join(test[1:])]  # docker run only takes a shell form
         else:
             raise ComposeError(f"healthcheck test {test!r}: expected CMD, CMD-SHELL, NONE or a string")
-    for key, flag in (("interval", "--health-interval"), ("timeout", "--health-timeout"),
-                      ("start_period", "--health-start-period")):
+    for key, flag in (
+        ("interval", "--health-interval"),
+        ("timeout", "--health-timeout"),
+        ("start_period", "--health-start-period"),
+    ):
         if key in value:
             args += [flag, docker_duration(value[key])]
     if "retries" in value:
@@ -157,8 +174,16 @@ def healthcheck_args(value: Any) -> list[str]:
     return args
 
 
-def run_args(compose_file: Path, service: str, *, image: str, name: str, hostname: str | None,
-             env_overrides: dict[str, str], volumes: dict[str, str]) -> tuple[list[str], list[str]]:
+def run_args(
+    compose_file: Path,
+    service: str,
+    *,
+    image: str,
+    name: str,
+    hostname: str | None,
+    env_overrides: dict[str, str],
+    volumes: dict[str, str],
+) -> tuple[list[str], list[str]]:
     """The ``docker run`` arguments for ``service``, and a line per change made to it."""
     doc = yaml.safe_load(compose_file.read_text())
     try:
@@ -169,8 +194,9 @@ def run_args(compose_file: Path, service: str, *, image: str, name: str, hostnam
     notes: list[str] = []
     unknown = set(svc) - APPLIED - set(IGNORED)
     if unknown:
-        raise ComposeError(f"service {service!r}: {sorted(unknown)} not handled by {Path(__file__).name}; "
-                           "teach it, do not skip it")
+        raise ComposeError(
+            f"service {service!r}: {sorted(unknown)} not handled by {Path(__file__).name}; teach it, do not skip it"
+        )
     for key in sorted(set(svc) & set(IGNORED)):
         notes.append(f"not applied: {key} ({IGNORED[key]})")
 
@@ -247,8 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="container name")
     parser.add_argument("--hostname")
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="override or add a variable")
-    parser.add_argument("--volume", action="append", default=[], metavar="SOURCE=REPLACEMENT",
-                        help="replace a named volume or a bind source (as written in the compose file)")
+    parser.add_argument(
+        "--volume",
+        action="append",
+        default=[],
+        metavar="SOURCE=REPLACEMENT",
+        help="replace a named volume or a bind source (as written in the compose file)",
+    )
     parser.add_argument("--stop-grace", action="store_true", help="print only the stop grace period in seconds")
     parser.add_argument("--print-env", metavar="KEY", help="print only the service's value of KEY (empty if unset)")
     parser.add_argument("-0", dest="nul", action="store_true", help="NUL-separated output")
@@ -261,9 +292,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(environment(svc.get("environment")).get(args.print_env, ""))
             return 0
-        run, notes = run_args(args.compose_file, args.service, image=args.image, name=args.name,
-                              hostname=args.hostname, env_overrides=pairs(args.env, "--env"),
-                              volumes=pairs(args.volume, "--volume"))
+        run, notes = run_args(
+            args.compose_file,
+            args.service,
+            image=args.image,
+            name=args.name,
+            hostname=args.hostname,
+            env_overrides=pairs(args.env, "--env"),
+            volumes=pairs(args.volume, "--volume"),
+        )
     except (ComposeError, OSError, yaml.YAMLError) as exc:
         print(f"compose_run: {exc}", file=sys.stderr)
         return 2

@@ -9,9 +9,10 @@ would. Every class here that subclasses ``RegexBasedDetector`` is a plugin.
 - A password inside a URL's userinfo, with or without a user name (where ``***`` stands in
   ``redis://:***@host``, ``rediss://user:***@host``, ``https://u:***@h``): detect-secrets'
   ``BasicAuthDetector`` needs a user name and refuses passwords holding any of ``!$&'()*+,;=``,
-  so a password with no user name (the usual form for Redis' ``requirepass``) passes it. A masked password (``***``), a template
-  (``{password}``, ``${REDIS_PASSWORD}``, ``<password>``) and other placeholders are left to
-  detect-secrets' own filters (``is_templated_secret`` and the rest) or skipped here.
+  so a password with no user name (the usual form for Redis' ``requirepass``) passes it. A
+  masked password (``***``), a template (``{password}``, ``${REDIS_PASSWORD}``, ``<password>``)
+  and other placeholders are left to detect-secrets' own filters (``is_templated_secret`` and
+  the rest) or skipped here.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ class GoogleApiKeyDetector(RegexBasedDetector):
 
 
 #: Placeholders that are not passwords: masked (``***``), or the words docs use for one.
-_NOT_A_PASSWORD = re.compile(r"^(?:\*+|x+|\.\.\.|…|password|passwd|pass|pw|pwd|secret|redacted|changeme)$",
-                             re.IGNORECASE)
+_NOT_A_PASSWORD = re.compile(
+    r"^(?:\*+|x+|\.\.\.|…|password|passwd|pass|pw|pwd|secret|redacted|changeme)$", re.IGNORECASE
+)
 
 
 class UrlPasswordDetector(RegexBasedDetector):

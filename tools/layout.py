@@ -21,9 +21,23 @@ ROOT = Path(__file__).resolve().parent.parent
 def install(target: Path) -> Path:
     if target.exists():
         shutil.rmtree(target)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target), str(ROOT)], check=True,
-                   env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"},
+    )
     # setuptools leaves its build directory behind in the tree; it is not ours to keep.
     shutil.rmtree(ROOT / "build" / "lib", ignore_errors=True)
     shutil.rmtree(ROOT / "build" / "bdist.linux-x86_64", ignore_errors=True)

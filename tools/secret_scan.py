@@ -28,17 +28,21 @@ from pathlib import Path
 
 #: ``(glob of repository paths, reason)``: files whose findings are known not to be secrets.
 ALLOW: tuple[tuple[str, str], ...] = (
-    (".secrets.baseline", "detect-secrets' baseline: SHA-1 hashes of audited false positives, under "
-                          "`hashed_secret`; no secret"),
+    (
+        ".secrets.baseline",
+        "detect-secrets' baseline: SHA-1 hashes of audited false positives, under `hashed_secret`; no secret",
+    ),
 )
 
 #: Values that look like secrets but are published examples, not credentials: the API key and
 #: secret of Binance's documentation (its HMAC signing example), used by tests/test_sources.py to
 #: check signatures against the documented ones.
-PUBLIC_EXAMPLES = frozenset({
-    "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A",
-    "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
-})
+PUBLIC_EXAMPLES = frozenset(
+    {
+        "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A",
+        "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
+    }
+)
 
 MAX_BYTES = 5_000_000
 
@@ -53,7 +57,8 @@ AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)" + r"[0-9A-Z]{16}\b")
 SECRET_ASSIGNMENT = re.compile(
     r"(?i)(api[_-]?key|api[_-]?secret|secret[_-]?key|client[_-]?secret|access[_-]?key(?:[_-]?id)?|"
     r"secret|private[_-]?key|auth[_-]?token|access[_-]?token|password|passwd)"
-    r"[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9+/_\-]{32,}={0,2})")
+    r"[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9+/_\-]{32,}={0,2})"
+)
 ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 ENV_EXAMPLE_SUFFIXES = (".example", ".sample", ".template", ".dist")
 SECRET_NAME = re.compile(r"(?i)pass|secret|token|key|credential|auth")
@@ -61,7 +66,7 @@ SECRET_NAME = re.compile(r"(?i)pass|secret|token|key|credential|auth")
 
 def _looks_random(value: str) -> bool:
     """Letters and digits mixed, as a generated key is; not a word, a path or a repeated char."""
-    return (len(set(value)) >= 12 and any(c.isdigit() for c in value) and any(c.isalpha() for c in value))
+    return len(set(value)) >= 12 and any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
 
 
 def _is_env_file(name: str) -> bool:
@@ -100,8 +105,12 @@ def scan_text(name: str, text: str) -> list[tuple[int, str]]:
 
 def repository_files(root: Path) -> list[str]:
     """Every file git tracks, and every untracked one it would add (not ignored)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return sorted({n for n in out.split("\0") if n})
 
 
@@ -130,9 +139,12 @@ def main(argv: list[str]) -> int:
     for problem in problems:
         print(f"secret-scan: {problem}", file=sys.stderr)
     if problems:
-        print(f"secret-scan: {len(problems)} finding(s): remove the credential (and rotate it: it may "
-              "already be in the history), or, for a proven non-secret, add the file to ALLOW in "
-              "tools/secret_scan.py with a reason", file=sys.stderr)
+        print(
+            f"secret-scan: {len(problems)} finding(s): remove the credential (and rotate it: it may "
+            "already be in the history), or, for a proven non-secret, add the file to ALLOW in "
+            "tools/secret_scan.py with a reason",
+            file=sys.stderr,
+        )
         return 1
     print(f"secret-scan: {len(names)} files, no credentials")
     return 0

@@ -35,23 +35,37 @@ REPO = Path(__file__).resolve().parent.parent
 BASELINE = ".secrets.baseline"
 
 #: Detectors that every scan must run, whatever the baseline says.
-REQUIRED_PLUGINS = frozenset({
-    "AWSKeyDetector", "Base64HighEntropyString", "BasicAuthDetector", "GitHubTokenDetector",
-    "GitLabTokenDetector", "HexHighEntropyString", "JwtTokenDetector", "KeywordDetector",
-    "PrivateKeyDetector", "SlackDetector", "StripeDetector",
-    "GoogleApiKeyDetector", "UrlPasswordDetector",  # tools/detect_secrets_plugins.py
-})
+REQUIRED_PLUGINS = frozenset(
+    {
+        "AWSKeyDetector",
+        "Base64HighEntropyString",
+        "BasicAuthDetector",
+        "GitHubTokenDetector",
+        "GitLabTokenDetector",
+        "HexHighEntropyString",
+        "JwtTokenDetector",
+        "KeywordDetector",
+        "PrivateKeyDetector",
+        "SlackDetector",
+        "StripeDetector",
+        "GoogleApiKeyDetector",
+        "UrlPasswordDetector",  # tools/detect_secrets_plugins.py
+    }
+)
 #: A filter that sends candidate secrets to their issuers to verify them: never, from CI.
 NETWORK_FILTER = "detect_secrets.filters.common.is_ignored_due_to_verification_policies"
 
 
 def repository_files(root: Path) -> list[str]:
     """Every file git tracks, and every untracked one it would add (not ignored), that exists."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     names = sorted({n for n in out.split("\0") if n})
-    return [n for n in names
-            if n != BASELINE and (root / n).is_file() and not (root / n).is_symlink()]
+    return [n for n in names if n != BASELINE and (root / n).is_file() and not (root / n).is_symlink()]
 
 
 def _configure(config: dict[str, Any]) -> None:
@@ -62,16 +76,19 @@ def _configure(config: dict[str, Any]) -> None:
     config = json.loads(json.dumps(config))  # a copy
     for plugin in config.get("plugins_used", []):
         path = plugin.get("path", "")
-        if path.startswith("file://") and not os.path.isabs(path[len("file://"):]):
-            plugin["path"] = "file://" + str(REPO / path[len("file://"):])
+        if path.startswith("file://") and not os.path.isabs(path[len("file://") :]):
+            plugin["path"] = "file://" + str(REPO / path[len("file://") :])
     names = {p["name"] for p in config.get("plugins_used", [])}
     missing = sorted(REQUIRED_PLUGINS - names)
     if missing:
-        raise SystemExit(f"secrets-check: the baseline's plugins_used lacks {', '.join(missing)}: "
-                         "every scan must run them")
+        raise SystemExit(
+            f"secrets-check: the baseline's plugins_used lacks {', '.join(missing)}: every scan must run them"
+        )
     if any(f.get("path") == NETWORK_FILTER for f in config.get("filters_used", [])):
-        raise SystemExit(f"secrets-check: the baseline's filters_used has {NETWORK_FILTER}, which calls "
-                         "out to the network to verify secrets: remove it")
+        raise SystemExit(
+            f"secrets-check: the baseline's filters_used has {NETWORK_FILTER}, which calls "
+            "out to the network to verify secrets: remove it"
+        )
     configure_settings_from_baseline(config)
 
 
@@ -114,10 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--root", type=Path, default=REPO, help="the git work tree to scan (default: this repository)")
     parser.add_argument("--baseline", type=Path, help=f"baseline file (default: ROOT/{BASELINE})")
-    parser.add_argument("--update-baseline", action="store_true",
-                        help="rewrite the baseline with the current findings, keeping their audit marks")
-    parser.add_argument("--audit", action="store_true",
-                        help="label the baseline's findings as secrets or not, interactively (detect-secrets audit)")
+    parser.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="rewrite the baseline with the current findings, keeping their audit marks",
+    )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="label the baseline's findings as secrets or not, interactively (detect-secrets audit)",
+    )
     parser.add_argument("files", nargs="*", help="scan only these files (paths relative to ROOT)")
     args = parser.parse_args(argv)
     if args.update_baseline and args.files:
@@ -127,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from detect_secrets.core.secrets_collection import SecretsCollection
     except ImportError:
-        print("secrets-check: detect-secrets is not installed (.ci/secrets.sh installs the pinned version)",
-              file=sys.stderr)
+        print(
+            "secrets-check: detect-secrets is not installed (.ci/secrets.sh installs the pinned version)",
+            file=sys.stderr,
+        )
         return 2
     try:
         config = json.loads(baseline_path.read_text())
@@ -151,8 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_baseline:
         # Paths relative to the work tree, so the baseline holds in any clone; audit marks kept
         # by (file, hash, kind), whatever line the finding moved to.
-        marks = {(relative(entry["filename"], root), entry["hashed_secret"], entry["type"]): entry["is_secret"]
-                 for entries in config.get("results", {}).values() for entry in entries if "is_secret" in entry}
+        marks = {
+            (relative(entry["filename"], root), entry["hashed_secret"], entry["type"]): entry["is_secret"]
+            for entries in config.get("results", {}).values()
+            for entry in entries
+            if "is_secret" in entry
+        }
         results: dict[str, list[dict[str, Any]]] = {}
         for name, entries in found.json().items():
             for entry in entries:
@@ -165,18 +194,23 @@ def main(argv: list[str] | None = None) -> int:
         config["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         baseline_path.write_text(json.dumps(config, indent=2) + "\n")
         unaudited = sum(1 for entries in results.values() for e in entries if "is_secret" not in e)
-        print(f"secrets-check: {baseline_path} rewritten: {sum(len(e) for e in results.values())} finding(s), "
-              f"{unaudited} to audit (python tools/secrets_check.py --audit)")
+        print(
+            f"secrets-check: {baseline_path} rewritten: {sum(len(e) for e in results.values())} finding(s), "
+            f"{unaudited} to audit (python tools/secrets_check.py --audit)"
+        )
         return 0
 
     failed = problems(found, baseline, root)
     for text in failed:
         print(f"secrets-check: {text}", file=sys.stderr)
     if failed:
-        print(f"secrets-check: {len(failed)} finding(s). Remove a real credential (and rotate it: it may already "
-              "be in git history). For a false positive, build the value so it is not flagged (as the tests "
-              "do), or run `python tools/secrets_check.py --update-baseline`, then `python tools/secrets_check.py "
-              "--audit` and mark it not a secret (docs/security.md)", file=sys.stderr)
+        print(
+            f"secrets-check: {len(failed)} finding(s). Remove a real credential (and rotate it: it may already "
+            "be in git history). For a false positive, build the value so it is not flagged (as the tests "
+            "do), or run `python tools/secrets_check.py --update-baseline`, then `python tools/secrets_check.py "
+            "--audit` and mark it not a secret (docs/security.md)",
+            file=sys.stderr,
+        )
         return 1
     print(f"secrets-check: {len(names)} files, no findings outside the audited baseline")
     return 0

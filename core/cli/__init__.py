@@ -17,32 +17,62 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from redis.exceptions import RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from navstream.plugin.commands import connection_options
 from navstream.cli.commands import (
-    _settings, _with_app, cmd_config_check, cmd_demo, cmd_dlq, cmd_ingest, cmd_new_plugin, cmd_plugin,
-    cmd_plugins, cmd_publish, cmd_run, cmd_status, cmd_trim,
+    _settings,
+    _with_app,
+    cmd_config_check,
+    cmd_demo,
+    cmd_dlq,
+    cmd_ingest,
+    cmd_new_plugin,
+    cmd_plugin,
+    cmd_plugins,
+    cmd_publish,
+    cmd_run,
+    cmd_status,
+    cmd_trim,
 )
 from navstream.cli.errors import EXIT_FAILED, EXIT_PIPE, EXIT_UNREACHABLE, EXIT_USAGE, CliError, _fail
 from navstream.cli.parser import LOG_LEVELS, _redis_options, build_core_parser
-from navstream.ops.admin import AdminError
 from navstream.config import ConfigError
 from navstream.loop.errors import StartupError
+from navstream.ops.admin import AdminError
+from navstream.ops.publish import PublishError
 from navstream.plugin import calls
+from navstream.plugin.commands import connection_options
 from navstream.plugin.hookspecs import CommandHandler, RegisterCommand
 from navstream.plugin.manager import PluginError, build_plugin_manager
-from navstream.ops.publish import PublishError
 
 __all__ = [
-    "CliError", "EXIT_FAILED", "EXIT_PIPE", "EXIT_UNREACHABLE", "EXIT_USAGE", "LOG_LEVELS", "build_parser",
-    "cmd_config_check", "cmd_demo", "cmd_dlq", "cmd_ingest", "cmd_new_plugin", "cmd_plugin", "cmd_plugins",
-    "cmd_publish", "cmd_run", "cmd_status", "cmd_trim", "connection_options", "main",
-    "_settings", "_with_app",
+    "CliError",
+    "EXIT_FAILED",
+    "EXIT_PIPE",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "LOG_LEVELS",
+    "build_parser",
+    "cmd_config_check",
+    "cmd_demo",
+    "cmd_dlq",
+    "cmd_ingest",
+    "cmd_new_plugin",
+    "cmd_plugin",
+    "cmd_plugins",
+    "cmd_publish",
+    "cmd_run",
+    "cmd_status",
+    "cmd_trim",
+    "connection_options",
+    "main",
+    "_settings",
+    "_with_app",
 ]
 
 
@@ -69,6 +99,7 @@ def _plugin_commands(sub: Any) -> None:
             _redis_options(p)
             p.set_defaults(plugin_handler=handler)
             return p
+
         return register
 
     calls.contribute(loaded.manager, "navstream_commands", register_for)
@@ -105,11 +136,16 @@ def _main(argv: Sequence[str] | None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     args = parser.parse_args(argv)
     if args.log_level.upper() not in LOG_LEVELS:
-        return _fail(f"log level {args.log_level!r} (from --log-level or NAVSTREAM_LOG_LEVEL) is not one of "
-                     f"{', '.join(LOG_LEVELS)}", EXIT_USAGE)
+        return _fail(
+            f"log level {args.log_level!r} (from --log-level or NAVSTREAM_LOG_LEVEL) is not one of "
+            f"{', '.join(LOG_LEVELS)}",
+            EXIT_USAGE,
+        )
     # Long-running processes log to stdout (what containers collect); a one-shot command's
     # stdout is its answer, so its logs go to stderr. NAVSTREAM_LOG_STREAM overrides.
-    stream_name = os.environ.get("NAVSTREAM_LOG_STREAM") or ("stdout" if args.command in ("run", "ingest") else "stderr")
+    stream_name = os.environ.get("NAVSTREAM_LOG_STREAM") or (
+        "stdout" if args.command in ("run", "ingest") else "stderr"
+    )
     if stream_name not in ("stdout", "stderr"):
         return _fail(f"NAVSTREAM_LOG_STREAM must be stdout or stderr, not {stream_name!r}", EXIT_USAGE)
     try:

@@ -15,7 +15,8 @@ import json
 import os
 import signal
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,8 +29,11 @@ from navstream.plugin.manager import build_plugin_manager
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
-        "redis": {"url": getattr(args, "redis_url", None), "prefix": getattr(args, "prefix", None),
-                  "group": getattr(args, "group", None)},
+        "redis": {
+            "url": getattr(args, "redis_url", None),
+            "prefix": getattr(args, "prefix", None),
+            "group": getattr(args, "group", None),
+        },
         "consumer": {"name": getattr(args, "consumer", None)},
         "http": {"port": getattr(args, "http_port", None)},
     }
@@ -45,11 +49,13 @@ async def _with_app(args: argparse.Namespace, fn: Callable[[Any], Awaitable[int]
     except BrokenPipeError:
         raise  # stdout's reader left (redis-py reports its own sockets' EPIPE as ConnectionError)
     except AuthenticationError as exc:
-        raise CliError(f"Redis at {redact_url(app.settings.redis.url)} refused the credentials: {exc}",
-                       EXIT_UNREACHABLE) from exc
+        raise CliError(
+            f"Redis at {redact_url(app.settings.redis.url)} refused the credentials: {exc}", EXIT_UNREACHABLE
+        ) from exc
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise CliError(f"Redis at {redact_url(app.settings.redis.url)} is unreachable: {exc}",
-                       EXIT_UNREACHABLE) from exc
+        raise CliError(
+            f"Redis at {redact_url(app.settings.redis.url)} is unreachable: {exc}", EXIT_UNREACHABLE
+        ) from exc
     finally:
         await app.aclose()
 
@@ -96,16 +102,20 @@ async def cmd_ingest(args: argparse.Namespace) -> int:
             await redis.ping()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             await ingest.aclose()
-            raise CliError(f"Redis at {redact_url(settings.redis.url)} is unreachable: {exc}",
-                           EXIT_UNREACHABLE) from exc
+            raise CliError(
+                f"Redis at {redact_url(settings.redis.url)} is unreachable: {exc}", EXIT_UNREACHABLE
+            ) from exc
         try:
             if args.once:
                 results = await ingest.run_once()
                 failed = sorted(name for name, ok in results.items() if not ok)
                 for name in failed:
                     run = ingest.runs[name]
-                    print(f"navstream: source {name} failed: "
-                          f"{run.last_error or 'its events could not be written to Redis'}", file=sys.stderr)
+                    print(
+                        f"navstream: source {name} failed: "
+                        f"{run.last_error or 'its events could not be written to Redis'}",
+                        file=sys.stderr,
+                    )
                 return EXIT_FAILED if failed else 0
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -197,10 +207,14 @@ async def cmd_trim(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     loaded = build_plugin_manager(disabled=settings.plugins.disabled, modules=settings.plugins.modules)
-    rows: list[dict[str, Any]] = [{"name": p.name, "module": p.module, "version": p.version,
-                                   "origin": p.origin, "hooks": p.hooks, "loaded": True} for p in loaded.info]
-    rows += [{"name": p.name, "module": p.module, "version": p.version, "origin": p.origin,
-              "hooks": [], "loaded": False} for p in loaded.disabled]
+    rows: list[dict[str, Any]] = [
+        {"name": p.name, "module": p.module, "version": p.version, "origin": p.origin, "hooks": p.hooks, "loaded": True}
+        for p in loaded.info
+    ]
+    rows += [
+        {"name": p.name, "module": p.module, "version": p.version, "origin": p.origin, "hooks": [], "loaded": False}
+        for p in loaded.disabled
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -208,8 +222,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print("no plugins")
     for row in rows:
         state = "loaded  " if row["loaded"] else "disabled"
-        print(f"{state} {row['name']:<20} {row['module']} ({row['origin']}"
-              f"{', ' + row['version'] if row['version'] else ''})")
+        print(
+            f"{state} {row['name']:<20} {row['module']} ({row['origin']}"
+            f"{', ' + row['version'] if row['version'] else ''})"
+        )
         if row["hooks"]:
             print(f"         hooks: {', '.join(row['hooks'])}")
     return 0
@@ -245,8 +261,10 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     except OSError as exc:  # e.g. a read-only --dir; the partial package was removed
         raise CliError(f"could not write the package: {exc}; nothing was written", EXIT_FAILED) from exc
     n = written.names
-    print(f"wrote {written.root}/: plugin `{n.name}` (package {n.dist}, module {n.module}), "
-          f"source kind `{n.kind}`, venue `{n.venue}`")
+    print(
+        f"wrote {written.root}/: plugin `{n.name}` (package {n.dist}, module {n.module}), "
+        f"source kind `{n.kind}`, venue `{n.venue}`"
+    )
     for path in written.files:
         print(f"  {path}")
     print("next:")
@@ -259,9 +277,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from navstream.demo import run_demo
     except ModuleNotFoundError as exc:  # the container image ships without the demo's in-process Redis
-        print(f"navstream: error: the demo needs {exc.name}, which this installation leaves out (the "
-              "container image does); run it where `pip install navstream` installed everything",
-              file=sys.stderr)
+        print(
+            f"navstream: error: the demo needs {exc.name}, which this installation leaves out (the "
+            "container image does); run it where `pip install navstream` installed everything",
+            file=sys.stderr,
+        )
         return 1
     return asyncio.run(run_demo(redis_url=args.redis_url, prefix=args.prefix, speed=args.speed, fast=args.fast))
 
@@ -273,8 +293,11 @@ async def cmd_plugin(args: argparse.Namespace) -> int:
     async def go(app: Any) -> int:
         loaded = [p.module for p in app.plugins.info]
         if module and not any(module == name or module.startswith(f"{name}.") for name in loaded):
-            raise CliError(f"`navstream {args.command}` belongs to a plugin that this configuration "
-                           "does not load (see `navstream plugins`)", EXIT_USAGE)
+            raise CliError(
+                f"`navstream {args.command}` belongs to a plugin that this configuration "
+                "does not load (see `navstream plugins`)",
+                EXIT_USAGE,
+            )
         return int(await handler(app, args))
 
     return await _with_app(args, go)

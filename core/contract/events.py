@@ -8,8 +8,9 @@ compatibility).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Iterable, Literal, Mapping, TypeAlias, TypeGuard, TypeVar, get_args
+from typing import Annotated, Any, Generic, Literal, TypeAlias, TypeGuard, TypeVar, get_args
 
 import msgspec
 from redis.typing import EncodableT, FieldT
@@ -53,9 +54,7 @@ class _Base(msgspec.Struct, frozen=True, tag_field="type"):
 
     def __post_init__(self) -> None:
         if self.ts < MIN_TS_MS:
-            raise ValueError(
-                f"`ts` {self.ts} is not epoch milliseconds (seconds sent by mistake?)"
-            )
+            raise ValueError(f"`ts` {self.ts} is not epoch milliseconds (seconds sent by mistake?)")
         if self.ts > MAX_TS_MS:
             raise ValueError(f"`ts` {self.ts} is out of range for epoch milliseconds")
 
@@ -241,9 +240,7 @@ class Decoder(Generic[_S]):
         if kind is None:
             raise DecodeError("missing field `type`", "type")
         if kind not in self._types:
-            raise DecodeError(
-                f"unknown type {kind!r} (expected one of: {self._known})", "type"
-            )
+            raise DecodeError(f"unknown type {kind!r} (expected one of: {self._known})", "type")
         # msgspec reads an amount with Decimal(text), which takes " 1", "+5", "1_000", "１２"
         # and "5e999994": the one grammar (navstream.contract.numbers) goes first. A plain amount costs
         # one regex match; an exponent form or a long one takes the slow path.

@@ -19,8 +19,8 @@ next, and the concatenation is hashed with SHA-256 (lowercase hex).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Iterable, Mapping
 
 __all__ = ["canonical_decimal", "order_hash", "raw_order_hash"]
 
@@ -43,11 +43,19 @@ def _netstrings(values: Iterable[str]) -> bytes:
     return bytes(out)
 
 
-def order_hash(*, venue: str, account: str, symbol: str, side: str, qty: Decimal, price: Decimal | None,
-               reduce_only: bool) -> str:
+def order_hash(
+    *, venue: str, account: str, symbol: str, side: str, qty: Decimal, price: Decimal | None, reduce_only: bool
+) -> str:
     """The hash of a decoded order's content (see the module docstring)."""
-    values = (venue, account, symbol, side, canonical_decimal(qty),
-              "" if price is None else canonical_decimal(price), "true" if reduce_only else "false")
+    values = (
+        venue,
+        account,
+        symbol,
+        side,
+        canonical_decimal(qty),
+        "" if price is None else canonical_decimal(price),
+        "true" if reduce_only else "false",
+    )
     return hashlib.sha256(_netstrings(values)).hexdigest()
 
 

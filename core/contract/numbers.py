@@ -60,8 +60,10 @@ GRAMMAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 #: How much of a refused text a reason quotes: enough to recognise it, never a page of digits.
 _SHOWN = 40
 _INT_LIMIT = 10**MAX_INTEGER_DIGITS
-_BOUNDS = (f"amounts are below 10^{MAX_INTEGER_DIGITS}, with at most {MAX_FRACTION_DIGITS} digits after the "
-           f"point and {MAX_SIGNIFICANT_DIGITS} significant digits")
+_BOUNDS = (
+    f"amounts are below 10^{MAX_INTEGER_DIGITS}, with at most {MAX_FRACTION_DIGITS} digits after the "
+    f"point and {MAX_SIGNIFICANT_DIGITS} significant digits"
+)
 
 
 class NumberError(ValueError):
@@ -182,7 +184,7 @@ def show(value: object) -> str:
     text = str(value)
     if len(text) <= _SHOWN:
         return repr(text)
-    return f"{text[:_SHOWN // 2]!r}... ({len(text)} characters)"
+    return f"{text[: _SHOWN // 2]!r}... ({len(text)} characters)"
 
 
 def _bad(why: str) -> str:

@@ -14,14 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from navstream.ingest.ratelimit import HostLimiter, RateLimited
 from navstream.ingest.errors import SourceError
+from navstream.ingest.ratelimit import HostLimiter, RateLimited
 from navstream.logs import clip, redact
 
 #: Connect, read, write and pool timeouts of a single request, before the caller's deadline.
@@ -69,8 +70,13 @@ class HttpPool:
     :param transport: for tests (an ``httpx.MockTransport``); real runs leave it None.
     """
 
-    def __init__(self, *, timeout_s: float = REQUEST_TIMEOUT_S, transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
         self.timeout_s = timeout_s
         self.transport = transport
         self.clock = clock
@@ -98,14 +104,26 @@ class HttpPool:
         client = self._clients.get(host)
         if client is None:
             client = self._clients[host] = httpx.AsyncClient(
-                base_url=f"{scheme}://{host}", timeout=httpx.Timeout(self.timeout_s), transport=self.transport,
-                headers={"User-Agent": USER_AGENT}, follow_redirects=False,
-                limits=httpx.Limits(max_connections=10, max_keepalive_connections=5))
+                base_url=f"{scheme}://{host}",
+                timeout=httpx.Timeout(self.timeout_s),
+                transport=self.transport,
+                headers={"User-Agent": USER_AGENT},
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
+            )
         return client
 
-    async def request(self, method: str, url: str, *, deadline: float, weight: int = 1,
-                      params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
-                      what: str = "") -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline: float,
+        weight: int = 1,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        what: str = "",
+    ) -> httpx.Response:
         """Send one request within the host's budget, finished by ``deadline`` (monotonic).
 
         :raises RateLimited: the host is blocked or out of budget until after the deadline, or
@@ -116,8 +134,11 @@ class HttpPool:
         host = self.host(url)
         limiter = self.limiters.get(host)
         if limiter is None:  # a source that forgot ctx.http.limit(): be conservative, and say so
-            log.warning("no request budget declared for this host; using %d a minute", UNDECLARED_BUDGET,
-                        extra={"event": "host_budget_undeclared", "host": host})
+            log.warning(
+                "no request budget declared for this host; using %d a minute",
+                UNDECLARED_BUDGET,
+                extra={"event": "host_budget_undeclared", "host": host},
+            )
             limiter = self.limit(url, UNDECLARED_BUDGET)
         await limiter.acquire(weight, deadline)
         remaining = deadline - self.clock()
@@ -127,8 +148,8 @@ class HttpPool:
         try:
             async with asyncio.timeout(remaining):
                 response = await self.client(host, parts.scheme).request(
-                    method, url, params=params, headers=headers,
-                    timeout=httpx.Timeout(min(self.timeout_s, remaining)))
+                    method, url, params=params, headers=headers, timeout=httpx.Timeout(min(self.timeout_s, remaining))
+                )
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise SourceError(f"{label} on {host}: timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
@@ -138,12 +159,18 @@ class HttpPool:
             limiter.observe_used(int(used))
         if response.status_code == 429:
             wait = limiter.too_many_requests(retry_after_s(response))
-            raise RateLimited(redact(f"HTTP 429 on {label} ({host}); every request to it waits {wait:g}s: "
-                                     f"{excerpt(response)}"), self.clock() + wait)
+            raise RateLimited(
+                redact(f"HTTP 429 on {label} ({host}); every request to it waits {wait:g}s: {excerpt(response)}"),
+                self.clock() + wait,
+            )
         if response.status_code == 418:
             wait = limiter.banned(retry_after_s(response))
-            raise RateLimited(redact(f"HTTP 418 on {label} ({host}): IP banned; every request to it waits "
-                                     f"{wait:g}s: {excerpt(response)}"), self.clock() + wait)
+            raise RateLimited(
+                redact(
+                    f"HTTP 418 on {label} ({host}): IP banned; every request to it waits {wait:g}s: {excerpt(response)}"
+                ),
+                self.clock() + wait,
+            )
         if response.is_success:
             limiter.succeeded()
         return response

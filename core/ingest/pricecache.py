@@ -9,8 +9,8 @@ cached: a failed or missing one is never remembered, let alone as 0.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from navstream.contract.events import Price
 

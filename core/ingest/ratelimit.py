@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 #: 418 without Retry-After: first ban assumed this long, doubling up to the cap.
 BAN_FIRST_S = 120.0
@@ -39,8 +39,9 @@ class HostLimiter:
     :param window_s: the window (60 s for "per minute" limits).
     """
 
-    def __init__(self, host: str, weight_per_window: int, window_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, host: str, weight_per_window: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if weight_per_window < 1:
             raise ValueError(f"{host}: the weight budget must be at least 1")
         self.host = host
@@ -104,8 +105,11 @@ class HostLimiter:
                     break
                 if at > deadline:
                     self.rejections += 1
-                    why = self.block_reason if self.blocked_until > now else \
-                        f"weight budget {self.budget}/{self.window_s:g}s spent"
+                    why = (
+                        self.block_reason
+                        if self.blocked_until > now
+                        else f"weight budget {self.budget}/{self.window_s:g}s spent"
+                    )
                     raise RateLimited(f"{self.host}: {why}; free in {at - now:.1f}s, after this fetch's deadline", at)
                 self.waits += 1
                 self.waited_s += at - now

@@ -23,8 +23,9 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -33,8 +34,8 @@ from redis.exceptions import RedisError
 from navstream.app import Clock, SystemClock
 from navstream.config import SOURCES_SECTION, ConfigError, Settings
 from navstream.contract.events import SourceStatus, encode_fields, stream_fields
-from navstream.ingest.httppool import HttpPool
 from navstream.contract.keys import Keys
+from navstream.ingest.httppool import HttpPool
 from navstream.ingest.pricecache import PriceCache
 from navstream.ingest.ratelimit import RateLimited
 from navstream.sources import (
@@ -80,8 +81,9 @@ def configure(settings: Settings, kinds: Mapping[str, SourceKind]) -> dict[str, 
         kind_name = table.get("kind") or name
         kind = kinds.get(kind_name) if isinstance(kind_name, str) else None
         if kind is None:
-            problems.append(f"[sources.{name}]: unknown source kind {kind_name!r} (installed: "
-                            f"{', '.join(sorted(kinds)) or 'none'})")
+            problems.append(
+                f"[sources.{name}]: unknown source kind {kind_name!r} (installed: {', '.join(sorted(kinds)) or 'none'})"
+            )
             continue
         try:
             out[name] = (kind, msgspec.convert(table, kind.settings))
@@ -123,9 +125,17 @@ class Ingest:
         ``P:alerts``.
     """
 
-    def __init__(self, settings: Settings, kinds: Mapping[str, SourceKind], redis: aioredis.Redis, *,
-                 clock: Clock | None = None, http: HttpPool | None = None, env: Mapping[str, str] | None = None,
-                 alert_every_s: float = ALERT_EVERY_S) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        kinds: Mapping[str, SourceKind],
+        redis: aioredis.Redis,
+        *,
+        clock: Clock | None = None,
+        http: HttpPool | None = None,
+        env: Mapping[str, str] | None = None,
+        alert_every_s: float = ALERT_EVERY_S,
+    ) -> None:
         self.settings = settings
         self.keys = Keys(settings.redis.prefix, cluster=settings.redis.cluster)
         self.redis = redis
@@ -146,8 +156,10 @@ class Ingest:
         if problems:
             raise IngestError("; ".join(problems))
         if not self.runs:
-            raise IngestError(f"{settings.source}: no [sources.<name>] section is enabled; nothing to ingest "
-                              f"(kinds installed: {', '.join(sorted(kinds)) or 'none'})")
+            raise IngestError(
+                f"{settings.source}: no [sources.<name>] section is enabled; nothing to ingest "
+                f"(kinds installed: {', '.join(sorted(kinds)) or 'none'})"
+            )
         self._stopping = asyncio.Event()
         #: ``starting`` until :meth:`run` runs the sources, then ``running``, then ``stopping``.
         self.phase = "starting"
@@ -164,8 +176,10 @@ class Ingest:
             try:
                 await run.source.aclose()
             except Exception as exc:  # noqa: BLE001 - closing; report and go on
-                log.warning("source close failed", extra={"event": "source_close_failed",
-                                                          "source": run.source.name, "error": str(exc)})
+                log.warning(
+                    "source close failed",
+                    extra={"event": "source_close_failed", "source": run.source.name, "error": str(exc)},
+                )
         await self.http.aclose()
 
     # --- one attempt --------------------------------------------------------------------------
@@ -187,7 +201,7 @@ class Ingest:
             error, kind = str(exc), "rate_limited"
         except SourceError as exc:
             error, kind = str(exc), "error"
-        except Exception as exc:  # noqa: BLE001 - a source's bug is that source's failure, said plainly
+        except Exception as exc:
             error, kind = f"{type(exc).__name__}: {exc}", "error"
             log.exception("source raised", extra={"event": "source_bug", "source": source.name})
         now = self.clock.now_ms()
@@ -195,8 +209,14 @@ class Ingest:
         ok = not error
         entries = [encode_fields(e) for e in fetched.events] if ok else []
         note = error or "; ".join(fetched.problems)
-        status = SourceStatus(ts=now, venue=source.venue, source=source.name, ok=ok, account=source.account,
-                              error=note[:MAX_ERROR] if note else None)
+        status = SourceStatus(
+            ts=now,
+            venue=source.venue,
+            source=source.name,
+            ok=ok,
+            account=source.account,
+            error=note[:MAX_ERROR] if note else None,
+        )
         entries.append(encode_fields(status))
         if ok:
             run.last_ok_ms = now
@@ -204,10 +224,19 @@ class Ingest:
             run.failures += 1
             run.failure_kinds[kind or "error"] += 1
         run.last_error = error or run.last_error
-        log.log(logging.INFO if ok else logging.WARNING, "source fetched" if ok else "source failed", extra={
-            "event": "source_fetched" if ok else "source_failed", "source": source.name, "ok": ok,
-            "events": len(entries) - 1, "error": error, "problems": fetched.problems,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "source fetched" if ok else "source failed",
+            extra={
+                "event": "source_fetched" if ok else "source_failed",
+                "source": source.name,
+                "ok": ok,
+                "events": len(entries) - 1,
+                "error": error,
+                "problems": fetched.problems,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
         if run.unwritten is not None:
             run.superseded += 1
         run.unwritten = entries
@@ -227,10 +256,17 @@ class Ingest:
             if any(problem in m for m in waiting):
                 continue  # raised already, waiting for Redis with the attempt
             run.alerted[problem] = wall
-            out.append({"code": "source_incomplete", "severity": "warning", "venue": run.source.venue,
-                        "source": run.source.name, "message": f"source {run.source.name}: {problem}; those "
-                        "values are not published (never as 0)", "ts": str(now_ms),
-                        **({"account": run.source.account} if run.source.account else {})})
+            out.append(
+                {
+                    "code": "source_incomplete",
+                    "severity": "warning",
+                    "venue": run.source.venue,
+                    "source": run.source.name,
+                    "message": f"source {run.source.name}: {problem}; those values are not published (never as 0)",
+                    "ts": str(now_ms),
+                    **({"account": run.source.account} if run.source.account else {}),
+                }
+            )
         if len(run.alerted) > 1000:
             run.alerted.clear()
         return out
@@ -250,8 +286,10 @@ class Ingest:
             await pipe.execute()
         except (RedisError, OSError) as exc:
             run.write_failures += 1
-            log.error("could not write a source's events; kept until Redis answers", extra={
-                "event": "ingest_write_failed", "source": run.source.name, "error": str(exc)})
+            log.error(
+                "could not write a source's events; kept until Redis answers",
+                extra={"event": "ingest_write_failed", "source": run.source.name, "error": str(exc)},
+            )
             return False
         run.events_written += len(run.unwritten) - 1  # the last one is the attempt's source_status
         run.unwritten = None
@@ -313,9 +351,11 @@ class Ingest:
         if self.phase != "running":
             return True, self.phase
         now = time.monotonic()
-        stalled = [f"source {name}: no progress for {now - run.alive_at:.0f}s "
-                   f"(limit {self.stall_limit_s(run):.0f}s)"
-                   for name, run in self.runs.items() if now - run.alive_at > self.stall_limit_s(run)]
+        stalled = [
+            f"source {name}: no progress for {now - run.alive_at:.0f}s (limit {self.stall_limit_s(run):.0f}s)"
+            for name, run in self.runs.items()
+            if now - run.alive_at > self.stall_limit_s(run)
+        ]
         if stalled:
             return False, "loop stalled: " + "; ".join(stalled)
         return True, "running"
@@ -329,8 +369,12 @@ class Ingest:
         if cfg.ingest_port == 0 or self.server is not None:
             return
         self.metrics = IngestMetrics(self)
-        server = HttpServer({"/healthz": self._healthz, "/metrics": self._metrics}, host=cfg.host,
-                            port=cfg.ingest_port, port_setting="[http] ingest_port or NAVSTREAM_INGEST_HTTP_PORT")
+        server = HttpServer(
+            {"/healthz": self._healthz, "/metrics": self._metrics},
+            host=cfg.host,
+            port=cfg.ingest_port,
+            port_setting="[http] ingest_port or NAVSTREAM_INGEST_HTTP_PORT",
+        )
         try:
             await server.start()
         except HttpStartError as exc:
@@ -357,6 +401,15 @@ class Ingest:
         return Response(200, self.metrics.render(), CONTENT_TYPE)
 
     def status(self) -> list[dict[str, Any]]:
-        return [{"source": name, "kind": type(r.source).__name__, "attempts": r.attempts, "failures": r.failures,
-                 "last_ok_ms": r.last_ok_ms, "last_error": r.last_error, "superseded": r.superseded}
-                for name, r in self.runs.items()]
+        return [
+            {
+                "source": name,
+                "kind": type(r.source).__name__,
+                "attempts": r.attempts,
+                "failures": r.failures,
+                "last_ok_ms": r.last_ok_ms,
+                "last_error": r.last_error,
+                "superseded": r.superseded,
+            }
+            for name, r in self.runs.items()
+        ]

@@ -1,1 +1,2 @@
-"""The consumer loop: read, handle and acknowledge batches, tick, reclaim, survive Redis outages; tells observers what it did."""
+"""The consumer loop: read, handle and acknowledge batches, tick, reclaim, survive Redis outages;
+it tells observers what it did."""

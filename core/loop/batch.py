@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping, cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
 from navstream.app import App
-from navstream.plugin.dispatch import dispatch_batch
 from navstream.contract.events import (
     DecodeError,
     Fields,
@@ -29,6 +29,7 @@ from navstream.contract.events import (
 from navstream.contract.outputs import Outputs
 from navstream.loop.entries import Entry, HashMapping, as_str, entry_bytes
 from navstream.loop.observer import BatchDone, LoopObserver
+from navstream.plugin.dispatch import dispatch_batch
 from navstream.store.writer import BatchWrite, DeadLetter, WriteError, Writer, WritesRefused
 
 log = logging.getLogger("navstream.consumer")
@@ -146,15 +147,21 @@ class BatchHandler:
             total += size
             if size > max_entry:  # not decoded, and its payload never copied
                 kept, extra = oversize_letter(entry.fields, size)
-                self._dead_letter(batch, acks, entry,
-                                  f"entry of {size} bytes is larger than max_entry_bytes ({max_entry}): "
-                                  "not decoded; its payload is not kept (dlq_fields lists its fields)",
-                                  fields=kept, extra=extra)
+                self._dead_letter(
+                    batch,
+                    acks,
+                    entry,
+                    f"entry of {size} bytes is larger than max_entry_bytes ({max_entry}): "
+                    "not decoded; its payload is not kept (dlq_fields lists its fields)",
+                    fields=kept,
+                    extra=extra,
+                )
                 continue
             if entry.deliveries > self.settings.max_deliveries:
                 error = previous_errors.get(entry.ref) or (
                     f"delivered {entry.deliveries} times without being acknowledged "
-                    "(its consumer crashed or hung while handling it)")
+                    "(its consumer crashed or hung while handling it)"
+                )
                 self._dead_letter(batch, acks, entry, error)
                 continue
             try:
@@ -162,8 +169,7 @@ class BatchHandler:
                     order = decode_order(entry.fields)
                     if isinstance(order, Order) and order.ts > max_ts:
                         # answerable: the gate vetoes it with the reason, like any bad order
-                        order = InvalidOrder(order.order_id, self._future(order.ts, now),
-                                             as_str_map(entry.fields))
+                        order = InvalidOrder(order.order_id, self._future(order.ts, now), as_str_map(entry.fields))
                     orders.append(order)
                     order_entries.append(entry)
                 else:
@@ -210,7 +216,8 @@ class BatchHandler:
         if batch.dead_letters:
             first = batch.dead_letters[0]
             batch.outputs.alert(
-                "dead_lettered", "warning",
+                "dead_lettered",
+                "warning",
                 f"{len(batch.dead_letters)} entries moved to {self.keys.dlq} (first: {first.stream} "
                 f"{first.entry_id}: {first.error}); see `navstream dlq list`",
             )
@@ -244,26 +251,46 @@ class BatchHandler:
             if self.throttle is not None and not self.throttle.allow(("plugin_error", failure.plugin, hook)):
                 continue  # counted, logged, and each entry's error goes to P:state:failures / P:dlq
             batch.outputs.alert(
-                "plugin_error", "critical",
+                "plugin_error",
+                "critical",
                 f"{failure.error} ({len(failure.failed)} of {len(entries)} entries failed alone; "
                 "they are retried and dead-lettered after max_deliveries)",
             )
         return {entries[pos].ref: error for pos, error in result.failed_positions().items()}
 
-    def _dead_letter(self, batch: BatchWrite, acks: dict[str, list[str]], entry: Entry, error: str,
-                     fields: Fields | None = None, extra: dict[str, str] | None = None) -> None:
-        batch.dead_letters.append(DeadLetter(entry.stream, entry.id, entry.fields if fields is None else fields,
-                                             error, entry.deliveries, extra))
+    def _dead_letter(
+        self,
+        batch: BatchWrite,
+        acks: dict[str, list[str]],
+        entry: Entry,
+        error: str,
+        fields: Fields | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        batch.dead_letters.append(
+            DeadLetter(
+                entry.stream, entry.id, entry.fields if fields is None else fields, error, entry.deliveries, extra
+            )
+        )
         acks.setdefault(entry.stream, []).append(entry.id)
         if entry.deliveries > 1:
             batch.resolved.append(entry.ref)
-        log.warning("entry dead-lettered", extra={
-            "event": "dead_lettered", "stream": entry.stream, "id": entry.id, "error": error,
-            "deliveries": entry.deliveries})
+        log.warning(
+            "entry dead-lettered",
+            extra={
+                "event": "dead_lettered",
+                "stream": entry.stream,
+                "id": entry.id,
+                "error": error,
+                "deliveries": entry.deliveries,
+            },
+        )
 
     def _future(self, ts: int, now: int) -> str:
-        return (f"field `ts`: {ts} is {ts - now} ms in the future (limit "
-                f"{self.settings.max_future_ms} ms); check the producer's clock")
+        return (
+            f"field `ts`: {ts} is {ts - now} ms in the future (limit "
+            f"{self.settings.max_future_ms} ms); check the producer's clock"
+        )
 
     async def _remember_write_failure(self, entries: list[Entry], failures: dict[str, str], error: str) -> None:
         """So that whoever dead-letters these entries later can say why they kept failing
@@ -272,8 +299,7 @@ class BatchHandler:
         try:
             await self.app.raw.hset(self.keys.failures, mapping=cast(HashMapping, reasons))
         except RedisError as exc:  # Redis refuses the batch; it may refuse this too: log it
-            log.error("could not record a write failure", extra={
-                "event": "failure_not_recorded", "error": str(exc)})
+            log.error("could not record a write failure", extra={"event": "failure_not_recorded", "error": str(exc)})
 
     async def _previous_errors(self, entries: list[Entry]) -> dict[str, str]:
         refs = [e.ref for e in entries if e.deliveries > 1]
@@ -281,4 +307,3 @@ class BatchHandler:
             return {}
         values = await self.app.raw.hmget(self.keys.failures, refs)
         return {ref: as_str(v) for ref, v in zip(refs, values) if v is not None}
-

@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from navstream.app import App
-from navstream.plugin.dispatch import dispatch_tick
+from navstream.contract.outputs import Outputs
 from navstream.loop.batch import BatchHandler
 from navstream.loop.entries import Entry, as_str
 from navstream.loop.errors import StartupError
@@ -30,17 +30,24 @@ from navstream.loop.gctune import GC_THRESHOLD, tune_gc
 from navstream.loop.observer import LoopObserver
 from navstream.loop.outages import TRANSIENT, OutagesMixin
 from navstream.loop.throttle import AlertThrottle
-from navstream.contract.outputs import Outputs
-from navstream.plugin import calls
 from navstream.loop.upkeep import Upkeep
+from navstream.plugin import calls
+from navstream.plugin.dispatch import dispatch_tick
 from navstream.store.writer import BatchWrite, WriteError, Writer, WritesRefused, is_missing_group, refusal
 
 if TYPE_CHECKING:  # imported where used: every CLI command imports this module, few run a loop
-    from navstream.serve.routes import Endpoints
     from navstream.serve.http import HttpServer
+    from navstream.serve.routes import Endpoints
 
-__all__ = ["AlertThrottle", "Consumer", "GC_THRESHOLD", "IDLE_CONSUMER_SWEEP_TICKS", "StartupError",
-           "TRANSIENT", "tune_gc"]
+__all__ = [
+    "AlertThrottle",
+    "Consumer",
+    "GC_THRESHOLD",
+    "IDLE_CONSUMER_SWEEP_TICKS",
+    "StartupError",
+    "TRANSIENT",
+    "tune_gc",
+]
 
 log = logging.getLogger("navstream.consumer")
 
@@ -57,9 +64,7 @@ class Consumer(OutagesMixin):
     :param max_events: stop after handling this many entries.
     """
 
-    def __init__(
-        self, app: App, *, until_idle_s: float | None = None, max_events: int | None = None
-    ) -> None:
+    def __init__(self, app: App, *, until_idle_s: float | None = None, max_events: int | None = None) -> None:
         self.app = app
         self.settings = app.settings.consumer
         self.keys = app.keys
@@ -132,8 +137,8 @@ class Consumer(OutagesMixin):
     async def start_http(self) -> None:
         """Serve ``/healthz``, ``/readyz``, ``/metrics`` and the status page if ``[http] port``
         is set. A port that cannot be listened on stops the start, naming the port."""
-        from navstream.serve.routes import start_http
         from navstream.serve.http import HttpStartError
+        from navstream.serve.routes import start_http
 
         cfg = self.app.settings.http
         if cfg.port == 0 or self.http is not None:
@@ -170,11 +175,13 @@ class Consumer(OutagesMixin):
             if isinstance(failure, (RedisConnectionError, RedisTimeoutError)) or refusal(failure) is not None:
                 raise failure  # Redis going away or refusing writes during startup: retried like any outage
             raise StartupError(
-                f"plugin {started.plugin!r} failed to start: {type(failure).__name__}: {failure}") from failure
+                f"plugin {started.plugin!r} failed to start: {type(failure).__name__}: {failure}"
+            ) from failure
         if self.keys.orders not in self.streams:
             out = Outputs(self.app.clock.now_ms())
             out.alert(
-                "no_order_handler", "warning",
+                "no_order_handler",
+                "warning",
                 f"no plugin handles orders: {self.keys.orders} is not read, so orders wait "
                 "unanswered (the engine's deadline vetoes them) until a risk gate is loaded",
             )
@@ -182,10 +189,16 @@ class Consumer(OutagesMixin):
                 await self.writer.write(BatchWrite(out))
             except WritesRefused:
                 pass  # logged (alert and refusal); a warning is not worth waiting for writes
-        log.info("consumer started", extra={
-            "event": "consumer_started", "consumer": self.app.consumer_name,
-            "group": self.app.group, "streams": self.streams,
-            "plugins": [p.name for p in self.app.plugins.info]})
+        log.info(
+            "consumer started",
+            extra={
+                "event": "consumer_started",
+                "consumer": self.app.consumer_name,
+                "group": self.app.group,
+                "streams": self.streams,
+                "plugins": [p.name for p in self.app.plugins.info],
+            },
+        )
 
     async def run(self) -> int:
         """The loop; returns the process exit code (0 after a graceful stop).
@@ -279,8 +292,10 @@ class Consumer(OutagesMixin):
             log.warning("final heartbeat failed", extra={"event": "shutdown_tick_failed", "error": str(exc)})
         for stopped in await calls.collect(self.app.pm, "navstream_shutdown", {"app": self.app}):
             if stopped.exc is not None:
-                log.error("plugin shutdown failed", extra={
-                    "event": "plugin_shutdown_failed", "plugin": stopped.plugin, "error": str(stopped.exc)})
+                log.error(
+                    "plugin shutdown failed",
+                    extra={"event": "plugin_shutdown_failed", "plugin": stopped.plugin, "error": str(stopped.exc)},
+                )
         log.info("consumer stopped", extra={"event": "consumer_stopped", **self.app.stats.heartbeat_fields()})
 
     # --- reading ----------------------------------------------------------------------------
@@ -291,10 +306,16 @@ class Consumer(OutagesMixin):
         if self.max_events is not None:
             count = max(1, min(count, self.max_events - self.handler.handled))
         issued = time.perf_counter_ns() if self.observer.timing else 0
-        response = cast(_ReadReply, await self.app.raw.xreadgroup(
-            self.app.group, self.app.consumer_name, {s: ">" for s in self.streams},
-            count=count, block=block_ms if block_ms is not None else self.settings.block_ms,
-        ))
+        response = cast(
+            _ReadReply,
+            await self.app.raw.xreadgroup(
+                self.app.group,
+                self.app.consumer_name,
+                {s: ">" for s in self.streams},
+                count=count,
+                block=block_ms if block_ms is not None else self.settings.block_ms,
+            ),
+        )
         self.observer.work("read", issued)
         entries: list[Entry] = []
         for stream, items in response or []:
@@ -335,9 +356,13 @@ class Consumer(OutagesMixin):
         for failure in result.failures:
             app.stats.plugin_errors += 1
             if self.throttle.allow(("plugin_error", failure.plugin, failure.error)):
-                out.alert("plugin_error", "critical", f"{failure.error} (in navstream_tick; "
-                          f"repeats are counted in the heartbeat, alerted at most every "
-                          f"{self.throttle.cooldown_s:g}s)")
+                out.alert(
+                    "plugin_error",
+                    "critical",
+                    f"{failure.error} (in navstream_tick; "
+                    f"repeats are counted in the heartbeat, alerted at most every "
+                    f"{self.throttle.cooldown_s:g}s)",
+                )
         try:
             await self.upkeep.refresh_lag(self.streams, out)
             await self.upkeep.check_dlq(out)
@@ -351,4 +376,3 @@ class Consumer(OutagesMixin):
             await self.upkeep.write_tick(out)
         if not final and self._tick_count % IDLE_CONSUMER_SWEEP_TICKS == 1:
             await self.upkeep.remove_idle_consumers(self.streams)
-

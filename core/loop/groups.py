@@ -8,7 +8,7 @@ is good enough. The consumer creates its groups at startup and again when Redis 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from redis.exceptions import ResponseError
 
@@ -35,8 +35,9 @@ class GroupsMixin:
         for stream in streams:
             try:
                 try:
-                    await self.app.raw.xgroup_create(stream, self.app.group, id="0", mkstream=True,
-                                                     entries_read=None if self._no_entries_read else 0)
+                    await self.app.raw.xgroup_create(
+                        stream, self.app.group, id="0", mkstream=True, entries_read=None if self._no_entries_read else 0
+                    )
                 except ResponseError as exc:
                     text = str(exc).lower()
                     if self._no_entries_read or not ("syntax" in text or "wrong number of arguments" in text):

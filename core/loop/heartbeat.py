@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Mapping, cast
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import cast
 
 from redis.exceptions import ResponseError
 
@@ -95,8 +96,12 @@ class HeartbeatMixin:
         beat = f"{self._beat_id}-{self._beats}"
         fields = app.stats.heartbeat_fields()
         fields.update(
-            consumer=app.consumer_name, group=app.group, ts=str(app.clock.now_ms()),
-            status=status, streams=",".join(streams), beat=beat,
+            consumer=app.consumer_name,
+            group=app.group,
+            ts=str(app.clock.now_ms()),
+            status=status,
+            streams=",".join(streams),
+            beat=beat,
         )
         fields.update(self.health())
         candidate = uuid.uuid4().hex
@@ -127,15 +132,21 @@ class HeartbeatMixin:
         epoch = as_str(epoch_raw or b"")
         reasons = []
         if self._epoch is not None and epoch != self._epoch:
-            reasons.append(f"{epoch_key} was missing" if epoch == candidate else
-                           f"{epoch_key} held another token (lost and set again by another consumer, or "
-                           "replaced by one that recreated a vanished group)")
+            reasons.append(
+                f"{epoch_key} was missing"
+                if epoch == candidate
+                else f"{epoch_key} held another token (lost and set again by another consumer, or "
+                "replaced by one that recreated a vanished group)"
+            )
         if self._beat is not None and held not in expected and not (held is None and expired):
-            reasons.append(f"this consumer's heartbeat {key} was gone (flushed, Redis restarted without "
-                           "persistence, or expired while this consumer could not write it)" if held is None else
-                           f"this consumer's heartbeat {key} held an older or another beat ({held}, not "
-                           f"{self._beat}): a rollback to an older snapshot, a failover to a lagging replica, "
-                           "or another process running under the same consumer name")
+            reasons.append(
+                f"this consumer's heartbeat {key} was gone (flushed, Redis restarted without "
+                "persistence, or expired while this consumer could not write it)"
+                if held is None
+                else f"this consumer's heartbeat {key} held an older or another beat ({held}, not "
+                f"{self._beat}): a rollback to an older snapshot, a failover to a lagging replica, "
+                "or another process running under the same consumer name"
+            )
         self._epoch, self._beat = epoch, beat
         return "; ".join(reasons) or None
 
@@ -159,9 +170,12 @@ class HeartbeatMixin:
                 reasons.append(f"{name}: {report.get('reason') or report.get('status')}")
         since = self.app.stats.writes_refused_since
         if since:
-            at = datetime.fromtimestamp(since / 1000, timezone.utc).isoformat(timespec="seconds")
-            reasons.insert(0, f"Redis refuses writes since {at} ({self.writer.refused_reason or 'refused'}); "
-                              "the batch stays pending and is retried")
+            at = datetime.fromtimestamp(since / 1000, UTC).isoformat(timespec="seconds")
+            reasons.insert(
+                0,
+                f"Redis refuses writes since {at} ({self.writer.refused_reason or 'refused'}); "
+                "the batch stays pending and is retried",
+            )
         out["health"] = "degraded" if reasons else "ok"
         out["health_reasons"] = "; ".join(reasons)
         return out

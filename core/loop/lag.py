@@ -89,8 +89,9 @@ class LagMixin:
             self._check_unread_deletions(stream, group, info, reported, out, run_id)
             shift = self._read_shifts.pop(stream, None)
             if shift is not None:  # rare: after a restart from an AOF or a failover
-                await self._shift_entries_read(keys=[stream, self.keys.state(LOST_REPORTED)],
-                                               args=[self.app.group, *shift])
+                await self._shift_entries_read(
+                    keys=[stream, self.keys.state(LOST_REPORTED)], args=[self.app.group, *shift]
+                )
 
     async def _run_id(self) -> str | None:
         """Redis's ``run_id`` (a new one after every restart and on another server after a
@@ -113,11 +114,17 @@ class LagMixin:
         XDEL'd id reported, and Redis's entries-added and the group's entries-read as last
         seen (a deleted stream takes its counters with it: these say what it had)."""
         base = f"{stream}|{self.app.group}"
-        return (f"{base}|unread_deficit", f"{base}|max_deleted", f"{base}|added", f"{base}|read",
-                f"{base}|run_id")
+        return (f"{base}|unread_deficit", f"{base}|max_deleted", f"{base}|added", f"{base}|read", f"{base}|run_id")
 
-    def _check_unread_deletions(self, stream: str, group: dict[str, Any], info: dict[str, Any],
-                                reported: list[str | None], out: Outputs, run_id: str | None = None) -> None:
+    def _check_unread_deletions(
+        self,
+        stream: str,
+        group: dict[str, Any],
+        info: dict[str, Any],
+        reported: list[str | None],
+        out: Outputs,
+        run_id: str | None = None,
+    ) -> None:
         """Entries trimmed (MAXLEN) or deleted (XDEL) before the group read them, and a stream
         deleted with entries unread, from Redis's own counters (Redis 7: ``entries-added``,
         the group's ``entries-read``). The group is created with ``ENTRIESREAD 0``, so Redis
@@ -141,18 +148,22 @@ class LagMixin:
             if gone > 0 and reported[3] is not None:  # else the group's count was never known
                 counted = True
                 self._staged["lost"] = self._staged.get("lost", 0) + gone
-                out.alert("entries_lost", "critical",
-                          f"{gone} entries of {stream} were lost unread by group {self.app.group!r}: the "
-                          f"stream was deleted (when last seen, {had_added} entries had been added to it "
-                          f"and the group had read {had_read}); entries added after that check are not "
-                          "counted")
+                out.alert(
+                    "entries_lost",
+                    "critical",
+                    f"{gone} entries of {stream} were lost unread by group {self.app.group!r}: the "
+                    f"stream was deleted (when last seen, {had_added} entries had been added to it "
+                    f"and the group had read {had_read}); entries added after that check are not "
+                    "counted",
+                )
             known = 0
             seen.update({deficit_field: "0", deleted_field: "0-0"})
             reported = [None, None, None, None, reported[4]]
         # The group's read count went back (restored stale from an AOF), or another server
         # answers (a restart, a failover): its deficit is a new baseline, not a loss.
-        rebase = ((read is not None and reported[3] is not None and int(read) < int(reported[3]))
-                  or (run_id is not None and reported[4] is not None and run_id != reported[4]))
+        rebase = (read is not None and reported[3] is not None and int(read) < int(reported[3])) or (
+            run_id is not None and reported[4] is not None and run_id != reported[4]
+        )
         unread_present: int | None = None
         if length == 0:
             unread_present = 0
@@ -168,12 +179,21 @@ class LagMixin:
                 # The count is stale, not the entries lost: put it right (Redis's lag with it),
                 # by what it is off from the deficit already known.
                 if deficit != known:
-                    guard = (run_field, reported[4] or "", run_id) if run_id is not None else (
-                        read_field, reported[3] or "", str(int(read) + deficit - known))
+                    guard = (
+                        (run_field, reported[4] or "", run_id)
+                        if run_id is not None
+                        else (read_field, reported[3] or "", str(int(read) + deficit - known))
+                    )
                     self._read_shifts[stream] = (deficit - known, *guard)
-                    log.warning("the group's read count was stale; corrected", extra={
-                        "event": "entries_read_corrected", "stream": stream, "by": deficit - known,
-                        "reason": "entries-read went back or another Redis server answers"})
+                    log.warning(
+                        "the group's read count was stale; corrected",
+                        extra={
+                            "event": "entries_read_corrected",
+                            "stream": stream,
+                            "by": deficit - known,
+                            "reason": "entries-read went back or another Redis server answers",
+                        },
+                    )
                 read = int(read) + deficit - known
                 deficit = known
                 rebase = False
@@ -181,10 +201,13 @@ class LagMixin:
                 counted = True
                 self._staged["lost"] = self._staged.get("lost", 0) + deficit - known
                 where = f" (the stream now starts at {as_str(first[0])})" if first else " (the stream is empty)"
-                out.alert("entries_lost", "critical",
-                          f"{deficit - known} entries of {stream} were trimmed or deleted before group "
-                          f"{self.app.group!r} read them{where}; producers must not trim input streams: "
-                          "use `navstream trim`")
+                out.alert(
+                    "entries_lost",
+                    "critical",
+                    f"{deficit - known} entries of {stream} were trimmed or deleted before group "
+                    f"{self.app.group!r} read them{where}; producers must not trim input streams: "
+                    "use `navstream trim`",
+                )
             if deficit != known and deficit >= 0:
                 seen[deficit_field] = str(deficit)
         if run_id is not None and run_id != reported[4] and not rebase:  # else: next tick again
@@ -197,8 +220,11 @@ class LagMixin:
         if parse_id(max_deleted) > delivered and parse_id(max_deleted) > parse_id(reported[1] or "0-0"):
             seen[deleted_field] = max_deleted
             if not counted:  # else the count above covers it
-                out.alert("entries_lost", "critical",
-                          f"entries of {stream} up to {max_deleted} were deleted (XDEL) before group "
-                          f"{self.app.group!r} read them; how many is unknown")
+                out.alert(
+                    "entries_lost",
+                    "critical",
+                    f"entries of {stream} up to {max_deleted} were deleted (XDEL) before group "
+                    f"{self.app.group!r} read them; how many is unknown",
+                )
         if seen:
             out.hset(LOST_REPORTED, seen)

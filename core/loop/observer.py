@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 from navstream.loop.entries import Entry
 
@@ -96,8 +97,9 @@ class LoopObserver:
     def batch_done(self, report: BatchDone) -> None:
         _tell(self._batch, report)
 
-    def part(self, phase: Literal["started", "dispatched", "written"], entries: Sequence[Entry],
-             hook: str = "") -> None:
+    def part(
+        self, phase: Literal["started", "dispatched", "written"], entries: Sequence[Entry], hook: str = ""
+    ) -> None:
         if self._part:
             _tell(self._part, PartMoment(phase, time.perf_counter_ns(), entries, hook))
 
@@ -111,6 +113,11 @@ def _tell(subscribers: Sequence[Callable[[_R], None]], report: _R) -> None:
         try:
             subscriber(report)
         except Exception as exc:  # noqa: BLE001 - a watcher must not fail the loop's work
-            log.error("a loop subscriber failed", extra={
-                "event": "observer_failed", "subscriber": getattr(subscriber, "__qualname__", repr(subscriber)),
-                "error": f"{type(exc).__name__}: {exc}"})
+            log.error(
+                "a loop subscriber failed",
+                extra={
+                    "event": "observer_failed",
+                    "subscriber": getattr(subscriber, "__qualname__", repr(subscriber)),
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )

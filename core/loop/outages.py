@@ -51,6 +51,7 @@ class OutagesMixin(GroupsMixin):
     _owed_epoch: bool
 
     if TYPE_CHECKING:
+
         @property
         def stopping(self) -> bool: ...
 
@@ -85,12 +86,18 @@ class OutagesMixin(GroupsMixin):
         self._attempts += 1
         attempt = min(self._attempts, 16)
         delay = min(self.settings.reconnect_max_ms / 1000, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
-        log.error("redis unreachable, retrying", extra={
-            "event": "redis_unreachable", "error": str(exc), "down_s": round(down_for, 1),
-            "retry_in_s": round(delay, 2)})
+        log.error(
+            "redis unreachable, retrying",
+            extra={
+                "event": "redis_unreachable",
+                "error": str(exc),
+                "down_s": round(down_for, 1),
+                "retry_in_s": round(delay, 2),
+            },
+        )
         try:
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _recovered(self) -> None:
@@ -116,12 +123,18 @@ class OutagesMixin(GroupsMixin):
             return
         out = Outputs(self.app.clock.now_ms())
         for down_for in self._owed_reconnects:
-            out.alert("redis_reconnected", "warning",
-                      f"connection to Redis restored after {down_for:.1f}s; pending entries are reclaimed")
+            out.alert(
+                "redis_reconnected",
+                "warning",
+                f"connection to Redis restored after {down_for:.1f}s; pending entries are reclaimed",
+            )
         for since, until, reason in restored:
-            out.alert("writes_restored", "critical",
-                      f"Redis refused writes for {(until - since) / 1000:.1f}s ({reason}); the batches "
-                      "held meanwhile stayed pending and are processed now, nothing was lost")
+            out.alert(
+                "writes_restored",
+                "critical",
+                f"Redis refused writes for {(until - since) / 1000:.1f}s ({reason}); the batches "
+                "held meanwhile stayed pending and are processed now, nothing was lost",
+            )
         reconnects, episodes = len(self._owed_reconnects), len(restored)
         try:
             await self.writer.write(BatchWrite(out))
@@ -140,7 +153,7 @@ class OutagesMixin(GroupsMixin):
         delay = min(self.settings.reconnect_max_ms / 1000, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
         try:
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _write_failed(self, exc: WriteError) -> None:
@@ -155,9 +168,12 @@ class OutagesMixin(GroupsMixin):
         try:
             if self.throttle.allow(("write_failed", str(exc))):
                 out = Outputs(self.app.clock.now_ms())
-                out.alert("write_failed", "critical",
-                          f"Redis refused a batch's writes; nothing of it was acknowledged, so its entries "
-                          f"stay pending and are retried (a tick's alerts are raised again): {exc}")
+                out.alert(
+                    "write_failed",
+                    "critical",
+                    f"Redis refused a batch's writes; nothing of it was acknowledged, so its entries "
+                    f"stay pending and are retried (a tick's alerts are raised again): {exc}",
+                )
                 await self.writer.write(BatchWrite(out))
         except (WriteError, *TRANSIENT) as again:
             log.error("could not write the write_failed alert", extra={"event": "alert_failed", "error": str(again)})
@@ -174,8 +190,10 @@ class OutagesMixin(GroupsMixin):
         self.writer.forget_markers()
         self.throttle.reset()
         self.upkeep.forget()
-        log.warning("Redis lost data; alerts held back by this consumer's memory are raised again",
-                    extra={"event": "data_lost", "reason": reason})
+        log.warning(
+            "Redis lost data; alerts held back by this consumer's memory are raised again",
+            extra={"event": "data_lost", "reason": reason},
+        )
 
     async def _group_missing(self, exc: ResponseError) -> None:
         created = await self.ensure_groups(self.streams)
@@ -192,9 +210,12 @@ class OutagesMixin(GroupsMixin):
         if self._owed_group_alerts:
             out = Outputs(self.app.clock.now_ms())
             for stream, error in self._owed_group_alerts:
-                out.alert("group_recreated", "critical",
-                          f"consumer group {self.app.group!r} on {stream} had vanished (Redis restarted "
-                          f"without persistence, or flushed?); recreated at id 0: {error}")
+                out.alert(
+                    "group_recreated",
+                    "critical",
+                    f"consumer group {self.app.group!r} on {stream} had vanished (Redis restarted "
+                    f"without persistence, or flushed?); recreated at id 0: {error}",
+                )
             await self.writer.write(BatchWrite(out))
             self._owed_group_alerts.clear()
         if not created:  # someone else recreated it; don't spin

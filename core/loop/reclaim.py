@@ -47,18 +47,23 @@ class ReclaimMixin:
                 continue
             deliveries = await self._deliveries(stream, claimed)
             # An entry no longer pending for us was acknowledged by someone else: skip it.
-            entries = [Entry(stream, entry_id, fields or {}, deliveries[entry_id])
-                       for entry_id, fields in claimed if entry_id in deliveries]
-            log.info("reclaimed pending entries", extra={
-                "event": "reclaimed", "stream": stream, "count": len(entries)})
+            entries = [
+                Entry(stream, entry_id, fields or {}, deliveries[entry_id])
+                for entry_id, fields in claimed
+                if entry_id in deliveries
+            ]
+            log.info("reclaimed pending entries", extra={"event": "reclaimed", "stream": stream, "count": len(entries)})
             await self.handler.handle(entries)
             total += len(entries)
         return total
 
     async def _autoclaim(self, stream: str, cursor: str) -> tuple[str, list[Any], list[str]]:
         result = await self.app.raw.xautoclaim(
-            stream, self.app.group, self.app.consumer_name,
-            min_idle_time=self.settings.claim_idle_ms, start_id=cursor,
+            stream,
+            self.app.group,
+            self.app.consumer_name,
+            min_idle_time=self.settings.claim_idle_ms,
+            start_id=cursor,
             count=self.handler.read_count(self.settings.batch_size),  # bounded in bytes too
         )
         next_cursor = as_str(result[0])
@@ -74,9 +79,17 @@ class ReclaimMixin:
         counts: dict[str, int] = {}
         start, end = claimed[0][0], claimed[-1][0]
         while wanted - counts.keys():
-            rows = cast("list[dict[str, Any]]", await self.app.raw.xpending_range(  # redis-py: bytes | str | int
-                stream, self.app.group, min=start, max=end, count=max(100, 2 * len(wanted)),
-                consumername=self.app.consumer_name))
+            rows = cast(
+                "list[dict[str, Any]]",
+                await self.app.raw.xpending_range(  # redis-py: bytes | str | int
+                    stream,
+                    self.app.group,
+                    min=start,
+                    max=end,
+                    count=max(100, 2 * len(wanted)),
+                    consumername=self.app.consumer_name,
+                ),
+            )
             if not rows:
                 break
             for row in rows:
@@ -84,8 +97,10 @@ class ReclaimMixin:
             start = "(" + as_str(rows[-1]["message_id"])
         missing = wanted - counts.keys()
         if missing:  # not pending for us any more: someone acknowledged them meanwhile
-            log.warning("claimed entries left our pending list", extra={
-                "event": "claim_vanished", "stream": stream, "ids": sorted(missing)[:20]})
+            log.warning(
+                "claimed entries left our pending list",
+                extra={"event": "claim_vanished", "stream": stream, "ids": sorted(missing)[:20]},
+            )
         return counts
 
     async def _report_lost(self, stream: str, ids: list[str]) -> None:
@@ -101,9 +116,12 @@ class ReclaimMixin:
         resolved = []
         for stream, ids in self._unreported:
             shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
-            out.alert("entries_lost", "critical",
-                      f"{len(ids)} entries of {stream} were deleted (MAXLEN trim or XDEL) while "
-                      f"pending, before navstream processed them: {shown}")
+            out.alert(
+                "entries_lost",
+                "critical",
+                f"{len(ids)} entries of {stream} were deleted (MAXLEN trim or XDEL) while "
+                f"pending, before navstream processed them: {shown}",
+            )
             resolved += [f"{stream}/{i}" for i in ids]
         await self.writer.write(BatchWrite(out, resolved=resolved))
         self._unreported.clear()

@@ -15,11 +15,11 @@ import uuid
 from typing import Any
 
 from navstream.app import App
+from navstream.contract.outputs import Outputs
 from navstream.loop.batch import BatchHandler
 from navstream.loop.heartbeat import EPOCH, HeartbeatMixin
 from navstream.loop.lag import LOST_REPORTED, SHIFT_ENTRIES_READ_LUA, LagMixin
 from navstream.loop.reclaim import ReclaimMixin
-from navstream.contract.outputs import Outputs
 from navstream.store.writer import BatchWrite, Writer
 
 __all__ = ["DELETE_IF_IDLE_LUA", "EPOCH", "LOST_REPORTED", "SHIFT_ENTRIES_READ_LUA", "Upkeep"]
@@ -77,9 +77,12 @@ class Upkeep(ReclaimMixin, LagMixin, HeartbeatMixin):
         limit = self.settings.dlq_maxlen
         if length >= 0.9 * limit and not self._dlq_alerted:
             self._staged["dlq_alerted"] = True
-            out.alert("dlq_near_capacity", "critical",
-                      f"{self.keys.dlq} holds {length} dead letters, near its limit of {limit}; "
-                      "older ones will be trimmed: inspect, replay or purge them")
+            out.alert(
+                "dlq_near_capacity",
+                "critical",
+                f"{self.keys.dlq} holds {length} dead letters, near its limit of {limit}; "
+                "older ones will be trimmed: inspect, replay or purge them",
+            )
         elif length < 0.8 * limit:
             self._dlq_alerted = False
 
@@ -117,6 +120,7 @@ class Upkeep(ReclaimMixin, LagMixin, HeartbeatMixin):
                 deleted = await self._delete_if_idle(keys=[stream], args=[self.app.group, name])
                 if int(deleted) >= 0:
                     removed.append(name)
-                    log.info("removed idle consumer", extra={
-                        "event": "consumer_removed", "stream": stream, "removed": name})
+                    log.info(
+                        "removed idle consumer", extra={"event": "consumer_removed", "stream": stream, "removed": name}
+                    )
         return removed

@@ -45,8 +45,9 @@ async def safe_trim_point(app: App, stream: str) -> tuple[str, list[dict[str, st
     """
     groups = await _groups(app, stream)
     if not groups:
-        raise AdminError(f"{stream} has no consumer group: nothing proves any entry was processed, "
-                         "so nothing is trimmed")
+        raise AdminError(
+            f"{stream} has no consumer group: nothing proves any entry was processed, so nothing is trimmed"
+        )
     bounds = []
     for group in groups:
         summary = await app.redis.xpending(stream, group["name"])
@@ -64,8 +65,14 @@ async def trim_input(app: App, stream: str, *, dry_run: bool = False) -> dict[st
     bound, groups = await safe_trim_point(app, stream)
     before = await app.redis.xlen(stream)
     removed = 0 if dry_run else int(await app.redis.xtrim(stream, minid=bound, approximate=False))
-    return {"stream": stream, "minid": bound, "length_before": before, "removed": removed,
-            "dry_run": dry_run, "groups": groups}
+    return {
+        "stream": stream,
+        "minid": bound,
+        "length_before": before,
+        "removed": removed,
+        "dry_run": dry_run,
+        "groups": groups,
+    }
 
 
 # --- dead letters -----------------------------------------------------------------------------
@@ -92,8 +99,9 @@ async def _move_back(app: App, entry_id: str, target: str, original: dict[bytes,
                     return None
                 kind = cast(bytes, await pipe.type(target))
                 if kind not in (b"stream", b"none"):
-                    raise AdminError(f"{target} holds a {kind.decode()}, not a stream; "
-                                     f"dead letter {entry_id} stays in the DLQ")
+                    raise AdminError(
+                        f"{target} holds a {kind.decode()}, not a stream; dead letter {entry_id} stays in the DLQ"
+                    )
                 pipe.multi()
                 pipe.xadd(target, cast("dict[FieldT, EncodableT]", original))  # redis-py's dict type is invariant
                 pipe.xdel(app.keys.dlq, entry_id)
@@ -119,10 +127,11 @@ async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, st
     for entry_id, fields in entries:  # check them all before moving any
         target = fields.get("dlq_stream", "")
         if target not in allowed:
-            raise AdminError(f"dead letter {entry_id} came from {target!r}, not one of "
-                             f"{sorted(allowed)}; nothing replayed")
+            raise AdminError(
+                f"dead letter {entry_id} came from {target!r}, not one of {sorted(allowed)}; nothing replayed"
+            )
         # Byte for byte: a producer's non-UTF-8 value goes back exactly as it came.
-        (_, raw), = cast(_RawEntries, await app.raw.xrange(app.keys.dlq, min=entry_id, max=entry_id))
+        ((_, raw),) = cast(_RawEntries, await app.raw.xrange(app.keys.dlq, min=entry_id, max=entry_id))
         original = {k: v for k, v in raw.items() if not k.startswith(b"dlq_")}
         if not original:
             raise AdminError(f"dead letter {entry_id} has no original fields; nothing replayed")
@@ -172,13 +181,19 @@ async def collect_status(app: App, *, alerts: int = 10) -> dict[str, Any]:
         consumers = []
         if ours is not None:
             for info in await app.redis.xinfo_consumers(stream, app.group):
-                consumers.append({"name": info["name"], "pending": int(info["pending"]),
-                                  "idle_ms": int(info["idle"])})
+                consumers.append({"name": info["name"], "pending": int(info["pending"]), "idle_ms": int(info["idle"])})
         status["streams"][stream] = {
             "length": await app.redis.xlen(stream),
-            "groups": [{"name": g["name"], "pending": int(g["pending"]), "lag": g.get("lag"),
-                        "last_delivered_id": g["last-delivered-id"], "consumers": int(g["consumers"])}
-                       for g in groups],
+            "groups": [
+                {
+                    "name": g["name"],
+                    "pending": int(g["pending"]),
+                    "lag": g.get("lag"),
+                    "last_delivered_id": g["last-delivered-id"],
+                    "consumers": int(g["consumers"]),
+                }
+                for g in groups
+            ],
             "consumers": consumers,
         }
     status["dlq"] = {"length": await app.redis.xlen(keys.dlq)}

@@ -6,14 +6,15 @@ Amounts are checked by the decoder itself (the number grammar of ``navstream.con
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 
-from navstream.contract import numbers
 from navstream.app import App
+from navstream.contract import numbers
 from navstream.contract.events import DecodeError, InvalidOrder, decode_event, decode_order
 
 # JSON numbers are read as Decimal from their text, never through float.

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Mapping
+from typing import Any
 
 import pluggy
 
@@ -78,8 +79,9 @@ async def resolve(value: Any, timeout: float | None = None, setting: float | Non
         raise HookTimeout(f"did not finish within hook_timeout_s = {setting or timeout:g}s") from None
 
 
-async def call(impl: pluggy.HookImpl, kwargs: Mapping[str, Any], timeout: float | None = None,
-               setting: float | None = None) -> Any:
+async def call(
+    impl: pluggy.HookImpl, kwargs: Mapping[str, Any], timeout: float | None = None, setting: float | None = None
+) -> Any:
     """One implementation, its result resolved (:func:`resolve`); what it raises propagates."""
     return await resolve(call_impl(impl, kwargs), timeout, setting)
 
@@ -94,8 +96,9 @@ def call_sync(impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> Any:
     if inspect.isawaitable(value):
         if inspect.iscoroutine(value):
             value.close()
-        raise SyncHookError(f"{impl.plugin_name}.{impl.function.__name__} must be synchronous, "
-                            "it returned an awaitable")
+        raise SyncHookError(
+            f"{impl.plugin_name}.{impl.function.__name__} must be synchronous, it returned an awaitable"
+        )
     return value
 
 
@@ -105,8 +108,9 @@ def describe(exc: BaseException, plugin: str) -> str:
     return text if len(text) <= 1000 else text[:997] + "..."
 
 
-async def collect(pm: pluggy.PluginManager, hook_name: str, kwargs: Mapping[str, Any],
-                  timeout: float | None = None) -> list[Called]:
+async def collect(
+    pm: pluggy.PluginManager, hook_name: str, kwargs: Mapping[str, Any], timeout: float | None = None
+) -> list[Called]:
     """Every implementation in order, each awaited; one that raises is reported in its
     :class:`Called` and the others still run. ``BaseException`` (cancellation) propagates."""
     out = []
@@ -140,8 +144,9 @@ def contribute(pm: pluggy.PluginManager, hook_name: str, register_for: Any) -> N
         call_sync(impl, {"register": register_for(impl.plugin_name)})
 
 
-async def call_plugin(pm: pluggy.PluginManager, hook_name: str, plugin: str, kwargs: Mapping[str, Any],
-                      timeout: float | None = None) -> Called | None:
+async def call_plugin(
+    pm: pluggy.PluginManager, hook_name: str, plugin: str, kwargs: Mapping[str, Any], timeout: float | None = None
+) -> Called | None:
     """One named plugin's implementation of a hook (what ``navstream demo`` shows of nav's
     section); None when that plugin is not loaded or does not implement it."""
     for impl in impls(pm, hook_name):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from navstream.plugin import calls
 from navstream.plugin.calls import HookTimeout, describe
@@ -80,7 +81,12 @@ async def dispatch_batch(
 
 
 async def _run_batch(
-    app: Any, impl: Any, hook_name: str, arg_name: str, items: Sequence[Any], outputs_factory: Any,
+    app: Any,
+    impl: Any,
+    hook_name: str,
+    arg_name: str,
+    items: Sequence[Any],
+    outputs_factory: Any,
 ) -> tuple[Any, PluginFailure | None]:
     """One plugin's outputs for the batch, and its failure if it raised (then the outputs of
     the entries it handled alone)."""
@@ -92,8 +98,13 @@ async def _run_batch(
         error = describe(exc, impl.plugin_name)
     log.warning(
         "plugin failed a batch, retrying entry by entry",
-        extra={"event": "plugin_batch_failed", "plugin": impl.plugin_name, "hook": hook_name,
-               "size": len(items), "error": error},
+        extra={
+            "event": "plugin_batch_failed",
+            "plugin": impl.plugin_name,
+            "hook": hook_name,
+            "size": len(items),
+            "error": error,
+        },
     )
     failure = PluginFailure(impl.plugin_name, error)
     alone = outputs_factory()
@@ -105,7 +116,12 @@ async def _run_batch(
 
 
 async def _retry_each(
-    app: Any, impl: Any, arg_name: str, items: Sequence[Any], merged: Any, outputs_factory: Any,
+    app: Any,
+    impl: Any,
+    arg_name: str,
+    items: Sequence[Any],
+    merged: Any,
+    outputs_factory: Any,
     failure: PluginFailure,
 ) -> None:
     """Each entry alone, all of them within one ``hook_timeout_s`` budget: a plugin that hangs
@@ -115,13 +131,18 @@ async def _retry_each(
     deadline = time.monotonic() + budget
     for pos, item in enumerate(items):
         if time.monotonic() >= deadline:
-            failure.failed[pos] = describe(HookTimeout(
-                "no time left to retry it alone (hook_timeout_s spent on this batch)"), impl.plugin_name)
+            failure.failed[pos] = describe(
+                HookTimeout("no time left to retry it alone (hook_timeout_s spent on this batch)"), impl.plugin_name
+            )
             continue
         out = outputs_factory()
         try:
-            await call_with_timeout(app, impl, {"app": app, arg_name: [item], "out": out},
-                                    timeout=max(0.001, min(budget / 10, deadline - time.monotonic())))
+            await call_with_timeout(
+                app,
+                impl,
+                {"app": app, arg_name: [item], "out": out},
+                timeout=max(0.001, min(budget / 10, deadline - time.monotonic())),
+            )
         except Exception as exc:  # noqa: BLE001
             failure.failed[pos] = describe(exc, impl.plugin_name)
             continue

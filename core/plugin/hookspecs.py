@@ -26,7 +26,8 @@ last-``ts``-wins state (:meth:`Outputs.put_latest`) make that free.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Protocol, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -35,9 +36,9 @@ if TYPE_CHECKING:
 
     import msgspec
 
-    from navstream.plugin.protocol import AppProtocol as App
     from navstream.contract.events import Event, InvalidOrder, Order
     from navstream.contract.outputs import Outputs
+    from navstream.plugin.protocol import AppProtocol as App
     from navstream.sources import SourceFactory, SourceSettings
 
 PROJECT = "navstream"
@@ -117,9 +118,7 @@ def navstream_sources(register: RegisterSource) -> None:
 
 
 @hookspec
-def navstream_events(
-    app: App, events: Sequence[Event], out: Outputs
-) -> Awaitable[None] | None:
+def navstream_events(app: App, events: Sequence[Event], out: Outputs) -> Awaitable[None] | None:
     """A batch of decoded ``P:events`` entries, in stream order.
 
     Write what you derive to ``out``; navstream writes every plugin's outputs and state in one
@@ -132,9 +131,7 @@ def navstream_events(
 
 
 @hookspec
-def navstream_orders(
-    app: App, orders: Sequence[Order | InvalidOrder], out: Outputs
-) -> Awaitable[None] | None:
+def navstream_orders(app: App, orders: Sequence[Order | InvalidOrder], out: Outputs) -> Awaitable[None] | None:
     """A batch of order intents from ``P:orders``, in stream order.
 
     Every order must get a decision on ``P:decisions``. An ``InvalidOrder`` is an entry that

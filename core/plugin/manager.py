@@ -2,18 +2,20 @@
 
 A plugin is a class, instantiated here once per manager (so once per
 :class:`~navstream.app.App`: its attributes are that app's typed state), or a module or object
-registered as it is (a stateless plugin). ``NAVSTREAM_PLUGINS`` limits what loads (unset: all; ``a,b``: only those; empty: none), and
-``[plugins] disabled`` in config removes plugins by name. ``[plugins] modules`` adds plugin
-modules by dotted path, for a desk's own plugins that are not packaged.
+registered as it is (a stateless plugin). ``NAVSTREAM_PLUGINS`` limits what loads (unset: all;
+``a,b``: only those; empty: none), and ``[plugins] disabled`` in config removes plugins by name.
+``[plugins] modules`` adds plugin modules by dotted path, for a desk's own plugins that are not
+packaged.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Iterable, Mapping, cast
+from typing import Any, cast
 
 import pluggy
 
@@ -70,8 +72,7 @@ def _candidates(modules: Iterable[str], load_entrypoints: bool) -> list[Candidat
             version = ep.dist.version if ep.dist is not None else None
             found.append((ep.name, ep.module, version, "entry point", ep.load))
     for path in modules:  # the cast: mypy cannot infer a lambda with a default argument
-        found.append((path, path, None, "config",
-                      cast("Callable[[], Any]", lambda p=path: importlib.import_module(p))))
+        found.append((path, path, None, "config", cast("Callable[[], Any]", lambda p=path: importlib.import_module(p))))
     return found
 
 
@@ -88,7 +89,7 @@ def _declared_sections(plugin: object) -> dict[str, type]:
     if fn is not None:
         try:
             fn(lambda name, type_: out.setdefault(name, type_))
-        except Exception:  # a disabled plugin's broken hook must not stop startup
+        except Exception:  # noqa: BLE001 - a disabled plugin's broken hook must not stop startup
             return {}
     return out
 
@@ -187,6 +188,7 @@ def _collect_sections(pm: pluggy.PluginManager) -> dict[str, type]:
             if name in sections or name in RESERVED_SECTIONS:
                 raise PluginError(f"config section [{name}] is declared twice")
             sections[name] = type_
+
         return register
 
     calls.contribute(pm, "navstream_config_sections", register_for)
@@ -204,8 +206,10 @@ def _collect_source_kinds(pm: pluggy.PluginManager) -> dict[str, SourceKind]:
                 raise PluginError(f"source kind {kind!r} is registered twice ({kinds[kind].plugin!r} and {plugin!r})")
             if not (isinstance(settings, type) and issubclass(settings, SourceSettings)):
                 raise PluginError(
-                    f"source kind {kind!r}: its settings type must subclass navstream.sources.SourceSettings")
+                    f"source kind {kind!r}: its settings type must subclass navstream.sources.SourceSettings"
+                )
             kinds[kind] = SourceKind(kind, settings, factory, plugin)
+
         return register
 
     calls.contribute(pm, "navstream_sources", register_for)

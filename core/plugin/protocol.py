@@ -6,7 +6,8 @@ names only what plugins need, so core can change the rest of ``App`` without bre
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, TypeVar, overload
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

@@ -93,8 +93,13 @@ def generic_panels(plugin: str, data: Mapping[str, Any]) -> list[Panel]:
             columns = list(dict.fromkeys(str(k) for row in shown for k in row))[:MAX_COLUMNS]
             more = f" (the first {MAX_ROWS} of {len(value)})" if len(value) > MAX_ROWS else ""
             tables.append(Text(f"{key}{more}", muted=True))
-            tables.append(Table(id=f"{plugin}-{key}", columns=[Column(c) for c in columns],
-                                rows=[Row(cells=[Cell(_text(row.get(c, ""))) for c in columns]) for row in shown]))
+            tables.append(
+                Table(
+                    id=f"{plugin}-{key}",
+                    columns=[Column(c) for c in columns],
+                    rows=[Row(cells=[Cell(_text(row.get(c, ""))) for c in columns]) for row in shown],
+                )
+            )
         else:
             facts.append(Fact(str(key), _text(value)))
     if facts:
@@ -103,16 +108,18 @@ def generic_panels(plugin: str, data: Mapping[str, Any]) -> list[Panel]:
 
 
 def _error_panel(plugin: str, why: str) -> Panel:
-    return Panel(id=f"plugin-{plugin}", title=plugin,
-                 blocks=[Text(f"plugin {plugin}: its status could not be read: {why}", error=True)])
+    return Panel(
+        id=f"plugin-{plugin}",
+        title=plugin,
+        blocks=[Text(f"plugin {plugin}: its status could not be read: {why}", error=True)],
+    )
 
 
 async def read_page(app: App, now_ms: int, timeout: float | None) -> PageReads:
     """Every plugin's panels and ``navstream_status`` section, as one read of the page."""
     out = PageReads()
     typed: dict[str, calls.Called] = {}
-    for called in await calls.collect(app.pm, "navstream_status_page", {"app": app, "now_ms": now_ms},
-                                      timeout=timeout):
+    for called in await calls.collect(app.pm, "navstream_status_page", {"app": app, "now_ms": now_ms}, timeout=timeout):
         typed[called.plugin] = called
     for called in await calls.collect(app.pm, "navstream_status", {"app": app}, timeout=timeout):
         if not called.ok:
@@ -182,8 +189,9 @@ async def read_metrics(app: App, now_ms: int, timeout: float | None) -> MetricRe
 # --- /readyz ----------------------------------------------------------------------------------
 
 
-async def read_readiness(app: App, now_ms: int, ready_on_stale_data: bool,
-                         timeout: float | None) -> list[tuple[str, list[str]]]:
+async def read_readiness(
+    app: App, now_ms: int, ready_on_stale_data: bool, timeout: float | None
+) -> list[tuple[str, list[str]]]:
     """``(plugin, reasons)`` of each plugin that gives reasons; a plugin whose hook fails is one."""
     out = []
     kwargs = {"app": app, "now_ms": now_ms, "ready_on_stale_data": ready_on_stale_data}

@@ -56,8 +56,23 @@ from navstream.serve.messages import (
 
 log = logging.getLogger("navstream.http")
 
-__all__ = ["ALLOWED_METHODS", "MAX_HEAD", "MAX_HEADERS", "READ_CHUNK", "REASONS", "BadRequest", "Handler",
-           "HttpServer", "HttpStartError", "HttpStats", "Request", "Response", "diagnose", "local_url", "validate"]
+__all__ = [
+    "ALLOWED_METHODS",
+    "MAX_HEAD",
+    "MAX_HEADERS",
+    "READ_CHUNK",
+    "REASONS",
+    "BadRequest",
+    "Handler",
+    "HttpServer",
+    "HttpStartError",
+    "HttpStats",
+    "Request",
+    "Response",
+    "diagnose",
+    "local_url",
+    "validate",
+]
 
 
 class HttpStartError(RuntimeError):
@@ -119,14 +134,16 @@ class HttpServer:
         """Listen, or raise :class:`HttpStartError` saying why not."""
         try:
             self._server = await asyncio.start_server(
-                self._accept, self.host, self.port, limit=2 * READ_CHUNK, reuse_address=True)
+                self._accept, self.host, self.port, limit=2 * READ_CHUNK, reuse_address=True
+            )
         except OSError as exc:
             why = exc.strerror or str(exc)
             if exc.errno == errno.EADDRINUSE:
                 why = "the port is already in use (another navstream, or another program, listens there)"
             raise HttpStartError(
                 f"cannot serve HTTP on {self.host}:{self.port}: {why}; choose another port with "
-                f"{self.port_setting} (0 serves nothing)") from exc
+                f"{self.port_setting} (0 serves nothing)"
+            ) from exc
         log.info("http endpoint listening", extra={"event": "http_listening", "address": self.address})
 
     @property
@@ -187,8 +204,9 @@ class HttpServer:
             self.stats.connections += 1
             if len(self._conns) >= self.max_connections and not self._make_room():
                 self.stats.refused += 1
-                await self._answer_and_close(reader, writer, Response.text(
-                    503, "busy: every connection is being answered, try again"))
+                await self._answer_and_close(
+                    reader, writer, Response.text(503, "busy: every connection is being answered, try again")
+                )
                 return
             conn = self._conns[task] = _Conn(task, writer)
             await self._serve(reader, writer, conn)
@@ -212,8 +230,9 @@ class HttpServer:
                 if received[0]:  # part of a request came, not all of it in time
                     self.stats.timeouts += 1
                     conn.enter("closing")
-                    await self._answer_and_close(reader, writer, Response.text(
-                        408, f"request not received within {self.request_timeout_s:g}s"))
+                    await self._answer_and_close(
+                        reader, writer, Response.text(408, f"request not received within {self.request_timeout_s:g}s")
+                    )
                 return  # an idle connection (new, or kept alive) is closed quietly
             except _ClientLeft:
                 return
@@ -291,13 +310,15 @@ class HttpServer:
             log.exception("http handler failed", extra={"event": "http_error", "path": request.path})
             return Response.text(500, f"internal error answering {request.path} (logged)")
 
-    async def _write(self, writer: asyncio.StreamWriter, h: h11.Connection, method: str, response: Response,
-                     close: bool) -> bool:
+    async def _write(
+        self, writer: asyncio.StreamWriter, h: h11.Connection, method: str, response: Response, close: bool
+    ) -> bool:
         """Send ``response`` through h11 (which adds ``Connection: close`` where HTTP/1.0 or the
         client asks for it); False if the client did not take it within the deadline."""
         headers = head_lines(response.status, response.content_type, len(response.body), response.headers, close)
-        data = h.send(h11.Response(status_code=response.status, headers=headers,
-                                   reason=REASONS.get(response.status, "").encode()))
+        data = h.send(
+            h11.Response(status_code=response.status, headers=headers, reason=REASONS.get(response.status, "").encode())
+        )
         if method != "HEAD" and response.body:
             data += h.send(h11.Data(data=response.body))
         data += h.send(h11.EndOfMessage())
@@ -308,8 +329,9 @@ class HttpServer:
             return False  # the client left or reads too slowly: nothing more to do for it
         return True
 
-    async def _answer_and_close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                                response: Response) -> None:
+    async def _answer_and_close(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, response: Response
+    ) -> None:
         """An error answer outside h11's exchange (the request could not be parsed, or never
         came whole), then the connection ends."""
         try:

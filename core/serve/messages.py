@@ -20,8 +20,14 @@ ALLOWED_METHODS = ("GET", "HEAD")
 READ_CHUNK = 4096
 
 REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
 
@@ -70,7 +76,7 @@ def diagnose(head: bytes, error: h11.RemoteProtocolError) -> BadRequest:
         return BadRequest(431, f"request head larger than {MAX_HEAD} bytes")
     end = head.find(b"\r\n\r\n")
     lines = (head if end < 0 else head[:end]).split(b"\n")
-    if any(byte >= 0x80 for byte in head[: MAX_HEAD]):
+    if any(byte >= 0x80 for byte in head[:MAX_HEAD]):
         return BadRequest(400, "bad request: the request head must be ASCII")
     text = [line.rstrip(b"\r").decode("ascii") for line in lines]
     if not REQUEST_LINE.fullmatch(text[0]):
@@ -88,8 +94,7 @@ def validate(event: h11.Request) -> Request:
     """What the server accepts of a request h11 parsed; :class:`BadRequest` with the answer otherwise."""
     version = event.http_version.decode("ascii", "replace")
     if version not in ("1.1", "1.0"):
-        raise BadRequest(505, f"HTTP version {printable('HTTP/' + version)!r} is not supported "
-                         "(HTTP/1.1 or HTTP/1.0)")
+        raise BadRequest(505, f"HTTP version {printable('HTTP/' + version)!r} is not supported (HTTP/1.1 or HTTP/1.0)")
     if len(event.headers) > MAX_HEADERS:
         raise BadRequest(431, f"more than {MAX_HEADERS} headers")
     headers: dict[str, str] = {}
@@ -99,8 +104,11 @@ def validate(event: h11.Request) -> Request:
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     method = event.method.decode("ascii", "replace")
     if method not in ALLOWED_METHODS:
-        raise BadRequest(405, f"method {printable(method)} is not allowed: this server is read-only (GET, HEAD)",
-                         (("Allow", ", ".join(ALLOWED_METHODS)),))
+        raise BadRequest(
+            405,
+            f"method {printable(method)} is not allowed: this server is read-only (GET, HEAD)",
+            (("Allow", ", ".join(ALLOWED_METHODS)),),
+        )
     if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
         raise BadRequest(400, "bad request: requests carry no body here")
     try:
@@ -113,10 +121,16 @@ def validate(event: h11.Request) -> Request:
     return Request(method, path, query.partition("#")[0], headers)
 
 
-def head_lines(status: int, content_type: str, length: int, extra: tuple[tuple[str, str], ...],
-                close: bool) -> list[tuple[str, str]]:
-    headers = [("Content-Type", content_type), ("Content-Length", str(length)), ("Cache-Control", "no-store"),
-               ("X-Content-Type-Options", "nosniff"), *extra]
+def head_lines(
+    status: int, content_type: str, length: int, extra: tuple[tuple[str, str], ...], close: bool
+) -> list[tuple[str, str]]:
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(length)),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        *extra,
+    ]
     if close:
         headers.append(("Connection", "close"))
     return headers
@@ -125,6 +139,8 @@ def head_lines(status: int, content_type: str, length: int, extra: tuple[tuple[s
 def plain_answer(response: Response) -> bytes:
     """An answer written without h11 (h11 refused the request, or none arrived): it closes."""
     lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}"]
-    lines += [f"{k}: {v}" for k, v in head_lines(response.status, response.content_type, len(response.body),
-                                                   response.headers, True)]
+    lines += [
+        f"{k}: {v}"
+        for k, v in head_lines(response.status, response.content_type, len(response.body), response.headers, True)
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body

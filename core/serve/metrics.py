@@ -113,8 +113,10 @@ class Metrics:
         self.app = app
         self.registry = CollectorRegistry()
         self.batch_duration = Buckets(
-            "navstream_batch_duration_seconds", "Time to handle one batch: decode, plugins, write, acknowledge.",
-            BATCH_BUCKETS)
+            "navstream_batch_duration_seconds",
+            "Time to handle one batch: decode, plugins, write, acknowledge.",
+            BATCH_BUCKETS,
+        )
         #: Entries not processed, by type (see :meth:`observe_batch`).
         self.events_failed: Tally[str] = Tally()
         #: Failed ``navstream_metrics`` calls and refused families, by plugin.
@@ -182,9 +184,13 @@ class _DeskCollector(Collector):
                 continue
             taken.add(family.name)
             yield family
-        errors = _counter("navstream_plugin_report_errors", "Reporting hook calls of a plugin that failed at "
-                          "a scrape (raised, ran late, or gave a family name already exported): its families "
-                          "are missing from that scrape.", ["plugin"])
+        errors = _counter(
+            "navstream_plugin_report_errors",
+            "Reporting hook calls of a plugin that failed at "
+            "a scrape (raised, ran late, or gave a family name already exported): its families "
+            "are missing from that scrape.",
+            ["plugin"],
+        )
         for plugin, count in sorted(report_errors.items()):
             errors.add_metric([plugin], count)
         yield errors
@@ -194,49 +200,78 @@ class _DeskCollector(Collector):
         info = InfoMetricFamily("navstream_consumer", "This consumer: its name, group and navstream version.")
         info.add_metric([], {"consumer": app.consumer_name, "group": app.group, "version": __version__})
         yield info
-        yield GaugeMetricFamily("navstream_start_time_seconds", "When the consumer loop started (epoch seconds).",
-                                value=stats.started_ms / 1000)
+        yield GaugeMetricFamily(
+            "navstream_start_time_seconds",
+            "When the consumer loop started (epoch seconds).",
+            value=stats.started_ms / 1000,
+        )
 
-        processed = _counter("navstream_events_processed", "Entries processed and acknowledged, by type "
-                             "(orders as `order`).", ["type"])
+        processed = _counter(
+            "navstream_events_processed", "Entries processed and acknowledged, by type (orders as `order`).", ["type"]
+        )
         for kind, count in sorted(stats.by_type.items()):
             processed.add_metric([kind], count)
         yield processed
-        failed = _counter("navstream_events_failed", "Entries a batch did not process: left pending for a "
-                          "retry, or dead-lettered. A retried entry counts once per failed delivery.", ["type"])
+        failed = _counter(
+            "navstream_events_failed",
+            "Entries a batch did not process: left pending for a "
+            "retry, or dead-lettered. A retried entry counts once per failed delivery.",
+            ["type"],
+        )
         for kind, count in sorted(self.metrics.events_failed.items()):
             failed.add_metric([kind], count)
         yield failed
         yield self.metrics.batch_duration.family()
         for name, value, doc in (
             ("navstream_dead_lettered", stats.dead_lettered, "Entries moved to P:dlq."),
-            ("navstream_entries_lost", stats.lost, "Entries deleted or trimmed from an input stream before "
-             "they were processed."),
+            (
+                "navstream_entries_lost",
+                stats.lost,
+                "Entries deleted or trimmed from an input stream before they were processed.",
+            ),
             ("navstream_plugin_errors", stats.plugin_errors, "Plugin hook calls that raised or timed out."),
-            ("navstream_write_failures", stats.write_failures, "Batches whose writes Redis refused (nothing "
-             "acknowledged; retried)."),
+            (
+                "navstream_write_failures",
+                stats.write_failures,
+                "Batches whose writes Redis refused (nothing acknowledged; retried).",
+            ),
             ("navstream_reconnects", stats.reconnects, "Times the loop lost Redis and retried."),
             ("navstream_batches", stats.batches, "Batches handled (new and reclaimed)."),
-            ("navstream_writes_refused", getattr(stats, "writes_refused", 0) or 0, "Writes Redis refused "
-             "(OOM, READONLY, MISCONF), every attempt counted."),
+            (
+                "navstream_writes_refused",
+                getattr(stats, "writes_refused", 0) or 0,
+                "Writes Redis refused (OOM, READONLY, MISCONF), every attempt counted.",
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         since = getattr(stats, "writes_refused_since", None) or 0
-        yield GaugeMetricFamily("navstream_writes_refused_since_timestamp_seconds", "When Redis began refusing "
-                                "this consumer's writes (epoch seconds); 0 while writes work.", value=since / 1000)
+        yield GaugeMetricFamily(
+            "navstream_writes_refused_since_timestamp_seconds",
+            "When Redis began refusing this consumer's writes (epoch seconds); 0 while writes work.",
+            value=since / 1000,
+        )
         if stats.last_batch_ms:
-            yield GaugeMetricFamily("navstream_last_batch_timestamp_seconds",
-                                    "When the last batch was handled (epoch seconds).",
-                                    value=stats.last_batch_ms / 1000)
+            yield GaugeMetricFamily(
+                "navstream_last_batch_timestamp_seconds",
+                "When the last batch was handled (epoch seconds).",
+                value=stats.last_batch_ms / 1000,
+            )
 
-        lag = _gauge("navstream_stream_lag", "Entries of the stream not yet delivered to the group (as of "
-                     "the last tick; absent while Redis cannot tell).", ["stream"])
+        lag = _gauge(
+            "navstream_stream_lag",
+            "Entries of the stream not yet delivered to the group (as of "
+            "the last tick; absent while Redis cannot tell).",
+            ["stream"],
+        )
         for stream, behind in sorted(stats.lag.items()):
             if behind is not None:
                 lag.add_metric([stream], behind)
         yield lag
-        pending = _gauge("navstream_stream_pending", "Entries delivered to the group but not yet "
-                         "acknowledged (as of the last tick).", ["stream"])
+        pending = _gauge(
+            "navstream_stream_pending",
+            "Entries delivered to the group but not yet acknowledged (as of the last tick).",
+            ["stream"],
+        )
         for stream, count in sorted(stats.pending.items()):
             pending.add_metric([stream], count)
         yield pending
@@ -248,19 +283,30 @@ class _DeskCollector(Collector):
 
     def _desk(self, scrape: Scrape) -> Iterable[Metric]:
         view, stats = scrape.view, self.app.stats
-        yield GaugeMetricFamily("navstream_redis_up", "1 when Redis answered this scrape's reads.",
-                                value=0 if view.redis_error else 1)
+        yield GaugeMetricFamily(
+            "navstream_redis_up", "1 when Redis answered this scrape's reads.", value=0 if view.redis_error else 1
+        )
         yield GaugeMetricFamily("navstream_ready", "1 when /readyz answers 200.", value=1 if scrape.ready else 0)
         dlq = stats.dlq_length if view.dlq_length is None else view.dlq_length
         yield GaugeMetricFamily("navstream_dlq_length", "Dead letters in P:dlq.", value=dlq)
 
-        healthy = _gauge("navstream_plugin_healthy", "1 when the plugin's navstream_health status is ok "
-                         "(sinks, the risk gate's audit log, ...).", ["plugin"])
-        values = _gauge("navstream_plugin_health_value", "Each number a plugin reports in navstream_health "
-                        "that is a value as of now (queue lengths, budgets, timestamps).", ["plugin", "key"])
-        counts = _counter("navstream_plugin_counter", "Each running count a plugin reports in "
-                          "navstream_health (writes, failures, audit records, ...), since the process started.",
-                          ["plugin", "key"])
+        healthy = _gauge(
+            "navstream_plugin_healthy",
+            "1 when the plugin's navstream_health status is ok (sinks, the risk gate's audit log, ...).",
+            ["plugin"],
+        )
+        values = _gauge(
+            "navstream_plugin_health_value",
+            "Each number a plugin reports in navstream_health "
+            "that is a value as of now (queue lengths, budgets, timestamps).",
+            ["plugin", "key"],
+        )
+        counts = _counter(
+            "navstream_plugin_counter",
+            "Each running count a plugin reports in "
+            "navstream_health (writes, failures, audit records, ...), since the process started.",
+            ["plugin", "key"],
+        )
         unhealthy = {plugin for plugin, _, _ in plugin_problems(scrape.health)}
         reporting: set[str] = set()
         for key, raw in sorted(scrape.health.items()):
@@ -288,12 +334,21 @@ class _DeskCollector(Collector):
         if http is not None:
             for name, value, doc in (
                 ("navstream_http_requests", http.requests, "Requests this process's HTTP endpoint received whole."),
-                ("navstream_http_connections_evicted", http.evicted, "Idle or slow connections closed to make "
-                 "room for a new one at the connection cap."),
-                ("navstream_http_request_timeouts", http.timeouts, "Requests not received whole within the "
-                 "read deadline (answered 408)."),
-                ("navstream_http_bad_requests", http.bad_requests, "Requests refused as malformed, too large, "
-                 "or of an unsupported method or version."),
+                (
+                    "navstream_http_connections_evicted",
+                    http.evicted,
+                    "Idle or slow connections closed to make room for a new one at the connection cap.",
+                ),
+                (
+                    "navstream_http_request_timeouts",
+                    http.timeouts,
+                    "Requests not received whole within the read deadline (answered 408).",
+                ),
+                (
+                    "navstream_http_bad_requests",
+                    http.bad_requests,
+                    "Requests refused as malformed, too large, or of an unsupported method or version.",
+                ),
             ):
                 yield CounterMetricFamily(name, doc, value=value)
 
@@ -327,21 +382,40 @@ class _IngestCollector(Collector):
         info = InfoMetricFamily("navstream_ingest", "This ingest process: its navstream version.")
         info.add_metric([], {"version": __version__})
         yield info
-        yield GaugeMetricFamily("navstream_ingest_start_time_seconds", "When the ingest process started "
-                                "(epoch seconds).", value=ingest.started_ms / 1000)
+        yield GaugeMetricFamily(
+            "navstream_ingest_start_time_seconds",
+            "When the ingest process started (epoch seconds).",
+            value=ingest.started_ms / 1000,
+        )
         label = ["source"]
         fetches = _counter("navstream_ingest_fetches", "Fetch attempts of each source.", label)
-        failures = _counter("navstream_ingest_fetch_failures", "Failed fetch attempts of each source, by "
-                            "kind: timeout (past timeout_s), rate_limited (429/418, or no room in the host's "
-                            "budget before the deadline), error (anything else).", ["source", "kind"])
-        events = _counter("navstream_ingest_events_written", "Events written to P:events for each source "
-                          "(its source_status events not counted).", label)
-        write_failures = _counter("navstream_ingest_write_failures", "Attempts of each source Redis did not "
-                                  "take (kept and retried; a newer attempt supersedes them).", label)
-        superseded = _counter("navstream_ingest_superseded", "Unwritten attempts replaced by a newer one "
-                              "while Redis was unreachable.", label)
-        last_ok = _gauge("navstream_ingest_last_success_timestamp_seconds", "When each source last fetched "
-                         "successfully (epoch seconds; absent before its first success).", label)
+        failures = _counter(
+            "navstream_ingest_fetch_failures",
+            "Failed fetch attempts of each source, by "
+            "kind: timeout (past timeout_s), rate_limited (429/418, or no room in the host's "
+            "budget before the deadline), error (anything else).",
+            ["source", "kind"],
+        )
+        events = _counter(
+            "navstream_ingest_events_written",
+            "Events written to P:events for each source (its source_status events not counted).",
+            label,
+        )
+        write_failures = _counter(
+            "navstream_ingest_write_failures",
+            "Attempts of each source Redis did not take (kept and retried; a newer attempt supersedes them).",
+            label,
+        )
+        superseded = _counter(
+            "navstream_ingest_superseded",
+            "Unwritten attempts replaced by a newer one while Redis was unreachable.",
+            label,
+        )
+        last_ok = _gauge(
+            "navstream_ingest_last_success_timestamp_seconds",
+            "When each source last fetched successfully (epoch seconds; absent before its first success).",
+            label,
+        )
         unwritten = _gauge("navstream_ingest_unwritten", "1 while a source's newest attempt waits for Redis.", label)
         for name, run in sorted(ingest.runs.items()):
             fetches.add_metric([name], run.attempts)
@@ -357,14 +431,24 @@ class _IngestCollector(Collector):
 
         host = ["host"]
         requests = _counter("navstream_ingest_requests", "Requests sent to each venue host.", host)
-        limited = _counter("navstream_ingest_rate_limited_answers", "Answers 429 (rate limited) and 418 "
-                           "(IP banned) from each host; each blocks the host for every source.", ["host", "code"])
-        waits = _counter("navstream_ingest_limiter_waits", "Requests that waited for room in the host's "
-                         "weight budget.", host)
-        waited = _counter("navstream_ingest_limiter_wait_seconds", "Time requests spent waiting for room in "
-                          "the host's weight budget.", host)
-        rejected = _counter("navstream_ingest_limiter_rejections", "Requests not sent: the host was blocked "
-                            "or out of budget until after the fetch's deadline.", host)
+        limited = _counter(
+            "navstream_ingest_rate_limited_answers",
+            "Answers 429 (rate limited) and 418 (IP banned) from each host; each blocks the host for every source.",
+            ["host", "code"],
+        )
+        waits = _counter(
+            "navstream_ingest_limiter_waits", "Requests that waited for room in the host's weight budget.", host
+        )
+        waited = _counter(
+            "navstream_ingest_limiter_wait_seconds",
+            "Time requests spent waiting for room in the host's weight budget.",
+            host,
+        )
+        rejected = _counter(
+            "navstream_ingest_limiter_rejections",
+            "Requests not sent: the host was blocked or out of budget until after the fetch's deadline.",
+            host,
+        )
         blocked = _gauge("navstream_ingest_host_blocked", "1 while the host is blocked after a 429 or 418.", host)
         for name, limiter in sorted(ingest.http.limiters.items()):
             requests.add_metric([name], limiter.requests)
@@ -377,5 +461,8 @@ class _IngestCollector(Collector):
         yield from (requests, limited, waits, waited, rejected, blocked)
         server = ingest.server
         if server is not None:
-            yield CounterMetricFamily("navstream_http_requests", "Requests this process's HTTP endpoint "
-                                      "received whole.", value=server.stats.requests)
+            yield CounterMetricFamily(
+                "navstream_http_requests",
+                "Requests this process's HTTP endpoint received whole.",
+                value=server.stats.requests,
+            )

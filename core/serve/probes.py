@@ -52,8 +52,9 @@ def liveness(state: LoopState) -> tuple[bool, str]:
     if state.phase in ("stopping", "stopped"):
         return False, f"{state.phase}: the consumer is shutting down"
     if state.phase == "running" and state.idle_s > state.stall_limit_s:
-        return False, (f"loop stalled: no progress for {state.idle_s:.0f}s "
-                       f"(limit {state.stall_limit_s:.0f}s, the heartbeat TTL)")
+        return False, (
+            f"loop stalled: no progress for {state.idle_s:.0f}s (limit {state.stall_limit_s:.0f}s, the heartbeat TTL)"
+        )
     return True, state.phase
 
 
@@ -79,8 +80,15 @@ def _utc(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
-def readiness(state: LoopState, view: DeskView, *, streams: Sequence[str], group: str,
-              health: Mapping[str, str], plugin_reasons: Sequence[tuple[str, Sequence[str]]] = ()) -> list[str]:
+def readiness(
+    state: LoopState,
+    view: DeskView,
+    *,
+    streams: Sequence[str],
+    group: str,
+    health: Mapping[str, str],
+    plugin_reasons: Sequence[tuple[str, Sequence[str]]] = (),
+) -> list[str]:
     """Why this consumer is not ready; empty when it is.
 
     - the loop is starting or stopping;
@@ -103,14 +111,16 @@ def readiness(state: LoopState, view: DeskView, *, streams: Sequence[str], group
     since = state.writes_refused_since_ms
     if since:
         refused = f"Redis refuses writes since {_utc(since)} ({max(0, view.read_ms - since) / 1000:.0f}s)"
-        reasons.append(refused + (f": {state.writes_refused_reason}" if state.writes_refused_reason else "")
-                       + "; nothing is acknowledged until it takes them again")
+        reasons.append(
+            refused
+            + (f": {state.writes_refused_reason}" if state.writes_refused_reason else "")
+            + "; nothing is acknowledged until it takes them again"
+        )
     if not view.redis_error and state.phase == "running":
         for stream in streams:
             if view.groups.get(stream) is None:
                 reasons.append(f"consumer group {group!r} is missing on {stream} (the loop recreates it)")
     for _, given in plugin_reasons:
         reasons += _capped(list(given))
-    reasons += _capped([f"plugin {plugin} is {status}: {reason}"
-                        for plugin, status, reason in plugin_problems(health)])
+    reasons += _capped([f"plugin {plugin} is {status}: {reason}" for plugin, status, reason in plugin_problems(health)])
     return reasons

@@ -179,6 +179,25 @@ def panel_json(panels: Iterable[Panel]) -> list[Any]:
     return [msgspec.to_builtins(p) for p in panels]
 
 
-__all__ = ["Block", "Cell", "Chart", "Column", "CounterMetricFamily", "Fact", "Facts", "GaugeMetricFamily",
-           "Metric", "Panel", "PluginMetrics", "Row", "StatusSection", "Table", "Text", "Tone", "clip",
-           "counter", "gauge", "panel_json"]
+__all__ = [
+    "Block",
+    "Cell",
+    "Chart",
+    "Column",
+    "CounterMetricFamily",
+    "Fact",
+    "Facts",
+    "GaugeMetricFamily",
+    "Metric",
+    "Panel",
+    "PluginMetrics",
+    "Row",
+    "StatusSection",
+    "Table",
+    "Text",
+    "Tone",
+    "clip",
+    "counter",
+    "gauge",
+    "panel_json",
+]

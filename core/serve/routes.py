@@ -64,6 +64,7 @@ class ServedLoop(Protocol):
 
     def health(self) -> dict[str, str]: ...
 
+
 #: Longest a request waits for Redis before answering with what it has (Redis unreachable).
 READ_TIMEOUT_S = 2.0
 #: How long one read of the desk, and of what the plugins report, serves further requests
@@ -124,11 +125,12 @@ def _page() -> tuple[bytes, str]:
 
     def hashes(tag: str) -> str:
         blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
-        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'"
-                        for b in blocks)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks)
 
-    csp = (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
-           "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    csp = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
     return page, csp
 
 
@@ -148,8 +150,13 @@ class Endpoints:
         self.server: HttpServer | None = None
 
     def routes(self) -> dict[str, Handler]:
-        return {"/": self.page, "/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics,
-                "/api/status": self.status}
+        return {
+            "/": self.page,
+            "/healthz": self.healthz,
+            "/readyz": self.readyz,
+            "/metrics": self.metrics,
+            "/api/status": self.status,
+        }
 
     def close(self) -> None:
         for read in (self._desk, self._consumers, self._sections, self._ready, self._metrics):
@@ -163,10 +170,14 @@ class Endpoints:
         # Set while Redis refuses this process's writes (OOM, READONLY, MISCONF); read with
         # getattr, as the consumer's stats and writer keep it (None or 0 while writes work).
         refused = self.app.stats.writes_refused_since
-        return LoopState(phase=c.phase, idle_s=time.monotonic() - c.alive_at,
-                         stall_limit_s=c.settings.heartbeat_ttl_ms / 1000, reconnecting_s=down,
-                         writes_refused_since_ms=int(refused) if refused else None,
-                         writes_refused_reason=c.writes_refused_reason if refused else "")
+        return LoopState(
+            phase=c.phase,
+            idle_s=time.monotonic() - c.alive_at,
+            stall_limit_s=c.settings.heartbeat_ttl_ms / 1000,
+            reconnecting_s=down,
+            writes_refused_since_ms=int(refused) if refused else None,
+            writes_refused_reason=c.writes_refused_reason if refused else "",
+        )
 
     def _streams(self) -> list[str]:
         return list(self.consumer.streams) or [self.app.keys.events]
@@ -180,6 +191,7 @@ class Endpoints:
     async def _read_extra(self) -> PageExtra:
         """The page's own reads: the group's consumers (every :data:`PAGE_MAX_AGE_S`), and the
         plugins' sections (every :data:`DESK_MAX_AGE_S`, as fresh as the desk read)."""
+
         async def consumers() -> list[dict[str, Any]]:
             try:
                 return await self._consumers.get()
@@ -195,8 +207,9 @@ class Endpoints:
         return await read_page(self.app, self.app.clock.now_ms(), READ_TIMEOUT_S)
 
     async def _read_ready(self) -> PluginReasons:
-        return await read_readiness(self.app, self.app.clock.now_ms(), self.app.settings.http.ready_on_stale_data,
-                                    READ_TIMEOUT_S)
+        return await read_readiness(
+            self.app, self.app.clock.now_ms(), self.app.settings.http.ready_on_stale_data, READ_TIMEOUT_S
+        )
 
     async def _read_metrics(self) -> MetricReads:
         return await read_metrics(self.app, self.app.clock.now_ms(), READ_TIMEOUT_S)
@@ -207,8 +220,14 @@ class Endpoints:
     async def _readiness(self, view: DeskView, health: dict[str, str]) -> list[str]:
         # The plugins are not asked while Redis does not answer: that is the reason then.
         plugin_reasons = [] if view.redis_error else await self._ready.get()
-        return readiness(self.loop_state(), view, streams=self.consumer.streams, group=self.app.group,
-                         health=health, plugin_reasons=plugin_reasons)
+        return readiness(
+            self.loop_state(),
+            view,
+            streams=self.consumer.streams,
+            group=self.app.group,
+            health=health,
+            plugin_reasons=plugin_reasons,
+        )
 
     # --- routes -------------------------------------------------------------------------------
 
@@ -239,20 +258,42 @@ class Endpoints:
         stats = self.app.stats
         alive, why = liveness(self.loop_state())
         consumer = {
-            "name": self.app.consumer_name, "group": self.app.group, "phase": self.consumer.phase,
-            "alive": alive, "liveness": why, "streams": self._streams(), "started_ms": stats.started_ms,
-            "processed": stats.processed, "failed": stats.failed, "dead_lettered": stats.dead_lettered,
-            "batches": stats.batches, "last_batch_size": stats.last_batch_size,
-            "last_batch_duration_ms": round(stats.last_batch_duration_ms, 3), "reconnects": stats.reconnects,
-            "lag": stats.lag, "pending": stats.pending, "last_error": stats.last_error[:500],
+            "name": self.app.consumer_name,
+            "group": self.app.group,
+            "phase": self.consumer.phase,
+            "alive": alive,
+            "liveness": why,
+            "streams": self._streams(),
+            "started_ms": stats.started_ms,
+            "processed": stats.processed,
+            "failed": stats.failed,
+            "dead_lettered": stats.dead_lettered,
+            "batches": stats.batches,
+            "last_batch_size": stats.last_batch_size,
+            "last_batch_duration_ms": round(stats.last_batch_duration_ms, 3),
+            "reconnects": stats.reconnects,
+            "lag": stats.lag,
+            "pending": stats.pending,
+            "last_error": stats.last_error[:500],
         }
-        doc = status_document(consumer=consumer, ready=not reasons, reasons=reasons, view=view,
-                              consumers=consumers, health=health, page=page)
+        doc = status_document(
+            consumer=consumer,
+            ready=not reasons,
+            reasons=reasons,
+            view=view,
+            consumers=consumers,
+            health=health,
+            page=page,
+        )
         return _json(200, doc)
 
     async def page(self, request: Request) -> Response:
-        return Response(200, self._page, "text/html; charset=utf-8",
-                        (("Content-Security-Policy", self._csp), ("Referrer-Policy", "no-referrer")))
+        return Response(
+            200,
+            self._page,
+            "text/html; charset=utf-8",
+            (("Content-Security-Policy", self._csp), ("Referrer-Policy", "no-referrer")),
+        )
 
 
 async def start_http(consumer: ServedLoop, host: str, port: int) -> tuple[HttpServer, Endpoints]:

@@ -60,7 +60,7 @@ async def read_desk(app: App, streams: Sequence[str]) -> DeskView:
         results = await pipe.execute(raise_on_error=False)
         _raise_connection_errors(results)
         _, *rest = results
-        group_rows, (alerts, dlq_length) = rest[:len(streams)], rest[len(streams):]
+        group_rows, (alerts, dlq_length) = rest[: len(streams)], rest[len(streams) :]
         for stream, rows in zip(streams, group_rows, strict=True):
             if isinstance(rows, ResponseError):  # no such key: the stream (and group) is gone
                 view.groups[stream] = None
@@ -111,16 +111,24 @@ async def read_consumers(app: App, streams: Sequence[str]) -> list[dict[str, Any
     out = []
     for name, beat in zip(names, beats, strict=False):
         status, processed, health, reasons, ts = _ok(beat, [None] * 5)
-        out.append({**merged[name], "status": status or "gone", "processed": int(processed or 0),
-                    "health": health or "", "health_reasons": _clip(reasons or ""),
-                    "heartbeat_ts": int(ts) if ts and ts.isdigit() else None})
+        out.append(
+            {
+                **merged[name],
+                "status": status or "gone",
+                "processed": int(processed or 0),
+                "health": health or "",
+                "health_reasons": _clip(reasons or ""),
+                "heartbeat_ts": int(ts) if ts and ts.isdigit() else None,
+            }
+        )
     return out
 
 
 def _raise_connection_errors(results: list[Any]) -> None:
     for item in results:
         if isinstance(item, (ConnectionError, OSError)) or (
-                isinstance(item, RedisError) and not isinstance(item, ResponseError)):
+            isinstance(item, RedisError) and not isinstance(item, ResponseError)
+        ):
             raise item
 
 
@@ -129,9 +137,16 @@ def _ok(item: Any, default: Any) -> Any:
     return default if isinstance(item, Exception) else item
 
 
-def status_document(*, consumer: Mapping[str, Any], ready: bool, reasons: Sequence[str], view: DeskView,
-                    consumers: Sequence[Mapping[str, Any]], health: Mapping[str, str],
-                    page: PageReads) -> dict[str, Any]:
+def status_document(
+    *,
+    consumer: Mapping[str, Any],
+    ready: bool,
+    reasons: Sequence[str],
+    view: DeskView,
+    consumers: Sequence[Mapping[str, Any]],
+    health: Mapping[str, str],
+    page: PageReads,
+) -> dict[str, Any]:
     """The JSON of ``/api/status``: everything the status page draws.
 
     navstream's own keys, then what the plugins contribute: ``sections`` (each plugin's
@@ -151,9 +166,12 @@ def status_document(*, consumer: Mapping[str, Any], ready: bool, reasons: Sequen
         "ready": ready,
         "reasons": list(reasons),
         "redis_error": view.redis_error,
-        "streams": {stream: None if g is None else {"lag": g.get("lag"), "pending": int(g.get("pending", 0)),
-                                                    "consumers": int(g.get("consumers", 0))}
-                    for stream, g in view.groups.items()},
+        "streams": {
+            stream: None
+            if g is None
+            else {"lag": g.get("lag"), "pending": int(g.get("pending", 0)), "consumers": int(g.get("consumers", 0))}
+            for stream, g in view.groups.items()
+        },
         "dlq_length": view.dlq_length,
         "consumers": list(consumers),
         "alerts": view.alerts,

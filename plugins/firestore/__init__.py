@@ -23,16 +23,15 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from navstream import AppProtocol, hookimpl, Outputs, RegisterCommand, RegisterSection
-from navstream.plugins.nav.api import read_latest
-from navstream.plugins.nav.api import Snapshot
+from navstream import AppProtocol, Outputs, RegisterCommand, RegisterSection, hookimpl
+from navstream.plugins.nav.api import Snapshot, read_latest
 from navstream.plugins.risk.api import read_records
 
 from . import commands
-from .report import FirestoreReport
 from .client import (
     DryRunStore,
     FirestoreStore,
@@ -50,6 +49,7 @@ from .documents import (
     with_data,
 )
 from .heartbeat import heartbeat_document, read_consumer_health, read_sources
+from .report import FirestoreReport
 from .sink import COMMIT_TIMEOUT_S, LOW_BUDGET, Sink, iso, utc_day
 from .sync import shared_documents
 
@@ -97,24 +97,30 @@ async def start(app: AppProtocol, cfg: FirestoreConfig) -> Running:
     now = app.clock.now_ms()
     if cfg.dry_run:
         sink = Sink(cfg, DryRunStore(target), None, app.clock)
-        log.warning("firestore sink in dry run: documents are logged, nothing is written", extra={
-            "event": "firestore_dry_run_started", "project": target.project, "path": target.base})
+        log.warning(
+            "firestore sink in dry run: documents are logged, nothing is written",
+            extra={"event": "firestore_dry_run_started", "project": target.project, "path": target.base},
+        )
     else:
         firestore = import_firestore()
         creds, where = await asyncio.to_thread(credentials, os.environ)
-        store = FirestoreStore(firestore, make_client(firestore, target.project, creds), target,
-                               app.consumer_name, COMMIT_TIMEOUT_S)
+        store = FirestoreStore(
+            firestore, make_client(firestore, target.project, creds), target, app.consumer_name, COMMIT_TIMEOUT_S
+        )
         sink = Sink(cfg, store, coordination, app.clock)
-        first = heartbeat_document(app, target, sink, now, "starting",
-                                   [("starting", "starting: no write confirmed yet")], [])
+        first = heartbeat_document(
+            app, target, sink, now, "starting", [("starting", "starting: no write confirmed yet")], []
+        )
         try:
             await store.probe(first)
         except BaseException:
             await store.aclose()
             raise
         await sink.confirmed(first)
-        log.info("firestore sink started", extra={
-            "event": "firestore_started", "project": target.project, "path": target.base, "credentials": where})
+        log.info(
+            "firestore sink started",
+            extra={"event": "firestore_started", "project": target.project, "path": target.base, "credentials": where},
+        )
     sink.start()
     return Running(cfg, target, sink, coordination)
 
@@ -125,8 +131,10 @@ async def on_tick(app: AppProtocol, run: Running, now_ms: int, out: Outputs) -> 
     sent = time.monotonic()
     held, run.holder, used = await run.coordination.renew(day, lease_ttl_ms(app))
     if sink.lease(held, lease_ttl_ms(app) / 1000 * LEASE_TRUST, sent):
-        log.warning("firestore lease lost: another consumer writes the shared documents", extra={
-            "event": "firestore_lease_lost", "holder": run.holder})
+        log.warning(
+            "firestore lease lost: another consumer writes the shared documents",
+            extra={"event": "firestore_lease_lost", "holder": run.holder},
+        )
     sink.observe_used(day, used)
     await _heartbeat(app, run, now_ms)
     _alerts(app, run, now_ms, out)
@@ -152,28 +160,41 @@ async def _heartbeat(app: AppProtocol, run: Running, now_ms: int, consumer_statu
 def _alerts(app: AppProtocol, run: Running, now_ms: int, out: Outputs) -> None:
     s, cfg = run.sink.stats, run.cfg
     if s.failing_since_ms:
-        out.alert("firestore_write_failed", "critical",
-                  f"Firestore writes of consumer {app.consumer_name} to {run.target.project}/{run.target.base} "
-                  f"failing since {iso(s.failing_since_ms)} ({s.consecutive_failures} attempts, retried with "
-                  f"backoff; {len(run.sink.pending)} documents waiting; the dashboards show older data): "
-                  f"{s.last_failure}",
-                  subject=app.consumer_name, version=str(s.failing_since_ms), every_s=cfg.alert_every_s)
+        out.alert(
+            "firestore_write_failed",
+            "critical",
+            f"Firestore writes of consumer {app.consumer_name} to {run.target.project}/{run.target.base} "
+            f"failing since {iso(s.failing_since_ms)} ({s.consecutive_failures} attempts, retried with "
+            f"backoff; {len(run.sink.pending)} documents waiting; the dashboards show older data): "
+            f"{s.last_failure}",
+            subject=app.consumer_name,
+            version=str(s.failing_since_ms),
+            every_s=cfg.alert_every_s,
+        )
         run.alerted_failure = s.failing_since_ms
     elif run.alerted_failure:
-        out.alert("firestore_recovered", "info",
-                  f"Firestore writes of consumer {app.consumer_name} succeed again (failing since "
-                  f"{iso(run.alerted_failure)})")
+        out.alert(
+            "firestore_recovered",
+            "info",
+            f"Firestore writes of consumer {app.consumer_name} succeed again (failing since "
+            f"{iso(run.alerted_failure)})",
+        )
         run.alerted_failure = 0
     if run.sink.budget_low(now_ms):
         used, budget = run.sink.used_now(now_ms), cfg.max_writes_per_day
         over = used >= budget
         day, _ = utc_day(now_ms)
-        out.alert("firestore_budget_low", "critical" if over else "warning",
-                  f"{used} of the {budget} Firestore writes a day are used ({day}, UTC; at least "
-                  f"{LOW_BUDGET:.0%}): only significant changes (NAV status, missing or stale inputs, moves over "
-                  f"{cfg.significant_move_pct:g}%, trading state) and heartbeats are written until the day ends"
-                  + ("; over the budget, Firestore may refuse or bill them" if over else ""),
-                  subject=run.target.base, version=f"{day}|{'over' if over else 'low'}", every_s=cfg.alert_every_s)
+        out.alert(
+            "firestore_budget_low",
+            "critical" if over else "warning",
+            f"{used} of the {budget} Firestore writes a day are used ({day}, UTC; at least "
+            f"{LOW_BUDGET:.0%}): only significant changes (NAV status, missing or stale inputs, moves over "
+            f"{cfg.significant_move_pct:g}%, trading state) and heartbeats are written until the day ends"
+            + ("; over the budget, Firestore may refuse or bill them" if over else ""),
+            subject=run.target.base,
+            version=f"{day}|{'over' if over else 'low'}",
+            every_s=cfg.alert_every_s,
+        )
 
 
 async def _shared(app: AppProtocol, run: Running, now_ms: int) -> None:
@@ -209,16 +230,23 @@ async def _history(app: AppProtocol, run: Running, latest: Mapping[str, Snapshot
 
 async def stop(app: AppProtocol, run: Running) -> None:
     now = app.clock.now_ms()
-    run.sink.offer(heartbeat_document(app, run.target, run.sink, now, "stopped", run.sink.problems(now),
-                                      run.sources))
+    run.sink.offer(heartbeat_document(app, run.target, run.sink, now, "stopped", run.sink.problems(now), run.sources))
     left = await run.sink.close(FLUSH_TIMEOUT_S)
     try:
         await run.coordination.release()
-    except Exception as exc:
-        log.warning("could not hand over the firestore lease", extra={"event": "firestore_release_failed",
-                                                                       "error": str(exc)})
-    log.info("firestore sink stopped", extra={"event": "firestore_stopped", "writes": run.sink.stats.writes,
-                                              "failures": run.sink.stats.failures, "unwritten": left})
+    except Exception as exc:  # noqa: BLE001 - shutting down: the lease expires anyway; say so and go on
+        log.warning(
+            "could not hand over the firestore lease", extra={"event": "firestore_release_failed", "error": str(exc)}
+        )
+    log.info(
+        "firestore sink stopped",
+        extra={
+            "event": "firestore_stopped",
+            "writes": run.sink.stats.writes,
+            "failures": run.sink.stats.failures,
+            "unwritten": left,
+        },
+    )
 
 
 class FirestorePlugin(FirestoreReport):

@@ -9,7 +9,7 @@ sink's choice of which waiting documents may be written now.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from navstream import Clock
@@ -35,7 +35,7 @@ Readiness = Literal["ready", "wait", "deferred", "blocked"]
 
 def utc_day(now_ms: int) -> tuple[str, float]:
     """The UTC date of ``now_ms`` and how far into that day it is (0..1)."""
-    day = datetime.fromtimestamp(now_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
+    day = datetime.fromtimestamp(now_ms / 1000, UTC).strftime("%Y-%m-%d")
     return day, (now_ms % DAY_MS) / DAY_MS
 
 
@@ -60,6 +60,7 @@ class BudgetMixin:
     _flushing: bool
 
     if TYPE_CHECKING:
+
         @property
         def leader(self) -> bool: ...
 
@@ -94,7 +95,8 @@ class BudgetMixin:
         if not routine_closed or doc.significance == "always":
             return "ready"
         if doc.significance == "changes" and (
-                last is None or doc.sig != last.sig or moved(doc.amount, last.amount, self.cfg.significant_move_pct)):
+            last is None or doc.sig != last.sig or moved(doc.amount, last.amount, self.cfg.significant_move_pct)
+        ):
             return "ready"
         return "deferred"
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .config import Target
 from .documents import Doc
@@ -34,8 +35,8 @@ def import_firestore() -> Any:
         from google.cloud import firestore
     except ImportError as exc:
         raise FirestoreUnavailable(
-            f"[firestore] enabled = true, but google-cloud-firestore is not installed ({exc}): "
-            f"{INSTALL_HINT}") from exc
+            f"[firestore] enabled = true, but google-cloud-firestore is not installed ({exc}): {INSTALL_HINT}"
+        ) from exc
     return firestore
 
 
@@ -63,7 +64,8 @@ def credentials(environ: Mapping[str, str]) -> tuple[Any, str]:
             f"no Google credentials for Firestore ({exc}). Set {CREDENTIALS_VAR} to a service-account key "
             "file (never inside the repository), run `gcloud auth application-default login`, or run on "
             f"Google Cloud with a service account; {EMULATOR_VAR} points navstream at an emulator "
-            "instead") from exc
+            "instead"
+        ) from exc
     source = environ.get(CREDENTIALS_VAR, "").strip()
     return creds, f"the key file in {CREDENTIALS_VAR}" if source else "application default credentials"
 
@@ -79,7 +81,7 @@ async def close_client(client: Any) -> None:
         return
     try:
         await api.transport.close()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - closing: nothing left to lose, logged
         log.warning("closing the Firestore client failed", extra={"event": "firestore_close_failed", "error": str(exc)})
 
 
@@ -108,8 +110,10 @@ class FirestoreStore:
             if doc.data is None:
                 batch.delete(self.ref(doc.path))
             else:
-                batch.set(self.ref(doc.path), {**doc.data, "written_at": self.firestore.SERVER_TIMESTAMP,
-                                               "written_by": self.consumer})
+                batch.set(
+                    self.ref(doc.path),
+                    {**doc.data, "written_at": self.firestore.SERVER_TIMESTAMP, "written_by": self.consumer},
+                )
         # No retry inside the client: the sink retries with its own backoff, and counts each failure.
         await batch.commit(retry=None, timeout=self.timeout_s)
 
@@ -140,10 +144,17 @@ class DryRunStore:
 
     async def commit(self, docs: Sequence[Doc]) -> None:
         for doc in docs:
-            log.info("firestore dry run: would %s %s", "delete" if doc.data is None else "write",
-                     self.target.path(doc.path), extra={
-                         "event": "firestore_dry_run", "path": self.target.path(doc.path),
-                         "op": "delete" if doc.data is None else "set", "document": doc.data})
+            log.info(
+                "firestore dry run: would %s %s",
+                "delete" if doc.data is None else "write",
+                self.target.path(doc.path),
+                extra={
+                    "event": "firestore_dry_run",
+                    "path": self.target.path(doc.path),
+                    "op": "delete" if doc.data is None else "set",
+                    "document": doc.data,
+                },
+            )
 
     async def aclose(self) -> None:
         pass

@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from navstream import AppProtocol
 from navstream.plugins.nav.api import read_latest
@@ -27,16 +28,22 @@ EXIT_USAGE = 2
 
 
 def register_commands(register: Any) -> None:
-    p = register("firestore", command, help="the Firestore sink: preview the documents it would write",
-                 description="The Firestore sink (docs/firestore.md).")
+    p = register(
+        "firestore",
+        command,
+        help="the Firestore sink: preview the documents it would write",
+        description="The Firestore sink (docs/firestore.md).",
+    )
     sub = p.add_subparsers(dest="firestore_command", required=True, metavar="{preview}")
     from navstream import connection_options
 
     preview_parser = sub.add_parser(
-        "preview", help="print the documents the sink would write now, from Redis state; writes nothing",
+        "preview",
+        help="print the documents the sink would write now, from Redis state; writes nothing",
         description="Print the NAV, risk (and history) documents the sink would write now, built from "
         "Redis state exactly as a running consumer builds them. Nothing is written and Firestore is not "
-        "contacted. Heartbeat documents are each running consumer's own and are not shown.")
+        "contacted. Heartbeat documents are each running consumer's own and are not shown.",
+    )
     preview_parser.add_argument("--json", action="store_true", help="one JSON object: full path -> document")
     connection_options(preview_parser)
 
@@ -58,8 +65,14 @@ async def preview(app: AppProtocol, args: argparse.Namespace) -> int:
     if cfg.history_every_s:
         bucket = history_bucket(now, cfg.history_every_s)
         docs += [history_document(snap, bucket, now) for snap in with_data(latest)]
-    shown = {target.path(d.path): {**(d.data or {}), "written_at": "<server time of the commit>",
-                                   "written_by": "<the consumer holding the lease>"} for d in docs}
+    shown = {
+        target.path(d.path): {
+            **(d.data or {}),
+            "written_at": "<server time of the commit>",
+            "written_by": "<the consumer holding the lease>",
+        }
+        for d in docs
+    }
     if args.json:
         print(json.dumps(shown, indent=2, sort_keys=True))
     else:
@@ -82,6 +95,12 @@ async def status(app: AppProtocol, cfg: FirestoreConfig) -> Mapping[str, Any]:
         return {"enabled": True, "error": str(exc)}
     coordination = Coordination(app)
     day, _ = utc_day(app.clock.now_ms())
-    return {"enabled": True, "project": target.project, "path": target.base, "dry_run": cfg.dry_run,
-            "leader": await coordination.holder() or "none", "writes_today": await coordination.used(day),
-            "max_writes_per_day": cfg.max_writes_per_day}
+    return {
+        "enabled": True,
+        "project": target.project,
+        "path": target.base,
+        "dry_run": cfg.dry_run,
+        "leader": await coordination.holder() or "none",
+        "writes_today": await coordination.used(day),
+        "max_writes_per_day": cfg.max_writes_per_day,
+    }

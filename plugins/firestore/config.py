@@ -8,8 +8,9 @@ as well, so a laptop pointed at the live project cannot touch the desk's dashboa
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Mapping
+from typing import Annotated
 
 import msgspec
 
@@ -60,8 +61,10 @@ class FirestoreConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         if self.env and not ENV_PATTERN.fullmatch(self.env):
             raise ValueError(f"`firestore.env` must be 1-63 characters of a-z 0-9 -, got {self.env!r}")
         if not COLLECTION_PATTERN.fullmatch(self.root_collection):
-            raise ValueError("`firestore.root_collection` must be 1-100 characters of A-Z a-z 0-9 _ - "
-                             f"and not start with __, got {self.root_collection!r}")
+            raise ValueError(
+                "`firestore.root_collection` must be 1-100 characters of A-Z a-z 0-9 _ - "
+                f"and not start with __, got {self.root_collection!r}"
+            )
         if self.history_every_s and self.history_every_s < MIN_HISTORY_S:
             raise ValueError(f"`firestore.history_every_s` must be 0 (off) or at least {MIN_HISTORY_S:g}")
         if "/" in self.project:
@@ -72,8 +75,10 @@ class FirestoreConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError(_PROD_REFUSED)
 
 
-_PROD_REFUSED = ("refusing to write to env 'prod' without `allow_prod = true` in [firestore]: "
-                 "the live dashboards' documents are written only by a deployment configured for them")
+_PROD_REFUSED = (
+    "refusing to write to env 'prod' without `allow_prod = true` in [firestore]: "
+    "the live dashboards' documents are written only by a deployment configured for them"
+)
 
 
 class TargetError(RuntimeError):
@@ -105,12 +110,16 @@ def resolve_target(cfg: FirestoreConfig, environ: Mapping[str, str], *, writing:
     """
     from_env = environ.get(ENV_VAR, "").strip()
     if cfg.env and from_env and cfg.env != from_env:
-        raise TargetError(f"[firestore] env = {cfg.env!r} but {ENV_VAR}={from_env!r}: the namespace must be "
-                          "given once, or both must agree")
+        raise TargetError(
+            f"[firestore] env = {cfg.env!r} but {ENV_VAR}={from_env!r}: the namespace must be "
+            "given once, or both must agree"
+        )
     env = cfg.env or from_env
     if not env:
-        raise TargetError(f"no Firestore namespace: set [firestore] env or {ENV_VAR} (dev, staging, prod, ...); "
-                          "there is no default, so a run never writes into another environment's documents")
+        raise TargetError(
+            f"no Firestore namespace: set [firestore] env or {ENV_VAR} (dev, staging, prod, ...); "
+            "there is no default, so a run never writes into another environment's documents"
+        )
     if not ENV_PATTERN.fullmatch(env):
         raise TargetError(f"Firestore namespace {env!r} (from {ENV_VAR}) must be 1-63 characters of a-z 0-9 -")
     if writing and env == PROD and not cfg.allow_prod:

@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from navstream import AppProtocol
 
@@ -57,7 +58,8 @@ class Coordination:
         """Take or renew the lease: (held by me, the holder, the group's writes on ``day``)."""
         keys = self.app.keys
         mine, holder, used = await self._lease(
-            keys=[keys.state(LEADER), keys.state(writes_key(day))], args=[self.app.consumer_name, ttl_ms])
+            keys=[keys.state(LEADER), keys.state(writes_key(day))], args=[self.app.consumer_name, ttl_ms]
+        )
         return bool(int(mine)), str(holder or ""), int(used)
 
     async def release(self) -> bool:

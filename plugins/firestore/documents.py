@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import msgspec
+
 from navstream import unescape_name
 from navstream.plugins.nav.api import Snapshot, as_read, escape, money
 from navstream.plugins.risk.api import TradingRecord
@@ -142,16 +144,27 @@ def with_data(latest: Mapping[str, Snapshot]) -> list[Snapshot]:
     empty); an aggregate that lacks some accounts' data is written, with the status that says so.
     """
     fed = {f"{s.venue}/{s.account}" for s in latest.values() if s.scope == "account" and s.as_of > 0}
-    return [snap for _, snap in sorted(latest.items())
-            if (snap.as_of > 0 if snap.scope == "account" else any(a in fed for a in snap.accounts))]
+    return [
+        snap
+        for _, snap in sorted(latest.items())
+        if (snap.as_of > 0 if snap.scope == "account" else any(a in fed for a in snap.accounts))
+    ]
 
 
 def nav_document(snap: Snapshot, now_ms: int) -> Doc:
     """The latest NAV of a scope (one that rests on data: :func:`with_data`), as read at
     ``now_ms``: its status is the reader's (:func:`as_read`), and a change of it is significant."""
     data = nav_data(snap, now_ms)
-    return Doc(f"nav/{nav_doc_id(snap.scope_id)}", data, "nav", "changes", shared=True,
-               content=content_of(data), sig=nav_sig(as_read(snap, now_ms)), amount=snap.nav)
+    return Doc(
+        f"nav/{nav_doc_id(snap.scope_id)}",
+        data,
+        "nav",
+        "changes",
+        shared=True,
+        content=content_of(data),
+        sig=nav_sig(as_read(snap, now_ms)),
+        amount=snap.nav,
+    )
 
 
 def risk_document(member: str, record: TradingRecord) -> Doc:
@@ -170,8 +183,9 @@ def risk_document(member: str, record: TradingRecord) -> Doc:
         "high_water": record.high_water,
         "high_water_float": None if high_water is None else as_float(high_water),
     }
-    return Doc(f"risk/{risk_doc_id(member)}", data, "risk", "changes", shared=True,
-               content=content_of(data), sig=record.state)
+    return Doc(
+        f"risk/{risk_doc_id(member)}", data, "risk", "changes", shared=True, content=content_of(data), sig=record.state
+    )
 
 
 def history_bucket(now_ms: int, every_s: float) -> int:
@@ -211,13 +225,27 @@ def history_document(snap: Snapshot, bucket_ms: int, now_ms: int) -> Doc:
         "missing": list(snap.missing),
         "stale_sources": list(snap.stale_sources),
     }
-    return Doc(f"nav_history/{doc_id}", data, "history", "never", shared=True, content=content_of(data),
-               index=(history_index_key(snap.scope_id), doc_id, bucket_ms))
+    return Doc(
+        f"nav_history/{doc_id}",
+        data,
+        "history",
+        "never",
+        shared=True,
+        content=content_of(data),
+        index=(history_index_key(snap.scope_id), doc_id, bucket_ms),
+    )
 
 
 def history_delete(scope_id: str, doc_id: str) -> Doc:
-    return Doc(f"nav_history/{doc_id}", None, "history_delete", "never", shared=True, content="",
-               index=(history_index_key(scope_id), doc_id, -1))
+    return Doc(
+        f"nav_history/{doc_id}",
+        None,
+        "history_delete",
+        "never",
+        shared=True,
+        content="",
+        index=(history_index_key(scope_id), doc_id, -1),
+    )
 
 
 def moved(amount: Decimal | None, before: Decimal | None, pct: float) -> bool:

@@ -8,7 +8,8 @@ report, as its Redis heartbeat says) is ``ok``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from navstream import AppProtocol, as_str_list, as_str_map
 
@@ -25,11 +26,18 @@ SOURCE_REGISTRY = "sources"
 
 
 def _short(stream: str, prefix: str) -> str:
-    return stream[len(prefix) + 1:] if stream.startswith(prefix + ":") else stream
+    return stream[len(prefix) + 1 :] if stream.startswith(prefix + ":") else stream
 
 
-def heartbeat_document(app: AppProtocol, target: Target, sink: Sink, now_ms: int, consumer_status: str,
-                       problems: Sequence[tuple[str, str]], sources: list[dict[str, Any]]) -> Doc:
+def heartbeat_document(
+    app: AppProtocol,
+    target: Target,
+    sink: Sink,
+    now_ms: int,
+    consumer_status: str,
+    problems: Sequence[tuple[str, str]],
+    sources: list[dict[str, Any]],
+) -> Doc:
     stats = app.stats
     prefix = app.keys.prefix
     s = sink.stats
@@ -48,9 +56,15 @@ def heartbeat_document(app: AppProtocol, target: Target, sink: Sink, now_ms: int
         "lag": {_short(k, prefix): v for k, v in stats.lag.items()},
         "pending": {_short(k, prefix): v for k, v in stats.pending.items()},
         "counters": {
-            "processed": stats.processed, "failed": stats.failed, "dead_lettered": stats.dead_lettered,
-            "lost": stats.lost, "plugin_errors": stats.plugin_errors, "write_failures": stats.write_failures,
-            "reconnects": stats.reconnects, "batches": stats.batches, "dlq_length": stats.dlq_length,
+            "processed": stats.processed,
+            "failed": stats.failed,
+            "dead_lettered": stats.dead_lettered,
+            "lost": stats.lost,
+            "plugin_errors": stats.plugin_errors,
+            "write_failures": stats.write_failures,
+            "reconnects": stats.reconnects,
+            "batches": stats.batches,
+            "dlq_length": stats.dlq_length,
         },
         "last_error": stats.last_error,
         "sink": {
@@ -70,8 +84,9 @@ def heartbeat_document(app: AppProtocol, target: Target, sink: Sink, now_ms: int
         },
         "sources": sources,
     }
-    return Doc(f"heartbeats/{consumer_doc_id(app.consumer_name)}", data, "heartbeat", "always", shared=False,
-               content="")
+    return Doc(
+        f"heartbeats/{consumer_doc_id(app.consumer_name)}", data, "heartbeat", "always", shared=False, content=""
+    )
 
 
 async def read_consumer_health(app: AppProtocol) -> tuple[str, str]:
@@ -106,10 +121,17 @@ async def read_sources(app: AppProtocol) -> list[dict[str, Any]]:
     for data in await pipe.execute():
         if not data or "ts" not in data:
             continue
-        out.append({
-            "venue": data.get("venue", ""), "source": data.get("source", ""), "account": data.get("account", ""),
-            "ok": data.get("ok") == "true", "silent": data.get("silent") == "true", "error": data.get("error", ""),
-            "ts": _int(data.get("ts")), "last_ok_ts": _int(data.get("last_ok_ts")),
-            "last_error_ts": _int(data.get("last_error_ts")),
-        })
+        out.append(
+            {
+                "venue": data.get("venue", ""),
+                "source": data.get("source", ""),
+                "account": data.get("account", ""),
+                "ok": data.get("ok") == "true",
+                "silent": data.get("silent") == "true",
+                "error": data.get("error", ""),
+                "ts": _int(data.get("ts")),
+                "last_ok_ts": _int(data.get("last_ok_ts")),
+                "last_error_ts": _int(data.get("last_error_ts")),
+            }
+        )
     return out

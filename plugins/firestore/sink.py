@@ -27,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from navstream import Clock
@@ -49,9 +49,24 @@ from .documents import Doc
 from .writes import Ledger, SinkStats, Store, Written
 
 __all__ = [
-    "COMMIT_TIMEOUT_S", "DAY_MS", "IDLE_WAKE_S", "LOW_BUDGET", "MAX_BATCH", "RETRY_BASE_S", "RETRY_MAX_S",
-    "ROUTINE_END", "ROUTINE_START", "Ledger", "Readiness", "Sink", "SinkStats", "Store", "Written", "iso",
-    "routine_allowance", "utc_day",
+    "COMMIT_TIMEOUT_S",
+    "DAY_MS",
+    "IDLE_WAKE_S",
+    "LOW_BUDGET",
+    "MAX_BATCH",
+    "RETRY_BASE_S",
+    "RETRY_MAX_S",
+    "ROUTINE_END",
+    "ROUTINE_START",
+    "Ledger",
+    "Readiness",
+    "Sink",
+    "SinkStats",
+    "Store",
+    "Written",
+    "iso",
+    "routine_allowance",
+    "utc_day",
 ]
 
 log = logging.getLogger("navstream.firestore")
@@ -64,7 +79,7 @@ RETRY_MAX_S = 30.0
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if ms else ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if ms else ""
 
 
 class Sink(BudgetMixin):
@@ -150,7 +165,6 @@ class Sink(BudgetMixin):
         self.pending = {p: d for p, d in self.pending.items() if not d.shared}
         self.last = {p: w for p, w in self.last.items() if not p.startswith(("nav/", "risk/"))}
 
-
     def problems(self, now_ms: int) -> list[tuple[str, str]]:
         """``(code, reason)`` of everything that keeps the dashboards from the whole truth."""
         s = self.stats
@@ -158,17 +172,32 @@ class Sink(BudgetMixin):
         if self.store.dry_run:
             out.append(("dry_run", "dry run: documents are logged, nothing is written to Firestore"))
         elif s.failing_since_ms:
-            out.append(("failing", f"writes failing since {iso(s.failing_since_ms)} ({s.consecutive_failures} "
-                                   f"attempts, retried with backoff): {s.last_failure}"))
+            out.append(
+                (
+                    "failing",
+                    f"writes failing since {iso(s.failing_since_ms)} ({s.consecutive_failures} "
+                    f"attempts, retried with backoff): {s.last_failure}",
+                )
+            )
         elif not s.last_success_ms:
             out.append(("unconfirmed", "no write confirmed yet"))
         if self.budget_low(now_ms):
-            out.append(("budget_low", f"{self.used_now(now_ms)} of {self.cfg.max_writes_per_day} writes used today "
-                                      "(UTC): only significant changes and heartbeats are written"))
+            out.append(
+                (
+                    "budget_low",
+                    f"{self.used_now(now_ms)} of {self.cfg.max_writes_per_day} writes used today "
+                    "(UTC): only significant changes and heartbeats are written",
+                )
+            )
         if self._owed:
-            out.append(("ledger", f"{sum(c for _, c, _ in self._owed)} writes not yet counted in the group's "
-                                  f"daily budget in Redis ({self.stats.ledger_failures} failures); other "
-                                  "consumers cannot see them until Redis answers"))
+            out.append(
+                (
+                    "ledger",
+                    f"{sum(c for _, c, _ in self._owed)} writes not yet counted in the group's "
+                    f"daily budget in Redis ({self.stats.ledger_failures} failures); other "
+                    "consumers cannot see them until Redis answers",
+                )
+            )
         if len(self.pending) >= self.cfg.queue_size:
             out.append(("queue_full", f"queue full ({self.cfg.queue_size} documents): {s.shed} updates shed"))
         return out
@@ -215,9 +244,15 @@ class Sink(BudgetMixin):
             await self.store.aclose()
         left = len(self.pending)
         if left:
-            log.error("firestore sink stopped with documents unwritten", extra={
-                "event": "firestore_unwritten", "documents": left, "paths": sorted(self.pending)[:20],
-                "last_failure": self.stats.last_failure})
+            log.error(
+                "firestore sink stopped with documents unwritten",
+                extra={
+                    "event": "firestore_unwritten",
+                    "documents": left,
+                    "paths": sorted(self.pending)[:20],
+                    "last_failure": self.stats.last_failure,
+                },
+            )
         return left
 
     # --- the writer task ------------------------------------------------------------------------
@@ -257,7 +292,6 @@ class Sink(BudgetMixin):
         except TimeoutError:
             pass
 
-
     async def _commit(self, batch: list[Doc]) -> None:
         for doc in batch:
             self.inflight[doc.path] = doc.content
@@ -271,7 +305,7 @@ class Sink(BudgetMixin):
             for doc in batch:
                 self.pending.setdefault(doc.path, doc)
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failed commit is counted, alerted and retried
             self._failed(batch, exc)
             return
         finally:
@@ -294,9 +328,16 @@ class Sink(BudgetMixin):
         attempt = min(s.consecutive_failures, 16)
         delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
         self._retry_at = time.monotonic() + delay
-        log.error("firestore commit failed, retrying", extra={
-            "event": "firestore_write_failed", "documents": len(batch), "error": s.last_failure,
-            "attempt": s.consecutive_failures, "retry_in_s": round(delay, 2)})
+        log.error(
+            "firestore commit failed, retrying",
+            extra={
+                "event": "firestore_write_failed",
+                "documents": len(batch),
+                "error": s.last_failure,
+                "attempt": s.consecutive_failures,
+                "retry_in_s": round(delay, 2),
+            },
+        )
 
     def _succeeded(self, batch: list[Doc]) -> None:
         s = self.stats
@@ -308,8 +349,14 @@ class Sink(BudgetMixin):
             s.batches += 1
             s.last_success_ms = self.clock.now_ms()
         if s.failing_since_ms:
-            log.warning("firestore writes succeed again", extra={
-                "event": "firestore_recovered", "failing_since": iso(s.failing_since_ms), "attempts": s.consecutive_failures})
+            log.warning(
+                "firestore writes succeed again",
+                extra={
+                    "event": "firestore_recovered",
+                    "failing_since": iso(s.failing_since_ms),
+                    "attempts": s.consecutive_failures,
+                },
+            )
         s.consecutive_failures = 0
         s.failing_since_ms = 0
         self._retry_at = 0.0
@@ -340,8 +387,10 @@ class Sink(BudgetMixin):
                     held = merged.get(owed_day, (0, []))
                     merged[owed_day] = (held[0] + count, held[1] + owed_indexes)
                 self._owed = [(d, c, i) for d, (c, i) in merged.items()]
-            log.warning("could not record firestore writes in Redis; retried with the next commit", extra={
-                "event": "firestore_ledger_failed", "error": str(exc), "owed": len(self._owed)})
+            log.warning(
+                "could not record firestore writes in Redis; retried with the next commit",
+                extra={"event": "firestore_ledger_failed", "error": str(exc), "owed": len(self._owed)},
+            )
 
     def health(self, now_ms: int) -> dict[str, Any]:
         s = self.stats

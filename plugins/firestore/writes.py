@@ -7,9 +7,10 @@ the same types without importing it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from .documents import Doc
 

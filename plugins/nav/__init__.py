@@ -20,28 +20,30 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import msgspec
+
 from navstream import (
     AppProtocol,
-    RegisterCommand,
-    RegisterSection,
     Balance,
     Event,
     Outputs,
     Position,
     Price,
+    RegisterCommand,
+    RegisterSection,
     SourceStatus,
     as_str,
     hookimpl,
 )
 
 from . import explain
-from .report import NavReport
 from .config import NavConfig
+from .report import NavReport
 from .state import (
     HOLDINGS,
     LATEST,
@@ -138,7 +140,11 @@ def remember(app: AppProtocol, cache: Cache, inputs: Inputs, out: Outputs) -> No
 
 
 def publish(
-    cfg: NavConfig, inputs: Inputs, now_ms: int, out: Outputs, only: set[tuple[str, str]] | None,
+    cfg: NavConfig,
+    inputs: Inputs,
+    now_ms: int,
+    out: Outputs,
+    only: set[tuple[str, str]] | None,
     details: bool,
 ) -> list[Snapshot]:
     """Evaluate, store every scope's NAV, publish what changed, raise what is wrong; with
@@ -163,8 +169,7 @@ def publish(
             # Unchanged for a period: once, whichever consumers judge it at the same moment.
             out.emit(NAV_STREAM, fields, subject=sid, version=version, every_s=cfg.publish_every_s)
             published_at = now_ms
-        since = previous.since if previous is not None and previous.status == snap.status and previous.since \
-            else now_ms
+        since = previous.since if previous is not None and previous.status == snap.status and previous.since else now_ms
         snap = msgspec.structs.replace(snap, since=since, published=published, published_at=published_at)
         out.put_latest_field(latest, sid, now_ms, encode_snapshot(snap))
         if details and snap.scope == "account":
@@ -183,37 +188,68 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
     every = cfg.alert_every_s
     name = f"{snap.venue}/{snap.account}"
     if snap.status == "failed":
-        out.alert("nav_failed", "critical", f"NAV of {name} failed: {'; '.join(snap.reasons)}", **where,
-                  every_s=every)
+        out.alert("nav_failed", "critical", f"NAV of {name} failed: {'; '.join(snap.reasons)}", **where, every_s=every)
     for h in snap.holdings:
         if h.missing:
-            out.alert(h.missing_code or "price_missing", "warning",
-                      f"{h.asset} in {name} ({_amount(h.balance, h.unrealized_pnl)}) is not in the NAV: {h.missing}",
-                      **where, asset=h.asset, every_s=every)
+            out.alert(
+                h.missing_code or "price_missing",
+                "warning",
+                f"{h.asset} in {name} ({_amount(h.balance, h.unrealized_pnl)}) is not in the NAV: {h.missing}",
+                **where,
+                asset=h.asset,
+                every_s=every,
+            )
     if snap.status == "stale":
-        out.alert("nav_stale", "warning", f"NAV of {name} is stale: {'; '.join(snap.reasons)}", **where,
-                  every_s=every)
+        out.alert("nav_stale", "warning", f"NAV of {name} is stale: {'; '.join(snap.reasons)}", **where, every_s=every)
     if snap.zero_wallet:
-        out.alert("wallet_zero", "critical",
-                  f"wallet {name} reads 0 in every asset it holds; NAV reports 0 {snap.quote}, nothing is "
-                  "substituted", **where, every_s=every)
+        out.alert(
+            "wallet_zero",
+            "critical",
+            f"wallet {name} reads 0 in every asset it holds; NAV reports 0 {snap.quote}, nothing is substituted",
+            **where,
+            every_s=every,
+        )
     elif snap.nav < 0 and snap.status != "failed":
-        out.alert("wallet_negative", "critical", f"wallet {name} is negative: {money(snap.nav)} {snap.quote}",
-                  **where, every_s=every)
-    if previous is not None and previous.status in ("ok", "stale") and snap.status in ("ok", "stale") \
-            and previous.nav > 0:
+        out.alert(
+            "wallet_negative",
+            "critical",
+            f"wallet {name} is negative: {money(snap.nav)} {snap.quote}",
+            **where,
+            every_s=every,
+        )
+    if (
+        previous is not None
+        and previous.status in ("ok", "stale")
+        and snap.status in ("ok", "stale")
+        and previous.nav > 0
+    ):
         drop = (previous.nav - snap.nav) / previous.nav * 100
         if drop > Decimal(str(cfg.jump_alert_pct)):
-            out.alert("nav_drop", "critical",
-                      f"NAV of {name} fell {drop:.2f}% from {money(previous.nav)} to {money(snap.nav)} "
-                      f"{snap.quote} (limit {cfg.jump_alert_pct:g}%)", **where, every_s=every)
+            out.alert(
+                "nav_drop",
+                "critical",
+                f"NAV of {name} fell {drop:.2f}% from {money(previous.nav)} to {money(snap.nav)} "
+                f"{snap.quote} (limit {cfg.jump_alert_pct:g}%)",
+                **where,
+                every_s=every,
+            )
     if previous is not None and previous.status != "ok" and snap.status == "ok":
-        out.alert("nav_recovered", "info", f"NAV of {name} is ok again: {money(snap.nav)} {snap.quote}",
-                  **where, every_s=every)
+        out.alert(
+            "nav_recovered",
+            "info",
+            f"NAV of {name} is ok again: {money(snap.nav)} {snap.quote}",
+            **where,
+            every_s=every,
+        )
     if cfg.accounts and snap.kind == "unclassified":
-        out.alert("account_unconfigured", "warning",
-                  f"{name} has balances but is not in [[nav.accounts]]: counted in its venue and the "
-                  "total, not in exchange NAV", **where, every_s=every)
+        out.alert(
+            "account_unconfigured",
+            "warning",
+            f"{name} has balances but is not in [[nav.accounts]]: counted in its venue and the "
+            "total, not in exchange NAV",
+            **where,
+            every_s=every,
+        )
 
 
 def _amount(balance: Decimal, upnl: Decimal) -> str:
@@ -229,15 +265,21 @@ async def status_section(app: AppProtocol) -> Mapping[str, Any]:
     a stored ``ok`` past its ``fresh_until`` shows ``stale`` even before a tick says so."""
     now = app.clock.now_ms()
     latest = await read_latest(app)
-    return {"quote": config(app).quote,
-            "scopes": [explain.summary_row(s, now) for s in explain.ordered(latest.values())]}
+    return {
+        "quote": config(app).quote,
+        "scopes": [explain.summary_row(s, now) for s in explain.ordered(latest.values())],
+    }
 
 
 def add_commands(register: RegisterCommand) -> None:
-    p = register("nav", explain.command, help="explain a NAV: every holding, its price route, ages, and why",
-                 description="Explain the NAV as the nav plugin last computed it (P:state:nav:latest): each "
-                 "holding with balance, unrealized PnL, the price route and source used, each input's age, its "
-                 "value, and why anything is missing or stale.")
+    p = register(
+        "nav",
+        explain.command,
+        help="explain a NAV: every holding, its price route, ages, and why",
+        description="Explain the NAV as the nav plugin last computed it (P:state:nav:latest): each "
+        "holding with balance, unrealized PnL, the price route and source used, each input's age, its "
+        "value, and why anything is missing or stale.",
+    )
     p.add_argument("--venue", help="only this venue")
     p.add_argument("--account", help="only this account")
     p.add_argument("--json", action="store_true", help="machine-readable output")

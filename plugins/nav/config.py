@@ -33,7 +33,8 @@ class AccountSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError(
                 f"`nav.accounts` {self.venue}/{self.account}: requires_source_status = false is only for "
                 f"accounts fed by hand (kind bank or reserve), not kind {self.kind}: an exchange account's "
-                "ingestor reports source_status after every fetch")
+                "ingestor reports source_status after every fetch"
+            )
 
 
 class NavConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -66,7 +67,7 @@ class NavConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         for asset, pair in self.routes.items():
             base, sep, quote = pair.partition("/")
             if not sep or not base or not quote or "/" in quote:
-                raise ValueError(f"`nav.routes.{asset}` must be a pair like \"{asset}/USDT\", got {pair!r}")
+                raise ValueError(f'`nav.routes.{asset}` must be a pair like "{asset}/USDT", got {pair!r}')
             if base != asset:
                 raise ValueError(f"`nav.routes.{asset}` must price {asset} itself, got {pair!r}")
             if quote == asset:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
+
 from navstream import AppProtocol, table
 
 from .state import StateError, read_detailed, read_latest, read_positions
@@ -47,10 +49,16 @@ def _name(s: Snapshot) -> str:
 def summary_row(s: Snapshot, now_ms: int) -> dict[str, Any]:
     """One scope for ``navstream status``, as read now (:func:`as_read`)."""
     s = as_read(s, now_ms)
-    return {"scope": s.scope, "name": _name(s), "nav": money(s.nav), "status": s.status,
-            "as_of_age_s": round((now_ms - s.as_of) / 1000, 1) if s.as_of else None,
-            "computed_age_s": round((now_ms - s.computed_at) / 1000, 1),
-            "missing": s.missing, "stale_sources": s.stale_sources}
+    return {
+        "scope": s.scope,
+        "name": _name(s),
+        "nav": money(s.nav),
+        "status": s.status,
+        "as_of_age_s": round((now_ms - s.as_of) / 1000, 1) if s.as_of else None,
+        "computed_age_s": round((now_ms - s.computed_at) / 1000, 1),
+        "missing": s.missing,
+        "stale_sources": s.stale_sources,
+    }
 
 
 def select(latest: dict[str, Snapshot], venue: str | None, account: str | None) -> list[Snapshot]:
@@ -68,8 +76,9 @@ def select(latest: dict[str, Snapshot], venue: str | None, account: str | None) 
     return ordered(chosen)
 
 
-def as_json(s: Snapshot, now_ms: int, positions: dict[str, Any] | None,
-            detailed: Snapshot | None = None) -> dict[str, Any]:
+def as_json(
+    s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed: Snapshot | None = None
+) -> dict[str, Any]:
     """The latest snapshot; for an account, ``breakdown``: the last tick's valuation of it,
     holding by holding (its ``computed_at`` says when)."""
     data: dict[str, Any] = msgspec.to_builtins(s)
@@ -109,28 +118,58 @@ def _m(value: Decimal | None) -> str:
 
 
 def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed: Snapshot | None = None) -> str:
-    head = (f"{s.scope} {_name(s)}" + (f" ({s.kind}{', ' + s.label if s.label else ''})" if s.kind else "")
-            + f": {money(s.nav)} {s.quote}  status {s.status.upper()}")
+    head = (
+        f"{s.scope} {_name(s)}"
+        + (f" ({s.kind}{', ' + s.label if s.label else ''})" if s.kind else "")
+        + f": {money(s.nav)} {s.quote}  status {s.status.upper()}"
+    )
     lines = [head, f"  evaluated {_age(now_ms, s.computed_at)} ago; oldest input {_age(now_ms, s.as_of)} old"]
     if detailed is not None:
         if detailed.computed_at != s.computed_at:
-            lines.append(f"  holdings as the last tick valued them, {_age(now_ms, detailed.computed_at)} ago: "
-                         f"{money(detailed.nav)} {detailed.quote} {detailed.status.upper()}")
+            lines.append(
+                f"  holdings as the last tick valued them, {_age(now_ms, detailed.computed_at)} ago: "
+                f"{money(detailed.nav)} {detailed.quote} {detailed.status.upper()}"
+            )
         s = msgspec.structs.replace(s, holdings=detailed.holdings)
     if s.holdings:
         rows = []
         for h in s.holdings:
-            price = "; ".join(f"{p.pair} {money(p.price)} @{p.source} ({_age(now_ms, p.seen)})"
-                              for p in h.prices) or "-"
-            rows.append([h.asset, money(h.balance), money(h.unrealized_pnl), _age(now_ms, h.seen), _m(h.unit),
-                         " -> ".join(h.route) or "-", price, "NOT VALUED" if h.value is None else money(h.value),
-                         h.missing or ("; ".join(h.stale) if h.stale else "")])
-        lines.append(table(["asset", "balance", "upnl", "age", "unit value", "route", "prices used", "value", "note"],
-                           rows))
+            price = (
+                "; ".join(f"{p.pair} {money(p.price)} @{p.source} ({_age(now_ms, p.seen)})" for p in h.prices) or "-"
+            )
+            rows.append(
+                [
+                    h.asset,
+                    money(h.balance),
+                    money(h.unrealized_pnl),
+                    _age(now_ms, h.seen),
+                    _m(h.unit),
+                    " -> ".join(h.route) or "-",
+                    price,
+                    "NOT VALUED" if h.value is None else money(h.value),
+                    h.missing or ("; ".join(h.stale) if h.stale else ""),
+                ]
+            )
+        lines.append(
+            table(["asset", "balance", "upnl", "age", "unit value", "route", "prices used", "value", "note"], rows)
+        )
     if positions:
-        lines.append(table(["symbol", "qty", "entry", "mark", "upnl", "age"],
-                           [[sym, p["qty"], p["entry_price"], p.get("mark_price", "-"), p.get("unrealized_pnl", "-"),
-                             _age(now_ms, p["ts"])] for sym, p in sorted(positions.items())]))
+        lines.append(
+            table(
+                ["symbol", "qty", "entry", "mark", "upnl", "age"],
+                [
+                    [
+                        sym,
+                        p["qty"],
+                        p["entry_price"],
+                        p.get("mark_price", "-"),
+                        p.get("unrealized_pnl", "-"),
+                        _age(now_ms, p["ts"]),
+                    ]
+                    for sym, p in sorted(positions.items())
+                ],
+            )
+        )
     if s.accounts:
         lines.append(f"  adds up: {', '.join(s.accounts)}")
     if s.missing:
@@ -162,8 +201,9 @@ async def _explain(app: AppProtocol, args: argparse.Namespace) -> int:
     chosen = select(latest, args.venue, args.account)
     if not chosen:
         what = " ".join(f"--{k} {v}" for k, v in (("venue", args.venue), ("account", args.account)) if v)
-        message = (f"no NAV for {what}" if what else "no NAV computed yet") + \
-            f" under {app.keys.state('nav', 'latest')} (is a consumer with the nav plugin running?)"
+        message = (
+            f"no NAV for {what}" if what else "no NAV computed yet"
+        ) + f" under {app.keys.state('nav', 'latest')} (is a consumer with the nav plugin running?)"
         if args.json:
             print(json.dumps({"error": message, "scopes": []}))
         else:
@@ -175,8 +215,9 @@ async def _explain(app: AppProtocol, args: argparse.Namespace) -> int:
             raw = await read_positions(app, s.venue, s.account)
             positions[s.scope_id] = {sym: _position(p, ts) for sym, (ts, p) in raw.items()}
     if args.json:
-        print(json.dumps([as_json(s, now, positions.get(s.scope_id), detailed.get(s.scope_id)) for s in chosen],
-                         indent=2))
+        print(
+            json.dumps([as_json(s, now, positions.get(s.scope_id), detailed.get(s.scope_id)) for s in chosen], indent=2)
+        )
     else:
         print("\n\n".join(render(s, now, positions.get(s.scope_id), detailed.get(s.scope_id)) for s in chosen))
     return 0

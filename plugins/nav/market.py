@@ -7,8 +7,8 @@ from the latest snapshots and the clock, so every consumer picks the same quotes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Iterable
 
 import msgspec
 
@@ -142,8 +142,10 @@ class Market:
         if received == UNKNOWN_RECEIPT:
             return "stored without a receipt time (by an earlier navstream), so stale until sent again"
         if received < ts:
-            return (f"{self.age_s(received)} old counted from its receipt (stamped "
-                    f"{(ts - received) / 1000:g} s ahead of it)")
+            return (
+                f"{self.age_s(received)} old counted from its receipt (stamped "
+                f"{(ts - received) / 1000:g} s ahead of it)"
+            )
         return f"{self.age_s(ts)} old"
 
     def pick(self, base: str, quote: str) -> tuple[Quote | None, str, list[str], int]:
@@ -162,8 +164,15 @@ class Market:
             high = max(fresh, key=lambda q: (q.price, q.source))
             spread = (high.price - low.price) / low.price * 100
             if spread > Decimal(str(self.config.max_price_divergence_pct)):
-                return None, (f"{pair} quotes diverge: {low.source} {low.price} vs {high.source} {high.price} "
-                              f"({spread:.2f}% > {self.config.max_price_divergence_pct:g}%)"), [], horizon
+                return (
+                    None,
+                    (
+                        f"{pair} quotes diverge: {low.source} {low.price} vs {high.source} {high.price} "
+                        f"({spread:.2f}% > {self.config.max_price_divergence_pct:g}%)"
+                    ),
+                    [],
+                    horizon,
+                )
         chosen = None  # the newest; on equal times the first source by name, as every consumer picks
         for q in fresh or quotes:
             if chosen is None or q.seen > chosen.seen or (q.seen == chosen.seen and q.source < chosen.source):
@@ -192,7 +201,8 @@ class Market:
         if held is None:
             unit = self._unit(asset)
             held = self._units[asset] = msgspec.structs.replace(
-                unit, price_ts=min((as_of_ts(p.ts, p.received) for p in unit.prices), default=NEVER))
+                unit, price_ts=min((as_of_ts(p.ts, p.received) for p in unit.prices), default=NEVER)
+            )
         return held
 
     def _unit(self, asset: str) -> Unit:
@@ -221,11 +231,19 @@ class Market:
         horizon = min(horizon, rest.oldest)
         route, prices = [step, *rest.route], [used, *rest.prices]
         if rest.value is None:
-            return Unit(None, route, prices, f"{pair_quote}: {rest.missing}", stale + rest.stale, rest.missing_code,
-                        horizon)
+            return Unit(
+                None, route, prices, f"{pair_quote}: {rest.missing}", stale + rest.stale, rest.missing_code, horizon
+            )
         try:
             value = exact_mul(quote.price, rest.value)
         except InexactError as exc:  # never rounded: not valued, and said so
-            return Unit(None, route, prices, f"unit value along {' -> '.join(route)}: {exc}", stale + rest.stale,
-                        "value_inexact", horizon)
+            return Unit(
+                None,
+                route,
+                prices,
+                f"unit value along {' -> '.join(route)}: {exc}",
+                stale + rest.stale,
+                "value_inexact",
+                horizon,
+            )
         return Unit(value, route, prices, "", stale + rest.stale, "", horizon)

@@ -9,8 +9,8 @@ holding is listed as missing (``value_inexact``) instead.
 from __future__ import annotations
 
 import decimal
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Iterable
 
 ZERO = Decimal(0)
 #: The general-purpose context of earlier releases (kept importable). Money must not go through
@@ -21,9 +21,19 @@ CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 #: rounded but refused (:class:`InexactError`), and the holding is reported missing.
 MAX_DIGITS = 400
 #: Every signal that would change a result is an error: an exact result or none.
-_EXACT = decimal.Context(prec=MAX_DIGITS, rounding=decimal.ROUND_HALF_EVEN,
-                         traps=[decimal.Inexact, decimal.Rounded, decimal.Clamped, decimal.Overflow,
-                                decimal.Underflow, decimal.InvalidOperation, decimal.DivisionByZero])
+_EXACT = decimal.Context(
+    prec=MAX_DIGITS,
+    rounding=decimal.ROUND_HALF_EVEN,
+    traps=[
+        decimal.Inexact,
+        decimal.Rounded,
+        decimal.Clamped,
+        decimal.Overflow,
+        decimal.Underflow,
+        decimal.InvalidOperation,
+        decimal.DivisionByZero,
+    ],
+)
 
 
 class InexactError(ArithmeticError):
@@ -36,8 +46,9 @@ def exact_mul(a: Decimal, b: Decimal) -> Decimal:
     try:
         return _EXACT.multiply(a, b)
     except decimal.DecimalException as exc:
-        raise InexactError(f"{a} x {b} cannot be computed exactly within {MAX_DIGITS} significant digits "
-                           f"({type(exc).__name__})") from exc
+        raise InexactError(
+            f"{a} x {b} cannot be computed exactly within {MAX_DIGITS} significant digits ({type(exc).__name__})"
+        ) from exc
 
 
 def exact_add(a: Decimal, b: Decimal) -> Decimal:
@@ -46,8 +57,9 @@ def exact_add(a: Decimal, b: Decimal) -> Decimal:
     try:
         return _EXACT.add(a, b)
     except decimal.DecimalException as exc:
-        raise InexactError(f"{a} + {b} cannot be computed exactly within {MAX_DIGITS} significant digits "
-                           f"({type(exc).__name__})") from exc
+        raise InexactError(
+            f"{a} + {b} cannot be computed exactly within {MAX_DIGITS} significant digits ({type(exc).__name__})"
+        ) from exc
 
 
 def exact_sum(values: Iterable[Decimal]) -> Decimal:

@@ -80,12 +80,20 @@ class Scope:
 
     def as_json(self, now_ms: int) -> dict[str, Any]:
         s = self.snap
-        return {"id": self.id, "scope": s.scope, "name": self.name, "label": s.label, "nav": money(s.nav),
-                "quote": s.quote, "status": s.status, "stored_status": self.stored_status,
-                "fresh_until": s.fresh_until or None,
-                "as_of_age_s": round((now_ms - s.as_of) / 1000, 1) if s.as_of else None,
-                "computed_age_s": round((now_ms - s.computed_at) / 1000, 1),
-                "reasons": [_clip(r) for r in s.reasons[:5]]}
+        return {
+            "id": self.id,
+            "scope": s.scope,
+            "name": self.name,
+            "label": s.label,
+            "nav": money(s.nav),
+            "quote": s.quote,
+            "status": s.status,
+            "stored_status": self.stored_status,
+            "fresh_until": s.fresh_until or None,
+            "as_of_age_s": round((now_ms - s.as_of) / 1000, 1) if s.as_of else None,
+            "computed_age_s": round((now_ms - s.computed_at) / 1000, 1),
+            "reasons": [_clip(r) for r in s.reasons[:5]],
+        }
 
 
 @dataclass
@@ -111,8 +119,9 @@ async def read_scopes(app: AppProtocol, now_ms: int) -> Latest:
     return out
 
 
-async def read_history(app: AppProtocol, entries: int = HISTORY_ENTRIES,
-                       points: int = HISTORY_POINTS) -> dict[str, list[list[Any]]]:
+async def read_history(
+    app: AppProtocol, entries: int = HISTORY_ENTRIES, points: int = HISTORY_POINTS
+) -> dict[str, list[list[Any]]]:
     """scope id -> ``[[computed_at, nav, status], ...]`` (oldest first) from the newest ``P:nav`` entries.
 
     ``P:nav`` holds every scope in one stream, so one ``XREVRANGE`` of the newest entries is
@@ -149,8 +158,10 @@ def stale_data(latest: Latest, eval_limit_ms: int) -> list[str]:
             why = snap.reasons[0] if snap.reasons else "an input is past its age limit"
             stale.append(f"NAV {scope.name} is stale: {why}")
         elif age_ms > eval_limit_ms:
-            stale.append(f"NAV {scope.name} was last evaluated {age_ms / 1000:.0f}s ago "
-                         f"(limit {eval_limit_ms / 1000:.0f}s): no consumer is ticking the nav plugin")
+            stale.append(
+                f"NAV {scope.name} was last evaluated {age_ms / 1000:.0f}s ago "
+                f"(limit {eval_limit_ms / 1000:.0f}s): no consumer is ticking the nav plugin"
+            )
     stale += [f"NAV {item} is unreadable" for item in latest.unreadable]
     return stale
 
@@ -160,37 +171,64 @@ def _status_cell(scope: Scope) -> Cell:
     title = "\n".join(s.reasons)
     if s.status != "ok":
         return Cell(s.status, badge="status", tone=TONES.get(s.status, "neutral"), title=title)
-    return Cell("ok", badge="status", tone="ok", title=title, expires_ms=s.fresh_until,
-                expired=Cell("stale", badge="status", tone="warning", title=EXPIRED))
+    return Cell(
+        "ok",
+        badge="status",
+        tone="ok",
+        title=title,
+        expires_ms=s.fresh_until,
+        expired=Cell("stale", badge="status", tone="warning", title=EXPIRED),
+    )
 
 
 def _row(scope: Scope, now_ms: int) -> Row:
     s = scope.snap
-    return Row(key=scope.id, label=scope.name, cells=[
-        Cell(scope.name + (f" ({s.label})" if s.label else "")),
-        Cell(f"{grouped(money(s.nav))} {s.quote}", num=True),
-        _status_cell(scope),
-        Cell(ago=True, age_s=round((now_ms - s.as_of) / 1000, 1) if s.as_of else None, num=True),
-        Cell(ago=True, age_s=round((now_ms - s.computed_at) / 1000, 1), num=True),
-    ])
+    return Row(
+        key=scope.id,
+        label=scope.name,
+        cells=[
+            Cell(scope.name + (f" ({s.label})" if s.label else "")),
+            Cell(f"{grouped(money(s.nav))} {s.quote}", num=True),
+            _status_cell(scope),
+            Cell(ago=True, age_s=round((now_ms - s.as_of) / 1000, 1) if s.as_of else None, num=True),
+            Cell(ago=True, age_s=round((now_ms - s.computed_at) / 1000, 1), num=True),
+        ],
+    )
 
 
 def panels(latest: Latest, history: dict[str, list[list[Any]]], error: str = "") -> list[Panel]:
     now = latest.read_ms
-    table = Table(id="nav-table", columns=[Column("scope"), Column("NAV", num=True), Column("status"),
-                                           Column("inputs age", num=True), Column("evaluated", num=True)],
-                  rows=[_row(s, now) for s in latest.scopes], select=True, default_key="total",
-                  empty="" if error else "No NAV computed yet (P:state:nav:latest is empty).")
+    table = Table(
+        id="nav-table",
+        columns=[
+            Column("scope"),
+            Column("NAV", num=True),
+            Column("status"),
+            Column("inputs age", num=True),
+            Column("evaluated", num=True),
+        ],
+        rows=[_row(s, now) for s in latest.scopes],
+        select=True,
+        default_key="total",
+        empty="" if error else "No NAV computed yet (P:state:nav:latest is empty).",
+    )
     notes: list[Any] = [Text(f"NAV {item} is unreadable", error=True) for item in latest.unreadable[:5]]
     if error:
         notes.append(Text(f"The NAV could not be read: {error}", error=True))
-    series = {sid: [(int(at), str(nav), TONES.get(status, "neutral")) for at, nav, status in points]
-              for sid, points in history.items()}
+    series = {
+        sid: [(int(at), str(nav), TONES.get(status, "neutral")) for at, nav, status in points]
+        for sid, points in history.items()
+    }
     return [
         Panel(id="nav-section", title="NAV per scope", blocks=[table, *notes]),
-        Panel(id="chart-section", title="", blocks=[
-            Chart(id="chart", table="nav-table", title="NAV history", series=cast("Any", series)),
-            Text("From the newest entries of P:nav; click a scope to chart it.", muted=True)]),
+        Panel(
+            id="chart-section",
+            title="",
+            blocks=[
+                Chart(id="chart", table="nav-table", title="NAV history", series=cast("Any", series)),
+                Text("From the newest entries of P:nav; click a scope to chart it.", muted=True),
+            ],
+        ),
     ]
 
 
@@ -206,20 +244,30 @@ class NavReport:
             history = await read_history(app)
         except (RedisError, OSError) as exc:  # Redis out of reach: the page says why, with no rows
             error = f"{type(exc).__name__}: {exc}"
-        return StatusSection(panels=panels(latest, history, error),
-                             fields={"nav": [s.as_json(now_ms) for s in latest.scopes], "history": history})
+        return StatusSection(
+            panels=panels(latest, history, error),
+            fields={"nav": [s.as_json(now_ms) for s in latest.scopes], "history": history},
+        )
 
     @hookimpl
     async def navstream_metrics(self, app: AppProtocol, now_ms: int) -> list[Metric]:
         latest = await read_scopes(app, now_ms)
-        value = gauge_family("navstream_nav_value", "Latest NAV of each scope in its quote currency "
-                             "(a float: the exact decimal is in P:state:nav:latest).", ["scope", "quote"])
-        age = gauge_family("navstream_nav_age_seconds", "Age of the oldest input the scope's NAV rests on.",
-                           ["scope"])
-        evaluated = gauge_family("navstream_nav_evaluation_age_seconds", "Time since the scope's NAV was last "
-                                 "evaluated (every tick while a consumer runs the nav plugin).", ["scope"])
-        status = gauge_family("navstream_nav_status", "1 for the scope's current NAV status (ok, stale, partial, "
-                              "failed), 0 for the others.", ["scope", "status"])
+        value = gauge_family(
+            "navstream_nav_value",
+            "Latest NAV of each scope in its quote currency (a float: the exact decimal is in P:state:nav:latest).",
+            ["scope", "quote"],
+        )
+        age = gauge_family("navstream_nav_age_seconds", "Age of the oldest input the scope's NAV rests on.", ["scope"])
+        evaluated = gauge_family(
+            "navstream_nav_evaluation_age_seconds",
+            "Time since the scope's NAV was last evaluated (every tick while a consumer runs the nav plugin).",
+            ["scope"],
+        )
+        status = gauge_family(
+            "navstream_nav_status",
+            "1 for the scope's current NAV status (ok, stale, partial, failed), 0 for the others.",
+            ["scope", "status"],
+        )
         for scope in latest.scopes:
             s = scope.snap
             value.add_metric([scope.id, s.quote], float(s.nav))

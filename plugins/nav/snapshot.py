@@ -8,8 +8,9 @@ stored ``ok`` holds only until its ``fresh_until`` (:func:`as_read`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Iterable, Literal, Mapping, TypeVar
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -136,8 +137,14 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
 
     def stream_fields(self) -> dict[str, str]:
         """The ``P:nav`` entry (contract fields, plus ``kind``, ``label`` and ``reasons``)."""
-        fields = {"scope": self.scope, "nav": money(self.nav), "quote": self.quote, "status": self.status,
-                  "as_of": str(self.as_of), "computed_at": str(self.computed_at)}
+        fields = {
+            "scope": self.scope,
+            "nav": money(self.nav),
+            "quote": self.quote,
+            "status": self.status,
+            "as_of": str(self.as_of),
+            "computed_at": str(self.computed_at),
+        }
         if self.venue:
             fields["venue"] = self.venue
         if self.account:

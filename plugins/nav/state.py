@@ -4,7 +4,8 @@ All of it under ``P:state:nav:``, so any consumer of the group can take over:
 
 - ``nav:balances:<venue>:<account>``: hash, asset -> ``"<ts> ["<balance>", "<unrealized_pnl>", <received>]"``
 - ``nav:positions:<venue>:<account>``: hash, symbol -> ``"<ts> {"qty", "entry_price", ..., "received"}"``
-- ``nav:prices``: hash, ``<base>/<quote>@<source>`` -> ``"<ts> ["<base>", "<quote>", "<source>", "<price>", <received>]"``
+- ``nav:prices``: hash, ``<base>/<quote>@<source>`` ->
+  ``"<ts> ["<base>", "<quote>", "<source>", "<price>", <received>]"``
 - ``nav:sources``: hash, ``<venue>/<source>/<account or *>`` -> ``"<ts> {"venue", ..., "ok", "error", "received"}"``
 - ``nav:accounts``: hash, ``<venue>/<account>`` -> ``["venue", "account"]``, every account with balances
 - ``nav:latest``: hash, scope id -> ``"<computed_at> <snapshot JSON>"``, the one source of truth
@@ -28,12 +29,14 @@ orders the members. A member stored without it (by an earlier navstream) reads a
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
-from navstream import AppProtocol, as_str_map, Balance, Event, Outputs, parse_field, Position, Price, SourceStatus
+
+from navstream import AppProtocol, Balance, Event, Outputs, Position, Price, SourceStatus, as_str_map, parse_field
 
 from .valuation import UNKNOWN_RECEIPT, Holding, Quote, Snapshot, SourceState, escape
 
@@ -133,8 +136,10 @@ def _parse(what: str, member: str, raw: str, decoder: msgspec.json.Decoder[Any])
         ts, payload = parse_field(raw)
         return ts, decoder.decode(payload)
     except (ValueError, msgspec.DecodeError) as exc:
-        raise StateError(f"P:state:{what} member {member!r} is unreadable ({exc}); "
-                         "fix or delete it (it is rebuilt from the next events)") from exc
+        raise StateError(
+            f"P:state:{what} member {member!r} is unreadable ({exc}); "
+            "fix or delete it (it is rebuilt from the next events)"
+        ) from exc
 
 
 def encode_snapshot(snapshot: Snapshot, holdings: bool = False) -> str:
@@ -168,22 +173,21 @@ class Inputs:
             pid = price_id(event.base, event.quote, event.source)
             old_quote = self.quotes.get(pid)
             if old_quote is None or event.ts >= old_quote.ts:
-                self.quotes[pid] = Quote(event.base, event.quote, event.source, event.price,
-                                         event.ts, received)
+                self.quotes[pid] = Quote(event.base, event.quote, event.source, event.price, event.ts, received)
                 return True
         elif type(event) is Balance:
             held = self.balances.setdefault((event.venue, event.account), {})
             old = held.get(event.asset)
             if old is None or event.ts >= old.ts:
-                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts,
-                                            received)
+                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts, received)
                 return True
         elif type(event) is SourceStatus:
             sid = source_id(event.venue, event.source, event.account)
             old_source = self.sources.get(sid)
             if old_source is None or event.ts >= old_source.ts:
-                self.sources[sid] = SourceState(event.venue, event.source, event.account or None,
-                                                event.ok, event.error or "", event.ts, received)
+                self.sources[sid] = SourceState(
+                    event.venue, event.source, event.account or None, event.ok, event.error or "", event.ts, received
+                )
                 return True
         return False
 
@@ -223,10 +227,14 @@ def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
     for event in events:
         if type(event) is Price:
             prices[price_id(event.base, event.quote, event.source)] = (
-                event.ts, f'{_price_head(event.base, event.quote, event.source)}"{event.price}",{received}]')
+                event.ts,
+                f'{_price_head(event.base, event.quote, event.source)}"{event.price}",{received}]',
+            )
         elif type(event) is Balance:
             balances.setdefault((event.venue, event.account), {})[event.asset] = (
-                event.ts, f'["{event.balance}","{event.unrealized_pnl}",{received}]')
+                event.ts,
+                f'["{event.balance}","{event.unrealized_pnl}",{received}]',
+            )
         else:
             write_event(out, event)
     if prices:
@@ -240,14 +248,19 @@ def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
 def write_event(out: Outputs, event: Event) -> None:
     """Buffer the state write of a position or a source report (absorb handles the rest)."""
     if isinstance(event, Position):
-        payload = _encode(PositionPayload(event.symbol, event.qty, event.entry_price, event.mark_price,
-                                          event.unrealized_pnl, int(out.now_ms))).decode()
+        payload = _encode(
+            PositionPayload(
+                event.symbol, event.qty, event.entry_price, event.mark_price, event.unrealized_pnl, int(out.now_ms)
+            )
+        ).decode()
         out.put_latest_field(":".join(positions_key(event.venue, event.account)), event.symbol, event.ts, payload)
     elif isinstance(event, SourceStatus):
-        payload = _encode(SourcePayload(event.venue, event.source, event.account or None, event.ok,
-                                        event.error or "", int(out.now_ms))).decode()
-        out.put_latest_field(":".join(SOURCES), source_id(event.venue, event.source, event.account),
-                             event.ts, payload)
+        payload = _encode(
+            SourcePayload(
+                event.venue, event.source, event.account or None, event.ok, event.error or "", int(out.now_ms)
+            )
+        ).decode()
+        out.put_latest_field(":".join(SOURCES), source_id(event.venue, event.source, event.account), event.ts, payload)
 
 
 async def read_inputs(app: AppProtocol) -> Inputs:

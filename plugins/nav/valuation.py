@@ -18,7 +18,7 @@ from here.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from navstream import scope_id
 
@@ -50,10 +50,38 @@ from .snapshot import (
 )
 
 __all__ = [
-    "CONTEXT", "MAX_DIGITS", "NEVER", "RANK", "UNKNOWN_RECEIPT", "ZERO", "Holding", "HoldingValue", "InexactError",
-    "Market", "PriceUsed", "Quote", "Snapshot", "SourceState", "Status", "Unit", "aggregate", "as_of_ts", "as_read",
-    "counted_from", "escape", "evaluate", "exact_add", "exact_mul", "exact_sum", "money", "never_reported_account",
-    "never_reported_source", "scope_id", "value_account", "worst", "worst_by",
+    "CONTEXT",
+    "MAX_DIGITS",
+    "NEVER",
+    "RANK",
+    "UNKNOWN_RECEIPT",
+    "ZERO",
+    "Holding",
+    "HoldingValue",
+    "InexactError",
+    "Market",
+    "PriceUsed",
+    "Quote",
+    "Snapshot",
+    "SourceState",
+    "Status",
+    "Unit",
+    "aggregate",
+    "as_of_ts",
+    "as_read",
+    "counted_from",
+    "escape",
+    "evaluate",
+    "exact_add",
+    "exact_mul",
+    "exact_sum",
+    "money",
+    "never_reported_account",
+    "never_reported_source",
+    "scope_id",
+    "value_account",
+    "worst",
+    "worst_by",
 ]
 
 
@@ -100,18 +128,36 @@ def value_account(
             reasons.append(f"source {s.label} reports failure: {s.error or 'no error given'}")
         elif seen < limit:
             stale_sources.append(f"source:{s.label}")
-            said = (f"last reported {market.age_s(seen)} ago" if s.received >= s.ts
-                    else f"last report is {market.aged(s.ts, s.received)}")
+            said = (
+                f"last reported {market.age_s(seen)} ago"
+                if s.received >= s.ts
+                else f"last report is {market.aged(s.ts, s.received)}"
+            )
             reasons.append(f"source {s.label} {said} ({market.age_limit()})")
     if not reported and (spec is None or spec.requires_source_status):
         # Silence is not health: a venue that never said it fetched this account vouches for nothing.
         stale_sources.append(never_reported_account(venue, account))
-        reasons.append(f"no source_status ever received from {venue} (venue-wide or for {account}); "
-                       "an account fed without one needs requires_source_status = false in [[nav.accounts]]")
+        reasons.append(
+            f"no source_status ever received from {venue} (venue-wide or for {account}); "
+            "an account fed without one needs requires_source_status = false in [[nav.accounts]]"
+        )
     if not holdings:
         reasons.insert(0, "no balance data for this account")
-        return Snapshot("account", ZERO, config.quote, "failed", 0, market.now_ms, venue, account, kind, label,
-                        [], stale_sources, reasons)
+        return Snapshot(
+            "account",
+            ZERO,
+            config.quote,
+            "failed",
+            0,
+            market.now_ms,
+            venue,
+            account,
+            kind,
+            label,
+            [],
+            stale_sources,
+            reasons,
+        )
     total = ZERO
     valued = 0
     zero = True
@@ -133,8 +179,19 @@ def value_account(
         try:
             amount = exact_add(h.balance, h.unrealized_pnl)
         except InexactError as exc:
-            _not_valued(asset, h, f"balance + unrealized PnL: {exc}", "value_inexact", Unit(None, [], []), stale,
-                        where, missing, reasons, values, stale_sources)
+            _not_valued(
+                asset,
+                h,
+                f"balance + unrealized PnL: {exc}",
+                "value_inexact",
+                Unit(None, [], []),
+                stale,
+                where,
+                missing,
+                reasons,
+                values,
+                stale_sources,
+            )
             zero = False
             continue
         if not amount:  # 0 of anything is 0: a sold-out asset needs no price
@@ -142,8 +199,22 @@ def value_account(
             if stale:
                 stale_sources.extend(s for s in stale if s not in stale_sources)
             if details:
-                values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, None, ZERO,
-                                           ["zero holding: needs no price"], [], "", "", stale, h.received))
+                values.append(
+                    HoldingValue(
+                        asset,
+                        h.balance,
+                        h.unrealized_pnl,
+                        h.ts,
+                        None,
+                        ZERO,
+                        ["zero holding: needs no price"],
+                        [],
+                        "",
+                        "",
+                        stale,
+                        h.received,
+                    )
+                )
             continue
         zero = False
         unit = unit_of(asset)
@@ -154,15 +225,27 @@ def value_account(
         if unit.stale:
             stale += [s for s in unit.stale if s not in stale]
         if unit.value is None:
-            _not_valued(asset, h, unit.missing, unit.missing_code, unit, stale, where, missing, reasons, values,
-                        stale_sources)
+            _not_valued(
+                asset, h, unit.missing, unit.missing_code, unit, stale, where, missing, reasons, values, stale_sources
+            )
             continue
         try:
             value = exact_mul(amount, unit.value)
             new_total = exact_add(total, value)
         except InexactError as exc:  # never rounded: not in the NAV, and said so
-            _not_valued(asset, h, f"{money(amount)} x unit value {money(unit.value)}: {exc}", "value_inexact",
-                        unit, stale, where, missing, reasons, values, stale_sources)
+            _not_valued(
+                asset,
+                h,
+                f"{money(amount)} x unit value {money(unit.value)}: {exc}",
+                "value_inexact",
+                unit,
+                stale,
+                where,
+                missing,
+                reasons,
+                values,
+                stale_sources,
+            )
             continue
         total = new_total
         valued += 1
@@ -170,13 +253,29 @@ def value_account(
             if why.startswith("price:"):
                 reasons.append(f"{asset}: price {why[6:]} is older than {config.max_age_s:g} s")
             elif why.endswith("/never-reported"):
-                reasons.append(f"{asset}: price source {why[9:-15]} never sent a source_status "
-                               "(name it in [nav] unmonitored_price_sources if it never will)")
+                reasons.append(
+                    f"{asset}: price source {why[9:-15]} never sent a source_status "
+                    "(name it in [nav] unmonitored_price_sources if it never will)"
+                )
             else:
                 reasons.append(f"{asset}: price source {why[7:]} failing or silent")
         if details:
-            values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, unit.value, value,
-                                       unit.route, unit.prices, "", "", stale, h.received))
+            values.append(
+                HoldingValue(
+                    asset,
+                    h.balance,
+                    h.unrealized_pnl,
+                    h.ts,
+                    unit.value,
+                    value,
+                    unit.route,
+                    unit.prices,
+                    "",
+                    "",
+                    stale,
+                    h.received,
+                )
+            )
         if stale:
             stale_sources.extend(s for s in stale if s not in stale_sources)
     if valued == 0:
@@ -188,18 +287,47 @@ def value_account(
         status = "stale"
     else:
         status = "ok"
-    return Snapshot("account", total, config.quote, status, oldest, market.now_ms, venue, account, kind,
-                    label, missing, _unique(stale_sources), _unique(reasons), values, zero_wallet=zero,
-                    fresh_until=horizon + market.max_age_ms + 1)
+    return Snapshot(
+        "account",
+        total,
+        config.quote,
+        status,
+        oldest,
+        market.now_ms,
+        venue,
+        account,
+        kind,
+        label,
+        missing,
+        _unique(stale_sources),
+        _unique(reasons),
+        values,
+        zero_wallet=zero,
+        fresh_until=horizon + market.max_age_ms + 1,
+    )
 
 
-def _not_valued(asset: str, h: Holding, why: str, code: str, unit: Unit, stale: list[str], where: str,
-                missing: list[str], reasons: list[str], values: list[HoldingValue], stale_sources: list[str]) -> None:
+def _not_valued(
+    asset: str,
+    h: Holding,
+    why: str,
+    code: str,
+    unit: Unit,
+    stale: list[str],
+    where: str,
+    missing: list[str],
+    reasons: list[str],
+    values: list[HoldingValue],
+    stale_sources: list[str],
+) -> None:
     """Record a holding left out of the NAV (listed even without ``details``: alerts need it)."""
     missing.append(f"{where}/{asset}")
     reasons.append(f"{asset} not valued: {why}")
-    values.append(HoldingValue(asset, h.balance, h.unrealized_pnl, h.ts, None, None, unit.route, unit.prices, why,
-                               code, stale, h.received))
+    values.append(
+        HoldingValue(
+            asset, h.balance, h.unrealized_pnl, h.ts, None, None, unit.route, unit.prices, why, code, stale, h.received
+        )
+    )
     if stale:
         stale_sources.extend(s for s in stale if s not in stale_sources)
 
@@ -224,21 +352,34 @@ def aggregate(scope: str, accounts: Sequence[Snapshot], quote: str, now_ms: int,
         except InexactError:
             left_out.append(a)
     status = worst(a.status for a in accounts) if accounts else "failed"
-    reasons = [f"{a.venue}/{a.account} is {a.status}" + (f": {a.reasons[0]}" if a.reasons else "")
-               for a in accounts if a.status != "ok"]
+    reasons = [
+        f"{a.venue}/{a.account} is {a.status}" + (f": {a.reasons[0]}" if a.reasons else "")
+        for a in accounts
+        if a.status != "ok"
+    ]
     missing = [m for a in accounts for m in a.missing]
     if left_out:
         status = worst([status, "partial"])
         missing += [f"{a.venue}/{a.account}/*" for a in left_out]
-        reasons += [f"{a.venue}/{a.account} ({money(a.nav)}) cannot be added in exactly within {MAX_DIGITS} "
-                    "significant digits: left out" for a in left_out]
+        reasons += [
+            f"{a.venue}/{a.account} ({money(a.nav)}) cannot be added in exactly within {MAX_DIGITS} "
+            "significant digits: left out"
+            for a in left_out
+        ]
     if not accounts:
         reasons = ["no accounts"]
     return Snapshot(
-        scope, total, quote, status, min((a.as_of for a in accounts), default=0), now_ms, venue=venue,
+        scope,
+        total,
+        quote,
+        status,
+        min((a.as_of for a in accounts), default=0),
+        now_ms,
+        venue=venue,
         missing=_unique(missing),
         stale_sources=_unique([s for a in accounts for s in a.stale_sources]),
-        reasons=reasons, accounts=[f"{a.venue}/{a.account}" for a in accounts],
+        reasons=reasons,
+        accounts=[f"{a.venue}/{a.account}" for a in accounts],
         fresh_until=min((a.fresh_until for a in accounts), default=0),
     )
 

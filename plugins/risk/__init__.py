@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
+
 from navstream import (
     AppProtocol,
     InvalidOrder,
@@ -108,9 +110,18 @@ async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | Inval
                 gate.decided["repeated"] += 1
                 continue
             decision = vetoed(order_id, "order_id_reused", now, trading, nav, content)
-            record = AuditRecord(now, app.consumer_name, order_id, decision, invalid=(
-                f"order_id {order_id!r} was answered for other content (order_hash {first.get('order_hash') or 'none'}); "
-                f"this order's is {content}"), fields=_fields_of(order), rules=RULES)
+            record = AuditRecord(
+                now,
+                app.consumer_name,
+                order_id,
+                decision,
+                invalid=(
+                    f"order_id {order_id!r} was answered for other content "
+                    f"(order_hash {first.get('order_hash') or 'none'}); this order's is {content}"
+                ),
+                fields=_fields_of(order),
+                rules=RULES,
+            )
             fields = decision.fields()
             out.emit_first(DECISIONS_STREAM, fields, key=REUSED, field=member)
             out.index(REUSED_AT, {member: now})
@@ -121,27 +132,42 @@ async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | Inval
             # Vetoed, and not stored: once the state is repaired, a re-send is judged.
             decision = vetoed(order_id, "state_unreadable", now, trading, nav, content)
             out.emit(DECISIONS_STREAM, decision.fields())
-            _count(gate, decision, AuditRecord(now, app.consumer_name, order_id, decision, invalid=unreadable,
-                                              fields=_fields_of(order), rules=RULES))
+            _count(
+                gate,
+                decision,
+                AuditRecord(
+                    now,
+                    app.consumer_name,
+                    order_id,
+                    decision,
+                    invalid=unreadable,
+                    fields=_fields_of(order),
+                    rules=RULES,
+                ),
+            )
             continue
         if isinstance(order, InvalidOrder):
             decision = bad_order(order_id, now, trading, nav, content)
-            record = AuditRecord(now, app.consumer_name, order_id, decision, invalid=order.reason,
-                                 fields=dict(order.fields), rules=RULES)
+            record = AuditRecord(
+                now, app.consumer_name, order_id, decision, invalid=order.reason, fields=dict(order.fields), rules=RULES
+            )
         else:
             key = (order.venue, order.account)
             inputs = DecisionInputs(
-                now, nav=nav, desk_nav=state.desk_nav(),
-                sources=state.sources, positions=state.positions.get(key, {}),
+                now,
+                nav=nav,
+                desk_nav=state.desk_nav(),
+                sources=state.sources,
+                positions=state.positions.get(key, {}),
                 account_state=state.record(account_member(order.venue, order.account)),
                 desk_state=state.record(DESK),
                 orders_last_minute=state.approved.get(order.venue, 0) + approved_here[order.venue],
-                inflight=list(state.inflight.get(key, ())))  # a copy: later approvals must not show in its record
+                inflight=list(state.inflight.get(key, ())),
+            )  # a copy: later approvals must not show in its record
             market.reset()
             decision = judge(order, inputs, cfg, navcfg, market)
             inputs = msgspec.structs.replace(inputs, quotes=market.consulted_quotes())
-            record = AuditRecord(now, app.consumer_name, order_id, decision, order=order, inputs=inputs,
-                                 rules=RULES)
+            record = AuditRecord(now, app.consumer_name, order_id, decision, order=order, inputs=inputs, rules=RULES)
             if decision.decision == "approve":
                 approved_here[order.venue] += 1
                 out.index(approved_key(order.venue), {order_id: now})
@@ -149,8 +175,10 @@ async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | Inval
                 flying = InFlight(order_id, order.symbol, order.side, order.qty, now)
                 state.inflight.setdefault(key, []).append(flying)  # later orders of this batch see it
                 out.hset(inflight_key(order.venue, order.account), {order_id: encode_inflight(flying)})
-                out.hset(INFLIGHT_ACCOUNTS, {account_member(order.venue, order.account):
-                                             _encode_pair(order.venue, order.account)})
+                out.hset(
+                    INFLIGHT_ACCOUNTS,
+                    {account_member(order.venue, order.account): _encode_pair(order.venue, order.account)},
+                )
         fields = decision.fields()
         out.emit_first(DECISIONS_STREAM, fields, key=DECISIONS, field=order_id)
         out.index(DECIDED, {order_id: now})
@@ -188,10 +216,10 @@ async def status_section(app: AppProtocol) -> Mapping[str, Any]:
         return {"error": str(exc)}
     trading = [ops.status_row(member, record) for member, (_, record) in sorted(records.items())]
     stored = await app.redis.hlen(app.keys.state(DECISIONS))
-    return {"trading": trading or [{"scope": "desk", "state": "active", "reason": "", "by": "", "since": ""}],
-            "decisions_stored": stored}
-
-
+    return {
+        "trading": trading or [{"scope": "desk", "state": "active", "reason": "", "by": "", "since": ""}],
+        "decisions_stored": stored,
+    }
 
 
 class RiskPlugin(RiskReport):
@@ -242,5 +270,7 @@ class RiskPlugin(RiskReport):
         if gate is None:
             return
         if not gate.audit.close(timeout=5.0):
-            log.error("audit log not fully written at shutdown", extra={
-                "event": "audit_unfinished", "dropped": gate.audit.stats.dropped, "path": str(gate.audit.path)})
+            log.error(
+                "audit log not fully written at shutdown",
+                extra={"event": "audit_unfinished", "dropped": gate.audit.stats.dropped, "path": str(gate.audit.path)},
+            )

@@ -14,10 +14,11 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -58,8 +59,15 @@ class AuditLog:
         pays for neither that nor the encoding (default: Decimals to exact strings).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int = 64 << 20, backups: int = 10,
-                 queue_size: int = 100_000, encode: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 64 << 20,
+        backups: int = 10,
+        queue_size: int = 100_000,
+        encode: Callable[[Any], Any] | None = None,
+    ) -> None:
         if max_bytes <= 0 or backups < 1 or queue_size < 1:
             raise ValueError("max_bytes must be > 0, backups >= 1 and queue_size >= 1")
         self.path = Path(path)

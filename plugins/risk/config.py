@@ -63,7 +63,7 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         for symbol, pair in self.symbols.items():
             base, sep, quote = pair.partition("/")
             if not sep or not base or not quote or "/" in quote:
-                raise ValueError(f"`risk.symbols.{symbol}` must be a pair like \"BTC/USDT\", got {pair!r}")
+                raise ValueError(f'`risk.symbols.{symbol}` must be a pair like "BTC/USDT", got {pair!r}')
         if not self.quote_assets or any(not q for q in self.quote_assets):
             raise ValueError("`risk.quote_assets` must list non-empty assets")
 

@@ -10,10 +10,12 @@ the worse of its limit price and the market's, and a limit far from the market i
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 import msgspec
+
 from navstream import Order, order_hash
 from navstream.plugins.nav.api import (
     Market,
@@ -34,10 +36,26 @@ STATE_RANK: dict[str, int] = {"active": 0, "reducing": 1, "halted": 2}
 
 #: Every reason code, in the order checks run (and reasons are listed).
 REASONS = (
-    "bad_order", "order_id_reused", "state_unreadable", "inputs_invalid", "order_stale", "nav_missing",
-    "nav_failed", "nav_partial", "nav_stale", "source_unhealthy", "position_stale", "trading_halted",
-    "reduce_only", "symbol_unknown", "price_unknown", "price_off_market", "order_notional",
-    "order_pct_nav", "gross_exposure", "rate_limited",
+    "bad_order",
+    "order_id_reused",
+    "state_unreadable",
+    "inputs_invalid",
+    "order_stale",
+    "nav_missing",
+    "nav_failed",
+    "nav_partial",
+    "nav_stale",
+    "source_unhealthy",
+    "position_stale",
+    "trading_halted",
+    "reduce_only",
+    "symbol_unknown",
+    "price_unknown",
+    "price_off_market",
+    "order_notional",
+    "order_pct_nav",
+    "gross_exposure",
+    "rate_limited",
 )
 
 
@@ -57,9 +75,16 @@ class Decision(msgspec.Struct, frozen=True):
     order_hash: str = ""
 
     def fields(self) -> dict[str, str]:
-        fields = {"order_id": self.order_id, "decision": self.decision, "reasons": ",".join(self.reasons),
-                  "trading_state": self.trading_state, "nav": self.nav, "nav_status": self.nav_status,
-                  "nav_age_ms": str(self.nav_age_ms), "ts": str(self.ts)}
+        fields = {
+            "order_id": self.order_id,
+            "decision": self.decision,
+            "reasons": ",".join(self.reasons),
+            "trading_state": self.trading_state,
+            "nav": self.nav,
+            "nav_status": self.nav_status,
+            "nav_age_ms": str(self.nav_age_ms),
+            "ts": str(self.ts),
+        }
         if self.order_hash:
             fields["order_hash"] = self.order_hash
         return fields
@@ -112,8 +137,9 @@ def market_value(base: str, quote: str, market: Market) -> Decimal | None:
     return None if unit.value is None or unit.stale else unit.value
 
 
-def gross_exposure(positions: Mapping[str, Decimal], marks: Mapping[str, Decimal], config: RiskConfig,
-                   market: Market) -> Decimal | None:
+def gross_exposure(
+    positions: Mapping[str, Decimal], marks: Mapping[str, Decimal], config: RiskConfig, market: Market
+) -> Decimal | None:
     """Sum of |qty| x mark over an account's positions, in the report currency; None when a
     position cannot be valued (then exposure is unknown, and the gate vetoes)."""
     total = Decimal(0)
@@ -131,8 +157,9 @@ def gross_exposure(positions: Mapping[str, Decimal], marks: Mapping[str, Decimal
     return total
 
 
-def reduces(order: Order, position: Decimal, pending_buys: Decimal = Decimal(0),
-            pending_sells: Decimal = Decimal(0)) -> bool:
+def reduces(
+    order: Order, position: Decimal, pending_buys: Decimal = Decimal(0), pending_sells: Decimal = Decimal(0)
+) -> bool:
     """The order only shrinks the position (never flips or opens one), even once every approved
     order still in flight on its side has filled: three sells of 0.03 against a long of 0.06
     are not all reducing. In-flight orders on the other side may never fill, so they lend no
@@ -222,18 +249,29 @@ def decide(
         # passes them, so a desk in drawdown (or with no NAV headroom left) can still de-risk.
         opens = not shrinks
         # Exact, and without a division: notional x 100 against NAV x pct.
-        if opens and (nav_value <= 0 or exact_mul(notional, Decimal(100))
-                      > exact_mul(nav_value, Decimal(str(config.max_order_pct_nav)))):
+        if opens and (
+            nav_value <= 0
+            or exact_mul(notional, Decimal(100)) > exact_mul(nav_value, Decimal(str(config.max_order_pct_nav)))
+        ):
             reasons.append("order_pct_nav")
-        if opens and (exposure is None or nav_value <= 0
-                      or exact_add(exposure, notional) > exact_mul(nav_value, Decimal(str(config.max_gross_exposure_x)))):
+        if opens and (
+            exposure is None
+            or nav_value <= 0
+            or exact_add(exposure, notional) > exact_mul(nav_value, Decimal(str(config.max_gross_exposure_x)))
+        ):
             reasons.append("gross_exposure")
     if orders_last_minute >= config.max_orders_per_minute:
         reasons.append("rate_limited")
     return Decision(
-        order.order_id, "veto" if reasons else "approve", reasons, trading_state,
-        money(nav.nav) if nav is not None else "", nav.status if nav is not None else "missing",
-        nav_age_ms, now_ms, content_hash(order),
+        order.order_id,
+        "veto" if reasons else "approve",
+        reasons,
+        trading_state,
+        money(nav.nav) if nav is not None else "",
+        nav.status if nav is not None else "missing",
+        nav_age_ms,
+        now_ms,
+        content_hash(order),
     )
 
 
@@ -247,29 +285,47 @@ def worst_price(limit_px: Decimal | None, market_px: Decimal) -> Decimal:
 def off_market(limit_px: Decimal, market_px: Decimal, max_deviation_pct: float) -> bool:
     """The fat-finger collar: the limit is more than ``max_deviation_pct`` % from the market
     (exact: compared as |limit - market| x 100 against market x pct, no division)."""
-    return exact_mul(exact_add(limit_px, market_px.copy_negate()).copy_abs(), Decimal(100)) > \
-        exact_mul(market_px, Decimal(str(max_deviation_pct)))
+    return exact_mul(exact_add(limit_px, market_px.copy_negate()).copy_abs(), Decimal(100)) > exact_mul(
+        market_px, Decimal(str(max_deviation_pct))
+    )
 
 
 def content_hash(order: Order) -> str:
-    return order_hash(venue=order.venue, account=order.account, symbol=order.symbol, side=order.side,
-                      qty=order.qty, price=order.price, reduce_only=order.reduce_only)
+    return order_hash(
+        venue=order.venue,
+        account=order.account,
+        symbol=order.symbol,
+        side=order.side,
+        qty=order.qty,
+        price=order.price,
+        reduce_only=order.reduce_only,
+    )
 
 
-def vetoed(order_id: str, reason: str, now_ms: int, trading_state: TradingState, nav: Snapshot | None,
-           order_hash: str = "") -> Decision:
+def vetoed(
+    order_id: str, reason: str, now_ms: int, trading_state: TradingState, nav: Snapshot | None, order_hash: str = ""
+) -> Decision:
     """A veto for one reason, whatever the rules: an order that broke the contract
     (``bad_order``), an id reused for other content (``order_id_reused``), inputs that could
     not be read (``state_unreadable``) or judged (``inputs_invalid``). The NAV is shown as
     read now, for the record."""
     if nav is not None:
         nav = as_read(nav, now_ms)
-    return Decision(order_id, "veto", [reason], trading_state,
-                    money(nav.nav) if nav is not None else "", nav.status if nav is not None else "missing",
-                    now_ms - min(nav.as_of, nav.computed_at) if nav is not None else 0, now_ms, order_hash)
+    return Decision(
+        order_id,
+        "veto",
+        [reason],
+        trading_state,
+        money(nav.nav) if nav is not None else "",
+        nav.status if nav is not None else "missing",
+        now_ms - min(nav.as_of, nav.computed_at) if nav is not None else 0,
+        now_ms,
+        order_hash,
+    )
 
 
-def bad_order(order_id: str, now_ms: int, trading_state: TradingState, nav: Snapshot | None,
-              order_hash: str = "") -> Decision:
+def bad_order(
+    order_id: str, now_ms: int, trading_state: TradingState, nav: Snapshot | None, order_hash: str = ""
+) -> Decision:
     """The answer to an order that broke the contract but named itself."""
     return vetoed(order_id, "bad_order", now_ms, trading_state, nav, order_hash)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import msgspec
+
 from navstream import AppProtocol, Order
 from navstream.plugins.nav.api import NavConfig, escape
 
@@ -34,8 +36,10 @@ def nav_config(app: AppProtocol) -> NavConfig:
     try:
         return app.plugin_config("nav", NavConfig)
     except KeyError:
-        raise RuntimeError("the risk gate judges orders by the nav plugin's NAV and prices, and the nav "
-                           "plugin is not loaded (is it in [plugins] disabled?)") from None
+        raise RuntimeError(
+            "the risk gate judges orders by the nav plugin's NAV and prices, and the nav "
+            "plugin is not loaded (is it in [plugins] disabled?)"
+        ) from None
 
 
 class AuditRecord(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -99,8 +103,13 @@ def default_audit_dir() -> Path:
 def open_gate(app: AppProtocol) -> Gate:
     """This consumer's gate, its audit log opened (a directory it cannot write raises)."""
     cfg = config(app)
-    audit = AuditLog(audit_path(app, cfg), max_bytes=cfg.audit_max_mb << 20, backups=cfg.audit_backups,
-                     queue_size=cfg.audit_queue, encode=audit_record)
+    audit = AuditLog(
+        audit_path(app, cfg),
+        max_bytes=cfg.audit_max_mb << 20,
+        backups=cfg.audit_backups,
+        queue_size=cfg.audit_queue,
+        encode=audit_record,
+    )
     return Gate(audit)
 
 
@@ -111,14 +120,25 @@ def health_report(app: AppProtocol, gate: Gate) -> Mapping[str, Any]:
     # Degraded while the log cannot keep every decision: its writer is gone, or a shortfall
     # happened within the last alert period (a past one stays counted in audit_missing).
     recent = gate.short_at is not None and time.monotonic() - gate.short_at < config(app).alert_every_s
-    report: dict[str, Any] = {"status": "ok", "approved": gate.decided["approve"],
-                              "vetoed": gate.decided["veto"], "repeated": gate.decided["repeated"],
-                              "audit_written": stats.written, "audit_missing": short}
+    report: dict[str, Any] = {
+        "status": "ok",
+        "approved": gate.decided["approve"],
+        "vetoed": gate.decided["veto"],
+        "repeated": gate.decided["repeated"],
+        "audit_written": stats.written,
+        "audit_missing": short,
+    }
     if not gate.audit.alive:
-        report.update(status="degraded", reason=f"audit writer stopped ({stats.last_error or 'unknown'}); "
-                      "decisions are not being logged")
+        report.update(
+            status="degraded",
+            reason=f"audit writer stopped ({stats.last_error or 'unknown'}); decisions are not being logged",
+        )
     elif recent:
-        report.update(status="degraded", reason=(
-            f"audit log missing {short} decisions ({stats.dropped} dropped, {stats.failed} refused: "
-            f"{stats.last_error or 'queue full'})"))
+        report.update(
+            status="degraded",
+            reason=(
+                f"audit log missing {short} decisions ({stats.dropped} dropped, {stats.failed} refused: "
+                f"{stats.last_error or 'queue full'})"
+            ),
+        )
     return report

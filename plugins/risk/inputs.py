@@ -15,9 +15,9 @@ import logging
 from decimal import Decimal
 
 import msgspec
+
 from navstream import Order
-from navstream.plugins.nav.api import NavConfig
-from navstream.plugins.nav.api import Market, Quote, Snapshot, SourceState, Unit, as_read, exact_add
+from navstream.plugins.nav.api import Market, NavConfig, Quote, Snapshot, SourceState, Unit, as_read, exact_add
 
 from .config import RiskConfig
 from .decide import (
@@ -119,10 +119,14 @@ def trading_state(inputs: DecisionInputs, config: RiskConfig) -> TradingState:
     """The worse of the account's and the desk's state, with drawdown judged on these very
     NAVs as read now (so a drawdown vetoes at once, before a tick has stored the record)."""
     now = inputs.now_ms
-    account = follow_nav(inputs.account_state, as_read(inputs.nav, now), config, now) if inputs.nav \
-        else inputs.account_state
-    desk = follow_nav(inputs.desk_state, as_read(inputs.desk_nav, now), config, now) if inputs.desk_nav \
+    account = (
+        follow_nav(inputs.account_state, as_read(inputs.nav, now), config, now) if inputs.nav else inputs.account_state
+    )
+    desk = (
+        follow_nav(inputs.desk_state, as_read(inputs.desk_nav, now), config, now)
+        if inputs.desk_nav
         else inputs.desk_state
+    )
     return worst_state((account.state, desk.state))
 
 
@@ -146,8 +150,9 @@ def pending(inputs: DecisionInputs, config: RiskConfig) -> dict[str, tuple[Decim
     return out
 
 
-def judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: NavConfig,
-          market: Market | None = None) -> Decision:
+def judge(
+    order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: NavConfig, market: Market | None = None
+) -> Decision:
     """Decide ``order`` from ``inputs``. ``market`` (the live one, holding every price) may be
     given to save building one; it must hold what ``inputs.quotes`` holds for every pair the
     decision consults. Never raises on what the inputs hold: an input that breaks the
@@ -157,10 +162,22 @@ def judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: 
     try:
         return _judge(order, inputs, config, nav_config, market)
     except (ArithmeticError, ValueError, TypeError) as exc:
-        log.warning("an order could not be judged from its inputs: vetoed", extra={
-            "event": "inputs_invalid", "order_id": order.order_id, "error": f"{type(exc).__name__}: {exc}"[:500]})
-        return vetoed(order.order_id, "inputs_invalid", inputs.now_ms, _safe_state(inputs, config),
-                      _safe_nav(inputs), content_hash(order))
+        log.warning(
+            "an order could not be judged from its inputs: vetoed",
+            extra={
+                "event": "inputs_invalid",
+                "order_id": order.order_id,
+                "error": f"{type(exc).__name__}: {exc}"[:500],
+            },
+        )
+        return vetoed(
+            order.order_id,
+            "inputs_invalid",
+            inputs.now_ms,
+            _safe_state(inputs, config),
+            _safe_nav(inputs),
+            content_hash(order),
+        )
 
 
 def _safe_state(inputs: DecisionInputs, config: RiskConfig) -> TradingState:
@@ -175,12 +192,12 @@ def _safe_nav(inputs: DecisionInputs) -> Snapshot | None:
     return nav if nav is None or nav.nav.is_finite() else None
 
 
-def _judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: NavConfig,
-           market: Market) -> Decision:
+def _judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: NavConfig, market: Market) -> Decision:
     now = inputs.now_ms
     limit = position_age_limit_ms(config, nav_config)
-    venue_sources = [s for s in inputs.sources
-                     if s.venue == order.venue and (s.account is None or s.account == order.account)]
+    venue_sources = [
+        s for s in inputs.sources if s.venue == order.venue and (s.account is None or s.account == order.account)
+    ]
     in_flight = pending(inputs, config)
     # What the account could hold once every order in flight filled, one side or the other:
     # |position| at its worst is at one end of [pos - sells, pos + buys].
@@ -207,10 +224,18 @@ def _judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config:
     own = inputs.positions.get(order.symbol)
     buys, sells = in_flight.get(order.symbol, (Decimal(0), Decimal(0)))
     return decide(
-        order, config=config, now_ms=now, nav=inputs.nav, market=market, sources=venue_sources,
-        trading_state=trading_state(inputs, config), position=own.qty if own is not None else Decimal(0),
+        order,
+        config=config,
+        now_ms=now,
+        nav=inputs.nav,
+        market=market,
+        sources=venue_sources,
+        trading_state=trading_state(inputs, config),
+        position=own.qty if own is not None else Decimal(0),
         exposure=gross_exposure(worst_abs, marks, config, market),
-        orders_last_minute=inputs.orders_last_minute, pending_buys=buys, pending_sells=sells,
+        orders_last_minute=inputs.orders_last_minute,
+        pending_buys=buys,
+        pending_sells=sells,
         position_stale=stale,
     )
 

@@ -14,14 +14,15 @@ import getpass
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
-from navstream import AppProtocol, as_str, as_str_list, connection_options, Outputs, unescape_name, write_now
-from navstream.plugins.nav.api import ACCOUNTS
 
+from navstream import AppProtocol, Outputs, as_str, as_str_list, connection_options, unescape_name, write_now
+from navstream.plugins.nav.api import ACCOUNTS
 
 from .decide import TradingState
 from .trading import TradingRecord, set_by_ops
@@ -52,36 +53,55 @@ def describe_member(member: str) -> str:
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if ms else ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ms else ""
 
 
 def status_row(member: str, record: TradingRecord) -> dict[str, str]:
     from .state import DESK
 
     scope = "desk" if member == DESK else "/".join(split_member(member))
-    return {"scope": scope, "state": record.state, "reason": record.reason, "by": record.by,
-            "since": _when(record.at), "high_water": record.high_water}
+    return {
+        "scope": scope,
+        "state": record.state,
+        "reason": record.reason,
+        "by": record.by,
+        "since": _when(record.at),
+        "high_water": record.high_water,
+    }
 
 
 def register_commands(register: Any) -> None:
-    p = register("risk", command, help="risk gate: halt, reduce or resume trading; show it; replay the audit log",
-                 description="Set the risk gate's trading state by hand (recorded with reason, who and when, "
-                 "seen by every consumer), show it, or replay an audit log against the current rules.")
+    p = register(
+        "risk",
+        command,
+        help="risk gate: halt, reduce or resume trading; show it; replay the audit log",
+        description="Set the risk gate's trading state by hand (recorded with reason, who and when, "
+        "seen by every consumer), show it, or replay an audit log against the current rules.",
+    )
     sub = p.add_subparsers(dest="risk_command", required=True, metavar="{halt,reduce,resume,show,replay}")
-    for name, text in (("halt", "let no order through"), ("reduce", "let only orders that shrink a position through"),
-                       ("resume", "trade normally again (restarts the drawdown high-water mark)")):
-        s = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}: for one account with "
-                           "--account, else for the whole desk.")
+    for name, text in (
+        ("halt", "let no order through"),
+        ("reduce", "let only orders that shrink a position through"),
+        ("resume", "trade normally again (restarts the drawdown high-water mark)"),
+    ):
+        s = sub.add_parser(
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}: for one account with --account, else for the whole desk.",
+        )
         s.add_argument("--account", help="the account (default: the whole desk)")
         s.add_argument("--venue", help="the account's venue (needed only when two venues have that account)")
         s.add_argument("--reason", required=True, help="why (recorded and shown by `navstream status`)")
         s.add_argument("--by", default=None, help="who (default: $NAVSTREAM_OPERATOR, else the login name)")
         connection_options(s)
     connection_options(sub.add_parser("show", help="the trading state of the desk and every account"))
-    r = sub.add_parser("replay", help="re-decide every logged order from its logged inputs",
-                       description="Re-decide every order in the audit log(s) from its logged inputs with the "
-                       "current [risk] and [nav] config, and report each decision that would differ. Exit 1 "
-                       "if any differs or a line cannot be read.")
+    r = sub.add_parser(
+        "replay",
+        help="re-decide every logged order from its logged inputs",
+        description="Re-decide every order in the audit log(s) from its logged inputs with the "
+        "current [risk] and [nav] config, and report each decision that would differ. Exit 1 "
+        "if any differs or a line cannot be read.",
+    )
     r.add_argument("logs", nargs="+", metavar="LOG", help="audit log file(s): risk-<consumer>.jsonl[.N]")
     r.add_argument("--json", action="store_true", help="machine-readable report")
     r.add_argument("--limit", type=int, default=50, help="differences listed in full (default 50)")
@@ -143,8 +163,10 @@ async def set_state(app: AppProtocol, args: argparse.Namespace) -> int:
             if await compare_and_set(app, member, seen, record):
                 break
         else:
-            print(f"navstream: error: {TRADING} {member!r} kept changing under {CAS_ATTEMPTS} attempts; "
-                  "try again", file=sys.stderr)
+            print(
+                f"navstream: error: {TRADING} {member!r} kept changing under {CAS_ATTEMPTS} attempts; try again",
+                file=sys.stderr,
+            )
             return 1
     except ValueError as exc:
         print(f"navstream: error: {exc}", file=sys.stderr)
@@ -152,8 +174,13 @@ async def set_state(app: AppProtocol, args: argparse.Namespace) -> int:
     where = describe_member(member)
     out = Outputs(app.clock.now_ms())
     venue, account = (None, None) if args.account is None else split_member(member)
-    out.alert("trading_state_set", "critical" if state == "halted" else "warning",
-              f"trading of {where} set to {state} by {record.by}: {record.reason}", venue=venue, account=account)
+    out.alert(
+        "trading_state_set",
+        "critical" if state == "halted" else "warning",
+        f"trading of {where} set to {state} by {record.by}: {record.reason}",
+        venue=venue,
+        account=account,
+    )
     await write_now(app, out)
     print(f"trading of {where} is now {state} (by {record.by}: {record.reason})")
     return 0
@@ -220,15 +247,32 @@ def replay(app: AppProtocol, args: argparse.Namespace) -> int:
             else:
                 differences.append(Difference(name, number, record.order_id, logged, again, note))
     if args.json:
-        print(json.dumps({"replayed": replayed, "same": same, "differ": len(differences),
-                          "unreadable": unreadable, "differences": msgspec.to_builtins(differences)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "replayed": replayed,
+                    "same": same,
+                    "differ": len(differences),
+                    "unreadable": unreadable,
+                    "differences": msgspec.to_builtins(differences),
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"replayed {replayed} decisions: {same} the same, {len(differences)} different"
-              + (f", {len(unreadable)} unreadable lines" if unreadable else ""))
+        print(
+            f"replayed {replayed} decisions: {same} the same, {len(differences)} different"
+            + (f", {len(unreadable)} unreadable lines" if unreadable else "")
+        )
         for d in differences[: max(0, args.limit)]:
-            changed = [f"{k}: {d.logged.get(k, '')!r} -> {d.now.get(k, '')!r}"
-                       for k in d.logged.keys() | d.now.keys() if d.logged.get(k) != d.now.get(k)]
-            print(f"  {d.file}:{d.line} order {d.order_id}: " + "; ".join(sorted(changed) + ([d.note] if d.note else [])))
+            changed = [
+                f"{k}: {d.logged.get(k, '')!r} -> {d.now.get(k, '')!r}"
+                for k in d.logged.keys() | d.now.keys()
+                if d.logged.get(k) != d.now.get(k)
+            ]
+            print(
+                f"  {d.file}:{d.line} order {d.order_id}: " + "; ".join(sorted(changed) + ([d.note] if d.note else []))
+            )
         if len(differences) > args.limit:
             print(f"  ... and {len(differences) - args.limit} more (--limit, --json)")
         for problem in unreadable[:10]:

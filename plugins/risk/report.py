@@ -63,9 +63,15 @@ def trading_rows(raw: Mapping[str, str]) -> list[dict[str, Any]]:
             state = str(record.get("state") or "active")  # defaults are left out of the JSON
         except (ValueError, TypeError):
             record, state = {}, "unreadable"
-        rows.append({"scope": "desk" if member == DESK else unescape_name(member), "state": state,
-                     "reason": _clip(record.get("reason", "")), "by": _clip(record.get("by", ""), 100),
-                     "at": record.get("at")})
+        rows.append(
+            {
+                "scope": "desk" if member == DESK else unescape_name(member),
+                "state": state,
+                "reason": _clip(record.get("reason", "")),
+                "by": _clip(record.get("by", ""), 100),
+                "at": record.get("at"),
+            }
+        )
     return rows
 
 
@@ -79,8 +85,10 @@ def decisions_of(gate: Gate | None) -> dict[str, dict[str, int]] | None:
     if gate is None:
         return None
     counts = {str(k): int(v) for k, v in gate.decided.items()}
-    return {"decisions": {kind: counts.get(kind, 0) for kind in DECISION_KINDS},
-            "reasons": {k: v for k, v in sorted(counts.items()) if k not in DECISION_KINDS}}
+    return {
+        "decisions": {kind: counts.get(kind, 0) for kind in DECISION_KINDS},
+        "reasons": {k: v for k, v in sorted(counts.items()) if k not in DECISION_KINDS},
+    }
 
 
 def decisions_text(decisions: Mapping[str, Any] | None) -> str:
@@ -88,19 +96,40 @@ def decisions_text(decisions: Mapping[str, Any] | None) -> str:
         return "This consumer has decided no orders yet."
     d = decisions["decisions"]
     reasons = ", ".join(f"{k} {v}" for k, v in decisions["reasons"].items())
-    return (f"This consumer decided: {d['approve']} approved, {d['veto']} vetoed, {d['repeated']} repeated"
-            + (f"; veto reasons: {reasons}" if reasons else "") + ".")
+    return (
+        f"This consumer decided: {d['approve']} approved, {d['veto']} vetoed, {d['repeated']} repeated"
+        + (f"; veto reasons: {reasons}" if reasons else "")
+        + "."
+    )
 
 
 def panel(trading: list[dict[str, Any]], decisions: Mapping[str, Any] | None) -> Panel:
-    rows = trading if any(r["scope"] == "desk" for r in trading) else [
-        {"scope": "desk", "state": "active", "reason": "", "by": ""}, *trading]  # no record: active
-    table = Table(id="trading-table", columns=[Column("scope"), Column("state"), Column("reason"), Column("by")],
-                  rows=[Row(key=r["scope"], cells=[
-                      Cell(r["scope"]), Cell(r["state"], badge="trading", tone=TONES.get(r["state"], "critical")),
-                      Cell(r["reason"], wrap=True), Cell(r["by"])]) for r in rows])
-    return Panel(id="risk-section", title="Risk: trading state",
-                 blocks=[table, Text(decisions_text(decisions), id="decisions", muted=True)])
+    rows = (
+        trading
+        if any(r["scope"] == "desk" for r in trading)
+        else [{"scope": "desk", "state": "active", "reason": "", "by": ""}, *trading]
+    )  # no record: active
+    table = Table(
+        id="trading-table",
+        columns=[Column("scope"), Column("state"), Column("reason"), Column("by")],
+        rows=[
+            Row(
+                key=r["scope"],
+                cells=[
+                    Cell(r["scope"]),
+                    Cell(r["state"], badge="trading", tone=TONES.get(r["state"], "critical")),
+                    Cell(r["reason"], wrap=True),
+                    Cell(r["by"]),
+                ],
+            )
+            for r in rows
+        ],
+    )
+    return Panel(
+        id="risk-section",
+        title="Risk: trading state",
+        blocks=[table, Text(decisions_text(decisions), id="decisions", muted=True)],
+    )
 
 
 class RiskReport:
@@ -113,23 +142,37 @@ class RiskReport:
     async def navstream_status_page(self, app: AppProtocol) -> StatusSection:
         trading = await read_trading(app)
         decisions = decisions_of(self.gate)
-        return StatusSection(panels=[panel(trading, decisions)],
-                             fields={"risk": {"loaded": True, "trading": trading, "decisions": decisions}})
+        return StatusSection(
+            panels=[panel(trading, decisions)],
+            fields={"risk": {"loaded": True, "trading": trading, "decisions": decisions}},
+        )
 
     @hookimpl
     async def navstream_metrics(self, app: AppProtocol) -> PluginMetrics:
-        state = gauge_family("navstream_trading_state", "1 for the trading state of each scope with a trading "
-                             "record (the desk is `desk`; no record means active).", ["scope", "state"])
+        state = gauge_family(
+            "navstream_trading_state",
+            "1 for the trading state of each scope with a trading record (the desk is `desk`; no record means active).",
+            ["scope", "state"],
+        )
         for row in await read_trading(app):
             for name in TRADING_STATES:
                 state.add_metric([row["scope"], name], 1 if row["state"] == name else 0)
-        decided = counter_family("navstream_risk_decisions", "Orders this consumer's risk gate decided, by "
-                                 "decision (approve, veto); a stored answer repeated to a re-sent order is not "
-                                 "one (navstream_risk_repeated_answers_total).", ["decision"])
-        repeated = counter_family("navstream_risk_repeated_answers", "Stored decisions this consumer's risk gate "
-                                  "gave again to a re-sent order.")
-        reasons = counter_family("navstream_risk_decision_reasons", "Reason codes of this consumer's vetoes "
-                                 "(one veto may carry several).", ["reason"])
+        decided = counter_family(
+            "navstream_risk_decisions",
+            "Orders this consumer's risk gate decided, by "
+            "decision (approve, veto); a stored answer repeated to a re-sent order is not "
+            "one (navstream_risk_repeated_answers_total).",
+            ["decision"],
+        )
+        repeated = counter_family(
+            "navstream_risk_repeated_answers",
+            "Stored decisions this consumer's risk gate gave again to a re-sent order.",
+        )
+        reasons = counter_family(
+            "navstream_risk_decision_reasons",
+            "Reason codes of this consumer's vetoes (one veto may carry several).",
+            ["reason"],
+        )
         decisions = decisions_of(self.gate)
         if decisions is not None:
             for kind, count in decisions["decisions"].items():

@@ -26,25 +26,29 @@ wrote them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import msgspec
-from navstream import AppProtocol, InvalidOrder, Order, as_str_map, parse_first
+
+from navstream import DECISION_STORE, REUSED_STORE, AppProtocol, InvalidOrder, Order, as_str_map, parse_first, scope_id
 from navstream.plugins.nav.api import (
     LATEST,
-    PositionPayload,
     PRICES,
     SOURCES,
+    PositionPayload,
+    Quote,
+    Snapshot,
+    SourceState,
     StateError,
     decode_snapshot,
+    escape,
     parse_positions,
     parse_quotes,
     parse_sources,
     positions_key,
 )
-from navstream import DECISION_STORE, REUSED_STORE, scope_id
-from navstream.plugins.nav.api import Quote, Snapshot, SourceState, escape
 
 from .inputs import InFlight, PositionInput
 from .trading import TradingRecord
@@ -120,8 +124,13 @@ def decode_record(member: str, raw: str | None) -> TradingRecord:
     except msgspec.DecodeError as exc:
         # Fail closed: nobody can tell what an operator meant, so the scope counts as halted
         # (and every veto says why) until it is set again.
-        return TradingRecord("halted", f"trading record P:state:{TRADING} {member!r} is unreadable ({exc}); "
-                             "set it again with `navstream risk halt|reduce|resume`", UNREADABLE, 0)
+        return TradingRecord(
+            "halted",
+            f"trading record P:state:{TRADING} {member!r} is unreadable ({exc}); "
+            "set it again with `navstream risk halt|reduce|resume`",
+            UNREADABLE,
+            0,
+        )
 
 
 def stored_fields(order_id: str, raw: str) -> dict[str, str]:
@@ -169,8 +178,9 @@ class BatchState:
         return self.records.get(member) or TradingRecord()
 
 
-async def read_batch_state(app: AppProtocol, orders: Sequence[Order | InvalidOrder], now_ms: int,
-                           hashes: Sequence[str] = ()) -> BatchState:
+async def read_batch_state(
+    app: AppProtocol, orders: Sequence[Order | InvalidOrder], now_ms: int, hashes: Sequence[str] = ()
+) -> BatchState:
     """The decisions already given for these orders, and every input the gate judges one by:
     one MULTI/EXEC, so all of it is one instant of Redis, in one round trip.
 
@@ -233,13 +243,15 @@ async def read_batch_state(app: AppProtocol, orders: Sequence[Order | InvalidOrd
         try:
             state.positions[(venue, account)] = {
                 symbol: PositionInput(p.qty, p.mark_price, observed_at(ts, p))
-                for symbol, (ts, p) in sorted(parse_positions(venue, account, positions_raw).items())}
+                for symbol, (ts, p) in sorted(parse_positions(venue, account, positions_raw).items())
+            }
             where = inflight_key(venue, account)
             state.inflight[(venue, account)] = sorted(
-                (decode_inflight(where, m, v) for m, v in inflight_raw.items()), key=lambda o: (o.at, o.order_id))
+                (decode_inflight(where, m, v) for m, v in inflight_raw.items()), key=lambda o: (o.at, o.order_id)
+            )
         except StateError as exc:
             unreadable[account_member(venue, account)] = str(exc)
-    for venue, count in zip(venues, rest[2 * len(accounts):]):
+    for venue, count in zip(venues, rest[2 * len(accounts) :]):
         state.approved[venue] = int(count)
     return state
 

@@ -7,7 +7,8 @@ import logging
 import time
 
 import msgspec
-from navstream import AppProtocol, as_str_list, Outputs
+
+from navstream import AppProtocol, Outputs, as_str_list
 from navstream.plugins.nav.api import Snapshot, StateError, as_read, parse_positions, positions_key, read_latest
 
 from . import ops
@@ -51,8 +52,9 @@ async def follow_drawdown(app: AppProtocol, cfg: RiskConfig, gate: Gate, now_ms:
     records = await read_records(app)
     await restore_vanished(app, gate, records, now_ms, out)
     latest = {sid: as_read(snap, now_ms) for sid, snap in (await read_latest(app)).items()}
-    scopes: dict[str, Snapshot] = {account_member(s.venue, s.account): s for s in latest.values()
-                                   if s.scope == "account"}
+    scopes: dict[str, Snapshot] = {
+        account_member(s.venue, s.account): s for s in latest.values() if s.scope == "account"
+    }
     if "total" in latest:
         scopes[DESK] = latest["total"]
     for member, snap in scopes.items():
@@ -61,20 +63,33 @@ async def follow_drawdown(app: AppProtocol, cfg: RiskConfig, gate: Gate, now_ms:
         if updated != record and await compare_and_set(app, member, seen, updated):
             records[member] = ("", updated)
             if updated.state != record.state:
-                log.warning("trading state moved by drawdown", extra={
-                    "event": "trading_state_changed", "scope": member, "state": updated.state,
-                    "reason": updated.reason})
+                log.warning(
+                    "trading state moved by drawdown",
+                    extra={
+                        "event": "trading_state_changed",
+                        "scope": member,
+                        "state": updated.state,
+                        "reason": updated.reason,
+                    },
+                )
     for member, (_, record) in records.items():
         if record.by == DRAWDOWN and record.state != "active":
             where = {} if member == DESK else dict(zip(("venue", "account"), ops.split_member(member)))
-            out.alert(f"trading_{record.state}", "critical" if record.state == "halted" else "warning",
-                      f"trading of {ops.describe_member(member)} is {record.state}: {record.reason}; "
-                      "`navstream risk resume` once understood", **where, subject=member,
-                      version=str(record.at), every_s=cfg.alert_every_s)
+            out.alert(
+                f"trading_{record.state}",
+                "critical" if record.state == "halted" else "warning",
+                f"trading of {ops.describe_member(member)} is {record.state}: {record.reason}; "
+                "`navstream risk resume` once understood",
+                **where,
+                subject=member,
+                version=str(record.at),
+                every_s=cfg.alert_every_s,
+            )
 
 
-async def restore_vanished(app: AppProtocol, gate: Gate, records: dict[str, tuple[str, TradingRecord]], now_ms: int,
-                           out: Outputs) -> None:
+async def restore_vanished(
+    app: AppProtocol, gate: Gate, records: dict[str, tuple[str, TradingRecord]], now_ms: int, out: Outputs
+) -> None:
     """Write back every trading record this consumer saw that Redis no longer holds: data was
     lost (a restart without persistence, a flush), and a halt an operator set must not read as
     "active" because of it. Records are changed by commands (`navstream risk`), never deleted,
@@ -86,12 +101,19 @@ async def restore_vanished(app: AppProtocol, gate: Gate, records: dict[str, tupl
             records[member] = ("", record)
     if lost:
         where = ", ".join(f"{ops.describe_member(m)} ({r.state})" for m, r in sorted(lost.items()))
-        log.critical("trading records vanished from Redis and were written back", extra={
-            "event": "trading_records_restored", "scopes": sorted(lost)})
-        out.alert("trading_records_restored", "critical",
-                  f"the trading records of {where} vanished from Redis (data lost?) and were written back as "
-                  "this consumer last saw them; check the trading state with `navstream risk show`",
-                  version=str(now_ms), subject="trading", every_s=1)
+        log.critical(
+            "trading records vanished from Redis and were written back",
+            extra={"event": "trading_records_restored", "scopes": sorted(lost)},
+        )
+        out.alert(
+            "trading_records_restored",
+            "critical",
+            f"the trading records of {where} vanished from Redis (data lost?) and were written back as "
+            "this consumer last saw them; check the trading state with `navstream risk show`",
+            version=str(now_ms),
+            subject="trading",
+            every_s=1,
+        )
     gate.records = {member: record for member, (_, record) in records.items()}
 
 
@@ -99,10 +121,13 @@ def report_audit(cfg: RiskConfig, gate: Gate, out: Outputs) -> None:
     stats: AuditStats = gate.audit.stats
     short = stats.dropped + stats.failed
     if short > gate.reported:
-        out.alert("audit_shortfall", "critical",
-                  f"risk audit log {gate.audit.path} is missing {short - gate.reported} decisions "
-                  f"({stats.dropped} dropped by a full queue, {stats.failed} refused by the disk in all; "
-                  f"last error: {stats.last_error or 'none'}); decisions on P:decisions are complete")
+        out.alert(
+            "audit_shortfall",
+            "critical",
+            f"risk audit log {gate.audit.path} is missing {short - gate.reported} decisions "
+            f"({stats.dropped} dropped by a full queue, {stats.failed} refused by the disk in all; "
+            f"last error: {stats.last_error or 'none'}); decisions on P:decisions are complete",
+        )
         gate.reported = short
         gate.short_at = time.monotonic()
 
@@ -148,13 +173,19 @@ async def prune_inflight(app: AppProtocol, cfg: RiskConfig, now_ms: int) -> None
     for n, (venue, account) in enumerate(accounts):
         raw_inflight, raw_positions = replies[2 * n], replies[2 * n + 1]
         if not raw_inflight:  # untracked only if still empty: a batch may have just approved one
-            pipe.eval(FORGET_EMPTY_LUA, 2, keys.state(INFLIGHT_ACCOUNTS), keys.state(inflight_key(venue, account)),
-                      account_member(venue, account))
+            pipe.eval(
+                FORGET_EMPTY_LUA,
+                2,
+                keys.state(INFLIGHT_ACCOUNTS),
+                keys.state(inflight_key(venue, account)),
+                account_member(venue, account),
+            )
             writes += 1
             continue
         try:
-            seen = {symbol: observed_at(ts, p)
-                    for symbol, (ts, p) in parse_positions(venue, account, raw_positions).items()}
+            seen = {
+                symbol: observed_at(ts, p) for symbol, (ts, p) in parse_positions(venue, account, raw_positions).items()
+            }
         except StateError:
             seen = {}
         done = []

@@ -71,8 +71,11 @@ def follow_nav(record: TradingRecord, nav: Snapshot, config: RiskConfig, now_ms:
     elif drawdown > Decimal(str(config.reduce_drawdown_pct)):
         target = "reducing"
     if STATE_RANK[target] > STATE_RANK[record.state]:
-        reason = (f"NAV {money(nav.nav)} {nav.quote} is {drawdown:.2f}% below its high-water mark "
-                  f"{money(high_water)} (limit {config.halt_drawdown_pct if target == 'halted' else config.reduce_drawdown_pct:g}%)")
+        limit = config.halt_drawdown_pct if target == "halted" else config.reduce_drawdown_pct
+        reason = (
+            f"NAV {money(nav.nav)} {nav.quote} is {drawdown:.2f}% below its high-water mark "
+            f"{money(high_water)} (limit {limit:g}%)"
+        )
         return TradingRecord(target, reason, DRAWDOWN, now_ms, money(high_water))
     if money(high_water) != record.high_water:
         return msgspec.structs.replace(record, high_water=money(high_water))

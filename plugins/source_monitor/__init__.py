@@ -29,11 +29,13 @@ not go missing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Mapping, Sequence
+from typing import Annotated, Any
 
 import msgspec
-from navstream import AppProtocol, as_str_list, Event, hookimpl, Outputs, RegisterSection, SourceStatus
+
+from navstream import AppProtocol, Event, Outputs, RegisterSection, SourceStatus, as_str_list, hookimpl
 
 from .report import SourceMonitorReport
 
@@ -89,30 +91,48 @@ def _flag(value: bool) -> str:
 def _where(key: str, data: Mapping[str, str]) -> dict[str, str | None]:
     """An alert's venue, source and account: the hash's fields, else the key's parts."""
     _, venue, source, account = key.split(":", 3)
-    return {"venue": data.get("venue") or venue, "source": data.get("source") or source,
-            "account": data.get("account") or (None if account == "*" else account)}
+    return {
+        "venue": data.get("venue") or venue,
+        "source": data.get("source") or source,
+        "account": data.get("account") or (None if account == "*" else account),
+    }
 
 
 def _alert(out: Outputs, key: str, where: Mapping[str, str | None], code: str, message: str) -> None:
-    out.alert(code, "info" if code == "source_recovered" else "warning", message,
-              venue=where["venue"], source=where["source"], account=where["account"])
+    out.alert(
+        code,
+        "info" if code == "source_recovered" else "warning",
+        message,
+        venue=where["venue"],
+        source=where["source"],
+        account=where["account"],
+    )
     out.hset(ALERTED, {key: code})
 
 
 def _failed(out: Outputs, key: str, where: Mapping[str, str | None], error: str | None) -> None:
-    _alert(out, key, where, "source_failed",
-           f"source {where['source']} of {where['venue']} failed: {error or 'no error given'}")
+    _alert(
+        out,
+        key,
+        where,
+        "source_failed",
+        f"source {where['source']} of {where['venue']} failed: {error or 'no error given'}",
+    )
 
 
 def _recovered(out: Outputs, key: str, where: Mapping[str, str | None]) -> None:
-    _alert(out, key, where, "source_recovered",
-           f"source {where['source']} of {where['venue']} is reporting ok again")
+    _alert(out, key, where, "source_recovered", f"source {where['source']} of {where['venue']} is reporting ok again")
 
 
 def _silent(out: Outputs, key: str, where: Mapping[str, str | None], age_ms: int, limit_ms: int) -> None:
-    _alert(out, key, where, "source_silent",
-           f"source {where['source']} of {where['venue']} has not reported for {age_ms // 1000}s "
-           f"(limit {limit_ms // 1000}s)")
+    _alert(
+        out,
+        key,
+        where,
+        "source_silent",
+        f"source {where['source']} of {where['venue']} has not reported for {age_ms // 1000}s "
+        f"(limit {limit_ms // 1000}s)",
+    )
 
 
 async def _read(app: AppProtocol, keys: Sequence[str], *, alerted: bool = False) -> list[dict[str, str]]:
@@ -136,8 +156,10 @@ async def register_existing(app: AppProtocol) -> None:
     """Register every source hash already in Redis (written before the registry existed, or
     dropped from it), so that the ticks watch it for silence."""
     skip = len(app.keys.state(REGISTRY)) - len(REGISTRY)  # strip ``P:state:``
-    found = [key[skip:] async for key in app.redis.scan_iter(
-        match=app.keys.state(STATE_PREFIX, "*"), count=500, _type="hash")]
+    found = [
+        key[skip:]
+        async for key in app.redis.scan_iter(match=app.keys.state(STATE_PREFIX, "*"), count=500, _type="hash")
+    ]
     if found:
         await app.redis.hset(app.keys.state(REGISTRY), mapping=dict.fromkeys(found, "1"))
 
@@ -167,8 +189,14 @@ async def on_events(app: AppProtocol, reader: Any, events: Sequence[Event], out:
             _recovered(out, key, where)
         mine = stamps.setdefault(key, {})
         mine["last_ok_ts" if event.ok else "last_error_ts"] = str(event.ts)
-        fields = {"ok": _flag(event.ok), "error": event.error or "", "venue": event.venue,
-                  "source": event.source, "silent": "false", **mine}
+        fields = {
+            "ok": _flag(event.ok),
+            "error": event.error or "",
+            "venue": event.venue,
+            "source": event.source,
+            "silent": "false",
+            **mine,
+        }
         if event.account:
             fields["account"] = event.account
         out.put_latest(key, event.ts, fields)
@@ -202,12 +230,17 @@ async def status_section(app: AppProtocol) -> dict[str, Any]:
     for data in (await _sources(app))[0].values():
         if "ts" not in data:
             continue
-        sources.append({
-            "venue": data.get("venue", ""), "source": data.get("source", ""),
-            "account": data.get("account", ""), "ok": data.get("ok") == "true",
-            "silent": data.get("silent") == "true", "age_s": round((now - int(data["ts"])) / 1000, 1),
-            "error": data.get("error", ""),
-        })
+        sources.append(
+            {
+                "venue": data.get("venue", ""),
+                "source": data.get("source", ""),
+                "account": data.get("account", ""),
+                "ok": data.get("ok") == "true",
+                "silent": data.get("silent") == "true",
+                "age_s": round((now - int(data["ts"])) / 1000, 1),
+                "error": data.get("error", ""),
+            }
+        )
     sources.sort(key=lambda s: (s["venue"], s["source"], s["account"]))
     return {"sources": sources}
 

@@ -46,8 +46,16 @@ class SourceRow:
         return self.ok and not self.silent
 
     def as_json(self, now_ms: int) -> dict[str, Any]:
-        return {"venue": self.venue, "source": self.source, "account": self.account, "up": self.up, "ok": self.ok,
-                "silent": self.silent, "age_s": round((now_ms - self.ts) / 1000, 1), "error": self.error}
+        return {
+            "venue": self.venue,
+            "source": self.source,
+            "account": self.account,
+            "up": self.up,
+            "ok": self.ok,
+            "silent": self.silent,
+            "age_s": round((now_ms - self.ts) / 1000, 1),
+            "error": self.error,
+        }
 
 
 def source_row(data: Mapping[str, str]) -> SourceRow | None:
@@ -57,9 +65,15 @@ def source_row(data: Mapping[str, str]) -> SourceRow | None:
     except (KeyError, ValueError):
         return None
     error = data.get("error", "")
-    return SourceRow(venue=data.get("venue", ""), source=data.get("source", ""), account=data.get("account", ""),
-                     ok=data.get("ok") == "true", silent=data.get("silent") == "true", ts=ts,
-                     error=error if len(error) <= MAX_TEXT else error[:MAX_TEXT] + "...")
+    return SourceRow(
+        venue=data.get("venue", ""),
+        source=data.get("source", ""),
+        account=data.get("account", ""),
+        ok=data.get("ok") == "true",
+        silent=data.get("silent") == "true",
+        ts=ts,
+        error=error if len(error) <= MAX_TEXT else error[:MAX_TEXT] + "...",
+    )
 
 
 async def read_sources(app: AppProtocol) -> list[SourceRow]:
@@ -82,15 +96,27 @@ def _ago_s(now_ms: int, ts: int) -> float:
 
 
 def panel(rows: list[SourceRow], now_ms: int) -> Panel:
-    table = Table(id="sources-table", columns=[Column("source"), Column("state"), Column("last report", num=True),
-                                               Column("error")],
-                  rows=[Row(key=f"{s.venue}/{s.source}/{s.account}", cells=[
-                      Cell(f"{s.venue}/{s.source}" + (f"/{s.account}" if s.account else "")),
-                      Cell("up" if s.up else ("silent" if s.silent else "failing"), badge="source",
-                           tone="ok" if s.up else "critical"),
-                      Cell(ago=True, age_s=_ago_s(now_ms, s.ts), num=True),
-                      Cell(s.error, wrap=True)]) for s in rows],
-                  empty="No source has reported (no source_status events yet).")
+    table = Table(
+        id="sources-table",
+        columns=[Column("source"), Column("state"), Column("last report", num=True), Column("error")],
+        rows=[
+            Row(
+                key=f"{s.venue}/{s.source}/{s.account}",
+                cells=[
+                    Cell(f"{s.venue}/{s.source}" + (f"/{s.account}" if s.account else "")),
+                    Cell(
+                        "up" if s.up else ("silent" if s.silent else "failing"),
+                        badge="source",
+                        tone="ok" if s.up else "critical",
+                    ),
+                    Cell(ago=True, age_s=_ago_s(now_ms, s.ts), num=True),
+                    Cell(s.error, wrap=True),
+                ],
+            )
+            for s in rows
+        ],
+        empty="No source has reported (no source_status events yet).",
+    )
     return Panel(id="sources-section", title="Sources", blocks=[table])
 
 
@@ -105,8 +131,7 @@ class SourceMonitorReport:
     @hookimpl
     async def navstream_metrics(self, app: AppProtocol, now_ms: int) -> list[Metric]:
         labels = ["venue", "source", "account"]
-        up = gauge_family("navstream_source_up", "1 when the source's last report was ok and it is not silent.",
-                          labels)
+        up = gauge_family("navstream_source_up", "1 when the source's last report was ok and it is not silent.", labels)
         age = gauge_family("navstream_source_report_age_seconds", "Time since the source last reported.", labels)
         for s in await read_sources(app):
             up.add_metric([s.venue, s.source, s.account], 1 if s.up else 0)

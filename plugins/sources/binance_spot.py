@@ -20,6 +20,7 @@ import re
 from typing import Annotated
 
 import msgspec
+
 from navstream import Fetched, Price, SourceContext, SourceError, SourceEvent, SourceSettings
 
 from .common import BaseSource, check_binance, deadline, decode_json, exact, quoted, valid_base_url
@@ -30,8 +31,7 @@ _PAIR = re.compile(r"^([A-Z0-9]{1,20})/([A-Z0-9]{1,20})$")
 
 
 # The options are SourceSettings' own, restated for type checkers.
-class BinanceSpotSettings(
-        SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
+class BinanceSpotSettings(SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """``[sources.<name>]`` of kind ``binance-spot`` (frozen, and unknown keys rejected, as
     every ``SourceSettings``)."""
 
@@ -51,8 +51,11 @@ class BinanceSpotSettings(
                 raise ValueError(f'`pairs`: {pair!r} is not BASE/QUOTE in upper case, like "BTC/USDT"')
             symbol = pair.replace("/", "")
             if symbol in symbols:
-                raise ValueError(f"`pairs`: {pair!r} and {symbols[symbol]!r} are both Binance symbol {symbol}"
-                                 if symbols[symbol] != pair else f"`pairs`: {pair!r} is listed twice")
+                raise ValueError(
+                    f"`pairs`: {pair!r} and {symbols[symbol]!r} are both Binance symbol {symbol}"
+                    if symbols[symbol] != pair
+                    else f"`pairs`: {pair!r} is listed twice"
+                )
             symbols[symbol] = pair
 
 
@@ -68,15 +71,22 @@ class BinanceSpotSource(BaseSource):
     async def fetch(self) -> Fetched:
         what = f"binance /api/v3/ticker/price ({len(self.pairs)} symbols)"
         response = await self.ctx.http.request(
-            "GET", self.url, deadline=deadline(self.ctx, self.settings), weight=WEIGHT,
-            params={"symbols": self.symbols}, headers={"Accept": "application/json"}, what=what)
+            "GET",
+            self.url,
+            deadline=deadline(self.ctx, self.settings),
+            weight=WEIGHT,
+            params={"symbols": self.symbols},
+            headers={"Accept": "application/json"},
+            what=what,
+        )
         arrival = self.ctx.clock.now_ms()
         check_binance(response, what)
         body = decode_json(response, what)
         if not isinstance(body, list):
             raise SourceError(f"{what}: expected a JSON array of tickers, got {type(body).__name__}")
-        answered = {t["symbol"]: t.get("price") for t in body
-                    if isinstance(t, dict) and isinstance(t.get("symbol"), str)}
+        answered = {
+            t["symbol"]: t.get("price") for t in body if isinstance(t, dict) and isinstance(t.get("symbol"), str)
+        }
         events: list[SourceEvent] = []
         problems: list[str] = []
         for symbol, (base, quote) in self.pairs.items():
@@ -85,8 +95,9 @@ class BinanceSpotSource(BaseSource):
                 continue
             price = exact(answered[symbol])
             if price is None or price <= 0:
-                problems.append(f"{base}/{quote} ({symbol}): no usable price in Binance's answer "
-                                f"(got {quoted(answered[symbol])})")
+                problems.append(
+                    f"{base}/{quote} ({symbol}): no usable price in Binance's answer (got {quoted(answered[symbol])})"
+                )
                 continue
             events.append(Price(ts=arrival, base=base, quote=quote, price=price, source=self.name))
         return Fetched(events, problems)

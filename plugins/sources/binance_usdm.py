@@ -39,7 +39,20 @@ from urllib.parse import urlencode
 
 import httpx
 import msgspec
-from navstream import Balance, check_response as check, clip, Fetched, numbers, Position, redact, SourceContext, SourceError, SourceEvent, SourceSettings
+
+from navstream import (
+    Balance,
+    Fetched,
+    Position,
+    SourceContext,
+    SourceError,
+    SourceEvent,
+    SourceSettings,
+    clip,
+    numbers,
+    redact,
+)
+from navstream import check_response as check
 
 from .common import (
     BaseSource,
@@ -66,12 +79,13 @@ MAX_SYMBOLS = 5_000
 ZERO = Decimal(0)
 #: Netting hedge-mode legs: wide enough that adding accepted amounts never rounds (the default
 #: context would, past 28 digits); the net is checked against the bounds before it is published.
-NETTING = decimal.Context(prec=2 * (numbers.MAX_INTEGER_DIGITS + numbers.MAX_FRACTION_DIGITS), traps=[decimal.InvalidOperation])
+NETTING = decimal.Context(
+    prec=2 * (numbers.MAX_INTEGER_DIGITS + numbers.MAX_FRACTION_DIGITS), traps=[decimal.InvalidOperation]
+)
 
 
 # The options are SourceSettings' own, restated for type checkers.
-class BinanceUsdmAccountSettings(
-        SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
+class BinanceUsdmAccountSettings(SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """``[sources.<name>]`` of kind ``binance-usdm-account`` (frozen, and unknown keys rejected, as
     every ``SourceSettings``)."""
 
@@ -92,8 +106,10 @@ class BinanceUsdmAccountSettings(
             raise ValueError("`account` must name the navstream account these balances belong to")
         for setting in ("api_key_env", "api_secret_env"):
             if not getattr(self, setting):
-                raise ValueError(f"`{setting}` must name the environment variable holding the "
-                                 f"{'API key' if setting == 'api_key_env' else 'API secret'}")
+                raise ValueError(
+                    f"`{setting}` must name the environment variable holding the "
+                    f"{'API key' if setting == 'api_key_env' else 'API secret'}"
+                )
 
 
 @dataclass
@@ -129,16 +145,22 @@ class BinanceUsdmAccountSource(BaseSource):
     async def fetch(self) -> Fetched:
         what = f"binance GET {PATH} (account {self.cfg.account})"
         response = await self.ctx.http.request(
-            "GET", f"{self.url}?{self.signed_query(self.ctx.clock.now_ms())}",
-            deadline=deadline(self.ctx, self.settings), weight=WEIGHT,
-            headers={"X-MBX-APIKEY": self._key, "Accept": "application/json"}, what=what)
+            "GET",
+            f"{self.url}?{self.signed_query(self.ctx.clock.now_ms())}",
+            deadline=deadline(self.ctx, self.settings),
+            weight=WEIGHT,
+            headers={"X-MBX-APIKEY": self._key, "Accept": "application/json"},
+            what=what,
+        )
         arrival = self.ctx.clock.now_ms()
         self._check(response, what)
         body = decode_json(response, what)
-        if not isinstance(body, dict) or not isinstance(body.get("assets"), list) \
-                or not isinstance(body.get("positions"), list):
-            raise SourceError(f"{what}: expected an object with assets[] and positions[]: "
-                              f"{clip(response.text, 200)}")
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("assets"), list)
+            or not isinstance(body.get("positions"), list)
+        ):
+            raise SourceError(f"{what}: expected an object with assets[] and positions[]: {clip(response.text, 200)}")
         problems: list[str] = []
         ts = self._ts(body, arrival, problems)
         events: list[SourceEvent] = []
@@ -150,8 +172,9 @@ class BinanceUsdmAccountSource(BaseSource):
         """The response's own ``updateTime`` if it has one (v3 has not) and it is not from the
         future, else the arrival time; a venue clock ahead of ours is reported either way."""
         own = epoch_ms(body.get("updateTime"))
-        changed = [epoch_ms(e.get("updateTime")) for key in ("assets", "positions") for e in body[key]
-                   if isinstance(e, dict)]
+        changed = [
+            epoch_ms(e.get("updateTime")) for key in ("assets", "positions") for e in body[key] if isinstance(e, dict)
+        ]
         latest = max([t for t in (own, *changed) if t is not None], default=None)
         if latest is not None and skewed(latest, arrival_ms):
             problems.append(skew_problem("Binance"))
@@ -169,12 +192,17 @@ class BinanceUsdmAccountSource(BaseSource):
             self.assets.setdefault(asset)
             balance, pnl = exact(entry.get("walletBalance")), exact(entry.get("unrealizedProfit"))
             if balance is None or pnl is None:
-                problems.append(f"{asset}: walletBalance {quoted(entry.get('walletBalance'))} / unrealizedProfit "
-                                f"{quoted(entry.get('unrealizedProfit'))} not both usable amounts; its balance is not "
-                                "published")
+                problems.append(
+                    f"{asset}: walletBalance {quoted(entry.get('walletBalance'))} / unrealizedProfit "
+                    f"{quoted(entry.get('unrealizedProfit'))} not both usable amounts; its balance is not "
+                    "published"
+                )
                 continue
-            out.append(Balance(ts=ts, venue=self.venue, account=self.cfg.account, asset=asset, balance=balance,
-                               unrealized_pnl=pnl))
+            out.append(
+                Balance(
+                    ts=ts, venue=self.venue, account=self.cfg.account, asset=asset, balance=balance, unrealized_pnl=pnl
+                )
+            )
         for asset in self.assets:
             if asset not in seen:
                 problems.append(f"{asset}: in an earlier answer but not in this one; its balance is not published")
@@ -190,9 +218,11 @@ class BinanceUsdmAccountSource(BaseSource):
                 continue
             qty, pnl = exact(entry.get("positionAmt")), exact(entry.get("unrealizedProfit"))
             if qty is None or pnl is None:
-                problems.append(f"{symbol}: positionAmt {quoted(entry.get('positionAmt'))} / unrealizedProfit "
-                                f"{quoted(entry.get('unrealizedProfit'))} not both usable amounts; its position is "
-                                "not published")
+                problems.append(
+                    f"{symbol}: positionAmt {quoted(entry.get('positionAmt'))} / unrealizedProfit "
+                    f"{quoted(entry.get('unrealizedProfit'))} not both usable amounts; its position is "
+                    "not published"
+                )
                 unreadable.add(symbol)
                 continue
             leg = held.setdefault(symbol, _Leg())
@@ -209,19 +239,40 @@ class BinanceUsdmAccountSource(BaseSource):
             if symbol in unreadable:  # half a hedged position is no position: none rather than wrong
                 continue
             net = {"positionAmt": leg.qty, "unrealizedProfit": leg.pnl}
-            refused = [f"net {name} {numbers.show(value)} is {why}" for name, value in net.items()
-                       if (why := numbers.decimal_refusal(value))]
+            refused = [
+                f"net {name} {numbers.show(value)} is {why}"
+                for name, value in net.items()
+                if (why := numbers.decimal_refusal(value))
+            ]
             if refused:  # the legs were each in bounds, their sum is not
                 problems.append(f"{symbol}: {'; '.join(refused)}; its position is not published")
                 continue
             single = leg.legs == 1
-            out.append(Position(ts=ts, venue=self.venue, account=self.cfg.account, symbol=symbol, qty=leg.qty,
-                                entry_price=leg.entry_price if single and leg.entry_price is not None else ZERO,
-                                mark_price=leg.mark_price if single else None, unrealized_pnl=leg.pnl))
+            out.append(
+                Position(
+                    ts=ts,
+                    venue=self.venue,
+                    account=self.cfg.account,
+                    symbol=symbol,
+                    qty=leg.qty,
+                    entry_price=leg.entry_price if single and leg.entry_price is not None else ZERO,
+                    mark_price=leg.mark_price if single else None,
+                    unrealized_pnl=leg.pnl,
+                )
+            )
         for symbol in self.symbols:
             if symbol not in held and symbol not in unreadable:  # gone from the answer: closed
-                out.append(Position(ts=ts, venue=self.venue, account=self.cfg.account, symbol=symbol, qty=ZERO,
-                                    entry_price=ZERO, unrealized_pnl=ZERO))
+                out.append(
+                    Position(
+                        ts=ts,
+                        venue=self.venue,
+                        account=self.cfg.account,
+                        symbol=symbol,
+                        qty=ZERO,
+                        entry_price=ZERO,
+                        unrealized_pnl=ZERO,
+                    )
+                )
         for symbol in (*held, *unreadable):
             self.symbols.setdefault(symbol)
         while len(self.symbols) > MAX_SYMBOLS:
@@ -237,14 +288,20 @@ class BinanceUsdmAccountSource(BaseSource):
         code, msg = error if error else (None, "")
         said = f"HTTP {response.status_code}" + (f", Binance error {code}: {msg}" if error else "")
         if response.status_code in (401, 403) or code in CREDENTIAL_CODES:
-            raise SourceError(redact(
-                f"{what}: credentials rejected ({said}); check the key in {self.cfg.api_key_env} and the secret in "
-                f"{self.cfg.api_secret_env}, the key's IP whitelist and its futures permission"))
+            raise SourceError(
+                redact(
+                    f"{what}: credentials rejected ({said}); check the key in {self.cfg.api_key_env} and the secret in "
+                    f"{self.cfg.api_secret_env}, the key's IP whitelist and its futures permission"
+                )
+            )
         if code == TIMESTAMP_CODE:
-            raise SourceError(redact(
-                f"{what}: Binance refused the request's timestamp ({said}): this host's clock is off from "
-                f"Binance's by more than recv_window_ms = {self.cfg.recv_window_ms} (or over 1 s ahead); sync it "
-                "(NTP, chrony)"))
+            raise SourceError(
+                redact(
+                    f"{what}: Binance refused the request's timestamp ({said}): this host's clock is off from "
+                    f"Binance's by more than recv_window_ms = {self.cfg.recv_window_ms} (or over 1 s ahead); sync it "
+                    "(NTP, chrony)"
+                )
+            )
         if error:
             raise SourceError(redact(f"{what}: {said}"))
         try:

@@ -7,12 +7,13 @@ the process. ``include_last_updated_at=true`` makes ``ts`` the moment CoinGecko 
 price, not when we asked, so the NAV judges its real age.
 
 CoinGecko answers prices as JSON numbers: they are decoded straight to ``Decimal``, never
-through float, and one outside the wire's bounds (``navstream.contract.numbers``) is a problem. An id missing from the answer, or without a price or time, is a *problem*: the
-asset is not published (never as 0) and the rest of the round is. A request that fails fails
-the whole fetch: the batches go one after another, and the first failure stops the round
-before it spends more of a budget the venue just refused, so a partial round would mostly mean
-"the first batches, then a 429". ``source_status ok=false`` says it plainly, and the prices
-already published age on their own until the next round.
+through float, and one outside the wire's bounds (``navstream.contract.numbers``) is a problem.
+An id missing from the answer, or without a price or time, is a *problem*: the asset is not
+published (never as 0) and the rest of the round is. A request that fails fails the whole fetch:
+the batches go one after another, and the first failure stops the round before it spends more of
+a budget the venue just refused, so a partial round would mostly mean "the first batches, then a
+429". ``source_status ok=false`` says it plainly, and the prices already published age on their
+own until the next round.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Annotated, Any, Literal
 
 import httpx
 import msgspec
-from navstream import Fetched, Price, response_excerpt as excerpt, SourceContext, SourceError, SourceEvent, SourceSettings
+
+from navstream import Fetched, Price, SourceContext, SourceError, SourceEvent, SourceSettings
+from navstream import response_excerpt as excerpt
 
 from .common import BaseSource, deadline, decode_json, epoch_ms, exact, quoted, skew_problem, skewed, valid_base_url
 
@@ -41,8 +44,7 @@ KEY_ERRORS = {10002, 10010, 10011}
 
 
 # The options are SourceSettings' own, restated for type checkers.
-class CoinGeckoSettings(
-        SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
+class CoinGeckoSettings(SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """``[sources.<name>]`` of kind ``coingecko`` (frozen, and unknown keys rejected, as
     every ``SourceSettings``)."""
 
@@ -69,8 +71,10 @@ class CoinGeckoSettings(
         if self.base_url:
             valid_base_url(self.base_url)
         if self.plan == "public" and self.api_key_env:
-            raise ValueError('`api_key_env` is set but `plan` is "public": set plan = "demo" or "pro" '
-                             "(the key's header depends on it)")
+            raise ValueError(
+                '`api_key_env` is set but `plan` is "public": set plan = "demo" or "pro" '
+                "(the key's header depends on it)"
+            )
         if self.plan in ("demo", "pro") and not self.api_key_env:
             raise ValueError(f'`plan` = "{self.plan}" needs `api_key_env`, the environment variable holding the key')
         host = self.root.split("://", 1)[-1].split("/", 1)[0]
@@ -79,10 +83,11 @@ class CoinGeckoSettings(
         if self.tier != "pro" and host == "pro-api.coingecko.com":
             raise ValueError(f'pro-api.coingecko.com needs plan = "pro" (plan is "{self.tier}")')
         if not _CURRENCY.match(self.vs_currency):
-            raise ValueError(f"`vs_currency` must be a currency code like \"usd\", got {self.vs_currency!r}")
+            raise ValueError(f'`vs_currency` must be a currency code like "usd", got {self.vs_currency!r}')
         if not self.ids:
-            raise ValueError('`ids` must map at least one asset to its CoinGecko id ([sources.<name>.ids] '
-                             'BTC = "bitcoin")')
+            raise ValueError(
+                '`ids` must map at least one asset to its CoinGecko id ([sources.<name>.ids] BTC = "bitcoin")'
+            )
         for asset, cg_id in self.ids.items():
             if not _ASSET.match(asset):
                 raise ValueError(f"`ids`: {asset!r} is not an asset name")
@@ -125,12 +130,22 @@ class CoinGeckoSource(BaseSource):
         asked = self._uncached(events)
         fresh: list[Price] = []
         for start in range(0, len(asked), self.cfg.batch_size):
-            batch = asked[start:start + self.cfg.batch_size]
+            batch = asked[start : start + self.cfg.batch_size]
             what = f"coingecko /simple/price ({len(batch)} ids)"
             response = await self.ctx.http.request(
-                "GET", self.url, deadline=until, weight=1, headers=self.headers, what=what,
-                params={"ids": ",".join(batch), "vs_currencies": self.vs, "include_last_updated_at": "true",
-                        "precision": "full"})
+                "GET",
+                self.url,
+                deadline=until,
+                weight=1,
+                headers=self.headers,
+                what=what,
+                params={
+                    "ids": ",".join(batch),
+                    "vs_currencies": self.vs,
+                    "include_last_updated_at": "true",
+                    "precision": "full",
+                },
+            )
             arrival = self.ctx.clock.now_ms()
             self._check(response, what)
             body = decode_json(response, what)
@@ -170,7 +185,9 @@ class CoinGeckoSource(BaseSource):
             return []
         price = exact(entry.get(self.vs))
         if price is None or price <= 0:
-            problems.append(f"{label}: no usable {self.vs} price in CoinGecko's answer (got {quoted(entry.get(self.vs))})")
+            problems.append(
+                f"{label}: no usable {self.vs} price in CoinGecko's answer (got {quoted(entry.get(self.vs))})"
+            )
             return []
         updated = epoch_ms(entry.get("last_updated_at"))
         if updated is None:
@@ -197,6 +214,9 @@ class CoinGeckoSource(BaseSource):
             code = status.get("error_code") if isinstance(status, dict) else None
         except (msgspec.DecodeError, AttributeError):
             code = None
-        hint = " (API key rejected: check `plan`, `base_url` and the key)" \
-            if response.status_code in (401, 403) or code in KEY_ERRORS else ""
+        hint = (
+            " (API key rejected: check `plan`, `base_url` and the key)"
+            if response.status_code in (401, 403) or code in KEY_ERRORS
+            else ""
+        )
         raise SourceError(f"HTTP {response.status_code} on {what}: {excerpt(response)}{hint}")

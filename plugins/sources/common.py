@@ -12,7 +12,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from navstream import check_response as check, numbers, redact, response_excerpt as excerpt, SourceContext, SourceError, SourceSettings
+
+from navstream import SourceContext, SourceError, SourceSettings, numbers, redact
+from navstream import check_response as check
+from navstream import response_excerpt as excerpt
 
 #: A venue's clock more than this ahead of ours is reported, and its time is not used as ``ts``:
 #: consumers dead-letter events from the future, and a ``ts`` from a fast clock would make a
@@ -45,8 +48,9 @@ def decode_json(response: httpx.Response, what: str) -> Any:
     try:
         return _EXACT_JSON.decode(response.content)
     except msgspec.DecodeError as exc:
-        raise SourceError(f"{what}: malformed JSON in the answer ({exc}): {excerpt(response) or '(empty body)'}") \
-            from None
+        raise SourceError(
+            f"{what}: malformed JSON in the answer ({exc}): {excerpt(response) or '(empty body)'}"
+        ) from None
 
 
 def exact(value: Any) -> Decimal | None:
@@ -90,8 +94,10 @@ def skew_problem(venue: str) -> str:
     """The problem text of a venue clock ahead of ours. Without the number of seconds on
     purpose: the ingest process alerts each distinct text once per period, and a figure that
     changes every round would make a lasting skew alert every round."""
-    return (f"{venue}'s clock reads more than {SKEW_TOLERANCE_MS // 1000}s ahead of ours (check this host's "
-            "clock, e.g. NTP); stamped with the arrival time instead")
+    return (
+        f"{venue}'s clock reads more than {SKEW_TOLERANCE_MS // 1000}s ahead of ours (check this host's "
+        "clock, e.g. NTP); stamped with the arrival time instead"
+    )
 
 
 def binance_error(response: httpx.Response) -> tuple[int, str] | None:
@@ -125,8 +131,9 @@ class BaseSource:
     account: str | None
     settings: SourceSettings
 
-    def __init__(self, name: str, settings: SourceSettings, ctx: SourceContext, venue: str,
-                 account: str | None = None) -> None:
+    def __init__(
+        self, name: str, settings: SourceSettings, ctx: SourceContext, venue: str, account: str | None = None
+    ) -> None:
         self.name = name
         self.settings = settings
         self.ctx = ctx
