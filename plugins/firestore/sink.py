@@ -106,6 +106,8 @@ class Sink(BudgetMixin):
         self.holding = False
         self.lease_until = 0.0
         self._owed: list[tuple[str, int, list[tuple[str, str, int]]]] = []
+        #: The last attempt to count writes in Redis failed (what is owed is behind, not in flight).
+        self._ledger_failed = False
         self._retry_at = 0.0
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
@@ -189,7 +191,7 @@ class Sink(BudgetMixin):
                     "(UTC): only significant changes and heartbeats are written",
                 )
             )
-        if self._owed:
+        if self._owed and self._ledger_failed:
             out.append(
                 (
                     "ledger",
@@ -379,7 +381,9 @@ class Sink(BudgetMixin):
                 used = await self.ledger.record(owed_day, count, owed_indexes)
                 self._owed.pop(0)
                 self.observe_used(owed_day, used)
+            self._ledger_failed = False
         except Exception as exc:  # noqa: BLE001 - Redis away: owed, retried, and reported as degraded
+            self._ledger_failed = True
             self.stats.ledger_failures += 1
             if len(self._owed) > 100:  # bounded, but nothing forgotten: older counts merged per day
                 merged: dict[str, tuple[int, list[Any]]] = {}
