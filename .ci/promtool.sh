@@ -4,7 +4,7 @@
 # after <!-- promtool: rules --> or <!-- promtool: config -->); tests/support/docs_promql.py finds them
 # and writes them out, each promql expression wrapped as a recording rule (this promtool has no
 # offline `check query`; `check rules` parses and checks every rule's expression).
-# That the metric names they use exist is tests/test_metrics_docs.py's job (pytest).
+# That the metric names they use exist is tests/serve/test_metrics_docs.py's job (pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
+
 sys.path.insert(0, str(ROOT / "tools"))
 
 import compose_run  # noqa: E402

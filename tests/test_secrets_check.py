@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from support import ROOT
+
 pytest.importorskip("detect_secrets", reason="detect-secrets is installed by .ci/secrets.sh (pinned there)")
 
-ROOT = Path(__file__).resolve().parent.parent
 CHECK = ROOT / "tools" / "secrets_check.py"
 ALNUM = string.ascii_letters + string.digits
 

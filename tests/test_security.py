@@ -28,10 +28,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from support import ROOT
+
 from navstream.cli import main
 from navstream.client import RiskClient
 
-ROOT = Path(__file__).resolve().parent.parent
 SECURITY_DOC = ROOT / "docs" / "security.md"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ADMIN_PASSWORD = "-".join(("admin", uuid.uuid4().hex))

@@ -35,7 +35,7 @@ ALLOW: tuple[tuple[str, str], ...] = (
 )
 
 #: Values that look like secrets but are published examples, not credentials: the API key and
-#: secret of Binance's documentation (its HMAC signing example), used by tests/test_sources.py to
+#: secret of Binance's documentation (its HMAC signing example), used by tests/plugins/sources/test_sources.py to
 #: check signatures against the documented ones.
 PUBLIC_EXAMPLES = frozenset(
     {

@@ -4,15 +4,23 @@ Importable because ``[tool.pytest.ini_options] pythonpath`` puts tests/ on ``sys
 plugin's tests need too (the fake backend, ``make_app``, :func:`run_step`) is in
 :mod:`navstream.testing`, the pytest plugin navstream ships; this package adds what only this
 repository needs: a real Redis from ``REDIS_URL`` next to fakeredis, and small test plugins.
-The modules beside it are helpers of a few tests each: :mod:`support.httpstub` (a real HTTP
-server for sources), :mod:`support.soakkit` (redis-server and consumer processes) and
-:mod:`support.docs_promql` (the PromQL the docs show).
+The modules beside it are helpers of a few tests each, shared between test files (a test module
+never imports another): :mod:`support.httpstub` (a real HTTP server for sources),
+:mod:`support.soakkit` (redis-server and consumer processes), :mod:`support.docs_promql` (the
+PromQL the docs show), :mod:`support.serving` (a consumer serving its HTTP endpoint),
+:mod:`support.browser` (headless Chromium), :mod:`support.ingest` (the ingest process's test
+sources and config) and :mod:`support.risk` (the risk gate driven order by order).
+
+The tests mirror the package: tests/<sub-package>/ for navstream's (``contract``, ``loop``,
+``serve``, ...), tests/plugins/<plugin>/ for the built-in plugins', and at the top only what
+tests the whole (layering, security, Redis Cluster, the CI tools).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +31,8 @@ from navstream.testing import START_MS, run_step
 from navstream.testing import Backend as _Backend
 
 __all__ = [
+    "ROOT",
+    "TESTS_DIR",
     "REAL_REDIS",
     "REDIS_URL",
     "REQUIRE_REDIS",
@@ -32,6 +42,12 @@ __all__ = [
     "require_real_redis",
     "run_step",
 ]
+
+#: The repository's root (every test file computes paths from it, whatever its depth in tests/).
+ROOT = Path(__file__).resolve().parents[2]
+#: tests/: on ``sys.path`` (``pythonpath``), and on ``PYTHONPATH`` for the subprocesses that load
+#: the test plugins in tests/procplugins/ by dotted path.
+TESTS_DIR = ROOT / "tests"
 
 #: The real Redis every Redis-backed test runs on again (after fakeredis), when one answers.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -1,5 +1,5 @@
 """The PromQL, Prometheus rule files and Prometheus configs the docs show, found where the docs
-mark them, for ``.ci/promtool.sh`` (checked with promtool) and tests/test_metrics_docs.py
+mark them, for ``.ci/promtool.sh`` (checked with promtool) and tests/serve/test_metrics_docs.py
 (every metric they name is exported).
 
 How the docs mark them (Markdown, so the marks do not show when rendered):

@@ -1,5 +1,5 @@
-"""Helpers of the soak test (tests/test_soak.py): a private redis-server, consumer processes and
-a deterministic, idempotent producer.
+"""Helpers of the soak test (tests/loop/test_soak.py; the other loop tests on a private server use
+them too): a private redis-server, consumer processes and a deterministic, idempotent producer.
 
 Nothing here mocks anything: the redis-server is a real one started on a free loopback port with
 its own directory, the consumers are real ``python -m navstream.cli run`` processes, and the

@@ -40,14 +40,13 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from support import REDIS_URL
+from support import REDIS_URL, ROOT
 
 from navstream import SourceSettings, __version__
 from navstream.cli import main
 from navstream.cli.scaffold import FILES, ScaffoldError, write_plugin
 from navstream.testing import load_plugins
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_FILES = {
     "pyproject.toml",
     "README.md",

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import msgspec
 import pytest
+from support import ROOT
 
 from navstream.app import App, ManualClock
 from navstream.config import load_settings
@@ -125,7 +126,7 @@ def test_dlq_list_into_head_exits_quietly(real_backend: Any, tmp_path: Path) -> 
 
 # Every command (but `run` and `ingest`, whose stdout is their log), its reader gone at once.
 WITHOUT_REDIS = [["--help"], ["--version"], ["plugins"], ["plugins", "--json"], ["dlq", "--help"],
-                 ["demo", "--fast"], ["config", "check", str(Path(__file__).resolve().parents[1] / "config" / "navstream.toml")]]
+                 ["demo", "--fast"], ["config", "check", str(ROOT / "config" / "navstream.toml")]]
 WITH_REDIS = [["status"], ["status", "--json"], ["dlq", "list"], ["nav"], ["nav", "--json"], ["risk", "show"],
               ["trim", "events", "--dry-run"], ["publish", "type=price", "base=BTC", "quote=USDT", "price=1",
                                                  "source=manual", "--stamp"]]

@@ -431,14 +431,14 @@ def test_a_mutant_gate_fails_the_machine(mutate: Callable[[pytest.MonkeyPatch], 
 
 
 # --- one test per class, through the real loop, on fakeredis and a real Redis -----------------
-# (helpers shared with the gate's own end-to-end tests: test_risk_gate.py)
+# (helpers shared with the gate's own end-to-end tests: tests/support/risk.py)
 
 from pathlib import Path  # noqa: E402
 
 from support import run_step  # noqa: E402
-from test_risk_gate import _toml, cli, decide, funded, one, order, position, reasons, sections, started  # noqa: E402
+from support.risk import (  # noqa: E402
+    cli, config_toml, decide, funded, one, open_gate_of, order, position, reasons, sections, started)
 
-from test_risk_gate import open_gate_of  # noqa: E402
 from navstream.plugins.risk.ops import show  # noqa: E402
 
 
@@ -559,7 +559,7 @@ async def test_an_id_reused_with_other_content_is_vetoed_and_both_are_recorded(
     assert records[1]["fields"]["qty"] == "10000" and "answered for other content" in records[1]["invalid"]
     # both replay as they were decided: zero differences under unchanged rules
     config_file = tmp_path / "navstream.toml"
-    config_file.write_text(_toml(sections(tmp_path)["nav"], sections(tmp_path)["risk"]))
+    config_file.write_text(config_toml(sections(tmp_path)["nav"], sections(tmp_path)["risk"]))
     assert await cli("risk", "replay", "--config", str(config_file), str(path)) == 0
     assert "replayed 2 decisions: 2 the same, 0 different" in capsys.readouterr().out
 
@@ -655,6 +655,6 @@ async def test_each_audit_record_holds_the_orders_in_flight_before_it_not_after(
     records = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
     assert [[o[0] for o in r["inputs"].get("inflight", [])] for r in records] == [[], ["b-0"], ["b-0", "b-1"]]
     config_file = tmp_path / "navstream.toml"
-    config_file.write_text(_toml(sections(tmp_path)["nav"], sections(tmp_path)["risk"]))
+    config_file.write_text(config_toml(sections(tmp_path)["nav"], sections(tmp_path)["risk"]))
     assert await cli("risk", "replay", "--config", str(config_file), str(path)) == 0
     assert "replayed 3 decisions: 3 the same, 0 different" in capsys.readouterr().out

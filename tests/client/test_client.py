@@ -18,7 +18,7 @@ import fakeredis
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from support import Backend, run_step
+from support import ROOT, Backend, run_step
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from navstream.app import App, ManualClock
@@ -419,13 +419,11 @@ def test_the_order_hash_is_what_docs_risk_client_md_teaches_other_languages() ->
     """The documented example, computed the documented way (netstrings, then SHA-256), is what
     the gate and this client compute, whatever the amounts' spelling."""
     import hashlib
-    from pathlib import Path
-
     from navstream.contract.fingerprint import order_hash
 
     netstrings = b"7:binance,4:main,7:BTCUSDT,3:buy,4:0.01,5:97000,5:false,"
     documented = hashlib.sha256(netstrings).hexdigest()
-    assert documented in (Path(__file__).parent.parent / "docs" / "risk-client.md").read_text()
+    assert documented in (ROOT / "docs" / "risk-client.md").read_text()
     for qty, price in (("0.01", "97000"), ("0.010", "97000.00"), ("1E-2", "9.7E+4")):
         assert order_hash(venue="binance", account="main", symbol="BTCUSDT", side="buy", qty=Decimal(qty),
                           price=Decimal(price), reduce_only=False) == documented

@@ -33,7 +33,7 @@ from typing import Any, AsyncIterator, Iterator
 
 import msgspec
 import pytest
-from support import REAL_REDIS, REDIS_URL, REQUIRE_REDIS, START_MS, Backend, run_step
+from support import REAL_REDIS, REDIS_URL, REQUIRE_REDIS, ROOT, START_MS, Backend, run_step
 
 import navstream.plugins.firestore as firestore_plugin
 import navstream.plugins.nav as nav_plugin
@@ -59,7 +59,6 @@ from navstream.plugins.firestore.sink import Sink, routine_allowance, utc_day
 from navstream.plugins.risk.state import TRADING, encode_record
 from navstream.plugins.risk.trading import TradingRecord
 
-ROOT = Path(__file__).resolve().parent.parent
 NODE_EMULATOR = ROOT / "tools" / "firestore-emulator"
 PROJECT = "demo-navstream"
 IN_CI = os.environ.get("CI") == "true"

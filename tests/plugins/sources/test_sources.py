@@ -1,4 +1,4 @@
-"""The built-in sources against a real local HTTP server (tests/httpstub.py).
+"""The built-in sources against a real local HTTP server (tests/support/httpstub.py).
 
 Payloads are shaped like the venues' documented answers: CoinGecko's ``/simple/price`` with
 ``include_last_updated_at`` (docs.coingecko.com, "Coin Price by IDs"), its error body

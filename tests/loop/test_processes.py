@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from support import TESTS_DIR
 import redis
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
-TESTS_DIR = Path(__file__).resolve().parent
 GROUP = "g"
 PLUGIN = "procplugins.slow_recorder"
 VENUE, ACCOUNT = "binance", "main"

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_http import FAST, metrics_of, no_cache, sample, serving  # noqa: F401 - no_cache: a fixture
-from test_statuspage import Browser, browser_paths  # noqa: F401 - browser_paths: a fixture
+from support.serving import FAST, metrics_of, no_cache, sample, serving  # noqa: F401 - no_cache: a fixture
+from support.browser import Browser, browser_paths  # noqa: F401 - browser_paths: a fixture
 
 from navstream import (
     AppProtocol,

@@ -1,5 +1,5 @@
 """The docs and the metrics cannot drift: every metric name the docs' PromQL uses (the
-``promql`` blocks and the marked rules files, tests/docs_promql.py) and every metric in their
+``promql`` blocks and the marked rules files, tests/support/docs_promql.py) and every metric in their
 tables is exported by a running consumer or ingest process, and every navstream metric those
 export is in a table of docs/observability.md. (``.ci/promtool.sh`` checks the same PromQL's
 syntax with promtool.)
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from test_http import SECTIONS, Sink, desk_events, order, serving, until
-from test_ingest_http import answers, build
+from support.serving import SECTIONS, Sink, desk_events, order, serving, until
+from support.ingest import answers, build
 
 from support.docs_promql import DOCS, ROOT, blocks, expressions, metric_names, rule_expressions
 from navstream.serve.metrics import IngestMetrics

@@ -28,6 +28,8 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from support import ROOT
+
 from navstream.ops.admin import AdminError
 from navstream.app import App, ManualClock
 from navstream.config import load_settings
@@ -52,7 +54,6 @@ from navstream.demo import (
 )
 from navstream.contract.events import DecodeError, decode_event, decode_order
 
-ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "core" / "demo" / "demo_scenario.jsonl"
 DEMO_TOML = ROOT / "config" / "demo.toml"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -34,6 +34,8 @@ import msgspec
 import pytest
 import redis
 
+from support import ROOT
+
 from navstream.cli import build_parser, main
 from navstream.config import (
     ENV_OVERRIDES,
@@ -47,7 +49,6 @@ from navstream.config import (
 )
 from navstream.plugin.manager import build_plugin_manager
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 CONFIG_FILES = sorted(CONFIG_DIR.glob("*.toml"))
 DEFAULT_CONFIG = CONFIG_DIR / "navstream.toml"

@@ -10,13 +10,14 @@ from typing import Any
 import msgspec
 import pytest
 
+from support import ROOT
+
 from navstream import hookimpl
 from navstream.app import App
 from navstream.config import ConfigError, Settings, load_settings, validate_plugin_sections
 from navstream.loop.consumer import Consumer, StartupError
 from navstream.plugin.manager import PluginError, build_plugin_manager
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

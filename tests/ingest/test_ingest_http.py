@@ -17,67 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
-from support import REDIS_URL, START_MS
+from support import ROOT, START_MS, TESTS_DIR
 from prometheus_client.parser import text_string_to_metric_families
-from test_http import free_port, metrics_of, sample, until
-from test_ingest import MODULE, _write_config
+from support.serving import free_port, metrics_of, sample, until
+from support.ingest import answers, build, write_config
 
-from navstream import hookimpl
-from navstream.app import ManualClock
 from navstream.config import load_settings
 from navstream.loop.consumer import StartupError
-from navstream.ingest.httppool import HttpPool
-from navstream.ingest.runner import Ingest
-from navstream.plugin.manager import build_plugin_manager
-from navstream.sources import Fetched, SourceContext, SourceSettings
 
-STUB = "https://api.stub"
-
-
-class StubSettings(SourceSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    requests: int = 2
-
-
-class StubSource:
-    """Sends ``requests`` requests per fetch to a host whose budget is one request per 0.2 s
-    (so the second waits for room), through the ingest process's pool."""
-
-    def __init__(self, name: str, settings: StubSettings, ctx: SourceContext) -> None:
-        self.name, self.venue, self.account, self.settings, self.ctx = name, "stub", None, settings, ctx
-        ctx.http.limit(STUB + "/x", 1, window_s=0.2)
-
-    async def fetch(self) -> Fetched:
-        deadline = time.monotonic() + self.settings.timeout_s
-        for _ in range(self.settings.requests):
-            await self.ctx.http.request("GET", STUB + "/x", deadline=deadline)
-        return Fetched([], [])
-
-    async def aclose(self) -> None:
-        pass
-
-
-class StubPlugin:
-    @hookimpl
-    def navstream_sources(self, register: Any) -> None:
-        register("stub-http", StubSettings, StubSource)
-
-
-def answers(codes: list[int]) -> httpx.MockTransport:
-    """Answers the codes in turn, then 200s."""
-    def answer(request: httpx.Request) -> httpx.Response:
-        code = codes.pop(0) if codes else 200
-        return httpx.Response(code, headers={"Retry-After": "0"} if code in (418, 429) else {}, json={})
-    return httpx.MockTransport(answer)
-
-
-def build(backend: Any, sources: dict[str, Any], port: int, transport: httpx.MockTransport) -> Ingest:
-    base = load_settings(env={}, overrides={"redis": {"prefix": backend.prefix}, "http": {"ingest_port": port}})
-    settings = msgspec.structs.replace(base, extra={"sources": sources})
-    kinds = build_plugin_manager(env={}, load_entrypoints=False, modules=[MODULE],
-                                 extra=[("stub", StubPlugin())]).source_kinds
-    return Ingest(settings, kinds, backend.connect(True), clock=ManualClock(START_MS), http=HttpPool(transport=transport))
 
 
 async def test_ingest_serves_healthz_and_metrics_per_source_and_host(backend: Any) -> None:
@@ -167,7 +115,7 @@ def compose_healthcheck() -> list[str]:
     image's (the same stdlib-only Python line)."""
     import yaml
 
-    compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     test = compose["services"]["ingest"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "/opt/venv/bin/python", "-c"] and len(test) == 4, test
     return [sys.executable, "-c", test[3]]
@@ -177,12 +125,12 @@ def compose_healthcheck() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_ingest_command_serves_healthz_for_the_compose_healthcheck(real_backend: Any, tmp_path: Path) -> None:
-    config = _write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "prices": {"BTC": "2"},
+    config = write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "prices": {"BTC": "2"},
                                                                   "interval_s": 0.5}})
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")}
     env.update(NAVSTREAM_INGEST_HTTP_PORT=str(port), NAVSTREAM_HTTP_HOST="0.0.0.0", NAVSTREAM_LOG_STREAM="stderr",
-               PYTHONPATH=str(Path(__file__).parent))
+               PYTHONPATH=str(TESTS_DIR))
     navstream = Path(sys.executable).parent / "navstream"
     log = (tmp_path / "ingest.log").open("w")
     proc = subprocess.Popen([sys.executable, str(navstream), "ingest", "--config", str(config)], env=env,

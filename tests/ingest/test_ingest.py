@@ -3,13 +3,12 @@
 outages survived; and the host budgets, HTTP pool and price cache under it.
 
 The source here is ``procplugins.fake_source`` (loaded by dotted path, like any plugin); the
-built-in sources are tested against a real HTTP server in test_sources.py.
+built-in sources are tested against a real HTTP server in tests/plugins/sources/test_sources.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from support import REDIS_URL, START_MS
+from support import START_MS
+from support.ingest import MODULE, write_config
 
 from navstream import Price, hookimpl
 from navstream.app import ManualClock
@@ -30,7 +30,6 @@ from navstream.ingest.pricecache import PriceCache
 from navstream.ingest.ratelimit import HostLimiter, RateLimited
 from navstream.sources import SourceSettings, redact
 
-MODULE = "procplugins.fake_source"
 
 
 def kinds(*extra: tuple[str, object]) -> Any:
@@ -197,27 +196,16 @@ async def test_run_keeps_each_source_on_its_interval_until_stopped(fake_backend:
     assert 3 <= i.runs["fast"].attempts <= 5 and i.runs["slow"].attempts == 1
 
 
-def _write_config(tmp_path: Path, prefix: str, sources: dict[str, Any]) -> Path:
-    lines = [f'[redis]\nurl = "{REDIS_URL}"\nprefix = "{prefix}"\n', f'[plugins]\nmodules = ["{MODULE}"]\n']
-    for name, table in sources.items():
-        lines.append(f"[sources.{name}]")
-        lines += [f"{k} = {json.dumps(v) if not isinstance(v, dict) else '{' + ', '.join(f'{a} = {json.dumps(b)}' for a, b in v.items()) + '}'}"
-                  for k, v in table.items()]
-    path = tmp_path / "ingest.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 async def test_the_command_runs_one_round_and_says_which_source_failed(
         real_backend: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    good = _write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "prices": {"BTC": "2"}}})
+    good = write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "prices": {"BTC": "2"}}})
     assert await asyncio.to_thread(main, ["ingest", "--config", str(good), "--once"]) == 0
-    bad = _write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "behaviour": "fail"},
+    bad = write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "behaviour": "fail"},
                                                          "ok": {"kind": "fake-prices", "prices": {"BTC": "2"}}})
     assert await asyncio.to_thread(main, ["ingest", "--config", str(bad), "--once"]) == 1
     err = capsys.readouterr().err
     assert "source cg failed: HTTP 503" in err and "signature=***" in err and "abab" not in err
-    missing = _write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "token_env": "NO_SUCH_VAR_X"}})
+    missing = write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "token_env": "NO_SUCH_VAR_X"}})
     assert await asyncio.to_thread(main, ["ingest", "--config", str(missing), "--once"]) == 2
     assert "NO_SUCH_VAR_X is not set" in capsys.readouterr().err
 

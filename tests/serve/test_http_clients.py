@@ -17,7 +17,7 @@ import time
 from typing import Any, AsyncIterator
 
 import httpx
-from test_http import ok, read_answer, serving, until
+from support.serving import ok, read_answer, serving, until
 
 from navstream.serve.http import HttpServer, Request, Response
 

@@ -1,6 +1,6 @@
 """Redis refusing writes (OOM under ``noeviction``, READONLY after a failover, MISCONF after a
 failed RDB save) and Redis going away for a while, on a private ``redis-server`` of the test's
-own (tests/soakkit.py): the consumer stays up, holds its batch pending, retries with backoff,
+own (tests/support/soakkit.py): the consumer stays up, holds its batch pending, retries with backoff,
 says so (``app.stats.writes_refused_since``, its health, logs, counters), and once writes work
 processes the batch and alerts how long writes were refused. Nothing is lost.
 """

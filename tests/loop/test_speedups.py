@@ -16,7 +16,7 @@
 
 Tests that take ``path`` run once through the batch script and once through the pipelined
 fallback (``MAX_SCRIPT_ARGS`` forced to 0), and check that the path asked for is the one that
-wrote (the fixture is a copy of ``tests/test_outputs_once.py``'s).
+wrote (the fixture is a copy of ``tests/contract/test_outputs_once.py``'s).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class AsyncEvents:
 
 
 class Scripted:
-    """Synchronous hooks that do what the test tells them (as in test_outputs_once.py)."""
+    """Synchronous hooks that do what the test tells them (as in tests/contract/test_outputs_once.py)."""
 
     def __init__(self, on_tick: Callable[[Outputs], object] | None = None,
                  on_events: Callable[[Sequence[Event], Outputs], object] | None = None) -> None:

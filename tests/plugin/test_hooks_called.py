@@ -11,20 +11,18 @@ from __future__ import annotations
 import inspect
 from decimal import Decimal
 import re
-from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
 import pytest
-from support import START_MS
-from test_http import serving
+from support import ROOT, START_MS
+from support.serving import serving
 
 from navstream import Event, InvalidOrder, Order, Outputs, Price, SourceSettings, hookimpl
 from navstream.contract.events import encode_fields
 from navstream.plugin import hookspecs
 from navstream.plugin.manager import PluginError, build_plugin_manager
 
-ROOT = Path(__file__).resolve().parent.parent
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("navstream_"))
 
 

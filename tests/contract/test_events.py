@@ -247,7 +247,7 @@ def test_fuzz_balances_round_trip_exactly_within_the_bounds(amount: Decimal, ts:
     assert decode_event(encode_fields(event)) == event  # and its plain form too
 
 
-# --- the number grammar, field by field (navstream.contract.numbers; tests/test_numbers.py has the rest) -----
+# --- the number grammar, field by field (navstream.contract.numbers; tests/contract/test_numbers.py has the rest) -----
 
 #: Texts Decimal() reads (or reads as an overflow waiting to happen) that the grammar refuses.
 BAD_AMOUNTS = [" 1", "1 ", "1_000", "+5", "１２", "١٢", "5e999994", "1e-999999", "NaN", "Infinity", "-Infinity",
