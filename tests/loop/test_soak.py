@@ -378,7 +378,7 @@ def test_redis_restarted_without_persistence_consumers_recreate_the_group_and_ca
         assert poll(lambda: drained(r), DRAIN_S, 0.2), fleet.tails()
 
         bare.kill()
-        time.sleep(1.0)
+        time.sleep(2.5)  # longer than the clients' own retries ride out (about 0.4 s): the loop sees the outage
         bare.start()
         assert r.dbsize() == 1, "restarted empty (but for the readiness probe)"
         after = Producer(bare, PREFIX, plan(seed=2, rounds=3), duration=1.0, deadline_s=DRAIN_S)
@@ -401,7 +401,13 @@ def test_redis_restarted_without_persistence_consumers_recreate_the_group_and_ca
         problems = nav_mismatches(nav_cfg, latest, r)
         assert not problems, "\n".join(problems)
         codes_seen = {f[b"code"].decode() for _, f in r.xrange(f"{PREFIX}:alerts")}
-        assert {"group_recreated", "redis_reconnected"} <= codes_seen, sorted(codes_seen)
+        assert "group_recreated" in codes_seen, sorted(codes_seen)
+        # A consumer that saw Redis go away owes `redis_reconnected`, and it must have been
+        # written. One that was not talking to Redis during those 2.5 s (a busy machine can
+        # starve it) finds it back at its next command, its client's retry reconnecting in
+        # place: it saw no outage, and says none.
+        saw_outage = any("redis_unreachable" in log.read_text(errors="replace") for log in logs.iterdir())
+        assert saw_outage <= ("redis_reconnected" in codes_seen), sorted(codes_seen)
     finally:
         fleet.kill_everything()
         r.close()
