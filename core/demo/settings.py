@@ -9,7 +9,7 @@ import msgspec
 from navstream.config import CORE_SECTIONS, Settings, load_settings
 
 #: The demo's settings. config/demo.toml holds the same values, documented, for
-#: ``navstream run --config config/demo.toml``; tests/test_demo.py keeps the two equal. They are
+#: ``navstream run --config config/demo.toml``; tests/demo/test_demo.py keeps the two equal. They are
 #: embedded here because an installed (non-editable) package does not ship config/.
 DEMO_CONFIG = """
 [redis]

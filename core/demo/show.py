@@ -14,7 +14,7 @@ from navstream.demo.stubs import SourceReport
 from navstream.render import table
 
 #: The live table, the decisions and the trading state fit a terminal this wide (scenario
-#: notes are kept short enough; tests/test_demo.py checks it). Alert messages are printed whole.
+#: notes are kept short enough; tests/demo/test_demo.py checks it). Alert messages are printed whole.
 TERMINAL_WIDTH = 100
 #: Width of the "total NAV" cell (``10,245,332 partial``).
 NAV_WIDTH = 18

@@ -51,7 +51,7 @@ from navstream.sources import (
 
 if TYPE_CHECKING:
     from navstream.serve.http import HttpServer, Request, Response
-    from navstream.serve.metrics import IngestMetrics
+    from navstream.serve.ingest_metrics import IngestMetrics
 
 log = logging.getLogger("navstream.ingest")
 
@@ -363,7 +363,7 @@ class Ingest:
     async def start_http(self) -> None:
         from navstream.loop.consumer import StartupError
         from navstream.serve.http import HttpServer, HttpStartError
-        from navstream.serve.metrics import IngestMetrics
+        from navstream.serve.ingest_metrics import IngestMetrics
 
         cfg = self.settings.http
         if cfg.ingest_port == 0 or self.server is not None:

@@ -16,7 +16,7 @@ batch too large for one script call, by the op's own script inside MULTI/EXEC:
 
 Before writing, every command's keys are checked, so that a write Redis would refuse is found
 before anything is written: by the batch script in Lua, and here in Python for the pipelined
-path. The two checks agree (tests/test_store_ops.py holds them to it).
+path. The two checks agree (tests/store/test_store_ops.py holds them to it).
 """
 
 from __future__ import annotations

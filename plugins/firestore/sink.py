@@ -27,7 +27,6 @@ import asyncio
 import logging
 import random
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from navstream import Clock
@@ -46,6 +45,7 @@ from .budget import (
 )
 from .config import FirestoreConfig
 from .documents import Doc
+from .health import HealthMixin, iso
 from .writes import Ledger, SinkStats, Store, Written
 
 __all__ = [
@@ -78,11 +78,7 @@ RETRY_BASE_S = 0.5
 RETRY_MAX_S = 30.0
 
 
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if ms else ""
-
-
-class Sink(BudgetMixin):
+class Sink(BudgetMixin, HealthMixin):
     """Coalesces, paces, batches and commits documents; see the module docstring.
 
     :param store: where commits go.
@@ -166,43 +162,6 @@ class Sink(BudgetMixin):
         lease again rewrites them all rather than trusting what we last wrote."""
         self.pending = {p: d for p, d in self.pending.items() if not d.shared}
         self.last = {p: w for p, w in self.last.items() if not p.startswith(("nav/", "risk/"))}
-
-    def problems(self, now_ms: int) -> list[tuple[str, str]]:
-        """``(code, reason)`` of everything that keeps the dashboards from the whole truth."""
-        s = self.stats
-        out: list[tuple[str, str]] = []
-        if self.store.dry_run:
-            out.append(("dry_run", "dry run: documents are logged, nothing is written to Firestore"))
-        elif s.failing_since_ms:
-            out.append(
-                (
-                    "failing",
-                    f"writes failing since {iso(s.failing_since_ms)} ({s.consecutive_failures} "
-                    f"attempts, retried with backoff): {s.last_failure}",
-                )
-            )
-        elif not s.last_success_ms:
-            out.append(("unconfirmed", "no write confirmed yet"))
-        if self.budget_low(now_ms):
-            out.append(
-                (
-                    "budget_low",
-                    f"{self.used_now(now_ms)} of {self.cfg.max_writes_per_day} writes used today "
-                    "(UTC): only significant changes and heartbeats are written",
-                )
-            )
-        if self._owed and self._ledger_failed:
-            out.append(
-                (
-                    "ledger",
-                    f"{sum(c for _, c, _ in self._owed)} writes not yet counted in the group's "
-                    f"daily budget in Redis ({self.stats.ledger_failures} failures); other "
-                    "consumers cannot see them until Redis answers",
-                )
-            )
-        if len(self.pending) >= self.cfg.queue_size:
-            out.append(("queue_full", f"queue full ({self.cfg.queue_size} documents): {s.shed} updates shed"))
-        return out
 
     # --- tests and shutdown ---------------------------------------------------------------------
 
@@ -395,28 +354,3 @@ class Sink(BudgetMixin):
                 "could not record firestore writes in Redis; retried with the next commit",
                 extra={"event": "firestore_ledger_failed", "error": str(exc), "owed": len(self._owed)},
             )
-
-    def health(self, now_ms: int) -> dict[str, Any]:
-        s = self.stats
-        problems = self.problems(now_ms)
-        report: dict[str, Any] = {
-            "status": "degraded" if problems else "ok",
-            "leader": int(self.leader),
-            "writes": s.writes,
-            "batches": s.batches,
-            "failures": s.failures,
-            "pending": len(self.pending),
-            "deferred": s.deferred,
-            "coalesced": s.coalesced,
-            "shed": s.shed,
-            "writes_today": self.used_now(now_ms),
-            "max_writes_per_day": self.cfg.max_writes_per_day,
-            "last_success_ms": s.last_success_ms,
-            "last_failure_ms": s.last_failure_ms,
-            "last_failure": s.last_failure,
-        }
-        if self.store.dry_run:
-            report["would_write"] = s.would_write
-        if problems:
-            report["reason"] = "; ".join(reason for _, reason in problems)
-        return report

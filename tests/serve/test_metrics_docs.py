@@ -16,7 +16,7 @@ from support.serving import SECTIONS, Sink, desk_events, order, serving, until
 from support.ingest import answers, build
 
 from support.docs_promql import DOCS, ROOT, blocks, expressions, metric_names, rule_expressions
-from navstream.serve.metrics import IngestMetrics
+from navstream.serve.ingest_metrics import IngestMetrics
 
 OBSERVABILITY = ROOT / "docs" / "observability.md"
 
