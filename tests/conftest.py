@@ -22,6 +22,9 @@ from typing import Any
 import pytest
 from support import Backend, require_real_redis
 
+#: Fixtures shared by the endpoint's tests (``no_cache``) and the browser tests (``browser_paths``).
+pytest_plugins = ["support.serving", "support.browser"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

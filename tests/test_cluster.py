@@ -18,23 +18,24 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import msgspec
 import pytest
 import redis
-from support import START_MS, run_step
 from redis.cluster import RedisCluster as SyncRedisCluster
+from support import START_MS, run_step
 
-from navstream.ops.admin import collect_status
 from navstream.app import App, ManualClock, SystemClock
 from navstream.cli import main
 from navstream.client import RiskClient
 from navstream.config import ConfigError, load_settings
-from navstream.loop.consumer import Consumer
-from navstream.ingest.runner import Ingest
 from navstream.contract.keys import Keys, hash_tagged
+from navstream.ingest.runner import Ingest
+from navstream.loop.consumer import Consumer
+from navstream.ops.admin import collect_status
 from navstream.plugin.manager import build_plugin_manager
 from navstream.serve.status import read_consumers
 
@@ -48,12 +49,29 @@ NODES = 3
 def test_keys_are_unchanged_without_cluster_and_hash_tagged_with_it() -> None:
     plain = Keys("navstream")
     assert (plain.prefix, plain.events, plain.state("nav", "latest"), plain.heartbeat("c")) == (
-        "navstream", "navstream:events", "navstream:state:nav:latest", "navstream:heartbeat:c")
+        "navstream",
+        "navstream:events",
+        "navstream:state:nav:latest",
+        "navstream:heartbeat:c",
+    )
     tagged = Keys("navstream", cluster=True)
-    assert (tagged.prefix, tagged.events, tagged.orders, tagged.failures, tagged.stream("nav"),
-            tagged.state("risk", "trading"), tagged.heartbeat("c")) == (
-        "{navstream}", "{navstream}:events", "{navstream}:orders", "{navstream}:state:failures",
-        "{navstream}:nav", "{navstream}:state:risk:trading", "{navstream}:heartbeat:c")
+    assert (
+        tagged.prefix,
+        tagged.events,
+        tagged.orders,
+        tagged.failures,
+        tagged.stream("nav"),
+        tagged.state("risk", "trading"),
+        tagged.heartbeat("c"),
+    ) == (
+        "{navstream}",
+        "{navstream}:events",
+        "{navstream}:orders",
+        "{navstream}:state:failures",
+        "{navstream}:nav",
+        "{navstream}:state:risk:trading",
+        "{navstream}:heartbeat:c",
+    )
     # a prefix that already holds a hash tag keeps it; an empty tag `{}` is no tag
     assert hash_tagged("{desk}-binance") == "{desk}-binance"
     assert hash_tagged("desk{}") == "{desk{}}"
@@ -116,16 +134,50 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for _ in range(NODES):
             port = _free_port()
             ports.append(port)
-            procs.append(subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", f"nodes-{port}.conf", "--dir", str(workdir), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--logfile", str(workdir / f"{port}.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        server,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        f"nodes-{port}.conf",
+                        "--dir",
+                        str(workdir),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--daemonize",
+                        "no",
+                        "--logfile",
+                        str(workdir / f"{port}.log"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         for port in ports:
             _wait(lambda p=port: redis.Redis(port=p, socket_connect_timeout=0.2).ping(), "node up")
-        subprocess.run([cli_, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                        "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        subprocess.run(
+            [
+                cli_,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
         for port in ports:
             _wait(lambda p=port: _cluster_ok(p), "cluster_state:ok")
         yield Cluster(ports)
@@ -160,15 +212,24 @@ def _wait(check: Any, what: str, timeout_s: float = 20.0) -> None:
 
 
 SECTIONS = {
-    "nav": {"max_age_s": 120, "publish_every_s": 600, "alert_every_s": 300, "pegs": {"USDT": "1"},
-            "routes": {"BTC": "BTC/USDT"}},
+    "nav": {
+        "max_age_s": 120,
+        "publish_every_s": 600,
+        "alert_every_s": 300,
+        "pegs": {"USDT": "1"},
+        "routes": {"BTC": "BTC/USDT"},
+    },
 }
 
 
 def _settings(cluster: Cluster, prefix: str, name: str = "c-0", **consumer: Any) -> Any:
-    return load_settings(env={}, overrides={
-        "redis": {"url": cluster.url, "prefix": prefix, "group": "g", "cluster": True},
-        "consumer": {"name": name, **consumer}})
+    return load_settings(
+        env={},
+        overrides={
+            "redis": {"url": cluster.url, "prefix": prefix, "group": "g", "cluster": True},
+            "consumer": {"name": name, **consumer},
+        },
+    )
 
 
 @pytest.fixture
@@ -177,8 +238,13 @@ async def make_cluster_app(cluster: Cluster, tmp_path: Path) -> AsyncIterator[An
 
     def factory(prefix: str, *, name: str = "c-0", clock: Any = None, **consumer: Any) -> App:
         settings = _settings(cluster, prefix, name, **consumer)
-        risk = {"max_nav_age_s": 60, "max_order_notional": "50000", "max_order_pct_nav": 50,
-                "max_gross_exposure_x": 3, "audit_dir": str(tmp_path / "audit" / prefix)}
+        risk = {
+            "max_nav_age_s": 60,
+            "max_order_notional": "50000",
+            "max_order_pct_nav": 50,
+            "max_gross_exposure_x": 3,
+            "audit_dir": str(tmp_path / "audit" / prefix),
+        }
         settings = msgspec.structs.replace(settings, extra={**SECTIONS, "risk": risk})
         loaded = build_plugin_manager(load_entrypoints=True, env={}, disabled=["source_monitor", "firestore"])
         app = App.create(settings, clock=clock or ManualClock(START_MS), plugins=loaded)
@@ -205,18 +271,32 @@ T0 = START_MS - 1_000
 
 
 def funded(ts: int = T0) -> list[dict[str, str]]:
-    return [{"type": "balance", "venue": "binance", "account": "main", "asset": "USDT", "balance": "100000",
-             "ts": str(ts)},
-            {"type": "price", "base": "BTC", "quote": "USDT", "price": "50000", "source": "binance-spot",
-             "ts": str(ts)},
-            # venue-wide, from the prices' source: it vouches for the account and the prices
-            {"type": "source_status", "venue": "binance", "source": "binance-spot", "ok": "true",
-             "error": "", "ts": str(ts)}]
+    return [
+        {"type": "balance", "venue": "binance", "account": "main", "asset": "USDT", "balance": "100000", "ts": str(ts)},
+        {"type": "price", "base": "BTC", "quote": "USDT", "price": "50000", "source": "binance-spot", "ts": str(ts)},
+        # venue-wide, from the prices' source: it vouches for the account and the prices
+        {
+            "type": "source_status",
+            "venue": "binance",
+            "source": "binance-spot",
+            "ok": "true",
+            "error": "",
+            "ts": str(ts),
+        },
+    ]
 
 
 def order(order_id: str, qty: str = "0.1", ts: int = START_MS) -> dict[str, str]:
-    return {"type": "order", "order_id": order_id, "venue": "binance", "account": "main", "symbol": "BTCUSDT",
-            "side": "buy", "qty": qty, "ts": str(ts)}
+    return {
+        "type": "order",
+        "order_id": order_id,
+        "venue": "binance",
+        "account": "main",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "qty": qty,
+        "ts": str(ts),
+    }
 
 
 def _slots_of(cluster: Cluster, pattern: str) -> set[int]:
@@ -251,7 +331,9 @@ async def test_nav_and_risk_run_on_the_cluster_in_one_slot(make_cluster_app: Any
     await consumer.tick()
     decisions = [f for _, f in await app.redis.xrange(app.keys.decisions)]
     assert [(d["order_id"], d["decision"], d["nav"]) for d in decisions] == [
-        ("o-1", "approve", "100000"), ("o-2", "veto", "100000")]
+        ("o-1", "approve", "100000"),
+        ("o-2", "veto", "100000"),
+    ]
     latest = await app.redis.hgetall(app.keys.state("nav", "latest"))
     assert latest and any("100000" in v for v in latest.values())
     assert await app.redis.xlen(app.keys.dlq) == 0
@@ -280,8 +362,8 @@ async def test_a_dead_consumers_entries_are_reclaimed_on_the_cluster(make_cluste
 
 
 async def test_status_and_the_status_page_read_the_cluster(
-        make_cluster_app: Any, cluster: Cluster, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    make_cluster_app: Any, cluster: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = prefix()
     app = make_cluster_app(p, name="worker-1")
     consumer = Consumer(app)
@@ -304,17 +386,26 @@ async def test_status_and_the_status_page_read_the_cluster(
 
 
 async def test_publish_and_ingest_write_under_the_hash_tag(
-        cluster: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = prefix()
     monkeypatch.setenv("NAVSTREAM_REDIS_CLUSTER", "1")
-    price = {"type": "price", "base": "ETH", "quote": "USDT", "price": "3000", "source": "x",
-             "ts": str(int(time.time() * 1000))}
+    price = {
+        "type": "price",
+        "base": "ETH",
+        "quote": "USDT",
+        "price": "3000",
+        "source": "x",
+        "ts": str(int(time.time() * 1000)),
+    }
     code = await asyncio.to_thread(
-        main, ["publish", "--redis-url", cluster.url, "--prefix", p, *(f"{k}={v}" for k, v in price.items())])
+        main, ["publish", "--redis-url", cluster.url, "--prefix", p, *(f"{k}={v}" for k, v in price.items())]
+    )
     assert code == 0, capsys.readouterr().err
 
     settings = msgspec.structs.replace(
-        _settings(cluster, p), extra={"sources": {"cg": {"kind": "fake-prices", "prices": {"BTC": "97000.5"}}}})
+        _settings(cluster, p), extra={"sources": {"cg": {"kind": "fake-prices", "prices": {"BTC": "97000.5"}}}}
+    )
     kinds = build_plugin_manager(env={}, load_entrypoints=False, modules=["procplugins.fake_source"]).source_kinds
     from navstream.app import default_connect
 
@@ -329,7 +420,10 @@ async def test_publish_and_ingest_write_under_the_hash_tag(
     try:
         events = [f for _, f in c.xrange(f"{{{p}}}:events")]
         assert [(e["type"], e.get("base")) for e in events] == [
-            ("price", "ETH"), ("price", "BTC"), ("source_status", None)]
+            ("price", "ETH"),
+            ("price", "BTC"),
+            ("source_status", None),
+        ]
         assert not c.exists(f"{p}:events")
         for key in c.scan_iter(match=f"{{{p}}}:*"):
             c.delete(key)
@@ -346,8 +440,9 @@ async def test_the_risk_client_gets_decisions_from_the_cluster(make_cluster_app:
     runner = asyncio.create_task(consumer.run())
     try:
         async with RiskClient.connect(cluster.url, p, cluster=True) as client:
-            d = await client.decide(order_id="rc-1", venue="binance", account="main", symbol="BTCUSDT",
-                                    side="buy", qty="0.1", deadline_s=10)
+            d = await client.decide(
+                order_id="rc-1", venue="binance", account="main", symbol="BTCUSDT", side="buy", qty="0.1", deadline_s=10
+            )
         assert (d.decision, d.nav, d.timed_out) == ("approve", "100000", False)
     finally:
         consumer.request_stop()
@@ -362,8 +457,24 @@ async def test_venues_shard_over_the_nodes_one_prefix_each(make_cluster_app: Any
     try:
         run = uuid.uuid4().hex[:6]
         by_node: dict[str, str] = {}
-        for venue in ("binance", "okx", "bybit", "kraken", "deribit", "coinbase", "bitget", "gate", "mexc",
-                      "htx", "kucoin", "bitmex", "bitstamp", "gemini", "upbit", "bitfinex"):
+        for venue in (
+            "binance",
+            "okx",
+            "bybit",
+            "kraken",
+            "deribit",
+            "coinbase",
+            "bitget",
+            "gate",
+            "mexc",
+            "htx",
+            "kucoin",
+            "bitmex",
+            "bitstamp",
+            "gemini",
+            "upbit",
+            "bitfinex",
+        ):
             p = f"desk-{run}-{venue}"
             node = client.get_node_from_key(Keys(p, cluster=True).events).name
             by_node.setdefault(node, p)

@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
 
-import compose_run  # noqa: E402
+import compose_run
 
 
 def _args(service: str, **kw: object) -> tuple[list[str], list[str]]:
@@ -30,14 +29,26 @@ def test_durations() -> None:
 
 
 def test_the_consumer_service_as_compose_describes_it() -> None:
-    args, notes = _args("consumer", hostname="h1", env_overrides={"NAVSTREAM_HTTP_PORT": "18080"},
-                        volumes={"navstream-state": "ci-state"})
+    args, notes = _args(
+        "consumer",
+        hostname="h1",
+        env_overrides={"NAVSTREAM_HTTP_PORT": "18080"},
+        volumes={"navstream-state": "ci-state"},
+    )
     joined = " ".join(args)
     assert args[:4] == ["--name", "c1", "--network", "host"]
-    for expected in ("--read-only", "--tmpfs /tmp", "--cap-drop ALL", "--security-opt no-new-privileges:true",
-                     "--stop-signal SIGTERM", "--stop-timeout 30", "--hostname h1",
-                     "-e NAVSTREAM_HTTP_PORT=18080", "-v ci-state:/var/lib/navstream",
-                     f"-v {ROOT / 'config'}:/etc/navstream:ro"):
+    for expected in (
+        "--read-only",
+        "--tmpfs /tmp",
+        "--cap-drop ALL",
+        "--security-opt no-new-privileges:true",
+        "--stop-signal SIGTERM",
+        "--stop-timeout 30",
+        "--hostname h1",
+        "-e NAVSTREAM_HTTP_PORT=18080",
+        "-v ci-state:/var/lib/navstream",
+        f"-v {ROOT / 'config'}:/etc/navstream:ro",
+    ):
         assert expected in joined
     assert "-e NAVSTREAM_HTTP_PORT=8080" not in joined  # overridden, not doubled
     assert args[-2:] == ["navstream:ci", "run"]

@@ -8,8 +8,8 @@ install's import hook hides ``navstream.plugins`` from static tools.
 from __future__ import annotations
 
 import configparser
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,8 +20,8 @@ from support import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
 
-from import_cycles import strongly_connected  # noqa: E402
-from layout import install  # noqa: E402
+from import_cycles import strongly_connected
+from layout import install
 
 #: "No module over about 400 lines" (issue 15): a module past this has more than one job.
 MAX_LINES = 420
@@ -40,8 +40,16 @@ def _run(args: list[str], layout: Path, cwd: Path = ROOT) -> subprocess.Complete
 
 
 def _lint_imports(layout: Path, config: Path = ROOT / ".importlinter") -> subprocess.CompletedProcess[str]:
-    return _run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
-                 "sys.exit(lint_imports_command())", str(config), "--no-cache"], layout)
+    return _run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
+            str(config),
+            "--no-cache",
+        ],
+        layout,
+    )
 
 
 def test_the_import_contracts_are_kept(layout: Path) -> None:
@@ -85,15 +93,21 @@ def test_the_contracts_name_every_core_module() -> None:
     parser = configparser.ConfigParser()
     parser.read(ROOT / ".importlinter")
     listed = set(parser["importlinter:contract:core-names-no-plugin"]["source_modules"].split())
-    on_disk = {f"navstream.{p.stem if p.is_file() else p.name}" for p in (ROOT / "core").iterdir()
-               if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    on_disk = {
+        f"navstream.{p.stem if p.is_file() else p.name}"
+        for p in (ROOT / "core").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
     assert on_disk == listed, "list every top-level module of core/ in .importlinter's contracts"
     assert set(parser["importlinter:contract:plugins-use-the-facade"]["forbidden_modules"].split()) == listed
 
 
 def test_no_module_has_more_than_one_job_by_its_length() -> None:
-    long = {str(p.relative_to(ROOT)): n for p in [*(ROOT / "core").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in [*(ROOT / "core").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 

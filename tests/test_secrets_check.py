@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import ROOT
 
 pytest.importorskip("detect_secrets", reason="detect-secrets is installed by .ci/secrets.sh (pinned there)")
@@ -33,15 +32,31 @@ def rand(n: int, alphabet: str = ALNUM) -> str:
 def secrets_by_file() -> dict[str, tuple[str, str, str]]:
     """``{file: (text, kind the scan must name, the secret)}``, one of each kind."""
     github = "gh" + "p_" + rand(36)
-    slack = "xo" + "xb-" + rand(12, string.digits) + "-" + rand(13, string.digits) + "-" + rand(24, string.ascii_lowercase + string.digits)
+    slack = (
+        "xo"
+        + "xb-"
+        + rand(12, string.digits)
+        + "-"
+        + rand(13, string.digits)
+        + "-"
+        + rand(24, string.ascii_lowercase + string.digits)
+    )
     google = "AI" + "za" + rand(35, ALNUM + "-_")
     pw_alone, pw_user = rand(20), rand(20)
     return {
         "notes.md": (f"Deploy with the token {github} for now.\n", "GitHub Token", github),
         "app/notify.py": (f'WEBHOOK_TOKEN_FOR_ALERTS = "{slack}"\n', "Slack Token", slack),
         "config/maps.yaml": (f"maps:\n  key: {google}\n", "Google API Key", google),
-        "config/prod.toml": (f'[redis]\nurl = "rediss://:{pw_alone}@redis.internal:6380/0"\n', "Password in URL", pw_alone),
-        "deploy/run.sh": (f"export NAVSTREAM_REDIS_URL=redis://ops:{pw_user}@10.0.0.5:6379/0\n", "Password in URL", pw_user),
+        "config/prod.toml": (
+            f'[redis]\nurl = "rediss://:{pw_alone}@redis.internal:6380/0"\n',
+            "Password in URL",
+            pw_alone,
+        ),
+        "deploy/run.sh": (
+            f"export NAVSTREAM_REDIS_URL=redis://ops:{pw_user}@10.0.0.5:6379/0\n",
+            "Password in URL",
+            pw_user,
+        ),
     }
 
 
@@ -62,8 +77,9 @@ def make_repo(path: Path, files: dict[str, str], baseline_results: dict | None =
 
 def run_check(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The command of .ci/secrets.sh, pointed at ``root``."""
-    return subprocess.run([sys.executable, str(CHECK), "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(CHECK), "--root", str(root), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_ci_runs_this_check() -> None:
@@ -84,10 +100,14 @@ def test_each_kind_is_found_and_never_shown(tmp_path: Path) -> None:
 
 
 def test_a_clean_tree_passes(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo", {
-        "README.md": "Set NAVSTREAM_REDIS_PASSWORD in the environment; the URL is redis://redis:6379/0.\n",
-        "app/main.py": 'import os\n\nPASSWORD = os.environ["NAVSTREAM_REDIS_PASSWORD"]\nURL = "redis://user:***@host:6379/0"\n',
-        "config/prod.toml": '[redis]\nurl = "rediss://redis.internal:6380/0"\n'})
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "README.md": "Set NAVSTREAM_REDIS_PASSWORD in the environment; the URL is redis://redis:6379/0.\n",
+            "app/main.py": 'import os\n\nPASSWORD = os.environ["NAVSTREAM_REDIS_PASSWORD"]\nURL = "redis://user:***@host:6379/0"\n',
+            "config/prod.toml": '[redis]\nurl = "rediss://redis.internal:6380/0"\n',
+        },
+    )
     done = run_check(repo)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no findings" in done.stdout
@@ -145,8 +165,13 @@ def test_the_repository_baseline_is_all_audited_false_positives() -> None:
 
 def test_the_old_scanner_still_runs_with_the_baseline_in_the_tree() -> None:
     assert shutil.which("git")
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "secret_scan.py"), ".secrets.baseline"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "secret_scan.py"), ".secrets.baseline"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
 
 

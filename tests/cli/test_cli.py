@@ -11,8 +11,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -31,7 +32,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """Run ``navstream ARGS`` in-process; return (exit code, stdout, stderr)."""
     try:
@@ -48,9 +48,17 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_proc(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "navstream.cli", *args], input=input, capture_output=True,
-                          text=True, timeout=60, env=env if env is not None else clean_env())
+def run_proc(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "navstream.cli", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env if env is not None else clean_env(),
+    )
 
 
 def now_ms() -> int:
@@ -60,13 +68,29 @@ def now_ms() -> int:
 
 
 def price(**over: Any) -> dict[str, Any]:
-    return {"type": "price", "base": "BTC", "quote": "USDT", "price": "97000.5", "source": "manual",
-            "ts": now_ms(), **over}
+    return {
+        "type": "price",
+        "base": "BTC",
+        "quote": "USDT",
+        "price": "97000.5",
+        "source": "manual",
+        "ts": now_ms(),
+        **over,
+    }
 
 
 def order(**over: Any) -> dict[str, Any]:
-    return {"type": "order", "order_id": "o-1", "venue": "binance", "account": "main",
-            "symbol": "BTCUSDT", "side": "buy", "qty": "0.5", "ts": now_ms(), **over}
+    return {
+        "type": "order",
+        "order_id": "o-1",
+        "venue": "binance",
+        "account": "main",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "qty": "0.5",
+        "ts": now_ms(),
+        **over,
+    }
 
 
 def jsonl(*entries: dict[str, Any]) -> str:
@@ -94,9 +118,18 @@ def key(rb: Any, name: str) -> str:
 
 
 def add_dead(r: redis.Redis, rb: Any, fields: dict[str, Any], source: str = "events", error: str = "boom") -> str:
-    return r.xadd(key(rb, "dlq"), {**{k: str(v) for k, v in fields.items()}, "dlq_stream": key(rb, source),
-                                   "dlq_id": "1-0", "dlq_error": error, "dlq_deliveries": "5",
-                                   "dlq_consumer": "c", "dlq_ts": "1"})
+    return r.xadd(
+        key(rb, "dlq"),
+        {
+            **{k: str(v) for k, v in fields.items()},
+            "dlq_stream": key(rb, source),
+            "dlq_id": "1-0",
+            "dlq_error": error,
+            "dlq_deliveries": "5",
+            "dlq_consumer": "c",
+            "dlq_ts": "1",
+        },
+    )
 
 
 # --- help and usage -----------------------------------------------------------------------------
@@ -124,8 +157,20 @@ COMMANDS = _command_paths()
 
 def test_the_parser_has_every_documented_command() -> None:
     names = {" ".join(p) for p in COMMANDS}
-    assert {"run", "demo", "publish", "status", "plugins", "dlq", "dlq list", "dlq replay", "dlq purge",
-            "trim", "config", "config check"} <= names
+    assert {
+        "run",
+        "demo",
+        "publish",
+        "status",
+        "plugins",
+        "dlq",
+        "dlq list",
+        "dlq replay",
+        "dlq purge",
+        "trim",
+        "config",
+        "config check",
+    } <= names
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "navstream")
@@ -150,8 +195,19 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.strip() == f"navstream {__version__}"
 
 
-@pytest.mark.parametrize("argv", [[], ["nope"], ["dlq"], ["trim", "dlq"], ["config"], ["dlq", "list", "--limit", "0"],
-                                  ["run", "--until-idle", "-1"], ["run", "--max-events", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["nope"],
+        ["dlq"],
+        ["trim", "dlq"],
+        ["config"],
+        ["dlq", "list", "--limit", "0"],
+        ["run", "--until-idle", "-1"],
+        ["run", "--max-events", "x"],
+    ],
+)
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     code, out, err = cli(capsys, *argv)
     assert code == 2
@@ -163,12 +219,13 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
 
 def test_publish_key_value(capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis) -> None:
     before = now_ms()
-    code, out, err = cli(capsys, "publish", *opts(rb), "type=price", "base=BTC", "quote=USDT",
-                         "price=0.1", "source=manual", "--stamp")
+    code, out, err = cli(
+        capsys, "publish", *opts(rb), "type=price", "base=BTC", "quote=USDT", "price=0.1", "source=manual", "--stamp"
+    )
     assert code == 0, err
     stream, new_id = out.split()
     assert stream == key(rb, "events")
-    (entry_id, fields), = r.xrange(stream)
+    ((entry_id, fields),) = r.xrange(stream)
     assert entry_id == new_id
     assert fields["price"] == "0.1" and fields["base"] == "BTC"
     assert before <= int(fields["ts"]) <= now_ms()
@@ -200,8 +257,9 @@ def test_publish_file(capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redi
     assert [i for i, _ in r.xrange(key(rb, "orders"))] == [printed[1][1]]
 
 
-def test_publish_stdin_in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                                  rb: Any, r: redis.Redis) -> None:
+def test_publish_stdin_in_process(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, rb: Any, r: redis.Redis
+) -> None:
     import io
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(jsonl(price(), price(base="ETH"))))
@@ -219,8 +277,9 @@ def test_publish_stdin_subprocess(rb: Any, r: redis.Redis) -> None:
     assert r.xlen(key(rb, "orders")) == 1
 
 
-def test_publish_invalid_entry_writes_nothing(capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis,
-                                              tmp_path: Path) -> None:
+def test_publish_invalid_entry_writes_nothing(
+    capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis, tmp_path: Path
+) -> None:
     path = tmp_path / "in.jsonl"
     missing = price()
     del missing["price"]
@@ -243,8 +302,9 @@ def test_publish_invalid_key_value_entry(capsys: pytest.CaptureFixture[str], rb:
     assert r.exists(key(rb, "events")) == 0
 
 
-def test_publish_nested_json_names_the_line(capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis,
-                                            tmp_path: Path) -> None:
+def test_publish_nested_json_names_the_line(
+    capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis, tmp_path: Path
+) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text(jsonl(price(), {**price(), "meta": {"a": 1}}))
     code, _, err = cli(capsys, "publish", *opts(rb), "--file", str(path))
@@ -263,8 +323,9 @@ def test_publish_nested_json_names_the_line(capsys: pytest.CaptureFixture[str], 
     ],
     ids=["fields-and-file", "neither", "bad-pair", "missing-file"],
 )
-def test_publish_bad_input_exits_2_before_connecting(capsys: pytest.CaptureFixture[str], argv: list[str],
-                                                     words: list[str]) -> None:
+def test_publish_bad_input_exits_2_before_connecting(
+    capsys: pytest.CaptureFixture[str], argv: list[str], words: list[str]
+) -> None:
     # An unreachable Redis proves the input is judged before any connection (that would be 3).
     code, out, err = cli(capsys, "publish", "--redis-url", UNREACHABLE, *argv)
     assert code == 2
@@ -339,7 +400,7 @@ def test_run_then_status_shows_the_consumer(capsys: pytest.CaptureFixture[str], 
     assert "dead letters: 1" in out and "navstream dlq list" in out
     assert "[risk]" in out and "decisions_stored: 0" in out  # the risk gate reads P:orders
     data = json.loads(cli(capsys, "status", *opts(rb), "--json")[1])
-    beat, = data["consumers"]
+    (beat,) = data["consumers"]
     assert beat["consumer"] == "cli-worker" and int(beat["ttl_ms"]) > 0
     group = data["streams"][key(rb, "events")]["groups"][0]
     assert (group["pending"], group["lag"]) == (0, 0)
@@ -357,8 +418,7 @@ def test_status_of_another_group(capsys: pytest.CaptureFixture[str], rb: Any, r:
     assert "no group" in out
 
 
-def test_status_with_a_config_file(capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis,
-                                   tmp_path: Path) -> None:
+def test_status_with_a_config_file(capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis, tmp_path: Path) -> None:
     cfg = tmp_path / "navstream.toml"
     cfg.write_text(f'[redis]\nurl = "{rb.url}"\nprefix = "{rb.prefix}"\ngroup = "grp"\n')
     code, out, err = cli(capsys, "status", "--config", str(cfg), "--json")
@@ -367,8 +427,9 @@ def test_status_with_a_config_file(capsys: pytest.CaptureFixture[str], rb: Any, 
     assert (data["prefix"], data["group"]) == (rb.prefix, "grp")
 
 
-def test_status_when_a_key_has_the_wrong_type_fails_cleanly(capsys: pytest.CaptureFixture[str], rb: Any,
-                                                            r: redis.Redis) -> None:
+def test_status_when_a_key_has_the_wrong_type_fails_cleanly(
+    capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis
+) -> None:
     r.set(key(rb, "events"), "not a stream")
     try:
         code, _, err = cli(capsys, "status", *opts(rb))
@@ -405,7 +466,7 @@ def test_dlq_replay_ids(capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Re
     assert code == 0, err
     prefix = f"replayed {a} -> {key(rb, 'events')} "
     assert out.startswith(prefix)
-    new_id = out.strip()[len(prefix):]
+    new_id = out.strip()[len(prefix) :]
     assert r.xrange(key(rb, "events")) == [(new_id, fields)]
     assert [i for i, _ in r.xrange(key(rb, "dlq"))] == [b]
 
@@ -422,8 +483,9 @@ def test_dlq_replay_all(capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Re
 
 @pytest.mark.parametrize("action", ["replay", "purge"])
 @pytest.mark.parametrize("argv", [[], ["1-0", "--all"]], ids=["neither", "both"])
-def test_dlq_replay_or_purge_needs_ids_or_all(capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis,
-                                              action: str, argv: list[str]) -> None:
+def test_dlq_replay_or_purge_needs_ids_or_all(
+    capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis, action: str, argv: list[str]
+) -> None:
     a = add_dead(r, rb, price())
     code, out, err = cli(capsys, "dlq", action, *opts(rb), *argv)
     assert code == 2 and out == ""
@@ -561,8 +623,10 @@ def test_plugins_with_a_module_that_does_not_import(capsys: pytest.CaptureFixtur
 
 def test_config_check_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     cfg = tmp_path / "ok.toml"
-    cfg.write_text('[redis]\nurl = "redis://127.0.0.1:6379/0"\nprefix = "desk"\n\n'
-                   '[consumer]\nbatch_size = 100\n\n[source_monitor]\nmax_silence_s = 30\n')
+    cfg.write_text(
+        '[redis]\nurl = "redis://127.0.0.1:6379/0"\nprefix = "desk"\n\n'
+        "[consumer]\nbatch_size = 100\n\n[source_monitor]\nmax_silence_s = 30\n"
+    )
     code, out, err = cli(capsys, "config", "check", str(cfg))
     assert code == 0, err
     assert out.splitlines()[0] == f"{cfg}: ok"
@@ -592,8 +656,17 @@ def test_config_check_empty_file_is_valid(capsys: pytest.CaptureFixture[str], tm
         ('[redis]\nurl = "http://127.0.0.1"\n', ["url"]),
         ("redis = 5\n", ["[redis] must be a table"]),
     ],
-    ids=["unknown-key", "unknown-consumer-key", "unknown-plugin-key", "unknown-section", "invalid-toml",
-         "top-level-value", "out-of-range", "bad-url", "section-not-table"],
+    ids=[
+        "unknown-key",
+        "unknown-consumer-key",
+        "unknown-plugin-key",
+        "unknown-section",
+        "invalid-toml",
+        "top-level-value",
+        "out-of-range",
+        "bad-url",
+        "section-not-table",
+    ],
 )
 def test_config_check_invalid(capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, words: list[str]) -> None:
     cfg = tmp_path / "bad.toml"
@@ -613,8 +686,9 @@ def test_config_check_missing_file(capsys: pytest.CaptureFixture[str], tmp_path:
     assert str(missing) in err and "cannot read" in err
 
 
-def test_config_check_ignores_the_environment(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
+def test_config_check_ignores_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     cfg = tmp_path / "ok.toml"
     cfg.write_text('[redis]\nprefix = "fromfile"\n')
     monkeypatch.setenv("NAVSTREAM_PREFIX", "fromenv")
@@ -627,8 +701,14 @@ def test_config_check_ignores_the_environment(capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.parametrize(
     "argv",
-    [["status"], ["status", "--json"], ["dlq", "list"], ["dlq", "purge", "--all"], ["trim", "events"],
-     ["publish", "type=price", "base=BTC", "quote=USDT", "price=1", "source=m", "--stamp"]],
+    [
+        ["status"],
+        ["status", "--json"],
+        ["dlq", "list"],
+        ["dlq", "purge", "--all"],
+        ["trim", "events"],
+        ["publish", "type=price", "base=BTC", "quote=USDT", "price=1", "source=m", "--stamp"],
+    ],
     ids=lambda a: " ".join(a[:2]),
 )
 def test_unreachable_redis_exit_3(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
@@ -640,8 +720,14 @@ def test_unreachable_redis_exit_3(capsys: pytest.CaptureFixture[str], argv: list
 
 @pytest.mark.parametrize(
     "argv",
-    [["status"], ["status", "--json"], ["dlq", "list"], ["dlq", "replay", "--all"], ["trim", "orders", "--dry-run"],
-     ["publish", "type=price", "base=BTC", "quote=USDT", "price=1", "source=m", "--stamp"]],
+    [
+        ["status"],
+        ["status", "--json"],
+        ["dlq", "list"],
+        ["dlq", "replay", "--all"],
+        ["trim", "orders", "--dry-run"],
+        ["publish", "type=price", "base=BTC", "quote=USDT", "price=1", "source=m", "--stamp"],
+    ],
     ids=lambda a: " ".join(a[:2]),
 )
 def test_password_never_printed_in_process(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
@@ -678,8 +764,7 @@ def test_password_never_printed_by_config_check(capsys: pytest.CaptureFixture[st
 
 def test_password_rejected_by_the_server_never_printed(capsys: pytest.CaptureFixture[str], rb: Any) -> None:
     host = rb.url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
-    code, out, err = cli(capsys, "status", "--redis-url", f"redis://nosuchuser:s3cret@{host}/0",
-                         "--prefix", rb.prefix)
+    code, out, err = cli(capsys, "status", "--redis-url", f"redis://nosuchuser:s3cret@{host}/0", "--prefix", rb.prefix)
     assert code != 0
     assert "s3cret" not in out + err
 
@@ -694,10 +779,16 @@ def test_status_renders_plugin_records_as_tables() -> None:
     """A plugin section's lists of records read as tables (NAV scopes, sources), not JSON."""
     from navstream.render import render_section
 
-    text = render_section({"quote": "USD", "scopes": [
-        {"scope": "account", "name": "okx/a", "nav": "12.5", "status": "partial", "missing": ["okx/a/SOL"]},
-        {"scope": "total", "name": "total", "nav": "12.5", "status": "partial", "missing": []}],
-        "sources": []})
+    text = render_section(
+        {
+            "quote": "USD",
+            "scopes": [
+                {"scope": "account", "name": "okx/a", "nav": "12.5", "status": "partial", "missing": ["okx/a/SOL"]},
+                {"scope": "total", "name": "total", "nav": "12.5", "status": "partial", "missing": []},
+            ],
+            "sources": [],
+        }
+    )
     lines = text.splitlines()
     assert lines[0] == 'quote: "USD"' and lines[1] == "scopes:"
     assert lines[2].split() == ["scope", "name", "nav", "status", "missing"]

@@ -12,8 +12,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -39,8 +40,9 @@ def env() -> dict[str, str]:
 def head_1(*args: str, tmp_path: Path) -> tuple[str, int, str]:
     """``navstream ARGS | head -1``: the first line, the exit code, stderr."""
     with (tmp_path / "stderr").open("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "navstream.cli", *args], stdout=subprocess.PIPE,
-                                stderr=err, env=env())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "navstream.cli", *args], stdout=subprocess.PIPE, stderr=err, env=env()
+        )
         try:
             assert proc.stdout is not None
             first = proc.stdout.readline().decode()
@@ -59,8 +61,14 @@ def reader_gone(*args: str) -> tuple[int, str]:
     read, write = os.pipe()
     os.close(read)
     try:
-        proc = subprocess.run([sys.executable, "-m", "navstream.cli", *args], stdout=write,
-                              stderr=subprocess.PIPE, text=True, env=env(), timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "navstream.cli", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+            timeout=120,
+        )
     finally:
         os.close(write)
     return proc.returncode, proc.stderr
@@ -79,19 +87,33 @@ def desk(real_backend: Any) -> Iterator[list[str]]:
     import asyncio
 
     async def value() -> None:
-        settings = load_settings(env={}, overrides={"redis": {"prefix": real_backend.prefix, "group": "g"},
-                                                    "consumer": {"name": "c"}})
+        settings = load_settings(
+            env={}, overrides={"redis": {"prefix": real_backend.prefix, "group": "g"}, "consumer": {"name": "c"}}
+        )
         settings = msgspec.structs.replace(settings, extra={"nav": {"pegs": {"USDT": "1"}}})
-        app = App.create(settings, connect=real_backend.connect, clock=ManualClock(time.time_ns() // 1_000_000),
-                         plugins=build_plugin_manager(load_entrypoints=True, env={}, disabled=["risk"]))
+        app = App.create(
+            settings,
+            connect=real_backend.connect,
+            clock=ManualClock(time.time_ns() // 1_000_000),
+            plugins=build_plugin_manager(load_entrypoints=True, env={}, disabled=["risk"]),
+        )
         try:
             consumer = Consumer(app)
             await consumer.setup()
             ts = str(app.clock.now_ms() - 1_000)
             pipe = app.redis.pipeline(transaction=False)
             for i in range(ACCOUNTS):
-                pipe.xadd(app.keys.events, {"type": "balance", "venue": "binance", "account": f"a{i:04d}",
-                                            "asset": "USDT", "balance": "1000.5", "ts": ts})
+                pipe.xadd(
+                    app.keys.events,
+                    {
+                        "type": "balance",
+                        "venue": "binance",
+                        "account": f"a{i:04d}",
+                        "asset": "USDT",
+                        "balance": "1000.5",
+                        "ts": ts,
+                    },
+                )
             await pipe.execute()
             while await consumer.step(block_ms=1):
                 pass
@@ -118,18 +140,33 @@ def test_dlq_list_into_head_exits_quietly(real_backend: Any, tmp_path: Path) -> 
         r.xadd(f"{real_backend.prefix}:dlq", {"blob": "x" * 500_000, "dlq_stream": "s", "dlq_error": "e"})
     finally:
         r.close()
-    first, code, err = head_1("dlq", "list", "--redis-url", real_backend.url, "--prefix", real_backend.prefix,
-                              tmp_path=tmp_path)
+    first, code, err = head_1(
+        "dlq", "list", "--redis-url", real_backend.url, "--prefix", real_backend.prefix, tmp_path=tmp_path
+    )
     assert first.startswith("id"), first
     quiet(code, err)
 
 
 # Every command (but `run` and `ingest`, whose stdout is their log), its reader gone at once.
-WITHOUT_REDIS = [["--help"], ["--version"], ["plugins"], ["plugins", "--json"], ["dlq", "--help"],
-                 ["demo", "--fast"], ["config", "check", str(ROOT / "config" / "navstream.toml")]]
-WITH_REDIS = [["status"], ["status", "--json"], ["dlq", "list"], ["nav"], ["nav", "--json"], ["risk", "show"],
-              ["trim", "events", "--dry-run"], ["publish", "type=price", "base=BTC", "quote=USDT", "price=1",
-                                                 "source=manual", "--stamp"]]
+WITHOUT_REDIS = [
+    ["--help"],
+    ["--version"],
+    ["plugins"],
+    ["plugins", "--json"],
+    ["dlq", "--help"],
+    ["demo", "--fast"],
+    ["config", "check", str(ROOT / "config" / "navstream.toml")],
+]
+WITH_REDIS = [
+    ["status"],
+    ["status", "--json"],
+    ["dlq", "list"],
+    ["nav"],
+    ["nav", "--json"],
+    ["risk", "show"],
+    ["trim", "events", "--dry-run"],
+    ["publish", "type=price", "base=BTC", "quote=USDT", "price=1", "source=manual", "--stamp"],
+]
 
 
 @pytest.mark.parametrize("args", WITHOUT_REDIS, ids=" ".join)
@@ -149,6 +186,11 @@ def test_new_plugin_into_a_closed_pipe_writes_the_package_and_exits_quietly(tmp_
 
 def test_redis_really_unreachable_is_still_exit_3() -> None:
     """The other way round: a closed pipe is not mistaken for Redis, nor Redis for a pipe."""
-    proc = subprocess.run([sys.executable, "-m", "navstream.cli", "status", "--redis-url", "redis://127.0.0.1:1"],
-                          capture_output=True, text=True, env=env(), timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "navstream.cli", "status", "--redis-url", "redis://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=60,
+    )
     assert proc.returncode == 3 and "unreachable" in proc.stderr, proc.stderr

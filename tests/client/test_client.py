@@ -18,19 +18,28 @@ import fakeredis
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from support import ROOT, Backend, run_step
 from redis.exceptions import ConnectionError as RedisConnectionError
+from support import ROOT, Backend, run_step
 
 from navstream.app import App, ManualClock
 from navstream.client import ClientDecision, RiskClient, SendError, fields_hash, order_fields
 from navstream.loop.consumer import Consumer
 
 SECTIONS: dict[str, Any] = {
-    "nav": {"pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"},
-            "accounts": [{"venue": "binance", "account": "main", "kind": "futures"}]},
+    "nav": {
+        "pegs": {"USDT": "1"},
+        "routes": {"BTC": "BTC/USDT"},
+        "accounts": [{"venue": "binance", "account": "main", "kind": "futures"}],
+    },
 }
-ORDER: dict[str, Any] = {"venue": "binance", "account": "main", "symbol": "BTCUSDT", "side": "buy",
-                         "qty": Decimal("0.1"), "price": "50000"}
+ORDER: dict[str, Any] = {
+    "venue": "binance",
+    "account": "main",
+    "symbol": "BTCUSDT",
+    "side": "buy",
+    "qty": Decimal("0.1"),
+    "price": "50000",
+}
 
 
 def now_ms() -> int:
@@ -40,12 +49,23 @@ def now_ms() -> int:
 def funded(ts: int) -> list[dict[str, str]]:
     """binance/main holds 1,000,000 USDT, BTC is 50,000 USDT, the venue's source is healthy."""
     return [
-        {"type": "balance", "venue": "binance", "account": "main", "asset": "USDT", "balance": "1000000",
-         "ts": str(ts)},
-        {"type": "price", "base": "BTC", "quote": "USDT", "price": "50000", "source": "binance-spot",
-         "ts": str(ts)},
-        {"type": "source_status", "venue": "binance", "source": "binance-futures", "account": "main",
-         "ok": "true", "ts": str(ts)},
+        {
+            "type": "balance",
+            "venue": "binance",
+            "account": "main",
+            "asset": "USDT",
+            "balance": "1000000",
+            "ts": str(ts),
+        },
+        {"type": "price", "base": "BTC", "quote": "USDT", "price": "50000", "source": "binance-spot", "ts": str(ts)},
+        {
+            "type": "source_status",
+            "venue": "binance",
+            "source": "binance-futures",
+            "account": "main",
+            "ok": "true",
+            "ts": str(ts),
+        },
         # the price source reports too (a price whose source never reported is stale)
         {"type": "source_status", "venue": "binance", "source": "binance-spot", "ok": "true", "ts": str(ts)},
     ]
@@ -105,9 +125,11 @@ async def clients(backend: Backend) -> AsyncIterator[Callable[..., RiskClient]]:
     def factory(decode_responses: bool = True, resp3: bool = False) -> RiskClient:
         redis = backend.connect(decode_responses)
         if resp3:
-            redis = (fakeredis.FakeAsyncRedis(server=backend._server, decode_responses=decode_responses, protocol=3)
-                     if backend.kind == "fake" else
-                     aioredis.Redis.from_url(backend.url, decode_responses=decode_responses, protocol=3))
+            redis = (
+                fakeredis.FakeAsyncRedis(server=backend._server, decode_responses=decode_responses, protocol=3)
+                if backend.kind == "fake"
+                else aioredis.Redis.from_url(backend.url, decode_responses=decode_responses, protocol=3)
+            )
         client = RiskClient(redis, prefix=backend.prefix)
         made.append(client)
         return client
@@ -122,17 +144,25 @@ async def clients(backend: Backend) -> AsyncIterator[Callable[..., RiskClient]]:
 
 
 @pytest.mark.parametrize(("decode_responses", "resp3"), [(True, False), (False, False), (True, True)])
-async def test_an_order_is_approved_end_to_end(gate: Gate, clients: Any, decode_responses: bool,
-                                               resp3: bool) -> None:
+async def test_an_order_is_approved_end_to_end(gate: Gate, clients: Any, decode_responses: bool, resp3: bool) -> None:
     app, consumer = await gate()
     client = clients(decode_responses, resp3)
     d = await answered(consumer, client.decide(order_id="o-1", **ORDER, deadline_s=2))
     assert d == ClientDecision("o-1", "approve", [], "active", "1000000", "ok", 1_000, app.clock.now_ms())
     assert d.approved and not d.timed_out
     ((_, sent),) = await app.redis.xrange(app.keys.orders)
-    assert sent == {"type": "order", "order_id": "o-1", "venue": "binance", "account": "main",
-                    "symbol": "BTCUSDT", "side": "buy", "qty": "0.1", "price": "50000", "reduce_only": "false",
-                    "ts": sent["ts"]}
+    assert sent == {
+        "type": "order",
+        "order_id": "o-1",
+        "venue": "binance",
+        "account": "main",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "qty": "0.1",
+        "price": "50000",
+        "reduce_only": "false",
+        "ts": sent["ts"],
+    }
     assert abs(int(sent["ts"]) - now_ms()) < 5_000  # epoch ms, wall time
 
 
@@ -180,8 +210,7 @@ async def test_a_late_answer_is_given_again_to_the_same_order_id(gate: Gate, cli
 # --- an order_id sent again -----------------------------------------------------------------------
 
 
-async def test_a_resent_order_id_gets_the_stored_decision_even_from_a_new_client(
-        gate: Gate, clients: Any) -> None:
+async def test_a_resent_order_id_gets_the_stored_decision_even_from_a_new_client(gate: Gate, clients: Any) -> None:
     app, consumer = await gate()
     first = await answered(consumer, clients().decide(order_id="o-1", **ORDER, deadline_s=2))
     assert first.decision == "approve"
@@ -203,7 +232,8 @@ async def test_a_resent_order_id_gets_the_stored_decision_even_from_a_new_client
 
 
 async def test_an_answer_written_before_the_readers_first_read_is_not_missed(
-        gate: Gate, clients: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate: Gate, clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, consumer = await gate()
     client = clients()
     xread = client.redis.xread
@@ -227,13 +257,13 @@ async def test_an_answer_written_before_the_readers_first_read_is_not_missed(
 # --- many at once ---------------------------------------------------------------------------------
 
 
-async def test_fifty_concurrent_calls_share_one_reader_and_each_gets_its_own_answer(
-        gate: Gate, clients: Any) -> None:
+async def test_fifty_concurrent_calls_share_one_reader_and_each_gets_its_own_answer(gate: Gate, clients: Any) -> None:
     _, consumer = await gate()
     client = clients()
     # odd ids ask for 100 BTC (5,000,000 USD: over the notional and NAV limits), even ones 0.1
-    calls = [client.decide(order_id=f"o-{i}", **{**ORDER, "qty": "100" if i % 2 else "0.1"}, deadline_s=2)
-             for i in range(50)]
+    calls = [
+        client.decide(order_id=f"o-{i}", **{**ORDER, "qty": "100" if i % 2 else "0.1"}, deadline_s=2) for i in range(50)
+    ]
     task = asyncio.gather(*calls)
     await serve(consumer, 50)
     results = await task
@@ -256,24 +286,28 @@ async def test_a_float_amount_is_refused_and_nothing_is_sent(clients: Any, field
     assert await client.redis.xlen(client.keys.orders) == 0
 
 
-@pytest.mark.parametrize(("change", "error"), [
-    ({"qty": "0"}, "`qty` must be positive"),
-    ({"qty": "-1"}, "`qty` must be positive"),
-    ({"qty": "NaN"}, "`qty`: 'NaN' is not a decimal number"),
-    ({"qty": Decimal("Infinity")}, "`qty`: 'Infinity' is not a finite number"),
-    ({"qty": "0.1.2"}, "`qty`: '0.1.2' is not a decimal number"),
-    ({"qty": " 1"}, "`qty`: ' 1' is not a decimal number: whitespace"),
-    ({"qty": "１２"}, "`qty`: '１２' is not a decimal number: non-ASCII"),
-    ({"price": "5e999994"}, "`price`: '5e999994'"),
-    ({"price": "0"}, "`price` must be positive"),
-    ({"side": "hold"}, "side"),
-    ({"venue": ""}, "venue"),
-    ({"symbol": ""}, "symbol"),
-    ({"order_id": ""}, "order_id"),
-    ({"order_id": "x" * 257}, "order_id"),
-])
-async def test_an_invalid_order_is_refused_and_nothing_is_sent(clients: Any, change: dict[str, Any],
-                                                                error: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"qty": "0"}, "`qty` must be positive"),
+        ({"qty": "-1"}, "`qty` must be positive"),
+        ({"qty": "NaN"}, "`qty`: 'NaN' is not a decimal number"),
+        ({"qty": Decimal("Infinity")}, "`qty`: 'Infinity' is not a finite number"),
+        ({"qty": "0.1.2"}, "`qty`: '0.1.2' is not a decimal number"),
+        ({"qty": " 1"}, "`qty`: ' 1' is not a decimal number: whitespace"),
+        ({"qty": "１２"}, "`qty`: '１２' is not a decimal number: non-ASCII"),
+        ({"price": "5e999994"}, "`price`: '5e999994'"),
+        ({"price": "0"}, "`price` must be positive"),
+        ({"side": "hold"}, "side"),
+        ({"venue": ""}, "venue"),
+        ({"symbol": ""}, "symbol"),
+        ({"order_id": ""}, "order_id"),
+        ({"order_id": "x" * 257}, "order_id"),
+    ],
+)
+async def test_an_invalid_order_is_refused_and_nothing_is_sent(
+    clients: Any, change: dict[str, Any], error: str
+) -> None:
     client = clients()
     with pytest.raises(ValueError, match=error):
         await client.decide(**{"order_id": "o-1", **ORDER, **change}, deadline_s=1)
@@ -295,8 +329,9 @@ async def test_a_deadline_must_be_a_positive_number_of_seconds(clients: Any, dea
 # --- Redis trouble --------------------------------------------------------------------------------
 
 
-async def test_the_reader_survives_a_connection_error(gate: Gate, clients: Any,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_reader_survives_a_connection_error(
+    gate: Gate, clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, consumer = await gate()
     client = clients()
     xread = client.redis.xread
@@ -315,8 +350,9 @@ async def test_the_reader_survives_a_connection_error(gate: Gate, clients: Any,
     assert not client._failing
 
 
-async def test_a_reader_that_keeps_failing_vetoes_with_client_error(clients: Any,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_reader_that_keeps_failing_vetoes_with_client_error(
+    clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = clients()
 
     async def down(*args: Any, **kwargs: Any) -> Any:
@@ -348,19 +384,53 @@ async def test_an_unreadable_stored_decision_vetoes(clients: Any) -> None:
 
 async def test_a_stored_decision_is_parsed_as_the_gate_stores_it(clients: Any) -> None:
     client = clients()
-    fields = ["order_id", "o-1", "decision", "veto", "reasons", "nav_stale,rate_limited", "trading_state",
-              "reducing", "nav", "12.50", "nav_status", "ok", "nav_age_ms", "61000", "ts", "1790000000000",
-              "order_hash", fields_hash(order_fields(order_id="o-1", **ORDER, reduce_only=False, ts=now_ms()))]
+    fields = [
+        "order_id",
+        "o-1",
+        "decision",
+        "veto",
+        "reasons",
+        "nav_stale,rate_limited",
+        "trading_state",
+        "reducing",
+        "nav",
+        "12.50",
+        "nav_status",
+        "ok",
+        "nav_age_ms",
+        "61000",
+        "ts",
+        "1790000000000",
+        "order_hash",
+        fields_hash(order_fields(order_id="o-1", **ORDER, reduce_only=False, ts=now_ms())),
+    ]
     await client.redis.hset(client.keys.state("risk", "decisions"), "o-1", msgspec.json.encode(fields))
     d = await client.decide(order_id="o-1", **ORDER, deadline_s=1)
-    assert d == ClientDecision("o-1", "veto", ["nav_stale", "rate_limited"], "reducing", "12.50", "ok", 61_000,
-                               1_790_000_000_000)
+    assert d == ClientDecision(
+        "o-1", "veto", ["nav_stale", "rate_limited"], "reducing", "12.50", "ok", 61_000, 1_790_000_000_000
+    )
 
 
 async def test_a_stored_approval_of_other_content_or_of_no_known_content_is_never_taken(clients: Any) -> None:
     client = clients()
-    approval = ["order_id", "o-1", "decision", "approve", "reasons", "", "trading_state", "active", "nav", "1",
-                "nav_status", "ok", "nav_age_ms", "1", "ts", "1790000000000"]
+    approval = [
+        "order_id",
+        "o-1",
+        "decision",
+        "approve",
+        "reasons",
+        "",
+        "trading_state",
+        "active",
+        "nav",
+        "1",
+        "nav_status",
+        "ok",
+        "nav_age_ms",
+        "1",
+        "ts",
+        "1790000000000",
+    ]
     key = client.keys.state("risk", "decisions")
     for stored in (approval, approval + ["order_hash", "0" * 64]):  # no hash (an old gate), another's hash
         await client.redis.hset(key, "o-1", msgspec.json.encode(stored))
@@ -419,18 +489,49 @@ def test_the_order_hash_is_what_docs_risk_client_md_teaches_other_languages() ->
     """The documented example, computed the documented way (netstrings, then SHA-256), is what
     the gate and this client compute, whatever the amounts' spelling."""
     import hashlib
+
     from navstream.contract.fingerprint import order_hash
 
     netstrings = b"7:binance,4:main,7:BTCUSDT,3:buy,4:0.01,5:97000,5:false,"
     documented = hashlib.sha256(netstrings).hexdigest()
     assert documented in (ROOT / "docs" / "risk-client.md").read_text()
     for qty, price in (("0.01", "97000"), ("0.010", "97000.00"), ("1E-2", "9.7E+4")):
-        assert order_hash(venue="binance", account="main", symbol="BTCUSDT", side="buy", qty=Decimal(qty),
-                          price=Decimal(price), reduce_only=False) == documented
-    assert order_hash(venue="binance", account="main", symbol="BTCUSDT", side="buy", qty=Decimal("0.01"),
-                      price=None, reduce_only=False) != documented
-    assert order_hash(venue="binance", account="main", symbol="BTCUSDT", side="sell", qty=Decimal("0.01"),
-                      price=Decimal("97000"), reduce_only=False) != documented
+        assert (
+            order_hash(
+                venue="binance",
+                account="main",
+                symbol="BTCUSDT",
+                side="buy",
+                qty=Decimal(qty),
+                price=Decimal(price),
+                reduce_only=False,
+            )
+            == documented
+        )
+    assert (
+        order_hash(
+            venue="binance",
+            account="main",
+            symbol="BTCUSDT",
+            side="buy",
+            qty=Decimal("0.01"),
+            price=None,
+            reduce_only=False,
+        )
+        != documented
+    )
+    assert (
+        order_hash(
+            venue="binance",
+            account="main",
+            symbol="BTCUSDT",
+            side="sell",
+            qty=Decimal("0.01"),
+            price=Decimal("97000"),
+            reduce_only=False,
+        )
+        != documented
+    )
 
 
 def test_the_decision_stores_are_the_contracts_one_definition() -> None:

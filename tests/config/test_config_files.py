@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import argparse
 import fnmatch
 import glob
@@ -26,14 +24,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 import pytest
 import redis
-
 from support import ROOT
 
 from navstream.cli import build_parser, main
@@ -61,8 +60,12 @@ CONFIG_DOC = ROOT / "docs" / "configuration.md"
 DEPLOY_DOC = ROOT / "docs" / "deployment.md"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
-CORE_TYPES: dict[str, type] = {"redis": RedisSettings, "consumer": ConsumerSettings, "plugins": PluginSettings,
-                               "http": HttpSettings}
+CORE_TYPES: dict[str, type] = {
+    "redis": RedisSettings,
+    "consumer": ConsumerSettings,
+    "plugins": PluginSettings,
+    "http": HttpSettings,
+}
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -99,7 +102,6 @@ def test_every_config_file_loads_and_validates(path: Path) -> None:
     assert set(configure(settings, loaded.source_kinds)) == set(settings.extra.get("sources", {}))
 
 
-
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_every_config_file_passes_config_check(
     path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -131,7 +133,8 @@ def test_default_config_lists_every_key() -> None:
     expected = {**CORE_TYPES, **loaded.sections}
     assert set(raw) == set(expected), (
         f"{DEFAULT_CONFIG.name} must have exactly the sections {sorted(expected)}; a new plugin "
-        "section belongs in it too, with its defaults and comments")
+        "section belongs in it too, with its defaults and comments"
+    )
     for name, type_ in expected.items():
         assert set(raw[name]) == set(type_.__struct_fields__), f"[{name}] keys differ from {type_.__name__}"
         # Written as the default's own type (120.0, not 120), so the file reads like the code.
@@ -170,8 +173,10 @@ def test_production_example_keeps_secrets_out() -> None:
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     yaml = pytest.importorskip(
-        "yaml", reason="PyYAML is not installed: add `pyyaml` to the [test] extra in pyproject.toml "
-        "to check docker-compose.yml")
+        "yaml",
+        reason="PyYAML is not installed: add `pyyaml` to the [test] extra in pyproject.toml "
+        "to check docker-compose.yml",
+    )
     data = yaml.safe_load(COMPOSE.read_text())
     assert isinstance(data, dict)
     return data
@@ -281,8 +286,9 @@ def test_dockerfile_is_multi_stage_with_a_clean_final_stage() -> None:
     # the locked dependencies with their hashes, then the package alone and non-editable (never
     # the test extra)
     assert "pip install --require-hashes" in builder_runs and "requirements/runtime.lock" in builder_runs
-    assert re.search(r"pip install --no-deps (--no-build-isolation )?\.(\s|$)", builder_runs), \
+    assert re.search(r"pip install --no-deps (--no-build-isolation )?\.(\s|$)", builder_runs), (
         "the builder installs the package non-editable, its dependencies from the lock"
+    )
     assert "-e ." not in builder_runs and "--editable" not in builder_runs
     final_text = " ".join(args for _, args in final)
     # No test extra anywhere, no installs or compilers in the final stage: only the built venv.
@@ -305,7 +311,7 @@ def test_dockerfile_runtime_settings() -> None:
     assert "PYTHONUNBUFFERED=1" in env
     healthcheck = _one(final, "HEALTHCHECK")
     assert "CMD" in healthcheck
-    command = json.loads(healthcheck[healthcheck.index("CMD") + 3:].strip())
+    command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
     script = command[-1]
     assert command[0].endswith("python") and script.endswith("healthcheck.py")
     copied = [args for k, args in final if k == "COPY" and "docker/healthcheck.py" in args]
@@ -340,11 +346,29 @@ def _ignored(path: str, rules: list[tuple[bool, str]]) -> bool:
 
 def test_dockerignore_keeps_junk_and_credentials_out() -> None:
     rules = _dockerignore_rules()
-    for path in (".git/config", ".venv/bin/python", "venv/lib/x.py", "core/__pycache__/app.cpython-311.pyc",
-                 ".pytest_cache/v", ".hypothesis/x", ".mypy_cache/x", "navstream.egg-info/PKG-INFO",
-                 "build/lib/x", "dist/x.whl", "tests/test_x.py", "htmlcov/index.html", ".coverage",
-                 "key.pem", "core/tls.key", "plugins/client.pem", ".env", ".env.production",
-                 "core/.env", "service-account-prod.json", "docker/service-account.json"):
+    for path in (
+        ".git/config",
+        ".venv/bin/python",
+        "venv/lib/x.py",
+        "core/__pycache__/app.cpython-311.pyc",
+        ".pytest_cache/v",
+        ".hypothesis/x",
+        ".mypy_cache/x",
+        "navstream.egg-info/PKG-INFO",
+        "build/lib/x",
+        "dist/x.whl",
+        "tests/test_x.py",
+        "htmlcov/index.html",
+        ".coverage",
+        "key.pem",
+        "core/tls.key",
+        "plugins/client.pem",
+        ".env",
+        ".env.production",
+        "core/.env",
+        "service-account-prod.json",
+        "docker/service-account.json",
+    ):
         assert _ignored(path, rules), f"{path} would enter the build context"
 
 
@@ -360,8 +384,11 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
                     continue  # an optional file (README.m[d])
                 assert matches, f"COPY source {source} does not exist"
                 for match in matches:
-                    files = [match] if (ROOT / match).is_file() else [
-                        str(p.relative_to(ROOT)) for p in (ROOT / match).rglob("*.py")]
+                    files = (
+                        [match]
+                        if (ROOT / match).is_file()
+                        else [str(p.relative_to(ROOT)) for p in (ROOT / match).rglob("*.py")]
+                    )
                     for file in files:
                         assert not _ignored(file, rules), f"{file} is COPYed but .dockerignore excludes it"
 
@@ -396,8 +423,11 @@ def test_every_setting_is_in_the_table() -> None:
     rows = [line for line in text.splitlines() if line.startswith("| `[")]
     documented = {tuple(re.match(r"\| `\[([a-z_]+)\] ([a-z_]+)`", row).groups()) for row in rows}  # type: ignore[union-attr]
     loaded = _plugins_for(Settings())
-    expected = {(section, key) for section, type_ in {**CORE_TYPES, **loaded.sections}.items()
-                for key in type_.__struct_fields__}
+    expected = {
+        (section, key)
+        for section, type_ in {**CORE_TYPES, **loaded.sections}.items()
+        for key in type_.__struct_fields__
+    }
     assert documented == expected
     # Each env var sits in the row of the key it overrides.
     for var, (section, key) in ENV_OVERRIDES.items():
@@ -435,8 +465,9 @@ def healthcheck() -> ModuleType:
 
 
 def _run_healthcheck(env: dict[str, str], *args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([python, str(HEALTHCHECK), *args], env=env, capture_output=True, text=True,
-                          timeout=60, cwd="/")
+    return subprocess.run(
+        [python, str(HEALTHCHECK), *args], env=env, capture_output=True, text=True, timeout=60, cwd="/"
+    )
 
 
 @pytest.fixture
@@ -499,8 +530,24 @@ def test_healthcheck_fails_without_redis_or_config(tmp_path: Path) -> None:
 def test_healthcheck_follows_the_consumers_command_line(healthcheck: ModuleType, tmp_path: Path) -> None:
     proc = tmp_path / "proc"
     (proc / "1").mkdir(parents=True)
-    cmdline = b"\0".join([b"/opt/venv/bin/python", b"/opt/venv/bin/navstream", b"--log-level", b"DEBUG",
-                          b"run", b"--prefix", b"desk2", b"--group", b"g2", b"--consumer", b"c9"]) + b"\0"
+    cmdline = (
+        b"\0".join(
+            [
+                b"/opt/venv/bin/python",
+                b"/opt/venv/bin/navstream",
+                b"--log-level",
+                b"DEBUG",
+                b"run",
+                b"--prefix",
+                b"desk2",
+                b"--group",
+                b"g2",
+                b"--consumer",
+                b"c9",
+            ]
+        )
+        + b"\0"
+    )
     (proc / "1" / "cmdline").write_bytes(cmdline)
     argv = healthcheck.consumer_argv(1, proc)
     assert argv == ["--log-level", "DEBUG", "run", "--prefix", "desk2", "--group", "g2", "--consumer", "c9"]
@@ -526,9 +573,22 @@ def test_healthcheck_against_a_running_consumer(heartbeat_prefix: str, tmp_path:
     # Like the image: the console script's interpreter runs it, so /proc/<pid>/cmdline is
     # `python .../navstream run ...`.
     consumer = subprocess.Popen(
-        [sys.executable, str(navstream), "run", "--redis-url", REDIS_URL, "--prefix", heartbeat_prefix,
-         "--group", "hc"],
-        env=_clean_env(), cwd="/", stdout=subprocess.DEVNULL, stderr=log)
+        [
+            sys.executable,
+            str(navstream),
+            "run",
+            "--redis-url",
+            REDIS_URL,
+            "--prefix",
+            heartbeat_prefix,
+            "--group",
+            "hc",
+        ],
+        env=_clean_env(),
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     env = _clean_env(NAVSTREAM_REDIS_URL=REDIS_URL)
     try:
         deadline = time.monotonic() + 30
@@ -585,23 +645,35 @@ def test_non_editable_install_gives_a_working_navstream(tmp_path: Path) -> None:
     env = _clean_env(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
-    install = subprocess.run([python, "-m", "pip", "install", "--quiet", str(src)], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=540)
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", str(src)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
 
     navstream = str(venv / "bin" / "navstream")
     helped = subprocess.run([navstream, "--help"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0, helped.stderr
     assert "navstream" in helped.stdout and "run" in helped.stdout
-    plugins = subprocess.run([navstream, "plugins", "--json"], env=env, cwd=tmp_path, capture_output=True,
-                             text=True, timeout=60)
+    plugins = subprocess.run(
+        [navstream, "plugins", "--json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert plugins.returncode == 0, plugins.stderr
     rows = {row["name"]: row for row in json.loads(plugins.stdout)}
     assert rows["source_monitor"]["loaded"] is True
     assert rows["source_monitor"]["module"] == "navstream.plugins.source_monitor"
 
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
     site = Path(purelib)
     assert (site / "navstream" / "__init__.py").is_file()
     assert (site / "navstream" / "plugins" / "source_monitor" / "__init__.py").is_file()
@@ -610,8 +682,9 @@ def test_non_editable_install_gives_a_working_navstream(tmp_path: Path) -> None:
     assert not list(site.glob("__editable__*"))
     assert all(str(ROOT) not in pth.read_text() for pth in site.glob("*.pth"))
     # Runtime dependencies only: the [test] extra is not installed.
-    listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], env=env, capture_output=True,
-                            text=True, check=True, timeout=120).stdout
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--format=json"], env=env, capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     names = {row["name"].lower() for row in json.loads(listed)}
     assert not names & {"pytest", "pytest-asyncio", "pytest-timeout", "hypothesis"}
 

@@ -17,13 +17,16 @@ def pw() -> str:
     return "-".join(("pw", uuid.uuid4().hex))
 
 
-@pytest.mark.parametrize("shape", [
-    "redis://navstream:{}@redis.internal:6379/0",
-    "rediss://:{}@redis.internal:6380/0",
-    "redis://user:{}@[::1]:6379/0",
-    "redis://127.0.0.1:6379/0?password={}",
-    "unix:///run/redis.sock?db=0&Password={}",
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "redis://navstream:{}@redis.internal:6379/0",
+        "rediss://:{}@redis.internal:6380/0",
+        "redis://user:{}@[::1]:6379/0",
+        "redis://127.0.0.1:6379/0?password={}",
+        "unix:///run/redis.sock?db=0&Password={}",
+    ],
+)
 def test_a_password_in_the_files_url_is_refused(tmp_path: Path, shape: str) -> None:
     secret = pw()
     path = tmp_path / "navstream.toml"
@@ -49,13 +52,16 @@ def test_config_check_refuses_it_with_exit_2(tmp_path: Path, capsys: pytest.Capt
     assert "NAVSTREAM_REDIS_PASSWORD" in err and secret not in out + err
 
 
-@pytest.mark.parametrize("url", [
-    "redis://redis.internal:6379/0",
-    "redis://navstream-consumer@redis.internal:6379/0",  # a user alone is no secret
-    "redis://:@redis.internal:6379/0",
-    "rediss://redis.internal:6380/0?ssl_ca_certs=/run/ca.pem",
-    "unix:///run/redis.sock?db=1",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://redis.internal:6379/0",
+        "redis://navstream-consumer@redis.internal:6379/0",  # a user alone is no secret
+        "redis://:@redis.internal:6379/0",
+        "rediss://redis.internal:6380/0?ssl_ca_certs=/run/ca.pem",
+        "unix:///run/redis.sock?db=1",
+    ],
+)
 def test_urls_without_a_password_are_fine(tmp_path: Path, url: str) -> None:
     path = tmp_path / "navstream.toml"
     path.write_text(f'[redis]\nurl = "{url}"\n')

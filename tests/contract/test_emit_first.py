@@ -4,7 +4,8 @@ same field repeats it, on both write paths and across consumers (the risk gate's
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from support import START_MS
@@ -23,8 +24,12 @@ class Answering:
 
     @hookimpl
     def navstream_events(self, events: Sequence[Event], out: Outputs) -> None:
-        out.emit_first("decisions", {"order_id": self.order, "decision": self.answer, "note": "é ünï"},
-                       key="answers", field=self.order)
+        out.emit_first(
+            "decisions",
+            {"order_id": self.order, "decision": self.answer, "note": "é ünï"},
+            key="answers",
+            field=self.order,
+        )
 
 
 def bal(ts: int = START_MS) -> dict[str, str]:
@@ -87,14 +92,18 @@ async def test_a_state_key_of_another_type_refuses_the_batch(make_app: Any, path
     assert await decisions(app) == []
 
 
-@pytest.mark.parametrize("call", [
-    lambda o: o.emit_first("events", {"a": "b"}, key="k", field="f"),
-    lambda o: o.emit_first("x:y", {"a": "b"}, key="k", field="f"),
-    lambda o: o.emit_first("d", {"a": "b"}, key="bad key", field="f"),
-    lambda o: o.emit_first("d", {"a": "b"}, key="k", field=""),
-    lambda o: o.emit_first("d", {}, key="k", field="f"),
-    lambda o: o.emit_first("d", {"a": 1}, key="k", field="f"),
-], ids=["reserved stream", "colon", "key", "field", "no fields", "not str"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda o: o.emit_first("events", {"a": "b"}, key="k", field="f"),
+        lambda o: o.emit_first("x:y", {"a": "b"}, key="k", field="f"),
+        lambda o: o.emit_first("d", {"a": "b"}, key="bad key", field="f"),
+        lambda o: o.emit_first("d", {"a": "b"}, key="k", field=""),
+        lambda o: o.emit_first("d", {}, key="k", field="f"),
+        lambda o: o.emit_first("d", {"a": 1}, key="k", field="f"),
+    ],
+    ids=["reserved stream", "colon", "key", "field", "no fields", "not str"],
+)
 def test_bad_arguments_raise_in_the_call(call: Any) -> None:
     out = Outputs(START_MS)
     with pytest.raises((ValueError, TypeError)):

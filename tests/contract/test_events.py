@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
-from support import START_MS
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import START_MS
 
 from navstream import Event, Outputs, hookimpl
-
 from navstream.contract import numbers
-from navstream.loop.consumer import Consumer
 from navstream.contract.events import (
     EVENT_TYPES,
     Balance,
@@ -28,13 +27,21 @@ from navstream.contract.events import (
     decode_order,
     encode_fields,
 )
+from navstream.loop.consumer import Consumer
 
 TS = "1790000000000"
 
 
 def balance(**over: str) -> dict[str, str]:
-    return {"type": "balance", "venue": "binance", "account": "futures", "asset": "USDT",
-            "balance": "1234.5", "ts": TS, **over}
+    return {
+        "type": "balance",
+        "venue": "binance",
+        "account": "futures",
+        "asset": "USDT",
+        "balance": "1234.5",
+        "ts": TS,
+        **over,
+    }
 
 
 def test_balance_decodes_money_as_exact_decimal() -> None:
@@ -47,8 +54,7 @@ def test_balance_decodes_money_as_exact_decimal() -> None:
 
 def test_unrealized_pnl_defaults_to_zero_and_unknown_fields_are_ignored() -> None:
     event = decode_event(balance(producer_version="7", note="x"))
-    assert event == Balance(ts=int(TS), venue="binance", account="futures", asset="USDT",
-                            balance=Decimal("1234.5"))
+    assert event == Balance(ts=int(TS), venue="binance", account="futures", asset="USDT", balance=Decimal("1234.5"))
 
 
 def test_bytes_entries_decode_like_strings() -> None:
@@ -60,10 +66,23 @@ def test_bytes_entries_decode_like_strings() -> None:
     ("fields", "names"),
     [
         ({"type": "price", "base": "BTC", "quote": "USDT", "price": "97000", "source": "x", "ts": TS}, Price),
-        ({"type": "position", "venue": "b", "account": "a", "symbol": "BTCUSDT", "qty": "-0.5",
-          "entry_price": "96000", "mark_price": "97000", "ts": TS}, Position),
-        ({"type": "source_status", "venue": "b", "source": "spot", "ok": "false", "error": "429", "ts": TS},
-         SourceStatus),
+        (
+            {
+                "type": "position",
+                "venue": "b",
+                "account": "a",
+                "symbol": "BTCUSDT",
+                "qty": "-0.5",
+                "entry_price": "96000",
+                "mark_price": "97000",
+                "ts": TS,
+            },
+            Position,
+        ),
+        (
+            {"type": "source_status", "venue": "b", "source": "spot", "ok": "false", "error": "429", "ts": TS},
+            SourceStatus,
+        ),
     ],
 )
 def test_each_event_type(fields: dict[str, str], names: type) -> None:
@@ -92,8 +111,7 @@ def test_booleans(text: str, expected: bool) -> None:
         (balance(ts="1790000000"), "ts", "seconds"),
         (balance(ts="1790000000000.5"), "ts", "field `ts`"),
         (balance(ts="99999999999999"), None, "out of range"),
-        ({"type": "price", "base": "BTC", "quote": "USDT", "price": "0", "source": "x", "ts": TS}, None,
-         "positive"),
+        ({"type": "price", "base": "BTC", "quote": "USDT", "price": "0", "source": "x", "ts": TS}, None, "positive"),
         ({"type": "source_status", "venue": "b", "source": "s", "ok": "maybe", "ts": TS}, "ok", "field `ok`"),
     ],
 )
@@ -112,8 +130,17 @@ def test_invalid_utf8_is_a_decode_error() -> None:
 
 
 def test_order_decodes_and_a_broken_order_with_an_id_is_answerable() -> None:
-    good = {"type": "order", "order_id": "o-1", "venue": "binance", "account": "f", "symbol": "BTCUSDT",
-            "side": "buy", "qty": "0.25", "reduce_only": "true", "ts": TS}
+    good = {
+        "type": "order",
+        "order_id": "o-1",
+        "venue": "binance",
+        "account": "f",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "qty": "0.25",
+        "reduce_only": "true",
+        "ts": TS,
+    }
     order = decode_order(good)
     assert isinstance(order, Order) and order.reduce_only and order.price is None
     bad = decode_order({**good, "side": "hold"})
@@ -132,24 +159,77 @@ def test_an_order_on_the_events_stream_is_an_unknown_type() -> None:
         decode_event({"type": "order", "order_id": "x", "ts": TS})
 
 
-text = st.one_of(st.text(max_size=30), st.sampled_from(
-    ["balance", "price", "position", "source_status", "order", TS, "1.5", "-0", "NaN", "true", "", "1e400"]))
-keys = st.one_of(st.sampled_from(
-    ["type", "venue", "account", "asset", "balance", "unrealized_pnl", "ts", "base", "quote", "price",
-     "source", "symbol", "qty", "entry_price", "ok", "error", "order_id", "side"]), st.text(max_size=10))
+text = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        ["balance", "price", "position", "source_status", "order", TS, "1.5", "-0", "NaN", "true", "", "1e400"]
+    ),
+)
+keys = st.one_of(
+    st.sampled_from(
+        [
+            "type",
+            "venue",
+            "account",
+            "asset",
+            "balance",
+            "unrealized_pnl",
+            "ts",
+            "base",
+            "quote",
+            "price",
+            "source",
+            "symbol",
+            "qty",
+            "entry_price",
+            "ok",
+            "error",
+            "order_id",
+            "side",
+        ]
+    ),
+    st.text(max_size=10),
+)
 #: Entries of each type as the contract has them, for the fuzz to damage.
 VALID = {
-    "balance": {"type": "balance", "venue": "binance", "account": "spot", "asset": "BTC", "balance": "1.25",
-                "unrealized_pnl": "-0.5", "ts": TS},
+    "balance": {
+        "type": "balance",
+        "venue": "binance",
+        "account": "spot",
+        "asset": "BTC",
+        "balance": "1.25",
+        "unrealized_pnl": "-0.5",
+        "ts": TS,
+    },
     "price": {"type": "price", "base": "BTC", "quote": "USDT", "price": "65000.01", "source": "binance-spot", "ts": TS},
-    "position": {"type": "position", "venue": "binance", "account": "futures", "symbol": "BTCUSDT", "qty": "-0.3",
-                 "entry_price": "64000", "ts": TS},
+    "position": {
+        "type": "position",
+        "venue": "binance",
+        "account": "futures",
+        "symbol": "BTCUSDT",
+        "qty": "-0.3",
+        "entry_price": "64000",
+        "ts": TS,
+    },
     "source_status": {"type": "source_status", "venue": "binance", "source": "rest", "ok": "true", "ts": TS},
-    "order": {"type": "order", "order_id": "o-1", "venue": "binance", "account": "spot", "symbol": "BTCUSDT",
-              "side": "buy", "qty": "0.1", "price": "65000", "ts": TS},
+    "order": {
+        "type": "order",
+        "order_id": "o-1",
+        "venue": "binance",
+        "account": "spot",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "qty": "0.1",
+        "price": "65000",
+        "ts": TS,
+    },
 }
-amounts = st.one_of(text, st.decimals(allow_nan=True, allow_infinity=True).map(str),
-                    st.integers(-10**40, 10**40).map(str), st.sampled_from(["１２", "5e999994", "0x10", " 1", "1_0"]))
+amounts = st.one_of(
+    text,
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.integers(-(10**40), 10**40).map(str),
+    st.sampled_from(["１２", "5e999994", "0x10", " 1", "1_0"]),
+)
 
 
 @st.composite
@@ -250,31 +330,104 @@ def test_fuzz_balances_round_trip_exactly_within_the_bounds(amount: Decimal, ts:
 # --- the number grammar, field by field (navstream.contract.numbers; tests/contract/test_numbers.py has the rest) -----
 
 #: Texts Decimal() reads (or reads as an overflow waiting to happen) that the grammar refuses.
-BAD_AMOUNTS = [" 1", "1 ", "1_000", "+5", "１２", "١٢", "5e999994", "1e-999999", "NaN", "Infinity", "-Infinity",
-               "", ".5", "5.", "007", "1" * 31, "0." + "1" * 31, "9" * 20 + "." + "9" * 19, "1" * 5000]
+BAD_AMOUNTS = [
+    " 1",
+    "1 ",
+    "1_000",
+    "+5",
+    "１２",
+    "١٢",
+    "5e999994",
+    "1e-999999",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "",
+    ".5",
+    "5.",
+    "007",
+    "1" * 31,
+    "0." + "1" * 31,
+    "9" * 20 + "." + "9" * 19,
+    "1" * 5000,
+]
 #: Every amount field of the wire, in an entry that is otherwise valid.
 AMOUNT_FIELDS = [
     ("balance", balance()),
     ("unrealized_pnl", balance(unrealized_pnl="1.5")),
-    ("qty", {"type": "position", "venue": "b", "account": "a", "symbol": "BTCUSDT", "qty": "-0.5",
-             "entry_price": "96000", "ts": TS}),
-    ("entry_price", {"type": "position", "venue": "b", "account": "a", "symbol": "BTCUSDT", "qty": "-0.5",
-                     "entry_price": "96000", "ts": TS}),
-    ("mark_price", {"type": "position", "venue": "b", "account": "a", "symbol": "BTCUSDT", "qty": "-0.5",
-                    "entry_price": "96000", "mark_price": "97000", "ts": TS}),
-    ("unrealized_pnl", {"type": "position", "venue": "b", "account": "a", "symbol": "BTCUSDT", "qty": "-0.5",
-                        "entry_price": "96000", "unrealized_pnl": "12", "ts": TS}),
+    (
+        "qty",
+        {
+            "type": "position",
+            "venue": "b",
+            "account": "a",
+            "symbol": "BTCUSDT",
+            "qty": "-0.5",
+            "entry_price": "96000",
+            "ts": TS,
+        },
+    ),
+    (
+        "entry_price",
+        {
+            "type": "position",
+            "venue": "b",
+            "account": "a",
+            "symbol": "BTCUSDT",
+            "qty": "-0.5",
+            "entry_price": "96000",
+            "ts": TS,
+        },
+    ),
+    (
+        "mark_price",
+        {
+            "type": "position",
+            "venue": "b",
+            "account": "a",
+            "symbol": "BTCUSDT",
+            "qty": "-0.5",
+            "entry_price": "96000",
+            "mark_price": "97000",
+            "ts": TS,
+        },
+    ),
+    (
+        "unrealized_pnl",
+        {
+            "type": "position",
+            "venue": "b",
+            "account": "a",
+            "symbol": "BTCUSDT",
+            "qty": "-0.5",
+            "entry_price": "96000",
+            "unrealized_pnl": "12",
+            "ts": TS,
+        },
+    ),
     ("price", {"type": "price", "base": "BTC", "quote": "USDT", "price": "97000", "source": "x", "ts": TS}),
 ]
-ORDER = {"type": "order", "order_id": "o-1", "venue": "binance", "account": "f", "symbol": "BTCUSDT",
-         "side": "buy", "qty": "0.25", "price": "97000", "ts": TS}
+ORDER = {
+    "type": "order",
+    "order_id": "o-1",
+    "venue": "binance",
+    "account": "f",
+    "symbol": "BTCUSDT",
+    "side": "buy",
+    "qty": "0.25",
+    "price": "97000",
+    "ts": TS,
+}
 
 
 def test_every_amount_field_is_checked_by_the_grammar() -> None:
     """The decoder finds the amount fields itself: a Decimal field added later is checked too."""
     assert {(e["type"], f) for f, e in AMOUNT_FIELDS} == {
-        (kind, name) for kind, cls in EVENT_TYPES.items() for name, t in cls.__annotations__.items()
-        if "Decimal" in str(t)}
+        (kind, name)
+        for kind, cls in EVENT_TYPES.items()
+        for name, t in cls.__annotations__.items()
+        if "Decimal" in str(t)
+    }
 
 
 @pytest.mark.parametrize("bad", BAD_AMOUNTS, ids=[repr(b)[:20] for b in BAD_AMOUNTS])
@@ -288,8 +441,16 @@ def test_a_bad_amount_is_refused_naming_its_field(field: str, fields: dict[str, 
     assert len(info.value.reason) < 300  # one short line, whatever the length of the value
 
 
-@pytest.mark.parametrize(("text", "value"), [("1E-8", "0.00000001"), ("0E-8", "0.00000000"), ("-1E-8", "-0.00000001"),
-                                             ("1.5E+3", "1500"), ("0.000000000000000001", "0.000000000000000001")])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1E-8", "0.00000001"),
+        ("0E-8", "0.00000000"),
+        ("-1E-8", "-0.00000001"),
+        ("1.5E+3", "1500"),
+        ("0.000000000000000001", "0.000000000000000001"),
+    ],
+)
 def test_amounts_in_exponent_form_within_the_bounds_decode(text: str, value: str) -> None:
     event = decode_event(balance(balance=text))
     assert isinstance(event, Balance) and event.balance == Decimal(value)
@@ -310,8 +471,10 @@ def test_an_order_with_a_bad_amount_and_no_id_names_both() -> None:
     assert info.value.field == "qty" and "field `qty`" in info.value.reason and "order_id" in info.value.reason
 
 
-@pytest.mark.parametrize(("field", "value"), [("balance", Decimal("5E+999994")), ("unrealized_pnl", Decimal("1E-999999")),
-                                              ("balance", Decimal("NaN"))])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("balance", Decimal("5E+999994")), ("unrealized_pnl", Decimal("1E-999999")), ("balance", Decimal("NaN"))],
+)
 def test_events_built_in_code_cannot_carry_an_amount_that_would_overflow(field: str, value: Decimal) -> None:
     with pytest.raises(ValueError, match=f"field `{field}`"):
         Balance(ts=int(TS), venue="v", account="a", asset="BTC", **{"balance": Decimal(1), field: value})
@@ -338,7 +501,8 @@ async def drain(consumer: Consumer) -> None:
 
 @pytest.mark.parametrize(("field", "fields"), AMOUNT_FIELDS, ids=[f"{e['type']}.{f}" for f, e in AMOUNT_FIELDS])
 async def test_each_bad_amount_is_dead_lettered_with_a_reason_naming_the_field(
-        make_app: Any, field: str, fields: dict[str, str]) -> None:
+    make_app: Any, field: str, fields: dict[str, str]
+) -> None:
     rec = Recorder()
     app = make_app(plugins=[("rec", rec)])
     consumer = Consumer(app)
@@ -358,19 +522,44 @@ async def test_each_bad_amount_is_dead_lettered_with_a_reason_naming_the_field(
 
 
 async def test_an_order_with_a_fullwidth_qty_is_vetoed_as_a_bad_order(make_app: Any, tmp_path: Path) -> None:
-    app = make_app(builtins=True, disabled=["source_monitor"], extra={
-        "nav": {"max_age_s": 120, "pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"}},
-        "risk": {"max_nav_age_s": 60, "max_order_notional": "50000", "audit_dir": str(tmp_path / "audit")}})
+    app = make_app(
+        builtins=True,
+        disabled=["source_monitor"],
+        extra={
+            "nav": {"max_age_s": 120, "pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"}},
+            "risk": {"max_nav_age_s": 60, "max_order_notional": "50000", "audit_dir": str(tmp_path / "audit")},
+        },
+    )
     consumer = Consumer(app)
     await consumer.setup()
-    for entry in ({"type": "balance", "venue": "binance", "account": "main", "asset": "USDT", "balance": "100000",
-                   "ts": str(START_MS)},
-                  {"type": "price", "base": "BTC", "quote": "USDT", "price": "50000", "source": "binance-spot",
-                   "ts": str(START_MS)}):
+    for entry in (
+        {
+            "type": "balance",
+            "venue": "binance",
+            "account": "main",
+            "asset": "USDT",
+            "balance": "100000",
+            "ts": str(START_MS),
+        },
+        {
+            "type": "price",
+            "base": "BTC",
+            "quote": "USDT",
+            "price": "50000",
+            "source": "binance-spot",
+            "ts": str(START_MS),
+        },
+    ):
         await app.redis.xadd(app.keys.events, entry)
     await drain(consumer)
-    order = {"type": "order", "venue": "binance", "account": "main", "symbol": "BTCUSDT", "side": "buy",
-             "ts": str(START_MS)}
+    order = {
+        "type": "order",
+        "venue": "binance",
+        "account": "main",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "ts": str(START_MS),
+    }
     for order_id, qty in (("wide", "１２"), ("huge", "5e999994"), ("spaced", " 0.1"), ("fine", "0.1")):
         await app.redis.xadd(app.keys.orders, {**order, "order_id": order_id, "qty": qty})
     await drain(consumer)

@@ -147,8 +147,18 @@ def test_unicode_digits_that_decimal_reads_are_refused() -> None:
     assert not [c for c in readable if accepts(c) or accepts("1" + c) or accepts("0." + c)]
 
 
-@pytest.mark.parametrize("value", [Decimal("5E+999994"), Decimal("1E-999999"), Decimal("NaN"), Decimal("-Infinity"),
-                                   Decimal("1E+30"), Decimal("1E-31"), Decimal("1." + "0" * 38)])
+@pytest.mark.parametrize(
+    "value",
+    [
+        Decimal("5E+999994"),
+        Decimal("1E-999999"),
+        Decimal("NaN"),
+        Decimal("-Infinity"),
+        Decimal("1E+30"),
+        Decimal("1E-31"),
+        Decimal("1." + "0" * 38),
+    ],
+)
 def test_check_refuses_decimals_out_of_bounds(value: Decimal) -> None:
     with pytest.raises(NumberError):
         check(value)
@@ -156,21 +166,42 @@ def test_check_refuses_decimals_out_of_bounds(value: Decimal) -> None:
         plain(value)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (Decimal("0.00100000"), Decimal("0.00100000")),
-    (Decimal("1.2345678901234567E-5"), Decimal("0.000012345678901234567")),  # a JSON number of CoinGecko's
-    (25, Decimal(25)),
-    ("0.00100000", Decimal("0.00100000")),  # Binance's strings
-    ("-0.00000000", Decimal("-0E-8")),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Decimal("0.00100000"), Decimal("0.00100000")),
+        (Decimal("1.2345678901234567E-5"), Decimal("0.000012345678901234567")),  # a JSON number of CoinGecko's
+        (25, Decimal(25)),
+        ("0.00100000", Decimal("0.00100000")),  # Binance's strings
+        ("-0.00000000", Decimal("-0E-8")),
+    ],
+)
 def test_from_json_takes_exact_numbers_and_grammar_strings(value: object, expected: Decimal) -> None:
     got = from_json(value)
     assert got == expected and str(got) == str(expected)
 
 
-@pytest.mark.parametrize("value", [None, True, False, 0.1, [], {}, "１２", " 1", "1_000", "NaN", "",
-                                   10**30, -(10**30), pytest.param(10**5000, id="10**5000"), Decimal("5E+999994"),
-                                   Decimal("NaN")])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        0.1,
+        [],
+        {},
+        "１２",
+        " 1",
+        "1_000",
+        "NaN",
+        "",
+        10**30,
+        -(10**30),
+        pytest.param(10**5000, id="10**5000"),
+        Decimal("5E+999994"),
+        Decimal("NaN"),
+    ],
+)
 def test_from_json_refuses_anything_else(value: object) -> None:
     with pytest.raises(NumberError) as info:
         from_json(value)
@@ -180,16 +211,28 @@ def test_from_json_refuses_anything_else(value: object) -> None:
 # --- properties ---------------------------------------------------------------------------------
 
 ascii_numberish = st.text(alphabet="0123456789-+.eE_ \t", max_size=45)
-any_text = st.one_of(ascii_numberish, st.text(max_size=45), st.from_regex(r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?"
-                                                                          r"([eE][-+]?[0-9]{1,3})?", fullmatch=True))
+any_text = st.one_of(
+    ascii_numberish,
+    st.text(max_size=45),
+    st.from_regex(
+        r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?"
+        r"([eE][-+]?[0-9]{1,3})?",
+        fullmatch=True,
+    ),
+)
 LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS
 SMALLEST = Decimal(1).scaleb(-MAX_FRACTION_DIGITS)
 
 
 def within_bounds(value: Decimal) -> bool:
     sign, digits, exponent = value.as_tuple()
-    return (value.is_finite() and value.copy_abs() < LIMIT and isinstance(exponent, int) and exponent >= -MAX_FRACTION_DIGITS
-            and len(digits) <= MAX_SIGNIFICANT_DIGITS)
+    return (
+        value.is_finite()
+        and value.copy_abs() < LIMIT
+        and isinstance(exponent, int)
+        and exponent >= -MAX_FRACTION_DIGITS
+        and len(digits) <= MAX_SIGNIFICANT_DIGITS
+    )
 
 
 @settings(max_examples=1000, deadline=None)
@@ -209,9 +252,13 @@ def test_anything_accepted_is_a_finite_decimal_within_the_bounds_and_round_trips
     if value.as_tuple().exponent <= 0:  # the same Decimal, down to its trailing zeros
         assert str(parse(written)) == str(value)
     # no accepted value can overflow or be rounded away in the products a desk computes
-    with decimal.localcontext(decimal.Context(prec=3 * MAX_SIGNIFICANT_DIGITS, traps=[
-            decimal.Overflow, decimal.Underflow, decimal.Inexact, decimal.Clamped, decimal.InvalidOperation])):
-        assert value * value * value == value ** 3
+    with decimal.localcontext(
+        decimal.Context(
+            prec=3 * MAX_SIGNIFICANT_DIGITS,
+            traps=[decimal.Overflow, decimal.Underflow, decimal.Inexact, decimal.Clamped, decimal.InvalidOperation],
+        )
+    ):
+        assert value * value * value == value**3
 
 
 @settings(max_examples=2000, deadline=None)

@@ -4,7 +4,8 @@ window), and a key of the wrong type refuses the whole batch, acknowledging noth
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from support import START_MS

@@ -13,16 +13,17 @@ import asyncio
 import logging
 import math
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from support import START_MS
 
 from navstream import App, Event, ManualClock, Outputs, hookimpl
-from navstream.loop.consumer import Consumer
-from navstream.loop.batch import Entry
 from navstream.contract.outputs import MAX_EVERY_S, Once, parse_field
-from navstream.store.writer import BatchWrite, Writer, WriteError
+from navstream.loop.batch import Entry
+from navstream.loop.consumer import Consumer
+from navstream.store.writer import BatchWrite, WriteError, Writer
 
 TickFn = Callable[[Outputs], object]
 EventsFn = Callable[[Sequence[Event], Outputs], object]
@@ -206,9 +207,11 @@ async def test_a_field_without_ts_refuses_the_whole_batch(make_app: Any, path: s
 
 @pytest.mark.parametrize("held_ts", ["abc", "", "--5", "1.5", " 12", "0x10", "1e3"])
 async def test_a_put_latest_ts_that_is_no_integer_refuses_the_whole_batch(
-        make_app: Any, path: str, held_ts: str) -> None:
+    make_app: Any, path: str, held_ts: str
+) -> None:
     """Both paths refuse a snapshot whose held ``ts`` is no integer, before writing anything
     ("--5" once passed the pipelined check and failed inside MULTI/EXEC, after other writes ran)."""
+
     def on_events(events: Sequence[Event], out: Outputs) -> None:
         out.put_latest("snap", START_MS, {"a": "new"})
         out.emit("pub", {"n": "1"})
@@ -239,8 +242,9 @@ async def markers(app: App) -> list[str]:
 
 def emitting(todo: list[tuple[str, str]]) -> Scripted:
     """Emits to ``pub``, on every tick, one once-entry per (subject, version) in ``todo``, every 10 s."""
-    return Scripted(on_tick=lambda out: [
-        out.emit("pub", {"s": s, "v": v}, subject=s, version=v, every_s=10) for s, v in todo])
+    return Scripted(
+        on_tick=lambda out: [out.emit("pub", {"s": s, "v": v}, subject=s, version=v, every_s=10) for s, v in todo]
+    )
 
 
 async def test_emit_once_same_version_is_written_once_per_period(make_app: Any, path: str) -> None:
@@ -290,8 +294,7 @@ async def test_emit_once_a_new_version_is_written_at_once_and_an_old_one_again(m
     assert await versions(app) == ["A", "B", "A", "A"]
 
 
-async def test_emit_once_subjects_are_independent_and_the_newest_in_a_buffer_wins(
-        make_app: Any, path: str) -> None:
+async def test_emit_once_subjects_are_independent_and_the_newest_in_a_buffer_wins(make_app: Any, path: str) -> None:
     def writes(out: Outputs) -> None:
         out.emit("pub", {"v": "1"}, subject="s", version="1", every_s=10)
         out.emit("pub", {"v": "2"}, subject="s", version="2", every_s=10)  # newer, same subject: wins
@@ -302,7 +305,10 @@ async def test_emit_once_subjects_are_independent_and_the_newest_in_a_buffer_win
     out = Outputs(START_MS)
     writes(out)
     assert [(s, f["v"], o.key, o.version) for s, f, o in out.streams_once] == [
-        ("pub", "2", "entry:pub:s", "2"), ("pub", "t", "entry:pub:t", "1"), ("other", "o", "entry:other:s", "1")]
+        ("pub", "2", "entry:pub:s", "2"),
+        ("pub", "t", "entry:pub:t", "1"),
+        ("other", "o", "entry:other:s", "1"),
+    ]
     merged = Outputs(START_MS)
     merged.emit("pub", {"v": "0"}, subject="s", version="0", every_s=10)
     merged.emit("pub", {"v": "u"}, subject="u", version="1", every_s=10)
@@ -316,12 +322,15 @@ async def test_emit_once_subjects_are_independent_and_the_newest_in_a_buffer_win
     await consumer.tick()
     assert await versions(app) == ["plain", "2", "t", "plain"]
     assert await versions(app, "other") == ["o"]
-    assert [m.rsplit(":state:once:", 1)[1] for m in await markers(app)] == ["entry:other:s", "entry:pub:s", "entry:pub:t"]
+    assert [m.rsplit(":state:once:", 1)[1] for m in await markers(app)] == [
+        "entry:other:s",
+        "entry:pub:s",
+        "entry:pub:t",
+    ]
 
 
 @pytest.mark.parametrize("concurrently", [False, True])
-async def test_two_consumers_racing_write_one_entry_per_version(
-        make_app: Any, path: str, concurrently: bool) -> None:
+async def test_two_consumers_racing_write_one_entry_per_version(make_app: Any, path: str, concurrently: bool) -> None:
     todo = [("s", "A")]
     clock = ManualClock(START_MS)
     one, c1 = await started(make_app, emitting(todo), clock=clock, name="one")
@@ -354,6 +363,7 @@ async def test_two_consumers_racing_write_one_entry_per_version(
 async def test_an_entry_and_an_alert_never_share_a_marker(make_app: Any, path: str) -> None:
     """Marker keys are ``entry:<stream>:<subject>`` and ``alert:<code>:<subject>``, with ':' (and '%')
     escaped in the parts, so no stream, code or subject can run into another's marker."""
+
     def on_tick(out: Outputs) -> None:
         out.alert("stale", "warning", "v is stale", subject="v", every_s=10)
         out.emit("alert", {"v": "1"}, subject="stale:v", version="1", every_s=10)  # was alert:stale:v too
@@ -369,8 +379,13 @@ async def test_an_entry_and_an_alert_never_share_a_marker(make_app: Any, path: s
     assert len(await alerts(app, "a:b")) == len(await alerts(app, "a")) == 1
     assert await versions(app) == ["%", ":"]
     assert [m.rsplit(":state:once:", 1)[1] for m in await markers(app)] == [
-        "alert:a%3Ab:c", "alert:a:b%3Ac", "alert:stale:v", "entry:alert:stale%3Av", "entry:pub:x%253Ay",
-        "entry:pub:x%3Ay"]
+        "alert:a%3Ab:c",
+        "alert:a:b%3Ac",
+        "alert:stale:v",
+        "entry:alert:stale%3Av",
+        "entry:pub:x%253Ay",
+        "entry:pub:x%3Ay",
+    ]
 
 
 # --- alert every_s -------------------------------------------------------------------------------
@@ -396,10 +411,17 @@ async def test_alert_every_s_is_one_alert_per_period(make_app: Any, path: str) -
     await c2.tick()
     first = await alerts(one, "thing")
     assert [(a["message"], a.get("venue"), a["ts"]) for a in first] == [
-        ("still wrong", "v", str(START_MS)), ("another venue", "w", str(START_MS)),
-        ("own subject", "v", str(START_MS))]
-    assert first[0] == {"code": "thing", "severity": "warning", "message": "still wrong",
-                        "ts": str(START_MS), "venue": "v"}
+        ("still wrong", "v", str(START_MS)),
+        ("another venue", "w", str(START_MS)),
+        ("own subject", "v", str(START_MS)),
+    ]
+    assert first[0] == {
+        "code": "thing",
+        "severity": "warning",
+        "message": "still wrong",
+        "ts": str(START_MS),
+        "venue": "v",
+    }
 
     clock.advance(9_999)
     await c2.tick()
@@ -410,14 +432,17 @@ async def test_alert_every_s_is_one_alert_per_period(make_app: Any, path: str) -
     await c1.tick()
     later = (await alerts(one, "thing"))[3:]
     assert [(a["message"], a["ts"]) for a in later] == [
-        ("still wrong", str(START_MS + 10_000)), ("another venue", str(START_MS + 10_000)),
-        ("own subject", str(START_MS + 10_000))]
+        ("still wrong", str(START_MS + 10_000)),
+        ("another venue", str(START_MS + 10_000)),
+        ("own subject", str(START_MS + 10_000)),
+    ]
 
 
 def episodes(version: list[str]) -> Scripted:
     """Raises, on every tick, the alert ``thing`` at most every 10 s, as version ``version[0]``."""
-    return Scripted(on_tick=lambda out: out.alert(
-        "thing", "warning", f"episode {version[0]}", every_s=10, version=version[0]))
+    return Scripted(
+        on_tick=lambda out: out.alert("thing", "warning", f"episode {version[0]}", every_s=10, version=version[0])
+    )
 
 
 async def messages(app: App) -> list[str]:
@@ -467,7 +492,8 @@ async def test_two_consumers_write_an_alert_version_again_like_one_does(make_app
 
 
 async def test_a_once_alert_is_logged_only_when_written(
-        make_app: Any, path: str, caplog: pytest.LogCaptureFixture) -> None:
+    make_app: Any, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
     def on_tick(out: Outputs) -> None:
         out.alert("thing", "warning", "still wrong", venue="v", every_s=10)
         out.alert("plain", "info", "logged every time")
@@ -478,8 +504,11 @@ async def test_a_once_alert_is_logged_only_when_written(
     _, c2 = await started(make_app, Scripted(on_tick=on_tick), clock=clock, name="two")
 
     def logged(code: str) -> list[str]:
-        return [str(r.alert_ts) for r in caplog.records  # type: ignore[attr-defined]
-                if r.name == "navstream.alerts" and getattr(r, "code", None) == code]
+        return [
+            str(r.alert_ts)
+            for r in caplog.records  # type: ignore[attr-defined]
+            if r.name == "navstream.alerts" and getattr(r, "code", None) == code
+        ]
 
     await c1.tick()
     await c1.tick()
@@ -496,7 +525,8 @@ async def test_a_once_alert_is_logged_only_when_written(
 
 
 async def test_a_consumer_does_not_send_a_once_alert_it_knows_written(
-        make_app: Any, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: Any, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sent: list[str] = []  # consumer name per once-alert sent to Redis
     commands = Writer._commands
 
@@ -535,6 +565,7 @@ async def test_a_failed_batch_write_does_not_spend_the_period(make_app: Any, pat
     """On the tick path: a refused write leaves no marker, so the fixed tick writes at once.
 
     The refused write comes last in the batch, after the alert's and the first entry's."""
+
     def on_tick(out: Outputs) -> None:
         out.alert("thing", "warning", "once", every_s=10)
         out.emit("pub", {"v": "A"}, subject="s", version="A", every_s=10)
@@ -562,10 +593,12 @@ async def test_a_failed_batch_write_does_not_spend_the_period(make_app: Any, pat
 
 @pytest.mark.parametrize("broken", ["hash", "marker"])
 async def test_a_failed_batch_keeps_its_entries_pending_and_its_period_unspent(
-        make_app: Any, path: str, broken: str) -> None:
+    make_app: Any, path: str, broken: str
+) -> None:
     """On the events path: the batch stays pending and its redelivery writes what it owed.
 
     Broken is a state hash that holds a list, or the marker of the batch's last once-entry."""
+
     def on_events(events: Sequence[Event], out: Outputs) -> None:
         out.alert("thing", "warning", "once", every_s=10)
         out.emit("pub", {"v": "A"}, subject="s", version="A", every_s=10)
@@ -599,9 +632,11 @@ async def test_a_failed_batch_keeps_its_entries_pending_and_its_period_unspent(
 
 
 async def test_a_refused_batch_still_logs_its_once_alerts(
-        make_app: Any, path: str, caplog: pytest.LogCaptureFixture) -> None:
+    make_app: Any, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """As Writer.write says: if the write fails, the alert still reached the logs (the pipelined
     path's own WriteError once skipped that)."""
+
     def on_tick(out: Outputs) -> None:
         out.alert("thing", "warning", "once", every_s=10)
         out.emit("broken", {"n": "1"})
@@ -751,8 +786,16 @@ def test_once_records_the_period_in_ms() -> None:
     out.emit("pub", {"k": "v"}, subject="s", version="7", every_s=0.0001)
     assert out.streams_once == [("pub", {"k": "v"}, Once("entry:pub:s", "7", 1))]  # never 0 ms
 
-    out.alert("c", "critical", "same code and subject: replaced by the newest", venue="v", account="a",
-              asset="BTC", source="src", every_s=1)
+    out.alert(
+        "c",
+        "critical",
+        "same code and subject: replaced by the newest",
+        venue="v",
+        account="a",
+        asset="BTC",
+        source="src",
+        every_s=1,
+    )
     out.alert("c", "warning", "m", venue="v", account="a", asset="BTC", source="src", every_s=2.5)
     out.alert("d", "info", "m", asset="BTC", every_s=1)
     out.alert("e", "info", "m", subject="mine", every_s=60)

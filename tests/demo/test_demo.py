@@ -27,12 +27,11 @@ import httpx
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-
 from support import ROOT
 
-from navstream.ops.admin import AdminError
 from navstream.app import App, ManualClock
 from navstream.config import load_settings
+from navstream.contract.events import DecodeError, decode_event, decode_order
 from navstream.demo import (
     COINGECKO_429_BODY,
     MAX_PAUSE_S,
@@ -52,7 +51,7 @@ from navstream.demo import (
     run_demo,
     with_audit_dir,
 )
-from navstream.contract.events import DecodeError, decode_event, decode_order
+from navstream.ops.admin import AdminError
 
 SCENARIO = ROOT / "core" / "demo" / "demo_scenario.jsonl"
 DEMO_TOML = ROOT / "config" / "demo.toml"
@@ -111,7 +110,7 @@ def section(text: str, title: str) -> str:
     """The summary block that starts with ``title`` and ends at the next blank line pair."""
     start = text.index(title)
     end = text.find("\n\n", text.find("\n", start) + 1)
-    return text[start: end if end != -1 else None]
+    return text[start : end if end != -1 else None]
 
 
 async def test_demo_replays_scenario_through_the_loop() -> None:
@@ -167,14 +166,22 @@ class SentOrder:
 
 
 def scenario_orders() -> list[SentOrder]:
-    return [SentOrder(step.at_s, e["order_id"], f"{e['venue']}/{e['account']}")
-            for step in load_scenario(SCENARIO.read_text("utf-8")) for e in step.scripted if e["type"] == "order"]
+    return [
+        SentOrder(step.at_s, e["order_id"], f"{e['venue']}/{e['account']}")
+        for step in load_scenario(SCENARIO.read_text("utf-8"))
+        for e in step.scripted
+        if e["type"] == "order"
+    ]
 
 
 def zero_wallet_at_s() -> int:
     """When the scenario's futures wallet reads 0 (found in the file, not assumed)."""
-    return next(step.at_s for step in load_scenario(SCENARIO.read_text("utf-8")) for e in step.scripted
-                if e["type"] == "balance" and e["venue"] == "binance" and Decimal(e["balance"]) == 0)
+    return next(
+        step.at_s
+        for step in load_scenario(SCENARIO.read_text("utf-8"))
+        for e in step.scripted
+        if e["type"] == "balance" and e["venue"] == "binance" and Decimal(e["balance"]) == 0
+    )
 
 
 def label(seconds: int) -> str:
@@ -190,14 +197,14 @@ def table_rows(block: str) -> list[list[str]]:
 
 def live_table(text: str) -> list[str]:
     start = text.index("time     what happens")
-    return text[start: text.index("\n\n", start)].splitlines()
+    return text[start : text.index("\n\n", start)].splitlines()
 
 
 def step_lines(text: str, at_s: int) -> list[str]:
     """A step's row in the live table and the lines under it (alerts, decisions)."""
     lines = live_table(text)
     first = next(i for i, ln in enumerate(lines) if ln.startswith(label(at_s) + "  "))
-    rest = lines[first + 1:]
+    rest = lines[first + 1 :]
     end = next((i for i, ln in enumerate(rest) if not ln.startswith(" ")), len(rest))
     return [lines[first], *rest[:end]]
 
@@ -233,8 +240,10 @@ async def test_demo_shows_the_risk_gate(redis_url: str | None) -> None:
     for order_id in resent:
         same = [r for r in rows if r[1] == order_id]
         assert len(same) > 1 and all(r == same[0] for r in same), block
-        assert f"{order_id} sent {len(same)} times, answered {len(same)} times: the first decision each " \
-               "time, field for field" in block
+        assert (
+            f"{order_id} sent {len(same)} times, answered {len(same)} times: the first decision each "
+            "time, field for field" in block
+        )
 
     # The zero wallet halts its account by drawdown; the wallet comes back, the account does not.
     zero = zero_wallet_at_s()
@@ -254,8 +263,9 @@ async def test_demo_shows_the_risk_gate(redis_url: str | None) -> None:
     zero_step = "\n".join(step_lines(text, zero))
     assert "decisions  veto 1 (trading_halted)" in zero_step and "trading_halted" in zero_step.split("alerts")[1]
     for order_id in resent:
-        assert f"{order_id} re-sent: veto (nav_stale, source_unhealthy), as given at " \
-               f"{label(first_sent[order_id])}" in text
+        assert (
+            f"{order_id} re-sent: veto (nav_stale, source_unhealthy), as given at {label(first_sent[order_id])}" in text
+        )
 
 
 async def test_demo_reads_on_a_100_column_terminal() -> None:
@@ -263,16 +273,26 @@ async def test_demo_reads_on_a_100_column_terminal() -> None:
     assert await run_demo(None, None, 1.0, True, out=out) == 0
     text = out.getvalue()
     header = text[: text.index("\n\n")].splitlines()
-    shown = [*header, *live_table(text), *section(text, "decisions (").splitlines(),
-             *section(text, "trading state at").splitlines()]
+    shown = [
+        *header,
+        *live_table(text),
+        *section(text, "decisions (").splitlines(),
+        *section(text, "trading state at").splitlines(),
+    ]
     too_wide = [ln for ln in shown if len(ln) > TERMINAL_WIDTH]
     assert TERMINAL_WIDTH == 100 and not too_wide, "\n".join(too_wide)
 
 
 def test_cli_demo_fast_in_a_subprocess() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")}
-    proc = subprocess.run([sys.executable, "-m", "navstream.cli", "demo", "--fast"],
-                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "navstream.cli", "demo", "--fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "\nsummary\n" in proc.stdout
     totals = TOTALS.search(proc.stdout)
@@ -318,8 +338,10 @@ async def test_config_file_matches_embedded_demo_config() -> None:
     assert from_file.extra == embedded.extra
 
     server = fakeredis.FakeServer()
-    apps = [App.create(s, connect=lambda d: fakeredis.FakeAsyncRedis(server=server, decode_responses=d))
-            for s in (from_file, embedded)]
+    apps = [
+        App.create(s, connect=lambda d: fakeredis.FakeAsyncRedis(server=server, decode_responses=d))
+        for s in (from_file, embedded)
+    ]
     try:
         silence = [a.plugin_config("source_monitor").max_silence_s for a in apps]
         assert silence[0] == silence[1] == 60
@@ -412,15 +434,16 @@ def test_scenario_scripts_no_coingecko_event() -> None:
     answers = [a.answer for step in steps for a in step.attempts]
     assert answers and all(a is None or a.status is not None or a.timeout for a in answers)
     # The outage: a 429 with Retry-After, steps it blocks, a timeout, then a good answer again.
-    kinds = ["429" if a and a.status == 429 else "blocked" if a is None else "timeout" if a.timeout else
-             str(a.status) for a in answers]
+    kinds = [
+        "429" if a and a.status == 429 else "blocked" if a is None else "timeout" if a.timeout else str(a.status)
+        for a in answers
+    ]
     assert "429" in kinds and "blocked" in kinds and "timeout" in kinds
     assert kinds[-1] == "200" and kinds.index("429") < kinds.index("blocked") < kinds.index("timeout")
 
 
 @pytest.mark.parametrize("redis_url", [None, pytest.param(REDIS_URL, marks=pytest.mark.real_redis)])
-async def test_coingecko_prices_and_status_are_published_by_the_source(redis_url: str | None,
-                                                                        tmp_path: Path) -> None:
+async def test_coingecko_prices_and_status_are_published_by_the_source(redis_url: str | None, tmp_path: Path) -> None:
     played, counts = await play_scenario(redis_url, tmp_path)
     assets = coingecko_ids()
     asset_count = sum(len(a) for a in assets.values())
@@ -436,19 +459,27 @@ async def test_coingecko_prices_and_status_are_published_by_the_source(redis_url
         attempts += 1
         # Written by the attempt, at its place among the step's entries, its status last (one
         # MULTI of the ingest code), stamped by the source on the simulated clock.
-        before = sum(1 for e in p.step.entries[:p.step.entries.index(attempt)] if isinstance(e, dict)
-                     and e["type"] != "order")
-        assert p.events[before:before + len(mine)] == mine == report.written, at
+        before = sum(
+            1 for e in p.step.entries[: p.step.entries.index(attempt)] if isinstance(e, dict) and e["type"] != "order"
+        )
+        assert p.events[before : before + len(mine)] == mine == report.written, at
         status = mine[-1]
-        assert (status["type"], status["venue"], status["source"], status["ts"]) == \
-            ("source_status", "coingecko", "coingecko", str(step_ms)), at
+        assert (status["type"], status["venue"], status["source"], status["ts"]) == (
+            "source_status",
+            "coingecko",
+            "coingecko",
+            str(step_ms),
+        ), at
         answer = attempt.answer
         if answer is not None and answer.status == 200:
             assert report.requests == 1 and report.ids == len(assets), at  # one batched request
             got = {(e["base"], e["quote"]): (Decimal(e["price"]), int(e["ts"])) for e in mine[:-1]}
             assert all(e["type"] == "price" for e in mine[:-1]), at
-            assert got == {(asset, "USD"): (Decimal(price), step_ms - answer.age_s * 1000)
-                           for cg_id, price in answer.prices.items() for asset in assets[cg_id]}, at
+            assert got == {
+                (asset, "USD"): (Decimal(price), step_ms - answer.age_s * 1000)
+                for cg_id, price in answer.prices.items()
+                for asset in assets[cg_id]
+            }, at
             assert len(got) == asset_count and status["ok"] == "true" and "error" not in status, at
             if outage:
                 recovered = True
@@ -469,8 +500,10 @@ async def test_coingecko_prices_and_status_are_published_by_the_source(redis_url
             assert report.requests == 1 and error.endswith("on api.coingecko.com: timed out (ReadTimeout)"), error
         else:
             assert answer.status == 429 and report.requests == 1, at
-            assert error.startswith("HTTP 429 on coingecko /simple/price (4 ids) (api.coingecko.com); every "
-                                    f"request to it waits {answer.retry_after_s}s: "), error
+            assert error.startswith(
+                "HTTP 429 on coingecko /simple/price (4 ids) (api.coingecko.com); every "
+                f"request to it waits {answer.retry_after_s}s: "
+            ), error
             assert "You've exceeded the Rate Limit" in error, error  # CoinGecko's body, quoted
         # The bank's EUR is priced by CoinGecko: its NAV turns stale on its own.
         bank = bank_nav(p.row)
@@ -522,8 +555,10 @@ async def test_demo_output_is_the_same_every_run() -> None:
 
 # --- the stub venue and the scenario's source attempts -----------------------------------------
 
-PRICE_URL = ("https://api.coingecko.com/api/v3/simple/price?ids=bitcoin,tether,ghost&vs_currencies=usd"
-             "&include_last_updated_at=true&precision=full")
+PRICE_URL = (
+    "https://api.coingecko.com/api/v3/simple/price?ids=bitcoin,tether,ghost&vs_currencies=usd"
+    "&include_last_updated_at=true&precision=full"
+)
 
 
 def test_stub_venue_answers_like_coingecko() -> None:
@@ -535,7 +570,8 @@ def test_stub_venue_answers_like_coingecko() -> None:
     # Exact JSON numbers, last_updated_at in seconds, an unknown id left out, as CoinGecko does.
     assert answer.status_code == 200 and answer.content == (
         b'{"bitcoin":{"usd":96871.15,"last_updated_at":%d},"tether":{"usd":1.0003,"last_updated_at":%d}}'
-        % (observed, observed))
+        % (observed, observed)
+    )
     assert venue.asked == [("/api/v3/simple/price", ["bitcoin", "tether", "ghost"])]
 
     venue.expect(VenueAnswer(status=429, retry_after_s=120))
@@ -561,27 +597,37 @@ def steps_text(*steps: tuple[int, list[dict[str, object]]]) -> str:
 OK_ANSWER = {"status": 200, "prices": {"bitcoin": "96871.15"}, "age_s": 5}
 
 
-@pytest.mark.parametrize(("entry", "error"), [
-    ({"source": "kraken", "answer": OK_ANSWER}, "'kraken' is not a source the stub venue answers for"),
-    ({"source": "coingecko", "answer": {"status": 200}}, "status 200 needs `prices`"),
-    ({"source": "coingecko", "answer": {"status": 200, "prices": {"dogecoin": "0.4"}}},
-     "'dogecoin' is not one of the ids [sources.coingecko.ids] asks"),
-    ({"source": "coingecko", "answer": {"status": 200, "prices": {"bitcoin": "lots"}}}, "not a decimal number"),
-    ({"source": "coingecko", "answer": {"status": 200, "prices": {"bitcoin": "1"}, "retry_after_s": 5}},
-     "no `retry_after_s`"),
-    ({"source": "coingecko", "answer": {"status": 429, "timeout": True}}, "either `status` or `timeout: true`"),
-    ({"source": "coingecko", "answer": {}}, "either `status` or `timeout: true`"),
-    ({"source": "coingecko", "answer": {"timeout": True, "age_s": 5}}, "a timeout has no"),
-    ({"source": "coingecko", "answer": {"status": 404, "retry_after_s": 60}}, "goes with 429 or 503"),
-    ({"source": "coingecko", "answer": {"status": 418}}, "418 is Binance's"),
-    ({"source": "coingecko", "answer": {"status": 302}}, "200 or an error status"),
-    ({"source": "coingecko", "answer": {"status": 500, "prices": {"bitcoin": "1"}}}, "carries no `prices`"),
-    ({"source": "coingecko", "answer": {"status": 200, "price": {}}}, "source attempt: Object contains unknown field"),
-    ({"source": "coingecko", "answer": OK_ANSWER, "ts_offset_s": "0"}, "unknown field"),
-    ({"venue": "okx"}, "neither a scripted event (with `type`) nor a source attempt"),
-    ({"type": "price", "price": 1.5, "ts_offset_s": "0"}, "fields are strings; not price"),
-    ({"source": "coingecko"}, "coingecko asks at this step (no 429 blocks it): script its `answer`"),
-])
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ({"source": "kraken", "answer": OK_ANSWER}, "'kraken' is not a source the stub venue answers for"),
+        ({"source": "coingecko", "answer": {"status": 200}}, "status 200 needs `prices`"),
+        (
+            {"source": "coingecko", "answer": {"status": 200, "prices": {"dogecoin": "0.4"}}},
+            "'dogecoin' is not one of the ids [sources.coingecko.ids] asks",
+        ),
+        ({"source": "coingecko", "answer": {"status": 200, "prices": {"bitcoin": "lots"}}}, "not a decimal number"),
+        (
+            {"source": "coingecko", "answer": {"status": 200, "prices": {"bitcoin": "1"}, "retry_after_s": 5}},
+            "no `retry_after_s`",
+        ),
+        ({"source": "coingecko", "answer": {"status": 429, "timeout": True}}, "either `status` or `timeout: true`"),
+        ({"source": "coingecko", "answer": {}}, "either `status` or `timeout: true`"),
+        ({"source": "coingecko", "answer": {"timeout": True, "age_s": 5}}, "a timeout has no"),
+        ({"source": "coingecko", "answer": {"status": 404, "retry_after_s": 60}}, "goes with 429 or 503"),
+        ({"source": "coingecko", "answer": {"status": 418}}, "418 is Binance's"),
+        ({"source": "coingecko", "answer": {"status": 302}}, "200 or an error status"),
+        ({"source": "coingecko", "answer": {"status": 500, "prices": {"bitcoin": "1"}}}, "carries no `prices`"),
+        (
+            {"source": "coingecko", "answer": {"status": 200, "price": {}}},
+            "source attempt: Object contains unknown field",
+        ),
+        ({"source": "coingecko", "answer": OK_ANSWER, "ts_offset_s": "0"}, "unknown field"),
+        ({"venue": "okx"}, "neither a scripted event (with `type`) nor a source attempt"),
+        ({"type": "price", "price": 1.5, "ts_offset_s": "0"}, "fields are strings; not price"),
+        ({"source": "coingecko"}, "coingecko asks at this step (no 429 blocks it): script its `answer`"),
+    ],
+)
 def test_scenario_source_attempt_is_checked(entry: dict[str, object], error: str) -> None:
     with pytest.raises(ScenarioError, match=re.escape(error)) as caught:
         load_scenario(steps_text((0, [entry])))
@@ -591,24 +637,39 @@ def test_scenario_source_attempt_is_checked(entry: dict[str, object], error: str
 def test_scenario_replays_the_retry_after_blocks() -> None:
     limited = {"source": "coingecko", "answer": {"status": 429, "retry_after_s": 120}}
     blocked = {"source": "coingecko"}
-    fine = load_scenario(steps_text((0, [limited]), (45, [blocked]), (90, [blocked]), (120, [
-        {"source": "coingecko", "answer": OK_ANSWER}])))
+    fine = load_scenario(
+        steps_text(
+            (0, [limited]), (45, [blocked]), (90, [blocked]), (120, [{"source": "coingecko", "answer": OK_ANSWER}])
+        )
+    )
     assert [s.attempts[0].answer is None for s in fine] == [False, True, True, False]
     assert isinstance(fine[0].entries[0], SourceAttempt)
 
-    with pytest.raises(ScenarioError, match=re.escape(
-            "demo_scenario.jsonl:2: coingecko asks nothing here: the 429 at T+00:00 blocks its host until T+02:00")):
+    with pytest.raises(
+        ScenarioError,
+        match=re.escape(
+            "demo_scenario.jsonl:2: coingecko asks nothing here: the 429 at T+00:00 blocks its host until T+02:00"
+        ),
+    ):
         load_scenario(steps_text((0, [limited]), (45, [{"source": "coingecko", "answer": OK_ANSWER}])))
     # 10 s left of the block, less than the source's timeout_s (20 s): it would wait, in real time.
-    with pytest.raises(ScenarioError, match=re.escape(
+    with pytest.raises(
+        ScenarioError,
+        match=re.escape(
             "demo_scenario.jsonl:2: the 429 at T+00:00 blocks coingecko until T+02:00, 10s after this step: "
-            "within its timeout_s (20s)")) as caught:
+            "within its timeout_s (20s)"
+        ),
+    ) as caught:
         load_scenario(steps_text((0, [limited]), (110, [blocked])))
     assert "Move the step before T+01:40, or to T+02:00 or later" in str(caught.value)
     # Without Retry-After, CoinGecko's 429 blocks for a minute.
     with pytest.raises(ScenarioError, match=re.escape("blocks its host until T+01:00")):
-        load_scenario(steps_text((0, [{"source": "coingecko", "answer": {"status": 429}}]),
-                                 (30, [{"source": "coingecko", "answer": OK_ANSWER}])))
+        load_scenario(
+            steps_text(
+                (0, [{"source": "coingecko", "answer": {"status": 429}}]),
+                (30, [{"source": "coingecko", "answer": OK_ANSWER}]),
+            )
+        )
     with pytest.raises(ScenarioError, match="runs twice in one step"):
         load_scenario(steps_text((0, [{"source": "coingecko", "answer": OK_ANSWER}] * 2)))
 
@@ -628,8 +689,9 @@ async def test_replay_refuses_what_the_source_would_not_do(tmp_path: Path) -> No
         row = await replay.play(Step(0, "429", [limited]))
         assert not row.attempts[0].ok and row.attempts[0].requests == 1
         with pytest.raises(ScenarioError, match="an answer is scripted for coingecko, which asked nothing"):
-            await replay.play(Step(45, "asks?", [SourceAttempt("coingecko", VenueAnswer(status=200,
-                                                                                          prices={"bitcoin": "1"}))]))
+            await replay.play(
+                Step(45, "asks?", [SourceAttempt("coingecko", VenueAnswer(status=200, prices={"bitcoin": "1"}))])
+            )
         with pytest.raises(ScenarioError, match=r"T\+01:50: coingecko would wait 10s for api.coingecko.com"):
             await replay.play(Step(110, "waits", [SourceAttempt("coingecko")]))
     finally:

@@ -9,8 +9,9 @@ import pytest
 from navstream.cli import main
 
 
-def test_the_demo_without_fakeredis_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_demo_without_fakeredis_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "fakeredis", None)  # `import fakeredis` now fails
     monkeypatch.delitem(sys.modules, "navstream.demo", raising=False)
     assert main(["demo", "--fast"]) == 1

@@ -24,12 +24,11 @@ from navstream.app import ManualClock
 from navstream.cli import main
 from navstream.config import ConfigError, load_settings
 from navstream.ingest.httppool import HttpPool, retry_after_s
-from navstream.ingest.runner import Ingest, IngestError, configure
-from navstream.plugin.manager import PluginError, build_plugin_manager
 from navstream.ingest.pricecache import PriceCache
 from navstream.ingest.ratelimit import HostLimiter, RateLimited
+from navstream.ingest.runner import Ingest, IngestError, configure
+from navstream.plugin.manager import PluginError, build_plugin_manager
 from navstream.sources import SourceSettings, redact
-
 
 
 def kinds(*extra: tuple[str, object]) -> Any:
@@ -47,8 +46,9 @@ BUILT: list[Ingest] = []
 def ingest(backend: Any, sources: dict[str, Any], **kw: Any) -> Ingest:
     redis = backend.connect(True)
     try:
-        built = Ingest(settings(backend.prefix, sources), kinds(), redis, clock=kw.pop("clock", ManualClock(START_MS)),
-                       **kw)
+        built = Ingest(
+            settings(backend.prefix, sources), kinds(), redis, clock=kw.pop("clock", ManualClock(START_MS)), **kw
+        )
     except BaseException:
         BUILT.append(redis)  # type: ignore[arg-type]  # closed by the fixture all the same
         raise
@@ -103,8 +103,18 @@ def test_each_instance_is_decoded_with_its_kinds_settings_and_every_problem_is_n
     kind, decoded = ok["cg"]
     assert kind.kind == "fake-prices" and decoded.interval_s == 5 and isinstance(decoded, SourceSettings)
     with pytest.raises(ConfigError) as exc:
-        configure(settings("p", {"a": {"kind": "nope"}, "b": {"kind": "fake-prices", "interval_s": 0},
-                                 "c": {"kind": "fake-prices", "typo": 1}, "d": "not a table"}), kinds())
+        configure(
+            settings(
+                "p",
+                {
+                    "a": {"kind": "nope"},
+                    "b": {"kind": "fake-prices", "interval_s": 0},
+                    "c": {"kind": "fake-prices", "typo": 1},
+                    "d": "not a table",
+                },
+            ),
+            kinds(),
+        )
     text = str(exc.value)
     assert "[sources.a]: unknown source kind 'nope' (installed: fake-prices)" in text
     assert "[sources.b]" in text and "`sources.b.interval_s`" in text
@@ -120,7 +130,9 @@ def test_a_consumer_sharing_the_file_accepts_the_sources_section(tmp_path: Path)
 
 async def test_a_missing_credential_fails_at_startup_naming_the_variable_not_a_value(fake_backend: Any) -> None:
     sources = {"cg": {"kind": "fake-prices", "token_env": "NAVSTREAM_TEST_TOKEN"}}
-    with pytest.raises(IngestError, match=r"\[sources.cg\] token_env: environment variable NAVSTREAM_TEST_TOKEN is not set"):
+    with pytest.raises(
+        IngestError, match=r"\[sources.cg\] token_env: environment variable NAVSTREAM_TEST_TOKEN is not set"
+    ):
         ingest(fake_backend, sources, env={})
     built = ingest(fake_backend, sources, env={"NAVSTREAM_TEST_TOKEN": "s3cret"})
     assert built.runs["cg"].source.token == "s3cret"  # type: ignore[attr-defined]
@@ -142,14 +154,18 @@ async def test_a_successful_fetch_publishes_its_events_then_an_ok_status(backend
     assert i.runs["cg"].source.closed  # type: ignore[attr-defined]  # the host closes what it built
 
 
-@pytest.mark.parametrize("behaviour, error", [
-    ("fail", "HTTP 503 on GET /prices?asset=BTC&signature=***: upstream down"),
-    ("bug", "ValueError: unexpected payload shape"),
-    ("hang", "fetch did not finish within timeout_s = 0.05s"),
-])
+@pytest.mark.parametrize(
+    "behaviour, error",
+    [
+        ("fail", "HTTP 503 on GET /prices?asset=BTC&signature=***: upstream down"),
+        ("bug", "ValueError: unexpected payload shape"),
+        ("hang", "fetch did not finish within timeout_s = 0.05s"),
+    ],
+)
 async def test_a_failed_fetch_publishes_no_value_only_a_failed_status(backend: Any, behaviour: str, error: str) -> None:
-    i = ingest(backend, {"cg": {"kind": "fake-prices", "prices": {"BTC": "1"}, "behaviour": behaviour,
-                                "timeout_s": 0.05}})
+    i = ingest(
+        backend, {"cg": {"kind": "fake-prices", "prices": {"BTC": "1"}, "behaviour": behaviour, "timeout_s": 0.05}}
+    )
     assert await i.run_once() == {"cg": False}
     (status,) = await entries(i)
     assert (status["type"], status["ok"], status["error"]) == ("source_status", "false", error)
@@ -187,8 +203,13 @@ async def test_redis_down_keeps_only_the_newest_attempt_and_writes_it_when_back(
 
 
 async def test_run_keeps_each_source_on_its_interval_until_stopped(fake_backend: Any) -> None:
-    i = ingest(fake_backend, {"fast": {"kind": "fake-prices", "prices": {"BTC": "1"}, "interval_s": 0.1},
-                              "slow": {"kind": "fake-prices", "prices": {"ETH": "1"}, "interval_s": 10}})
+    i = ingest(
+        fake_backend,
+        {
+            "fast": {"kind": "fake-prices", "prices": {"BTC": "1"}, "interval_s": 0.1},
+            "slow": {"kind": "fake-prices", "prices": {"ETH": "1"}, "interval_s": 10},
+        },
+    )
     task = asyncio.create_task(i.run())
     await asyncio.sleep(0.35)
     i.request_stop()
@@ -197,11 +218,15 @@ async def test_run_keeps_each_source_on_its_interval_until_stopped(fake_backend:
 
 
 async def test_the_command_runs_one_round_and_says_which_source_failed(
-        real_backend: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    real_backend: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "prices": {"BTC": "2"}}})
     assert await asyncio.to_thread(main, ["ingest", "--config", str(good), "--once"]) == 0
-    bad = write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "behaviour": "fail"},
-                                                         "ok": {"kind": "fake-prices", "prices": {"BTC": "2"}}})
+    bad = write_config(
+        tmp_path,
+        real_backend.prefix,
+        {"cg": {"kind": "fake-prices", "behaviour": "fail"}, "ok": {"kind": "fake-prices", "prices": {"BTC": "2"}}},
+    )
     assert await asyncio.to_thread(main, ["ingest", "--config", str(bad), "--once"]) == 1
     err = capsys.readouterr().err
     assert "source cg failed: HTTP 503" in err and "signature=***" in err and "abab" not in err

@@ -18,26 +18,28 @@ from typing import Any
 
 import httpx
 import pytest
-from support import ROOT, START_MS, TESTS_DIR
 from prometheus_client.parser import text_string_to_metric_families
-from support.serving import free_port, metrics_of, sample, until
+from support import ROOT, START_MS, TESTS_DIR
 from support.ingest import answers, build, write_config
+from support.serving import free_port, metrics_of, sample, until
 
 from navstream.config import load_settings
 from navstream.loop.consumer import StartupError
 
 
-
 async def test_ingest_serves_healthz_and_metrics_per_source_and_host(backend: Any) -> None:
     port = free_port()
-    sources = {"cg": {"kind": "fake-prices", "prices": {"BTC": "1", "ETH": "2"}, "interval_s": 0.1},
-               "bad": {"kind": "fake-prices", "behaviour": "fail", "interval_s": 0.1},
-               "slow": {"kind": "fake-prices", "behaviour": "hang", "interval_s": 0.1, "timeout_s": 0.05},
-               "venue": {"kind": "stub-http", "interval_s": 0.1, "timeout_s": 5}}
+    sources = {
+        "cg": {"kind": "fake-prices", "prices": {"BTC": "1", "ETH": "2"}, "interval_s": 0.1},
+        "bad": {"kind": "fake-prices", "behaviour": "fail", "interval_s": 0.1},
+        "slow": {"kind": "fake-prices", "behaviour": "hang", "interval_s": 0.1, "timeout_s": 0.05},
+        "venue": {"kind": "stub-http", "interval_s": 0.1, "timeout_s": 5},
+    }
     ingest = build(backend, sources, port, answers([200, 200, 429, 418]))
     task = asyncio.create_task(ingest.run())
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client:
+
             async def scraped() -> dict[Any, float]:
                 return metrics_of((await client.get("/metrics")).text)
 
@@ -46,8 +48,11 @@ async def test_ingest_serves_healthz_and_metrics_per_source_and_host(backend: An
                     m = await scraped()
                 except httpx.TransportError:
                     return False
-                return (m.get(("navstream_ingest_rate_limited_answers_total", (("code", "418"), ("host", "api.stub"))),
-                              0) >= 1 and m.get(("navstream_ingest_events_written_total", (("source", "cg"),)), 0) >= 2)
+                return (
+                    m.get(("navstream_ingest_rate_limited_answers_total", (("code", "418"), ("host", "api.stub"))), 0)
+                    >= 1
+                    and m.get(("navstream_ingest_events_written_total", (("source", "cg"),)), 0) >= 2
+                )
 
             await until(enough, timeout=30, what="a 429, a 418 and written events")
             health = await client.get("/healthz")
@@ -125,16 +130,25 @@ def compose_healthcheck() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_ingest_command_serves_healthz_for_the_compose_healthcheck(real_backend: Any, tmp_path: Path) -> None:
-    config = write_config(tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "prices": {"BTC": "2"},
-                                                                  "interval_s": 0.5}})
+    config = write_config(
+        tmp_path, real_backend.prefix, {"cg": {"kind": "fake-prices", "prices": {"BTC": "2"}, "interval_s": 0.5}}
+    )
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")}
-    env.update(NAVSTREAM_INGEST_HTTP_PORT=str(port), NAVSTREAM_HTTP_HOST="0.0.0.0", NAVSTREAM_LOG_STREAM="stderr",
-               PYTHONPATH=str(TESTS_DIR))
+    env.update(
+        NAVSTREAM_INGEST_HTTP_PORT=str(port),
+        NAVSTREAM_HTTP_HOST="0.0.0.0",
+        NAVSTREAM_LOG_STREAM="stderr",
+        PYTHONPATH=str(TESTS_DIR),
+    )
     navstream = Path(sys.executable).parent / "navstream"
     log = (tmp_path / "ingest.log").open("w")
-    proc = subprocess.Popen([sys.executable, str(navstream), "ingest", "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, str(navstream), "ingest", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     check = compose_healthcheck()  # it reads NAVSTREAM_INGEST_HTTP_PORT from env, as in the container
     try:
         deadline = time.monotonic() + 30

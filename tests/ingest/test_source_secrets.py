@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import secrets
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
 import msgspec
@@ -81,25 +81,40 @@ def forms(value: str) -> list[str]:
     return [value, quote(value, safe=""), value[:24], value[-24:]]
 
 
-async def test_an_echoed_key_reaches_no_status_and_no_log(fake_backend: Backend, stubs: tuple[HttpStub, HttpStub],
-                                                           log_lines: tuple[io.StringIO, Captured]) -> None:
+async def test_an_echoed_key_reaches_no_status_and_no_log(
+    fake_backend: Backend, stubs: tuple[HttpStub, HttpStub], log_lines: tuple[io.StringIO, Captured]
+) -> None:
     coingecko, futures = stubs
     cg_key, bn_key, bn_secret = key(), key(), key()
     env = {"CG_KEY": cg_key, "BN_KEY": bn_key, "BN_SECRET": bn_secret}
     echo_url = f"https://api.coingecko.com/api/v3/simple/price?ids=bitcoin&x_cg_demo_api_key={cg_key}"
     # 1: a JSON error quoting the key and the URL it came with; 2: the key straddling the cut of
     # the body's excerpt; 3: a success whose value is the key (a problem quotes it)
-    coingecko.add(CG_PATH,
-                  Canned(401, json={"status": {"error_code": 10002, "error_message":
-                                               f"Invalid key {cg_key} for {echo_url} ({quote(cg_key)})"}}),
-                  Canned(401, body="x" * (BODY_EXCERPT - 30) + cg_key + " was refused"),
-                  Canned(200, json={"bitcoin": {"usd": cg_key, "last_updated_at": 1}}))
+    coingecko.add(
+        CG_PATH,
+        Canned(
+            401,
+            json={
+                "status": {
+                    "error_code": 10002,
+                    "error_message": f"Invalid key {cg_key} for {echo_url} ({quote(cg_key)})",
+                }
+            },
+        ),
+        Canned(401, body="x" * (BODY_EXCERPT - 30) + cg_key + " was refused"),
+        Canned(200, json={"bitcoin": {"usd": cg_key, "last_updated_at": 1}}),
+    )
     # Binance's own error shape echoing the key, then an HTML page echoing key and secret
-    futures.add(ACCOUNT_PATH,
-                Canned(401, json={"code": -2015, "msg": f"Invalid API-key {bn_key}, IP, or permissions"}),
-                Canned(502, body=f"<html>upstream said: key={bn_key} secret {bn_secret} "
-                                 f"url=https://fapi.binance.com{ACCOUNT_PATH}?apiKey={bn_key}</html>"),
-                Canned(400, json={"code": -1100, "msg": f"Illegal characters found in parameter '{bn_secret}'"}))
+    futures.add(
+        ACCOUNT_PATH,
+        Canned(401, json={"code": -2015, "msg": f"Invalid API-key {bn_key}, IP, or permissions"}),
+        Canned(
+            502,
+            body=f"<html>upstream said: key={bn_key} secret {bn_secret} "
+            f"url=https://fapi.binance.com{ACCOUNT_PATH}?apiKey={bn_key}</html>",
+        ),
+        Canned(400, json={"code": -1100, "msg": f"Illegal characters found in parameter '{bn_secret}'"}),
+    )
     settings = load_settings(env={}, overrides={"redis": {"prefix": fake_backend.prefix}})
     cg = {"base_url": coingecko.url + "/api/v3", "ids": {"BTC": "bitcoin"}}
     bn = {"kind": "binance-usdm-account", "base_url": futures.url, "account": "futures-main"}

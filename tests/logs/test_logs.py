@@ -7,8 +7,9 @@ import gzip
 import io
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,12 @@ def test_lines_are_json_with_the_event_name_and_extra_fields(captured: io.String
     log.info("batch written", extra={"event": "batch_written", "size": 3})
     (line,) = lines(captured)
     assert (line["level"], line["logger"], line["msg"], line["event"], line["size"]) == (
-        "info", "navstream.test", "batch written", "batch_written", 3)
+        "info",
+        "navstream.test",
+        "batch written",
+        "batch_written",
+        3,
+    )
     assert isinstance(line["ts"], float)
 
 
@@ -64,8 +70,11 @@ def test_the_next_repeat_after_the_window_says_how_many_were_suppressed() -> Non
 
 def test_secrets_are_scrubbed_from_messages_fields_and_tracebacks(captured: io.StringIO) -> None:
     url = "rediss://navstream:hunter2@redis.internal:6380/0"
-    log.error("cannot connect to %s", url, extra={"event": "x", "url": url,
-                                                   "query": "GET /fapi/v3/account?timestamp=1&signature=abc123"})
+    log.error(
+        "cannot connect to %s",
+        url,
+        extra={"event": "x", "url": url, "query": "GET /fapi/v3/account?timestamp=1&signature=abc123"},
+    )
     try:
         raise RuntimeError(f"auth failed for {url}")
     except RuntimeError:
@@ -109,8 +118,9 @@ def test_an_unwritable_log_file_is_a_clear_usage_error(tmp_path: Path, capsys: p
     assert "cannot open log file" in capsys.readouterr().err
 
 
-def test_long_running_commands_log_to_stdout_one_shots_to_stderr(monkeypatch: pytest.MonkeyPatch,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_long_running_commands_log_to_stdout_one_shots_to_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import sys
 
     import navstream.logs

@@ -10,8 +10,8 @@ from typing import Any
 
 from support import START_MS, Recorder
 
-from navstream.loop.consumer import Consumer
 from navstream.loop.batch import Entry, entry_bytes
+from navstream.loop.consumer import Consumer
 
 LIMITS = {"max_batch_bytes": 65_536, "max_entry_bytes": 8_192}
 BIG = 20_000
@@ -19,13 +19,26 @@ BIG = 20_000
 
 def big(i: int) -> dict[str, str]:
     """A producer's mistake: a balance carrying a 20 kB blob (invalid, and far too large)."""
-    return {"type": "balance", "venue": "binance", "account": "spot", "asset": f"B{i}", "balance": "1",
-            "ts": str(START_MS - 1000), "blob": "x" * BIG}
+    return {
+        "type": "balance",
+        "venue": "binance",
+        "account": "spot",
+        "asset": f"B{i}",
+        "balance": "1",
+        "ts": str(START_MS - 1000),
+        "blob": "x" * BIG,
+    }
 
 
 def bal(asset: str) -> dict[str, str]:
-    return {"type": "balance", "venue": "binance", "account": "spot", "asset": asset, "balance": "1",
-            "ts": str(START_MS - 1000)}
+    return {
+        "type": "balance",
+        "venue": "binance",
+        "account": "spot",
+        "asset": asset,
+        "balance": "1",
+        "ts": str(START_MS - 1000),
+    }
 
 
 def spy(consumer: Consumer) -> list[tuple[int, int]]:

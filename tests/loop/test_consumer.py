@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
+from support import START_MS
 
 from navstream import App, Balance, Event, InvalidOrder, Order, Outputs, hookimpl
 from navstream.loop.consumer import Consumer
 from navstream.store.writer import WriteError
 
-from support import START_MS
-
 FAST = {"block_ms": 5, "claim_idle_ms": 40, "tick_ms": 50}
 
 
 def bal(asset: str, amount: str = "1", ts: int = START_MS, account: str = "a") -> dict[str, str]:
-    return {"type": "balance", "venue": "v", "account": account, "asset": asset, "balance": amount,
-            "ts": str(ts)}
+    return {"type": "balance", "venue": "v", "account": account, "asset": asset, "balance": amount, "ts": str(ts)}
 
 
 async def add(app: App, *entries: dict[str, Any], stream: str | None = None) -> list[str]:
@@ -128,7 +127,7 @@ async def test_future_timestamps_are_dead_lettered(make_app: Any) -> None:
     await consumer.setup()
     await add(app, bal("BTC", ts=START_MS + 3_600_000))
     await drain(consumer)
-    (_, fields), = await app.redis.xrange(app.keys.dlq)
+    ((_, fields),) = await app.redis.xrange(app.keys.dlq)
     assert "in the future" in fields["dlq_error"] and "clock" in fields["dlq_error"]
 
 
@@ -156,7 +155,7 @@ async def test_a_failing_plugin_loses_only_its_poison_entry(make_app: Any) -> No
         await asyncio.sleep(0.06)
         assert await consumer.reclaim() == 1
     assert await pending(app) == 0
-    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    ((_, dead),) = await app.redis.xrange(app.keys.dlq)
     assert dead["dlq_id"] == ids[1] and dead["dlq_deliveries"] == "3" and dead["asset"] == "POISON"
     assert "plugin 'poisoned': RuntimeError: cannot value POISON" == dead["dlq_error"]
     assert not await app.redis.exists(app.keys.failures)
@@ -230,7 +229,7 @@ async def test_entries_past_max_deliveries_are_dead_lettered_without_running_plu
     await asyncio.sleep(0.06)
     await consumer.reclaim()
     assert rec.seen == []
-    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    ((_, dead),) = await app.redis.xrange(app.keys.dlq)
     assert dead["dlq_deliveries"] == "4" and "crashed or hung" in dead["dlq_error"]
     assert await pending(app) == 0
 
@@ -261,15 +260,22 @@ async def test_orders_reach_order_plugins_including_invalid_ones(make_app: Any) 
     app = make_app(plugins=[("gate", Gate())])
     consumer = Consumer(app)
     await consumer.setup()
-    good = {"type": "order", "order_id": "o1", "venue": "v", "account": "a", "symbol": "BTCUSDT",
-            "side": "buy", "qty": "1", "ts": str(START_MS)}
-    await add(app, good, {**good, "order_id": "o2", "qty": "-1"}, {**good, "order_id": ""},
-              stream=app.keys.orders)
+    good = {
+        "type": "order",
+        "order_id": "o1",
+        "venue": "v",
+        "account": "a",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "qty": "1",
+        "ts": str(START_MS),
+    }
+    await add(app, good, {**good, "order_id": "o2", "qty": "-1"}, {**good, "order_id": ""}, stream=app.keys.orders)
     await drain(consumer)
     assert isinstance(seen[0], Order) and isinstance(seen[1], InvalidOrder) and len(seen) == 2
     assert "qty" in seen[1].reason
     assert [f["order_id"] for _, f in await app.redis.xrange(app.keys.decisions)] == ["o1", "o2"]
-    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    ((_, dead),) = await app.redis.xrange(app.keys.dlq)
     assert "order_id" in dead["dlq_error"]
     assert await pending(app, app.keys.orders) == 0
 
@@ -407,8 +413,10 @@ async def test_two_consumers_end_in_the_same_state_as_one(backend: Any, make_app
 
     other = Backend(backend.kind)
     try:
-        pair = [make_app(plugins=[("rec", Recorder())], consumer={**FAST, "batch_size": 7}, name=n, on=other)
-                for n in ("x", "y")]
+        pair = [
+            make_app(plugins=[("rec", Recorder())], consumer={**FAST, "batch_size": 7}, name=n, on=other)
+            for n in ("x", "y")
+        ]
         await add(pair[0], *entries)
         await asyncio.gather(*(Consumer(a, until_idle_s=0.2).run() for a in pair))
         assert all(a.stats.processed > 0 for a in pair)  # both really took part
@@ -480,8 +488,10 @@ async def test_each_entry_a_plugin_fails_keeps_its_own_error(make_app: Any) -> N
     await add(app, bal("BAD1"), bal("OK"), bal("BAD2"))
     await drain(consumer)
     errors = {f["asset"]: f["dlq_error"] for _, f in await app.redis.xrange(app.keys.dlq)}
-    assert errors == {"BAD1": "plugin 'picky': ValueError: refuses BAD1",
-                      "BAD2": "plugin 'picky': ValueError: refuses BAD2"}
+    assert errors == {
+        "BAD1": "plugin 'picky': ValueError: refuses BAD1",
+        "BAD2": "plugin 'picky': ValueError: refuses BAD2",
+    }
 
 
 async def test_a_huge_dead_letter_and_a_huge_batch_are_written_whole(make_app: Any) -> None:
@@ -493,7 +503,7 @@ async def test_a_huge_dead_letter_and_a_huge_batch_are_written_whole(make_app: A
     huge = {"type": "balance", **{f"f{i}": str(i) for i in range(4000)}}
     await add(app, huge)
     await drain(consumer)
-    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    ((_, dead),) = await app.redis.xrange(app.keys.dlq)
     assert len(dead) == len(huge) + 6 and dead["f3999"] == "3999"
     # more ids than one XACK chunk in a single batch
     pipe = app.redis.pipeline(transaction=False)
@@ -510,9 +520,13 @@ async def test_killed_connections_on_a_real_redis_lose_nothing(real_backend: Any
     from navstream.plugin.manager import build_plugin_manager
 
     rec = Recorder()
-    settings = load_settings(env={}, overrides={
-        "redis": {"url": real_backend.url, "prefix": real_backend.prefix, "group": "g"},
-        "consumer": {"name": f"killme-{real_backend.prefix}", **FAST, "reconnect_max_ms": 200}})
+    settings = load_settings(
+        env={},
+        overrides={
+            "redis": {"url": real_backend.url, "prefix": real_backend.prefix, "group": "g"},
+            "consumer": {"name": f"killme-{real_backend.prefix}", **FAST, "reconnect_max_ms": 200},
+        },
+    )
     app = App.create(settings, plugins=build_plugin_manager(load_entrypoints=False, extra=[("rec", rec)], env={}))
     admin = real_backend.connect(True)
     try:
@@ -550,8 +564,9 @@ async def test_a_plugins_malformed_output_fails_that_plugin_alone(make_app: Any)
             out.emit("orders", {"x": "1"})  # an input stream is no output
 
     rec = Recorder()
-    app = make_app(plugins=[("rec", rec), ("sloppy", Sloppy()), ("reserved", Reserved())],
-                   consumer={**FAST, "max_deliveries": 1})
+    app = make_app(
+        plugins=[("rec", rec), ("sloppy", Sloppy()), ("reserved", Reserved())], consumer={**FAST, "max_deliveries": 1}
+    )
     consumer = Consumer(app)
     await consumer.setup()
     await add(app, bal("BTC"))
@@ -591,8 +606,9 @@ async def test_a_hanging_async_hook_times_out_as_a_plugin_failure(make_app: Any)
             if any(getattr(e, "asset", "") == "HANG" for e in events):
                 await asyncio.sleep(3600)
 
-    app = make_app(plugins=[("rec", rec), ("hangs", Hangs())],
-                   consumer={**FAST, "max_deliveries": 1, "hook_timeout_s": 0.05})
+    app = make_app(
+        plugins=[("rec", rec), ("hangs", Hangs())], consumer={**FAST, "max_deliveries": 1, "hook_timeout_s": 0.05}
+    )
     consumer = Consumer(app)
     await consumer.setup()
     await add(app, bal("OK"), bal("HANG"), *(bal(f"H{i}") for i in range(40)))
@@ -618,8 +634,20 @@ async def test_orders_from_the_future_are_answerable_not_dropped(make_app: Any) 
     app = make_app(plugins=[("gate", Gate())])
     consumer = Consumer(app)
     await consumer.setup()
-    await add(app, {"type": "order", "order_id": "o-f", "venue": "v", "account": "a", "symbol": "BTCUSDT",
-                    "side": "buy", "qty": "1", "ts": str(START_MS + 3_600_000)}, stream=app.keys.orders)
+    await add(
+        app,
+        {
+            "type": "order",
+            "order_id": "o-f",
+            "venue": "v",
+            "account": "a",
+            "symbol": "BTCUSDT",
+            "side": "buy",
+            "qty": "1",
+            "ts": str(START_MS + 3_600_000),
+        },
+        stream=app.keys.orders,
+    )
     await drain(consumer)
     (order,) = seen
     assert isinstance(order, InvalidOrder) and order.order_id == "o-f" and "future" in order.reason
@@ -638,11 +666,12 @@ async def test_a_refused_write_is_the_reason_given_when_dead_lettered(make_app: 
     await add(app, bal("BTC"))
     with pytest.raises(WriteError):
         await consumer.step(block_ms=1)
-    await app.raw.xclaim(app.keys.events, app.group, "crashy", 0,
-                         [i for i, _ in await app.redis.xrange(app.keys.events)], retrycount=5)
+    await app.raw.xclaim(
+        app.keys.events, app.group, "crashy", 0, [i for i, _ in await app.redis.xrange(app.keys.events)], retrycount=5
+    )
     await asyncio.sleep(0.06)
     await consumer.reclaim()
-    (_, dead), = await app.redis.xrange(app.keys.dlq)
+    ((_, dead),) = await app.redis.xrange(app.keys.dlq)
     assert "batch writes failed" in dead["dlq_error"] and "WRONGTYPE" in dead["dlq_error"]
 
 
@@ -795,7 +824,7 @@ async def test_a_startup_hook_failing_with_an_os_error_is_not_a_redis_outage(mak
     class NeedsFile:
         @hookimpl
         def navstream_startup(self) -> None:
-            open("/nonexistent/navstream-credentials.json")  # noqa: SIM115
+            open("/nonexistent/navstream-credentials.json")
 
     app = make_app(plugins=[("nf", NeedsFile())])
     with pytest.raises(StartupError, match="FileNotFoundError"):

@@ -14,11 +14,12 @@ own prefix, and the real Redis is shared.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
-from support import START_MS
 from redis.exceptions import ResponseError
+from support import START_MS
 
 from navstream import Event, ManualClock, Outputs, hookimpl
 from navstream.loop.consumer import Consumer
@@ -27,14 +28,27 @@ from navstream.store.writer import is_missing_group
 TICK_MS = 1_000
 #: Far longer than the test: an alert raised again came from the loss being noticed.
 ALERT_EVERY_S = 3_600
-NAV = {"nav": {"max_age_s": 60, "publish_every_s": 600, "alert_every_s": ALERT_EVERY_S,
-               "pegs": {"USDT": "1"}, "accounts": [{"venue": "binance", "account": "futures", "kind": "futures"}]}}
+NAV = {
+    "nav": {
+        "max_age_s": 60,
+        "publish_every_s": 600,
+        "alert_every_s": ALERT_EVERY_S,
+        "pegs": {"USDT": "1"},
+        "accounts": [{"venue": "binance", "account": "futures", "kind": "futures"}],
+    }
+}
 
 
 def zero_wallet(clock: ManualClock) -> dict[str, str]:
     """The producer's reading of a futures wallet that holds 0 (a second old)."""
-    return {"type": "balance", "venue": "binance", "account": "futures", "asset": "USDT", "balance": "0",
-            "ts": str(clock.now_ms() - 1_000)}
+    return {
+        "type": "balance",
+        "venue": "binance",
+        "account": "futures",
+        "asset": "USDT",
+        "balance": "0",
+        "ts": str(clock.now_ms() - 1_000),
+    }
 
 
 async def started(make_app: Any, clock: ManualClock, name: str, **kwargs: Any) -> Consumer:
@@ -93,8 +107,7 @@ async def alerted_once(make_app: Any, clock: ManualClock) -> tuple[Consumer, Con
 
 
 @pytest.mark.parametrize("recreated_by", ["this consumer", "another consumer", "a restarted consumer"])
-async def test_a_lasting_zero_wallet_is_alerted_again_at_once_after_a_flush(
-        make_app: Any, recreated_by: str) -> None:
+async def test_a_lasting_zero_wallet_is_alerted_again_at_once_after_a_flush(make_app: Any, recreated_by: str) -> None:
     clock = ManualClock(START_MS)
     a, b = await alerted_once(make_app, clock)
     await wipe(a)
@@ -234,8 +247,14 @@ def test_redis_restarted_empty_under_running_consumers_the_zero_wallet_is_alerte
         return time.time_ns() // 1_000_000
 
     def zero() -> dict[str, str]:
-        return {"type": "balance", "venue": "binance", "account": "futures", "asset": "USDT", "balance": "0",
-                "ts": str(now_ms() - 1_000)}
+        return {
+            "type": "balance",
+            "venue": "binance",
+            "account": "futures",
+            "asset": "USDT",
+            "balance": "0",
+            "ts": str(now_ms() - 1_000),
+        }
 
     def zero_alerts() -> list[dict[str, str]]:
         return [f for _, f in r.xrange("loss:alerts") if f["code"] == "wallet_zero"]

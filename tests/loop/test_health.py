@@ -55,4 +55,6 @@ async def test_one_degraded_or_broken_plugin_makes_the_consumer_degraded_with_re
     assert fields["broken.status"] == "degraded"
     assert fields["broken.reason"] == "health report failed: RuntimeError: no idea"
     assert sorted(fields["health_reasons"].split("; ")) == [
-        "broken: health report failed: RuntimeError: no idea", "sink: sink unreachable for 30s"]
+        "broken: health report failed: RuntimeError: no idea",
+        "sink: sink unreachable for 30s",
+    ]

@@ -17,14 +17,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
-from support import TESTS_DIR
 import redis
+from support import TESTS_DIR
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
@@ -49,9 +50,14 @@ def write_config(path: Path, *, consumer: dict[str, Any] | None = None, recorder
         return repr(value)
 
     settings = {"batch_size": 10, "claim_idle_ms": 1500, "block_ms": 200, "tick_ms": 200, **(consumer or {})}
-    lines = ["[consumer]", *(f"{k} = {toml(v)}" for k, v in settings.items()),
-             "[plugins]", f'modules = ["{PLUGIN}"]',
-             "[slow_recorder]", *(f"{k} = {toml(v)}" for k, v in (recorder or {}).items())]
+    lines = [
+        "[consumer]",
+        *(f"{k} = {toml(v)}" for k, v in settings.items()),
+        "[plugins]",
+        f'modules = ["{PLUGIN}"]',
+        "[slow_recorder]",
+        *(f"{k} = {toml(v)}" for k, v in (recorder or {}).items()),
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -106,7 +112,10 @@ class Cluster:
         with log.open("wb") as err_fh, out.open("wb") as out_fh:  # the child keeps its own copies
             popen = subprocess.Popen(
                 [sys.executable, "-m", "navstream.cli", *args],
-                stdout=out_fh, stderr=err_fh, env=child_env(), cwd=self.tmp,
+                stdout=out_fh,
+                stderr=err_fh,
+                env=child_env(),
+                cwd=self.tmp,
             )
         proc = Proc(name, popen, log, out)
         self.procs.append(proc)
@@ -114,8 +123,19 @@ class Cluster:
 
     def run(self, consumer: str, config: Path, *extra: str, prefix: str | None = None) -> Proc:
         return self.cli(
-            "run", "--redis-url", self.url, "--prefix", prefix or self.prefix, "--group", GROUP,
-            "--consumer", consumer, "--config", str(config), *extra, name=f"{prefix or self.prefix}-{consumer}",
+            "run",
+            "--redis-url",
+            self.url,
+            "--prefix",
+            prefix or self.prefix,
+            "--group",
+            GROUP,
+            "--consumer",
+            consumer,
+            "--config",
+            str(config),
+            *extra,
+            name=f"{prefix or self.prefix}-{consumer}",
         )
 
     def tails(self) -> str:
@@ -195,7 +215,7 @@ def recorded(r: redis.Redis, prefix: str) -> dict[str, dict[str, str]]:
     pipe = r.pipeline(transaction=False)
     for key in keys:
         pipe.hgetall(key)
-    return {key[len(prefix) + 1:]: value for key, value in zip(keys, pipe.execute())}
+    return {key[len(prefix) + 1 :]: value for key, value in zip(keys, pipe.execute())}
 
 
 def count_recorded(r: redis.Redis, prefix: str) -> int:
@@ -235,13 +255,16 @@ def assert_all_recorded(r: redis.Redis, prefix: str, expected: dict[str, str], t
     wrong = sorted(k for k in set(want) & set(got) if Decimal(got[k]) != Decimal(want[k]))
     assert not (missing or extra or wrong), (
         f"{len(missing)} missing (e.g. {missing[:5]}), {len(extra)} unexpected (e.g. {extra[:5]}), "
-        f"{len(wrong)} wrong (e.g. {[(k, got[k], want[k]) for k in wrong[:5]]})\n{tails}")
+        f"{len(wrong)} wrong (e.g. {[(k, got[k], want[k]) for k in wrong[:5]]})\n{tails}"
+    )
 
 
 # --- 1. SIGKILL mid-batch -----------------------------------------------------------------------
 
 
-def test_sigkill_mid_batch_another_consumer_reclaims_everything(cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path) -> None:
+def test_sigkill_mid_batch_another_consumer_reclaims_everything(
+    cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path
+) -> None:
     prefix = cluster.prefix
     base = now_ms() - 60_000
     expected = {f"A{i:03d}": f"{i}.{i % 7}5" for i in range(300)}
@@ -250,8 +273,12 @@ def test_sigkill_mid_batch_another_consumer_reclaims_everything(cluster: Cluster
 
     a = cluster.run("A", cfg)
     # Mid-run: some processed, not all, and a batch of A's in flight (read, not acknowledged).
-    wait_until(lambda: 30 <= count_recorded(r, prefix) < 300 and consumer_pending(r, prefix, "A"),
-               15, "consumer A to be mid-run with a batch pending", cluster.tails)
+    wait_until(
+        lambda: 30 <= count_recorded(r, prefix) < 300 and consumer_pending(r, prefix, "A"),
+        15,
+        "consumer A to be mid-run with a batch pending",
+        cluster.tails,
+    )
     a.popen.send_signal(signal.SIGKILL)
     assert a.wait(5) == -signal.SIGKILL
     orphaned = consumer_pending(r, prefix, "A")
@@ -280,7 +307,9 @@ def test_sigkill_mid_batch_another_consumer_reclaims_everything(cluster: Cluster
 # --- 2. SIGTERM ---------------------------------------------------------------------------------
 
 
-def test_sigterm_finishes_the_batch_in_flight_and_leaves_nothing_pending(cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path) -> None:
+def test_sigterm_finishes_the_batch_in_flight_and_leaves_nothing_pending(
+    cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path
+) -> None:
     prefix = cluster.prefix
     base = now_ms() - 60_000
     expected = {f"T{i:03d}": f"-{i}.5" for i in range(200)}
@@ -288,8 +317,12 @@ def test_sigterm_finishes_the_batch_in_flight_and_leaves_nothing_pending(cluster
     cfg = write_config(tmp_path / "term.toml", recorder={"delay_s": 0.1})
 
     first = cluster.run("first", cfg)
-    wait_until(lambda: 20 <= count_recorded(r, prefix) < 200 and consumer_pending(r, prefix, "first"),
-               15, "the first consumer to be mid-batch", cluster.tails)
+    wait_until(
+        lambda: 20 <= count_recorded(r, prefix) < 200 and consumer_pending(r, prefix, "first"),
+        15,
+        "the first consumer to be mid-batch",
+        cluster.tails,
+    )
     first.popen.send_signal(signal.SIGTERM)
     started = time.monotonic()
     assert first.wait(5) == 0, cluster.tails()
@@ -320,7 +353,10 @@ def test_sigterm_finishes_the_batch_in_flight_and_leaves_nothing_pending(cluster
 def malformed_entries(ts: int) -> dict[str, tuple[dict[Any, Any], str]]:
     """name -> (fields, text the dead letter's error must contain, naming the field)."""
     return {
-        "missing_asset": ({"type": "balance", "venue": VENUE, "account": ACCOUNT, "balance": "1", "ts": str(ts)}, "`asset`"),
+        "missing_asset": (
+            {"type": "balance", "venue": VENUE, "account": ACCOUNT, "balance": "1", "ts": str(ts)},
+            "`asset`",
+        ),
         "balance_abc": (balance("BAD1", "abc", ts), "`balance`"),
         "unknown_type": ({**balance("BAD2", "1", ts), "type": "balanse"}, "type"),
         "ts_seconds": (balance("BAD3", "1", ts // 1000), "`ts`"),
@@ -339,7 +375,9 @@ def test_poison_and_malformed_entries_reach_the_dlq_while_the_rest_is_processed(
     valid = {f"V{i:02d}": f"{i}.25" for i in range(40)}
     poison_assets = ["P1", "P2", "P3"]
     malformed = malformed_entries(ts)
-    plan: list[tuple[str, str, dict[Any, Any]]] = [("valid", a, balance(a, b, ts + i)) for i, (a, b) in enumerate(valid.items())]
+    plan: list[tuple[str, str, dict[Any, Any]]] = [
+        ("valid", a, balance(a, b, ts + i)) for i, (a, b) in enumerate(valid.items())
+    ]
     for n, (name, (fields, _)) in enumerate(malformed.items()):
         plan.insert(3 + 7 * n, ("malformed", name, fields))
     plan.insert(20, ("malformed", "non_utf8", {**NON_UTF8, b"ts": str(ts).encode()}))
@@ -348,9 +386,11 @@ def test_poison_and_malformed_entries_reach_the_dlq_while_the_rest_is_processed(
     ids = xadd_all(raw, prefix, [fields for _, _, fields in plan])
     by_id = {entry_id: item for entry_id, item in zip(ids, plan)}
 
-    cfg = write_config(tmp_path / "poison.toml",
-                       consumer={"max_deliveries": 2, "claim_idle_ms": 600, "block_ms": 100, "tick_ms": 100},
-                       recorder={"fail_assets": poison_assets})
+    cfg = write_config(
+        tmp_path / "poison.toml",
+        consumer={"max_deliveries": 2, "claim_idle_ms": 600, "block_ms": 100, "tick_ms": 100},
+        recorder={"fail_assets": poison_assets},
+    )
     started_ms = now_ms()
     proc = cluster.run("c1", cfg, "--until-idle", "2.5")
     assert proc.wait(20) == 0, cluster.tails()
@@ -365,8 +405,10 @@ def test_poison_and_malformed_entries_reach_the_dlq_while_the_rest_is_processed(
     for entry_id, (kind, name, fields) in expect_dead.items():
         dead = dlq[entry_id]
         original = {k: v for k, v in dead.items() if not k.startswith(b"dlq_")}
-        sent = {(k if isinstance(k, bytes) else k.encode()): (v if isinstance(v, bytes) else v.encode())
-                for k, v in fields.items()}
+        sent = {
+            (k if isinstance(k, bytes) else k.encode()): (v if isinstance(v, bytes) else v.encode())
+            for k, v in fields.items()
+        }
         assert original == sent, (name, original, sent)
         assert dead[b"dlq_stream"] == f"{prefix}:events".encode()
         assert dead[b"dlq_consumer"] == b"c1"
@@ -389,13 +431,16 @@ def test_poison_and_malformed_entries_reach_the_dlq_while_the_rest_is_processed(
     assert int(heartbeat["processed"]) == len(valid)
 
 
-def test_each_poison_dead_letter_carries_its_own_error(cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path) -> None:
+def test_each_poison_dead_letter_carries_its_own_error(
+    cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path
+) -> None:
     prefix = cluster.prefix
     ts = now_ms() - 60_000
     assets = ["P1", "V1", "P2", "V2", "P3"]
     ids = xadd_all(r, prefix, [balance(a, "1", ts) for a in assets])
-    cfg = write_config(tmp_path / "own.toml", consumer={"max_deliveries": 1},
-                       recorder={"fail_assets": ["P1", "P2", "P3"]})
+    cfg = write_config(
+        tmp_path / "own.toml", consumer={"max_deliveries": 1}, recorder={"fail_assets": ["P1", "P2", "P3"]}
+    )
     assert cluster.run("c1", cfg, "--until-idle", "0.5").wait(15) == 0, cluster.tails()
 
     assert_all_recorded(r, prefix, {"V1": "1", "V2": "1"}, cluster.tails())
@@ -432,9 +477,11 @@ def test_two_consumers_end_in_the_same_state_as_one(cluster: Cluster, r: redis.R
     for prefix in (prefix_one, prefix_two):
         xadd_all(r, prefix, events)
     cfg = write_config(tmp_path / "pair.toml", consumer={"batch_size": 5}, recorder={"delay_s": 0.05})
-    procs = [cluster.run("solo", cfg, "--until-idle", "1.5", prefix=prefix_one),
-             cluster.run("x", cfg, "--until-idle", "1.5", prefix=prefix_two),
-             cluster.run("y", cfg, "--until-idle", "1.5", prefix=prefix_two)]
+    procs = [
+        cluster.run("solo", cfg, "--until-idle", "1.5", prefix=prefix_one),
+        cluster.run("x", cfg, "--until-idle", "1.5", prefix=prefix_two),
+        cluster.run("y", cfg, "--until-idle", "1.5", prefix=prefix_two),
+    ]
     for proc in procs:
         assert proc.wait(25) == 0, cluster.tails()
 
@@ -453,7 +500,9 @@ def test_two_consumers_end_in_the_same_state_as_one(cluster: Cluster, r: redis.R
 # --- 5. --max-events and dlq replay -------------------------------------------------------------
 
 
-def test_run_max_events_stops_after_n_and_leaves_the_rest_unread(cluster: Cluster, r: redis.Redis, tmp_path: Path) -> None:
+def test_run_max_events_stops_after_n_and_leaves_the_rest_unread(
+    cluster: Cluster, r: redis.Redis, tmp_path: Path
+) -> None:
     prefix = cluster.prefix
     base = now_ms() - 60_000
     assets = [f"M{i:02d}" for i in range(50)]
@@ -478,7 +527,9 @@ def dlq_by_original(raw: redis.Redis, prefix: str) -> dict[tuple[tuple[bytes, by
     return out
 
 
-def _replay_round_trip(cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path, bad: list[dict[Any, Any]]) -> None:
+def _replay_round_trip(
+    cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_path: Path, bad: list[dict[Any, Any]]
+) -> None:
     prefix = cluster.prefix
     ts = now_ms() - 60_000
     good = {f"G{i}": f"{i}.5" for i in range(5)}
@@ -501,8 +552,8 @@ def _replay_round_trip(cluster: Cluster, r: redis.Redis, raw: redis.Redis, tmp_p
     assert replay.stdout().count("replayed ") == len(bad), cluster.tails()
     assert raw.xlen(f"{prefix}:dlq") == 0
     assert raw.xlen(f"{prefix}:events") == len(entries) + len(bad)
-    replayed_ids = {i.decode() for i, _ in raw.xrange(f"{prefix}:events")[len(entries):]}
-    tail = {tuple(sorted(f.items())) for _, f in raw.xrange(f"{prefix}:events")[len(entries):]}
+    replayed_ids = {i.decode() for i, _ in raw.xrange(f"{prefix}:events")[len(entries) :]}
+    tail = {tuple(sorted(f.items())) for _, f in raw.xrange(f"{prefix}:events")[len(entries) :]}
     assert tail == set(first), "the original fields go back to P:events unchanged"
 
     assert cluster.run("r2", cfg, "--until-idle", "0.5").wait(15) == 0, cluster.tails()

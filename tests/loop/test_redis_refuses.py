@@ -11,22 +11,22 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from support import START_MS
+from support.soakkit import RedisServer, free_port
 
 from navstream import Event, ManualClock, Outputs, hookimpl
 from navstream.app import App
 from navstream.config import load_settings
 from navstream.loop.consumer import Consumer
 from navstream.plugin.manager import build_plugin_manager
-from support.soakkit import RedisServer, free_port
 
-CONSUMER = {"tick_ms": 100, "block_ms": 50, "claim_idle_ms": 60_000, "reconnect_max_ms": 200,
-            "hook_timeout_s": 60}
+CONSUMER = {"tick_ms": 100, "block_ms": 50, "claim_idle_ms": 60_000, "reconnect_max_ms": 200, "hook_timeout_s": 60}
 DEADLINE_S = 20  # generous: these tests must pass under CPU load
 
 
@@ -69,15 +69,23 @@ class Gated:
 
 
 def make_app(srv: RedisServer, plugin: object, clock: ManualClock, name: str = "c") -> App:
-    settings = load_settings(env={}, overrides={
-        "redis": {"url": srv.url, "prefix": "rr", "group": "g"}, "consumer": {"name": name, **CONSUMER}})
+    settings = load_settings(
+        env={},
+        overrides={"redis": {"url": srv.url, "prefix": "rr", "group": "g"}, "consumer": {"name": name, **CONSUMER}},
+    )
     plugins = build_plugin_manager(load_entrypoints=False, extra=[("gated", plugin)], env={})
     return App.create(settings, clock=clock, plugins=plugins)
 
 
 def bal(asset: str) -> dict[str, str]:
-    return {"type": "balance", "venue": "binance", "account": "spot", "asset": asset, "balance": "1",
-            "ts": str(START_MS - 1000)}
+    return {
+        "type": "balance",
+        "venue": "binance",
+        "account": "spot",
+        "asset": asset,
+        "balance": "1",
+        "ts": str(START_MS - 1000),
+    }
 
 
 async def until(pred: Callable[[], Awaitable[Any]], what: str, timeout: float = DEADLINE_S) -> Any:
@@ -102,6 +110,7 @@ async def refuse_oom(r: aioredis.Redis, srv: RedisServer) -> Callable[[], Awaita
     async def undo() -> None:
         await r.delete("big")  # DEL is allowed under OOM
         await r.config_set("maxmemory", "0")
+
     return undo
 
 
@@ -110,6 +119,7 @@ async def refuse_readonly(r: aioredis.Redis, srv: RedisServer) -> Callable[[], A
 
     async def undo() -> None:
         await r.execute_command("REPLICAOF", "NO", "ONE")
+
     return undo
 
 
@@ -123,21 +133,21 @@ async def refuse_misconf(r: aioredis.Redis, srv: RedisServer) -> Callable[[], Aw
 
     async def failed() -> bool:
         return (await r.info("persistence"))["rdb_last_bgsave_status"] == "err"
+
     await until(failed, "the RDB save to fail")
 
     async def undo() -> None:
         await r.config_set("stop-writes-on-bgsave-error", "no")
         await r.config_set("save", "")  # else its shutdown tries to save there, fails and waits
+
     return undo
 
 
-MODES = {"oom": (refuse_oom, "OOM"), "readonly": (refuse_readonly, "READONLY"),
-         "misconf": (refuse_misconf, "MISCONF")}
+MODES = {"oom": (refuse_oom, "OOM"), "readonly": (refuse_readonly, "READONLY"), "misconf": (refuse_misconf, "MISCONF")}
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-async def test_a_consumer_survives_redis_refusing_writes_and_loses_nothing(
-        server: RedisServer, mode: str) -> None:
+async def test_a_consumer_survives_redis_refusing_writes_and_loses_nothing(server: RedisServer, mode: str) -> None:
     refuse, code = MODES[mode]
     r = aioredis.Redis.from_url(server.url, decode_responses=True)
     clock = ManualClock(START_MS)
@@ -155,6 +165,7 @@ async def test_a_consumer_survives_redis_refusing_writes_and_loses_nothing(
 
         async def refused() -> bool:
             return bool(app.stats.writes_refused_since) and consumer.handler.held is not None
+
         await until(refused, "the refusal to be noticed")
         assert app.stats.writes_refused_since == START_MS
         await asyncio.sleep(0.5)  # some retries with backoff: the consumer stays up
@@ -179,6 +190,7 @@ async def test_a_consumer_survives_redis_refusing_writes_and_loses_nothing(
 
         async def restored() -> list[dict[str, str]]:
             return [f for _, f in await r.xrange("rr:alerts") if f["code"] == "writes_restored"]
+
         (alert,) = await until(restored, "the writes_restored alert")
         assert "refused writes for 42.0s" in alert["message"] and code in alert["message"], alert
         assert alert["severity"] == "critical"
@@ -191,6 +203,7 @@ async def test_a_consumer_survives_redis_refusing_writes_and_loses_nothing(
 
         async def healthy_beat() -> bool:
             return (await r.hget("rr:heartbeat:c", "health")) == "ok"
+
         await until(healthy_beat, "a healthy heartbeat")
         consumer.request_stop()
         assert await asyncio.wait_for(task, DEADLINE_S) == 0
@@ -223,6 +236,7 @@ async def test_the_reconnect_alert_gives_the_real_outage(server: RedisServer) ->
 
         async def reconnected() -> list[dict[str, str]]:
             return [f for _, f in await r.xrange("rr:alerts") if f["code"] == "redis_reconnected"]
+
         (alert,) = await until(reconnected, "the redis_reconnected alert")
         said = float(alert["message"].split("restored after ")[1].split("s")[0])
         assert outage_s <= said <= outage_s + 15, alert  # generous above: CPU load, the restart itself
@@ -267,8 +281,7 @@ def test_navstream_run_started_under_oom_stays_up_and_catches_up(tmp_path: Path)
         r.config_set("maxmemory-policy", "noeviction")
         r.config_set("maxmemory", "2mb")
         proc = fleet.start("c")
-        assert poll(lambda: proc.started() and '"event": "writes_refused"' in proc.log.read_text(), 60), \
-            fleet.tails()
+        assert poll(lambda: proc.started() and '"event": "writes_refused"' in proc.log.read_text(), 60), fleet.tails()
         time.sleep(2)  # ten ticks and more: still up
         assert proc.alive(), fleet.tails()
         r.delete("big")
@@ -278,6 +291,7 @@ def test_navstream_run_started_under_oom_stays_up_and_catches_up(tmp_path: Path)
 
         def caught_up() -> bool:
             return r.xpending("oom:events", "g")["pending"] == 0 and r.xinfo_groups("oom:events")[0]["lag"] == 0
+
         assert poll(caught_up, 60), fleet.tails()
         codes = [f["code"] for _, f in r.xrange("oom:alerts")]
         assert "writes_restored" in codes, (codes, fleet.tails())

@@ -30,17 +30,19 @@ import shutil
 import time
 import tomllib
 from collections import defaultdict
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 import pytest
 import redis
+from support.soakkit import ACCOUNTS, PAIRS, SOURCES, Fleet, Producer, RedisServer, event_key, now_ms, plan, poll
+
 from navstream.plugins.nav.config import NavConfig
 from navstream.plugins.nav.state import LATEST, decode_snapshot
 from navstream.plugins.nav.valuation import Holding, Market, Quote, SourceState, evaluate
-from support.soakkit import ACCOUNTS, PAIRS, SOURCES, Fleet, Producer, RedisServer, event_key, now_ms, plan, poll
 
 SECONDS = float(os.environ.get("NAVSTREAM_SOAK_SECONDS", "15"))
 #: A consumer is killed (and the one killed before restarted) this often.
@@ -57,7 +59,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(SECONDS * 3 + DRAIN_S + 
 
 def write_config(path: Path, audit_dir: Path) -> Path:
     accounts = "\n".join(f'[[nav.accounts]]\nvenue = "{v}"\naccount = "{a}"\nkind = "{k}"\n' for v, a, k, _ in ACCOUNTS)
-    path.write_text(f"""
+    path.write_text(
+        f"""
 [consumer]
 batch_size = 20
 block_ms = 200
@@ -80,7 +83,9 @@ max_nav_age_s = 900
 
 [source_monitor]
 max_silence_s = 900
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -109,15 +114,17 @@ def group_state(r: redis.Redis, stream: str) -> dict[str, Any]:
     if not groups:
         return {"missing": True}
     g = groups[0]
-    return {"entries-read": g["entries-read"], "lag": g["lag"], "pending": g["pending"],
-            "xlen": r.xlen(stream)}
+    return {"entries-read": g["entries-read"], "lag": g["lag"], "pending": g["pending"], "xlen": r.xlen(stream)}
 
 
 def held_by(r: redis.Redis, consumer: str) -> list[Any]:
     """Entries of both streams pending for ``consumer`` (read, not acknowledged)."""
     try:
-        return [row for name in ("events", "orders") for row in
-                r.xpending_range(f"{PREFIX}:{name}", GROUP, min="-", max="+", count=1000, consumername=consumer)]
+        return [
+            row
+            for name in ("events", "orders")
+            for row in r.xpending_range(f"{PREFIX}:{name}", GROUP, min="-", max="+", count=1000, consumername=consumer)
+        ]
     except redis.ResponseError:  # NOGROUP: no consumer has created the group yet
         return []
 
@@ -148,12 +155,16 @@ def recompute(cfg: NavConfig, latest: dict[tuple[str, ...], tuple[int, dict[str,
     for key, (ts, f) in latest.items():
         if key[0] == "balance":
             balances[(f["venue"], f["account"])][f["asset"]] = Holding(
-                Decimal(f["balance"]), Decimal(f.get("unrealized_pnl", "0")), ts)
+                Decimal(f["balance"]), Decimal(f.get("unrealized_pnl", "0")), ts
+            )
         elif key[0] == "price":
             quotes.append(Quote(f["base"], f["quote"], f["source"], Decimal(f["price"]), ts))
         else:
-            sources.append(SourceState(f["venue"], f["source"], f.get("account") or None, f["ok"] == "true",
-                                       f.get("error", ""), ts))
+            sources.append(
+                SourceState(
+                    f["venue"], f["source"], f.get("account") or None, f["ok"] == "true", f.get("error", ""), ts
+                )
+            )
     snaps = evaluate(cfg, balances, Market(cfg, quotes, sources, now), details=False)
     return {s.scope_id: s for s in snaps}
 
@@ -180,7 +191,9 @@ def stored_latest(r: redis.Redis) -> dict[str, Any]:
     return {k.decode(): decode_snapshot(k.decode(), v.decode()) for k, v in raw.items()}
 
 
-def nav_mismatches(cfg: NavConfig, latest: dict[tuple[str, ...], tuple[int, dict[str, str]]], r: redis.Redis) -> list[str]:
+def nav_mismatches(
+    cfg: NavConfig, latest: dict[tuple[str, ...], tuple[int, dict[str, str]]], r: redis.Redis
+) -> list[str]:
     stored = stored_latest(r)
     problems = []
     now = max((s.computed_at for s in stored.values()), default=now_ms())
@@ -268,8 +281,14 @@ def test_soak_consumers_and_redis_restarts_lose_nothing(server: RedisServer, tmp
         latest = expected_inputs(producer.sent)
         # Every consumer's tick re-evaluates every scope from Redis; wait for evaluations made
         # after the drain, equal to the recomputation.
-        poll(lambda: all(s.computed_at > drained_at + 500 for s in stored_latest(r).values())
-             and not nav_mismatches(nav_cfg, latest, r), 30, 0.25)
+        poll(
+            lambda: (
+                all(s.computed_at > drained_at + 500 for s in stored_latest(r).values())
+                and not nav_mismatches(nav_cfg, latest, r)
+            ),
+            30,
+            0.25,
+        )
         assert not fleet.crashed(), "a consumer died on its own\n" + fleet.tails()
         # A SIGTERM before a process has installed its handlers (still importing) kills it
         # outright: stop only consumers that are up.
@@ -291,11 +310,14 @@ def test_soak_consumers_and_redis_restarts_lose_nothing(server: RedisServer, tmp
         dlq = [((f[b"dlq_stream"].decode(), f[b"dlq_id"].decode()), f) for _, f in r.xrange(f"{PREFIX}:dlq")]
         assert sorted(i for i, _ in dlq) == sorted(malformed), (
             f"P:dlq must hold exactly the {len(malformed)} malformed entries, once each: "
-            f"{[(i, f.get(b'dlq_error')) for i, f in dlq]}")
+            f"{[(i, f.get(b'dlq_error')) for i, f in dlq]}"
+        )
         for where, fields in dlq:
             original = {k: v for k, v in fields.items() if not k.startswith(b"dlq_")}
-            sent_fields = {(k if isinstance(k, bytes) else k.encode()): (v if isinstance(v, bytes) else v.encode())
-                           for k, v in malformed[where].fields.items()}
+            sent_fields = {
+                (k if isinstance(k, bytes) else k.encode()): (v if isinstance(v, bytes) else v.encode())
+                for k, v in malformed[where].fields.items()
+            }
             assert original == sent_fields, where
 
         # --- state: the last-ts-wins snapshot of what was sent ---------------------------------
@@ -305,10 +327,15 @@ def test_soak_consumers_and_redis_restarts_lose_nothing(server: RedisServer, tmp
                 ts, _, payload = raw.decode().partition(" ")
                 stored_balances[(venue, account, asset.decode())] = (int(ts), msgspec.json.decode(payload)[0])
         want_balances = {(k[1], k[2], k[3]): (ts, f["balance"]) for k, (ts, f) in latest.items() if k[0] == "balance"}
-        assert {k: (ts, Decimal(b)) for k, (ts, b) in stored_balances.items()} == \
-               {k: (ts, Decimal(b)) for k, (ts, b) in want_balances.items()}
-        stored_prices = {k.decode(): v.decode().partition(" ")[0] for k, v in r.hgetall(f"{PREFIX}:state:nav:prices").items()}
-        assert sorted(map(int, stored_prices.values())) == sorted(ts for k, (ts, _) in latest.items() if k[0] == "price")
+        assert {k: (ts, Decimal(b)) for k, (ts, b) in stored_balances.items()} == {
+            k: (ts, Decimal(b)) for k, (ts, b) in want_balances.items()
+        }
+        stored_prices = {
+            k.decode(): v.decode().partition(" ")[0] for k, v in r.hgetall(f"{PREFIX}:state:nav:prices").items()
+        }
+        assert sorted(map(int, stored_prices.values())) == sorted(
+            ts for k, (ts, _) in latest.items() if k[0] == "price"
+        )
         assert len(stored_prices) == len(PAIRS)
         assert sum(1 for k in latest if k[0] == "source_status") == len(SOURCES)
 
@@ -346,10 +373,12 @@ def test_soak_consumers_and_redis_restarts_lose_nothing(server: RedisServer, tmp
         assert "redis_reconnected" in codes_seen, sorted(codes_seen)
         if orphaned:  # drained() proved them processed; by a reclaim, as the docs say
             assert fleet.logs_contain('"event": "reclaimed"'), "orphaned entries must be reclaimed\n" + fleet.tails()
-        print(f"\nsoak: {SECONDS:g}s, {len(items)} entries ({len(malformed)} malformed, "
-              f"{sum(orders_sent.values())} orders), {kills} kills ({orphaned} entries orphaned), {restarts} restarts, "
-              f"1 redis restart, "
-              f"{producer.retries} producer retries; NAV total {stored['total'].nav} {stored['total'].status}")
+        print(
+            f"\nsoak: {SECONDS:g}s, {len(items)} entries ({len(malformed)} malformed, "
+            f"{sum(orders_sent.values())} orders), {kills} kills ({orphaned} entries orphaned), {restarts} restarts, "
+            f"1 redis restart, "
+            f"{producer.retries} producer retries; NAV total {stored['total'].nav} {stored['total'].status}"
+        )
     finally:
         fleet.kill_everything()
         r.close()
@@ -380,7 +409,9 @@ def test_redis_restarted_without_persistence_consumers_recreate_the_group_and_ca
         bare.kill()
         time.sleep(2.5)  # longer than the clients' own retries ride out (about 0.4 s): the loop sees the outage
         bare.start()
-        assert r.dbsize() == 1, "restarted empty (but for the readiness probe)"
+        # Restarted empty: nothing sent before survived (the consumers may already be back, their
+        # groups recreated on empty streams, their heartbeats written).
+        assert r.xlen(f"{PREFIX}:events") == 0 and r.xlen(f"{PREFIX}:orders") == 0, "restarted empty"
         after = Producer(bare, PREFIX, plan(seed=2, rounds=3), duration=1.0, deadline_s=DRAIN_S)
         after.run()
         assert after.error is None, after.error
@@ -394,10 +425,17 @@ def test_redis_restarted_without_persistence_consumers_recreate_the_group_and_ca
 
         for name in ("events", "orders"):
             mine = [s for s in after.sent if s.stream == name]
-            assert group_state(r, f"{PREFIX}:{name}") == {"entries-read": len(mine), "lag": 0, "pending": 0,
-                                                          "xlen": len(mine)}
+            assert group_state(r, f"{PREFIX}:{name}") == {
+                "entries-read": len(mine),
+                "lag": 0,
+                "pending": 0,
+                "xlen": len(mine),
+            }
         malformed = sorted((f"{PREFIX}:{s.stream}", s.entry_id) for s in after.sent if s.kind == "malformed")
-        assert sorted((f[b"dlq_stream"].decode(), f[b"dlq_id"].decode()) for _, f in r.xrange(f"{PREFIX}:dlq")) == malformed
+        assert (
+            sorted((f[b"dlq_stream"].decode(), f[b"dlq_id"].decode()) for _, f in r.xrange(f"{PREFIX}:dlq"))
+            == malformed
+        )
         problems = nav_mismatches(nav_cfg, latest, r)
         assert not problems, "\n".join(problems)
         codes_seen = {f[b"code"].decode() for _, f in r.xrange(f"{PREFIX}:alerts")}

@@ -24,21 +24,22 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from support import REDIS_URL, START_MS
 from redis.connection import PythonRespSerializer
 from redis.exceptions import DataError
 from redis.utils import HIREDIS_AVAILABLE
+from support import REDIS_URL, START_MS
 
 from navstream import App, Event, Outputs, hookimpl
-from navstream.loop import consumer as consumer_module
 from navstream.app import _HiredisPacking, default_connect, with_hiredis_packing
 from navstream.config import load_settings
-from navstream.loop.consumer import GC_THRESHOLD, Consumer, tune_gc
 from navstream.contract.outputs import parse_field
+from navstream.loop import consumer as consumer_module
+from navstream.loop.consumer import GC_THRESHOLD, Consumer, tune_gc
 from navstream.plugin.calls import impls as hook_impls
 from navstream.store.writer import WriteError
 
@@ -63,8 +64,11 @@ class AsyncEvents:
 class Scripted:
     """Synchronous hooks that do what the test tells them (as in tests/contract/test_outputs_once.py)."""
 
-    def __init__(self, on_tick: Callable[[Outputs], object] | None = None,
-                 on_events: Callable[[Sequence[Event], Outputs], object] | None = None) -> None:
+    def __init__(
+        self,
+        on_tick: Callable[[Outputs], object] | None = None,
+        on_events: Callable[[Sequence[Event], Outputs], object] | None = None,
+    ) -> None:
         self.on_tick = on_tick
         self.on_events = on_events
 
@@ -150,7 +154,11 @@ async def test_plugins_of_a_batch_run_concurrently_and_merge_in_call_order(make_
 
     assert finished == ["second", "first"]
     assert [(e["by"], e["n"]) for e in await entries(app, "out")] == [
-        ("first", "1"), ("first", "2"), ("second", "1"), ("second", "2")]
+        ("first", "1"),
+        ("first", "2"),
+        ("second", "1"),
+        ("second", "2"),
+    ]
     assert await alerts(app, "plugin_error") == []
     assert await pending(app) == 0
 
@@ -183,7 +191,12 @@ async def test_a_failing_plugin_alone_is_retried_entry_by_entry(make_app: Any) -
     assert good_plugin.calls == [3]
     assert bad_plugin.calls == [3, 1, 1, 1]
     assert [(e["by"], int(e["ts"]) - START_MS) for e in await entries(app, "out")] == [
-        ("good", 1), ("good", 2), ("good", 3), ("bad", 1), ("bad", 3)]
+        ("good", 1),
+        ("good", 2),
+        ("good", 3),
+        ("bad", 1),
+        ("bad", 3),
+    ]
     assert await pending(app) == 1
     (reason,) = (await app.redis.hgetall(app.keys.failures)).values()
     assert reason == "plugin 'bad': RuntimeError: poison"
@@ -215,8 +228,9 @@ async def test_a_plugin_that_times_out_does_not_hold_up_or_lose_the_other(make_a
             out.emit("out", {"by": "quick", "ts": str(event.ts)})
 
     quick_plugin, slow_plugin = AsyncEvents(quick), AsyncEvents(slow)
-    app, consumer = await started(make_app, [("quick", quick_plugin), ("slow", slow_plugin)],
-                                  consumer={"hook_timeout_s": timeout})
+    app, consumer = await started(
+        make_app, [("quick", quick_plugin), ("slow", slow_plugin)], consumer={"hook_timeout_s": timeout}
+    )
     assert call_order(app) == ["slow", "quick"]
     for ts in (START_MS + 1, START_MS + 2):
         await app.redis.xadd(app.keys.events, bal(ts))
@@ -228,7 +242,9 @@ async def test_a_plugin_that_times_out_does_not_hold_up_or_lose_the_other(make_a
     assert quick_plugin.calls == [2]
     assert slow_plugin.calls == [2, 1, 1] and slow_ended == [2, 1, 1]
     assert [(e["by"], e.get("ts")) for e in await entries(app, "out")] == [
-        ("quick", str(START_MS + 1)), ("quick", str(START_MS + 2))]
+        ("quick", str(START_MS + 1)),
+        ("quick", str(START_MS + 2)),
+    ]
     assert elapsed < 1.0, elapsed  # ~2 x 0.05 s and a few Redis calls
     assert await pending(app) == 2  # the slow plugin failed both, alone too
     reasons = (await app.redis.hgetall(app.keys.failures)).values()
@@ -238,6 +254,7 @@ async def test_a_plugin_that_times_out_does_not_hold_up_or_lose_the_other(make_a
 async def test_a_timeout_the_plugin_raises_itself_is_reported_as_its_own(make_app: Any) -> None:
     """The entry's recorded error (what P:dlq shows later) must be the plugin's, not a hook
     timeout that never happened: the hook failed at once, well inside hook_timeout_s."""
+
     async def upstream(events: Sequence[Event], out: Outputs) -> None:
         raise TimeoutError("price service did not answer")
 
@@ -254,6 +271,7 @@ async def test_a_timeout_the_plugin_raises_itself_is_reported_as_its_own(make_ap
 def stamping(seen: str) -> Scripted:
     """Stamps ``st`` (read as ``seen``) covering hash ``h``; writes ts 100 members to ``h`` and to
     the uncovered ``h2``."""
+
     def on_tick(out: Outputs) -> None:
         out.stamp("st", seen, "m2", covers=["h"])
         out.put_latest_field("h", "f", 100, "sent")
@@ -316,7 +334,8 @@ async def test_a_covered_member_without_ts_under_a_standing_stamp(make_app: Any,
 
 @pytest.mark.parametrize("garbage", ["", "no ts here", "12"])
 async def test_a_covered_member_without_ts_under_a_stale_stamp_is_badstate(
-        make_app: Any, path: str, garbage: str) -> None:
+    make_app: Any, path: str, garbage: str
+) -> None:
     """Unguarded (the stamp moved on), both paths compare, and refuse the batch with BADSTATE."""
     app, consumer = await started(make_app, [("p", stamping(seen="someone else's"))])
     await seed_stamp_and_hashes(app, f_held=garbage)
@@ -327,14 +346,19 @@ async def test_a_covered_member_without_ts_under_a_stale_stamp_is_badstate(
     assert await app.redis.get(app.keys.state("st")) == "m1"
 
 
-@pytest.mark.parametrize("path", [
-    "script",
-    "pipeline",
-], indirect=True)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "script",
+        "pipeline",
+    ],
+    indirect=True,
+)
 async def test_a_stamp_guards_only_the_members_of_the_plugin_that_stamped(make_app: Any, path: str) -> None:
     """Plugin X stamps ``st`` covering ``h``; plugin Y, which promised nothing, writes an OLDER
     member to the same hash in the same batch. Y's member must still lose to the newer one held
     (last-ts-wins is put_latest_field's contract); the guard is X's promise, not Y's."""
+
     def x(events: Sequence[Event], out: Outputs) -> None:
         out.stamp("st", "m1", "m2", covers=["h"])
         out.put_latest_field("h", "f", 300, "x wins")
@@ -410,6 +434,7 @@ async def test_two_plugins_writing_one_member_the_newer_ts_wins(make_app: Any, p
 async def test_two_writes_to_a_stream_of_the_wrong_type_are_refused(make_app: Any, path: str) -> None:
     """The script asks TYPE once per key; the second write to the key is refused all the same,
     and so is everything else in the batch."""
+
     def on_tick(out: Outputs) -> None:
         out.emit("pub", {"n": "1"})
         out.emit("broken", {"n": "1"})
@@ -429,6 +454,7 @@ async def test_one_key_written_as_two_types_is_refused(make_app: Any, path: str,
     """One key, written by HSET and by STAMP in one batch: whichever type it holds, the memo
     remembers that type (not just "checked"), so the command wanting the other one is refused
     and nothing is written."""
+
     def on_tick(out: Outputs) -> None:
         out.emit("pub", {"n": "1"})
         out.hset("k", {"n": "1"})
@@ -526,8 +552,9 @@ async def test_hiredis_packs_what_redis_py_packs(case: str, monkeypatch: pytest.
 
 
 @needs_hiredis
-@pytest.mark.parametrize("args", [("SET", "key", None), ("SET", None), ("CONFIG GET", None)],
-                         ids=["value", "key", "after a multi-word name"])
+@pytest.mark.parametrize(
+    "args", [("SET", "key", None), ("SET", None), ("CONFIG GET", None)], ids=["value", "key", "after a multi-word name"]
+)
 async def test_hiredis_packing_refuses_none_as_redis_py_does(args: tuple[Any, ...]) -> None:
     client = navstream_client()
     try:
@@ -565,8 +592,13 @@ async def test_hiredis_packing_round_trips_on_a_real_redis(real_backend: Any, mo
             pipe.execute_command("CONFIG GET", "maxmemory")
             results = await pipe.execute()
         assert results[:2] == [1, 10]
-        assert await raw.hgetall(hkey) == {b"int": b"10", b"float": b"0.1", b"bytes": b"\x00\xff",
-                                           b"mv": b"mv", b"text": text.encode()}
+        assert await raw.hgetall(hkey) == {
+            b"int": b"10",
+            b"float": b"0.1",
+            b"bytes": b"\x00\xff",
+            b"mv": b"mv",
+            b"text": text.encode(),
+        }
         assert "SET" in packed and "HSET" in packed and "CONFIG GET" in packed
     finally:
         await client.aclose()
@@ -596,8 +628,7 @@ def test_tune_gc_freezes_startup_objects_and_raises_the_thresholds(gc_restored: 
     assert gc.get_freeze_count() > 0
 
 
-async def test_the_loop_tunes_gc_once_startup_is_done(
-        make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_loop_tunes_gc_once_startup_is_done(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """``Consumer.run`` calls ``tune_gc`` after the startup hooks and before the first tick
     (the spy stands in for it, so this test leaves the collector as it found it)."""
     happened: list[str] = []

@@ -16,8 +16,14 @@ from navstream.loop.consumer import Consumer
 
 
 def bal(i: int) -> dict[str, str]:
-    return {"type": "balance", "venue": "binance", "account": "spot", "asset": f"A{i}", "balance": "1",
-            "ts": str(START_MS - 1000)}
+    return {
+        "type": "balance",
+        "venue": "binance",
+        "account": "spot",
+        "asset": f"A{i}",
+        "balance": "1",
+        "ts": str(START_MS - 1000),
+    }
 
 
 async def burst_trimmed(app: Any, n: int = 100, maxlen: int = 10) -> None:
@@ -39,8 +45,9 @@ async def drain(consumer: Consumer) -> None:
 
 @pytest.mark.real_redis
 @pytest.mark.parametrize("first", ["the consumer reads", "a tick sees the gap"])
-async def test_a_burst_trimmed_before_it_was_read_is_reported_lost(real_backend: Any, make_app: Any,
-                                                                   first: str) -> None:
+async def test_a_burst_trimmed_before_it_was_read_is_reported_lost(
+    real_backend: Any, make_app: Any, first: str
+) -> None:
     rec = Recorder()
     app = make_app(plugins=[("rec", rec)], on=real_backend)
     consumer = Consumer(app)
@@ -116,20 +123,25 @@ async def test_a_redis_restart_from_its_aof_is_no_loss(tmp_path: Any) -> None:
     import asyncio
     import shutil
 
+    from support.soakkit import RedisServer
+
     from navstream.app import App, ManualClock
     from navstream.config import load_settings
     from navstream.plugin.manager import build_plugin_manager
-    from support.soakkit import RedisServer
 
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server binary on PATH")
     server = RedisServer(binary, tmp_path / "redis", persistent=True)
     await asyncio.to_thread(server.start)
-    settings = load_settings(env={}, overrides={"redis": {"url": server.url, "prefix": "aof", "group": "g"},
-                                                "consumer": {"name": "c"}})
-    app = App.create(settings, clock=ManualClock(START_MS),
-                     plugins=build_plugin_manager(load_entrypoints=False, extra=[("rec", Recorder())], env={}))
+    settings = load_settings(
+        env={}, overrides={"redis": {"url": server.url, "prefix": "aof", "group": "g"}, "consumer": {"name": "c"}}
+    )
+    app = App.create(
+        settings,
+        clock=ManualClock(START_MS),
+        plugins=build_plugin_manager(load_entrypoints=False, extra=[("rec", Recorder())], env={}),
+    )
     try:
         consumer = Consumer(app)
         await consumer.setup()

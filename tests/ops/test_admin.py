@@ -13,6 +13,8 @@ import pytest
 from redis.exceptions import ResponseError
 
 from navstream import hookimpl
+from navstream.app import App
+from navstream.loop.consumer import Consumer
 from navstream.ops.admin import (
     AdminError,
     collect_status,
@@ -24,8 +26,6 @@ from navstream.ops.admin import (
     safe_trim_point,
     trim_input,
 )
-from navstream.app import App
-from navstream.loop.consumer import Consumer
 from navstream.ops.publish import Prepared, PublishError, parse_json_lines, parse_kv, prepare, publish
 
 GROUP = "g"  # make_app's group
@@ -117,8 +117,14 @@ async def test_trim_stops_at_the_oldest_pending_entry(make_app: Any) -> None:
     assert groups == [{"group": GROUP, "bound": "3-0", "why": "oldest pending"}]
 
     result = await trim_input(app, events)
-    assert result == {"stream": events, "minid": "3-0", "length_before": 6, "removed": 2,
-                      "dry_run": False, "groups": groups}
+    assert result == {
+        "stream": events,
+        "minid": "3-0",
+        "length_before": 6,
+        "removed": 2,
+        "dry_run": False,
+        "groups": groups,
+    }
     assert await stream_ids(app, events) == ["3-0", "4-0", "5-0", "6-0"]
     # The pending entry is still pending and still readable, so it can be reclaimed.
     assert await pending_ids(app, events, GROUP) == ["3-0"]
@@ -214,9 +220,7 @@ async def test_trim_dry_run_trims_nothing(make_app: Any) -> None:
         (10, [1, 2, 3, 4, 5, 6, 7, 8, 9]),
     ],
 )
-async def test_trim_never_removes_pending_or_undelivered(
-    make_app: Any, delivered: int, acked: list[int]
-) -> None:
+async def test_trim_never_removes_pending_or_undelivered(make_app: Any, delivered: int, acked: list[int]) -> None:
     app = make_app()
     events = app.keys.events
     await fill(app, events, 10)
@@ -248,15 +252,31 @@ async def test_trim_never_removes_pending_or_undelivered(
 
 
 def price_fields(at: int, **over: str) -> dict[str, str]:
-    return {"type": "price", "base": "BTC", "quote": "USDT", "price": "97000.5", "source": "manual",
-            "ts": str(at), **over}
+    return {
+        "type": "price",
+        "base": "BTC",
+        "quote": "USDT",
+        "price": "97000.5",
+        "source": "manual",
+        "ts": str(at),
+        **over,
+    }
 
 
 async def dead(app: App, fields: dict[str, str], stream: str | None = None, error: str = "boom") -> str:
     """Add a dead letter shaped like the writer's."""
-    return await app.redis.xadd(app.keys.dlq, {
-        **fields, "dlq_stream": app.keys.events if stream is None else stream, "dlq_id": "1-0",
-        "dlq_error": error, "dlq_deliveries": "5", "dlq_consumer": "c-x", "dlq_ts": "1"})
+    return await app.redis.xadd(
+        app.keys.dlq,
+        {
+            **fields,
+            "dlq_stream": app.keys.events if stream is None else stream,
+            "dlq_id": "1-0",
+            "dlq_error": error,
+            "dlq_deliveries": "5",
+            "dlq_consumer": "c-x",
+            "dlq_ts": "1",
+        },
+    )
 
 
 async def test_dlq_list_shows_fields_and_errors(make_app: Any) -> None:
@@ -307,8 +327,16 @@ async def test_dead_letter_from_the_loop_is_replayed_without_dlq_fields(make_app
 async def test_dlq_replay_selected_ids_only_and_orders_go_back_to_orders(make_app: Any) -> None:
     app = make_app()
     ts = app.clock.now_ms()
-    order = {"type": "order", "order_id": "o-1", "venue": "binance", "account": "main",
-             "symbol": "BTCUSDT", "side": "buy", "qty": "0.5", "ts": str(ts)}
+    order = {
+        "type": "order",
+        "order_id": "o-1",
+        "venue": "binance",
+        "account": "main",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "qty": "0.5",
+        "ts": str(ts),
+    }
     a = await dead(app, price_fields(ts))
     b = await dead(app, order, stream=app.keys.orders)
     c = await dead(app, price_fields(ts, base="SOL"))
@@ -445,7 +473,7 @@ async def test_invalid_utf8_dead_letter_can_be_listed_and_replayed_byte_for_byte
     assert rows[0]["type"] == "price"
     moved = await dlq_replay(app, [rows[0]["id"]])
     assert len(moved) == 1
-    (_, fields), = await app.raw.xrange(app.keys.events, min=moved[0][2], max=moved[0][2])
+    ((_, fields),) = await app.raw.xrange(app.keys.events, min=moved[0][2], max=moved[0][2])
     assert fields == raw_fields
 
 
@@ -486,16 +514,27 @@ async def test_collect_status_on_an_empty_deployment(make_app: Any) -> None:
     app = make_app()
     status = await collect_status(app)
     assert status == {
-        "prefix": app.keys.prefix, "group": GROUP,
+        "prefix": app.keys.prefix,
+        "group": GROUP,
         "streams": {s: {"length": 0, "groups": [], "consumers": []} for s in app.keys.inputs},
-        "dlq": {"length": 0}, "consumers": [], "alerts": [], "plugins": {},
+        "dlq": {"length": 0},
+        "consumers": [],
+        "alerts": [],
+        "plugins": {},
     }
 
 
 async def test_collect_status_shows_everything(make_app: Any) -> None:
-    app = make_app(plugins=[("good", GoodStatus()), ("broken", BrokenStatus()), ("async", AsyncStatus()),
-                            ("broken_async", BrokenAsyncStatus()), ("silent", SilentStatus())],
-                   name="worker-1")
+    app = make_app(
+        plugins=[
+            ("good", GoodStatus()),
+            ("broken", BrokenStatus()),
+            ("async", AsyncStatus()),
+            ("broken_async", BrokenAsyncStatus()),
+            ("silent", SilentStatus()),
+        ],
+        name="worker-1",
+    )
     consumer = Consumer(app)
     await consumer.setup()  # creates the groups; alerts that no plugin answers orders
     events = app.keys.events
@@ -552,8 +591,9 @@ async def test_collect_status_shows_everything(make_app: Any) -> None:
 async def test_collect_status_latest_alerts_newest_first_and_limited(make_app: Any) -> None:
     app = make_app()
     for i in range(1, 6):
-        await app.redis.xadd(app.keys.alerts, {"code": f"a{i}", "severity": "info", "message": f"m{i}",
-                                               "ts": "1"}, id=f"{i}-0")
+        await app.redis.xadd(
+            app.keys.alerts, {"code": f"a{i}", "severity": "info", "message": f"m{i}", "ts": "1"}, id=f"{i}-0"
+        )
     status = await collect_status(app, alerts=3)
     assert [a["code"] for a in status["alerts"]] == ["a5", "a4", "a3"]
     assert status["alerts"][0] == {"id": "5-0", "code": "a5", "severity": "info", "message": "m5", "ts": "1"}
@@ -595,7 +635,11 @@ async def test_collect_status_shows_foreign_groups_but_only_our_consumers(make_a
 
 def test_parse_kv() -> None:
     assert parse_kv(["type=price", "base=BTC", "error=a=b", "empty="]) == {
-        "type": "price", "base": "BTC", "error": "a=b", "empty": ""}
+        "type": "price",
+        "base": "BTC",
+        "error": "a=b",
+        "empty": "",
+    }
 
 
 @pytest.mark.parametrize("bad", ["novalue", "=value"])
@@ -648,8 +692,17 @@ def test_parse_json_lines_empty_input() -> None:
 
 
 def order_fields(at: int, **over: str) -> dict[str, str]:
-    return {"type": "order", "order_id": "o-1", "venue": "binance", "account": "main",
-            "symbol": "BTCUSDT", "side": "buy", "qty": "0.5", "ts": str(at), **over}
+    return {
+        "type": "order",
+        "order_id": "o-1",
+        "venue": "binance",
+        "account": "main",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "qty": "0.5",
+        "ts": str(at),
+        **over,
+    }
 
 
 async def test_prepare_routes_orders_and_events(make_app: Any) -> None:
@@ -683,8 +736,21 @@ async def test_prepare_routes_orders_and_events(make_app: Any) -> None:
         (lambda ts: {k: v for k, v in order_fields(ts, qty="x").items() if k != "order_id"}, ["order_id"]),
         (lambda ts: order_fields(ts, ts=str(ts + 3_600_000)), ["ts", "future"]),
     ],
-    ids=["missing-field", "bad-decimal", "nan", "negative-price", "unknown-type", "no-type", "ts-seconds",
-         "ts-future", "no-ts", "order-side", "order-qty", "order-no-id", "order-future"],
+    ids=[
+        "missing-field",
+        "bad-decimal",
+        "nan",
+        "negative-price",
+        "unknown-type",
+        "no-type",
+        "ts-seconds",
+        "ts-future",
+        "no-ts",
+        "order-side",
+        "order-qty",
+        "order-no-id",
+        "order-future",
+    ],
 )
 async def test_prepare_reports_the_entry_number_and_the_field(make_app: Any, make: Any, words: list[str]) -> None:
     app = make_app()
@@ -702,8 +768,15 @@ async def test_prepare_reports_every_invalid_entry(make_app: Any) -> None:
     app = make_app()
     ts = app.clock.now_ms()
     with pytest.raises(PublishError) as info:
-        prepare(app, [price_fields(ts, price="x"), price_fields(ts), order_fields(ts, side="x"),
-                      {"type": "nope", "ts": str(ts)}])
+        prepare(
+            app,
+            [
+                price_fields(ts, price="x"),
+                price_fields(ts),
+                order_fields(ts, side="x"),
+                {"type": "nope", "ts": str(ts)},
+            ],
+        )
     problems = info.value.problems
     assert [p.split(":")[0] for p in problems] == ["entry 1", "entry 3", "entry 4"]
     assert "price" in problems[0] and "side" in problems[1] and "nope" in problems[2]
@@ -725,8 +798,7 @@ async def test_prepare_stamp_fills_a_missing_ts_only(make_app: Any) -> None:
     no_ts = {k: v for k, v in price_fields(now).items() if k != "ts"}
     with pytest.raises(PublishError, match="ts"):
         prepare(app, [no_ts])
-    prepared = prepare(app, [no_ts, price_fields(now - 5000), order_fields(now, ts=str(now - 1))],
-                       stamp=True)
+    prepared = prepare(app, [no_ts, price_fields(now - 5000), order_fields(now, ts=str(now - 1))], stamp=True)
     assert prepared[0].fields["ts"] == str(now)
     assert prepared[1].fields["ts"] == str(now - 5000)
     assert prepared[2].fields["ts"] == str(now - 1)
@@ -767,7 +839,7 @@ async def test_dlq_replay_moves_a_very_wide_dead_letter_whole(make_app: Any) -> 
     fields = {"type": "balance", **{f"f{i}": str(i) for i in range(4100)}}
     dlq_id = await dead(app, fields)
     (moved,) = await dlq_replay(app, [dlq_id])
-    (_, back), = await app.redis.xrange(app.keys.events)
+    ((_, back),) = await app.redis.xrange(app.keys.events)
     assert moved[0] == dlq_id and back == fields
     assert await app.redis.xlen(app.keys.dlq) == 0
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -23,20 +24,41 @@ def now_ms() -> int:
 
 
 def balance(ts: int, **over: str) -> dict[str, str]:
-    return {"type": "balance", "venue": "okx", "account": "spot", "asset": "BTC", "balance": "1.5", "ts": str(ts),
-            **over}
+    return {
+        "type": "balance",
+        "venue": "okx",
+        "account": "spot",
+        "asset": "BTC",
+        "balance": "1.5",
+        "ts": str(ts),
+        **over,
+    }
 
 
 def order(ts: int, **over: str) -> dict[str, str]:
-    return {"type": "order", "order_id": "o-1", "venue": "binance", "account": "main", "symbol": "BTCUSDT",
-            "side": "buy", "qty": "0.5", "price": "97000", "ts": str(ts), **over}
+    return {
+        "type": "order",
+        "order_id": "o-1",
+        "venue": "binance",
+        "account": "main",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "qty": "0.5",
+        "price": "97000",
+        "ts": str(ts),
+        **over,
+    }
 
 
 @pytest.mark.parametrize("bad", BAD, ids=[repr(b)[:20] for b in BAD])
-@pytest.mark.parametrize(("make", "field"), [(balance, "balance"), (balance, "unrealized_pnl"), (order, "qty"),
-                                             (order, "price")], ids=["balance", "pnl", "order-qty", "order-price"])
-async def test_prepare_refuses_a_bad_amount_naming_entry_and_field(make_app: Any, make: Any, field: str,
-                                                                   bad: str) -> None:
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [(balance, "balance"), (balance, "unrealized_pnl"), (order, "qty"), (order, "price")],
+    ids=["balance", "pnl", "order-qty", "order-price"],
+)
+async def test_prepare_refuses_a_bad_amount_naming_entry_and_field(
+    make_app: Any, make: Any, field: str, bad: str
+) -> None:
     app = make_app()
     ts = app.clock.now_ms()
     with pytest.raises(PublishError) as info:
@@ -48,8 +70,10 @@ async def test_prepare_refuses_a_bad_amount_naming_entry_and_field(make_app: Any
 async def test_json_numbers_are_written_plain_and_bounded(make_app: Any) -> None:
     app = make_app()
     ts = app.clock.now_ms()
-    lines = [f'{{"type": "balance", "venue": "v", "account": "a", "asset": "X", "balance": {number}, "ts": {ts}}}'
-             for number in ("0.00000001", "1e-7", "5.0E+3", "5e999994", "1e-40", "1" * 40)]
+    lines = [
+        f'{{"type": "balance", "venue": "v", "account": "a", "asset": "X", "balance": {number}, "ts": {ts}}}'
+        for number in ("0.00000001", "1e-7", "5.0E+3", "5e999994", "1e-40", "1" * 40)
+    ]
     rows = parse_json_lines(lines)
     assert [r["balance"] for r in rows[:3]] == ["0.00000001", "0.0000001", "5000"]  # never "1E-8"
     assert len(prepare(app, rows[:3])) == 3
@@ -82,16 +106,22 @@ def publish(capsys: pytest.CaptureFixture[str], backend: Any, *args: str) -> tup
     return code, out, err
 
 
-@pytest.mark.parametrize(("args", "field", "words"), [
-    (["type=balance", "venue=okx", "account=spot", "asset=BTC", "balance=１２"], "balance", "non-ASCII"),
-    (["type=price", "base=BTC", "quote=USDT", "price=5e999994", "source=manual"], "price", "out of bounds"),
-    (["type=position", "venue=b", "account=a", "symbol=BTCUSDT", "qty=1_000", "entry_price=1"], "qty", "'_'"),
-    (["type=order", "order_id=o-1", "venue=b", "account=a", "symbol=BTCUSDT", "side=buy", "qty= 1"], "qty",
-     "whitespace"),
-])
+@pytest.mark.parametrize(
+    ("args", "field", "words"),
+    [
+        (["type=balance", "venue=okx", "account=spot", "asset=BTC", "balance=１２"], "balance", "non-ASCII"),
+        (["type=price", "base=BTC", "quote=USDT", "price=5e999994", "source=manual"], "price", "out of bounds"),
+        (["type=position", "venue=b", "account=a", "symbol=BTCUSDT", "qty=1_000", "entry_price=1"], "qty", "'_'"),
+        (
+            ["type=order", "order_id=o-1", "venue=b", "account=a", "symbol=BTCUSDT", "side=buy", "qty= 1"],
+            "qty",
+            "whitespace",
+        ),
+    ],
+)
 def test_publish_refuses_a_bad_amount_with_exit_2_and_writes_nothing(
-        capsys: pytest.CaptureFixture[str], real_backend: Any, r: redis.Redis, args: list[str], field: str,
-        words: str) -> None:
+    capsys: pytest.CaptureFixture[str], real_backend: Any, r: redis.Redis, args: list[str], field: str, words: str
+) -> None:
     code, out, err = publish(capsys, real_backend, *args, "--stamp")
     assert code == 2 and out == ""
     assert "nothing published" in err
@@ -100,12 +130,17 @@ def test_publish_refuses_a_bad_amount_with_exit_2_and_writes_nothing(
     assert r.exists(f"{real_backend.prefix}:events", f"{real_backend.prefix}:orders") == 0
 
 
-def test_publish_file_with_one_bad_amount_writes_nothing(capsys: pytest.CaptureFixture[str], real_backend: Any,
-                                                         r: redis.Redis, tmp_path: Path) -> None:
+def test_publish_file_with_one_bad_amount_writes_nothing(
+    capsys: pytest.CaptureFixture[str], real_backend: Any, r: redis.Redis, tmp_path: Path
+) -> None:
     ts = now_ms()
     path = tmp_path / "in.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in [
-        balance(ts), balance(ts, balance="1E-8"), balance(ts, asset="ETH", balance="١٢"), order(ts)]))
+    path.write_text(
+        "".join(
+            json.dumps(e) + "\n"
+            for e in [balance(ts), balance(ts, balance="1E-8"), balance(ts, asset="ETH", balance="١٢"), order(ts)]
+        )
+    )
     code, out, err = publish(capsys, real_backend, "--file", str(path))
     assert code == 2 and out == ""
     assert "entry 3: field `balance`: '١٢' is not a decimal number" in err

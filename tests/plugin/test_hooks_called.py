@@ -9,9 +9,10 @@ here, whatever the other tests say.
 from __future__ import annotations
 
 import inspect
-from decimal import Decimal
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
@@ -45,7 +46,7 @@ def _spy_class() -> type:
         params = list(inspect.signature(getattr(hookspecs, hook)).parameters)
         kwargs = ", ".join(f"{p!r}: {p}" for p in params)
         source = f"def {hook}(self, {', '.join(params)}):\n    return self.called({hook!r}, {{{kwargs}}})\n"
-        exec(source, namespace)  # noqa: S102 - the specs' own parameter names, nothing else
+        exec(source, namespace)
         namespace[hook] = hookimpl(namespace[hook])
     namespace.pop("__builtins__", None)
     return type("Spy", (), {k: v for k, v in namespace.items() if k.startswith("navstream_")})
@@ -76,8 +77,19 @@ async def test_every_hook_is_called_with_the_arguments_its_spec_names(make_app: 
     price = Price(base="BTC", quote="USDT", price=Decimal("65000.5"), source="s", ts=START_MS)
     async with serving(app) as (consumer, client):
         await app.redis.xadd(app.keys.events, encode_fields(price))
-        await app.redis.xadd(app.keys.orders, {"type": "order", "order_id": "o-1", "venue": "v", "account": "a",
-                                               "symbol": "BTCUSDT", "side": "buy", "qty": "1", "ts": str(START_MS)})
+        await app.redis.xadd(
+            app.keys.orders,
+            {
+                "type": "order",
+                "order_id": "o-1",
+                "venue": "v",
+                "account": "a",
+                "symbol": "BTCUSDT",
+                "side": "buy",
+                "qty": "1",
+                "ts": str(START_MS),
+            },
+        )
         await app.redis.xadd(app.keys.orders, {"type": "order", "order_id": "o-2", "side": "hold", "ts": "x"})
         for _ in range(200):
             if {"navstream_events", "navstream_orders"} <= spy.calls.keys():
@@ -88,8 +100,11 @@ async def test_every_hook_is_called_with_the_arguments_its_spec_names(make_app: 
 
     import navstream.cli as cli
 
-    monkeypatch.setattr(cli, "build_plugin_manager",
-                        lambda **_: build_plugin_manager(load_entrypoints=False, extra=[("spy", spy)], env={}))
+    monkeypatch.setattr(
+        cli,
+        "build_plugin_manager",
+        lambda **_: build_plugin_manager(load_entrypoints=False, extra=[("spy", spy)], env={}),
+    )
     assert cli.build_parser().parse_args(["spy"]).plugin_handler is spy_command
 
     assert sorted(spy.calls) == HOOKS, f"never called: {sorted(set(HOOKS) - set(spy.calls))}"
@@ -130,12 +145,17 @@ def test_every_hook_is_documented_with_its_signature_and_an_example_that_registe
     assert params == ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
     assert example, f"the section on {hook} has no python example"
     namespace: dict[str, Any] = {"__name__": f"doc_example_{hook}"}
-    exec(compile(example, f"docs/plugins.md ({hook})", "exec"), namespace)  # noqa: S102 - our docs
-    plugins = [obj for name, obj in namespace.items() if not name.startswith("__")
-               and (getattr(obj, hook, None) is not None or name == hook)]
+    exec(compile(example, f"docs/plugins.md ({hook})", "exec"), namespace)
+    plugins = [
+        obj
+        for name, obj in namespace.items()
+        if not name.startswith("__") and (getattr(obj, hook, None) is not None or name == hook)
+    ]
     assert plugins, f"the example for {hook} implements no {hook}"
     for n, obj in enumerate(plugins):
-        plugin = obj() if isinstance(obj, type) else namespace_module(namespace, hook) if inspect.isfunction(obj) else obj
+        plugin = (
+            obj() if isinstance(obj, type) else namespace_module(namespace, hook) if inspect.isfunction(obj) else obj
+        )
         try:
             loaded = build_plugin_manager(load_entrypoints=False, extra=[(f"doc{n}", plugin)], env={})
         except PluginError as exc:

@@ -10,14 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from support import ROOT
-
 from navstream import hookimpl
 from navstream.app import App
 from navstream.config import ConfigError, Settings, load_settings, validate_plugin_sections
 from navstream.loop.consumer import Consumer, StartupError
 from navstream.plugin.manager import PluginError, build_plugin_manager
-
 
 
 @pytest.fixture
@@ -61,13 +58,16 @@ def test_config_can_disable_a_plugin() -> None:
 
 
 def test_extra_modules_load_like_entry_points(plugin_module: Any) -> None:
-    name = plugin_module("desk_local", """
+    name = plugin_module(
+        "desk_local",
+        """
         from navstream import hookimpl
 
         @hookimpl
         def navstream_tick(now_ms, out):
             out.alert("local", "info", "hi")
-    """)
+    """,
+    )
     loaded = build_plugin_manager(modules=[name], load_entrypoints=False, env={})
     assert [(p.name, p.origin, p.hooks) for p in loaded.info] == [(name, "config", ["navstream_tick"])]
 
@@ -232,8 +232,9 @@ def test_defaults_need_no_config_file() -> None:
     assert load_settings(env={}) == Settings()
 
 
-def test_plugin_command_hook(plugin_module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_plugin_command_hook(
+    plugin_module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``navstream_commands``: a plugin's subcommand parses, runs against Redis with the App its
     configuration loads, and a name already taken stops the CLI with a clear error."""
     import fakeredis
@@ -243,7 +244,9 @@ def test_plugin_command_hook(plugin_module: Any, tmp_path: Path, monkeypatch: py
     import navstream.cli
     from navstream.cli import build_parser, main
 
-    name = plugin_module("desk_hello", """
+    name = plugin_module(
+        "desk_hello",
+        """
         from navstream import hookimpl
 
         async def hello(app, args):
@@ -255,8 +258,11 @@ def test_plugin_command_hook(plugin_module: Any, tmp_path: Path, monkeypatch: py
         def navstream_commands(register):
             p = register("hello", hello, help="greet someone", description="Greets.")
             p.add_argument("--who", default="world")
-    """)
-    taker = plugin_module("desk_taker", """
+    """,
+    )
+    taker = plugin_module(
+        "desk_taker",
+        """
         from navstream import hookimpl
 
         async def handler(app, args):
@@ -265,13 +271,15 @@ def test_plugin_command_hook(plugin_module: Any, tmp_path: Path, monkeypatch: py
         @hookimpl
         def navstream_commands(register):
             register("status", handler, help="clashes with navstream status")
-    """)
+    """,
+    )
     for var in ("NAVSTREAM_PLUGINS", "NAVSTREAM_CONFIG", "NAVSTREAM_PREFIX", "NAVSTREAM_REDIS_URL"):
         monkeypatch.delenv(var, raising=False)
     modules = [name]
     real_build = build_plugin_manager
-    monkeypatch.setattr(navstream.cli, "build_plugin_manager",
-                        lambda **kw: real_build(**{"modules": list(modules), "env": {}, **kw}))
+    monkeypatch.setattr(
+        navstream.cli, "build_plugin_manager", lambda **kw: real_build(**{"modules": list(modules), "env": {}, **kw})
+    )
     backend = Backend("fake")
     monkeypatch.setattr(navstream.app, "default_connect", lambda settings: backend.connect)
     config = tmp_path / "desk.toml"

@@ -45,8 +45,10 @@ class FakeSource:
         if behaviour == "bug":
             raise ValueError("unexpected payload shape")
         now = self.ctx.clock.now_ms()
-        events = [Price(ts=now, base=asset, quote="USD", price=Decimal(value), source=self.name)
-                  for asset, value in self.settings.prices.items()]
+        events = [
+            Price(ts=now, base=asset, quote="USD", price=Decimal(value), source=self.name)
+            for asset, value in self.settings.prices.items()
+        ]
         return Fetched(events, [f"{asset} missing from the answer" for asset in self.settings.missing])
 
     async def aclose(self) -> None:

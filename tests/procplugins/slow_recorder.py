@@ -13,7 +13,8 @@ put ``tests/`` on ``PYTHONPATH``), exactly like an entry-point plugin. Per batch
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 

@@ -17,31 +17,45 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import httpx
 import msgspec
 import prometheus_client
 import pytest
-from support import ROOT, START_MS
-from support.serving import (FAST, SECTIONS, T0, Sink, desk_events, free_port, metrics_of, no_cache,  # noqa: F401
-                             ok, order, read_answer, sample, serving, until)  # no_cache: a fixture
 from prometheus_client.parser import text_string_to_metric_families
+from support import ROOT, START_MS
+from support.serving import (
+    FAST,
+    SECTIONS,
+    T0,
+    Sink,
+    desk_events,
+    free_port,
+    metrics_of,
+    ok,
+    order,
+    read_answer,
+    sample,
+    serving,
+    until,
+)
 
 from navstream import App
-from navstream.serve import routes as endpoints_module
 from navstream.app import ManualClock
 from navstream.cli import main
 from navstream.config import ConfigError, HttpSettings, load_settings
 from navstream.loop.consumer import Consumer, StartupError
-from navstream.serve.http import MAX_HEAD, HttpServer, HttpStartError, Request, Response, local_url
-from navstream.serve.metrics import Metrics
 from navstream.plugin.manager import build_plugin_manager
 from navstream.plugins.nav.report import Latest, NavReport, Scope, stale_data
 from navstream.plugins.nav.state import decode_snapshot
 from navstream.plugins.nav.valuation import Snapshot, as_read
+from navstream.serve import routes as endpoints_module
+from navstream.serve.http import MAX_HEAD, HttpServer, HttpStartError, Request, Response, local_url
+from navstream.serve.metrics import Metrics
 from navstream.serve.probes import LoopState, liveness, readiness
 from navstream.serve.status import DeskView
 
@@ -81,8 +95,9 @@ async def raw(srv: HttpServer, data: bytes, *, close_write: bool = False) -> tup
         await writer.drain()
         if close_write:
             writer.write_eof()
-        status, headers, body = await asyncio.wait_for(read_answer(reader, data.split(b" ", 1)[0].decode("latin-1")),
-                                                       10)
+        status, headers, body = await asyncio.wait_for(
+            read_answer(reader, data.split(b" ", 1)[0].decode("latin-1")), 10
+        )
         if status >= 400:
             assert headers["connection"] == "close"
             assert await asyncio.wait_for(reader.read(), 10) == b"", "an error answer closes the connection"
@@ -128,8 +143,9 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("request_bytes", "status", "message"), BAD_REQUESTS,
-                         ids=[str(i) for i in range(len(BAD_REQUESTS))])
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"), BAD_REQUESTS, ids=[str(i) for i in range(len(BAD_REQUESTS))]
+)
 async def test_bad_requests_get_a_clear_answer(request_bytes: bytes, status: int, message: bytes) -> None:
     async with server() as srv:
         got, headers, body = await raw(srv, request_bytes)
@@ -196,8 +212,11 @@ async def test_connection_cap_makes_room_and_stop_ends_everything() -> None:
 async def test_port_in_use_is_a_clear_startup_error() -> None:
     async with server() as first:
         second = HttpServer({"/": ok}, port=first.bound_port)
-        with pytest.raises(HttpStartError, match=rf"cannot serve HTTP on 127.0.0.1:{first.bound_port}: the port "
-                           "is already in use.*--http-port"):
+        with pytest.raises(
+            HttpStartError,
+            match=rf"cannot serve HTTP on 127.0.0.1:{first.bound_port}: the port "
+            "is already in use.*--http-port",
+        ):
             await second.start()
 
 
@@ -211,8 +230,15 @@ def test_local_url() -> None:
 
 
 def nav(name: str = "total", status: str = "ok", computed_at: int = START_MS, reasons: Sequence[str] = ()) -> Scope:
-    snap = Snapshot(scope=name, nav=Decimal(100), quote="USD", status=status, as_of=START_MS,  # type: ignore[arg-type]
-                    computed_at=computed_at, reasons=list(reasons))
+    snap = Snapshot(
+        scope=name,
+        nav=Decimal(100),
+        quote="USD",
+        status=status,
+        as_of=START_MS,  # type: ignore[arg-type]
+        computed_at=computed_at,
+        reasons=list(reasons),
+    )
     return Scope(name, snap, status)
 
 
@@ -220,8 +246,9 @@ RUNNING = LoopState(phase="running", idle_s=0.1, stall_limit_s=10)
 GROUPS: dict[str, dict[str, Any] | None] = {"p:events": {"name": "g"}}
 
 
-def ready(state: LoopState = RUNNING, view: DeskView | None = None, health: Mapping[str, str] | None = None,
-          **options: Any) -> list[str]:
+def ready(
+    state: LoopState = RUNNING, view: DeskView | None = None, health: Mapping[str, str] | None = None, **options: Any
+) -> list[str]:
     view = view or DeskView(read_ms=START_MS, groups=dict(GROUPS))
     return readiness(state, view, streams=["p:events"], group="g", health=health or {"health": "ok"}, **options)
 
@@ -230,7 +257,9 @@ def test_liveness_rules() -> None:
     assert liveness(RUNNING) == (True, "running")
     assert liveness(LoopState("starting", idle_s=500, stall_limit_s=10)) == (True, "starting")
     assert liveness(LoopState("running", idle_s=10.5, stall_limit_s=10)) == (
-        False, "loop stalled: no progress for 10s (limit 10s, the heartbeat TTL)")
+        False,
+        "loop stalled: no progress for 10s (limit 10s, the heartbeat TTL)",
+    )
     assert liveness(LoopState("stopping", 0, 10))[0] is False
     # Reconnecting counts as progress: a Redis outage does not make the process unhealthy.
     assert liveness(LoopState("running", 0.5, 10, reconnecting_s=300)) == (True, "running")
@@ -239,38 +268,56 @@ def test_liveness_rules() -> None:
 def test_readiness_rules() -> None:
     assert ready() == []
     assert ready(LoopState("starting", 0, 10)) == [
-        "starting: waiting for Redis, the consumer groups and the plugins' startup"]
+        "starting: waiting for Redis, the consumer groups and the plugins' startup"
+    ]
     assert ready(LoopState("stopping", 0, 10)) == ["stopping: the consumer is shutting down"]
     down = DeskView(read_ms=START_MS, redis_error="ConnectionError: refused")
     assert ready(view=down) == ["redis unreachable: ConnectionError: refused"]
     assert ready(LoopState("running", 0, 10, reconnecting_s=12.4)) == [
-        "redis connection lost 12s ago; the loop is reconnecting"]
+        "redis connection lost 12s ago; the loop is reconnecting"
+    ]
     assert ready(view=DeskView(read_ms=START_MS, groups={"p:events": None})) == [
-        "consumer group 'g' is missing on p:events (the loop recreates it)"]
+        "consumer group 'g' is missing on p:events (the loop recreates it)"
+    ]
     # A plugin's readiness reasons (navstream_readiness), at most five of each plugin.
     given = [("nav", ["NAV total is stale: price BTC/USDT is 200s old"]), ("acme", ["acme is warming up"])]
     assert ready(plugin_reasons=given) == ["NAV total is stale: price BTC/USDT is 200s old", "acme is warming up"]
     reasons = ready(plugin_reasons=[("nav", [f"s{i} is stale" for i in range(8)])])
     assert len(reasons) == 6 and reasons[-1] == "... and 3 more like these"
-    health = {"sink.status": "degraded", "sink.reason": "Firestore unreachable", "risk.status": "ok",
-              "risk.approved": "3", "health": "degraded"}
+    health = {
+        "sink.status": "degraded",
+        "sink.reason": "Firestore unreachable",
+        "risk.status": "ok",
+        "risk.approved": "3",
+        "health": "degraded",
+    }
     assert ready(health=health) == ["plugin sink is degraded: Firestore unreachable"]
     # Redis refusing this process's writes (OOM, READONLY, MISCONF) makes it not ready.
-    refusing = LoopState("running", 0.1, 10, writes_refused_since_ms=START_MS - 12_000,
-                         writes_refused_reason="OOM command not allowed when used memory > 'maxmemory'.")
+    refusing = LoopState(
+        "running",
+        0.1,
+        10,
+        writes_refused_since_ms=START_MS - 12_000,
+        writes_refused_reason="OOM command not allowed when used memory > 'maxmemory'.",
+    )
     assert ready(refusing) == [
         "Redis refuses writes since 2026-09-21T14:13:08Z (12s): OOM command not allowed when used memory > "
-        "'maxmemory'.; nothing is acknowledged until it takes them again"]
+        "'maxmemory'.; nothing is acknowledged until it takes them again"
+    ]
     assert ready(LoopState("running", 0.1, 10, writes_refused_since_ms=0)) == []
 
 
 def test_the_nav_plugins_stale_data_rule() -> None:
     """nav's readiness reasons (given only with ``[http] ready_on_stale_data = false``)."""
-    latest = Latest(START_MS, scopes=[
-        nav("total", "stale", reasons=["price BTC/USDT is 200s old"]),
-        nav("exchange", "ok", computed_at=START_MS - 30_000),
-        nav("venue", "failed"),  # not a readiness matter: the page and metrics show it
-    ], unreadable=["account:x/y: ValueError: bad"])
+    latest = Latest(
+        START_MS,
+        scopes=[
+            nav("total", "stale", reasons=["price BTC/USDT is 200s old"]),
+            nav("exchange", "ok", computed_at=START_MS - 30_000),
+            nav("venue", "failed"),  # not a readiness matter: the page and metrics show it
+        ],
+        unreadable=["account:x/y: ValueError: bad"],
+    )
     assert stale_data(latest, 10_000) == [
         "NAV total is stale: price BTC/USDT is 200s old",
         "NAV exchange was last evaluated 30s ago (limit 10s): no consumer is ticking the nav plugin",
@@ -282,8 +329,9 @@ def test_the_nav_plugins_stale_data_rule() -> None:
 # --- the endpoints of a running consumer ------------------------------------------------------
 
 
-async def test_a_running_consumer_serves_probes_metrics_and_status(make_app: Any, tmp_path: Path,
-                                                                   no_cache: None) -> None:
+async def test_a_running_consumer_serves_probes_metrics_and_status(
+    make_app: Any, tmp_path: Path, no_cache: None
+) -> None:
     sink = Sink()
     sections = {**SECTIONS, "risk": {**SECTIONS["risk"], "audit_dir": str(tmp_path)}}
     app = make_app(builtins=True, plugins=[("sink", sink)], extra=sections, consumer=FAST)
@@ -308,8 +356,10 @@ async def test_a_running_consumer_serves_probes_metrics_and_status(make_app: Any
         assert response.status_code == 200
         assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
         await until(lambda: app.redis.hlen(app.keys.state("risk:trading")), what="the desk's trading record")
-        await until(lambda: app.stats.lag.get(app.keys.events) == 0 == app.stats.pending.get(app.keys.events),
-                    what="a tick after the events were read")
+        await until(
+            lambda: app.stats.lag.get(app.keys.events) == 0 == app.stats.pending.get(app.keys.events),
+            what="a tick after the events were read",
+        )
         response = await client.get("/metrics")
         m = metrics_of(response.text)
         assert sample(m, "navstream_events_processed_total", type="balance") == 2
@@ -318,8 +368,9 @@ async def test_a_running_consumer_serves_probes_metrics_and_status(make_app: Any
         assert sample(m, "navstream_events_failed_total", type="other") == 1
         assert sample(m, "navstream_dead_lettered_total") == 1
         assert sample(m, "navstream_batch_duration_seconds_count") >= 1
-        assert sample(m, "navstream_batch_duration_seconds_bucket", le="+Inf") == \
-            sample(m, "navstream_batch_duration_seconds_count")
+        assert sample(m, "navstream_batch_duration_seconds_bucket", le="+Inf") == sample(
+            m, "navstream_batch_duration_seconds_count"
+        )
         assert sample(m, "navstream_stream_pending", stream=app.keys.events) == 0
         assert sample(m, "navstream_stream_lag", stream=app.keys.events) == 0
         assert sample(m, "navstream_dlq_length") == 1
@@ -390,30 +441,50 @@ async def test_readiness_reasons_stale_nav_and_degraded_plugin(make_app: Any, no
     sink = Sink()
     app = make_app(plugins=[("nav", NavReport()), ("sink", sink)], consumer=FAST)
     app.settings = msgspec.structs.replace(
-        app.settings, http=msgspec.structs.replace(app.settings.http, ready_on_stale_data=False))
+        app.settings, http=msgspec.structs.replace(app.settings.http, ready_on_stale_data=False)
+    )
     latest = app.keys.state("nav", "latest")
 
     def snapshot(scope: str, status: str, computed_at: int, **extra: Any) -> str:
-        data = {"scope": scope, "nav": "12.5", "quote": "USD", "status": status, "as_of": T0,
-                "computed_at": computed_at, **extra}
+        data = {
+            "scope": scope,
+            "nav": "12.5",
+            "quote": "USD",
+            "status": status,
+            "as_of": T0,
+            "computed_at": computed_at,
+            **extra,
+        }
         return f"{computed_at} {json.dumps(data)}"
 
     limit_s = app.settings.consumer.heartbeat_ttl_ms // 1000  # max(10 s, 5 ticks, 4 hook timeouts)
     fresh = START_MS + 60_000  # fresh_until: its inputs are within their age limit until then
     async with serving(app) as (consumer, client):
-        await app.redis.hset(latest, mapping={
-            "account:v/a": snapshot("account", "stale", START_MS, venue="v", account="a",
-                                    reasons=["balance v/a/USDT is 200s old (limit 120s)"]),
-            "total": snapshot("total", "ok", START_MS - 60_000, fresh_until=fresh),
-        })
+        await app.redis.hset(
+            latest,
+            mapping={
+                "account:v/a": snapshot(
+                    "account",
+                    "stale",
+                    START_MS,
+                    venue="v",
+                    account="a",
+                    reasons=["balance v/a/USDT is 200s old (limit 120s)"],
+                ),
+                "total": snapshot("total", "ok", START_MS - 60_000, fresh_until=fresh),
+            },
+        )
         sink.degraded = "Firestore unreachable: 3 writes queued"
         response = await client.get("/readyz")
         assert response.status_code == 503
-        assert response.json() == {"ready": False, "reasons": [
-            f"NAV total was last evaluated 60s ago (limit {limit_s}s): no consumer is ticking the nav plugin",
-            "NAV v/a is stale: balance v/a/USDT is 200s old (limit 120s)",
-            "plugin sink is degraded: Firestore unreachable: 3 writes queued",
-        ]}
+        assert response.json() == {
+            "ready": False,
+            "reasons": [
+                f"NAV total was last evaluated 60s ago (limit {limit_s}s): no consumer is ticking the nav plugin",
+                "NAV v/a is stale: balance v/a/USDT is 200s old (limit 120s)",
+                "plugin sink is degraded: Firestore unreachable: 3 writes queued",
+            ],
+        }
         # Alive all the same: a stale desk is not a reason to restart the process.
         assert (await client.get("/healthz")).status_code == 200
 
@@ -429,9 +500,13 @@ async def test_readiness_reasons_stale_nav_and_degraded_plugin(make_app: Any, no
 
         # Each cause fixed: ready again, with nothing changed by the requests themselves.
         sink.degraded = ""
-        await app.redis.hset(latest, mapping={
-            "account:v/a": snapshot("account", "ok", START_MS, venue="v", account="a", fresh_until=fresh),
-            "total": snapshot("total", "ok", START_MS, fresh_until=fresh)})
+        await app.redis.hset(
+            latest,
+            mapping={
+                "account:v/a": snapshot("account", "ok", START_MS, venue="v", account="a", fresh_until=fresh),
+                "total": snapshot("total", "ok", START_MS, fresh_until=fresh),
+            },
+        )
         response = await client.get("/readyz")
         assert (response.status_code, response.json()) == (200, {"ready": True})
         # An unreadable member is a reason too, not an error of the endpoint.
@@ -447,11 +522,19 @@ async def test_stale_data_leaves_the_consumer_ready_by_default(make_app: Any, no
     app = make_app(plugins=[("nav", NavReport())], consumer=FAST)
     assert app.settings.http.ready_on_stale_data is True
     latest = app.keys.state("nav", "latest")
-    data = {"scope": "total", "nav": "12.5", "quote": "USD", "status": "stale", "as_of": T0,
-            "computed_at": START_MS - 60_000, "reasons": ["price BTC/USDT is 200s old (limit 120s)"]}
+    data = {
+        "scope": "total",
+        "nav": "12.5",
+        "quote": "USD",
+        "status": "stale",
+        "as_of": T0,
+        "computed_at": START_MS - 60_000,
+        "reasons": ["price BTC/USDT is 200s old (limit 120s)"],
+    }
     async with serving(app) as (_, client):
-        await app.redis.hset(latest, mapping={"total": f"{START_MS - 60_000} {json.dumps(data)}",
-                                              "account:x/y": "garbage"})
+        await app.redis.hset(
+            latest, mapping={"total": f"{START_MS - 60_000} {json.dumps(data)}", "account:x/y": "garbage"}
+        )
         response = await client.get("/readyz")
         assert (response.status_code, response.json()) == (200, {"ready": True})
         m = metrics_of((await client.get("/metrics")).text)
@@ -496,11 +579,19 @@ async def test_events_failed_by_type(make_app: Any) -> None:
 async def test_redis_unreachable_at_startup(tmp_path: Path) -> None:
     """The endpoint starts before setup: alive while it waits for Redis, not ready, saying why."""
     port = free_port()
-    settings = load_settings(env={}, overrides={
-        "redis": {"url": "redis://127.0.0.1:1/0", "prefix": "nstest-down"}, "http": {"port": port},
-        "consumer": {"reconnect_max_ms": 200}})
-    app = App.create(settings, plugins=build_plugin_manager(load_entrypoints=False, env={}, extra=[("nav", NavReport())]),
-                     clock=ManualClock(START_MS))
+    settings = load_settings(
+        env={},
+        overrides={
+            "redis": {"url": "redis://127.0.0.1:1/0", "prefix": "nstest-down"},
+            "http": {"port": port},
+            "consumer": {"reconnect_max_ms": 200},
+        },
+    )
+    app = App.create(
+        settings,
+        plugins=build_plugin_manager(load_entrypoints=False, env={}, extra=[("nav", NavReport())]),
+        clock=ManualClock(START_MS),
+    )
     consumer = Consumer(app)
     task = asyncio.create_task(consumer.run())
     try:
@@ -579,8 +670,9 @@ def test_http_settings_from_file_env_and_flag(tmp_path: Path) -> None:
         load_settings(cfg, env={})
 
 
-@pytest.mark.parametrize(("value", "message"), [("abc", "'abc' is not a port number"),
-                                                 ("70000", "70000 is not a port number (0-65535")])
+@pytest.mark.parametrize(
+    ("value", "message"), [("abc", "'abc' is not a port number"), ("70000", "70000 is not a port number (0-65535")]
+)
 def test_http_port_flag_is_checked(value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["run", "--http-port", value])
@@ -600,8 +692,8 @@ def test_bad_env_port_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, capsys: 
 def _dockerfile_healthcheck() -> tuple[list[str], dict[str, str]]:
     """The final stage's HEALTHCHECK command and the ENV it runs with, as the Dockerfile says."""
     text = DOCKERFILE.read_text().replace("\\\n", " ")
-    final = text[text.rindex("\nFROM "):]
-    command = json.loads(final[final.index("HEALTHCHECK"):].split("CMD", 1)[1].splitlines()[0])
+    final = text[text.rindex("\nFROM ") :]
+    command = json.loads(final[final.index("HEALTHCHECK") :].split("CMD", 1)[1].splitlines()[0])
     env: dict[str, str] = {}
     for line in final.splitlines():
         if line.startswith("ENV "):
@@ -621,8 +713,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def _healthcheck(command: list[str], pid: int, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     # The image's paths, mapped to this checkout: the same script, the same interpreter role.
     assert command[0] == "/opt/venv/bin/python" and command[1].endswith("/healthcheck.py"), command
-    return subprocess.run([sys.executable, str(HEALTHCHECK), *command[2:], "--pid", str(pid)], env=env,
-                          capture_output=True, text=True, timeout=60, cwd="/")
+    return subprocess.run(
+        [sys.executable, str(HEALTHCHECK), *command[2:], "--pid", str(pid)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
 
 
 @pytest.mark.real_redis
@@ -632,13 +730,17 @@ def test_healthcheck_command_asks_healthz_of_a_running_consumer(tmp_path: Path) 
     command, image_env = _dockerfile_healthcheck()
     assert image_env["NAVSTREAM_HTTP_PORT"] == "8080" and image_env["NAVSTREAM_HTTP_HOST"] == "0.0.0.0"
     port = free_port()  # the image's 8080 may be taken on this machine; everything else as in the image
-    env = _clean_env(NAVSTREAM_REDIS_URL=REDIS_URL, NAVSTREAM_HTTP_PORT=str(port),
-                     NAVSTREAM_HTTP_HOST=image_env["NAVSTREAM_HTTP_HOST"],
-                     NAVSTREAM_PREFIX=f"nstest-hc-{os.getpid()}-{port}")
+    env = _clean_env(
+        NAVSTREAM_REDIS_URL=REDIS_URL,
+        NAVSTREAM_HTTP_PORT=str(port),
+        NAVSTREAM_HTTP_HOST=image_env["NAVSTREAM_HTTP_HOST"],
+        NAVSTREAM_PREFIX=f"nstest-hc-{os.getpid()}-{port}",
+    )
     navstream = Path(sys.executable).parent / "navstream"
     log = (tmp_path / "consumer.log").open("w")
-    consumer = subprocess.Popen([sys.executable, str(navstream), "run"], env=env, cwd="/",
-                                stdout=subprocess.DEVNULL, stderr=log)
+    consumer = subprocess.Popen(
+        [sys.executable, str(navstream), "run"], env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=log
+    )
     try:
         deadline = time.monotonic() + 30
         result = _healthcheck(command, consumer.pid, env)
@@ -651,9 +753,13 @@ def test_healthcheck_command_asks_healthz_of_a_running_consumer(tmp_path: Path) 
 
         # The flag on the consumer's command line is followed too (read from /proc/<pid>/cmdline).
         flagged_port = free_port()
-        flagged = subprocess.Popen([sys.executable, str(navstream), "run", "--http-port", str(flagged_port)],
-                                   env={**env, "NAVSTREAM_HTTP_PORT": "0", "NAVSTREAM_CONSUMER": "flagged"},
-                                   cwd="/", stdout=subprocess.DEVNULL, stderr=log)
+        flagged = subprocess.Popen(
+            [sys.executable, str(navstream), "run", "--http-port", str(flagged_port)],
+            env={**env, "NAVSTREAM_HTTP_PORT": "0", "NAVSTREAM_CONSUMER": "flagged"},
+            cwd="/",
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
         try:
             check_env = {**env, "NAVSTREAM_HTTP_PORT": "0"}
             deadline = time.monotonic() + 30
@@ -690,8 +796,15 @@ def test_healthcheck_command_asks_healthz_of_a_running_consumer(tmp_path: Path) 
 
 def test_the_status_api_reads_an_ok_past_its_fresh_until_as_stale() -> None:
     def raw(status: str, **extra: Any) -> str:
-        data = {"scope": "total", "nav": "1", "quote": "USD", "status": status, "as_of": T0,
-                "computed_at": START_MS, **extra}
+        data = {
+            "scope": "total",
+            "nav": "1",
+            "quote": "USD",
+            "status": status,
+            "as_of": T0,
+            "computed_at": START_MS,
+            **extra,
+        }
         return f"{START_MS} {json.dumps(data)}"
 
     def parse_nav_latest(member: str, raw: str, now_ms: int) -> Scope:
@@ -702,8 +815,10 @@ def test_the_status_api_reads_an_ok_past_its_fresh_until_as_stale() -> None:
     assert (fresh.snap.status, fresh.stored_status, fresh.snap.reasons) == ("ok", "ok", [])
     past = parse_nav_latest("total", raw("ok", fresh_until=START_MS, reasons=["x"]), START_MS)
     assert (past.snap.status, past.stored_status) == ("stale", "ok")
-    assert past.snap.reasons == ["an input passed its age limit at 2026-09-21T14:13:20.000Z (fresh_until); "
-                                 "not re-evaluated since", "x"]
+    assert past.snap.reasons == [
+        "an input passed its age limit at 2026-09-21T14:13:20.000Z (fresh_until); not re-evaluated since",
+        "x",
+    ]
     unknown = parse_nav_latest("total", raw("ok"), START_MS)  # stored without fresh_until
     assert unknown.snap.status == "stale" and unknown.snap.reasons[0].startswith("stored without a freshness horizon")
     partial = parse_nav_latest("total", raw("partial", fresh_until=START_MS - 1), START_MS)
@@ -712,27 +827,40 @@ def test_the_status_api_reads_an_ok_past_its_fresh_until_as_stale() -> None:
 
 
 async def test_api_status_readyz_and_metrics_read_a_nav_past_its_fresh_until_as_stale(
-        make_app: Any, no_cache: None) -> None:
+    make_app: Any, no_cache: None
+) -> None:
     """A NAV stored ok whose inputs passed their limit, and no tick since (no nav plugin runs
     here): /readyz, /api/status and /metrics say stale; before its fresh_until, ok."""
     clock = ManualClock(START_MS)
     app = make_app(plugins=[("nav", NavReport())], consumer=FAST, clock=clock)  # its reports, not its ticks
     app.settings = msgspec.structs.replace(
-        app.settings, http=msgspec.structs.replace(app.settings.http, ready_on_stale_data=False))
+        app.settings, http=msgspec.structs.replace(app.settings.http, ready_on_stale_data=False)
+    )
     latest = app.keys.state("nav", "latest")
 
     def snapshot(scope: str, **extra: Any) -> str:
-        data = {"scope": scope, "nav": "12.5", "quote": "USD", "status": "ok", "as_of": T0,
-                "computed_at": START_MS, "fresh_until": START_MS + 5_000, **extra}
+        data = {
+            "scope": scope,
+            "nav": "12.5",
+            "quote": "USD",
+            "status": "ok",
+            "as_of": T0,
+            "computed_at": START_MS,
+            "fresh_until": START_MS + 5_000,
+            **extra,
+        }
         return f"{START_MS} {json.dumps(data)}"
 
     async with serving(app) as (_, client):
-        await app.redis.hset(latest, mapping={"account:v/a": snapshot("account", venue="v", account="a"),
-                                              "total": snapshot("total")})
+        await app.redis.hset(
+            latest, mapping={"account:v/a": snapshot("account", venue="v", account="a"), "total": snapshot("total")}
+        )
         clock.advance(4_999)
         assert (await client.get("/readyz")).json() == {"ready": True}
         assert {r["id"]: r["status"] for r in (await client.get("/api/status")).json()["nav"]} == {
-            "total": "ok", "account:v/a": "ok"}
+            "total": "ok",
+            "account:v/a": "ok",
+        }
         clock.advance(1)
         response = await client.get("/readyz")
         assert response.status_code == 503
@@ -740,10 +868,13 @@ async def test_api_status_readyz_and_metrics_read_a_nav_past_its_fresh_until_as_
             "NAV total is stale: an input passed its age limit at 2026-09-21T14:13:25.000Z (fresh_until); "
             "not re-evaluated since",
             "NAV v/a is stale: an input passed its age limit at 2026-09-21T14:13:25.000Z (fresh_until); "
-            "not re-evaluated since"]
+            "not re-evaluated since",
+        ]
         rows = {r["id"]: r for r in (await client.get("/api/status")).json()["nav"]}
         assert {k: (r["status"], r["stored_status"]) for k, r in rows.items()} == {
-            "total": ("stale", "ok"), "account:v/a": ("stale", "ok")}
+            "total": ("stale", "ok"),
+            "account:v/a": ("stale", "ok"),
+        }
         assert rows["total"]["reasons"][0].startswith("an input passed its age limit")
         m = metrics_of((await client.get("/metrics")).text)
         assert sample(m, "navstream_nav_status", scope="total", status="stale") == 1

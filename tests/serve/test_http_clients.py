@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from support.serving import ok, read_answer, serving, until
@@ -41,8 +42,9 @@ async def probe(port: int, request: bytes = PROBE) -> tuple[int, bytes, float]:
 
 
 @contextlib.asynccontextmanager
-async def attackers(port: int, trickling: int = 40, idle: int = 40,
-                    every_s: float = 0.5) -> AsyncIterator[dict[str, Any]]:
+async def attackers(
+    port: int, trickling: int = 40, idle: int = 40, every_s: float = 0.5
+) -> AsyncIterator[dict[str, Any]]:
     """``trickling`` connections sending an endless request head a byte every ``every_s``, and
     ``idle`` connections sending nothing. What happened to them is recorded in the dict:
     ``closed`` (monotonic times when the server closed a trickler) and ``answers`` (what it
@@ -152,9 +154,12 @@ async def test_malformed_requests_get_400_and_the_connection_closes() -> None:
     srv = HttpServer({"/healthz": ok}, port=0)
     await srv.start()
     try:
-        for bad in (b"NOT HTTP AT ALL\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: a\r\nbroken header\r\n\r\n",
-                    b"GET /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
-                    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64):  # a TLS hello
+        for bad in (
+            b"NOT HTTP AT ALL\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nbroken header\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,
+        ):  # a TLS hello
             reader, writer = await asyncio.open_connection("127.0.0.1", srv.bound_port)
             writer.write(bad)
             # The same connection then tries a good request: it must not be served.
@@ -196,8 +201,9 @@ async def test_keep_alive_for_well_behaved_clients() -> None:
         assert srv.stats.connections == 1 and seen == ["/a", "/b", "/a", "/a", "/b"]
 
         # httpx keeps one connection for many requests; HTTP/1.0 and `Connection: close` end it.
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.bound_port}", trust_env=False,
-                                     timeout=10) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{srv.bound_port}", trust_env=False, timeout=10
+        ) as client:
             for _ in range(5):
                 assert (await client.get("/a")).status_code == 200
         assert srv.stats.connections == 2

@@ -10,8 +10,8 @@ from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
-from support import START_MS
 from prometheus_client.parser import text_string_to_metric_families
+from support import START_MS
 
 from navstream.plugins.firestore.report import FirestoreReport
 from navstream.plugins.risk.report import RiskReport
@@ -35,8 +35,13 @@ async def render(app: Any, **scrape: Any) -> tuple[Samples, dict[str, str]]:
     metrics.batch_duration.observe(0.003)
     metrics.batch_duration.observe(0.2)
     metrics.batch_duration.observe(100)
-    args = {"view": DeskView(read_ms=START_MS), "health": {}, "ready": True,
-            "plugins": await read_metrics(app, START_MS, None), **scrape}
+    args = {
+        "view": DeskView(read_ms=START_MS),
+        "health": {},
+        "ready": True,
+        "plugins": await read_metrics(app, START_MS, None),
+        **scrape,
+    }
     text = metrics.render(Scrape(**args)).decode()
     samples, types = {}, {}
     for family in text_string_to_metric_families(text):
@@ -60,12 +65,23 @@ async def test_risk_decisions_and_repeated_answers_are_separate_counters(make_ap
 
 async def test_plugin_counts_are_counters_and_values_are_gauges(make_app: Any) -> None:
     health = {
-        "risk.status": "ok", "risk.approved": "5", "risk.vetoed": "1", "risk.repeated": "2",
-        "risk.audit_written": "8", "risk.audit_missing": "0",
-        "firestore.status": "degraded", "firestore.reason": "quota", "firestore.writes": "40",
-        "firestore.failures": "3", "firestore.pending": "7", "firestore.deferred": "2",
-        "firestore.writes_today": "900", "firestore.holder": "c-1",
-        "mine.status": "ok", "mine.sent_total": "11", "mine.queue": "4",
+        "risk.status": "ok",
+        "risk.approved": "5",
+        "risk.vetoed": "1",
+        "risk.repeated": "2",
+        "risk.audit_written": "8",
+        "risk.audit_missing": "0",
+        "firestore.status": "degraded",
+        "firestore.reason": "quota",
+        "firestore.writes": "40",
+        "firestore.failures": "3",
+        "firestore.pending": "7",
+        "firestore.deferred": "2",
+        "firestore.writes_today": "900",
+        "firestore.holder": "c-1",
+        "mine.status": "ok",
+        "mine.sent_total": "11",
+        "mine.queue": "4",
     }
     app = make_app(plugins=[("risk", gate()), ("firestore", FirestoreReport())])
     m, types = await render(app, health=health)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from support.serving import SECTIONS, Sink, desk_events, order, serving, until
-from support.ingest import answers, build
-
 from support.docs_promql import DOCS, ROOT, blocks, expressions, metric_names, rule_expressions
+from support.ingest import answers, build
+from support.serving import SECTIONS, Sink, desk_events, order, serving, until
+
 from navstream.serve.ingest_metrics import IngestMetrics
 
 OBSERVABILITY = ROOT / "docs" / "observability.md"
@@ -45,7 +45,9 @@ def documented_names() -> dict[str, str]:
     """Metric name -> where the docs use it: PromQL blocks, rules files, and table rows."""
     names: dict[str, str] = {}
     for block in blocks():
-        exprs = expressions(block) if block.kind == "promql" else rule_expressions(block) if block.kind == "rules" else []
+        exprs = (
+            expressions(block) if block.kind == "promql" else rule_expressions(block) if block.kind == "rules" else []
+        )
         for expr in exprs:
             for name in metric_names(expr):
                 names.setdefault(name, block.where)
@@ -71,15 +73,20 @@ def test_the_docs_mark_their_promql() -> None:
     names = documented_names()
     for expected in ("navstream_stream_lag", "navstream_events_processed_total", "navstream_ingest_fetches_total"):
         assert expected in names
-    assert metric_names('max by (stream) (navstream_stream_lag{stream="navstream_x"}) > 0 and '
-                        'rate(process_cpu_seconds_total[5m]) > histogram_quantile(0.9, x)') == {
-        "navstream_stream_lag", "process_cpu_seconds_total"}
+    assert metric_names(
+        'max by (stream) (navstream_stream_lag{stream="navstream_x"}) > 0 and '
+        "rate(process_cpu_seconds_total[5m]) > histogram_quantile(0.9, x)"
+    ) == {"navstream_stream_lag", "process_cpu_seconds_total"}
 
 
 async def test_every_metric_the_docs_name_is_exported(make_app: Any, tmp_path: Path, fake_backend: Any) -> None:
     sections = {**SECTIONS, "risk": {**SECTIONS["risk"], "audit_dir": str(tmp_path)}}
-    app = make_app(builtins=True, plugins=[("sink", Sink())], extra=sections,
-                   consumer={"block_ms": 5, "claim_idle_ms": 40, "tick_ms": 50})
+    app = make_app(
+        builtins=True,
+        plugins=[("sink", Sink())],
+        extra=sections,
+        consumer={"block_ms": 5, "claim_idle_ms": 40, "tick_ms": 50},
+    )
     async with serving(app) as (_, client):
         for fields in desk_events():
             await app.redis.xadd(app.keys.events, fields)
@@ -89,8 +96,12 @@ async def test_every_metric_the_docs_name_is_exported(make_app: Any, tmp_path: P
         await until(lambda: app.stats.lag.get(app.keys.events) == 0, what="a tick")
         consumer_text = (await client.get("/metrics")).text
 
-    ingest = build(fake_backend, {"cg": {"kind": "fake-prices", "prices": {"BTC": "1"}},
-                                  "venue": {"kind": "stub-http", "timeout_s": 5}}, 0, answers([]))
+    ingest = build(
+        fake_backend,
+        {"cg": {"kind": "fake-prices", "prices": {"BTC": "1"}}, "venue": {"kind": "stub-http", "timeout_s": 5}},
+        0,
+        answers([]),
+    )
     try:
         await ingest.run_once()
         ingest_text = IngestMetrics(ingest).render().decode()

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.serving import FAST, metrics_of, no_cache, sample, serving  # noqa: F401 - no_cache: a fixture
-from support.browser import Browser, browser_paths  # noqa: F401 - browser_paths: a fixture
+from support.browser import Browser
+from support.serving import FAST, metrics_of, sample, serving
 
 from navstream import (
     AppProtocol,
@@ -43,15 +43,38 @@ class Acme:
 
     @hookimpl
     def navstream_status_page(self, now_ms: int) -> StatusSection:
-        table = Table(id="acme-widgets", columns=[Column("widget"), Column("state"), Column("count", num=True)],
-                      rows=[Row(key="w-1", cells=[Cell("sprocket"), Cell("spinning", badge="widget", tone="ok"),
-                                                  Cell("1,204", num=True)]),
-                            Row(key="w-2", cells=[Cell("gear"), Cell("jammed", badge="widget", tone="critical",
-                                                                      title="tooth 7 missing"), Cell("0", num=True)])])
-        return StatusSection(panels=[Panel(id="acme-section", title="Acme widgets", blocks=[
-            table, Facts([Fact("mode", "production"), Fact("warming", "yes" if self.warming else "no")]),
-            Text("Widgets as of the last count.", id="acme-note", muted=True)])],
-            fields={"acme": {"widgets": 2}})
+        table = Table(
+            id="acme-widgets",
+            columns=[Column("widget"), Column("state"), Column("count", num=True)],
+            rows=[
+                Row(
+                    key="w-1",
+                    cells=[Cell("sprocket"), Cell("spinning", badge="widget", tone="ok"), Cell("1,204", num=True)],
+                ),
+                Row(
+                    key="w-2",
+                    cells=[
+                        Cell("gear"),
+                        Cell("jammed", badge="widget", tone="critical", title="tooth 7 missing"),
+                        Cell("0", num=True),
+                    ],
+                ),
+            ],
+        )
+        return StatusSection(
+            panels=[
+                Panel(
+                    id="acme-section",
+                    title="Acme widgets",
+                    blocks=[
+                        table,
+                        Facts([Fact("mode", "production"), Fact("warming", "yes" if self.warming else "no")]),
+                        Text("Widgets as of the last count.", id="acme-note", muted=True),
+                    ],
+                )
+            ],
+            fields={"acme": {"widgets": 2}},
+        )
 
     @hookimpl
     async def navstream_metrics(self, app: AppProtocol) -> PluginMetrics:
@@ -117,10 +140,16 @@ async def test_a_third_party_plugin_reports_on_every_endpoint(make_app: Any) -> 
         assert panel["id"] == "acme-section" and panel["title"] == "Acme widgets"
         table, facts, note = panel["blocks"]
         assert table["kind"] == "table" and [r["key"] for r in table["rows"]] == ["w-1", "w-2"]
-        assert table["rows"][1]["cells"][1] == {"text": "jammed", "badge": "widget", "tone": "critical",
-                                                 "title": "tooth 7 missing"}
-        assert facts == {"kind": "facts", "items": [{"label": "mode", "value": "production"},
-                                                    {"label": "warming", "value": "no"}]}
+        assert table["rows"][1]["cells"][1] == {
+            "text": "jammed",
+            "badge": "widget",
+            "tone": "critical",
+            "title": "tooth 7 missing",
+        }
+        assert facts == {
+            "kind": "facts",
+            "items": [{"label": "mode", "value": "production"}, {"label": "warming", "value": "no"}],
+        }
         assert note["kind"] == "text" and note["id"] == "acme-note"
         assert doc["acme"] == {"widgets": 2}  # a field it keeps at the top level
         assert doc["report_errors"] == []
@@ -130,8 +159,10 @@ async def test_a_third_party_plugin_reports_on_every_endpoint(make_app: Any) -> 
         kinds = [b["kind"] for b in plain["blocks"]]
         assert kinds == ["facts", "text", "table"]
         assert plain["blocks"][0]["items"] == [{"label": "queued", "value": "3"}]
-        assert [[c["text"] for c in r["cells"]] for r in plain["blocks"][2]["rows"]] == [["alpha", "true"],
-                                                                                         ["beta", "false"]]
+        assert [[c["text"] for c in r["cells"]] for r in plain["blocks"][2]["rows"]] == [
+            ["alpha", "true"],
+            ["beta", "false"],
+        ]
 
         m = metrics_of((await client.get("/metrics")).text)
         assert sample(m, "navstream_acme_widgets", state="jammed") == 1
@@ -157,8 +188,10 @@ async def test_a_plugin_whose_reporting_hooks_raise_breaks_nothing_else(make_app
         broken = doc["sections"]["broken"]
         assert broken["error"] == "RuntimeError: page exploded"
         assert broken["panels"][0]["blocks"][0] == {
-            "kind": "text", "text": "plugin broken: its status could not be read: RuntimeError: page exploded",
-            "error": True}
+            "kind": "text",
+            "text": "plugin broken: its status could not be read: RuntimeError: page exploded",
+            "error": True,
+        }
         assert doc["report_errors"] == ["plugin 'broken': navstream_status_page: RuntimeError: page exploded"]
 
         for _ in range(2):
@@ -172,11 +205,11 @@ async def test_a_plugin_whose_reporting_hooks_raise_breaks_nothing_else(make_app
         response = await client.get("/readyz")
         assert response.status_code == 503
         assert response.json()["reasons"] == [
-            "plugin broken cannot tell its readiness: RuntimeError: readiness exploded"]
+            "plugin broken cannot tell its readiness: RuntimeError: readiness exploded"
+        ]
 
 
-async def test_a_plugin_that_runs_late_loses_only_its_own_part(make_app: Any,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_plugin_that_runs_late_loses_only_its_own_part(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from navstream.serve import routes
 
     monkeypatch.setattr(routes, "READ_TIMEOUT_S", 0.2)
@@ -194,8 +227,11 @@ async def test_a_plugin_that_runs_late_loses_only_its_own_part(make_app: Any,
         assert sample(m, "navstream_plugin_report_errors_total", plugin="slow") == 1
 
 
-async def test_the_status_page_draws_a_third_party_plugin(browser_paths: tuple[str, str], make_app: Any,  # noqa: F811
-                                                          tmp_path: Path) -> None:
+async def test_the_status_page_draws_a_third_party_plugin(
+    browser_paths: tuple[str, str],
+    make_app: Any,
+    tmp_path: Path,
+) -> None:
     """In headless Chromium: Acme's panel, drawn from its typed document like the built-ins', and
     the broken plugin's error in its place; the page's own sections still drawn."""
     chromium, chromedriver = browser_paths

@@ -28,8 +28,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-
-from support.browser import Browser, browser_paths, wait_for  # noqa: F401 - browser_paths: a fixture
+from support.browser import Browser, wait_for
 from support.serving import free_port
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -90,12 +89,24 @@ def consumer(tmp_path: Path) -> Iterator[dict[str, Any]]:
     env.update(NAVSTREAM_REDIS_URL=REDIS_URL, NAVSTREAM_PREFIX=prefix, NAVSTREAM_LOG_STREAM="stderr")
     navstream = Path(sys.executable).parent / "navstream"
     log = (tmp_path / "consumer.log").open("w")
-    proc = subprocess.Popen([sys.executable, str(navstream), "run", "--config", str(config), "--http-port", str(port)],
-                            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, str(navstream), "run", "--config", str(config), "--http-port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
-        yield {"prefix": prefix, "url": f"http://127.0.0.1:{port}/", "redis": client, "env": env,
-               "config": config, "log": tmp_path / "consumer.log", "proc": proc}
+        yield {
+            "prefix": prefix,
+            "url": f"http://127.0.0.1:{port}/",
+            "redis": client,
+            "env": env,
+            "config": config,
+            "log": tmp_path / "consumer.log",
+            "proc": proc,
+        }
     finally:
         proc.terminate()
         try:
@@ -121,8 +132,9 @@ def desk(prefix: str, client: redis.Redis, btc: str, ts: int) -> None:
         client.xadd(f"{prefix}:events", {**fields, "ts": str(ts)})
 
 
-def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consumer: dict[str, Any],
-                                         tmp_path: Path) -> None:
+def test_status_page_in_headless_chromium(
+    browser_paths: tuple[str, str], consumer: dict[str, Any], tmp_path: Path
+) -> None:
     chromium, chromedriver = browser_paths
     started = time.monotonic()
     prefix, client, url = consumer["prefix"], consumer["redis"], consumer["url"]
@@ -131,27 +143,73 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
     def status() -> dict[str, Any]:
         return api.get("api/status").json()  # type: ignore[no-any-return]
 
-    wait_for(lambda: status()["consumer"]["phase"] == "running", 30,
-             f"the consumer to run; log: {consumer['log'].read_text()[-2000:]}")
+    wait_for(
+        lambda: status()["consumer"]["phase"] == "running",
+        30,
+        f"the consumer to run; log: {consumer['log'].read_text()[-2000:]}",
+    )
     now = int(time.time() * 1000)
     desk(prefix, client, "50000", now - 2000)
-    wait_for(lambda: {r["id"]: r["nav"] for r in status()["nav"]}.get("account:binance/main") == "200000", 20,
-             "the first NAV")
+    wait_for(
+        lambda: {r["id"]: r["nav"] for r in status()["nav"]}.get("account:binance/main") == "200000",
+        20,
+        "the first NAV",
+    )
     desk(prefix, client, "51000", now - 1000)  # a second point in every scope's history
-    wait_for(lambda: {r["id"]: r["nav"] for r in status()["nav"]}.get("account:binance/main") == "202000", 20,
-             "the second NAV")
-    client.xadd(f"{prefix}:orders", {"type": "order", "order_id": "o-1", "venue": "binance", "account": "main",
-                                     "symbol": "BTCUSDT", "side": "buy", "qty": "100", "ts": str(now)})
+    wait_for(
+        lambda: {r["id"]: r["nav"] for r in status()["nav"]}.get("account:binance/main") == "202000",
+        20,
+        "the second NAV",
+    )
+    client.xadd(
+        f"{prefix}:orders",
+        {
+            "type": "order",
+            "order_id": "o-1",
+            "venue": "binance",
+            "account": "main",
+            "symbol": "BTCUSDT",
+            "side": "buy",
+            "qty": "100",
+            "ts": str(now),
+        },
+    )
     halted = subprocess.run(
-        [sys.executable, str(Path(sys.executable).parent / "navstream"), "risk", "halt", "--config",
-         str(consumer["config"]), "--account", "main", "--reason", "drawdown drill", "--by", "tester"],
-        env=consumer["env"], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            str(Path(sys.executable).parent / "navstream"),
+            "risk",
+            "halt",
+            "--config",
+            str(consumer["config"]),
+            "--account",
+            "main",
+            "--reason",
+            "drawdown drill",
+            "--by",
+            "tester",
+        ],
+        env=consumer["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert halted.returncode == 0, halted.stderr
     # The plugins' sections and navstream's own reads are each a read of their own (a second
     # apart at most): wait until the answer shows the halt in both.
-    doc = wait_for(lambda: (lambda d: d if d["risk"]["decisions"] and any(
-        a["code"] == "trading_state_set" for a in d["alerts"]) and any(
-        t["state"] == "halted" for t in d["risk"]["trading"]) else None)(status()), 20, "the decision and alert")
+    doc = wait_for(
+        lambda: (
+            lambda d: (
+                d
+                if d["risk"]["decisions"]
+                and any(a["code"] == "trading_state_set" for a in d["alerts"])
+                and any(t["state"] == "halted" for t in d["risk"]["trading"])
+                else None
+            )
+        )(status()),
+        20,
+        "the decision and alert",
+    )
     expected_points = len(doc["history"]["total"])
     assert expected_points >= 2
     data_ready = time.monotonic()
@@ -159,17 +217,25 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
     browser = Browser(chromium, chromedriver, tmp_path)
     try:
         browser.open(url)
-        page = wait_for(lambda: (lambda s: s if s["loaded"] and len(s["nav"]) == 6 else None)(
-            browser.js(PAGE_STATE)), 20, "the page's first render")
+        page = wait_for(
+            lambda: (lambda s: s if s["loaded"] and len(s["nav"]) == 6 else None)(browser.js(PAGE_STATE)),
+            20,
+            "the page's first render",
+        )
         rendered = time.monotonic()
         browser.screenshot(tmp_path / "statuspage.png")
 
         rows = {row["scope"]: row for row in page["nav"]}
-        assert list(rows) == ["total", "exchange", "venue:bank", "venue:binance", "account:bank/reserve",
-                              "account:binance/main"]
+        assert list(rows) == [
+            "total",
+            "exchange",
+            "venue:bank",
+            "venue:binance",
+            "account:bank/reserve",
+            "account:binance/main",
+        ]
         assert rows["account:binance/main"]["cells"][:2] == ["binance/main", "202,000 USD"]
-        assert rows["account:binance/main"]["status"] == {"cls": "badge status status-ok", "text": "ok",
-                                                         "bg": OK_GREEN}
+        assert rows["account:binance/main"]["status"] == {"cls": "badge status status-ok", "text": "ok", "bg": OK_GREEN}
         assert rows["exchange"]["status"]["cls"] == "badge status status-ok"
         # The bank account is configured but has no data: failed, and so is the total (worst wins).
         for scope in ("account:bank/reserve", "venue:bank", "total"):
@@ -188,8 +254,10 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
         assert trading["binance/main"]["cells"][1:] == ["halted", "drawdown drill", "ops:tester"]
         assert trading["desk"]["state"]["text"] == "active"
         assert "1 vetoed" in page["decisions"]
-        assert any("trading of account binance/main set to halted by ops:tester: drawdown drill" in row
-                   for row in page["alerts"])
+        assert any(
+            "trading of account binance/main set to halted by ops:tester: drawdown drill" in row
+            for row in page["alerts"]
+        )
         assert any(row[0].endswith("(this one)") and row[1] == "running" for row in page["consumers"])
         assert page["banner"] == ""
 
@@ -201,8 +269,17 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
 
         # New data arrives by polling, without a reload.
         desk(prefix, client, "52000", int(time.time() * 1000))
-        later = wait_for(lambda: (lambda s: s if next(r for r in s["nav"] if r["scope"] == "account:binance/main")
-                                  ["cells"][1] == "204,000 USD" else None)(browser.js(PAGE_STATE)), 15, "the poll")
+        later = wait_for(
+            lambda: (
+                lambda s: (
+                    s
+                    if next(r for r in s["nav"] if r["scope"] == "account:binance/main")["cells"][1] == "204,000 USD"
+                    else None
+                )
+            )(browser.js(PAGE_STATE)),
+            15,
+            "the poll",
+        )
         assert int(later["chart"]["points"]) > int(clicked["chart"]["points"])
         browser.screenshot(tmp_path / "statuspage-later.png")
 
@@ -215,9 +292,17 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
         held = next(r for r in browser.js(PAGE_STATE)["nav"] if r["scope"] == "account:binance/main")
         assert held["status"]["text"] == "ok"  # within its fresh_until: shown as it was
         browser.js("receivedAt -= 700000;")
-        judged = wait_for(lambda: (lambda s: s if next(r for r in s["nav"] if r["scope"] == "account:binance/main")
-                                   ["status"]["text"] == "stale" else None)(browser.js(PAGE_STATE)), 15,
-                          "the page to re-judge its last answer")
+        judged = wait_for(
+            lambda: (
+                lambda s: (
+                    s
+                    if next(r for r in s["nav"] if r["scope"] == "account:binance/main")["status"]["text"] == "stale"
+                    else None
+                )
+            )(browser.js(PAGE_STATE)),
+            15,
+            "the page to re-judge its last answer",
+        )
         rows = {row["scope"]: row for row in judged["nav"]}
         assert rows["account:binance/main"]["status"]["cls"] == "badge status status-stale"
         assert rows["exchange"]["status"]["text"] == "stale"
@@ -225,12 +310,18 @@ def test_status_page_in_headless_chromium(browser_paths: tuple[str, str], consum
         title = browser.js("return document.querySelector('tr[data-key=\"account:binance/main\"] .status').title")
         assert title.startswith("an input passed its age limit, and no newer answer has arrived")
 
-        problems = [entry for entry in browser.console() if entry.get("level") == "SEVERE"
-                    and "favicon" not in entry.get("message", "")
-                    and "api/status" not in entry.get("message", "")]  # the polls after the stop
+        problems = [
+            entry
+            for entry in browser.console()
+            if entry.get("level") == "SEVERE"
+            and "favicon" not in entry.get("message", "")
+            and "api/status" not in entry.get("message", "")
+        ]  # the polls after the stop
         assert not problems, json.dumps(problems, indent=1)
     finally:
         browser.quit()
         api.close()
-    print(f"\nstatus page: data ready in {data_ready - started:.1f}s, first render {rendered - data_ready:.1f}s "
-          f"after, test total {time.monotonic() - started:.1f}s")
+    print(
+        f"\nstatus page: data ready in {data_ready - started:.1f}s, first render {rendered - data_ready:.1f}s "
+        f"after, test total {time.monotonic() - started:.1f}s"
+    )

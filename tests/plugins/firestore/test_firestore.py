@@ -26,10 +26,11 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -52,10 +53,10 @@ from navstream.plugins.firestore.documents import (
     nav_doc_id,
     risk_doc_id,
 )
+from navstream.plugins.firestore.sink import Sink, routine_allowance, utc_day
 from navstream.plugins.firestore.sync import shared_documents
 from navstream.plugins.nav.state import read_latest
 from navstream.plugins.nav.valuation import Snapshot
-from navstream.plugins.firestore.sink import Sink, routine_allowance, utc_day
 from navstream.plugins.risk.state import TRADING, encode_record
 from navstream.plugins.risk.trading import TradingRecord
 
@@ -94,13 +95,16 @@ class Emulator:
         else:
             argv = ["node", str(NODE_EMULATOR / "serve.js"), str(self.port)]
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} emulator exited with {self.proc.returncode}: "
-                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"{self.kind} emulator exited with {self.proc.returncode}: "
+                    f"{self.log.read_text(errors='replace')[-2000:]}"
+                )
             if self._answers():
                 return
             time.sleep(0.2)
@@ -168,8 +172,9 @@ def _node_ready() -> str | None:
     if not (NODE_EMULATOR / "node_modules" / "@firestore-emulator" / "server").is_dir():
         if shutil.which("npm") is None:
             return "npm is not installed"
-        done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_EMULATOR, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_EMULATOR, capture_output=True, text=True, timeout=300
+        )
         if done.returncode != 0:
             return f"`npm ci` in {NODE_EMULATOR} failed: {done.stderr[-1000:]}"
     return None
@@ -245,25 +250,29 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def nav_section() -> dict[str, Any]:
-    return {"max_age_s": 600, "publish_every_s": 600, "alert_every_s": 300, "pegs": {"USDT": "1"},
-            "routes": {"BTC": "BTC/USDT"},
-            "accounts": [{"venue": "binance", "account": "main", "kind": "futures"},
-                         {"venue": "okx", "account": "empty", "kind": "spot"}]}
+    return {
+        "max_age_s": 600,
+        "publish_every_s": 600,
+        "alert_every_s": 300,
+        "pegs": {"USDT": "1"},
+        "routes": {"BTC": "BTC/USDT"},
+        "accounts": [
+            {"venue": "binance", "account": "main", "kind": "futures"},
+            {"venue": "okx", "account": "empty", "kind": "spot"},
+        ],
+    }
 
 
 def fs_section(root: str, **over: Any) -> dict[str, Any]:
-    return {"enabled": True, "project": PROJECT, "env": "dev", "root_collection": root, "min_interval_s": 0.01,
-            **over}
+    return {"enabled": True, "project": PROJECT, "env": "dev", "root_collection": root, "min_interval_s": 0.01, **over}
 
 
 def balance(asset: str, amount: str, ts: int, account: str = "main", venue: str = "binance") -> dict[str, str]:
-    return {"type": "balance", "venue": venue, "account": account, "asset": asset, "balance": amount,
-            "ts": str(ts)}
+    return {"type": "balance", "venue": venue, "account": account, "asset": asset, "balance": amount, "ts": str(ts)}
 
 
 def price(value: str, ts: int) -> dict[str, str]:
-    return {"type": "price", "base": "BTC", "quote": "USDT", "price": value, "source": "binance-spot",
-            "ts": str(ts)}
+    return {"type": "price", "base": "BTC", "quote": "USDT", "price": value, "source": "binance-spot", "ts": str(ts)}
 
 
 def report(ts: int) -> dict[str, str]:
@@ -285,14 +294,19 @@ class Harness:
         self.consumers: list[Consumer] = []
         self.root = f"t{uuid.uuid4().hex[:12]}"
 
-    def app(self, fs: dict[str, Any] | None = None, *, clock: Any = None, name: str | None = None,
-            nav: bool = True) -> Any:
+    def app(
+        self, fs: dict[str, Any] | None = None, *, clock: Any = None, name: str | None = None, nav: bool = True
+    ) -> Any:
         plugins: list[tuple[str, object]] = [("nav", nav_plugin.NavPlugin)] if nav else []
         extra = {"firestore": fs_section(self.root, **(fs or {}))}
         if nav:
             extra["nav"] = nav_section()
-        return self.make_app(plugins=[*plugins, ("firestore", firestore_plugin.FirestorePlugin)], extra=extra,
-                             clock=clock or ManualClock(START_MS), name=name)
+        return self.make_app(
+            plugins=[*plugins, ("firestore", firestore_plugin.FirestorePlugin)],
+            extra=extra,
+            clock=clock or ManualClock(START_MS),
+            name=name,
+        )
 
     async def start(self, fs: dict[str, Any] | None = None, **kw: Any) -> tuple[Any, Consumer]:
         app = self.app(fs, **kw)
@@ -422,18 +436,21 @@ def _decode(**section: Any) -> FirestoreConfig:
     return msgspec.convert(section, FirestoreConfig)
 
 
-@pytest.mark.parametrize(("section", "error"), [
-    ({"enabled": True}, "project` is required"),
-    ({"enabled": True, "project": "p", "env": "prod"}, "allow_prod"),
-    ({"env": "Prod"}, "a-z 0-9"),
-    ({"env": "dev/x"}, "a-z 0-9"),
-    ({"root_collection": "a/b"}, "root_collection"),
-    ({"root_collection": "__x__"}, "root_collection"),
-    ({"history_every_s": 10.0}, "history_every_s"),
-    ({"min_interval_s": 0.0}, ">= 0.01"),
-    ({"max_writes_per_day": 10}, ">= 100"),
-    ({"enabled": True, "project": "p", "env": "dev", "colection": "x"}, "unknown field `colection`"),
-])
+@pytest.mark.parametrize(
+    ("section", "error"),
+    [
+        ({"enabled": True}, "project` is required"),
+        ({"enabled": True, "project": "p", "env": "prod"}, "allow_prod"),
+        ({"env": "Prod"}, "a-z 0-9"),
+        ({"env": "dev/x"}, "a-z 0-9"),
+        ({"root_collection": "a/b"}, "root_collection"),
+        ({"root_collection": "__x__"}, "root_collection"),
+        ({"history_every_s": 10.0}, "history_every_s"),
+        ({"min_interval_s": 0.0}, ">= 0.01"),
+        ({"max_writes_per_day": 10}, ">= 100"),
+        ({"enabled": True, "project": "p", "env": "dev", "colection": "x"}, "unknown field `colection`"),
+    ],
+)
 def test_config_refuses(section: dict[str, Any], error: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=error):
         _decode(**section)
@@ -474,14 +491,17 @@ async def test_disabled_does_nothing_and_imports_no_google(harness: Harness, mon
     assert await app.redis.get(app.keys.state(LEADER)) is None
 
 
-@pytest.mark.parametrize(("section", "environ", "error"), [
-    ({"env": ""}, {}, "TargetError: no Firestore namespace: set \\[firestore\\] env or NAVSTREAM_ENV"),
-    ({"env": ""}, {"NAVSTREAM_ENV": "prod"}, "refusing to write to env 'prod' without `allow_prod = true`"),
-    ({"env": "staging"}, {"NAVSTREAM_ENV": "prod"}, "must be given once, or both must agree"),
-])
+@pytest.mark.parametrize(
+    ("section", "environ", "error"),
+    [
+        ({"env": ""}, {}, "TargetError: no Firestore namespace: set \\[firestore\\] env or NAVSTREAM_ENV"),
+        ({"env": ""}, {"NAVSTREAM_ENV": "prod"}, "refusing to write to env 'prod' without `allow_prod = true`"),
+        ({"env": "staging"}, {"NAVSTREAM_ENV": "prod"}, "must be given once, or both must agree"),
+    ],
+)
 async def test_startup_refuses_without_a_safe_namespace(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch, section: dict[str, Any], environ: dict[str, str],
-        error: str) -> None:
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, section: dict[str, Any], environ: dict[str, str], error: str
+) -> None:
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(StartupError, match=f"plugin 'firestore' failed to start: .*{error}"):
@@ -495,12 +515,15 @@ async def test_prod_in_the_config_file_without_allow_prod_is_a_config_error(harn
 
 async def test_startup_refuses_without_the_package(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     block_google(monkeypatch)
-    with pytest.raises(StartupError, match=r"google-cloud-firestore is not installed.*pip install 'navstream\[firestore\]'"):
+    with pytest.raises(
+        StartupError, match=r"google-cloud-firestore is not installed.*pip install 'navstream\[firestore\]'"
+    ):
         await harness.start()
 
 
 async def test_startup_refuses_without_credentials(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     pytest.importorskip("google.cloud.firestore")
     from google.auth.compute_engine import _metadata
 
@@ -541,10 +564,12 @@ def test_nav_documents_carry_the_status_a_reader_takes_the_nav_for() -> None:
     so; the stored status is kept beside it, and the reason names the moment (not an age), so
     the document does not change, and is not rewritten, on every tick after."""
     horizon = START_MS + 60_000
-    account = Snapshot("account", Decimal("10.5"), "USD", "ok", T0, START_MS, "binance", "main", "futures",
-                       fresh_until=horizon)
-    total = Snapshot("total", Decimal("10.5"), "USD", "ok", T0, START_MS, accounts=["binance/main"],
-                     fresh_until=horizon)
+    account = Snapshot(
+        "account", Decimal("10.5"), "USD", "ok", T0, START_MS, "binance", "main", "futures", fresh_until=horizon
+    )
+    total = Snapshot(
+        "total", Decimal("10.5"), "USD", "ok", T0, START_MS, accounts=["binance/main"], fresh_until=horizon
+    )
     latest = {account.scope_id: account, "total": total}
 
     def docs(now: int) -> dict[str, Doc]:
@@ -552,7 +577,9 @@ def test_nav_documents_carry_the_status_a_reader_takes_the_nav_for() -> None:
 
     before = docs(horizon - 1)
     assert {p: (d.data or {})["status"] for p, d in before.items()} == {
-        "nav/account:binance|main": "ok", "nav/total": "ok"}
+        "nav/account:binance|main": "ok",
+        "nav/total": "ok",
+    }
     after = docs(horizon)
     for path, doc in after.items():
         data = doc.data or {}
@@ -597,16 +624,35 @@ class FakeStore:
         pass
 
 
-def doc(path: str, content: str, *, sig: str = "ok", amount: str | None = "100", shared: bool = False,
-        significance: Any = "changes") -> Doc:
-    return Doc(path, {"v": content}, "nav", significance, shared=shared, content=content, sig=sig,
-               amount=None if amount is None else Decimal(amount))
+def doc(
+    path: str,
+    content: str,
+    *,
+    sig: str = "ok",
+    amount: str | None = "100",
+    shared: bool = False,
+    significance: Any = "changes",
+) -> Doc:
+    return Doc(
+        path,
+        {"v": content},
+        "nav",
+        significance,
+        shared=shared,
+        content=content,
+        sig=sig,
+        amount=None if amount is None else Decimal(amount),
+    )
 
 
 async def test_sink_coalesces_sheds_and_holds_back_by_budget() -> None:
     store = FakeStore()
-    sink = Sink(_decode(enabled=True, project="p", env="dev", queue_size=10, max_writes_per_day=1000,
-                        min_interval_s=0.01), store, None, ManualClock(START_MS))
+    sink = Sink(
+        _decode(enabled=True, project="p", env="dev", queue_size=10, max_writes_per_day=1000, min_interval_s=0.01),
+        store,
+        None,
+        ManualClock(START_MS),
+    )
     sink.start()
     try:
         for i in range(50):  # fifty versions of one document: the last one, once
@@ -663,8 +709,11 @@ async def test_sink_coalesces_sheds_and_holds_back_by_budget() -> None:
 
 async def test_documents_land_under_the_env_namespace(harness: Harness, fs: Reader) -> None:
     app, consumer = await harness.start()
-    await app.redis.hset(app.keys.state(TRADING), "*", encode_record(
-        TradingRecord("reducing", "NAV 5% below its high-water mark", "drawdown", T0, "52000.5")))
+    await app.redis.hset(
+        app.keys.state(TRADING),
+        "*",
+        encode_record(TradingRecord("reducing", "NAV 5% below its high-water mark", "drawdown", T0, "52000.5")),
+    )
     await run_step(app, consumer, *desk())
     await consumer.tick()
     await settle(app)
@@ -685,8 +734,17 @@ async def test_documents_land_under_the_env_namespace(harness: Harness, fs: Read
     assert any("okx/empty" in r for r in navs["total"]["reasons"]) and navs["exchange"]["status"] == "ok"
 
     risk = await fs.docs(f"{base}/risk")
-    assert risk == {"desk": {**risk["desk"], "state": "reducing", "by": "drawdown", "since": T0,
-                             "high_water": "52000.5", "high_water_float": 52000.5, "scope": "desk"}}
+    assert risk == {
+        "desk": {
+            **risk["desk"],
+            "state": "reducing",
+            "by": "drawdown",
+            "since": T0,
+            "high_water": "52000.5",
+            "high_water_float": 52000.5,
+            "scope": "desk",
+        }
+    }
 
     beat = await fs.doc(f"{base}/heartbeats/{app.consumer_name}")
     assert beat is not None and beat["status"] == "ok" and beat["consumer_status"] == "running"
@@ -710,7 +768,8 @@ async def test_prod_with_allow_prod(harness: Harness, fs: Reader, monkeypatch: p
 
 
 async def test_many_updates_of_one_document_make_one_write(
-        harness: Harness, fs: Reader, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness: Harness, fs: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app, consumer = await harness.start({"min_interval_s": 3600.0})  # after the first write, everything waits
     sink = sink_of(app)
     await run_step(app, consumer, *desk())
@@ -732,7 +791,8 @@ async def test_many_updates_of_one_document_make_one_write(
 
 
 async def test_more_than_500_documents_go_in_batches_of_500(
-        harness: Harness, fs: Reader, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness: Harness, fs: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app, _ = await harness.start(nav=False)
     sink = sink_of(app)
     commits = spy_commits(monkeypatch, sink)
@@ -747,7 +807,8 @@ async def test_more_than_500_documents_go_in_batches_of_500(
 
 
 async def test_one_write_per_document_per_min_interval(
-        harness: Harness, fs: Reader, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness: Harness, fs: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app, _ = await harness.start({"min_interval_s": 0.5}, nav=False)
     sink = sink_of(app)
     commits = spy_commits(monkeypatch, sink)
@@ -832,11 +893,14 @@ async def test_one_leader_writes_the_shared_documents(harness: Harness, fs: Read
 
 
 async def test_the_sink_writes_a_nav_past_its_fresh_until_as_stale_without_a_nav_tick(
-        harness: Harness, fs: Reader) -> None:
+    harness: Harness, fs: Reader
+) -> None:
     """The NAV is valued by one consumer, then nobody ticks the nav plugin; the sink's own tick
     writes the latest NAV as a reader must take it: stale from its fresh_until on."""
     clock = ManualClock(START_MS)
-    valuer = harness.make_app(plugins=[("nav", nav_plugin.NavPlugin)], extra={"nav": nav_section()}, clock=clock, name="v")
+    valuer = harness.make_app(
+        plugins=[("nav", nav_plugin.NavPlugin)], extra={"nav": nav_section()}, clock=clock, name="v"
+    )
     valuing = Consumer(valuer)
     await valuing.setup()
     await run_step(valuer, valuing, *desk())
@@ -859,7 +923,8 @@ async def test_the_sink_writes_a_nav_past_its_fresh_until_as_stale_without_a_nav
 
 
 async def test_near_the_budget_only_significant_changes_are_written(
-        harness: Harness, fs: Reader, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness: Harness, fs: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app, consumer = await harness.start({"max_writes_per_day": 1000, "significant_move_pct": 1.0})
     sink = sink_of(app)
     await run_step(app, consumer, *desk())
@@ -892,7 +957,8 @@ async def test_near_the_budget_only_significant_changes_are_written(
 
 
 async def test_degraded_while_firestore_is_down_and_recovery(
-        harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
     """A private emulator (not the shared one) is stopped mid-run, then started again."""
     if emulator.kind == "external":
         private = start_emulator(tmp_path)
@@ -949,7 +1015,8 @@ async def test_degraded_while_firestore_is_down_and_recovery(
 
 
 async def test_dry_run_writes_nothing(
-        harness: Harness, fs: Reader, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness: Harness, fs: Reader, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     block_google(monkeypatch)  # a dry run needs neither the package nor credentials
     caplog.set_level(logging.INFO, logger="navstream.firestore")
     app, consumer = await harness.start({"dry_run": True})
@@ -992,25 +1059,51 @@ async def test_history_is_bounded(harness: Harness, fs: Reader) -> None:
 
 
 async def test_preview_and_status_write_nothing(
-        harness: Harness, fs: Reader, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        backend: Backend, tmp_path: Path) -> None:
+    harness: Harness,
+    fs: Reader,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    backend: Backend,
+    tmp_path: Path,
+) -> None:
     if backend.kind != "real":
         pytest.skip("the CLI connects to a real Redis")
     app, consumer = await harness.start()
     await run_step(app, consumer, *desk())
     await settle(app)
     path = tmp_path / "preview.toml"
-    path.write_text(f'[firestore]\nproject = "{PROJECT}"\nenv = "staging"\nroot_collection = "{harness.root}"\n'
-                    '[nav]\npegs = {USDT = "1"}\nroutes = {BTC = "BTC/USDT"}\n')
+    path.write_text(
+        f'[firestore]\nproject = "{PROJECT}"\nenv = "staging"\nroot_collection = "{harness.root}"\n'
+        '[nav]\npegs = {USDT = "1"}\nroutes = {BTC = "BTC/USDT"}\n'
+    )
     monkeypatch.delenv("NAVSTREAM_PLUGINS", raising=False)
-    assert await asyncio.to_thread(main, ["firestore", "preview", "--json", "--config", str(path),
-                                          "--redis-url", REDIS_URL, "--prefix", app.keys.prefix]) == 0
+    assert (
+        await asyncio.to_thread(
+            main,
+            [
+                "firestore",
+                "preview",
+                "--json",
+                "--config",
+                str(path),
+                "--redis-url",
+                REDIS_URL,
+                "--prefix",
+                app.keys.prefix,
+            ],
+        )
+        == 0
+    )
     shown = json.loads(capsys.readouterr().out)
     total = shown[f"{harness.root}/staging/nav/total"]
     assert Decimal(total["nav"]) == Decimal("49500.75") and total["status"] == "failed"
     assert await fs.docs(f"{harness.root}/staging/nav") == {}
-    assert await asyncio.to_thread(main, ["status", "--json", "--config", str(path), "--redis-url",
-                                          REDIS_URL, "--prefix", app.keys.prefix]) == 0
+    assert (
+        await asyncio.to_thread(
+            main, ["status", "--json", "--config", str(path), "--redis-url", REDIS_URL, "--prefix", app.keys.prefix]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["plugins"]["firestore"] == {"enabled": False}
     section = await firestore_plugin_of(app).navstream_status(app)
     assert section["leader"] == app.consumer_name and section["writes_today"] >= 2
@@ -1029,8 +1122,13 @@ def _repository_files() -> list[Path]:
     """Every file git would commit: tracked, or untracked and not ignored."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git work tree")
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True, timeout=60).stdout.decode()
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
     return [ROOT / name for name in listed.split("\0") if name and (ROOT / name).is_file()]
 
 
@@ -1047,9 +1145,19 @@ def test_no_credential_file_can_enter_the_repository() -> None:
             found.append(str(path.relative_to(ROOT)))
     assert not found, f"credentials in files git would commit: {found}"
     # and the usual names of key files are ignored wherever they are
-    names = ["key.pem", "config/prod-firebase-adminsdk-x1.json", "deploy/service-account.json",
-             "service_account.json", "application_default_credentials.json", ".env", "x/.env.prod",
-             "tools/firestore-emulator/node_modules/a.js", "tls.key", "cert.p12"]
-    ignored = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60).stdout.split()
+    names = [
+        "key.pem",
+        "config/prod-firebase-adminsdk-x1.json",
+        "deploy/service-account.json",
+        "service_account.json",
+        "application_default_credentials.json",
+        ".env",
+        "x/.env.prod",
+        "tools/firestore-emulator/node_modules/a.js",
+        "tls.key",
+        "cert.p12",
+    ]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True, timeout=60
+    ).stdout.split()
     assert sorted(ignored) == sorted(names)

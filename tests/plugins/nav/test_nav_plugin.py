@@ -19,8 +19,8 @@ from support import START_MS, run_step
 
 from navstream import ManualClock, Outputs
 from navstream.cli import main
-from navstream.loop.consumer import Consumer
 from navstream.contract.events import decode_event
+from navstream.loop.consumer import Consumer
 from navstream.plugin.calls import call_impl
 from navstream.plugin.calls import impls as hook_impls
 from navstream.plugin.calls import resolve as await_me_maybe
@@ -30,23 +30,35 @@ from navstream.store.writer import BatchWrite
 T0 = START_MS - 1_000  # when the sources observed the first values
 FUTURES = "account:binance/futures"
 SPOT = "account:binance/spot"
-ACCOUNTS = [{"venue": "binance", "account": "futures", "kind": "futures"},
-            {"venue": "binance", "account": "spot", "kind": "spot", "label": "hedge"}]
+ACCOUNTS = [
+    {"venue": "binance", "account": "futures", "kind": "futures"},
+    {"venue": "binance", "account": "spot", "kind": "spot", "label": "hedge"},
+]
 
 
 def nav_section(**over: Any) -> dict[str, Any]:
     """``[nav]`` for these tests: 60 s freshness, publish and alert periods far apart."""
-    return {"nav": {"max_age_s": 60, "publish_every_s": 600, "alert_every_s": 300, "jump_alert_pct": 10,
-                    "pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"}, "accounts": ACCOUNTS, **over}}
+    return {
+        "nav": {
+            "max_age_s": 60,
+            "publish_every_s": 600,
+            "alert_every_s": 300,
+            "jump_alert_pct": 10,
+            "pegs": {"USDT": "1"},
+            "routes": {"BTC": "BTC/USDT"},
+            "accounts": ACCOUNTS,
+            **over,
+        }
+    }
 
 
 # --- entries ------------------------------------------------------------------------------------
 
 
-def balance(asset: str, amount: str, ts: int, account: str = "futures", venue: str = "binance",
-            upnl: str | None = None) -> dict[str, str]:
-    fields = {"type": "balance", "venue": venue, "account": account, "asset": asset, "balance": amount,
-              "ts": str(ts)}
+def balance(
+    asset: str, amount: str, ts: int, account: str = "futures", venue: str = "binance", upnl: str | None = None
+) -> dict[str, str]:
+    fields = {"type": "balance", "venue": venue, "account": account, "asset": asset, "balance": amount, "ts": str(ts)}
     if upnl is not None:
         fields["unrealized_pnl"] = upnl
     return fields
@@ -57,10 +69,15 @@ def price(pair: str, value: str, ts: int, source: str = "binance-spot") -> dict[
     return {"type": "price", "base": base, "quote": quote, "price": value, "source": source, "ts": str(ts)}
 
 
-def source_status(ok: bool, ts: int, account: str | None = "futures", error: str = "",
-                  source: str = "binance-futures", venue: str = "binance") -> dict[str, str]:
-    fields = {"type": "source_status", "venue": venue, "source": source, "ok": "true" if ok else "false",
-              "ts": str(ts)}
+def source_status(
+    ok: bool,
+    ts: int,
+    account: str | None = "futures",
+    error: str = "",
+    source: str = "binance-futures",
+    venue: str = "binance",
+) -> dict[str, str]:
+    fields = {"type": "source_status", "venue": venue, "source": source, "ok": "true" if ok else "false", "ts": str(ts)}
     if account:
         fields["account"] = account
     if error:
@@ -69,8 +86,16 @@ def source_status(ok: bool, ts: int, account: str | None = "futures", error: str
 
 
 def position(symbol: str, qty: str, ts: int) -> dict[str, str]:
-    return {"type": "position", "venue": "binance", "account": "futures", "symbol": symbol, "qty": qty,
-            "entry_price": "97000", "mark_price": "97100.5", "ts": str(ts)}
+    return {
+        "type": "position",
+        "venue": "binance",
+        "account": "futures",
+        "symbol": symbol,
+        "qty": qty,
+        "entry_price": "97000",
+        "mark_price": "97100.5",
+        "ts": str(ts),
+    }
 
 
 def report(ts: int, venue: str = "binance", source: str = "binance-spot") -> dict[str, str]:
@@ -82,8 +107,13 @@ def report(ts: int, venue: str = "binance", source: str = "binance-spot") -> dic
 
 def desk(ts: int = T0) -> list[dict[str, str]]:
     """Both accounts funded and BTC priced, binance reporting: futures 49500.50 USD, spot 10 USD."""
-    return [balance("USDT", "1000.5", ts, upnl="-0.25"), balance("BTC", "0.5", ts),
-            balance("USDT", "10", ts, account="spot"), price("BTC/USDT", "97000.5", ts), report(ts)]
+    return [
+        balance("USDT", "1000.5", ts, upnl="-0.25"),
+        balance("BTC", "0.5", ts),
+        balance("USDT", "10", ts, account="spot"),
+        price("BTC/USDT", "97000.5", ts),
+        report(ts),
+    ]
 
 
 # --- driving the loop ---------------------------------------------------------------------------
@@ -91,8 +121,7 @@ def desk(ts: int = T0) -> list[dict[str, str]]:
 
 async def started(make_app: Any, nav: dict[str, Any] | None = None, clock: Any = None) -> tuple[Any, Consumer]:
     # The risk gate is left out: its drawdown alerts are its own tests' business.
-    app = make_app(builtins=True, extra=nav or nav_section(), clock=clock or ManualClock(START_MS),
-                   disabled=["risk"])
+    app = make_app(builtins=True, extra=nav or nav_section(), clock=clock or ManualClock(START_MS), disabled=["risk"])
     consumer = Consumer(app)
     await consumer.setup()
     return app, consumer
@@ -100,8 +129,11 @@ async def started(make_app: Any, nav: dict[str, Any] | None = None, clock: Any =
 
 async def run(app: Any, consumer: Consumer, *entries: dict[str, str], tick: bool = True) -> list[dict[str, str]]:
     """Publish, handle, tick (unless told not to); return the nav alerts this step raised."""
-    return [a for a in await run_step(app, consumer, *entries, tick=tick)
-            if not a["code"].startswith("source_") and a["code"] != "no_order_handler"]
+    return [
+        a
+        for a in await run_step(app, consumer, *entries, tick=tick)
+        if not a["code"].startswith("source_") and a["code"] != "no_order_handler"
+    ]
 
 
 async def nav_entries(app: Any, scope_id: str | None = None) -> list[dict[str, str]]:
@@ -146,31 +178,52 @@ async def test_nav_of_every_scope_with_exact_decimals(make_app: Any) -> None:
     app, consumer = await started(make_app)
     assert await run(app, consumer, *desk()) == []
     latest = await read_latest(app)
-    assert sorted(latest) == ["account:binance/futures", "account:binance/spot", "exchange", "total",
-                              "venue:binance"]
+    assert sorted(latest) == ["account:binance/futures", "account:binance/spot", "exchange", "total", "venue:binance"]
     assert {k: (money_of(s.nav), s.status) for k, s in latest.items()} == {
-        FUTURES: ("49500.50", "ok"), SPOT: ("10", "ok"), "venue:binance": ("49510.50", "ok"),
-        "exchange": ("49500.50", "ok"), "total": ("49510.50", "ok")}
+        FUTURES: ("49500.50", "ok"),
+        SPOT: ("10", "ok"),
+        "venue:binance": ("49510.50", "ok"),
+        "exchange": ("49500.50", "ok"),
+        "total": ("49510.50", "ok"),
+    }
     assert latest["exchange"].accounts == ["binance/futures"]
     assert (latest[SPOT].kind, latest[SPOT].label) == ("spot", "hedge")
 
     entries = await nav_entries(app)
     assert sorted(_scope_id(e) for e in entries) == sorted(latest)  # each scope once, the tick added none
     futures = (await nav_entries(app, FUTURES))[0]
-    assert futures == {"scope": "account", "venue": "binance", "account": "futures", "nav": "49500.50",
-                       "quote": "USD", "status": "ok", "as_of": str(T0), "computed_at": str(START_MS),
-                       "kind": "futures"}
+    assert futures == {
+        "scope": "account",
+        "venue": "binance",
+        "account": "futures",
+        "nav": "49500.50",
+        "quote": "USD",
+        "status": "ok",
+        "as_of": str(T0),
+        "computed_at": str(START_MS),
+        "kind": "futures",
+    }
     total = (await nav_entries(app, "total"))[0]
     assert {k: total[k] for k in ("scope", "nav", "quote", "status", "as_of", "computed_at")} == {
-        "scope": "total", "nav": "49510.50", "quote": "USD", "status": "ok", "as_of": str(T0),
-        "computed_at": str(START_MS)}
+        "scope": "total",
+        "nav": "49510.50",
+        "quote": "USD",
+        "status": "ok",
+        "as_of": str(T0),
+        "computed_at": str(START_MS),
+    }
     assert "venue" not in total and "account" not in total and "missing" not in total
 
 
 async def test_contract_fields_when_something_is_missing_and_stale(make_app: Any) -> None:
     app, consumer = await started(make_app)
-    await run(app, consumer, balance("USDT", "5", START_MS - 61_000, account="spot"),
-              balance("DOGE", "1000", START_MS, account="spot"), report(START_MS))
+    await run(
+        app,
+        consumer,
+        balance("USDT", "5", START_MS - 61_000, account="spot"),
+        balance("DOGE", "1000", START_MS, account="spot"),
+        report(START_MS),
+    )
     (spot,) = await nav_entries(app, SPOT)
     assert (spot["status"], spot["nav"], spot["missing"]) == ("partial", "5", "binance/spot/DOGE")
     assert spot["stale_sources"] == "balance:binance/spot/USDT"
@@ -225,11 +278,16 @@ async def test_silence_turns_the_nav_stale_on_the_next_tick(make_app: Any) -> No
     latest = await read_latest(app)
     assert {k: s.status for k, s in latest.items()} == dict.fromkeys(latest, "stale")
     assert latest[FUTURES].stale_sources == [  # the venue's (and price source's) report, then each input
-        "source:binance/binance-spot", "balance:binance/futures/BTC", "price:BTC/USDT@binance-spot",
-        "balance:binance/futures/USDT"]
+        "source:binance/binance-spot",
+        "balance:binance/futures/BTC",
+        "price:BTC/USDT@binance-spot",
+        "balance:binance/futures/USDT",
+    ]
     assert latest[FUTURES].computed_at == START_MS + 60_001
     assert sorted((a["code"], a["account"], a["severity"]) for a in alerts) == [
-        ("nav_stale", "futures", "warning"), ("nav_stale", "spot", "warning")]
+        ("nav_stale", "futures", "warning"),
+        ("nav_stale", "spot", "warning"),
+    ]
     assert all(a["venue"] == "binance" and "stale" in a["message"] for a in alerts)
     (_, stale) = await nav_entries(app, FUTURES)
     assert (stale["status"], stale["nav"]) == ("stale", "49500.50")  # the value stays, flagged
@@ -240,8 +298,9 @@ async def test_recovery_from_stale_alerts_nav_recovered(make_app: Any) -> None:
     await run(app, consumer, balance("USDT", "100", START_MS, account="spot"), report(START_MS))
     app.clock.advance(61_000)
     assert codes(await run(app, consumer)) == ["nav_stale"]
-    alerts = await run(app, consumer, balance("USDT", "100", START_MS + 61_000, account="spot"),
-                       report(START_MS + 61_000), tick=False)
+    alerts = await run(
+        app, consumer, balance("USDT", "100", START_MS + 61_000, account="spot"), report(START_MS + 61_000), tick=False
+    )
     (recovered,) = alerts
     assert (recovered["code"], recovered["severity"], recovered["account"]) == ("nav_recovered", "info", "spot")
     assert "100 USD" in recovered["message"]
@@ -285,7 +344,10 @@ async def test_a_missing_price_alerts_and_the_nav_is_partial(make_app: Any) -> N
     assert "DOGE" in missing["message"] and "DOGE/USD" in missing["message"]
     latest = await read_latest(app)
     assert (latest[SPOT].status, latest[SPOT].nav, latest[SPOT].missing) == (
-        "partial", Decimal("10"), ["binance/spot/DOGE"])
+        "partial",
+        Decimal("10"),
+        ["binance/spot/DOGE"],
+    )
     assert (latest["total"].status, latest["total"].nav) == ("partial", Decimal("49510.50"))
 
 
@@ -321,8 +383,13 @@ async def test_a_configured_account_without_data_fails_loudly(make_app: Any) -> 
 
 async def test_an_unconfigured_account_is_alerted(make_app: Any) -> None:
     app, consumer = await started(make_app)
-    alerts = await run(app, consumer, *desk(), balance("USDT", "5", T0, venue="okx", account="stray"),
-                       report(T0, venue="okx", source="okx-balances"))
+    alerts = await run(
+        app,
+        consumer,
+        *desk(),
+        balance("USDT", "5", T0, venue="okx", account="stray"),
+        report(T0, venue="okx", source="okx-balances"),
+    )
     (stray,) = alerts
     assert (stray["code"], stray["venue"], stray["account"]) == ("account_unconfigured", "okx", "stray")
     latest = await read_latest(app)
@@ -377,8 +444,9 @@ async def test_a_new_stale_episode_is_alerted_within_one_alert_period(make_app: 
     await run(app, consumer, balance("USDT", "100", START_MS, account="spot"), report(START_MS))
     app.clock.advance(61_000)
     assert codes(await run(app, consumer)) == ["nav_stale"]
-    recovered = await run(app, consumer, balance("USDT", "100", START_MS + 61_000, account="spot"),
-                          report(START_MS + 61_000))
+    recovered = await run(
+        app, consumer, balance("USDT", "100", START_MS + 61_000, account="spot"), report(START_MS + 61_000)
+    )
     assert codes(recovered) == ["nav_recovered"]
     app.clock.advance(61_000)  # silent again, a new episode, 61 s after the first alert
     alerts = await run(app, consumer)
@@ -415,7 +483,10 @@ async def test_p_nav_publishes_on_change_and_every_publish_every_s(make_app: Any
     app.clock.advance(57_000)  # 60 s after the change
     await run(app, consumer)
     assert sorted(_scope_id(e) for e in (await nav_entries(app))[10:]) == [
-        "account:binance/spot", "total", "venue:binance"]
+        "account:binance/spot",
+        "total",
+        "venue:binance",
+    ]
 
 
 async def test_a_status_change_alone_is_published(make_app: Any) -> None:
@@ -476,7 +547,12 @@ async def test_positions_are_stored_but_do_not_change_the_nav(make_app: Any) -> 
     await run(app, consumer, position("BTCUSDT", "2.5", T0 + 5), position("BTCUSDT", "1", T0 + 4), tick=False)
     ((symbol, (ts, pos)),) = (await read_positions(app, "binance", "futures")).items()
     assert (symbol, ts, pos.qty, pos.entry_price, pos.mark_price) == (
-        "BTCUSDT", T0 + 5, Decimal("2.5"), Decimal("97000"), Decimal("97100.5"))
+        "BTCUSDT",
+        T0 + 5,
+        Decimal("2.5"),
+        Decimal("97000"),
+        Decimal("97100.5"),
+    )
     assert await read_latest(app) == before  # nothing recomputed
     assert len(await nav_entries(app)) == published
 
@@ -534,8 +610,9 @@ async def test_a_corrupt_state_member_fails_the_plugin_loudly(make_app: Any) -> 
     alerts = await run(other, second, balance("USDT", "20", T0 + 1, account="spot"))
     errors = [a for a in alerts if a["code"] == "plugin_error"]
     assert len(errors) == 2  # the batch, and the tick
-    assert all("'nav'" in a["message"] and "ETH/USDT@manual" in a["message"] and "nav:prices" in a["message"]
-               for a in errors)
+    assert all(
+        "'nav'" in a["message"] and "ETH/USDT@manual" in a["message"] and "nav:prices" in a["message"] for a in errors
+    )
     assert any("navstream_tick" in a["message"] for a in errors)
     assert other.stats.plugin_errors == 2
     assert (await app.redis.xpending(app.keys.events, app.group))["pending"] == 1  # not acknowledged
@@ -578,9 +655,12 @@ async def test_status_section_lists_every_scope(make_app: Any) -> None:
     section = await call_status(app)
     assert section["quote"] == "USD"
     assert [(r["scope"], r["name"], r["nav"], r["status"]) for r in section["scopes"]] == [
-        ("account", "binance/futures", "49500.50", "ok"), ("account", "binance/spot", "10", "partial"),
-        ("venue", "binance", "49510.50", "partial"), ("exchange", "exchange", "49500.50", "ok"),
-        ("total", "total", "49510.50", "partial")]
+        ("account", "binance/futures", "49500.50", "ok"),
+        ("account", "binance/spot", "10", "partial"),
+        ("venue", "binance", "49510.50", "partial"),
+        ("exchange", "exchange", "49500.50", "ok"),
+        ("total", "total", "49510.50", "partial"),
+    ]
     spot = section["scopes"][1]
     assert (spot["as_of_age_s"], spot["computed_age_s"], spot["missing"]) == (6.0, 5.0, ["binance/spot/DOGE"])
 
@@ -607,15 +687,24 @@ async def cli_desk(backend: Any, make_app: Any) -> tuple[Any, list[str]]:
         pytest.skip("the CLI connects by URL: real Redis only")
     now = time.time_ns() // 1_000_000
     app, consumer = await started(make_app, clock=ManualClock(now))
-    await run(app, consumer, balance("USDT", "1000.5", now - 2_000, upnl="-0.25"), balance("BTC", "0.5", now),
-              balance("USDT", "10", now, account="spot"), balance("DOGE", "1000", now, account="spot"),
-              price("BTC/USDT", "97000.5", now - 1_000), position("BTCUSDT", "0.5", now), report(now))
+    await run(
+        app,
+        consumer,
+        balance("USDT", "1000.5", now - 2_000, upnl="-0.25"),
+        balance("BTC", "0.5", now),
+        balance("USDT", "10", now, account="spot"),
+        balance("DOGE", "1000", now, account="spot"),
+        price("BTC/USDT", "97000.5", now - 1_000),
+        position("BTCUSDT", "0.5", now),
+        report(now),
+    )
     return app, ["--redis-url", backend.url, "--prefix", backend.prefix]
 
 
 @pytest.mark.usefixtures("_no_navstream_env")
-async def test_cli_nav_explains_a_missing_asset(capsys: pytest.CaptureFixture[str], backend: Any,
-                                                make_app: Any) -> None:
+async def test_cli_nav_explains_a_missing_asset(
+    capsys: pytest.CaptureFixture[str], backend: Any, make_app: Any
+) -> None:
     _, opts = await cli_desk(backend, make_app)
     code, out, err = await cli(capsys, "nav", *opts)
     assert code == 0, err
@@ -632,15 +721,20 @@ async def test_cli_nav_explains_a_missing_asset(capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.usefixtures("_no_navstream_env")
-async def test_cli_nav_json_holds_holdings_with_ages(capsys: pytest.CaptureFixture[str], backend: Any,
-                                                     make_app: Any) -> None:
+async def test_cli_nav_json_holds_holdings_with_ages(
+    capsys: pytest.CaptureFixture[str], backend: Any, make_app: Any
+) -> None:
     _, opts = await cli_desk(backend, make_app)
     code, out, err = await cli(capsys, "nav", *opts, "--json")
     assert code == 0, err
     data = json.loads(out)
     assert [(s["scope"], s.get("venue"), s.get("account")) for s in data] == [
-        ("account", "binance", "futures"), ("account", "binance", "spot"), ("venue", "binance", None),
-        ("exchange", None, None), ("total", None, None)]
+        ("account", "binance", "futures"),
+        ("account", "binance", "spot"),
+        ("venue", "binance", None),
+        ("exchange", None, None),
+        ("total", None, None),
+    ]
     futures = data[0]
     assert (futures["nav"], futures["status"]) == ("49500.50", "ok")
     usdt = next(h for h in holdings_of(futures) if h["asset"] == "USDT")
@@ -656,13 +750,17 @@ async def test_cli_nav_json_holds_holdings_with_ages(capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.usefixtures("_no_navstream_env")
-async def test_cli_nav_filters_by_venue_and_account(capsys: pytest.CaptureFixture[str], backend: Any,
-                                                    make_app: Any) -> None:
+async def test_cli_nav_filters_by_venue_and_account(
+    capsys: pytest.CaptureFixture[str], backend: Any, make_app: Any
+) -> None:
     _, opts = await cli_desk(backend, make_app)
     code, out, err = await cli(capsys, "nav", *opts, "--json", "--venue", "binance")
     assert code == 0, err
     assert [(s["scope"], s.get("account")) for s in json.loads(out)] == [
-        ("account", "futures"), ("account", "spot"), ("venue", None)]
+        ("account", "futures"),
+        ("account", "spot"),
+        ("venue", None),
+    ]
     code, out, err = await cli(capsys, "nav", *opts, "--json", "--account", "spot")
     assert code == 0, err
     assert [(s["scope"], s["venue"], s["account"]) for s in json.loads(out)] == [("account", "binance", "spot")]
@@ -672,8 +770,9 @@ async def test_cli_nav_filters_by_venue_and_account(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.usefixtures("_no_navstream_env")
-async def test_cli_nav_exits_1_when_nothing_matches(capsys: pytest.CaptureFixture[str], backend: Any,
-                                                    make_app: Any) -> None:
+async def test_cli_nav_exits_1_when_nothing_matches(
+    capsys: pytest.CaptureFixture[str], backend: Any, make_app: Any
+) -> None:
     _, opts = await cli_desk(backend, make_app)
     code, out, _ = await cli(capsys, "nav", *opts, "--venue", "kraken")
     assert code == 1
@@ -693,8 +792,9 @@ async def test_cli_nav_before_any_nav_exits_1(capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.usefixtures("_no_navstream_env")
-async def test_cli_status_json_has_the_nav_section(capsys: pytest.CaptureFixture[str], backend: Any,
-                                                   make_app: Any) -> None:
+async def test_cli_status_json_has_the_nav_section(
+    capsys: pytest.CaptureFixture[str], backend: Any, make_app: Any
+) -> None:
     _, opts = await cli_desk(backend, make_app)
     code, out, err = await cli(capsys, "status", *opts, "--json")
     assert code == 0, err
@@ -707,16 +807,19 @@ async def test_cli_status_json_has_the_nav_section(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.usefixtures("_no_navstream_env")
-async def test_cli_nav_json_never_uses_exponent_form(capsys: pytest.CaptureFixture[str], backend: Any,
-                                                     make_app: Any) -> None:
+async def test_cli_nav_json_never_uses_exponent_form(
+    capsys: pytest.CaptureFixture[str], backend: Any, make_app: Any
+) -> None:
     if backend.kind != "real":
         pytest.skip("the CLI connects by URL: real Redis only")
     now = time.time_ns() // 1_000_000
     app, consumer = await started(make_app, clock=ManualClock(now))
-    await run(app, consumer, balance("DUST", "0.00000001", now, account="spot"), price("DUST/USD", "0.01", now),
-              report(now))
-    code, out, err = await cli(capsys, "nav", "--redis-url", backend.url, "--prefix", backend.prefix,
-                               "--json", "--account", "spot")
+    await run(
+        app, consumer, balance("DUST", "0.00000001", now, account="spot"), price("DUST/USD", "0.01", now), report(now)
+    )
+    code, out, err = await cli(
+        capsys, "nav", "--redis-url", backend.url, "--prefix", backend.prefix, "--json", "--account", "spot"
+    )
     assert code == 0, err
     (spot,) = json.loads(out)
     assert spot["nav"] == "0.0000000001"
@@ -725,7 +828,8 @@ async def test_cli_nav_json_never_uses_exponent_form(capsys: pytest.CaptureFixtu
 
 
 async def test_navstream_nav_names_an_unreadable_member_instead_of_a_traceback(
-        make_app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    make_app: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     import argparse
 
     from navstream.plugins.nav import explain
@@ -756,7 +860,8 @@ async def test_navstream_nav_names_an_unreadable_position(make_app: Any, capsys:
 
 
 async def test_every_reader_takes_an_ok_nav_as_stale_from_its_fresh_until_without_a_tick(
-        make_app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    make_app: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A NAV stored ok; the clock passes its fresh_until and no tick runs: the stored state
     still says ok, yet `navstream nav` (text and --json) and `navstream status` say stale."""
     import argparse
@@ -775,8 +880,11 @@ async def test_every_reader_takes_an_ok_nav_as_stale_from_its_fresh_until_withou
         assert await explain.command(app, argparse.Namespace(venue=None, account=None, json=True)) == 0
         as_json = {_json_name(s): s["status"] for s in json.loads(capsys.readouterr().out)}
         assert await explain.command(app, argparse.Namespace(venue=None, account=None, json=False)) == 0
-        text = {line.split(":")[0]: line.rsplit("status ", 1)[1] for line in capsys.readouterr().out.splitlines()
-                if " status " in line and not line.startswith(" ")}
+        text = {
+            line.split(":")[0]: line.rsplit("status ", 1)[1]
+            for line in capsys.readouterr().out.splitlines()
+            if " status " in line and not line.startswith(" ")
+        }
         section = {r["name"]: r["status"] for r in (await call_hook(app, "navstream_status"))["scopes"]}
         return as_json, text, section
 
@@ -835,8 +943,9 @@ async def test_random_future_stamps_within_the_skew_never_extend_freshness(make_
     offsets = [rng.randint(0, 5_000) for _ in range(12)]  # up to [consumer] max_future_ms, accepted
     entries = [balance("USDT", str(i + 1), START_MS + off, account=f"a{i}") for i, off in enumerate(offsets)]
     await run(app, consumer, *entries, report(START_MS))
-    assert (await app.redis.xpending(app.keys.events, app.group))["pending"] == 0 and \
-        await app.redis.xlen(app.keys.dlq) == 0
+    assert (await app.redis.xpending(app.keys.events, app.group))["pending"] == 0 and await app.redis.xlen(
+        app.keys.dlq
+    ) == 0
     set_clock(app, START_MS + 60_000)
     await run(app, consumer)
     accounts = {sid: s for sid, s in (await read_latest(app)).items() if s.scope == "account"}
@@ -863,7 +972,7 @@ async def test_every_stored_input_carries_its_receipt_time(make_app: Any) -> Non
     received = START_MS + 250
     await run(app, consumer, *desk(), source_status(True, T0), position("BTCUSDT", "2", T0))
     state = app.keys.state
-    assert (await app.redis.hget(state("nav", "prices"), "BTC/USDT@binance-spot")).endswith(f',{received}]')
+    assert (await app.redis.hget(state("nav", "prices"), "BTC/USDT@binance-spot")).endswith(f",{received}]")
     sources = await app.redis.hgetall(state("nav", "sources"))
     assert all(json.loads(v.partition(" ")[2])["received"] == received for v in sources.values()) and sources
     ((_, (ts, pos)),) = (await read_positions(app, "binance", "futures")).items()
@@ -902,11 +1011,17 @@ async def test_an_account_whose_venue_never_reported_is_not_ok(make_app: Any) ->
 
 
 async def test_a_bank_fed_by_hand_that_opted_out_needs_no_report(make_app: Any) -> None:
-    accounts = [{"venue": "bank", "account": "ops", "kind": "bank", "requires_source_status": False},
-                {"venue": "bank", "account": "payroll", "kind": "bank"}]
+    accounts = [
+        {"venue": "bank", "account": "ops", "kind": "bank", "requires_source_status": False},
+        {"venue": "bank", "account": "payroll", "kind": "bank"},
+    ]
     app, consumer = await started(make_app, nav_section(accounts=accounts))
-    await run(app, consumer, balance("USDT", "10", T0, venue="bank", account="ops"),
-              balance("USDT", "5", T0, venue="bank", account="payroll"))
+    await run(
+        app,
+        consumer,
+        balance("USDT", "10", T0, venue="bank", account="ops"),
+        balance("USDT", "5", T0, venue="bank", account="payroll"),
+    )
     latest = await read_latest(app)
     assert (latest["account:bank/ops"].status, latest["account:bank/ops"].stale_sources) == ("ok", [])
     assert latest["account:bank/payroll"].stale_sources == ["source:bank/never-reported/payroll"]
@@ -927,7 +1042,8 @@ async def test_a_price_whose_source_never_reported_is_stale(make_app: Any) -> No
 
 async def test_an_unmonitored_price_source_may_stay_silent(make_app: Any) -> None:
     app, consumer = await started(make_app, nav_section(unmonitored_price_sources=["manual"]))
-    await run(app, consumer, *desk(), price("ETH/USD", "3000", T0, source="manual"),
-              balance("ETH", "1", T0, account="spot"))
+    await run(
+        app, consumer, *desk(), price("ETH/USD", "3000", T0, source="manual"), balance("ETH", "1", T0, account="spot")
+    )
     spot = (await read_latest(app))[SPOT]
     assert (spot.status, spot.nav) == ("ok", Decimal("3010"))

@@ -13,34 +13,40 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterable, Sequence
 from decimal import Decimal, localcontext
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import msgspec
 import pytest
-from support import START_MS, Backend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import START_MS, Backend
 
 from navstream import Balance, Event, ManualClock, Price, SourceStatus
 from navstream.app import App
 from navstream.config import load_settings
-from navstream.loop.consumer import Consumer
 from navstream.contract.events import decode_event
 from navstream.contract.outputs import Outputs
+from navstream.loop.consumer import Consumer
 from navstream.plugin.calls import call_impl
 from navstream.plugin.calls import impls as hook_impls
 from navstream.plugin.calls import resolve as await_me_maybe
 from navstream.plugin.manager import build_plugin_manager
-from navstream.store.writer import BatchWrite, Writer
 from navstream.plugins.nav.config import NavConfig
 from navstream.plugins.nav.state import Inputs, price_id, read_latest, source_id
 from navstream.plugins.nav.valuation import Holding, Market, Quote, Snapshot, SourceState, evaluate
+from navstream.store.writer import BatchWrite, Writer
 
 # --- the desk: a peg, one route, direct prices, and things that cannot be valued ----------------
 
-NAV = {"quote": "USD", "pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"}, "max_age_s": 60,
-       "max_price_divergence_pct": 2.0}
+NAV = {
+    "quote": "USD",
+    "pegs": {"USDT": "1"},
+    "routes": {"BTC": "BTC/USDT"},
+    "max_age_s": 60,
+    "max_price_divergence_pct": 2.0,
+}
 CONFIG = msgspec.convert(NAV, NavConfig, strict=False)
 MAX_AGE_MS = 60_000
 DIVERGENCE_PCT = Decimal("2.0")
@@ -51,8 +57,11 @@ ACCOUNTS = [("binance", "main"), ("binance", "sub"), ("okx", "main")]
 #: DOGE never priced (always missing).
 ASSETS = ["USD", "USDT", "BTC", "ETH", "DOGE"]
 #: BTC/USD is never used: BTC has a route, so a BTC/USD quote must change nothing.
-PAIRS = {("BTC", "USDT"): ["100", "101", "102", "103", "110"], ("ETH", "USD"): ["10", "10.1", "10.2", "10.5"],
-         ("BTC", "USD"): ["1", "5000"]}
+PAIRS = {
+    ("BTC", "USDT"): ["100", "101", "102", "103", "110"],
+    ("ETH", "USD"): ["10", "10.1", "10.2", "10.5"],
+    ("BTC", "USD"): ["1", "5000"],
+}
 SOURCES = ["spot", "cg"]
 BALANCES = ["0", "1", "2.5", "-0.75", "0.00000001", "1000"]
 PNLS = [None, "0", "-1", "0.5", "-2.5"]
@@ -130,8 +139,14 @@ def make_snapshots(c: Chooser) -> list[Fields]:
     for venue, account in accounts:
         for asset in assets:
             for ts in c.stamps(TS_CHOICES):
-                fields = {"type": "balance", "venue": venue, "account": account, "asset": asset,
-                          "balance": c.pick(BALANCES), "ts": str(ts)}
+                fields = {
+                    "type": "balance",
+                    "venue": venue,
+                    "account": account,
+                    "asset": asset,
+                    "balance": c.pick(BALANCES),
+                    "ts": str(ts),
+                }
                 pnl = c.pick(PNLS)
                 if pnl is not None:
                     fields["unrealized_pnl"] = pnl
@@ -140,15 +155,22 @@ def make_snapshots(c: Chooser) -> list[Fields]:
         # mostly priced: a pair without quotes is one way to be missing, DOGE is another
         for source in c.subset(sources, c.pick([0, 1, 1, 1]), len(sources)):
             for ts in c.stamps(PRICE_TS):
-                out.append({"type": "price", "base": base, "quote": quote, "source": source,
-                            "price": c.pick(prices), "ts": str(ts)})
+                out.append(
+                    {
+                        "type": "price",
+                        "base": base,
+                        "quote": quote,
+                        "source": source,
+                        "price": c.pick(prices),
+                        "ts": str(ts),
+                    }
+                )
     for venue in sorted({v for v, _ in accounts}):
         for source in sources:
             for account in c.subset([None, "main", "sub"], 0, 2):
                 for ts in c.stamps(TS_CHOICES):
                     ok = c.pick(["true", "true", "true", "false"])
-                    fields = {"type": "source_status", "venue": venue, "source": source, "ok": ok,
-                              "ts": str(ts)}
+                    fields = {"type": "source_status", "venue": venue, "source": source, "ok": ok, "ts": str(ts)}
                     if account is not None:
                         fields["account"] = account
                     if ok == "false":
@@ -168,7 +190,7 @@ def chunks(items: list[Any], sizes: Iterable[int]) -> list[list[Any]]:
     for size in sizes:
         if at >= len(items):
             break
-        out.append(items[at:at + size])
+        out.append(items[at : at + size])
         at += size
     if at < len(items):
         out.append(items[at:])
@@ -278,15 +300,19 @@ def recompute(snapshots: Iterable[Fields], now: int = NOW) -> View:
             view[f"account:{venue}/{account}"] = (total, status, tuple(sorted(missing)), tuple(sorted(set(stale))))
         everyone = [row for rows in accounts.values() for row in rows]
         for scope, rows in [(f"venue:{v}", r) for v, r in accounts.items()] + [("total", everyone)]:
-            view[scope] = (sum((r[0] for r in rows), Decimal(0)), max((r[1] for r in rows), key=rank.__getitem__),
-                           tuple(sorted({m for r in rows for m in r[2]})),
-                           tuple(sorted({s for r in rows for s in r[3]})))
+            view[scope] = (
+                sum((r[0] for r in rows), Decimal(0)),
+                max((r[1] for r in rows), key=rank.__getitem__),
+                tuple(sorted({m for r in rows for m in r[2]})),
+                tuple(sorted({s for r in rows for s in r[3]})),
+            )
     return view
 
 
 def project(snapshots: Iterable[Snapshot]) -> View:
-    return {s.scope_id: (s.nav, s.status, tuple(sorted(s.missing)), tuple(sorted(set(s.stale_sources))))
-            for s in snapshots}
+    return {
+        s.scope_id: (s.nav, s.status, tuple(sorted(s.missing)), tuple(sorted(set(s.stale_sources)))) for s in snapshots
+    }
 
 
 def evaluate_inputs(inputs: Inputs, now: int = NOW) -> View:
@@ -296,6 +322,7 @@ def evaluate_inputs(inputs: Inputs, now: int = NOW) -> View:
 
 def test_the_recomputation_agrees_with_a_hand_worked_desk() -> None:
     """The reference itself, on a case worked out by hand (so it cannot be vacuously equal)."""
+
     def f(kind: str, ts: int, **fields: str) -> Fields:
         return {"type": kind, **fields, "ts": str(ts)}
 
@@ -342,12 +369,14 @@ def stored_inputs(store: dict[tuple[str, ...], Event]) -> Inputs:
     for e in store.values():
         if isinstance(e, Balance):
             inputs.balances.setdefault((e.venue, e.account), {})[e.asset] = Holding(
-                e.balance, e.unrealized_pnl, e.ts, NOW)
+                e.balance, e.unrealized_pnl, e.ts, NOW
+            )
         elif isinstance(e, Price):
             inputs.quotes[price_id(e.base, e.quote, e.source)] = Quote(e.base, e.quote, e.source, e.price, e.ts, NOW)
         elif isinstance(e, SourceStatus):
             inputs.sources[source_id(e.venue, e.source, e.account)] = SourceState(
-                e.venue, e.source, e.account or None, e.ok, e.error or "", e.ts, NOW)
+                e.venue, e.source, e.account or None, e.ok, e.error or "", e.ts, NOW
+            )
     return inputs
 
 
@@ -371,7 +400,8 @@ def overlay_cases(draw: Any) -> tuple[list[Fields], list[list[Fields]]]:
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(overlay_cases())
 def test_batches_applied_over_stored_state_give_the_nav_of_the_latest_snapshots(
-        case: tuple[list[Fields], list[list[Fields]]]) -> None:
+    case: tuple[list[Fields], list[list[Fields]]],
+) -> None:
     snaps, batches = case
     store: dict[tuple[str, ...], Event] = {}
     overlay = Inputs()
@@ -387,7 +417,10 @@ def test_batches_applied_over_stored_state_give_the_nav_of_the_latest_snapshots(
         written = stored_inputs(store)
         # what the plugin valued the batch on is what the next batch finds in Redis
         assert (overlay.balances, overlay.quotes, overlay.sources) == (
-            written.balances, written.quotes, written.sources)
+            written.balances,
+            written.quotes,
+            written.sources,
+        )
     expected = recompute(snaps)
     assert evaluate_inputs(overlay) == expected
     assert evaluate_inputs(stored_inputs(store)) == expected
@@ -398,11 +431,14 @@ def test_batches_applied_over_stored_state_give_the_nav_of_the_latest_snapshots(
 
 def nav_app(backend: Backend, name: str, clock: ManualClock, batch_size: int = 500) -> App:
     """An app with the built-in plugins (nav configured for the desk above)."""
-    overrides = {"redis": {"prefix": backend.prefix, "group": "g"},
-                 "consumer": {"name": name, "batch_size": batch_size}}
+    overrides = {
+        "redis": {"prefix": backend.prefix, "group": "g"},
+        "consumer": {"name": name, "batch_size": batch_size},
+    }
     settings_ = msgspec.structs.replace(load_settings(env={}, overrides=overrides), extra={"nav": NAV})
-    return App.create(settings_, connect=backend.connect, clock=clock,
-                      plugins=build_plugin_manager(load_entrypoints=True, env={}))
+    return App.create(
+        settings_, connect=backend.connect, clock=clock, plugins=build_plugin_manager(load_entrypoints=True, env={})
+    )
 
 
 async def publish(app: App, feed: Sequence[Fields]) -> None:
@@ -445,11 +481,11 @@ def loop_cases(draw: Any) -> tuple[list[Fields], list[Fields], int]:
     return snaps, make_feed(c, snaps), draw(st.integers(1, 7))
 
 
-@settings(max_examples=15, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(loop_cases())
 def test_the_loop_in_any_order_and_batching_leaves_the_nav_of_the_feed_in_order(
-        case: tuple[list[Fields], list[Fields], int]) -> None:
+    case: tuple[list[Fields], list[Fields], int],
+) -> None:
     snaps, feed, batch_size = case
     in_order = sorted(snaps, key=lambda f: int(f["ts"]))
 
@@ -514,8 +550,7 @@ async def handled_alone(app: App, entries: Sequence[Fields]) -> Outputs:
 
 
 def bal(venue: str, account: str, asset: str, amount: str, ts: int = NOW) -> Fields:
-    return {"type": "balance", "venue": venue, "account": account, "asset": asset, "balance": amount,
-            "ts": str(ts)}
+    return {"type": "balance", "venue": venue, "account": account, "asset": asset, "balance": amount, "ts": str(ts)}
 
 
 async def test_a_consumer_that_raced_another_values_what_both_wrote(backend: Backend) -> None:

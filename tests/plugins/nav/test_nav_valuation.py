@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import decimal
 import random
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import msgspec
 import pytest
@@ -42,8 +43,12 @@ NOW = START_MS
 MAX_AGE_MS = 60_000
 #: The price sources these tests quote from may stay silent (``unmonitored_price_sources``): a
 #: price whose source never reported is stale, tested on its own with a config that lists none.
-BASE: dict[str, Any] = {"max_age_s": 60, "pegs": {"USDT": "1", "EUR": "1.08"}, "routes": {"BTC": "BTC/USDT"},
-                        "unmonitored_price_sources": ["binance-spot", "coingecko", "kraken", "a", "b"]}
+BASE: dict[str, Any] = {
+    "max_age_s": 60,
+    "pegs": {"USDT": "1", "EUR": "1.08"},
+    "routes": {"BTC": "BTC/USDT"},
+    "unmonitored_price_sources": ["binance-spot", "coingecko", "kraken", "a", "b"],
+}
 #: The venues these tests value accounts of. Unless a test says otherwise, each has sent a
 #: healthy venue-wide ``source_status`` when the market is built: an account whose venue never
 #: reported is stale (silence is not health), tested on its own with ``vouched=False``.
@@ -67,8 +72,9 @@ def quote(pair: str, price: str, source: str = "binance-spot", age_ms: int = 0) 
     return Quote(base, quote_, source, Decimal(price), NOW - age_ms)
 
 
-def source(venue: str, name: str, ok: bool = True, account: str | None = None, error: str = "",
-           age_ms: int = 0) -> SourceState:
+def source(
+    venue: str, name: str, ok: bool = True, account: str | None = None, error: str = "", age_ms: int = 0
+) -> SourceState:
     return SourceState(venue, name, account, ok, error, NOW - age_ms)
 
 
@@ -77,14 +83,26 @@ def vouches(now: int) -> list[SourceState]:
     return [SourceState(venue, "balances-api", None, True, "", now) for venue in VENUES]
 
 
-def market(cfg: NavConfig | None = None, quotes: Iterable[Quote] = (), sources: Iterable[SourceState] = (),
-           now: int = NOW, vouched: bool = True) -> Market:
+def market(
+    cfg: NavConfig | None = None,
+    quotes: Iterable[Quote] = (),
+    sources: Iterable[SourceState] = (),
+    now: int = NOW,
+    vouched: bool = True,
+) -> Market:
     return Market(cfg or nav_config(), quotes, [*sources, *(vouches(now) if vouched else [])], now)
 
 
-def value(holdings: Mapping[str, Holding], quotes: Iterable[Quote] = (), sources: Iterable[SourceState] = (),
-          cfg: NavConfig | None = None, venue: str = "binance", account: str = "main",
-          spec: AccountSpec | None = None, vouched: bool = True) -> Snapshot:
+def value(
+    holdings: Mapping[str, Holding],
+    quotes: Iterable[Quote] = (),
+    sources: Iterable[SourceState] = (),
+    cfg: NavConfig | None = None,
+    venue: str = "binance",
+    account: str = "main",
+    spec: AccountSpec | None = None,
+    vouched: bool = True,
+) -> Snapshot:
     """The NAV of one account ``venue/account`` holding ``holdings``."""
     return value_account(venue, account, spec, holdings, market(cfg, quotes, sources, vouched=vouched))
 
@@ -132,7 +150,8 @@ def test_a_route_chains_through_a_peg() -> None:
     assert btc.unit == Decimal("97000.5")
     assert btc.route == ["BTC/USDT@binance-spot", "USDT peg 1"]
     assert [(p.pair, p.source, p.price, p.ts) for p in btc.prices] == [
-        ("BTC/USDT", "binance-spot", Decimal("97000.5"), NOW - 3_000)]
+        ("BTC/USDT", "binance-spot", Decimal("97000.5"), NOW - 3_000)
+    ]
     assert snap.as_of == NOW - 3_000  # the oldest input the value rests on: the price
 
 
@@ -227,8 +246,7 @@ def test_a_configured_account_without_data_fails() -> None:
 
 
 def test_balance_plus_unrealized_pnl_times_unit_value_exactly() -> None:
-    snap = value({"USDT": hold("1000.5", "-200.25"), "BTC": hold("0.1", "0.02")},
-                 [quote("BTC/USDT", "97000.5")])
+    snap = value({"USDT": hold("1000.5", "-200.25"), "BTC": hold("0.1", "0.02")}, [quote("BTC/USDT", "97000.5")])
     assert holding(snap, "USDT").value == Decimal("800.25")
     assert holding(snap, "BTC").amount == Decimal("0.12")
     assert holding(snap, "BTC").value == Decimal("11640.060")
@@ -240,8 +258,10 @@ def test_a_negative_wallet_is_reported_negative() -> None:
     assert (snap.status, snap.nav) == ("ok", Decimal("-150.5"))
 
 
-@pytest.mark.parametrize(("number", "text"), [
-    ("0E-8", "0.00000000"), ("1E+3", "1000"), ("1E-10", "0.0000000001"), ("-2.50", "-2.50"), ("0", "0")])
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [("0E-8", "0.00000000"), ("1E+3", "1000"), ("1E-10", "0.0000000001"), ("-2.50", "-2.50"), ("0", "0")],
+)
 def test_money_never_uses_exponent_form(number: str, text: str) -> None:
     assert money(Decimal(number)) == text
 
@@ -257,8 +277,12 @@ def test_long_chains_are_never_rounded() -> None:
     quotes = [quote("ETH/BTC", "0.0350012345678901"), quote("BTC/USDT", "97000.123456789")]
     snap = value({"ETH": hold("12.34567891", "-0.00000001")}, quotes, cfg=cfg)
     with decimal.localcontext(prec=200):
-        expected = Decimal("12.34567890") * Decimal("0.0350012345678901") * Decimal("97000.123456789") \
+        expected = (
+            Decimal("12.34567890")
+            * Decimal("0.0350012345678901")
+            * Decimal("97000.123456789")
             * Decimal("0.999912345678")
+        )
     assert len(expected.as_tuple().digits) > 28  # more than the default context would keep
     assert snap.nav == expected and money(snap.nav) == str(expected)
 
@@ -309,11 +333,14 @@ def test_a_failing_venue_wide_source_makes_every_account_of_the_venue_stale() ->
     assert (snap.status, snap.stale_sources) == ("stale", ["source:binance/balances"])
 
 
-@pytest.mark.parametrize("other", [
-    source("binance", "balances", ok=False, account="other", error="401"),  # another account
-    source("okx", "balances", ok=False, error="down"),  # another venue
-    source("binance", "balances", ok=True),  # fine
-])
+@pytest.mark.parametrize(
+    "other",
+    [
+        source("binance", "balances", ok=False, account="other", error="401"),  # another account
+        source("okx", "balances", ok=False, error="down"),  # another venue
+        source("binance", "balances", ok=True),  # fine
+    ],
+)
 def test_a_source_of_someone_else_does_not_touch_the_account(other: SourceState) -> None:
     snap = value({"USDT": hold("100")}, sources=[other])
     assert (snap.status, snap.stale_sources) == ("ok", [])
@@ -366,24 +393,32 @@ def test_divergence_with_a_stale_quote_is_ignored() -> None:
 
 
 def test_the_newest_fresh_quote_is_chosen() -> None:
-    quotes = [quote("BTC/USDT", "100", "a-source", age_ms=5), quote("BTC/USDT", "101", "z-source", age_ms=1),
-              quote("BTC/USDT", "100.5", "m-source", age_ms=3)]
+    quotes = [
+        quote("BTC/USDT", "100", "a-source", age_ms=5),
+        quote("BTC/USDT", "101", "z-source", age_ms=1),
+        quote("BTC/USDT", "100.5", "m-source", age_ms=3),
+    ]
     for order in (quotes, quotes[::-1]):
         snap = value({"BTC": hold("1")}, order)
         assert holding(snap, "BTC").prices[0].source == "z-source" and snap.nav == Decimal("101")
 
 
 def test_a_tie_on_ts_is_broken_by_source_name() -> None:
-    quotes = [quote("BTC/USDT", "100", "kraken"), quote("BTC/USDT", "101", "binance"),
-              quote("BTC/USDT", "100.5", "binance-spot")]
+    quotes = [
+        quote("BTC/USDT", "100", "kraken"),
+        quote("BTC/USDT", "101", "binance"),
+        quote("BTC/USDT", "100.5", "binance-spot"),
+    ]
     for order in (quotes, quotes[::-1], quotes[1:] + quotes[:1]):
         snap = value({"BTC": hold("1")}, order)
         assert holding(snap, "BTC").prices[0].source == "binance" and snap.nav == Decimal("101")
 
 
 def test_when_every_quote_is_stale_the_newest_is_used_and_flagged() -> None:
-    quotes = [quote("BTC/USDT", "100", "a", age_ms=MAX_AGE_MS + 50), quote("BTC/USDT", "150", "b",
-                                                                           age_ms=MAX_AGE_MS + 10)]
+    quotes = [
+        quote("BTC/USDT", "100", "a", age_ms=MAX_AGE_MS + 50),
+        quote("BTC/USDT", "150", "b", age_ms=MAX_AGE_MS + 10),
+    ]
     snap = value({"BTC": hold("1")}, quotes)
     assert (snap.status, snap.nav, snap.stale_sources) == ("stale", Decimal("150"), ["price:BTC/USDT@b"])
 
@@ -399,12 +434,14 @@ def test_worst_status_ranks() -> None:
 
 
 def desk_config() -> NavConfig:
-    return nav_config(accounts=[
-        {"venue": "binance", "account": "futures", "kind": "futures"},
-        {"venue": "binance", "account": "spot", "kind": "spot"},
-        {"venue": "okx", "account": "perp", "kind": "futures"},
-        {"venue": "bank", "account": "ops", "kind": "bank", "label": "operating"},
-    ])
+    return nav_config(
+        accounts=[
+            {"venue": "binance", "account": "futures", "kind": "futures"},
+            {"venue": "binance", "account": "spot", "kind": "spot"},
+            {"venue": "okx", "account": "perp", "kind": "futures"},
+            {"venue": "bank", "account": "ops", "kind": "bank", "label": "operating"},
+        ]
+    )
 
 
 def desk_balances() -> dict[tuple[str, str], dict[str, Holding]]:
@@ -421,12 +458,25 @@ def test_the_worst_status_wins_upward_and_exchange_is_futures_only() -> None:
     cfg = desk_config()
     snaps = evaluate(cfg, desk_balances(), market(cfg))
     assert [s.scope_id for s in snaps] == [
-        "account:bank/ops", "account:binance/futures", "account:binance/spot", "account:bybit/stray",
-        "account:okx/perp", "venue:bank", "venue:binance", "venue:bybit", "venue:okx", "exchange", "total"]
+        "account:bank/ops",
+        "account:binance/futures",
+        "account:binance/spot",
+        "account:bybit/stray",
+        "account:okx/perp",
+        "venue:bank",
+        "venue:binance",
+        "venue:bybit",
+        "venue:okx",
+        "exchange",
+        "total",
+    ]
     got = by_id(snaps)
     assert {k: (s.status, s.nav) for k, s in got.items() if k.startswith("venue:")} == {
-        "venue:bank": ("failed", Decimal(0)), "venue:binance": ("stale", Decimal("1010")),
-        "venue:bybit": ("ok", Decimal("3")), "venue:okx": ("partial", Decimal("500"))}
+        "venue:bank": ("failed", Decimal(0)),
+        "venue:binance": ("stale", Decimal("1010")),
+        "venue:bybit": ("ok", Decimal("3")),
+        "venue:okx": ("partial", Decimal("500")),
+    }
     exchange, total = got["exchange"], got["total"]
     assert exchange.accounts == ["binance/futures", "okx/perp"]
     assert (exchange.status, exchange.nav, exchange.missing) == ("partial", Decimal("1500"), ["okx/perp/DOGE"])
@@ -435,8 +485,7 @@ def test_the_worst_status_wins_upward_and_exchange_is_futures_only() -> None:
     assert total.stale_sources == ["balance:binance/spot/USDT"]
     assert total.as_of == 0  # rests on an account with no data at all
     assert any(r.startswith("bank/ops is failed") for r in total.reasons)
-    assert got["venue:binance"].reasons == [
-        "binance/spot is stale: balance of USDT is 60.001 s old (limit 60 s)"]
+    assert got["venue:binance"].reasons == ["binance/spot is stale: balance of USDT is 60.001 s old (limit 60 s)"]
 
 
 def test_unconfigured_accounts_are_unclassified_in_venue_and_total_not_exchange() -> None:
@@ -460,10 +509,16 @@ def test_aggregate_sums_exactly_and_takes_the_oldest_input() -> None:
     a = value({"USDT": hold("0.1", age_ms=500)}, account="a")
     b = value({"USDT": hold("0.2", age_ms=900)}, account="b")
     venue = aggregate("venue", [a, b], "USD", NOW, venue="binance")
-    assert (venue.nav, venue.status, venue.as_of, venue.scope_id) == (
-        Decimal("0.3"), "ok", NOW - 900, "venue:binance")
-    assert venue.stream_fields() == {"scope": "venue", "nav": "0.3", "quote": "USD", "status": "ok",
-                                     "as_of": str(NOW - 900), "computed_at": str(NOW), "venue": "binance"}
+    assert (venue.nav, venue.status, venue.as_of, venue.scope_id) == (Decimal("0.3"), "ok", NOW - 900, "venue:binance")
+    assert venue.stream_fields() == {
+        "scope": "venue",
+        "nav": "0.3",
+        "quote": "USD",
+        "status": "ok",
+        "as_of": str(NOW - 900),
+        "computed_at": str(NOW),
+        "venue": "binance",
+    }
 
 
 def test_aggregate_of_nothing_fails() -> None:
@@ -475,8 +530,7 @@ def test_accounts_outside_only_keep_their_known_snapshot() -> None:
     cfg = nav_config()
     old = value_account("binance", "spot", None, {"USDT": hold("7")}, market(cfg, now=NOW - 5_000))
     balances = {("binance", "futures"): {"USDT": hold("100")}}
-    snaps = evaluate(cfg, balances, market(cfg), only={("binance", "futures")},
-                     known={("binance", "spot"): old})
+    snaps = evaluate(cfg, balances, market(cfg), only={("binance", "futures")}, known={("binance", "spot"): old})
     got = by_id(snaps)
     assert "account:binance/spot" not in got  # not recomputed, not republished
     assert got["account:binance/futures"].computed_at == NOW
@@ -491,14 +545,26 @@ def test_scope_ids_escape_separators() -> None:
 
 
 def test_stream_fields_carry_the_contract_fields_as_strings() -> None:
-    snap = value({"USDT": hold("100", age_ms=MAX_AGE_MS + 1), "DOGE": hold("3")},
-                 spec=AccountSpec("binance", "main", "spot", "desk"))
+    snap = value(
+        {"USDT": hold("100", age_ms=MAX_AGE_MS + 1), "DOGE": hold("3")},
+        spec=AccountSpec("binance", "main", "spot", "desk"),
+    )
     fields = snap.stream_fields()
     assert fields == {
-        "scope": "account", "nav": "100", "quote": "USD", "status": "partial",
-        "as_of": str(NOW - MAX_AGE_MS - 1), "computed_at": str(NOW), "venue": "binance", "account": "main",
-        "kind": "spot", "label": "desk", "missing": "binance/main/DOGE",
-        "stale_sources": "balance:binance/main/USDT", "reasons": fields["reasons"]}
+        "scope": "account",
+        "nav": "100",
+        "quote": "USD",
+        "status": "partial",
+        "as_of": str(NOW - MAX_AGE_MS - 1),
+        "computed_at": str(NOW),
+        "venue": "binance",
+        "account": "main",
+        "kind": "spot",
+        "label": "desk",
+        "missing": "binance/main/DOGE",
+        "stale_sources": "balance:binance/main/USDT",
+        "reasons": fields["reasons"],
+    }
     assert "DOGE not valued" in fields["reasons"]
     assert all(type(v) is str for v in fields.values())
 
@@ -520,7 +586,12 @@ def test_version_changes_with_value_status_missing_and_stale_sources() -> None:
 def test_defaults_are_safe() -> None:
     cfg = msgspec.convert({}, NavConfig)
     assert (cfg.quote, cfg.max_age_s, cfg.max_age_ms, cfg.publish_every_s, cfg.alert_every_s) == (
-        "USD", 120.0, 120_000, 60.0, 300.0)
+        "USD",
+        120.0,
+        120_000,
+        60.0,
+        300.0,
+    )
     assert cfg.pegs == {} and cfg.routes == {} and cfg.accounts == []
 
 
@@ -530,30 +601,40 @@ def test_a_full_config_decodes() -> None:
     assert cfg.accounts[3] == AccountSpec("bank", "ops", "bank", "operating")
 
 
-@pytest.mark.parametrize(("over", "words"), [
-    ({"max_age_s": 0}, "max_age_s"),
-    ({"max_age_s": -5}, "max_age_s"),
-    ({"publish_every_s": 0}, "publish_every_s"),
-    ({"alert_every_s": -1}, "alert_every_s"),
-    ({"jump_alert_pct": 0}, "jump_alert_pct"),
-    ({"max_price_divergence_pct": 101}, "max_price_divergence_pct"),
-    ({"routes": {"A": "A/B", "B": "B/A"}}, "loop"),
-    ({"routes": {"X": "X/A", "A": "A/B", "B": "B/A"}}, "loop"),
-    ({"routes": {"BTC": "ETH/USDT"}}, "must price BTC itself"),
-    ({"routes": {"BTC": "BTC/BTC"}}, "prices BTC in itself"),
-    ({"routes": {"BTC": "BTCUSDT"}}, "must be a pair"),
-    ({"routes": {"BTC": "BTC/USDT/X"}}, "must be a pair"),
-    ({"pegs": {"USDT": "0"}}, "positive"),
-    ({"pegs": {"USDT": "-1"}}, "positive"),
-    ({"pegs": {"USDT": "NaN"}}, "positive"),
-    ({"pegs": {"USDT": "1", "USD": "1"}}, "report currency"),
-    ({"routes": {"USD": "USD/USDT"}}, "report currency"),
-    ({"quote": "EUR", "pegs": {"EUR": "1.08"}}, "report currency"),
-    ({"accounts": [{"venue": "b", "account": "a", "kind": "spot"},
-                   {"venue": "b", "account": "a", "kind": "futures"}]}, "listed twice"),
-    ({"accounts": [{"venue": "b", "account": "a", "kind": "margin"}]}, "kind"),
-    ({"max_age": 5}, "max_age"),
-])
+@pytest.mark.parametrize(
+    ("over", "words"),
+    [
+        ({"max_age_s": 0}, "max_age_s"),
+        ({"max_age_s": -5}, "max_age_s"),
+        ({"publish_every_s": 0}, "publish_every_s"),
+        ({"alert_every_s": -1}, "alert_every_s"),
+        ({"jump_alert_pct": 0}, "jump_alert_pct"),
+        ({"max_price_divergence_pct": 101}, "max_price_divergence_pct"),
+        ({"routes": {"A": "A/B", "B": "B/A"}}, "loop"),
+        ({"routes": {"X": "X/A", "A": "A/B", "B": "B/A"}}, "loop"),
+        ({"routes": {"BTC": "ETH/USDT"}}, "must price BTC itself"),
+        ({"routes": {"BTC": "BTC/BTC"}}, "prices BTC in itself"),
+        ({"routes": {"BTC": "BTCUSDT"}}, "must be a pair"),
+        ({"routes": {"BTC": "BTC/USDT/X"}}, "must be a pair"),
+        ({"pegs": {"USDT": "0"}}, "positive"),
+        ({"pegs": {"USDT": "-1"}}, "positive"),
+        ({"pegs": {"USDT": "NaN"}}, "positive"),
+        ({"pegs": {"USDT": "1", "USD": "1"}}, "report currency"),
+        ({"routes": {"USD": "USD/USDT"}}, "report currency"),
+        ({"quote": "EUR", "pegs": {"EUR": "1.08"}}, "report currency"),
+        (
+            {
+                "accounts": [
+                    {"venue": "b", "account": "a", "kind": "spot"},
+                    {"venue": "b", "account": "a", "kind": "futures"},
+                ]
+            },
+            "listed twice",
+        ),
+        ({"accounts": [{"venue": "b", "account": "a", "kind": "margin"}]}, "kind"),
+        ({"max_age": 5}, "max_age"),
+    ],
+)
 def test_config_errors(over: dict[str, Any], words: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=words):
         nav_config(**over)
@@ -569,10 +650,13 @@ def test_an_account_whose_venue_never_reported_is_stale() -> None:
     assert snap.reasons[0].startswith("no source_status ever received from binance (venue-wide or for main)")
 
 
-@pytest.mark.parametrize("report", [
-    source("binance", "balances"),  # venue-wide
-    source("binance", "balances", account="main"),  # for this account
-])
+@pytest.mark.parametrize(
+    "report",
+    [
+        source("binance", "balances"),  # venue-wide
+        source("binance", "balances", account="main"),  # for this account
+    ],
+)
 def test_an_account_whose_venue_reported_is_ok(report: SourceState) -> None:
     snap = value({"USDT": hold("100")}, sources=[report], vouched=False)
     assert (snap.status, snap.stale_sources, snap.reasons) == ("ok", [], [])
@@ -597,8 +681,15 @@ def test_an_account_fed_by_hand_may_opt_out_explicitly(kind: str) -> None:
     assert (snap.status, snap.stale_sources, snap.reasons) == ("ok", [], [])
     # the opt-out covers silence only: a report that says failure still counts
     failing = source("bank", "statements", ok=False, error="login expired")
-    snap = value({"USD": hold("100")}, sources=[failing], cfg=cfg, venue="bank", account="ops",
-                 spec=cfg.accounts[0], vouched=False)
+    snap = value(
+        {"USD": hold("100")},
+        sources=[failing],
+        cfg=cfg,
+        venue="bank",
+        account="ops",
+        spec=cfg.accounts[0],
+        vouched=False,
+    )
     assert (snap.status, snap.stale_sources) == ("stale", ["source:bank/statements"])
 
 
@@ -717,11 +808,22 @@ def test_fresh_until_is_the_first_moment_any_input_is_past_its_limit(oldest: str
     ages[oldest] = 7_000
 
     def at(now: int) -> Snapshot:
-        m = Market(cfg, [quote("BTC/USDT", "97000", age_ms=ages["price"])],
-                   [source("coingecko", "binance-spot", age_ms=ages["price_report"]),  # judged by source name
-                    source("binance", "balances", account="main", age_ms=ages["venue_report"])], now)
-        return value_account("binance", "main", None, {"BTC": hold("1", age_ms=ages["balance"]),
-                                                       "DOGE": hold("0", age_ms=ages["zero_balance"])}, m)
+        m = Market(
+            cfg,
+            [quote("BTC/USDT", "97000", age_ms=ages["price"])],
+            [
+                source("coingecko", "binance-spot", age_ms=ages["price_report"]),  # judged by source name
+                source("binance", "balances", account="main", age_ms=ages["venue_report"]),
+            ],
+            now,
+        )
+        return value_account(
+            "binance",
+            "main",
+            None,
+            {"BTC": hold("1", age_ms=ages["balance"]), "DOGE": hold("0", age_ms=ages["zero_balance"])},
+            m,
+        )
 
     snap = at(NOW)
     assert (snap.status, snap.fresh_until) == ("ok", NOW - 7_000 + MAX_AGE_MS + 1)
@@ -753,8 +855,11 @@ def test_aggregates_are_fresh_until_their_first_account_is_not() -> None:
     cfg = desk_config()
     for snap in evaluate(cfg, desk_balances(), market(cfg)):
         if snap.scope != "account":
-            members = [s for s in evaluate(cfg, desk_balances(), market(cfg))
-                       if s.scope == "account" and f"{s.venue}/{s.account}" in snap.accounts]
+            members = [
+                s
+                for s in evaluate(cfg, desk_balances(), market(cfg))
+                if s.scope == "account" and f"{s.venue}/{s.account}" in snap.accounts
+            ]
             assert snap.fresh_until == min(m.fresh_until for m in members), snap.scope_id
 
 
@@ -762,11 +867,25 @@ def test_a_known_snapshot_is_reused_only_before_its_fresh_until() -> None:
     cfg = nav_config()
     old = value_account("binance", "spot", None, {"USDT": hold("7", age_ms=10_000)}, market(cfg))
     balances = {("binance", "futures"): {"USDT": hold("100")}, ("binance", "spot"): {"USDT": hold("7", age_ms=10_000)}}
-    before = by_id(evaluate(cfg, balances, market(cfg, now=old.fresh_until - 1), only={("binance", "futures")},
-                            known={("binance", "spot"): old}))
+    before = by_id(
+        evaluate(
+            cfg,
+            balances,
+            market(cfg, now=old.fresh_until - 1),
+            only={("binance", "futures")},
+            known={("binance", "spot"): old},
+        )
+    )
     assert "account:binance/spot" not in before and before["total"].status == "ok"
-    at = by_id(evaluate(cfg, balances, market(cfg, now=old.fresh_until), only={("binance", "futures")},
-                        known={("binance", "spot"): old}))
+    at = by_id(
+        evaluate(
+            cfg,
+            balances,
+            market(cfg, now=old.fresh_until),
+            only={("binance", "futures")},
+            known={("binance", "spot"): old},
+        )
+    )
     assert at["account:binance/spot"].status == "stale" and at["total"].status == "stale"
 
 
@@ -785,19 +904,31 @@ def test_as_read_leaves_other_statuses_and_fresh_oks_alone() -> None:
 
 def test_an_18_decimal_asset_through_a_two_hop_route_is_exact() -> None:
     cfg = nav_config(routes={"BTC": "BTC/USDT", "ETH": "ETH/BTC", "PEPE": "PEPE/ETH"})
-    amount, pepe_eth, eth_btc, btc_usdt = ("123456789012.123456789012345678", "0.000000004123456789012345678",
-                                           "0.035123456789012345678", "97000.123456789012345678")
+    amount, pepe_eth, eth_btc, btc_usdt = (
+        "123456789012.123456789012345678",
+        "0.000000004123456789012345678",
+        "0.035123456789012345678",
+        "97000.123456789012345678",
+    )
     quotes = [quote("PEPE/ETH", pepe_eth), quote("ETH/BTC", eth_btc), quote("BTC/USDT", btc_usdt)]
     snap = value({"PEPE": hold(amount, "-0.000000000000000001")}, quotes, cfg=cfg)
-    expected = ((Fraction(amount) - Fraction("0.000000000000000001"))
-                * Fraction(pepe_eth) * Fraction(eth_btc) * Fraction(btc_usdt))
+    expected = (
+        (Fraction(amount) - Fraction("0.000000000000000001"))
+        * Fraction(pepe_eth)
+        * Fraction(eth_btc)
+        * Fraction(btc_usdt)
+    )
     assert snap.status == "ok"
     assert Fraction(snap.nav) == expected  # not one digit lost
     assert Fraction(holding(snap, "PEPE").unit) == Fraction(pepe_eth) * Fraction(eth_btc) * Fraction(btc_usdt)
     # a 60-digit context (the old one) would have rounded this
     with decimal.localcontext(decimal.Context(prec=60)):
-        rounded = (Decimal(amount) - Decimal("0.000000000000000001")) * Decimal(pepe_eth) * Decimal(eth_btc) \
+        rounded = (
+            (Decimal(amount) - Decimal("0.000000000000000001"))
+            * Decimal(pepe_eth)
+            * Decimal(eth_btc)
             * Decimal(btc_usdt)
+        )
     assert Fraction(rounded) != expected
 
 
@@ -815,8 +946,9 @@ def test_a_sum_of_many_values_is_exact() -> None:
 
 
 def test_exact_helpers_never_round() -> None:
-    assert exact_mul(Decimal("1.5"), Decimal("0.000000000000000000000000000000000000000000000000000000000001")) == \
-        Decimal("1.5E-60")
+    assert exact_mul(
+        Decimal("1.5"), Decimal("0.000000000000000000000000000000000000000000000000000000000001")
+    ) == Decimal("1.5E-60")
     big = Decimal("9" * 200)
     assert exact_mul(big, big) == Decimal(int("9" * 200) ** 2)
     assert exact_add(Decimal("1E+30"), Decimal("1E-30")) == Decimal("1" + "0" * 30 + "." + "0" * 29 + "1")

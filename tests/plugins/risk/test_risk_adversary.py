@@ -26,23 +26,24 @@ import asyncio
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import fakeredis
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from support import REDIS_URL, START_MS, require_real_redis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+from support import REDIS_URL, START_MS, require_real_redis
 
 from navstream.app import App, ManualClock
 from navstream.config import load_settings
-from navstream.loop.consumer import Consumer
 from navstream.contract.fingerprint import order_hash
+from navstream.loop.consumer import Consumer
 from navstream.plugin.manager import build_plugin_manager
 from navstream.plugins.risk.state import DESK, TRADING, account_member, compare_and_set, decode_record
 from navstream.plugins.risk.trading import set_by_ops
@@ -52,9 +53,16 @@ VENUE, ACCOUNT, SYMBOL = "binance", "main", "BTCUSDT"
 NAV_MAX_AGE_MS = 10_000  # [nav] max_age_s, below the gate's own limit: the reader rule matters
 # Tight enough that a few approvals in flight reach the exposure limit (0.6 x a NAV of 100,000:
 # two buys of 0.5 BTC at 50,000, not three), so a sequence that breaks it is within reach.
-RISK = {"max_nav_age_s": 60, "max_order_notional": "100000", "max_order_pct_nav": 50,
-        "max_gross_exposure_x": 0.6, "max_order_age_s": 5, "max_price_deviation_pct": 5,
-        "open_order_ttl_s": 60, "max_orders_per_minute": 100_000}
+RISK = {
+    "max_nav_age_s": 60,
+    "max_order_notional": "100000",
+    "max_order_pct_nav": 50,
+    "max_gross_exposure_x": 0.6,
+    "max_order_age_s": 5,
+    "max_price_deviation_pct": 5,
+    "open_order_ttl_s": 60,
+    "max_orders_per_minute": 100_000,
+}
 MAX_NOTIONAL, PCT_NAV, GROSS_X = D(RISK["max_order_notional"]), D(50), D("0.6")  # type: ignore[arg-type]
 MAX_ORDER_AGE_MS, TTL_MS, MAX_FUTURE_MS = 5_000, 60_000, 5_000
 
@@ -126,9 +134,15 @@ class Model:
 
 
 def content(o: dict[str, str]) -> str:
-    return order_hash(venue=o["venue"], account=o["account"], symbol=o["symbol"], side=o["side"],
-                      qty=D(o["qty"]), price=D(o["price"]) if "price" in o else None,
-                      reduce_only=o.get("reduce_only") == "true")
+    return order_hash(
+        venue=o["venue"],
+        account=o["account"],
+        symbol=o["symbol"],
+        side=o["side"],
+        qty=D(o["qty"]),
+        price=D(o["price"]) if "price" in o else None,
+        reduce_only=o.get("reduce_only") == "true",
+    )
 
 
 ages = st.sampled_from([0, 0, 0, -1_000, -9_000, -11_000, -70_000, 3_000, MAX_FUTURE_MS])
@@ -148,14 +162,28 @@ class GateMachine(RuleBasedStateMachine):
         self.audit = tempfile.mkdtemp(prefix="nav-adv-")
         self.prefix = f"adv-{uuid.uuid4().hex[:8]}"
         server = fakeredis.FakeServer()
-        connect = type(self).connect(self.prefix) if type(self).connect else (
-            lambda decode: fakeredis.FakeAsyncRedis(server=server, decode_responses=decode))
-        overrides = {"redis": {"prefix": self.prefix, "group": "g"},
-                     "consumer": {"name": "c", "max_future_ms": MAX_FUTURE_MS}}
-        cfg = msgspec.structs.replace(load_settings(env={}, overrides=overrides), extra={
-            "nav": {"max_age_s": NAV_MAX_AGE_MS / 1000, "pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"},
-                    "publish_every_s": 600, "alert_every_s": 600},
-            "risk": {**RISK, "audit_dir": self.audit}})
+        connect = (
+            type(self).connect(self.prefix)
+            if type(self).connect
+            else (lambda decode: fakeredis.FakeAsyncRedis(server=server, decode_responses=decode))
+        )
+        overrides = {
+            "redis": {"prefix": self.prefix, "group": "g"},
+            "consumer": {"name": "c", "max_future_ms": MAX_FUTURE_MS},
+        }
+        cfg = msgspec.structs.replace(
+            load_settings(env={}, overrides=overrides),
+            extra={
+                "nav": {
+                    "max_age_s": NAV_MAX_AGE_MS / 1000,
+                    "pegs": {"USDT": "1"},
+                    "routes": {"BTC": "BTC/USDT"},
+                    "publish_every_s": 600,
+                    "alert_every_s": 600,
+                },
+                "risk": {**RISK, "audit_dir": self.audit},
+            },
+        )
         plugins = build_plugin_manager(load_entrypoints=True, env={}, disabled=["source_monitor"])
         self.app = App.create(cfg, connect=connect, clock=self.clock, plugins=plugins)
         self.consumer = Consumer(self.app)
@@ -175,6 +203,7 @@ class GateMachine(RuleBasedStateMachine):
                 if keys:
                     await self.app.redis.delete(*keys)
             await self.app.aclose()
+
         try:
             self.run(close())
         finally:
@@ -188,6 +217,7 @@ class GateMachine(RuleBasedStateMachine):
             await self.app.redis.xadd(self.app.keys.events, entry)
             while await self.consumer.step(block_ms=1):
                 pass
+
         self.run(go())
 
     def now(self) -> int:
@@ -208,12 +238,19 @@ class GateMachine(RuleBasedStateMachine):
         self.status("price", True, 0)
         assert self.model.nav() == D(100_000) and now == self.now()
 
-    @rule(asset=st.sampled_from(["USDT", "BTC"]), amount=st.sampled_from(["0", "1", "2", "50000", "100000"]),
-          age=ages)
+    @rule(asset=st.sampled_from(["USDT", "BTC"]), amount=st.sampled_from(["0", "1", "2", "50000", "100000"]), age=ages)
     def balance_of(self, asset: str, amount: Decimal | str, age: int) -> None:
         ts = self.now() + age
-        self.publish({"type": "balance", "venue": VENUE, "account": ACCOUNT, "asset": asset,
-                      "balance": str(amount), "ts": str(ts)})
+        self.publish(
+            {
+                "type": "balance",
+                "venue": VENUE,
+                "account": ACCOUNT,
+                "asset": asset,
+                "balance": str(amount),
+                "ts": str(ts),
+            }
+        )
         if self.accepted(ts):
             m = self.model
             m.balances[asset] = m.put(asset, m.balances.get(asset), Seen(D(amount), ts, self.now()))
@@ -221,8 +258,16 @@ class GateMachine(RuleBasedStateMachine):
     @rule(value=st.sampled_from([D(40_000), D(50_000), D(60_000)]), age=ages)
     def price_at(self, value: Decimal, age: int) -> None:
         ts = self.now() + age
-        self.publish({"type": "price", "base": "BTC", "quote": "USDT", "price": str(value),
-                      "source": "binance-spot", "ts": str(ts)})
+        self.publish(
+            {
+                "type": "price",
+                "base": "BTC",
+                "quote": "USDT",
+                "price": str(value),
+                "source": "binance-spot",
+                "ts": str(ts),
+            }
+        )
         if self.accepted(ts):
             self.model.price = self.model.put("price", self.model.price, Seen(value, ts, self.now()))
 
@@ -246,11 +291,22 @@ class GateMachine(RuleBasedStateMachine):
     def position(self, qty: str, age: int) -> None:
         ts = self.now() + age
         mark = str(self.model.price.value) if self.model.price else "50000"
-        self.publish({"type": "position", "venue": VENUE, "account": ACCOUNT, "symbol": SYMBOL, "qty": qty,
-                      "entry_price": mark, "mark_price": mark, "ts": str(ts)})
+        self.publish(
+            {
+                "type": "position",
+                "venue": VENUE,
+                "account": ACCOUNT,
+                "symbol": SYMBOL,
+                "qty": qty,
+                "entry_price": mark,
+                "mark_price": mark,
+                "ts": str(ts),
+            }
+        )
         if self.accepted(ts):
-            self.model.position = self.model.put("position", self.model.position,
-                                                 Seen((D(qty), D(mark)), ts, self.now()))
+            self.model.position = self.model.put(
+                "position", self.model.position, Seen((D(qty), D(mark)), ts, self.now())
+            )
 
     @rule(scope=st.sampled_from(["account", "desk"]), state=st.sampled_from(["active", "reducing", "halted"]))
     def trading(self, scope: str, state: str) -> None:
@@ -260,6 +316,7 @@ class GateMachine(RuleBasedStateMachine):
             seen = await self.app.redis.hget(self.app.keys.state(TRADING), member) or ""
             record = set_by_ops(decode_record(member, seen), state, "adversary", "test", self.now())  # type: ignore[arg-type]
             assert await compare_and_set(self.app, member, seen, record)
+
         self.run(go())
         self.model.states[scope] = state
 
@@ -275,24 +332,50 @@ class GateMachine(RuleBasedStateMachine):
     def plain_order(self, side: str, qty: str) -> None:
         """A new, small, current market order: the common case, so approvals are frequent."""
         self.ids += 1
-        self.judge([{"type": "order", "order_id": f"o-{self.ids}", "venue": VENUE, "account": ACCOUNT,
-                     "symbol": SYMBOL, "side": side, "qty": qty, "ts": str(self.now())}])
+        self.judge(
+            [
+                {
+                    "type": "order",
+                    "order_id": f"o-{self.ids}",
+                    "venue": VENUE,
+                    "account": ACCOUNT,
+                    "symbol": SYMBOL,
+                    "side": side,
+                    "qty": qty,
+                    "ts": str(self.now()),
+                }
+            ]
+        )
 
-    @rule(side=st.sampled_from(["buy", "sell"]), qty=st.sampled_from(["0.03", "0.5", "1"]),
-          n=st.integers(2, 4))
+    @rule(side=st.sampled_from(["buy", "sell"]), qty=st.sampled_from(["0.03", "0.5", "1"]), n=st.integers(2, 4))
     def burst(self, side: str, qty: str, n: int) -> None:
         """Several new orders in one batch: each must see the approvals before it in flight."""
         now = self.now()
         orders = []
         for _ in range(n):
             self.ids += 1
-            orders.append({"type": "order", "order_id": f"o-{self.ids}", "venue": VENUE, "account": ACCOUNT,
-                           "symbol": SYMBOL, "side": side, "qty": qty, "ts": str(now)})
+            orders.append(
+                {
+                    "type": "order",
+                    "order_id": f"o-{self.ids}",
+                    "venue": VENUE,
+                    "account": ACCOUNT,
+                    "symbol": SYMBOL,
+                    "side": side,
+                    "qty": qty,
+                    "ts": str(now),
+                }
+            )
         self.judge(orders)
 
-    @rule(side=st.sampled_from(["buy", "sell"]), qty=st.sampled_from(["0.01", "0.03", "0.5", "2", "100000"]),
-          limit=st.sampled_from([None, "0.01", "0.97", "1", "1.03", "1.2", "1000000"]), age=order_ages,
-          reuse=st.sampled_from([None, None, 0, 1, -1]), same=st.booleans())
+    @rule(
+        side=st.sampled_from(["buy", "sell"]),
+        qty=st.sampled_from(["0.01", "0.03", "0.5", "2", "100000"]),
+        limit=st.sampled_from([None, "0.01", "0.97", "1", "1.03", "1.2", "1000000"]),
+        age=order_ages,
+        reuse=st.sampled_from([None, None, 0, 1, -1]),
+        same=st.booleans(),
+    )
     def order(self, side: str, qty: str, limit: str | None, age: int, reuse: int | None, same: bool) -> None:
         now = self.now()
         market = self.model.price.value if self.model.price else D(50_000)
@@ -302,8 +385,16 @@ class GateMachine(RuleBasedStateMachine):
             o["ts"] = str(now + age)
         else:
             self.ids += 1
-            o = {"type": "order", "order_id": f"o-{self.ids}", "venue": VENUE, "account": ACCOUNT,
-                 "symbol": SYMBOL, "side": side, "qty": qty, "ts": str(now + age)}
+            o = {
+                "type": "order",
+                "order_id": f"o-{self.ids}",
+                "venue": VENUE,
+                "account": ACCOUNT,
+                "symbol": SYMBOL,
+                "side": side,
+                "qty": qty,
+                "ts": str(now + age),
+            }
             if limit is not None:
                 o["price"] = limit if limit in ("0.01", "1000000") else str(market * D(limit))
         self.judge([o])
@@ -321,6 +412,7 @@ class GateMachine(RuleBasedStateMachine):
             while await self.consumer.step(block_ms=1):
                 pass
             return [f for _, f in await self.app.redis.xrange(self.app.keys.stream("decisions"))][before:]
+
         answers = self.run(go())
         # Every order is answered, once, by a decision about this very content.
         assert len(answers) == len(orders), answers
@@ -369,8 +461,14 @@ class GateMachine(RuleBasedStateMachine):
             assert exposure + notional <= nav * GROSS_X, "in-flight exposure plus the order exceeds the limit"
 
 
-SETTINGS = settings(max_examples=40, stateful_step_count=40, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=40,
+    stateful_step_count=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 #: For mutants only finding matters: no shrinking.
@@ -421,10 +519,12 @@ def _trusts_the_tick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inputs, "as_read", lambda snap, now: snap)
 
 
-@pytest.mark.parametrize("mutate", [_trusts_the_limit, _forgets_orders_in_flight, _answers_by_id_alone,
-                                    _trusts_the_tick])
-def test_a_mutant_gate_fails_the_machine(mutate: Callable[[pytest.MonkeyPatch], None],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "mutate", [_trusts_the_limit, _forgets_orders_in_flight, _answers_by_id_alone, _trusts_the_tick]
+)
+def test_a_mutant_gate_fails_the_machine(
+    mutate: Callable[[pytest.MonkeyPatch], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     mutate(monkeypatch)
     with pytest.raises(AssertionError):
         run_state_machine_as_test(GateMachine, settings=MUTANT_SETTINGS)
@@ -437,7 +537,18 @@ from pathlib import Path  # noqa: E402
 
 from support import run_step  # noqa: E402
 from support.risk import (  # noqa: E402
-    cli, config_toml, decide, funded, one, open_gate_of, order, position, reasons, sections, started)
+    cli,
+    config_toml,
+    decide,
+    funded,
+    one,
+    open_gate_of,
+    order,
+    position,
+    reasons,
+    sections,
+    started,
+)
 
 from navstream.plugins.risk.ops import show  # noqa: E402
 
@@ -467,16 +578,22 @@ async def test_a_sell_limited_at_a_cent_is_sized_at_the_market_not_at_its_price(
 async def test_a_limit_price_off_the_market_is_a_fat_finger(make_app: Any, tmp_path: Path) -> None:
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())  # BTC/USDT 50,000; the collar's default is 5 %
-    answers = await decide(app, consumer, order("at-5", price="52500"), order("past-5", price="52500.01"),
-                           order("sell-at-5", side="sell", price="47500"),
-                           order("sell-past-5", side="sell", price="47499.99"))
+    answers = await decide(
+        app,
+        consumer,
+        order("at-5", price="52500"),
+        order("past-5", price="52500.01"),
+        order("sell-at-5", side="sell", price="47500"),
+        order("sell-past-5", side="sell", price="47499.99"),
+    )
     assert [reasons(d) for d in answers] == [[], ["price_off_market"], [], ["price_off_market"]]
     app2, consumer2 = await started(make_app, tmp_path, name="strict", max_price_deviation_pct=1)
     assert reasons(await one(app2, consumer2, order("strict", price="50600"))) == ["price_off_market"]
 
 
 async def test_an_order_with_no_fresh_market_price_is_unknown_whatever_its_own_price(
-        make_app: Any, tmp_path: Path) -> None:
+    make_app: Any, tmp_path: Path
+) -> None:
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())
     d = await one(app, consumer, order("eth", symbol="ETHUSDT", price="3000"))
@@ -487,8 +604,13 @@ async def test_an_order_older_than_max_order_age_is_stale(make_app: Any, tmp_pat
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())
     now = app.clock.now_ms()
-    answers = await decide(app, consumer, order("at", ts=str(now - 5_000)), order("past", ts=str(now - 5_001)),
-                           order("day-old", ts=str(now - 86_400_000)))
+    answers = await decide(
+        app,
+        consumer,
+        order("at", ts=str(now - 5_000)),
+        order("past", ts=str(now - 5_001)),
+        order("day-old", ts=str(now - 86_400_000)),
+    )
     assert [reasons(d) for d in answers] == [[], ["order_stale"], ["order_stale"]]
 
 
@@ -542,7 +664,8 @@ async def test_a_burst_of_approvals_cannot_exceed_gross_exposure(make_app: Any, 
 
 
 async def test_an_id_reused_with_other_content_is_vetoed_and_both_are_recorded(
-        make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())
     first = await one(app, consumer, order("o-1"))
@@ -577,8 +700,10 @@ async def test_no_value_in_the_state_leaves_an_order_unanswered(make_app: Any, t
     await app.redis.hset(app.keys.state("nav", "prices"), "junk", "not a price")
     await app.redis.hset(app.keys.state("risk", "decisions"), "garbled", "{oops")
     answers = await decide(app, consumer, order("p-1"), order("garbled"))
-    assert [(d["order_id"], reasons(d)) for d in answers] == [("p-1", ["state_unreadable"]),
-                                                                ("garbled", ["state_unreadable"])]
+    assert [(d["order_id"], reasons(d)) for d in answers] == [
+        ("p-1", ["state_unreadable"]),
+        ("garbled", ["state_unreadable"]),
+    ]
     assert await app.redis.xlen(app.keys.dlq) == 0
 
 
@@ -592,8 +717,9 @@ async def test_a_stored_nav_is_stale_from_its_fresh_until_whatever_the_tick(make
     assert d["decision"] == "veto" and d["nav_status"] == "stale" and "nav_stale" in reasons(d)
 
 
-async def test_risk_show_lists_every_trading_record(make_app: Any, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+async def test_risk_show_lists_every_trading_record(
+    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     app, consumer = await started(make_app, tmp_path)
     await reducing(app)
     assert await show(app) == 0
@@ -631,10 +757,14 @@ def test_inputs_that_break_the_arithmetic_veto_and_say_why(caplog: pytest.LogCap
     nav_cfg = msgspec.convert({"pegs": {"USDT": "1"}, "routes": {"BTC": "BTC/USDT"}}, NavConfig)
     o = Order(ts=now, order_id="x", venue="binance", account="main", symbol="BTCUSDT", side="buy", qty=D("0.1"))
     inputs = DecisionInputs(
-        now, nav=Snapshot("account", D("100000"), "USD", "ok", now, now, venue="binance", account="main",
-                          fresh_until=now + 1),
-        quotes=[Quote("BTC", "USDT", "s", D("50000"), now)], sources=[SourceState("s", "s", None, True, "", now)],
-        positions={"ETHUSDT": PositionInput(D("9E+999990"), D("3000"), now)})
+        now,
+        nav=Snapshot(
+            "account", D("100000"), "USD", "ok", now, now, venue="binance", account="main", fresh_until=now + 1
+        ),
+        quotes=[Quote("BTC", "USDT", "s", D("50000"), now)],
+        sources=[SourceState("s", "s", None, True, "", now)],
+        positions={"ETHUSDT": PositionInput(D("9E+999990"), D("3000"), now)},
+    )
     with caplog.at_level("WARNING", logger="navstream.risk"):
         d = judge(o, inputs, RiskConfig(), nav_cfg)
     assert (d.decision, d.reasons) == ("veto", ["inputs_invalid"])
@@ -645,11 +775,15 @@ def test_inputs_that_break_the_arithmetic_veto_and_say_why(caplog: pytest.LogCap
 
 
 async def test_each_audit_record_holds_the_orders_in_flight_before_it_not_after(
-        make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())
-    assert [reasons(d) for d in await decide(app, consumer, *[order(f"b-{n}", qty="0.5") for n in range(3)])] \
-        == [[], [], []]
+    assert [reasons(d) for d in await decide(app, consumer, *[order(f"b-{n}", qty="0.5") for n in range(3)])] == [
+        [],
+        [],
+        [],
+    ]
     path = open_gate_of(app).audit.path
     await consumer.shutdown()
     records = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]

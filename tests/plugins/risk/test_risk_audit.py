@@ -34,7 +34,6 @@ def test_records_are_appended_as_json_lines_in_order(tmp_path: Path) -> None:
     assert log.stats.written == 100 and log.stats.dropped == log.stats.failed == 0
 
 
-
 def test_the_file_is_opened_for_append(tmp_path: Path) -> None:
     """O_APPEND: another writer's lines (a second replica on a shared volume) are never overwritten."""
     path = tmp_path / "a.jsonl"

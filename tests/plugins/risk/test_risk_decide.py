@@ -7,14 +7,15 @@ just past it; every figure is an exact ``Decimal``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 import pytest
-from support import START_MS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import START_MS
 
 from navstream import Order
 from navstream.plugins.nav.config import NavConfig
@@ -22,10 +23,10 @@ from navstream.plugins.nav.valuation import CONTEXT, Market, Quote, Snapshot, So
 from navstream.plugins.risk.config import DEFAULT_QUOTES, RiskConfig
 from navstream.plugins.risk.decide import (
     REASONS,
-    content_hash,
     STATE_RANK,
     Decision,
     bad_order,
+    content_hash,
     decide,
     gross_exposure,
     in_report_currency,
@@ -73,34 +74,73 @@ def source(ok: bool = True, age_ms: int = 0, account: str | None = None) -> Sour
     return SourceState("binance", "positions", account, ok, "" if ok else "HTTP 503", NOW - age_ms)
 
 
-def snapshot(nav: str = "1000000", status: str = "ok", age_ms: int = 1_000,
-             computed_age_ms: int | None = None) -> Snapshot:
+def snapshot(
+    nav: str = "1000000", status: str = "ok", age_ms: int = 1_000, computed_age_ms: int | None = None
+) -> Snapshot:
     """An account NAV whose oldest input is ``age_ms`` old (computed ``computed_age_ms`` ago)."""
     computed = NOW - (age_ms if computed_age_ms is None else computed_age_ms)
-    return Snapshot("account", D(nav), "USD", status, NOW - age_ms, computed,  # type: ignore[arg-type]
-                    venue="binance", account="main", fresh_until=NOW - age_ms + 120_000)
+    return Snapshot(
+        "account",
+        D(nav),
+        "USD",
+        status,
+        NOW - age_ms,
+        computed,  # type: ignore[arg-type]
+        venue="binance",
+        account="main",
+        fresh_until=NOW - age_ms + 120_000,
+    )
 
 
-def order(side: str = "buy", qty: str = "0.1", price: str | None = "50000", symbol: str = "BTCUSDT",
-          order_id: str = "o-1", reduce_only: bool = False) -> Order:
-    return Order(ts=NOW - 5, order_id=order_id, venue="binance", account="main", symbol=symbol,
-                 side=side, qty=D(qty), price=None if price is None else D(price),  # type: ignore[arg-type]
-                 reduce_only=reduce_only)
+def order(
+    side: str = "buy",
+    qty: str = "0.1",
+    price: str | None = "50000",
+    symbol: str = "BTCUSDT",
+    order_id: str = "o-1",
+    reduce_only: bool = False,
+) -> Order:
+    return Order(
+        ts=NOW - 5,
+        order_id=order_id,
+        venue="binance",
+        account="main",
+        symbol=symbol,
+        side=side,
+        qty=D(qty),
+        price=None if price is None else D(price),  # type: ignore[arg-type]
+        reduce_only=reduce_only,
+    )
 
 
 _DEFAULT_NAV = object()
 
 
-def judge(o: Order | None = None, *, config: RiskConfig | None = None, nav: Any = _DEFAULT_NAV,
-          mkt: Market | None = None, sources: Iterable[SourceState] = (), state: str = "active",
-          position: str = "0", exposure: str | None = "0", per_minute: int = 0, now: int = NOW) -> Decision:
+def judge(
+    o: Order | None = None,
+    *,
+    config: RiskConfig | None = None,
+    nav: Any = _DEFAULT_NAV,
+    mkt: Market | None = None,
+    sources: Iterable[SourceState] = (),
+    state: str = "active",
+    position: str = "0",
+    exposure: str | None = "0",
+    per_minute: int = 0,
+    now: int = NOW,
+) -> Decision:
     """``decide`` with a clean default: a 0.1 BTCUSDT buy at 50000 (5000 USD) against a fresh,
     ok NAV of 1,000,000 USD, no position, no exposure, nothing else sent this minute."""
     return decide(
-        o or order(), config=config or RiskConfig(), now_ms=now,
-        nav=snapshot() if nav is _DEFAULT_NAV else nav, market=mkt or market(), sources=list(sources),
+        o or order(),
+        config=config or RiskConfig(),
+        now_ms=now,
+        nav=snapshot() if nav is _DEFAULT_NAV else nav,
+        market=mkt or market(),
+        sources=list(sources),
         trading_state=state,  # type: ignore[arg-type]
-        position=D(position), exposure=None if exposure is None else D(exposure),
+        position=D(position),
+        exposure=None if exposure is None else D(exposure),
         orders_last_minute=per_minute,
     )
 
@@ -114,11 +154,20 @@ def reasons(**kw: Any) -> list[str]:
 def notional_is(expected: Decimal, o: Order, mkt: Market | None = None) -> bool:
     """The order's notional is exactly ``expected``: approved at ``max_order_notional = expected``
     and vetoed at the next decimal below it (60 digits)."""
-    at = judge(o, mkt=mkt, config=risk_config(max_order_notional=str(expected), max_order_pct_nav=100,
-                                              max_gross_exposure_x=1000), nav=snapshot("1E+30"))
-    below = judge(o, mkt=mkt, config=risk_config(max_order_notional=str(CONTEXT.next_minus(expected)),
-                                                 max_order_pct_nav=100, max_gross_exposure_x=1000),
-                  nav=snapshot("1E+30"))
+    at = judge(
+        o,
+        mkt=mkt,
+        config=risk_config(max_order_notional=str(expected), max_order_pct_nav=100, max_gross_exposure_x=1000),
+        nav=snapshot("1E+30"),
+    )
+    below = judge(
+        o,
+        mkt=mkt,
+        config=risk_config(
+            max_order_notional=str(CONTEXT.next_minus(expected)), max_order_pct_nav=100, max_gross_exposure_x=1000
+        ),
+        nav=snapshot("1E+30"),
+    )
     return at.reasons == [] and below.reasons == ["order_notional"]
 
 
@@ -129,9 +178,17 @@ def test_a_clean_order_is_approved_with_every_field_right() -> None:
     nav = snapshot("123456.78900000", age_ms=4_000, computed_age_ms=1_500)
     d = judge(nav=nav)
     assert d == Decision("o-1", "approve", [], "active", "123456.78900000", "ok", 4_000, NOW, content_hash(order()))
-    assert d.fields() == {"order_id": "o-1", "decision": "approve", "reasons": "", "trading_state": "active",
-                          "nav": "123456.78900000", "nav_status": "ok", "nav_age_ms": "4000", "ts": str(NOW),
-                          "order_hash": content_hash(order())}
+    assert d.fields() == {
+        "order_id": "o-1",
+        "decision": "approve",
+        "reasons": "",
+        "trading_state": "active",
+        "nav": "123456.78900000",
+        "nav_status": "ok",
+        "nav_age_ms": "4000",
+        "ts": str(NOW),
+        "order_hash": content_hash(order()),
+    }
 
 
 def test_nav_age_is_measured_from_the_older_of_as_of_and_computed_at() -> None:
@@ -149,21 +206,41 @@ def test_decision_fields_are_strings_with_reasons_comma_joined() -> None:
     d = judge(nav=None, state="halted", o=order(symbol="BTC-PERP"), per_minute=600)
     fields = d.fields()
     assert all(isinstance(v, str) for v in fields.values())
-    assert fields == {"order_id": "o-1", "decision": "veto",
-                      "reasons": "nav_missing,trading_halted,symbol_unknown,rate_limited",
-                      "trading_state": "halted", "nav": "", "nav_status": "missing", "nav_age_ms": "0",
-                      "ts": str(NOW), "order_hash": content_hash(order(symbol="BTC-PERP"))}
+    assert fields == {
+        "order_id": "o-1",
+        "decision": "veto",
+        "reasons": "nav_missing,trading_halted,symbol_unknown,rate_limited",
+        "trading_state": "halted",
+        "nav": "",
+        "nav_status": "missing",
+        "nav_age_ms": "0",
+        "ts": str(NOW),
+        "order_hash": content_hash(order(symbol="BTC-PERP")),
+    }
 
 
 def test_several_reasons_accumulate_in_reasons_order() -> None:
-    d = judge(o=order(qty="100"), nav=snapshot("1000", "partial", age_ms=LIMIT_MS + 1),
-              sources=[source(ok=False)], state="reducing", exposure=None, per_minute=10_000,
-              config=risk_config(max_order_notional="1000"))
-    assert d.reasons == ["nav_partial", "nav_stale", "source_unhealthy", "reduce_only", "order_notional",
-                         "order_pct_nav", "gross_exposure", "rate_limited"]
+    d = judge(
+        o=order(qty="100"),
+        nav=snapshot("1000", "partial", age_ms=LIMIT_MS + 1),
+        sources=[source(ok=False)],
+        state="reducing",
+        exposure=None,
+        per_minute=10_000,
+        config=risk_config(max_order_notional="1000"),
+    )
+    assert d.reasons == [
+        "nav_partial",
+        "nav_stale",
+        "source_unhealthy",
+        "reduce_only",
+        "order_notional",
+        "order_pct_nav",
+        "gross_exposure",
+        "rate_limited",
+    ]
     assert d.reasons == sorted(d.reasons, key=REASONS.index)
-    d = judge(o=order(symbol="DOGEJPY"), nav=snapshot(status="failed", age_ms=LIMIT_MS + 1),
-              state="halted")
+    d = judge(o=order(symbol="DOGEJPY"), nav=snapshot(status="failed", age_ms=LIMIT_MS + 1), state="halted")
     assert d.reasons == ["nav_failed", "nav_stale", "trading_halted", "symbol_unknown"]
 
 
@@ -258,20 +335,22 @@ def test_reducing_vetoes_an_order_that_opens_a_position() -> None:
     assert reasons(state="reducing", o=order("sell")) == ["reduce_only"]
 
 
-@pytest.mark.parametrize(("side", "qty", "position", "expected"), [
-    ("sell", "0.1", "0.5", []),               # shrinks a long
-    ("sell", "0.5", "0.5", []),               # closes it exactly
-    ("sell", "0.6", "0.5", ["reduce_only"]),  # flips it short
-    ("buy", "0.1", "0.5", ["reduce_only"]),   # grows the long
-    ("buy", "0.2", "-0.5", []),               # shrinks a short
-    ("buy", "0.5", "-0.5", []),               # closes it exactly
-    ("buy", "0.50000001", "-0.5", ["reduce_only"]),  # flips it long
-    ("sell", "0.1", "-0.5", ["reduce_only"]),  # grows the short
-    ("buy", "0.1", "0", ["reduce_only"]),
-    ("sell", "0.1", "0", ["reduce_only"]),
-])
-def test_reducing_lets_only_reducing_orders_through(side: str, qty: str, position: str,
-                                                    expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("side", "qty", "position", "expected"),
+    [
+        ("sell", "0.1", "0.5", []),  # shrinks a long
+        ("sell", "0.5", "0.5", []),  # closes it exactly
+        ("sell", "0.6", "0.5", ["reduce_only"]),  # flips it short
+        ("buy", "0.1", "0.5", ["reduce_only"]),  # grows the long
+        ("buy", "0.2", "-0.5", []),  # shrinks a short
+        ("buy", "0.5", "-0.5", []),  # closes it exactly
+        ("buy", "0.50000001", "-0.5", ["reduce_only"]),  # flips it long
+        ("sell", "0.1", "-0.5", ["reduce_only"]),  # grows the short
+        ("buy", "0.1", "0", ["reduce_only"]),
+        ("sell", "0.1", "0", ["reduce_only"]),
+    ],
+)
+def test_reducing_lets_only_reducing_orders_through(side: str, qty: str, position: str, expected: list[str]) -> None:
     o = order(side, qty)
     assert reduces(o, D(position)) is (expected == [])
     d = judge(o=o, state="reducing", position=position)
@@ -301,8 +380,7 @@ def test_an_unknown_symbol_vetoes_and_no_price_is_looked_for() -> None:
 
 def test_a_mapped_symbol_is_known() -> None:
     cfg = risk_config(symbols={"BTC-PERP": "BTC/USD"})
-    assert reasons(o=order(symbol="BTC-PERP", price=None), config=cfg,
-                   mkt=market([quote("BTC/USD", "50000")])) == []
+    assert reasons(o=order(symbol="BTC-PERP", price=None), config=cfg, mkt=market([quote("BTC/USD", "50000")])) == []
 
 
 def test_no_order_price_and_no_quote_is_price_unknown() -> None:
@@ -335,8 +413,12 @@ def test_the_worse_of_the_limit_and_the_market_price_sizes_the_order() -> None:
 
 
 def test_without_a_price_the_newest_fresh_quote_is_used() -> None:
-    quotes = [quote("BTC/USDT", "50500", "a", age_ms=2_000), quote("BTC/USDT", "50000", "b", age_ms=1_000),
-              quote("BTC/USDT", "49900", "c", age_ms=1_000), quote("BTC/USDT", "1", "d", age_ms=10_000_000)]
+    quotes = [
+        quote("BTC/USDT", "50500", "a", age_ms=2_000),
+        quote("BTC/USDT", "50000", "b", age_ms=1_000),
+        quote("BTC/USDT", "49900", "c", age_ms=1_000),
+        quote("BTC/USDT", "1", "d", age_ms=10_000_000),
+    ]
     mkt = market(quotes)
     assert last_price("BTC", "USDT", mkt) == D("50000")  # ts tie: source "b" before "c"
     assert notional_is(D("1.00000000E+5"), order(qty="2", price=None), mkt)
@@ -422,23 +504,26 @@ def test_rate_limit_vetoes_at_exactly_max_orders_per_minute() -> None:
 # --- split_symbol -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("symbol", "pair"), [
-    ("BTCUSDT", ("BTC", "USDT")),
-    ("BTC/USD", ("BTC", "USD")),
-    ("BTC-USDT", ("BTC", "USDT")),
-    ("BTC_USDC", ("BTC", "USDC")),
-    ("ETHBTC", ("ETH", "BTC")),
-    ("PEPEFDUSD", ("PEPE", "FDUSD")),  # not PEPEFD/USD: FDUSD is tried first
-    ("BTCTUSD", ("BTC", "TUSD")),
-    ("ETH/EUR", ("ETH", "EUR")),
-    ("USDCUSDT", ("USDC", "USDT")),
-    ("BTC-PERP", None),
-    ("USDT", None),
-    ("/USDT", None),
-    ("-USDT", None),
-    ("BTC--USDT", None),
-    ("DOGEJPY", None),
-])
+@pytest.mark.parametrize(
+    ("symbol", "pair"),
+    [
+        ("BTCUSDT", ("BTC", "USDT")),
+        ("BTC/USD", ("BTC", "USD")),
+        ("BTC-USDT", ("BTC", "USDT")),
+        ("BTC_USDC", ("BTC", "USDC")),
+        ("ETHBTC", ("ETH", "BTC")),
+        ("PEPEFDUSD", ("PEPE", "FDUSD")),  # not PEPEFD/USD: FDUSD is tried first
+        ("BTCTUSD", ("BTC", "TUSD")),
+        ("ETH/EUR", ("ETH", "EUR")),
+        ("USDCUSDT", ("USDC", "USDT")),
+        ("BTC-PERP", None),
+        ("USDT", None),
+        ("/USDT", None),
+        ("-USDT", None),
+        ("BTC--USDT", None),
+        ("DOGEJPY", None),
+    ],
+)
 def test_split_symbol_by_known_quote_assets(symbol: str, pair: tuple[str, str] | None) -> None:
     assert split_symbol(symbol, RiskConfig()) == pair
 
@@ -467,8 +552,7 @@ def test_split_symbol_separators_come_before_a_bare_suffix() -> None:
 
 def test_gross_exposure_sums_abs_qty_times_mark_in_the_report_currency() -> None:
     mkt = market([quote("BTC/USDT", "50000")])
-    positions = {"BTCUSDT": D("0.5"), "ETHBTC": D("-2"), "SOLUSDT": D("0"), "BTC-PERP": D("0"),
-                 "ETHEUR": D("-1.5")}
+    positions = {"BTCUSDT": D("0.5"), "ETHBTC": D("-2"), "SOLUSDT": D("0"), "BTC-PERP": D("0"), "ETHEUR": D("-1.5")}
     marks = {"BTCUSDT": D("50000"), "ETHBTC": D("0.035"), "ETHEUR": D("3000")}
     # 25000 + 2 x 0.035 x 50000 + 1.5 x 3000 x 1.08 = 25000 + 3500 + 4860
     assert gross_exposure(positions, marks, RiskConfig(), mkt) == D("33360.000")
@@ -489,14 +573,17 @@ def test_gross_exposure_is_unknown_when_a_position_cannot_be_valued() -> None:
 # --- states and bad orders ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("states", "worst"), [
-    ([], "active"),
-    (["active"], "active"),
-    (["active", "reducing"], "reducing"),
-    (["reducing", "active"], "reducing"),
-    (["halted", "active"], "halted"),
-    (["reducing", "halted", "active"], "halted"),
-])
+@pytest.mark.parametrize(
+    ("states", "worst"),
+    [
+        ([], "active"),
+        (["active"], "active"),
+        (["active", "reducing"], "reducing"),
+        (["reducing", "active"], "reducing"),
+        (["halted", "active"], "halted"),
+        (["reducing", "halted", "active"], "halted"),
+    ],
+)
 def test_worst_state(states: list[str], worst: str) -> None:
     assert worst_state(states) == worst
     assert worst_state(iter(states)) == worst
@@ -512,9 +599,16 @@ def test_bad_order_is_vetoed_with_bad_order_only() -> None:
     assert bad_order("o-9", NOW, "reducing", None, "ab" * 32).fields()["order_hash"] == "ab" * 32
     assert d.fields()["reasons"] == "bad_order"
     d = bad_order("o-10", NOW, "active", None)
-    assert d.fields() == {"order_id": "o-10", "decision": "veto", "reasons": "bad_order",
-                          "trading_state": "active", "nav": "", "nav_status": "missing", "nav_age_ms": "0",
-                          "ts": str(NOW)}
+    assert d.fields() == {
+        "order_id": "o-10",
+        "decision": "veto",
+        "reasons": "bad_order",
+        "trading_state": "active",
+        "nav": "",
+        "nav_status": "missing",
+        "nav_age_ms": "0",
+        "ts": str(NOW),
+    }
 
 
 def test_reasons_lists_every_code_once() -> None:
@@ -537,35 +631,46 @@ def test_defaults_are_sane() -> None:
 
 
 def test_a_full_config_decodes() -> None:
-    cfg = risk_config(max_nav_age_s=30, max_order_notional="250000.50", max_order_pct_nav=5,
-                      max_gross_exposure_x=2, max_orders_per_minute=100, reduce_drawdown_pct=3,
-                      halt_drawdown_pct=6, symbols={"BTC-PERP": "BTC/USD"}, quote_assets=["USDT", "USD"])
+    cfg = risk_config(
+        max_nav_age_s=30,
+        max_order_notional="250000.50",
+        max_order_pct_nav=5,
+        max_gross_exposure_x=2,
+        max_orders_per_minute=100,
+        reduce_drawdown_pct=3,
+        halt_drawdown_pct=6,
+        symbols={"BTC-PERP": "BTC/USD"},
+        quote_assets=["USDT", "USD"],
+    )
     assert cfg.max_nav_age_ms == 30_000 and cfg.max_order_notional == D("250000.50")
     assert cfg.symbols == {"BTC-PERP": "BTC/USD"} and cfg.quote_assets == ["USDT", "USD"]
 
 
-@pytest.mark.parametrize(("over", "words"), [
-    ({"max_nav_age_s": 0}, "max_nav_age_s"),
-    ({"max_nav_age_s": -1}, "max_nav_age_s"),
-    ({"max_nav_age_s": 3601}, "max_nav_age_s"),
-    ({"max_order_notional": "0"}, "max_order_notional"),
-    ({"max_order_notional": "-5"}, "max_order_notional"),
-    ({"max_order_notional": "NaN"}, "max_order_notional"),
-    ({"max_order_notional": "Infinity"}, "max_order_notional"),
-    ({"max_order_pct_nav": 0}, "max_order_pct_nav"),
-    ({"max_gross_exposure_x": 0}, "max_gross_exposure_x"),
-    ({"max_orders_per_minute": 0}, "max_orders_per_minute"),
-    ({"reduce_drawdown_pct": 10, "halt_drawdown_pct": 10}, "halt_drawdown_pct"),
-    ({"reduce_drawdown_pct": 8, "halt_drawdown_pct": 4}, "halt_drawdown_pct"),
-    ({"halt_drawdown_pct": 5}, "halt_drawdown_pct"),  # not above the default reduce (5)
-    ({"symbols": {"X": "BTCUSDT"}}, "risk.symbols.X"),
-    ({"symbols": {"X": "/USDT"}}, "risk.symbols.X"),
-    ({"symbols": {"X": "BTC/"}}, "risk.symbols.X"),
-    ({"symbols": {"X": "A/B/C"}}, "risk.symbols.X"),
-    ({"quote_assets": []}, "quote_assets"),
-    ({"quote_assets": ["USDT", ""]}, "quote_assets"),
-    ({"nav_freshness_seconds": 30}, "nav_freshness_seconds"),  # the old gate's optional knob
-])
+@pytest.mark.parametrize(
+    ("over", "words"),
+    [
+        ({"max_nav_age_s": 0}, "max_nav_age_s"),
+        ({"max_nav_age_s": -1}, "max_nav_age_s"),
+        ({"max_nav_age_s": 3601}, "max_nav_age_s"),
+        ({"max_order_notional": "0"}, "max_order_notional"),
+        ({"max_order_notional": "-5"}, "max_order_notional"),
+        ({"max_order_notional": "NaN"}, "max_order_notional"),
+        ({"max_order_notional": "Infinity"}, "max_order_notional"),
+        ({"max_order_pct_nav": 0}, "max_order_pct_nav"),
+        ({"max_gross_exposure_x": 0}, "max_gross_exposure_x"),
+        ({"max_orders_per_minute": 0}, "max_orders_per_minute"),
+        ({"reduce_drawdown_pct": 10, "halt_drawdown_pct": 10}, "halt_drawdown_pct"),
+        ({"reduce_drawdown_pct": 8, "halt_drawdown_pct": 4}, "halt_drawdown_pct"),
+        ({"halt_drawdown_pct": 5}, "halt_drawdown_pct"),  # not above the default reduce (5)
+        ({"symbols": {"X": "BTCUSDT"}}, "risk.symbols.X"),
+        ({"symbols": {"X": "/USDT"}}, "risk.symbols.X"),
+        ({"symbols": {"X": "BTC/"}}, "risk.symbols.X"),
+        ({"symbols": {"X": "A/B/C"}}, "risk.symbols.X"),
+        ({"quote_assets": []}, "quote_assets"),
+        ({"quote_assets": ["USDT", ""]}, "quote_assets"),
+        ({"nav_freshness_seconds": 30}, "nav_freshness_seconds"),  # the old gate's optional knob
+    ],
+)
 def test_config_errors(over: dict[str, Any], words: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=words):
         risk_config(**over)
@@ -591,20 +696,44 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     near = st.one_of(st.integers(limit - 3, limit + 3), st.integers(-5, 2 * limit))
     nav = rarely(draw, "draw", st.none())
     if nav is not None:
-        nav = Snapshot("account", rarely(draw, D("1E+9"), st.decimals(min_value=-1000, max_value=10**9, places=2)),
-                       "USD", draw(st.sampled_from(["ok", "ok", "ok", "stale", "partial", "failed"])),
-                       NOW - draw(near), NOW - draw(near), venue="binance", account="main",
-                       fresh_until=NOW + draw(st.integers(-3, 3)) if draw(st.integers(0, 4)) == 0 else NOW + limit)
-    o = Order(ts=NOW, order_id="p", venue="binance", account="main",
-              symbol=rarely(draw, "BTCUSDT", st.sampled_from(["ETHBTC", "BTC/USD", "BTCEUR", "BTC-PERP", "XJPY"])),
-              side=draw(SIDES), qty=draw(AMOUNTS), price=draw(st.none() | AMOUNTS),
-              reduce_only=draw(st.booleans()))
-    source_ok = st.builds(SourceState, st.just("binance"), st.just("positions"), st.none(),
-                          st.booleans(), st.just(""), st.integers(NOW - 2 * limit, NOW))
+        nav = Snapshot(
+            "account",
+            rarely(draw, D("1E+9"), st.decimals(min_value=-1000, max_value=10**9, places=2)),
+            "USD",
+            draw(st.sampled_from(["ok", "ok", "ok", "stale", "partial", "failed"])),
+            NOW - draw(near),
+            NOW - draw(near),
+            venue="binance",
+            account="main",
+            fresh_until=NOW + draw(st.integers(-3, 3)) if draw(st.integers(0, 4)) == 0 else NOW + limit,
+        )
+    o = Order(
+        ts=NOW,
+        order_id="p",
+        venue="binance",
+        account="main",
+        symbol=rarely(draw, "BTCUSDT", st.sampled_from(["ETHBTC", "BTC/USD", "BTCEUR", "BTC-PERP", "XJPY"])),
+        side=draw(SIDES),
+        qty=draw(AMOUNTS),
+        price=draw(st.none() | AMOUNTS),
+        reduce_only=draw(st.booleans()),
+    )
+    source_ok = st.builds(
+        SourceState,
+        st.just("binance"),
+        st.just("positions"),
+        st.none(),
+        st.booleans(),
+        st.just(""),
+        st.integers(NOW - 2 * limit, NOW),
+    )
     return {
-        "order": o, "config": RiskConfig(max_nav_age_s=limit_s, max_order_notional=D("1E+12"),
-                                         max_order_pct_nav=100, max_gross_exposure_x=1000),
-        "now_ms": NOW, "nav": nav,
+        "order": o,
+        "config": RiskConfig(
+            max_nav_age_s=limit_s, max_order_notional=D("1E+12"), max_order_pct_nav=100, max_gross_exposure_x=1000
+        ),
+        "now_ms": NOW,
+        "nav": nav,
         "sources": rarely(draw, [], st.lists(source_ok, max_size=2)),
         "trading_state": rarely(draw, "active", st.sampled_from(["reducing", "halted"])),
         "position": draw(st.decimals(min_value=-1000, max_value=1000, places=8)),
@@ -613,14 +742,17 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-PROPERTY_QUOTES = [Quote("BTC", "USDT", "s", D("50000"), NOW - 1_000),
-                   Quote("ETH", "BTC", "s", D("0.035"), NOW - 1_000),
-                   Quote("BTC", "USD", "s", D("50010"), NOW - 1_000)]
+PROPERTY_QUOTES = [
+    Quote("BTC", "USDT", "s", D("50000"), NOW - 1_000),
+    Quote("ETH", "BTC", "s", D("0.035"), NOW - 1_000),
+    Quote("BTC", "USD", "s", D("50010"), NOW - 1_000),
+]
 PROPERTY_MARKET = Market(nav_config(), PROPERTY_QUOTES, reporting(PROPERTY_QUOTES), NOW)
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(cases())
 def test_never_approves_unless_the_nav_is_ok_and_fresh(case: dict[str, Any]) -> None:
     d = decide(market=PROPERTY_MARKET, **case)
@@ -637,8 +769,10 @@ def test_never_approves_unless_the_nav_is_ok_and_fresh(case: dict[str, Any]) -> 
         assert d.reasons[0] == "nav_missing"
     else:
         assert ("nav_stale" in d.reasons) == (
-            nav.status == "stale" or (nav.status == "ok" and NOW >= nav.fresh_until)
-            or NOW - min(nav.as_of, nav.computed_at) > cfg.max_nav_age_ms)
+            nav.status == "stale"
+            or (nav.status == "ok" and NOW >= nav.fresh_until)
+            or NOW - min(nav.as_of, nav.computed_at) > cfg.max_nav_age_ms
+        )
         if nav.status != "ok":
             assert f"nav_{nav.status}" in d.reasons
         assert "nav_missing" not in d.reasons
@@ -647,13 +781,21 @@ def test_never_approves_unless_the_nav_is_ok_and_fresh(case: dict[str, Any]) -> 
 
 def test_the_property_inputs_do_reach_approvals() -> None:
     """The property above is only worth something if its generator produces approvable cases."""
-    d = decide(Order(ts=NOW, order_id="p", venue="binance", account="main", symbol="ETHBTC", side="buy",
-                     qty=D("1"), price=None), config=RiskConfig(max_nav_age_s=5), now_ms=NOW,
-               nav=Snapshot("account", D("1000000"), "USD", "ok", NOW - 5_000, NOW, fresh_until=NOW + 1),
-               market=PROPERTY_MARKET,
-               sources=[], trading_state="active", position=D(0), exposure=D(0), orders_last_minute=0)
+    d = decide(
+        Order(
+            ts=NOW, order_id="p", venue="binance", account="main", symbol="ETHBTC", side="buy", qty=D("1"), price=None
+        ),
+        config=RiskConfig(max_nav_age_s=5),
+        now_ms=NOW,
+        nav=Snapshot("account", D("1000000"), "USD", "ok", NOW - 5_000, NOW, fresh_until=NOW + 1),
+        market=PROPERTY_MARKET,
+        sources=[],
+        trading_state="active",
+        position=D(0),
+        exposure=D(0),
+        orders_last_minute=0,
+    )
     assert (d.decision, d.nav_age_ms) == ("approve", 5_000)
-
 
 
 def test_a_stale_quote_is_no_price() -> None:

@@ -16,8 +16,23 @@ from typing import Any
 import msgspec
 import pytest
 from support import START_MS, run_step
-from support.risk import (T0, balance, cli, config_toml, decide, funded, gate_of, one, open_gate_of, order,
-                          position, reasons, sections, source, started)
+from support.risk import (
+    T0,
+    balance,
+    cli,
+    config_toml,
+    decide,
+    funded,
+    gate_of,
+    one,
+    open_gate_of,
+    order,
+    position,
+    reasons,
+    sections,
+    source,
+    started,
+)
 
 from navstream.app import ManualClock
 from navstream.loop.consumer import Consumer, StartupError
@@ -35,8 +50,16 @@ async def test_a_fresh_ok_nav_approves_with_the_nav_it_used(make_app: Any, tmp_p
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())
     d = await one(app, consumer, order("o-1"))
-    assert d == {"order_id": "o-1", "decision": "approve", "reasons": "", "trading_state": "active",
-                 "nav": "100000", "nav_status": "ok", "nav_age_ms": str(START_MS - T0), "ts": str(START_MS)}
+    assert d == {
+        "order_id": "o-1",
+        "decision": "approve",
+        "reasons": "",
+        "trading_state": "active",
+        "nav": "100000",
+        "nav_status": "ok",
+        "nav_age_ms": str(START_MS - T0),
+        "ts": str(START_MS),
+    }
 
 
 async def test_nav_one_millisecond_past_the_limit_vetoes(make_app: Any, tmp_path: Path) -> None:
@@ -82,8 +105,12 @@ async def test_a_positions_source_failure_vetoes_although_balances_are_fresh(mak
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded(ts=START_MS))
     assert (await one(app, consumer, order("ok")))["decision"] == "approve"
-    await run_step(app, consumer, source(False, START_MS, name="binance-positions", error="HTTP 503"),
-                   balance("USDT", "100000", START_MS))
+    await run_step(
+        app,
+        consumer,
+        source(False, START_MS, name="binance-positions", error="HTTP 503"),
+        balance("USDT", "100000", START_MS),
+    )
     d = await one(app, consumer, order("blind"))
     assert d["decision"] == "veto" and "source_unhealthy" in reasons(d)
 
@@ -120,7 +147,8 @@ async def test_reducing_lets_only_orders_that_shrink_a_position_through(make_app
 
 
 async def test_drawdown_moves_the_state_and_recovery_does_not_resume_without_ops(
-        make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     clock = ManualClock(START_MS)
     app, consumer = await started(make_app, tmp_path, clock=clock)
     await run_step(app, consumer, *funded(ts=START_MS))
@@ -162,7 +190,8 @@ async def _risk_cli(app: Any, *args: str) -> int:
 
 
 async def test_ops_commands_record_who_when_and_why_and_status_shows_them(
-        make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())
     assert await _risk_cli(app, "halt", "--account", "main", "--reason", "venue incident", "--by", "dave") == 0
@@ -207,7 +236,8 @@ async def test_an_unreadable_trading_record_halts_that_scope_and_says_so(make_ap
 
 
 async def test_an_order_id_sent_again_gets_the_first_answer_even_after_the_state_changed(
-        make_app: Any, tmp_path: Path) -> None:
+    make_app: Any, tmp_path: Path
+) -> None:
     clock = ManualClock(START_MS)
     app, consumer = await started(make_app, tmp_path, clock=clock)
     await run_step(app, consumer, *funded(ts=START_MS))
@@ -246,8 +276,11 @@ async def test_orders_per_venue_per_minute_count_approvals_across_consumers(make
     app, consumer = await started(make_app, tmp_path, clock=clock, max_orders_per_minute=2)
     other, second = await started(make_app, tmp_path, clock=clock, name="other", max_orders_per_minute=2)
     await run_step(app, consumer, *funded(ts=START_MS))
-    assert [d["decision"] for d in await decide(app, consumer, order("a"), order("b"), order("c"))] == \
-        ["approve", "approve", "veto"]
+    assert [d["decision"] for d in await decide(app, consumer, order("a"), order("b"), order("c"))] == [
+        "approve",
+        "approve",
+        "veto",
+    ]
     d = await one(other, second, order("d"))
     assert reasons(d) == ["rate_limited"]  # the other consumer sees the same window
     clock.advance(LIMIT_MS)  # the first two leave the window (the NAV is exactly at its limit)
@@ -272,11 +305,13 @@ async def test_decisions_are_pruned_after_their_retention(make_app: Any, tmp_pat
 
 
 async def test_every_decision_is_logged_with_its_inputs_and_replays_the_same(
-        make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded(), position("BTCUSDT", "0.5", T0))
-    decisions = await decide(app, consumer, order("a"), order("b", qty="5"), order("c", qty="x"),
-                             order("d", side="sell", qty="0.2"))
+    decisions = await decide(
+        app, consumer, order("a"), order("b", qty="5"), order("c", qty="x"), order("d", side="sell", qty="0.2")
+    )
     gate = open_gate_of(app)
     path = gate.audit.path
     await consumer.shutdown()  # closes the log: every record written
@@ -330,8 +365,9 @@ async def test_an_audit_shortfall_is_alerted_and_the_loop_keeps_deciding(make_ap
 async def test_the_gate_refuses_to_start_without_its_audit_log_or_the_nav_plugin(make_app: Any, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    app = make_app(builtins=True, extra=sections(tmp_path, audit_dir=str(blocker / "audit")),
-                   disabled=["source_monitor"])
+    app = make_app(
+        builtins=True, extra=sections(tmp_path, audit_dir=str(blocker / "audit")), disabled=["source_monitor"]
+    )
     with pytest.raises(StartupError, match="plugin 'risk' failed to start"):
         await Consumer(app).setup()
     app = make_app(builtins=True, extra={"risk": {"audit_dir": str(tmp_path)}}, disabled=["source_monitor", "nav"])
@@ -340,20 +376,31 @@ async def test_the_gate_refuses_to_start_without_its_audit_log_or_the_nav_plugin
 
 
 @pytest.mark.real_redis
-async def test_redelivery_to_another_consumer_yields_identical_decisions(make_app: Any, real_backend: Any,
-                                                                        tmp_path: Path) -> None:
+async def test_redelivery_to_another_consumer_yields_identical_decisions(
+    make_app: Any, real_backend: Any, tmp_path: Path
+) -> None:
     """On a real Redis: consumer A decides a mix of orders; then the state changes (the desk is
     halted, the NAV ages past the limit) and every order is delivered again, to consumer B,
     through the group itself (XGROUP SETID 0): B answers each exactly as A did."""
     clock = ManualClock(START_MS)
-    kw = {"builtins": True, "extra": sections(tmp_path), "clock": clock, "disabled": ["source_monitor"],
-          "on": real_backend}
+    kw = {
+        "builtins": True,
+        "extra": sections(tmp_path),
+        "clock": clock,
+        "disabled": ["source_monitor"],
+        "on": real_backend,
+    }
     a_app = make_app(name="consumer-a", **kw)
     a = Consumer(a_app)
     await a.setup()
     await run_step(a_app, a, *funded(ts=START_MS), position("BTCUSDT", "1", START_MS))
-    sent = [order("r-1"), order("r-2", qty="50"), order("r-3", side="sell", qty="0.5"), order("r-4", symbol="NOPE"),
-            order("r-5", qty="bad")]
+    sent = [
+        order("r-1"),
+        order("r-2", qty="50"),
+        order("r-3", side="sell", qty="0.5"),
+        order("r-4", symbol="NOPE"),
+        order("r-5", qty="bad"),
+    ]
     first = await decide(a_app, a, *sent)
     assert [d["decision"] for d in first] == ["approve", "veto", "approve", "veto", "veto"]
     await set_record(a_app, DESK, TradingRecord("halted", "after the fact", "ops:test", START_MS))
@@ -368,5 +415,3 @@ async def test_redelivery_to_another_consumer_yields_identical_decisions(make_ap
     assert pending["pending"] == 0  # all acknowledged again
     fresh = await one(b_app, b, order("r-6"))
     assert (fresh["decision"], fresh["trading_state"]) == ("veto", "halted")  # a new id sees the new state
-
-

@@ -33,13 +33,16 @@ def test_the_high_water_mark_follows_ok_navs_only() -> None:
     assert walk(("100", "failed")).high_water == ""
 
 
-@pytest.mark.parametrize(("values", "state"), [
-    (("100", "95"), "active"),          # exactly 5 %: not past the limit
-    (("100", "94.99"), "reducing"),     # just past 5 %
-    (("100", "90"), "reducing"),        # exactly 10 %
-    (("100", "89.99"), "halted"),       # just past 10 %
-    (("100", "120", "107.99"), "halted"),  # from the new peak: 10.0083 %
-])
+@pytest.mark.parametrize(
+    ("values", "state"),
+    [
+        (("100", "95"), "active"),  # exactly 5 %: not past the limit
+        (("100", "94.99"), "reducing"),  # just past 5 %
+        (("100", "90"), "reducing"),  # exactly 10 %
+        (("100", "89.99"), "halted"),  # just past 10 %
+        (("100", "120", "107.99"), "halted"),  # from the new peak: 10.0083 %
+    ],
+)
 def test_drawdown_past_a_limit_moves_the_state(values: tuple[str, ...], state: str) -> None:
     record = walk(*values)
     assert record.state == state

@@ -9,8 +9,8 @@ import pytest
 from support import START_MS, run_step
 
 from navstream import ManualClock, Outputs
-from navstream.loop.consumer import Consumer
 from navstream.contract.events import decode_event
+from navstream.loop.consumer import Consumer
 from navstream.plugin.calls import call_impl
 from navstream.plugin.calls import impls as hook_impls
 from navstream.plugin.calls import resolve as await_me_maybe
@@ -22,8 +22,13 @@ SPOT = ("source", "binance", "spot", "*")
 
 
 def status(ok: bool, ts: int, error: str = "", source: str = "spot") -> dict[str, str]:
-    fields = {"type": "source_status", "venue": "binance", "source": source, "ok": "true" if ok else "false",
-              "ts": str(ts)}
+    fields = {
+        "type": "source_status",
+        "venue": "binance",
+        "source": source,
+        "ok": "true" if ok else "false",
+        "ts": str(ts),
+    }
     if error:
         fields["error"] = error
     return fields
@@ -196,8 +201,10 @@ async def test_consumers_racing_on_a_source_miss_no_transition(make_app: Any, fi
     start = codes(await run(a_app, a, status(fine, START_MS, "" if fine else "down")))
     assert start == ([] if fine else ["source_failed"])
     # A's batch flips the source, B's flips it back; both read the state before either writes
-    reports = [status(not fine, START_MS + 1000, "down" if fine else ""),
-               status(fine, START_MS + 2000, "" if fine else "down")]
+    reports = [
+        status(not fine, START_MS + 1000, "down" if fine else ""),
+        status(fine, START_MS + 2000, "" if fine else "down"),
+    ]
     writes = []
     for app, consumer, report in ((a_app, a, reports[0]), (b_app, b, reports[1])):
         out = Outputs(app.clock.now_ms())
@@ -246,9 +253,18 @@ async def test_a_failed_tick_write_alerts_silence_on_the_next_tick(make_app: Any
 
 async def test_sources_written_before_the_registry_are_registered_at_startup(make_app: Any) -> None:
     app = make_app(builtins=True, extra=SILENCE_30S)
-    await app.redis.hset(app.keys.state(*SPOT), mapping={
-        "ok": "true", "error": "", "venue": "binance", "source": "spot", "silent": "false",
-        "ts": str(START_MS), "last_ok_ts": str(START_MS)})
+    await app.redis.hset(
+        app.keys.state(*SPOT),
+        mapping={
+            "ok": "true",
+            "error": "",
+            "venue": "binance",
+            "source": "spot",
+            "silent": "false",
+            "ts": str(START_MS),
+            "last_ok_ts": str(START_MS),
+        },
+    )
     consumer = Consumer(app)
     await consumer.setup()
     assert await app.redis.hgetall(app.keys.state("sources")) == {"source:binance:spot:*": "1"}
@@ -267,7 +283,9 @@ async def test_an_account_has_its_own_state_and_is_named_in_alerts(make_app: Any
     app.clock.advance(31_000)
     alerts = await run(app, consumer)
     assert sorted((a["code"], a.get("account", "-")) for a in alerts) == [
-        ("source_silent", "-"), ("source_silent", "main")]
+        ("source_silent", "-"),
+        ("source_silent", "main"),
+    ]
 
 
 async def test_status_section_lists_sources_with_age(make_app: Any) -> None:
@@ -275,5 +293,7 @@ async def test_status_section_lists_sources_with_age(make_app: Any) -> None:
     await run(app, consumer, status(False, START_MS - 4000, "timeout"), status(True, START_MS, source="futures"))
     section = await call_hook(app, "navstream_status")
     assert [(s["source"], s["ok"], s["age_s"]) for s in section["sources"]] == [
-        ("futures", True, 0.0), ("spot", False, 4.0)]
+        ("futures", True, 0.0),
+        ("spot", False, 4.0),
+    ]
     assert section["sources"][1]["error"] == "timeout"
