@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Literal, TypeAlias, TypeGuard, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeAlias, TypeGuard, TypeVar, get_args
 
 import msgspec
-from redis.typing import EncodableT, FieldT
 
 from navstream.contract import numbers
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT  # types only: the contract does not load redis
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
