@@ -28,8 +28,7 @@ def install(target: Path) -> Path:
             "pip",
             "install",
             "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
+            "--no-deps",  # the build itself is isolated: it gets the setuptools pyproject asks for
             "--disable-pip-version-check",
             "--target",
             str(target),
