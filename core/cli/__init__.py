@@ -102,7 +102,10 @@ def _plugin_commands(sub: Any) -> None:
 
         return register
 
-    calls.contribute(loaded.manager, "navstream_commands", register_for)
+    try:
+        calls.contribute(loaded.manager, "navstream_commands", register_for)
+    except calls.SyncHookError as exc:
+        raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -168,14 +168,14 @@ class Consumer(OutagesMixin):
             if refusal(exc) is None:
                 raise  # refused writes: a later start creates it, this consumer does not read it
         await self.upkeep.learn_epoch()
-        for started in await calls.collect(self.app.pm, "navstream_startup", {"app": self.app}):
-            failure = started.exc
-            if failure is None:
-                continue
+        try:
+            await calls.call_in_turn(self.app.pm, "navstream_startup", {"app": self.app})
+        except calls.HookFailed as failed:
+            failure = failed.error
             if isinstance(failure, (RedisConnectionError, RedisTimeoutError)) or refusal(failure) is not None:
-                raise failure  # Redis going away or refusing writes during startup: retried like any outage
+                raise failure from None  # Redis going away or refusing writes during startup: retried like any outage
             raise StartupError(
-                f"plugin {started.plugin!r} failed to start: {type(failure).__name__}: {failure}"
+                f"plugin {failed.plugin!r} failed to start: {type(failure).__name__}: {failure}"
             ) from failure
         if self.keys.orders not in self.streams:
             out = Outputs(self.app.clock.now_ms())

@@ -157,17 +157,21 @@ class HeartbeatMixin:
         reasons: list[str] = []
         for answer in calls.collect_sync(self.app.pm, "navstream_health", {"app": self.app}):
             name, report, exc = answer.plugin, answer.value or {}, answer.exc
-            if exc is None and not isinstance(report, Mapping):
-                exc = TypeError(f"returned {type(report).__name__}, not a mapping")
             if exc is None:
-                for key, value in report.items():
-                    out[f"{name}.{key}"] = str(value)
-            else:  # a broken report is itself a health problem
-                report = {"status": "degraded", "reason": f"health report failed: {type(exc).__name__}: {exc}"}
+                try:  # a report that is not a mapping of printable values is a broken report too
+                    if not isinstance(report, Mapping):
+                        raise TypeError(f"returned {type(report).__name__}, not a mapping")
+                    fields = {f"{name}.{key}": str(value) for key, value in report.items()}
+                except Exception as broken:  # noqa: BLE001 - reported as the plugin's health
+                    exc = broken
+                else:
+                    out.update(fields)
+            if exc is not None:  # a broken report is itself a health problem
                 out[f"{name}.status"] = "degraded"
-                out[f"{name}.reason"] = report["reason"]
-            if report.get("status", "ok") != "ok":
-                reasons.append(f"{name}: {report.get('reason') or report.get('status')}")
+                out[f"{name}.reason"] = f"health report failed: {type(exc).__name__}: {exc}"
+            status = out.get(f"{name}.status", "ok")
+            if status != "ok":
+                reasons.append(f"{name}: {out.get(f'{name}.reason') or status}")
         since = self.app.stats.writes_refused_since
         if since:
             at = datetime.fromtimestamp(since / 1000, UTC).isoformat(timespec="seconds")

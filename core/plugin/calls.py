@@ -23,7 +23,11 @@ class HookTimeout(TimeoutError):
 
 
 class SyncHookError(TypeError):
-    """A hook that must be synchronous returned an awaitable."""
+    """A hook that must be synchronous returned an awaitable; ``plugin`` names it."""
+
+    def __init__(self, message: str, plugin: str) -> None:
+        super().__init__(message)
+        self.plugin = plugin
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,8 @@ def call_sync(impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> Any:
         if inspect.iscoroutine(value):
             value.close()
         raise SyncHookError(
-            f"{impl.plugin_name}.{impl.function.__name__} must be synchronous, it returned an awaitable"
+            f"{impl.plugin_name}.{impl.function.__name__} must be synchronous, it returned an awaitable",
+            impl.plugin_name,
         )
     return value
 
@@ -111,15 +116,42 @@ def describe(exc: BaseException, plugin: str) -> str:
 async def collect(
     pm: pluggy.PluginManager, hook_name: str, kwargs: Mapping[str, Any], timeout: float | None = None
 ) -> list[Called]:
-    """Every implementation in order, each awaited; one that raises is reported in its
-    :class:`Called` and the others still run. ``BaseException`` (cancellation) propagates."""
-    out = []
+    """Every implementation, each awaited, their answers in pluggy's order; one that raises is
+    reported in its :class:`Called` and the others still run. With a ``timeout`` they run
+    concurrently, so the whole read is bounded by one timeout, not one per plugin (what the
+    HTTP endpoint needs); without one, one after the other. ``BaseException`` (cancellation)
+    propagates."""
+    found = impls(pm, hook_name)
+    if timeout is None:
+        return [await _called(impl, kwargs, None) for impl in found]
+    return list(await asyncio.gather(*(_called(impl, kwargs, timeout) for impl in found)))
+
+
+async def _called(impl: pluggy.HookImpl, kwargs: Mapping[str, Any], timeout: float | None) -> Called:
+    try:
+        return Called(impl.plugin_name, await call(impl, kwargs, timeout))
+    except Exception as exc:  # noqa: BLE001 - one plugin must not hide the others
+        return Called(impl.plugin_name, error=describe(exc, impl.plugin_name), exc=exc)
+
+
+async def call_in_turn(pm: pluggy.PluginManager, hook_name: str, kwargs: Mapping[str, Any]) -> None:
+    """Every implementation, one after the other, stopping at the first that raises (with
+    :class:`HookFailed`): ``navstream_startup``, where a plugin that cannot work must stop
+    navstream before the plugins after it start anything."""
     for impl in impls(pm, hook_name):
         try:
-            out.append(Called(impl.plugin_name, await call(impl, kwargs, timeout)))
-        except Exception as exc:  # noqa: BLE001 - one plugin must not hide the others
-            out.append(Called(impl.plugin_name, error=describe(exc, impl.plugin_name), exc=exc))
-    return out
+            await call(impl, kwargs)
+        except Exception as exc:
+            raise HookFailed(impl.plugin_name, exc) from exc
+
+
+class HookFailed(Exception):
+    """A hook implementation raised; ``plugin`` names it, ``error`` is what it raised."""
+
+    def __init__(self, plugin: str, error: Exception) -> None:
+        super().__init__(f"plugin {plugin!r}: {type(error).__name__}: {error}")
+        self.plugin = plugin
+        self.error = error
 
 
 def collect_sync(pm: pluggy.PluginManager, hook_name: str, kwargs: Mapping[str, Any]) -> list[Called]:

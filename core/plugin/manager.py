@@ -191,7 +191,7 @@ def _collect_sections(pm: pluggy.PluginManager) -> dict[str, type]:
 
         return register
 
-    calls.contribute(pm, "navstream_config_sections", register_for)
+    _contribute(pm, "navstream_config_sections", register_for)
     return sections
 
 
@@ -212,5 +212,13 @@ def _collect_source_kinds(pm: pluggy.PluginManager) -> dict[str, SourceKind]:
 
         return register
 
-    calls.contribute(pm, "navstream_sources", register_for)
+    _contribute(pm, "navstream_sources", register_for)
     return kinds
+
+
+def _contribute(pm: pluggy.PluginManager, hook_name: str, register_for: Any) -> None:
+    """:func:`calls.contribute`, with a ``register`` hook that is async a :class:`PluginError`."""
+    try:
+        calls.contribute(pm, hook_name, register_for)
+    except calls.SyncHookError as exc:
+        raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
