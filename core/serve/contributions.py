@@ -14,6 +14,7 @@ contribution: the error is shown in its place (a panel, a readiness reason, a co
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -116,38 +117,67 @@ def _error_panel(plugin: str, why: str) -> Panel:
 
 
 async def read_page(app: App, now_ms: int, timeout: float | None) -> PageReads:
-    """Every plugin's panels and ``navstream_status`` section, as one read of the page."""
+    """Every plugin's panels and ``navstream_status`` section, as one read of the page: both
+    hooks of every plugin at once, so the read takes one ``timeout`` at most. What a plugin
+    hands back that cannot be shown is its own error, never the page's."""
+    kwargs = {"app": app, "now_ms": now_ms}
+    pages, statuses = await asyncio.gather(
+        calls.collect(app.pm, "navstream_status_page", kwargs, timeout=timeout),
+        calls.collect(app.pm, "navstream_status", {"app": app}, timeout=timeout),
+    )
     out = PageReads()
-    typed: dict[str, calls.Called] = {}
-    for called in await calls.collect(app.pm, "navstream_status_page", {"app": app, "now_ms": now_ms}, timeout=timeout):
-        typed[called.plugin] = called
-    for called in await calls.collect(app.pm, "navstream_status", {"app": app}, timeout=timeout):
+    typed = {called.plugin: called for called in pages}
+    for called in statuses:
         if not called.ok:
             out.status[called.plugin] = {"error": _why(called, timeout)}
         elif called.value is not None:
-            out.status[called.plugin] = called.value
+            problem = _unshowable(called.value)
+            out.status[called.plugin] = {"error": problem} if problem else called.value
     for plugin in _order(app, [*typed, *out.status]):
-        page = typed.get(plugin)
-        if page is not None and not page.ok:
-            why = _why(page, timeout)
+        try:
+            _section(out, plugin, typed.get(plugin), timeout)
+        except Exception as exc:  # noqa: BLE001 - a section that cannot be drawn is its plugin's error
+            why = f"its section cannot be shown: {type(exc).__name__}: {exc}"
             out.sections[plugin] = {"error": why, "panels": panel_json([_error_panel(plugin, why)])}
+            out.fields.pop(plugin, None)
             out.errors.append(f"plugin {plugin!r}: navstream_status_page: {why}")
-            continue
-        value = None if page is None else page.value
-        if isinstance(value, StatusSection):
-            out.sections[plugin] = {"panels": panel_json(value.panels)}
-            if value.fields:
-                out.fields[plugin] = dict(value.fields)
-            continue
-        if value is not None:
-            why = f"navstream_status_page returned {type(value).__name__}, not a StatusSection"
-            out.sections[plugin] = {"error": why, "panels": panel_json([_error_panel(plugin, why)])}
-            out.errors.append(f"plugin {plugin!r}: {why}")
-            continue
-        data = out.status.get(plugin)
-        if isinstance(data, Mapping):
-            out.sections[plugin] = {"panels": panel_json(generic_panels(plugin, data))}
     return out
+
+
+def _section(out: PageReads, plugin: str, page: calls.Called | None, timeout: float | None) -> None:
+    if page is not None and not page.ok:
+        why = _why(page, timeout)
+        out.sections[plugin] = {"error": why, "panels": panel_json([_error_panel(plugin, why)])}
+        out.errors.append(f"plugin {plugin!r}: navstream_status_page: {why}")
+        return
+    value = None if page is None else page.value
+    if isinstance(value, StatusSection):
+        panels = panel_json(value.panels)
+        fields = dict(value.fields) if value.fields else {}
+        problem = _unshowable([panels, fields])
+        if problem:
+            raise ValueError(problem)
+        out.sections[plugin] = {"panels": panels}
+        if fields:
+            out.fields[plugin] = fields
+        return
+    if value is not None:
+        why = f"navstream_status_page returned {type(value).__name__}, not a StatusSection"
+        out.sections[plugin] = {"error": why, "panels": panel_json([_error_panel(plugin, why)])}
+        out.errors.append(f"plugin {plugin!r}: {why}")
+        return
+    data = out.status.get(plugin)
+    if isinstance(data, Mapping):
+        out.sections[plugin] = {"panels": panel_json(generic_panels(plugin, data))}
+
+
+def _unshowable(value: Any) -> str:
+    """Why ``value`` cannot go into ``/api/status`` as JSON (as the route encodes it), or ""."""
+    try:
+        json.dumps(value, separators=(",", ":"), default=str)
+    except Exception as exc:  # noqa: BLE001 - any reason is the plugin's, told as it is
+        return f"not JSON: {type(exc).__name__}: {exc}"
+    return ""
 
 
 # --- /metrics ---------------------------------------------------------------------------------
@@ -175,15 +205,33 @@ async def read_metrics(app: App, now_ms: int, timeout: float | None) -> MetricRe
         if value is None:
             continue
         if not isinstance(value, PluginMetrics):
+            if isinstance(value, Metric) or not isinstance(value, (list, tuple)):
+                out.errors.append((called.plugin, f"returned {type(value).__name__}, not a list of metric families"))
+                continue
             value = PluginMetrics(families=tuple(value))
-        bad = [f for f in value.families if not isinstance(f, Metric)]
-        if bad:
-            out.errors.append((called.plugin, f"returned {type(bad[0]).__name__}, not a metric family"))
+        why = _unexportable(value.families)
+        if why:
+            out.errors.append((called.plugin, why))
             continue
         out.families += [(called.plugin, f) for f in value.families]
         out.health_counters[called.plugin] = frozenset(value.health_counters)
         out.health_hidden[called.plugin] = frozenset(value.health_hidden)
+        out.errors += [(called.plugin, str(problem)) for problem in value.problems]
     return out
+
+
+def _unexportable(families: Iterable[object]) -> str:
+    """Why these families cannot be rendered (so that one plugin's bad family never fails the
+    whole scrape), or ""."""
+    for family in families:
+        if not isinstance(family, Metric):
+            return f"returned {type(family).__name__}, not a metric family"
+        for s in family.samples:
+            if isinstance(s.value, bool) or not isinstance(s.value, (int, float)):
+                return f"family {family.name}: sample {s.name} has the value {s.value!r}, not a number"
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in s.labels.items()):
+                return f"family {family.name}: sample {s.name} has labels that are not text"
+    return ""
 
 
 # --- /readyz ----------------------------------------------------------------------------------
@@ -200,5 +248,10 @@ async def read_readiness(
             why = _why(called, timeout)
             out.append((called.plugin, [f"plugin {called.plugin} cannot tell its readiness: {why}"]))
         elif called.value:
-            out.append((called.plugin, [clip(r) for r in called.value]))
+            value = called.value
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                why = f"navstream_readiness returned {type(value).__name__}, not a list of reasons"
+                out.append((called.plugin, [f"plugin {called.plugin} cannot tell its readiness: {why}"]))
+            else:
+                out.append((called.plugin, [clip(str(r)) for r in value]))
     return out

@@ -152,11 +152,14 @@ class PluginMetrics:
         though not named ``*_total``: exported in ``navstream_plugin_counter_total``, not as gauges.
     :ivar health_hidden: keys of its ``navstream_health`` report not exported there at all
         (because a family of its own has them).
+    :ivar problems: what the plugin could not read for this scrape (its families say the rest):
+        each is counted in ``navstream_plugin_report_errors_total``, never dropped silently.
     """
 
     families: tuple[Metric, ...] = ()
     health_counters: frozenset[str] = frozenset()
     health_hidden: frozenset[str] = frozenset()
+    problems: tuple[str, ...] = ()
 
 
 def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:

@@ -9,9 +9,10 @@ reason codes together); ``navstream_health`` reports only the approve/veto total
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
+
+from redis.exceptions import RedisError
 
 from navstream import (
     AppProtocol,
@@ -31,7 +32,7 @@ from navstream import (
     unescape_name,
 )
 
-from .state import DESK, TRADING
+from .state import DESK, TRADING, decode_record
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -52,24 +53,19 @@ def _clip(text: Any, limit: int = MAX_TEXT) -> str:
 
 
 def trading_rows(raw: Mapping[str, str]) -> list[dict[str, Any]]:
-    """``[{"scope", "state", "reason", "by", "at"}]`` from ``P:state:risk:trading``, as stored (an
-    unreadable record is ``unreadable``, never taken for ``active``)."""
+    """``[{"scope", "state", "reason", "by", "at"}]`` from ``P:state:risk:trading``, decoded as
+    the gate decodes them: an unreadable record is ``halted`` with the reason, as the gate
+    takes it, never shown as ``active``."""
     rows = []
     for member, value in sorted(raw.items()):
-        try:
-            record = json.loads(value)
-            if not isinstance(record, dict):
-                raise TypeError("not an object")
-            state = str(record.get("state") or "active")  # defaults are left out of the JSON
-        except (ValueError, TypeError):
-            record, state = {}, "unreadable"
+        record = decode_record(member, value)
         rows.append(
             {
                 "scope": "desk" if member == DESK else unescape_name(member),
-                "state": state,
-                "reason": _clip(record.get("reason", "")),
-                "by": _clip(record.get("by", ""), 100),
-                "at": record.get("at"),
+                "state": record.state,
+                "reason": _clip(record.reason),
+                "by": _clip(record.by, 100),
+                "at": record.at or None,
             }
         )
     return rows
@@ -154,9 +150,17 @@ class RiskReport:
             "1 for the trading state of each scope with a trading record (the desk is `desk`; no record means active).",
             ["scope", "state"],
         )
-        for row in await read_trading(app):
-            for name in TRADING_STATES:
-                state.add_metric([row["scope"], name], 1 if row["state"] == name else 0)
+        families: list[Metric] = []
+        problems: tuple[str, ...] = ()
+        try:  # the trading state is in Redis; the gate's counts and its health keys are not
+            trading = await read_trading(app)
+        except (RedisError, OSError) as exc:
+            problems = (f"the trading records could not be read: {type(exc).__name__}: {exc}",)
+        else:
+            for row in trading:
+                for name in TRADING_STATES:
+                    state.add_metric([row["scope"], name], 1 if row["state"] == name else 0)
+            families.append(state)
         decided = counter_family(
             "navstream_risk_decisions",
             "Orders this consumer's risk gate decided, by "
@@ -182,5 +186,10 @@ class RiskReport:
                     decided.add_metric([kind], count)
             for code, count in decisions["reasons"].items():
                 reasons.add_metric([code], count)
-        families: tuple[Metric, ...] = (state, decided, repeated, reasons)
-        return PluginMetrics(families=families, health_counters=HEALTH_COUNTERS, health_hidden=HEALTH_HIDDEN)
+        families += [decided, repeated, reasons]
+        return PluginMetrics(
+            families=tuple(families),
+            health_counters=HEALTH_COUNTERS,
+            health_hidden=HEALTH_HIDDEN,
+            problems=problems,
+        )
