@@ -99,7 +99,11 @@ def test_the_contracts_name_every_core_module() -> None:
         if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
     }
     assert on_disk == listed, "list every top-level module of core/ in .importlinter's contracts"
-    assert set(parser["importlinter:contract:plugins-use-the-facade"]["forbidden_modules"].split()) == listed
+    # navstream.numbers is the facade's `numbers`: plugins read it through `from navstream import numbers`.
+    facade_owned = {"navstream.numbers"}
+    assert set(parser["importlinter:contract:plugins-use-the-facade"]["forbidden_modules"].split()) == (
+        listed - facade_owned
+    )
 
 
 def test_no_module_has_more_than_one_job_by_its_length() -> None:
