@@ -10,11 +10,14 @@ cd "$(dirname "$0")/.."
 
 # promtool: Debian's `prometheus` package ships /usr/bin/promtool (PyPI has none). Installing it
 # does not start a server here (no init system in CI containers; policy-rc.d forbids it anyway).
+# apt-cache's answer is read whole, then matched: `apt-cache ... | grep -q` under pipefail fails
+# at random (grep exits at its first match, apt-cache dies writing the rest: SIGPIPE).
+installable() { [[ "$(apt-cache policy prometheus 2>/dev/null || true)" =~ Candidate:\ [0-9] ]]; }
 if ! command -v promtool >/dev/null 2>&1; then
-  if ! apt-cache policy prometheus 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  if ! installable; then
     apt-get update -qq
   fi
-  if ! apt-cache policy prometheus 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  if ! installable; then
     echo "promtool.sh: no installable 'prometheus' package (it provides promtool); cannot check the docs' PromQL" >&2
     exit 1
   fi
