@@ -42,6 +42,15 @@ SYMBOLS = {"BTC": "BTCUSDT", "ETH": "ETHUSDT"}
 #: Normal order sizes (base units): at most about 12k USD, under 10% of any account's NAV.
 ORDER_QTY = {"BTC": (0.001, 0.2), "ETH": (0.01, 4.0)}
 OVERSIZED = 0.01  # share of orders too large for the account (vetoed: order_pct_nav)
+#: The engine reports each account's positions this often (its fills land): an approved order
+#: stops counting as in flight once a position observed after it arrives. A desk that never
+#: reports positions keeps every approval in flight for ``open_order_ttl_s``.
+POSITION_EVERY_S = 0.1
+#: Positions per account (base units), walked a little with every report.
+POSITION_QTY = {"BTC": 2.0, "ETH": 20.0}
+#: The burst shape: a strategy sends this many orders at once, with the events of the same
+#: moment (``rate / BURST_ORDERS`` bursts a second).
+BURST_ORDERS = 10
 
 
 # --- the events producer (its own subprocess) -------------------------------------------------
@@ -63,7 +72,9 @@ class EventMix:
         self.rng = random.Random(seed)
         self.head = [b"XADD", stream.encode(), b"*"]
         self.price = {(b, s): REF_PRICE[b] for b in REF_PRICE for s in PRICE_SOURCES}
+        self.position = {(v, a, b): q for v, a, _ in ACCOUNTS for b, q in POSITION_QTY.items()}
         self.last_status = 0.0
+        self.last_positions = 0.0
 
     def _xadd(self, fields: list[tuple[str, str]]) -> bytes:
         return _resp(self.head + [x.encode() for kv in fields for x in kv])
@@ -103,19 +114,53 @@ class EventMix:
             for v, s in STATUS_SOURCES
         ]
 
-    def snapshot(self, ts: str) -> list[bytes]:
-        """Every input once: what the producer sends first, so every NAV is ok from the start."""
-        out = self.statuses(ts)
-        out += [self.price_event(b, s, ts) for b in REF_PRICE for s in PRICE_SOURCES]
-        out += [self.balance_event(v, a, asset, ts) for v, a, _ in ACCOUNTS for asset in HOLDINGS]
+    def positions(self, ts: str) -> list[bytes]:
+        """Every account's position in each symbol, as the engine reports them after fills."""
+        out = []
+        for venue, account, base in self.position:
+            qty = self.position[(venue, account, base)] * (1 + self.rng.uniform(-0.01, 0.01))
+            self.position[(venue, account, base)] = qty
+            mark = self.price[(base, PRICE_SOURCES[0])]
+            out.append(
+                self._xadd(
+                    [
+                        ("type", "position"),
+                        ("venue", venue),
+                        ("account", account),
+                        ("symbol", SYMBOLS[base]),
+                        ("qty", f"{qty:.4f}"),
+                        ("entry_price", f"{REF_PRICE[base]:.2f}"),
+                        ("mark_price", f"{mark:.2f}"),
+                        ("ts", ts),
+                    ]
+                )
+            )
         return out
 
-    def chunk(self, n: int, now: float) -> list[bytes]:
+    def scheduled(self, now: float) -> list[bytes]:
+        """What is due by the clock, whatever the event rate: source reports every second,
+        positions every ``POSITION_EVERY_S``."""
         ts = str(time.time_ns() // 1_000_000)
         out: list[bytes] = []
         if now - self.last_status >= 1.0:
             self.last_status = now
             out += self.statuses(ts)
+        if now - self.last_positions >= POSITION_EVERY_S:
+            self.last_positions = now
+            out += self.positions(ts)
+        return out
+
+    def snapshot(self, ts: str) -> list[bytes]:
+        """Every input once: what the producer sends first, so every NAV is ok from the start."""
+        out = self.statuses(ts) + self.positions(ts)
+        out += [self.price_event(b, s, ts) for b in REF_PRICE for s in PRICE_SOURCES]
+        out += [self.balance_event(v, a, asset, ts) for v, a, _ in ACCOUNTS for asset in HOLDINGS]
+        return out
+
+    def chunk(self, n: int) -> list[bytes]:
+        """``n`` prices and balances (75% / 25%)."""
+        ts = str(time.time_ns() // 1_000_000)
+        out: list[bytes] = []
         rng = self.rng
         while len(out) < n:
             if rng.random() < 0.75:
@@ -190,16 +235,15 @@ def worker_events(url: str, prefix: str, rate: int) -> dict[str, Any]:
     while not stop:
         now = time.monotonic()
         due = int((now - start) * rate) - sent
-        if due <= 0:
-            time.sleep(CHUNK_S)
-            continue
-        n = min(due, MAX_CHUNK)
-        payload = mix.chunk(n, now)
-        sock.sendall(b"".join(payload))
-        _replies(sock, len(payload), reader)
-        sent += len(payload)
-        chunks += 1
-        biggest = max(biggest, len(payload))
+        payload = mix.scheduled(now)
+        if due > 0:
+            payload += mix.chunk(min(due, MAX_CHUNK))
+            sent += min(due, MAX_CHUNK)
+        if payload:
+            sock.sendall(b"".join(payload))
+            _replies(sock, len(payload), reader)
+            chunks += 1
+            biggest = max(biggest, len(payload))
         time.sleep(CHUNK_S)
     elapsed = time.monotonic() - start
     sock.close()
@@ -263,19 +307,33 @@ def _stop_flag() -> list[bool]:
     return flag
 
 
-def worker_orders(url: str, prefix: str, rate: int, seconds: float, tag: str, seed: int, out: str) -> dict[str, Any]:
+def worker_orders(
+    url: str,
+    prefix: str,
+    rate: int,
+    seconds: float,
+    tag: str,
+    seed: int,
+    out: str,
+    burst_events: int = -1,
+) -> dict[str, Any]:
     """Send orders at ``rate`` for ``seconds``, each with its own XADD (its own write to the
     socket), ``perf_counter_ns`` taken just before it. Replies are read as they come, not
     waited for before the next order, so the sender's pace does not hang on round trips. An
     order is due at ``start + k / rate``; one that leaves late (the machine was busy) is sent
     at once, so the rate holds, and how late it left is reported. Writes ``[seq, due_ns,
-    sent_ns]`` to ``out``."""
+    sent_ns]`` to ``out``.
+
+    ``burst_events >= 0`` is the burst shape: every ``BURST_ORDERS / rate`` seconds, one write
+    of ``burst_events`` events (prices and balances, XADDed first) followed by
+    ``BURST_ORDERS`` orders, as a strategy reacting to a market move would send them."""
     import hiredis
 
     stop = _stop_flag()
     sock = _connect_raw(url)
     reader = hiredis.Reader()
     acked = 0
+    pending_replies = 0
 
     def drain(block: bool) -> None:
         nonlocal acked
@@ -293,13 +351,15 @@ def worker_orders(url: str, prefix: str, rate: int, seconds: float, tag: str, se
             if isinstance(reply, hiredis.ReplyError):
                 raise SystemExit(f"orders: Redis refused an XADD: {reply}")
             acked += 1
-            if block and acked >= len(records):
+            if block and acked >= pending_replies:
                 return
 
     mix = OrderMix(f"{prefix}:orders", tag, seed)
+    events = EventMix(f"{prefix}:events", seed=seed + 1)
+    per_write = BURST_ORDERS if burst_events >= 0 else 1
     start = time.perf_counter_ns() + 100_000_000
     print(f"READY {start}", flush=True)
-    interval = 1e9 / rate
+    interval = 1e9 / rate * per_write
     end = start + int(seconds * 1e9)
     records: list[tuple[int, int, int]] = []
     cpu0 = time.process_time()
@@ -313,12 +373,19 @@ def worker_orders(url: str, prefix: str, rate: int, seconds: float, tag: str, se
             drain(block=False)
             time.sleep((due - now) / 1e9)
             continue
-        payload = mix.xadd(k)
+        if per_write == 1:
+            payload = mix.xadd(len(records))
+            expected = 1
+        else:
+            moved = events.chunk(burst_events)
+            payload = b"".join(moved + [mix.xadd(len(records) + n) for n in range(per_write)])
+            expected = len(moved) + per_write
         sent = time.perf_counter_ns()
         sock.sendall(payload)
-        records.append((k, due, sent))
+        pending_replies += expected
+        records.extend((len(records) + n, due, sent) for n in range(per_write))
         k += 1
-    if acked < len(records):
+    if acked < pending_replies:
         drain(block=True)
     cpu = time.process_time() - cpu0
     sock.close()
@@ -347,8 +414,11 @@ def worker_decisions(url: str, prefix: str, out: str) -> dict[str, Any]:
     print("READY", flush=True)
     cpu0 = time.process_time()
     reads = 0
-    while not stop[0]:
-        sock.sendall(_resp([b"XREAD", b"COUNT", b"10000", b"BLOCK", b"100", b"STREAMS", key, last]))
+    final = False
+    while not final:
+        final = stop[0]  # once stopped, one last read without waiting: what arrived meanwhile counts
+        block = [] if final else [b"BLOCK", b"100"]
+        sock.sendall(_resp([b"XREAD", b"COUNT", b"100000", *block, b"STREAMS", key, last]))
         reader = hiredis.Reader()
         reply: Any = False
         while reply is False:

@@ -141,8 +141,10 @@ def risk_gate(app: Any) -> Any:
     return getattr(app.plugin("risk"), "gate", None)
 
 
-async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: str | None) -> dict[str, Any]:
-    """What ``navstream run`` does, until SIGTERM."""
+async def worker_navstream(
+    url: str, prefix: str, audit_dir: str, spans_path: str | None, role: str = "all", cluster: bool = False
+) -> dict[str, Any]:
+    """What ``navstream run --role ROLE`` does, until SIGTERM."""
     from navstream.app import App
     from navstream.config import load_settings
     from navstream.logs import setup_logging, stop_logging
@@ -159,7 +161,10 @@ async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: st
             print("READY", flush=True)
 
     setup_logging("INFO")  # as `navstream run` does: JSON lines on stderr, through a queue
-    settings = load_settings(env={}, overrides={"redis": {"url": url, "prefix": prefix, "group": GROUP}})
+    overrides: dict[str, Any] = {"redis": {"url": url, "prefix": prefix, "group": GROUP, "cluster": cluster}}
+    if role != "all":
+        overrides["consumer"] = {"role": role}
+    settings = load_settings(env={}, overrides=overrides)
     settings = msgspec.structs.replace(
         settings, extra={"nav": NAV_CONFIG, "risk": {**RISK_CONFIG, "audit_dir": audit_dir}}
     )
@@ -189,6 +194,7 @@ async def worker_navstream(url: str, prefix: str, audit_dir: str, spans_path: st
     audit = gate.audit.stats if gate is not None else None
     return {
         "side": "navstream",
+        "role": role,
         "exit": code,
         "processed": stats.processed,
         "by_type": dict(stats.by_type),

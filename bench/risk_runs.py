@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from common import percentile, worker_env
-from risk_load import GROUP, OrderFlow
+from risk_load import BURST_ORDERS, GROUP, OrderFlow
 from risk_spans import analyse_spans
 
 TAIL_S = 3.0  # after the window, how long to wait for the last answers
@@ -159,34 +159,73 @@ async def _lag(client: Any, stream: str) -> int | None:
     return None
 
 
+#: The responders of each side: (worker, role); ``split`` is two processes of navstream, one
+#: reading orders only and one events only (``navstream run --role``).
+RESPONDERS = {
+    "baseline": [("baseline", "all")],
+    "navstream": [("navstream", "all")],
+    "split": [("navstream", "orders"), ("navstream", "events")],
+}
+
+
+def run_key(shape: str, rate: int, side: str) -> str:
+    """The key prefix of one run (``<root>-<key>``), unique per shape, rate and side."""
+    return f"{shape[:1]}{rate}-{side[:3]}"
+
+
 async def run_once(
-    args: argparse.Namespace, kids: Children, root: str, tmp: str, side: str, rate: int, profile: str | None = None
+    args: argparse.Namespace,
+    kids: Children,
+    root: str,
+    tmp: str,
+    side: str,
+    rate: int,
+    shape: str = "smooth",
+    profile: str | None = None,
+    consumers: int = 1,
 ) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
-    prefix = f"{root}-{rate}-{side[:3]}"
-    tag = f"{side[:1]}{rate}"
+    key = run_key(shape, rate, side)
+    prefix = f"{root}-{key}"
+    cluster = getattr(args, "cluster_url", None)
+    if cluster:  # one hash tag: every key of the run on the node that holds its slot
+        prefix = "{" + prefix + "}"
+    tag = f"{side[:1]}{shape[:1]}{rate}"
     events, orders, decisions = f"{prefix}:events", f"{prefix}:orders", f"{prefix}:decisions"
-    audit_dir = os.path.join(tmp, f"audit-{rate}-{side}")
-    sent_file = os.path.join(tmp, f"sent-{rate}-{side}.json")
-    arrived_file = os.path.join(tmp, f"arrived-{rate}-{side}.json")
-    spans_file = os.path.join(tmp, f"spans-{rate}-{side}.json") if args.spans and side == "navstream" else None
+    audit_dir = os.path.join(tmp, f"audit-{key}")
+    sent_file = os.path.join(tmp, f"sent-{key}.json")
+    arrived_file = os.path.join(tmp, f"arrived-{key}.json")
+    spans_file = os.path.join(tmp, f"spans-{key}.json") if args.spans and side == "navstream" else None
     common = ["--redis-url", args.redis_url, "--prefix", prefix]
-    argv = ["--worker", side, *common]
-    if side == "navstream":
-        argv += ["--audit-dir", audit_dir]
-        if spans_file:
-            argv += ["--spans-file", spans_file]
-        if profile:
-            argv += ["--profile", profile]
-    responder = kids.spawn(f"{side}-{rate}", argv)
-    await kids.ready(side, responder)
-    producer = kids.spawn(f"events-{rate}-{side}", ["--worker", "events", *common, "--rate", str(args.event_rate)])
+    responders = []
+    for n, (worker, role) in enumerate(RESPONDERS[side] * consumers):
+        argv = ["--worker", worker, *common]
+        if worker == "navstream":
+            argv += ["--audit-dir", audit_dir, "--role", role]
+            if cluster:  # navstream speaks to the cluster; the load and the baseline to the node
+                argv[argv.index("--redis-url") + 1] = cluster
+                argv.append("--cluster")
+            if spans_file:
+                argv += ["--spans-file", spans_file]
+            if profile:
+                argv += ["--profile", profile]
+        name = (side if role == "all" else f"{side}-{role}") + (f"-{n + 1}" if consumers > 1 else "")
+        proc = kids.spawn(f"{name}-{key}", argv)
+        await kids.ready(name, proc)
+        responders.append((name, proc))
+    # The burst shape's events come with its orders, from the sender; the producer then sends
+    # only what is due by the clock (source reports, positions).
+    burst = shape == "burst"
+    producer = kids.spawn(
+        f"events-{key}", ["--worker", "events", *common, "--rate", "0" if burst else str(args.event_rate)]
+    )
     await kids.ready("events producer", producer)
-    reader = kids.spawn(f"decisions-{rate}-{side}", ["--worker", "decisions", *common, "--out", arrived_file])
+    reader = kids.spawn(f"decisions-{key}", ["--worker", "decisions", *common, "--out", arrived_file])
     await kids.ready("decisions reader", reader)
+    shape_args = ["--burst-events", str(round(args.event_rate * BURST_ORDERS / rate))] if burst else []
     sender = kids.spawn(
-        f"orders-{rate}-{side}",
+        f"orders-{key}",
         [
             "--worker",
             "orders",
@@ -201,13 +240,14 @@ async def run_once(
             str(rate),
             "--out",
             sent_file,
+            *shape_args,
         ],
     )
     start = int(await kids.ready("orders sender", sender))
     window = (start + int(args.warmup * 1e9), start + int((args.warmup + args.seconds) * 1e9))
     control = aioredis.Redis.from_url(args.redis_url, decode_responses=False)
     pids = {
-        side: responder.pid,
+        **{name: proc.pid for name, proc in responders},
         "events": producer.pid,
         "orders": sender.pid,
         "decisions": reader.pid,
@@ -247,7 +287,7 @@ async def run_once(
     finally:
         await control.aclose()
     produced = await kids.finish("events producer", producer)
-    answer = await kids.finish(side, responder)
+    answer = merge_reports([await kids.finish(name, proc) for name, proc in responders])
     flow = OrderFlow(tag, sent_file, arrived_file, window)
     latencies = []
     decisions_seen: Counter[str] = Counter()
@@ -268,6 +308,7 @@ async def run_once(
     seconds = (t1 - t0) / 1e9
     result = {
         "side": side,
+        "shape": shape,
         "rate": rate,
         "target_event_rate": args.event_rate,
         "seconds": seconds,
@@ -298,6 +339,22 @@ async def run_once(
     if spans_file and os.path.exists(spans_file):
         result["spans"] = analyse_spans(spans_file, flow, window)
     return result
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One responder's report, or the sum of a split deployment's (counters added; the plugins,
+    decisions and audit of the orders consumer, the one that decides)."""
+    if len(reports) == 1:
+        return reports[0]
+    merged: dict[str, Any] = dict(reports[0])
+    for other in reports[1:]:
+        for name, value in other.items():
+            if isinstance(value, int) and not isinstance(value, bool) and name != "exit":
+                merged[name] = merged.get(name, 0) + value
+            elif name == "by_type":
+                merged[name] = dict(Counter(merged.get(name, {})) + Counter(value))
+    merged["roles"] = [r.get("role", "all") for r in reports]
+    return merged
 
 
 def local_redis_pid(url: str) -> int | None:
