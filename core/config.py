@@ -11,13 +11,16 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 Prefix = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-{}]+$")]
+#: What a consumer reads (docs/deployment.md, "Orders and events in separate consumers").
+Role = Literal["all", "orders", "events"]
+ROLES: tuple[Role, ...] = ("all", "orders", "events")
 
 
 class ConfigError(ValueError):
@@ -57,6 +60,10 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class ConsumerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: Consumer name in the group; empty means ``<host>-<pid>``, unique per process.
     name: str = ""
+    #: Which input streams this consumer reads: ``all`` (events, and orders when a plugin
+    #: answers them), ``orders`` (only orders, so an order never queues behind an event batch's
+    #: plugin work) or ``events`` (every input but orders). Same group and delivery rules in each.
+    role: Role = "all"
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
     #: Entries pending this long (their consumer died or failed them) are reclaimed.
@@ -155,6 +162,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "NAVSTREAM_GROUP": ("redis", "group"),
     "NAVSTREAM_REDIS_CLUSTER": ("redis", "cluster"),
     "NAVSTREAM_CONSUMER": ("consumer", "name"),
+    "NAVSTREAM_CONSUMER_ROLE": ("consumer", "role"),
     "NAVSTREAM_HTTP_PORT": ("http", "port"),
     "NAVSTREAM_HTTP_HOST": ("http", "host"),
     "NAVSTREAM_HTTP_READY_ON_STALE_DATA": ("http", "ready_on_stale_data"),

@@ -34,7 +34,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "prefix": getattr(args, "prefix", None),
             "group": getattr(args, "group", None),
         },
-        "consumer": {"name": getattr(args, "consumer", None)},
+        "consumer": {"name": getattr(args, "consumer", None), "role": getattr(args, "role", None)},
         "http": {"port": getattr(args, "http_port", None)},
     }
     return load_settings(getattr(args, "config", None), overrides=overrides)
@@ -65,21 +65,21 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from navstream.loop.consumer import Consumer
 
     app = App.create(_settings(args))
-    consumer = Consumer(app, until_idle_s=args.until_idle, max_events=args.max_events)
-    loop = asyncio.get_running_loop()
-    seen = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == 1:
-            consumer.request_stop()
-        else:  # a second signal: exit at once; pending entries are reclaimed by others
-            os._exit(128 + signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
     try:
+        consumer = Consumer(app, until_idle_s=args.until_idle, max_events=args.max_events)  # checks the role
+        loop = asyncio.get_running_loop()
+        seen = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == 1:
+                consumer.request_stop()
+            else:  # a second signal: exit at once; pending entries are reclaimed by others
+                os._exit(128 + signum)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
         return await consumer.run()
     finally:
         await app.aclose()
@@ -234,12 +234,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from navstream.config import validate_plugin_sections
     from navstream.ingest.runner import configure
+    from navstream.loop.roles import check_role
 
     settings = load_settings(args.file, env={})
     # The file alone is checked: neither the environment's overrides nor NAVSTREAM_PLUGINS
     # (which would leave the sections of the plugins it excludes unchecked) take part.
     loaded = build_plugin_manager(disabled=settings.plugins.disabled, modules=settings.plugins.modules, env={})
     sections = validate_plugin_sections(settings, loaded.sections, loaded.disabled_sections)
+    check_role(settings, loaded)  # a role the plugins cannot fill fails `run` too
     sources = configure(settings, loaded.source_kinds)  # [sources.*], as `navstream ingest` reads them
     print(f"{args.file}: ok")
     print(f"  redis: {redact_url(settings.redis.url)} prefix={settings.redis.prefix} group={settings.redis.group}")

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from navstream.config import ROLES
 from navstream.version import __version__
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -105,6 +106,12 @@ def build_core_parser() -> tuple[argparse.ArgumentParser, Any]:
     _redis_options(p, group=True)
     p.add_argument(
         "--consumer", help="consumer name (env NAVSTREAM_CONSUMER; default <host>-<pid>, unique per process)"
+    )
+    p.add_argument(
+        "--role",
+        choices=ROLES,
+        help="what this consumer reads (env NAVSTREAM_CONSUMER_ROLE, [consumer] role; default all): all, "
+        "orders (only P:orders, so orders never wait for event batches) or events (every input but P:orders)",
     )
     p.add_argument(
         "--until-idle",

@@ -4,7 +4,8 @@ One batch is in flight at a time (backpressure comes from the consumer group: we
 we finish). How a batch is handled is :mod:`navstream.loop.batch`; reclaiming, heartbeats and
 the rest of the time-based upkeep is :mod:`navstream.loop.upkeep`; creating the consumer groups
 is :mod:`navstream.loop.groups`, and what the loop does when Redis goes away, refuses writes or
-loses a group is :mod:`navstream.loop.outages`.
+loses a group is :mod:`navstream.loop.outages`. Which input streams a consumer reads and whose
+ticks it runs is its ``[consumer] role``'s (:mod:`navstream.loop.roles`).
 
 ``StartupError``, ``AlertThrottle``, ``tune_gc`` and ``GC_THRESHOLD`` live in their own modules
 and are re-exported here, where callers have always imported them.
@@ -29,6 +30,7 @@ from navstream.loop.errors import StartupError
 from navstream.loop.gctune import GC_THRESHOLD, tune_gc
 from navstream.loop.observer import LoopObserver
 from navstream.loop.outages import TRANSIENT, OutagesMixin
+from navstream.loop.roles import check_role, read_streams, tick_plugins
 from navstream.loop.throttle import AlertThrottle
 from navstream.loop.upkeep import Upkeep
 from navstream.plugin import calls
@@ -58,15 +60,20 @@ _ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] |
 
 
 class Consumer(OutagesMixin):
-    """Runs the loop for one consumer of the group.
+    """Runs the loop for one consumer of the group, in its ``[consumer] role``.
 
     :param until_idle_s: stop (exit 0) once nothing new or reclaimed arrived for this long.
     :param max_events: stop after handling this many entries.
+    :raises ConfigError: a role the plugins loaded cannot fill (``orders`` with no order plugin).
     """
 
     def __init__(self, app: App, *, until_idle_s: float | None = None, max_events: int | None = None) -> None:
+        check_role(app.settings, app.plugins)
         self.app = app
         self.settings = app.settings.consumer
+        self.role = self.settings.role
+        #: The plugins this consumer ticks (None: all), by its role (:mod:`navstream.loop.roles`).
+        self.ticked = tick_plugins(app)
         self.keys = app.keys
         self.until_idle_s = until_idle_s
         self.max_events = max_events
@@ -157,10 +164,8 @@ class Consumer(OutagesMixin):
             self.http = None
 
     async def setup(self) -> None:
-        """Create the groups, run the startup hooks, and decide which streams to read."""
-        self.streams = [self.keys.events]
-        if self.app.has_impls("navstream_orders"):
-            self.streams.append(self.keys.orders)
+        """Create the groups, run the startup hooks, and decide which streams to read (by role)."""
+        self.streams = read_streams(self.app)
         await self.ensure_groups(self.streams)
         try:  # the others too, so that what is written there waits for a later consumer that reads it
             await self.ensure_groups([s for s in self.keys.inputs if s not in self.streams])
@@ -177,7 +182,7 @@ class Consumer(OutagesMixin):
             raise StartupError(
                 f"plugin {failed.plugin!r} failed to start: {type(failure).__name__}: {failure}"
             ) from failure
-        if self.keys.orders not in self.streams:
+        if self.keys.orders not in self.streams and self.role == "all":  # role events: orders are others' job
             out = Outputs(self.app.clock.now_ms())
             out.alert(
                 "no_order_handler",
@@ -195,6 +200,7 @@ class Consumer(OutagesMixin):
                 "event": "consumer_started",
                 "consumer": self.app.consumer_name,
                 "group": self.app.group,
+                "role": self.role,
                 "streams": self.streams,
                 "plugins": [p.name for p in self.app.plugins.info],
             },
@@ -351,7 +357,7 @@ class Consumer(OutagesMixin):
         app = self.app
         now = app.clock.now_ms()
         self._tick_count += 1
-        result = await dispatch_tick(app, now, lambda: Outputs(now))
+        result = await dispatch_tick(app, now, lambda: Outputs(now), self.ticked)
         out = result.outputs
         for failure in result.failures:
             app.stats.plugin_errors += 1

@@ -100,6 +100,7 @@ class HeartbeatMixin:
             group=app.group,
             ts=str(app.clock.now_ms()),
             status=status,
+            role=self.settings.role,
             streams=",".join(streams),
             beat=beat,
         )

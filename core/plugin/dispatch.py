@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,11 +149,20 @@ async def _retry_each(
         merged.merge(out)
 
 
-async def dispatch_tick(app: Any, now_ms: int, outputs_factory: Any) -> DispatchResult:
-    """Call ``navstream_tick`` on every plugin; a failing plugin loses only its own outputs."""
+async def dispatch_tick(
+    app: Any, now_ms: int, outputs_factory: Any, plugins: Collection[str] | None = None
+) -> DispatchResult:
+    """Call ``navstream_tick`` on every plugin; a failing plugin loses only its own outputs.
+
+    :param plugins: only these plugins (by name) are ticked; None: every one. A consumer's role
+        decides (:func:`navstream.loop.roles.tick_plugins`), so an orders consumer does not run
+        the event plugins' time-based work between orders.
+    """
     merged = outputs_factory()
     failures: list[PluginFailure] = []
     for impl in calls.impls(app.pm, "navstream_tick"):
+        if plugins is not None and impl.plugin_name not in plugins:
+            continue
         out = outputs_factory()
         try:
             await call_with_timeout(app, impl, {"app": app, "now_ms": now_ms, "out": out})

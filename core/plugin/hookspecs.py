@@ -152,6 +152,15 @@ def navstream_tick(app: App, now_ms: int, out: Outputs) -> Awaitable[None] | Non
     This is where freshness is judged against the clock: with no events at all, a value must
     still turn stale on time.
 
+    Which consumers call it follows ``[consumer] role`` and the hooks the plugin implements: a
+    consumer of role ``all`` ticks every plugin; one of role ``orders`` (it reads only
+    ``P:orders``) only the plugins that implement ``navstream_orders``; one of role ``events``
+    only those that implement no ``navstream_orders``, or ``navstream_events`` too. So an
+    orders consumer never runs an event plugin's time-based work between two orders, and a
+    plugin's tick runs where the entries it keeps state for are read. A plugin with both batch
+    hooks is ticked by both kinds (as by every replica of role ``all``: ticks run in every
+    consumer at once, so they must be idempotent anyway).
+
     :param app: the running application.
     :param now_ms: the clock, epoch milliseconds (the demo and tests drive a simulated clock).
     :param out: this plugin's output buffer for the tick.
