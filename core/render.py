@@ -46,11 +46,15 @@ def render_status(status: dict[str, Any], now_ms: int | None = None) -> str:
     if status["consumers"]:
         out.append(
             table(
-                ["consumer", "status", "processed", "failed", "dead-lettered", "lost", "last batch", "heartbeat"],
+                [
+                    *("consumer", "status", "role", "processed", "failed"),
+                    *("dead-lettered", "lost", "last batch", "heartbeat"),
+                ],
                 [
                     [
                         h.get("consumer"),
                         h.get("status"),
+                        h.get("role") or "all",  # a heartbeat without one is from before roles: all
                         h.get("processed"),
                         h.get("failed"),
                         h.get("dead_lettered"),

@@ -201,7 +201,9 @@ class Endpoints:
         return await asyncio.gather(consumers(), self._sections.get())
 
     async def _read_consumers(self) -> list[dict[str, Any]]:
-        return await asyncio.wait_for(read_consumers(self.app, self._streams()), READ_TIMEOUT_S)
+        # Every input stream, not only this consumer's: with roles, the group's other consumers
+        # read other streams, and their pending entries and idle times are there.
+        return await asyncio.wait_for(read_consumers(self.app, list(self.app.keys.inputs)), READ_TIMEOUT_S)
 
     async def _read_sections(self) -> PageReads:
         return await read_page(self.app, self.app.clock.now_ms(), READ_TIMEOUT_S)
@@ -261,6 +263,7 @@ class Endpoints:
             "name": self.app.consumer_name,
             "group": self.app.group,
             "phase": self.consumer.phase,
+            "role": self.consumer.settings.role,
             "alive": alive,
             "liveness": why,
             "streams": self._streams(),

@@ -105,16 +105,18 @@ async def read_consumers(app: App, streams: Sequence[str]) -> list[dict[str, Any
     names = sorted(merged)[:MAX_CONSUMERS]
     pipe = app.redis.pipeline(transaction=False)
     for name in names:
-        pipe.hmget(app.keys.heartbeat(name), ["status", "processed", "health", "health_reasons", "ts"])
+        pipe.hmget(app.keys.heartbeat(name), ["status", "processed", "health", "health_reasons", "ts", "role"])
     beats = await pipe.execute(raise_on_error=False) if names else []
     _raise_connection_errors(beats)
     out = []
     for name, beat in zip(names, beats, strict=False):
-        status, processed, health, reasons, ts = _ok(beat, [None] * 5)
+        status, processed, health, reasons, ts, role = _ok(beat, [None] * 6)
         out.append(
             {
                 **merged[name],
                 "status": status or "gone",
+                # what it reads; "all" for a heartbeat from before roles, None without a heartbeat
+                "role": role or ("all" if status else None),
                 "processed": int(processed or 0),
                 "health": health or "",
                 "health_reasons": _clip(reasons or ""),

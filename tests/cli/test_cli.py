@@ -396,7 +396,7 @@ def test_run_then_status_shows_the_consumer(capsys: pytest.CaptureFixture[str], 
     code, out, err = cli(capsys, "status", *opts(rb))
     assert code == 0, err
     row = next(line.split() for line in out.splitlines() if line.startswith("cli-worker"))
-    assert row[1:5] == ["stopped", "1", "0", "1"]  # status processed failed dead-lettered
+    assert row[1:6] == ["stopped", "all", "1", "0", "1"]  # status role processed failed dead-lettered
     assert "dead letters: 1" in out and "navstream dlq list" in out
     assert "[risk]" in out and "decisions_stored: 0" in out  # the risk gate reads P:orders
     data = json.loads(cli(capsys, "status", *opts(rb), "--json")[1])

@@ -18,6 +18,8 @@ from navstream.cli import build_parser, main
 from navstream.cli.commands import _settings
 from navstream.config import load_settings
 from navstream.loop.consumer import Consumer
+from navstream.ops.admin import collect_status
+from navstream.render import render_status
 from navstream.testing import start_consumer
 
 FAST = {"block_ms": 5, "claim_idle_ms": 40, "tick_ms": 50}
@@ -352,3 +354,24 @@ async def test_ticks_follow_the_role_and_the_hooks_a_plugin_implements(
     alerts = [f for _, f in await app.redis.xrange(app.keys.alerts) if f["code"] == "plugin_error"]
     # a failing tick is still isolated and alerted, where it runs
     assert bool(alerts) is ("broken" in expected)
+
+
+# --- the role where consumers are listed ---------------------------------------------------------------
+
+
+async def test_status_and_the_status_page_show_each_consumers_role(make_app: Any) -> None:
+    from support.serving import serving
+
+    plugins = [("rec", Recorder()), ("gate", Gate())]
+    events_app = make_app(plugins=plugins, consumer={**FAST, "role": "events"}, name="events-1")
+    await (await start_consumer(events_app)).tick()
+    orders_app = make_app(plugins=plugins, consumer={**FAST, "role": "orders"}, name="orders-1")
+    async with serving(orders_app) as (_, client):
+        status = (await client.get("/api/status")).json()
+        assert status["consumer"]["role"] == "orders" and status["consumer"]["streams"] == [orders_app.keys.orders]
+        assert {c["name"]: c["role"] for c in status["consumers"]} == {"events-1": "events", "orders-1": "orders"}
+
+    status = await collect_status(orders_app)
+    assert {h["consumer"]: h["role"] for h in status["consumers"]} == {"events-1": "events", "orders-1": "orders"}
+    rows = {line.split()[0]: line.split() for line in render_status(status).splitlines() if line.strip()}
+    assert rows["events-1"][1:3] == ["running", "events"] and rows["orders-1"][1:3] == ["stopped", "orders"]
