@@ -73,3 +73,15 @@ def test_an_unknown_key_is_an_error_not_skipped(tmp_path: Path) -> None:
     compose.write_text("services:\n  s:\n    image: x\n    ulimits: {nofile: 1024}\n")
     with pytest.raises(compose_run.ComposeError, match="ulimits"):
         compose_run.run_args(compose, "s", image="i", name="n", hostname=None, env_overrides={}, volumes={})
+
+
+@pytest.mark.parametrize("role", ["orders", "events"])
+def test_the_split_consumers_are_the_consumer_service_in_a_role(role: str) -> None:
+    """`consumer-orders` and `consumer-events` (profile `split`, docs/deployment.md) run as
+    `consumer` does, with `--role`; their profile is a note, not an error."""
+    options = {"hostname": "h1", "volumes": {"navstream-state": "ci-state"}}
+    args, notes = _args(f"consumer-{role}", **options)
+    base, _ = _args("consumer", **options)
+    assert args[-4:] == ["navstream:ci", "run", "--role", role]
+    assert args[:-3] == base[:-1]  # the same hardening, environment, mounts, stop and health
+    assert any(n.startswith("not applied: profiles") for n in notes)
