@@ -8,6 +8,11 @@ its answer on ``P:decisions`` through ``Outputs.emit_first``: the first decision
 also goes, with its inputs and their hash, to this consumer's audit log, written by a
 background thread; a shortfall of that log is counted and alerted, never waited for.
 
+The work that depends on an account alone (what its orders in flight add up to, its trading
+state, its venue's source reports) is done once per account per batch, so an order costs
+O(symbols of its account) however many orders are in flight; the batch forgets the orders in
+flight it found no decision counts any more, behind its own write.
+
 Ticks store the drawdown of each NAV against its high-water mark in the trading records
 (compare-and-set, so an operator's command is never overwritten unseen), remind of trading that
 drawdown reduced or halted, alert on audit shortfalls, and prune what the gate keeps per order.
@@ -40,7 +45,8 @@ from . import ops
 from .config import RiskConfig
 from .decide import Decision, bad_order, content_hash, vetoed, worst_state
 from .gate import SECTION, AuditRecord, Gate, config, health_report, nav_config, open_gate
-from .inputs import RULES, DecisionInputs, InFlight, RecordingMarket, judge
+from .inflight import InFlight, PendingBook, counts
+from .inputs import RULES, AccountView, DecisionInputs, PositionInput, RecordingMarket, account_view, judge
 from .report import RiskReport
 from .state import (
     DECIDED,
@@ -50,6 +56,7 @@ from .state import (
     REUSED,
     REUSED_AT,
     VENUES,
+    BatchState,
     account_member,
     approved_key,
     encode_inflight,
@@ -86,8 +93,10 @@ async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | Inval
     cfg, navcfg = config(app), nav_config(app)
     now = out.now_ms
     contents = [content_of(o) for o in orders]
-    state = await read_batch_state(app, orders, now, contents)
+    state = await read_batch_state(app, orders, now, contents, gate.inflight)
     market = RecordingMarket(navcfg, state.quotes, state.sources, now)
+    books, done = count_inflight(state, cfg.open_order_ttl_ms)
+    views: dict[tuple[str, str], AccountView] = {}
     given: dict[str, dict[str, str]] = {}
     reused_given: dict[tuple[str, str], dict[str, str]] = {}
     approved_here: Counter[str] = Counter()
@@ -153,19 +162,23 @@ async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | Inval
             )
         else:
             key = (order.venue, order.account)
+            positions = state.positions.get(key, {})
+            book = books.get(key) or books.setdefault(key, _book(positions, now, cfg.open_order_ttl_ms))
             inputs = DecisionInputs(
                 now,
                 nav=nav,
                 desk_nav=state.desk_nav(),
                 sources=state.sources,
-                positions=state.positions.get(key, {}),
+                positions=positions,
                 account_state=state.record(account_member(order.venue, order.account)),
                 desk_state=state.record(DESK),
                 orders_last_minute=state.approved.get(order.venue, 0) + approved_here[order.venue],
-                inflight=list(state.inflight.get(key, ())),
-            )  # a copy: later approvals must not show in its record
+                pending=book.snapshot(),  # a copy: later approvals must not show in its record
+                pending_error=book.error,
+            )
+            view = views.get(key) or views.setdefault(key, account_view(inputs, cfg, order.venue, order.account))
             market.reset()
-            decision = judge(order, inputs, cfg, navcfg, market)
+            decision = judge(order, inputs, cfg, navcfg, market, view)
             inputs = msgspec.structs.replace(inputs, quotes=market.consulted_quotes())
             record = AuditRecord(now, app.consumer_name, order_id, decision, order=order, inputs=inputs, rules=RULES)
             if decision.decision == "approve":
@@ -173,7 +186,7 @@ async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | Inval
                 out.index(approved_key(order.venue), {order_id: now})
                 out.hset(VENUES, {escape(order.venue): order.venue})
                 flying = InFlight(order_id, order.symbol, order.side, order.qty, now)
-                state.inflight.setdefault(key, []).append(flying)  # later orders of this batch see it
+                book.approve(flying)  # later orders of this batch see it
                 out.hset(inflight_key(order.venue, order.account), {order_id: encode_inflight(flying)})
                 out.hset(
                     INFLIGHT_ACCOUNTS,
@@ -184,6 +197,40 @@ async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | Inval
         out.index(DECIDED, {order_id: now})
         given[order_id] = fields
         _count(gate, decision, record)
+    if done:
+        gate.inflight.discard(done)
+        gate.forget_later(app, done)
+
+
+def count_inflight(
+    state: BatchState, ttl_ms: int
+) -> tuple[dict[tuple[str, str], PendingBook], dict[str, dict[str, str]]]:
+    """Each readable account's orders in flight summed once for the batch, and those no
+    decision counts any more (``{hash: {member: value read}}``), to be forgotten. An account
+    with an unreadable member has neither: its orders are vetoed, and nothing of it deleted."""
+    books: dict[tuple[str, str], PendingBook] = {}
+    done: dict[str, dict[str, str]] = {}
+    now = state.now_ms
+    for (venue, account), flying in state.inflight.items():
+        positions = state.positions.get((venue, account), {})
+        observed = {symbol: held.ts for symbol, held in positions.items()}
+        book = books[(venue, account)] = PendingBook(observed, now, ttl_ms)
+        counted: list[InFlight] = []
+        forget: dict[str, str] = {}
+        for member, raw, o in flying:
+            if counts(o.at, observed.get(o.symbol), now, ttl_ms):
+                counted.append(o)
+            else:
+                forget[member] = raw
+        book.add_counted(counted)
+        if forget:
+            done[inflight_key(venue, account)] = forget
+    return books, done
+
+
+def _book(positions: Mapping[str, PositionInput], now_ms: int, ttl_ms: int) -> PendingBook:
+    """An empty book (every readable account has one from :func:`count_inflight` already)."""
+    return PendingBook({symbol: held.ts for symbol, held in positions.items()}, now_ms, ttl_ms)
 
 
 def _count(gate: Gate, decision: Decision, record: AuditRecord) -> None:
@@ -265,10 +312,11 @@ class RiskPlugin(RiskReport):
         ops.register_commands(register)
 
     @hookimpl
-    def navstream_shutdown(self, app: AppProtocol) -> None:
+    async def navstream_shutdown(self, app: AppProtocol) -> None:
         gate, self.gate = self.gate, None
         if gate is None:
             return
+        await gate.settle()
         if not gate.audit.close(timeout=5.0):
             log.error(
                 "audit log not fully written at shutdown",

@@ -6,6 +6,8 @@ Shared by the hooks (:mod:`navstream.plugins.risk`), the tick work (:mod:`.ticks
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 from collections import Counter
@@ -23,9 +25,12 @@ from .audit import AuditLog
 from .config import RiskConfig
 from .decide import Decision
 from .inputs import DecisionInputs, input_hash
+from .state import InFlightCache, forget_inflight
 from .trading import TradingRecord
 
 SECTION = "risk"
+
+log = logging.getLogger("navstream.risk")
 
 
 def config(app: AppProtocol) -> RiskConfig:
@@ -80,6 +85,36 @@ class Gate:
     #: The trading records as this consumer last read them: one that vanishes from Redis (data
     #: lost, a flush) is written back, never read as "active".
     records: dict[str, TradingRecord] = field(default_factory=dict)
+    #: The orders in flight as last decoded, by batches and ticks.
+    inflight: InFlightCache = field(default_factory=InFlightCache)
+    #: A batch forgetting the orders in flight no decision counts any more, behind the batch's
+    #: write (one at a time: while it runs, later batches leave theirs to the next, or the tick).
+    forgetting: asyncio.Task[int] | None = None
+    #: Orders in flight forgotten by batches so far.
+    forgotten: int = 0
+
+    def forget_later(self, app: AppProtocol, done: Mapping[str, Mapping[str, str]]) -> None:
+        """Delete ``done`` (:func:`.state.forget_inflight`) without holding up the batch: what no
+        decision counts never counts again, so it may go at any time, or with the next tick."""
+        if self.forgetting is None or self.forgetting.done():
+            self.forgetting = asyncio.get_running_loop().create_task(self._forget(app, done))
+
+    async def _forget(self, app: AppProtocol, done: Mapping[str, Mapping[str, str]]) -> int:
+        try:
+            deleted = await forget_inflight(app, done)
+        except Exception as exc:  # noqa: BLE001 - the tick prunes what this could not
+            log.warning(
+                "orders in flight not forgotten (the tick prunes them)",
+                extra={"event": "inflight_forget_failed", "error": f"{type(exc).__name__}: {exc}"[:500]},
+            )
+            return 0
+        self.forgotten += deleted
+        return deleted
+
+    async def settle(self) -> None:
+        """Wait for the forgetting under way, if any (tests; shutdown)."""
+        if self.forgetting is not None:
+            await asyncio.shield(self.forgetting)
 
 
 def audit_path(app: AppProtocol, cfg: RiskConfig) -> Path:

@@ -4,14 +4,20 @@ The gate reads its inputs from Redis into a :class:`DecisionInputs`, judges the 
 :func:`judge`, and writes both to the audit log with a hash of them. ``navstream risk replay``
 decodes the same value from the log and calls the same :func:`judge`, so a replay differs from
 the original only if the rules or the config did. Of the prices, only those the decision
-consulted are kept (:class:`RecordingMarket` notes them), so a record stays small while
-judging it again sees exactly what the original saw.
+consulted are kept (:class:`RecordingMarket` notes them), and of the orders in flight only
+what they add up to per symbol (:class:`PendingQty`), so a record stays small however much is
+in flight, while judging it again sees exactly what the original saw.
+
+Within one batch the clock is fixed, so what depends on the account alone is computed once per
+account (:class:`PendingBook`, :class:`AccountView`), not once per order: an order costs
+O(symbols of its account), never O(orders in flight).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
@@ -31,6 +37,7 @@ from .decide import (
     vetoed,
     worst_state,
 )
+from .inflight import InFlight, PendingBook, PendingQty
 from .trading import TradingRecord, follow_nav
 
 log = logging.getLogger("navstream.risk")
@@ -38,7 +45,9 @@ log = logging.getLogger("navstream.risk")
 
 #: Version of the rules and of what a record holds: 1 before the gate valued orders at the
 #: worst price and counted positions' ages and orders in flight; records without one are 1.
-RULES = 2
+#: 2 recorded the account's orders in flight one by one (``inflight``); 3 records what they
+#: add up to per symbol (``pending``), the same rules on a record that does not grow with them.
+RULES = 3
 
 
 class PositionInput(msgspec.Struct, frozen=True, array_like=True):
@@ -47,17 +56,6 @@ class PositionInput(msgspec.Struct, frozen=True, array_like=True):
     #: When the position was observed, never later than when navstream received it (epoch ms);
     #: 0 when unknown (a record from rules 1): then it is too old to rest on.
     ts: int = 0
-
-
-class InFlight(msgspec.Struct, frozen=True, array_like=True):
-    """An order the gate approved and no position update has covered yet."""
-
-    order_id: str
-    symbol: str
-    side: str
-    qty: Decimal
-    #: When it was approved (epoch ms, the gate's clock).
-    at: int
 
 
 class DecisionInputs(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -77,8 +75,15 @@ class DecisionInputs(msgspec.Struct, frozen=True, omit_defaults=True):
     desk_state: TradingRecord = TradingRecord()
     #: Approved orders of the order's venue in the 60 s before it.
     orders_last_minute: int = 0
-    #: The account's approved orders that may still be in flight (see :func:`pending`).
+    #: Rules 2: the account's approved orders that may still be in flight, one by one (see
+    #: :func:`pending`). Empty in records of rules 3, which hold ``pending`` instead.
     inflight: list[InFlight] = []
+    #: Rules 3: symbol -> what the orders in flight the decision counted add up to. None in
+    #: records of rules 1 and 2, whose ``inflight`` is summed when they are judged again.
+    pending: dict[str, PendingQty] | None = None
+    #: Rules 3: why those orders could not be summed exactly (a hand-written entry): then the
+    #: order is vetoed ``inputs_invalid``, as it was when the sum was taken per order.
+    pending_error: str = ""
 
 
 class RecordingMarket(Market):
@@ -89,13 +94,19 @@ class RecordingMarket(Market):
         super().__init__(config, quotes, sources, now_ms)
         self.consulted: set[tuple[str, str]] = set()
         self._deps: dict[str, set[tuple[str, str]]] = {}
+        #: Each pair's pick, made once: the clock and the quotes are those of one batch.
+        self._picks: dict[tuple[str, str], tuple[Quote | None, str, list[str], int]] = {}
 
     def reset(self) -> None:
         self.consulted = set()
 
     def pick(self, base: str, quote: str) -> tuple[Quote | None, str, list[str], int]:
-        self.consulted.add((base, quote))
-        return super().pick(base, quote)
+        pair = (base, quote)
+        self.consulted.add(pair)  # noted for every order that asks, cached or not
+        picked = self._picks.get(pair)
+        if picked is None:  # one that raises is not kept: it raises again for the next order
+            picked = self._picks[pair] = super().pick(base, quote)
+        return picked
 
     def unit(self, asset: str) -> Unit:
         deps = self._deps.get(asset)
@@ -136,31 +147,70 @@ def position_age_limit_ms(config: RiskConfig, nav_config: NavConfig) -> int:
 
 
 def pending(inputs: DecisionInputs, config: RiskConfig) -> dict[str, tuple[Decimal, Decimal]]:
-    """symbol -> (buys, sells) approved and still in flight: not yet covered by a position
-    observed after their approval, and approved less than ``open_order_ttl_s`` ago."""
-    out: dict[str, tuple[Decimal, Decimal]] = {}
-    for o in inputs.inflight:
-        if inputs.now_ms - o.at > config.open_order_ttl_ms:
-            continue
-        held = inputs.positions.get(o.symbol)
-        if held is not None and held.ts > o.at:  # the same millisecond may be before it
-            continue
-        buys, sells = out.get(o.symbol, (Decimal(0), Decimal(0)))
-        out[o.symbol] = (exact_add(buys, o.qty), sells) if o.side == "buy" else (buys, exact_add(sells, o.qty))
-    return out
+    """symbol -> (buys, sells) approved and still in flight (:func:`counts`). A record of
+    rules 3 holds the sums (``pending``); one of rules 2 the orders, summed here in the order
+    it lists them, as when it was decided."""
+    if inputs.pending_error:
+        raise ArithmeticError(inputs.pending_error)
+    if inputs.pending is not None:
+        return {symbol: (p.buys, p.sells) for symbol, p in inputs.pending.items()}
+    observed = {symbol: held.ts for symbol, held in inputs.positions.items()}
+    book = PendingBook(observed, inputs.now_ms, config.open_order_ttl_ms)
+    book.add_counted([o for o in inputs.inflight if book.counts(o)], ordered=True)
+    if book.error:
+        raise ArithmeticError(book.error)
+    return {symbol: (p.buys, p.sells) for symbol, p in book.sums.items()}
+
+
+@dataclass
+class AccountView:
+    """What one batch computes once per account rather than per order: the venue's source
+    reports and the trading state (two drawdowns judged in Decimal). An error computing the
+    state is kept and raised again for each order, where the per-order computation raised it."""
+
+    sources: list[SourceState]
+    state: TradingState | None = None
+    error: ArithmeticError | ValueError | TypeError | None = None
+
+    def trading_state(self) -> TradingState:
+        if self.error is not None:
+            raise self.error.with_traceback(None)
+        assert self.state is not None
+        return self.state
+
+
+def venue_sources(inputs: DecisionInputs, venue: str, account: str) -> list[SourceState]:
+    """The source reports of ``venue``: venue-wide, or of ``account``."""
+    return [s for s in inputs.sources if s.venue == venue and (s.account is None or s.account == account)]
+
+
+def account_view(inputs: DecisionInputs, config: RiskConfig, venue: str, account: str) -> AccountView:
+    view = AccountView(venue_sources(inputs, venue, account))
+    try:
+        view.state = trading_state(inputs, config)
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        view.error = exc
+    return view
 
 
 def judge(
-    order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: NavConfig, market: Market | None = None
+    order: Order,
+    inputs: DecisionInputs,
+    config: RiskConfig,
+    nav_config: NavConfig,
+    market: Market | None = None,
+    account: AccountView | None = None,
 ) -> Decision:
     """Decide ``order`` from ``inputs``. ``market`` (the live one, holding every price) may be
     given to save building one; it must hold what ``inputs.quotes`` holds for every pair the
-    decision consults. Never raises on what the inputs hold: an input that breaks the
-    arithmetic (an overflow) vetoes with ``inputs_invalid``."""
+    decision consults. ``account`` (:func:`account_view` of these inputs, shared by the
+    batch's orders of the account) may be given to save computing it per order. Never raises
+    on what the inputs hold: an input that breaks the arithmetic (an overflow) vetoes with
+    ``inputs_invalid``."""
     if market is None:
         market = Market(nav_config, inputs.quotes, inputs.sources, inputs.now_ms)
     try:
-        return _judge(order, inputs, config, nav_config, market)
+        return _judge(order, inputs, config, nav_config, market, account)
     except (ArithmeticError, ValueError, TypeError) as exc:
         log.warning(
             "an order could not be judged from its inputs: vetoed",
@@ -192,12 +242,19 @@ def _safe_nav(inputs: DecisionInputs) -> Snapshot | None:
     return nav if nav is None or nav.nav.is_finite() else None
 
 
-def _judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config: NavConfig, market: Market) -> Decision:
+def _judge(
+    order: Order,
+    inputs: DecisionInputs,
+    config: RiskConfig,
+    nav_config: NavConfig,
+    market: Market,
+    account: AccountView | None,
+) -> Decision:
+    # The steps, and the point where an error stops them (and so the quotes consulted), are
+    # those of the per-order computation; ``account`` only saves repeating its parts.
     now = inputs.now_ms
     limit = position_age_limit_ms(config, nav_config)
-    venue_sources = [
-        s for s in inputs.sources if s.venue == order.venue and (s.account is None or s.account == order.account)
-    ]
+    sources = account.sources if account is not None else venue_sources(inputs, order.venue, order.account)
     in_flight = pending(inputs, config)
     # What the account could hold once every order in flight filled, one side or the other:
     # |position| at its worst is at one end of [pos - sells, pos + buys].
@@ -229,8 +286,8 @@ def _judge(order: Order, inputs: DecisionInputs, config: RiskConfig, nav_config:
         now_ms=now,
         nav=inputs.nav,
         market=market,
-        sources=venue_sources,
-        trading_state=trading_state(inputs, config),
+        sources=sources,
+        trading_state=account.trading_state() if account is not None else trading_state(inputs, config),
         position=own.qty if own is not None else Decimal(0),
         exposure=gross_exposure(worst_abs, marks, config, market),
         orders_last_minute=inputs.orders_last_minute,

@@ -14,7 +14,8 @@ All under ``P:state:risk:``, shared by every consumer of the group:
   again); ``risk:reused_at``: sorted set, the same members -> when (ms), to prune them
 - ``risk:inflight:<venue>:<account>``: hash, order_id -> ``[order_id, symbol, side, qty,
   approved_at]``, the account's approved orders until a position update covers them or
-  ``open_order_ttl_s`` passes (ticks prune them); ``risk:inflight_accounts``: hash,
+  ``open_order_ttl_s`` passes (the batch that reads them then forgets them, and ticks prune
+  them); ``risk:inflight_accounts``: hash,
   ``<venue>/<account>`` -> ``[venue, account]``, the accounts that have such a hash
 - ``risk:trading``: hash, ``*`` (the desk) or ``<venue>/<account>`` -> :class:`TradingRecord`
   JSON. Changed only by compare-and-set (:data:`CAS_LUA`), so an operator's command and a
@@ -26,7 +27,7 @@ wrote them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,8 @@ from navstream.plugins.nav.api import (
     positions_key,
 )
 
-from .inputs import InFlight, PositionInput
+from .inflight import InFlight
+from .inputs import PositionInput
 from .trading import TradingRecord
 
 DECISIONS = DECISION_STORE  # the wire contract's key, shared with the client
@@ -74,6 +76,19 @@ if held ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 """
+# KEYS[1] a hash; ARGV: member, value, member, value, ... Deletes each member that still holds
+# the value read; returns how many it deleted.
+FORGET_LUA = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return n
+"""
+#: Members one FORGET_LUA call deletes at most (a long script holds up every client of Redis).
+FORGET_CHUNK = 500
 
 
 def approved_key(venue: str) -> str:
@@ -106,6 +121,67 @@ def decode_inflight(where: str, member: str, raw: str) -> InFlight:
         return _inflight.decode(raw)
     except msgspec.DecodeError as exc:
         raise StateError(f"P:state:{where} member {member!r} is unreadable ({exc})") from exc
+
+
+#: One member of an in-flight hash as read: (member, its raw value, the order it holds).
+Flying = tuple[str, str, InFlight]
+
+
+class InFlightCache:
+    """The orders in flight decoded, per hash and raw value, across batches and ticks.
+
+    An account with a backlog is read whole by every batch; decoding each entry (a Decimal
+    each) costs twenty times looking it up. A value decodes to the same order whatever reads
+    it, so a cached one is exact. Each full read of a hash keeps just the values it found, so
+    the cache never holds more than Redis does."""
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, dict[str, InFlight]] = {}
+
+    def decode(self, where: str, raw: Mapping[str, str]) -> list[Flying]:
+        """Every member of in-flight hash ``where`` (as :func:`inflight_key` names it), as
+        read whole. :class:`StateError` for the first that cannot be read (then nothing of
+        this read is kept)."""
+        known = self._by_hash.get(where, {}).get
+        fresh: dict[str, InFlight] = {}
+        out: list[Flying] = []
+        for member, value in raw.items():
+            entry = known(value) or decode_inflight(where, member, value)
+            fresh[value] = entry
+            out.append((member, value, entry))
+        if fresh:
+            self._by_hash[where] = fresh
+        else:
+            self._by_hash.pop(where, None)
+        return out
+
+    def forget(self, where: str) -> None:
+        self._by_hash.pop(where, None)
+
+    def discard(self, done: Mapping[str, Mapping[str, str]]) -> None:
+        """Drop the values about to be deleted (``{hash: {member: value}}``)."""
+        for where, members in done.items():
+            held = self._by_hash.get(where)
+            if held is not None:
+                for value in members.values():
+                    held.pop(value, None)
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._by_hash.values())
+
+
+async def forget_inflight(app: AppProtocol, done: Mapping[str, Mapping[str, str]]) -> int:
+    """Delete the members of in-flight hashes (``{hash: {member: value read}}``) that no
+    decision counts any more, each only if it still holds the value read (an order_id
+    approved again since is not touched). Returns how many were deleted."""
+    pipe = app.redis.pipeline(transaction=False)
+    for where, members in done.items():
+        pairs = [part for member, value in members.items() for part in (member, value)]
+        for start in range(0, len(pairs), 2 * FORGET_CHUNK):
+            pipe.eval(FORGET_LUA, 1, app.keys.state(where), *pairs[start : start + 2 * FORGET_CHUNK])
+    if not len(pipe):
+        return 0
+    return sum(int(n) for n in await pipe.execute())
 
 
 _record = msgspec.json.Decoder(TradingRecord)
@@ -155,8 +231,9 @@ class BatchState:
     positions: dict[tuple[str, str], dict[str, PositionInput]] = field(default_factory=dict)
     #: venue -> approved orders in the last minute, as Redis holds them.
     approved: dict[str, int] = field(default_factory=dict)
-    #: (venue, account) -> its approved orders that may be in flight.
-    inflight: dict[tuple[str, str], list[InFlight]] = field(default_factory=dict)
+    #: (venue, account) -> its in-flight hash as read, member by member (in no set order):
+    #: what :class:`.inputs.PendingBook` counts and the batch forgets.
+    inflight: dict[tuple[str, str], list[Flying]] = field(default_factory=dict)
     #: (content hash, order_id) -> the veto already given to that reuse of the id.
     reused: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     #: What could not be read, so the orders resting on it are vetoed (``state_unreadable``)
@@ -179,7 +256,11 @@ class BatchState:
 
 
 async def read_batch_state(
-    app: AppProtocol, orders: Sequence[Order | InvalidOrder], now_ms: int, hashes: Sequence[str] = ()
+    app: AppProtocol,
+    orders: Sequence[Order | InvalidOrder],
+    now_ms: int,
+    hashes: Sequence[str] = (),
+    cache: InFlightCache | None = None,
 ) -> BatchState:
     """The decisions already given for these orders, and every input the gate judges one by:
     one MULTI/EXEC, so all of it is one instant of Redis, in one round trip.
@@ -187,7 +268,9 @@ async def read_batch_state(
     ``hashes`` holds each order's content hash (in the order of ``orders``), so the vetoes
     given to an id reused with other content are read too. A member that cannot be read does
     not fail the batch: it is noted in ``unreadable``, and the orders resting on it are vetoed.
+    ``cache`` saves decoding the orders in flight read by an earlier batch.
     """
+    cache = cache if cache is not None else InFlightCache()
     state = BatchState(now_ms)
     keys = app.keys
     ids = list(dict.fromkeys(o.order_id for o in orders))
@@ -245,10 +328,7 @@ async def read_batch_state(
                 symbol: PositionInput(p.qty, p.mark_price, observed_at(ts, p))
                 for symbol, (ts, p) in sorted(parse_positions(venue, account, positions_raw).items())
             }
-            where = inflight_key(venue, account)
-            state.inflight[(venue, account)] = sorted(
-                (decode_inflight(where, m, v) for m, v in inflight_raw.items()), key=lambda o: (o.at, o.order_id)
-            )
+            state.inflight[(venue, account)] = cache.decode(inflight_key(venue, account), inflight_raw)
         except StateError as exc:
             unreadable[account_member(venue, account)] = str(exc)
     for venue, count in zip(venues, rest[2 * len(accounts) :]):

@@ -15,6 +15,7 @@ from . import ops
 from .audit import AuditStats
 from .config import RiskConfig
 from .gate import Gate
+from .inflight import InFlight, counts
 from .state import (
     DECIDED,
     DECISIONS,
@@ -24,10 +25,12 @@ from .state import (
     REUSED_AT,
     VENUES,
     WINDOW_MS,
+    InFlightCache,
     account_member,
     approved_key,
     compare_and_set,
     decode_inflight,
+    forget_inflight,
     inflight_key,
     observed_at,
     read_records,
@@ -43,7 +46,7 @@ log = logging.getLogger("navstream.risk")
 async def on_tick(app: AppProtocol, cfg: RiskConfig, gate: Gate, now_ms: int, out: Outputs) -> None:
     await follow_drawdown(app, cfg, gate, now_ms, out)
     report_audit(cfg, gate, out)
-    await prune(app, cfg, now_ms)
+    await prune(app, cfg, now_ms, gate)
 
 
 async def follow_drawdown(app: AppProtocol, cfg: RiskConfig, gate: Gate, now_ms: int, out: Outputs) -> None:
@@ -132,7 +135,7 @@ def report_audit(cfg: RiskConfig, gate: Gate, out: Outputs) -> None:
         gate.short_at = time.monotonic()
 
 
-async def prune(app: AppProtocol, cfg: RiskConfig, now_ms: int) -> None:
+async def prune(app: AppProtocol, cfg: RiskConfig, now_ms: int, gate: Gate | None = None) -> None:
     """Forget decisions past their retention, approvals past the rate window, and orders in
     flight once a position update covers them or ``open_order_ttl_s`` passed."""
     keys = app.keys
@@ -151,14 +154,16 @@ async def prune(app: AppProtocol, cfg: RiskConfig, now_ms: int) -> None:
         pipe.zremrangebyscore(keys.state(approved_key(venue)), "-inf", now_ms - 2 * WINDOW_MS)
     if old or old_reused or venues:
         await pipe.execute()
-    await prune_inflight(app, cfg, now_ms)
+    await prune_inflight(app, cfg, now_ms, gate.inflight if gate is not None else None)
 
 
-async def prune_inflight(app: AppProtocol, cfg: RiskConfig, now_ms: int) -> None:
+async def prune_inflight(app: AppProtocol, cfg: RiskConfig, now_ms: int, cache: InFlightCache | None = None) -> None:
     """Drop each account's orders in flight that no decision counts any more (see
-    :func:`.inputs.pending`). An entry that cannot be read stays: it keeps the account's orders
-    vetoed (``state_unreadable``) until someone looks."""
+    :func:`.inflight.counts`), each only if it still holds what was read. An entry that cannot
+    be read stays: it keeps the account's orders vetoed (``state_unreadable``) until someone
+    looks. ``cache`` saves decoding what a batch or an earlier tick decoded."""
     keys = app.keys
+    cache = cache if cache is not None else InFlightCache()
     accounts = [_pair.decode(raw) for raw in (await app.redis.hvals(keys.state(INFLIGHT_ACCOUNTS)))]
     if not accounts:
         return
@@ -169,18 +174,15 @@ async def prune_inflight(app: AppProtocol, cfg: RiskConfig, now_ms: int) -> None
     replies = await pipe.execute()
     ttl = cfg.open_order_ttl_ms
     pipe = app.redis.pipeline(transaction=False)
-    writes = 0
+    done: dict[str, dict[str, str]] = {}
     for n, (venue, account) in enumerate(accounts):
         raw_inflight, raw_positions = replies[2 * n], replies[2 * n + 1]
+        where = inflight_key(venue, account)
         if not raw_inflight:  # untracked only if still empty: a batch may have just approved one
+            cache.forget(where)
             pipe.eval(
-                FORGET_EMPTY_LUA,
-                2,
-                keys.state(INFLIGHT_ACCOUNTS),
-                keys.state(inflight_key(venue, account)),
-                account_member(venue, account),
+                FORGET_EMPTY_LUA, 2, keys.state(INFLIGHT_ACCOUNTS), keys.state(where), account_member(venue, account)
             )
-            writes += 1
             continue
         try:
             seen = {
@@ -188,19 +190,25 @@ async def prune_inflight(app: AppProtocol, cfg: RiskConfig, now_ms: int) -> None
             }
         except StateError:
             seen = {}
-        done = []
-        for member, raw in raw_inflight.items():
-            try:
-                flying = decode_inflight(inflight_key(venue, account), member, raw)
-            except StateError:
-                continue
-            if now_ms - flying.at > ttl or seen.get(flying.symbol, -1) > flying.at:
-                done.append(member)
-        if done:
-            pipe.hdel(keys.state(inflight_key(venue, account)), *done)
-            writes += 1
-    if writes:
+        try:
+            flying = cache.decode(where, raw_inflight)
+        except StateError:  # one unreadable: the readable ones, one by one
+            flying = [(m, v, o) for m, v in raw_inflight.items() if (o := _readable(where, m, v)) is not None]
+        for member, raw, o in flying:
+            if not counts(o.at, seen.get(o.symbol), now_ms, ttl):
+                done.setdefault(where, {})[member] = raw
+    if len(pipe):
         await pipe.execute()
+    if done:
+        cache.discard(done)
+        await forget_inflight(app, done)
+
+
+def _readable(where: str, member: str, raw: str) -> InFlight | None:
+    try:
+        return decode_inflight(where, member, raw)
+    except StateError:
+        return None
 
 
 _pair = msgspec.json.Decoder(tuple[str, str])

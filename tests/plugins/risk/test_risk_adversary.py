@@ -787,7 +787,14 @@ async def test_each_audit_record_holds_the_orders_in_flight_before_it_not_after(
     path = open_gate_of(app).audit.path
     await consumer.shutdown()
     records = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
-    assert [[o[0] for o in r["inputs"].get("inflight", [])] for r in records] == [[], ["b-0"], ["b-0", "b-1"]]
+    # what the orders in flight before it add up to: [buys, sells, orders counted, oldest approval]
+    now = app.clock.now_ms()
+    assert [r["inputs"]["pending"] for r in records] == [
+        {},
+        {"BTCUSDT": ["0.5", "0", 1, now]},
+        {"BTCUSDT": ["1.0", "0", 2, now]},
+    ]
+    assert all("inflight" not in r["inputs"] for r in records)
     config_file = tmp_path / "navstream.toml"
     config_file.write_text(config_toml(sections(tmp_path)["nav"], sections(tmp_path)["risk"]))
     assert await cli("risk", "replay", "--config", str(config_file), str(path)) == 0

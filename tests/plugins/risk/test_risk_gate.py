@@ -318,7 +318,7 @@ async def test_every_decision_is_logged_with_its_inputs_and_replays_the_same(
     assert gate_of(app) is None  # shutdown let go of it
     records = [msgspec.json.decode(line, type=AuditRecord) for line in path.read_bytes().splitlines()]
     assert [{k: v for k, v in r.decision.fields().items() if k != "order_hash"} for r in records] == decisions
-    assert all(r.rules == 2 for r in records)
+    assert all(r.rules == 3 for r in records)
     assert [len(r.input_hash) for r in records] == [64, 64, 0, 64]
     assert records[2].invalid and records[2].fields["qty"] == "x"
     assert records[0].inputs is not None and records[0].inputs.quotes  # BTC/USDT was consulted
