@@ -373,17 +373,18 @@ def worker_orders(
             drain(block=False)
             time.sleep((due - now) / 1e9)
             continue
+        first = len(records)  # the burst's orders are numbered first, first + 1, ...
         if per_write == 1:
-            payload = mix.xadd(len(records))
+            payload = mix.xadd(first)
             expected = 1
         else:
             moved = events.chunk(burst_events)
-            payload = b"".join(moved + [mix.xadd(len(records) + n) for n in range(per_write)])
+            payload = b"".join(moved + [mix.xadd(first + n) for n in range(per_write)])
             expected = len(moved) + per_write
         sent = time.perf_counter_ns()
         sock.sendall(payload)
         pending_replies += expected
-        records.extend((len(records) + n, due, sent) for n in range(per_write))
+        records.extend([(first + n, due, sent) for n in range(per_write)])
         k += 1
     if acked < pending_replies:
         drain(block=True)
