@@ -100,6 +100,7 @@ async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | Inval
     given: dict[str, dict[str, str]] = {}
     reused_given: dict[tuple[str, str], dict[str, str]] = {}
     approved_here: Counter[str] = Counter()
+    approved_accounts: set[tuple[str, str]] = set()
     for order, content in zip(orders, contents):
         order_id = order.order_id
         first = state.decided.get(order_id) or given.get(order_id)
@@ -178,25 +179,24 @@ async def on_orders(app: AppProtocol, gate: Gate, orders: Sequence[Order | Inval
             )
             view = views.get(key) or views.setdefault(key, account_view(inputs, cfg, order.venue, order.account))
             market.reset()
-            decision = judge(order, inputs, cfg, navcfg, market, view)
+            decision = judge(order, inputs, cfg, navcfg, market, view, content)
             inputs = msgspec.structs.replace(inputs, quotes=market.consulted_quotes())
             record = AuditRecord(now, app.consumer_name, order_id, decision, order=order, inputs=inputs, rules=RULES)
             if decision.decision == "approve":
                 approved_here[order.venue] += 1
                 out.index(approved_key(order.venue), {order_id: now})
-                out.hset(VENUES, {escape(order.venue): order.venue})
                 flying = InFlight(order_id, order.symbol, order.side, order.qty, now)
                 book.approve(flying)  # later orders of this batch see it
                 out.hset(inflight_key(order.venue, order.account), {order_id: encode_inflight(flying)})
-                out.hset(
-                    INFLIGHT_ACCOUNTS,
-                    {account_member(order.venue, order.account): _encode_pair(order.venue, order.account)},
-                )
+                approved_accounts.add(key)
         fields = decision.fields()
         out.emit_first(DECISIONS_STREAM, fields, key=DECISIONS, field=order_id)
         out.index(DECIDED, {order_id: now})
         given[order_id] = fields
         _count(gate, decision, record)
+    if approved_accounts:  # the venues and accounts with approvals: once per batch, not per order
+        out.hset(VENUES, {escape(venue): venue for venue, _ in approved_accounts})
+        out.hset(INFLIGHT_ACCOUNTS, {account_member(v, a): _encode_pair(v, a) for v, a in approved_accounts})
     if done:
         gate.inflight.discard(done)
         gate.forget_later(app, done)

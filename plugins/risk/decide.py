@@ -94,8 +94,30 @@ def worst_state(states: Iterable[TradingState]) -> TradingState:
     return worst_by(STATE_RANK, states, "active")
 
 
+#: Symbols split so far, per config (the config is kept with its entry, so its id is not reused
+#: while the entry lives): a decision splits several symbols, the same ones order after order.
+#: Bounded, since symbols come from orders: past the bound, symbols are split without caching.
+_SPLITS: dict[int, tuple[RiskConfig, dict[str, tuple[str, str] | None]]] = {}
+SPLIT_CACHE_MAX = 4096
+
+
 def split_symbol(symbol: str, config: RiskConfig) -> tuple[str, str] | None:
     """``BTCUSDT`` -> ``("BTC", "USDT")``: ``[risk.symbols]`` first, then the known quotes."""
+    entry = _SPLITS.get(id(config))
+    if entry is None or entry[0] is not config:
+        if len(_SPLITS) >= 64:  # configs come and go in tests and reloads: start again
+            _SPLITS.clear()
+        entry = _SPLITS[id(config)] = (config, {})
+    cache = entry[1]
+    if symbol in cache:
+        return cache[symbol]
+    pair = _split(symbol, config)
+    if len(cache) < SPLIT_CACHE_MAX:
+        cache[symbol] = pair
+    return pair
+
+
+def _split(symbol: str, config: RiskConfig) -> tuple[str, str] | None:
     pair = config.symbols.get(symbol)
     if pair is not None:
         base, _, quote = pair.partition("/")
@@ -186,6 +208,7 @@ def decide(
     pending_buys: Decimal = Decimal(0),
     pending_sells: Decimal = Decimal(0),
     position_stale: bool = False,
+    order_hash: str = "",
 ) -> Decision:
     """Judge one order.
 
@@ -203,6 +226,7 @@ def decide(
     :param pending_sells: the same for sells.
     :param position_stale: a position the decision rests on is past its age limit: it lends no
         exemption and the order vetoes.
+    :param order_hash: the order's :func:`content_hash`, when the caller has it already.
     """
     reasons: list[str] = []
     if now_ms - order.ts > config.max_order_age_ms:
@@ -271,7 +295,7 @@ def decide(
         nav.status if nav is not None else "missing",
         nav_age_ms,
         now_ms,
-        content_hash(order),
+        order_hash or content_hash(order),
     )
 
 

@@ -200,17 +200,19 @@ def judge(
     nav_config: NavConfig,
     market: Market | None = None,
     account: AccountView | None = None,
+    order_hash: str = "",
 ) -> Decision:
     """Decide ``order`` from ``inputs``. ``market`` (the live one, holding every price) may be
     given to save building one; it must hold what ``inputs.quotes`` holds for every pair the
     decision consults. ``account`` (:func:`account_view` of these inputs, shared by the
-    batch's orders of the account) may be given to save computing it per order. Never raises
+    batch's orders of the account) may be given to save computing it per order, and
+    ``order_hash`` (the order's content hash). Never raises
     on what the inputs hold: an input that breaks the arithmetic (an overflow) vetoes with
     ``inputs_invalid``."""
     if market is None:
         market = Market(nav_config, inputs.quotes, inputs.sources, inputs.now_ms)
     try:
-        return _judge(order, inputs, config, nav_config, market, account)
+        return _judge(order, inputs, config, nav_config, market, account, order_hash)
     except (ArithmeticError, ValueError, TypeError) as exc:
         log.warning(
             "an order could not be judged from its inputs: vetoed",
@@ -226,7 +228,7 @@ def judge(
             inputs.now_ms,
             _safe_state(inputs, config),
             _safe_nav(inputs),
-            content_hash(order),
+            order_hash or content_hash(order),
         )
 
 
@@ -249,6 +251,7 @@ def _judge(
     nav_config: NavConfig,
     market: Market,
     account: AccountView | None,
+    order_hash: str = "",
 ) -> Decision:
     # The steps, and the point where an error stops them (and so the quotes consulted), are
     # those of the per-order computation; ``account`` only saves repeating its parts.
@@ -294,6 +297,7 @@ def _judge(
         pending_buys=buys,
         pending_sells=sells,
         position_stale=stale,
+        order_hash=order_hash,
     )
 
 
