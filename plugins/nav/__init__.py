@@ -2,9 +2,10 @@
 
 Each batch stores its balances, positions, prices and source reports as last-``ts``-wins state,
 then recomputes the NAV of the accounts it touched (a price or a source report touches every
-account, a balance only its own) once, from Redis state with the batch applied on top. Every
-tick recomputes every scope against the clock, so with no events at all a NAV turns ``stale``
-on time. Results go to ``P:state:nav:latest`` (what every reader uses) and to ``P:nav`` when
+account, a balance only its own) once, from Redis state with the batch applied on top; with
+``[nav] eval_interval_ms``, at most once per interval unless that could hide a worse NAV
+(conflate.py). Every tick recomputes every scope against the clock, so with no events at all a
+NAV turns ``stale`` on time. Results go to ``P:state:nav:latest`` (what every reader uses) and to ``P:nav`` when
 a scope's value or status changed, and at least every ``publish_every_s``.
 
 Each consumer keeps a copy of the inputs and trusts it only while Redis holds the stamp of its
@@ -41,7 +42,7 @@ from navstream import (
     hookimpl,
 )
 
-from . import explain
+from . import conflate, explain
 from .config import NavConfig
 from .report import NavReport
 from .state import (
@@ -80,12 +81,18 @@ async def on_events(app: AppProtocol, cache: Cache, events: Sequence[Event], out
     try:
         candidates = newest(events)
     finally:
+        held = cache.inputs
         inputs = await current_inputs(app, cache, await stamp)
     # Only what wins against the state is written: then, while nobody else writes, the batch
     # write need not compare each member's ts again (see remember()).
     received = out.now_ms  # the receipt time of every input of the batch
-    buffer_writes(out, [e for e in candidates if type(e) is Position or inputs.apply(e, received)])
-    publish(config(app), inputs, out.now_ms, out, only=touched, details=False)
+    won = [e for e in candidates if type(e) is Position or inputs.apply(e, received)]
+    buffer_writes(out, won)
+    cfg = config(app)
+    if cfg.eval_interval_ms:
+        publish_conflated(cfg, cache.conflation, inputs, won, inputs is not held, out)
+    else:
+        publish(cfg, inputs, out.now_ms, out, only=touched, details=False)
     remember(app, cache, inputs, out)
 
 
@@ -93,6 +100,7 @@ async def on_tick(app: AppProtocol, cache: Cache, now_ms: int, out: Outputs) -> 
     cache.inputs = None  # a tick reads everything: an edit made outside navstream shows within a tick
     inputs = await current_inputs(app, cache, None)
     publish(config(app), inputs, now_ms, out, only=None, details=True)
+    cache.conflation.done(now_ms)
     remember(app, cache, inputs, out)
 
 
@@ -108,6 +116,9 @@ class Cache:
     stamp: str = ""
     writes: int = 0
     identity: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Which accounts wait for evaluation (``[nav] eval_interval_ms``): beside the copy, not in
+    #: it, so a distrusted copy is dropped without dropping a mark.
+    conflation: conflate.Conflation = field(default_factory=conflate.Conflation)
 
 
 async def writer_stamp(app: AppProtocol, cache: Cache) -> str | None:
@@ -139,6 +150,28 @@ def remember(app: AppProtocol, cache: Cache, inputs: Inputs, out: Outputs) -> No
     cache.inputs = inputs
 
 
+def publish_conflated(
+    cfg: NavConfig, state: conflate.Conflation, inputs: Inputs, won: list[Event], afresh: bool, out: Outputs
+) -> None:
+    """Mark what the batch's winning events changed (everything if the inputs were read afresh:
+    another consumer may have written anything), then evaluate what :func:`conflate.plan` says
+    cannot wait. See conflate.py."""
+    if afresh:
+        state.mark(None)
+    elif any(type(e) is Price or type(e) is SourceStatus for e in won):
+        state.mark(None)
+    else:
+        state.mark({(e.venue, e.account) for e in won if isinstance(e, Balance)})
+    known = {(s.venue, s.account): s for s in inputs.latest.values() if s.scope == "account"}
+    now = out.now_ms
+    only, round_, market = conflate.plan(
+        state, cfg, inputs.balances, known, inputs.quotes.values(), inputs.sources.values(), now
+    )
+    if only is None or only:
+        snapshots = publish(cfg, inputs, now, out, only=only, details=False, market=market)
+        conflate.settle(state, only, snapshots, now, round_)
+
+
 def publish(
     cfg: NavConfig,
     inputs: Inputs,
@@ -146,10 +179,13 @@ def publish(
     out: Outputs,
     only: set[tuple[str, str]] | None,
     details: bool,
+    market: Market | None = None,
 ) -> list[Snapshot]:
     """Evaluate, store every scope's NAV, publish what changed, raise what is wrong; with
-    ``details`` (ticks), also store each account's holding-by-holding valuation."""
-    market = Market(cfg, inputs.quotes.values(), inputs.sources.values(), now_ms)
+    ``details`` (ticks), also store each account's holding-by-holding valuation. ``market``:
+    one already built of ``inputs`` at ``now_ms``, if the caller has it."""
+    if market is None:
+        market = Market(cfg, inputs.quotes.values(), inputs.sources.values(), now_ms)
     known = {(s.venue, s.account): s for s in inputs.latest.values() if s.scope == "account"}
     snapshots = evaluate(cfg, inputs.balances, market, only, known, details)
     latest, holdings = ":".join(LATEST), ":".join(HOLDINGS)

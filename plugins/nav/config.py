@@ -59,6 +59,11 @@ class NavConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: such as ``manual`` quotes typed by ops. Any other source's prices are ``stale`` until it
     #: has reported; a listed source that does report is judged by its reports like any other.
     unmonitored_price_sources: list[Name] = []
+    #: Conflation: a scope whose inputs changed is evaluated (stored, published) at most once per
+    #: this many ms, on the leading edge, and on every tick; 0 evaluates in every batch. Inputs are
+    #: stored in every batch, and a change that could make a stored ``ok`` NAV worse or fresh for
+    #: less long is evaluated at once (see conflate.py).
+    eval_interval_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 0
 
     def __post_init__(self) -> None:
         for asset, rate in self.pegs.items():
