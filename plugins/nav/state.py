@@ -66,10 +66,13 @@ def account_id(venue: str, account: str) -> str:
     return f"{escape(venue)}/{escape(account)}"
 
 
+@functools.lru_cache(maxsize=16_384)
 def price_id(base: str, quote: str, source: str) -> str:
+    """Cached: every batch asks for the same few hundred, twice a price (apply, buffer_writes)."""
     return f"{escape(base)}/{escape(quote)}@{escape(source)}"
 
 
+@functools.lru_cache(maxsize=16_384)
 def source_id(venue: str, source: str, account: str | None) -> str:
     return f"{escape(venue)}/{escape(source)}/{escape(account) if account else '*'}"
 
@@ -176,7 +179,10 @@ class Inputs:
                 self.quotes[pid] = Quote(event.base, event.quote, event.source, event.price, event.ts, received)
                 return True
         elif type(event) is Balance:
-            held = self.balances.setdefault((event.venue, event.account), {})
+            key = (event.venue, event.account)
+            held = self.balances.get(key)
+            if held is None:  # not setdefault(key, {}): that builds a dict per call
+                held = self.balances[key] = {}
             old = held.get(event.asset)
             if old is None or event.ts >= old.ts:
                 held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts, received)
@@ -219,10 +225,12 @@ def newest(events: Iterable[Event]) -> list[Event]:
 
 def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
     """Buffer the state writes of events (the newest per key), each with its receipt time
-    (``out.now_ms``, the batch's clock); prices and balances, the hot path, get their JSON by
-    hand: a Decimal's str is plain ASCII."""
+    (``out.now_ms``, the batch's clock), one ``put_latest_fields`` per hash; prices and
+    balances, the hot path, get their JSON by hand: a Decimal's str is plain ASCII."""
     prices: dict[str, tuple[int, str]] = {}
     balances: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
+    positions: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
+    sources: dict[str, tuple[int, str]] = {}
     received = int(out.now_ms)
     for event in events:
         if type(event) is Price:
@@ -231,36 +239,34 @@ def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
                 f'{_price_head(event.base, event.quote, event.source)}"{event.price}",{received}]',
             )
         elif type(event) is Balance:
-            balances.setdefault((event.venue, event.account), {})[event.asset] = (
-                event.ts,
-                f'["{event.balance}","{event.unrealized_pnl}",{received}]',
+            key = (event.venue, event.account)
+            members = balances.get(key)
+            if members is None:
+                members = balances[key] = {}
+            members[event.asset] = (event.ts, f'["{event.balance}","{event.unrealized_pnl}",{received}]')
+        elif isinstance(event, Position):
+            payload = PositionPayload(
+                event.symbol, event.qty, event.entry_price, event.mark_price, event.unrealized_pnl, received
             )
-        else:
-            write_event(out, event)
+            positions.setdefault((event.venue, event.account), {})[event.symbol] = (
+                event.ts,
+                _encode(payload).decode(),
+            )
+        elif isinstance(event, SourceStatus):
+            report = SourcePayload(
+                event.venue, event.source, event.account or None, event.ok, event.error or "", received
+            )
+            sources[source_id(event.venue, event.source, event.account)] = (event.ts, _encode(report).decode())
     if prices:
         out.put_latest_fields(":".join(PRICES), prices)
     for (venue, account), members in balances.items():
         out.put_latest_fields(":".join(balances_key(venue, account)), members)
     if balances:
         out.hset(":".join(ACCOUNTS), {account_id(v, a): _encode((v, a)).decode() for v, a in balances})
-
-
-def write_event(out: Outputs, event: Event) -> None:
-    """Buffer the state write of a position or a source report (absorb handles the rest)."""
-    if isinstance(event, Position):
-        payload = _encode(
-            PositionPayload(
-                event.symbol, event.qty, event.entry_price, event.mark_price, event.unrealized_pnl, int(out.now_ms)
-            )
-        ).decode()
-        out.put_latest_field(":".join(positions_key(event.venue, event.account)), event.symbol, event.ts, payload)
-    elif isinstance(event, SourceStatus):
-        payload = _encode(
-            SourcePayload(
-                event.venue, event.source, event.account or None, event.ok, event.error or "", int(out.now_ms)
-            )
-        ).decode()
-        out.put_latest_field(":".join(SOURCES), source_id(event.venue, event.source, event.account), event.ts, payload)
+    for (venue, account), members in positions.items():
+        out.put_latest_fields(":".join(positions_key(venue, account)), members)
+    if sources:
+        out.put_latest_fields(":".join(SOURCES), sources)
 
 
 async def read_inputs(app: AppProtocol) -> Inputs:
