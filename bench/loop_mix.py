@@ -27,9 +27,13 @@ WALLET_ASSETS = ["USDT", "USDC", "USD"] + BASES[:17]  # 20 assets
 SYMBOLS = [f"{b}-PERP" for b in BASES[:20]]
 VENUE_SOURCES = ["balances", "positions"]
 #: The nav plugin's section, as a desk would set it for this mix: every account listed, stable
-#: coins pegged, every base routed through its USDT pair.
+#: coins pegged, every base routed through its USDT pair, and each changed NAV evaluated at most
+#: every 100 ms (docs/nav.md, "Conflation"): at this rate nearly every batch moves nearly every
+#: price, so without it every scope is valued, stored and published in every batch.
+#: ``bench_loop.py --nav-eval-ms`` overrides the interval (0: every batch).
 NAV_CONFIG = {
     "quote": "USD",
+    "eval_interval_ms": 100,
     "pegs": {"USDT": "1", "USDC": "1"},
     "routes": {b: f"{b}/USDT" for b in BASES},
     "accounts": [
