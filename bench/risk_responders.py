@@ -86,7 +86,6 @@ class Spans:
         self.batches: list[list[Any]] = []
         #: [kind, start, end]: ticks and reclaims
         self.other: list[list[Any]] = []
-        self.current: list[Any] | None = None
         #: [start, end] of each orders hook's state read (read_batch_state)
         self.state_reads: list[list[int]] = []
 
@@ -98,7 +97,10 @@ class Spans:
 
         spans = self
         original_read = risk_mod.read_batch_state
-        read_issued = [0]
+        #: When the last read of each kind was issued: the loop's (``read``) and, in role all,
+        #: its orders lane's (``read_orders``), which run side by side.
+        read_issued = {"read": 0, "read_orders": 0}
+        current: dict[int, list[Any]] = {}  # parts in flight, by their entries (the two may interleave)
 
         async def read_batch_state(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter_ns()
@@ -107,22 +109,25 @@ class Spans:
             return result
 
         def on_work(work: Any) -> None:
-            if work.kind == "read":
-                read_issued[0] = work.started_ns
+            if work.kind in read_issued:
+                read_issued[work.kind] = work.started_ns
             else:
                 spans.other.append([work.kind, work.started_ns, work.ended_ns])
 
         def on_part(moment: Any) -> None:
+            key = id(moment.entries)
             if moment.phase == "started":
                 entries = moment.entries
                 orders = [e.fields.get(b"order_id", b"").decode() for e in entries if e.stream.endswith(":orders")]
-                spans.current = [read_issued[0], moment.at_ns, 0, 0, 0, len(entries) - len(orders), len(orders), orders]
-            elif spans.current is not None and moment.phase == "dispatched":
-                spans.current[2 if moment.hook == "navstream_events" else 3] = moment.at_ns
-            elif spans.current is not None:
-                spans.current[4] = moment.at_ns
-                spans.batches.append(spans.current)
-                spans.current = None
+                lane = "read_orders" if len(orders) == len(entries) and read_issued["read_orders"] else "read"
+                events = len(entries) - len(orders)
+                current[key] = [read_issued[lane], moment.at_ns, 0, 0, 0, events, len(orders), orders]
+            elif key in current and moment.phase == "dispatched":
+                current[key][2 if moment.hook == "navstream_events" else 3] = moment.at_ns
+            elif key in current:
+                part = current.pop(key)
+                part[4] = moment.at_ns
+                spans.batches.append(part)
 
         consumer.observer.on_work(on_work)
         consumer.observer.on_part(on_part)

@@ -28,6 +28,7 @@ from navstream.loop.batch import BatchHandler
 from navstream.loop.entries import Entry, as_str
 from navstream.loop.errors import StartupError
 from navstream.loop.gctune import GC_THRESHOLD, tune_gc
+from navstream.loop.lane import OrdersLane
 from navstream.loop.observer import LoopObserver
 from navstream.loop.outages import TRANSIENT, OutagesMixin
 from navstream.loop.roles import check_role, read_streams, tick_plugins
@@ -79,6 +80,9 @@ class Consumer(OutagesMixin):
         self.max_events = max_events
         self.writer = Writer(app)
         self.streams: list[str] = []
+        #: In role ``all``, while the loop runs: the task that reads and answers orders on its
+        #: own (:mod:`navstream.loop.lane`); the loop's own reads then leave ``P:orders`` to it.
+        self.lane: OrdersLane | None = None
         self._stopping = asyncio.Event()
         self._tick_count = 0
         self._down_since: float | None = None
@@ -228,9 +232,15 @@ class Consumer(OutagesMixin):
         last_activity = time.monotonic()
         next_tick = 0.0
         group_lost: ResponseError | None = None
+        if self.role == "all" and self.keys.orders in self.streams:
+            self.lane = OrdersLane(self)
+            self.lane.start()
         try:
             while not self.stopping:
                 now = self.alive_at = time.monotonic()
+                lane_failed = self.lane.failure() if self.lane is not None else None
+                if lane_failed is not None:
+                    raise lane_failed
                 try:
                     # Recovery work does I/O too, so it runs in here, where failures are handled.
                     if group_lost is not None:
@@ -273,15 +283,25 @@ class Consumer(OutagesMixin):
                         raise
                     group_lost = exc
                     continue
-                if self.max_events is not None and self.handler.handled >= self.max_events:
-                    log.info("max events reached", extra={"event": "max_events", "handled": self.handler.handled})
+                if self.lane is not None:
+                    last_activity = max(last_activity, self.lane.active_at)
+                if self.max_events is not None and self.handled >= self.max_events:
+                    log.info("max events reached", extra={"event": "max_events", "handled": self.handled})
                     break
                 if self.until_idle_s is not None and time.monotonic() - last_activity >= self.until_idle_s:
                     log.info("idle, stopping", extra={"event": "until_idle", "idle_s": self.until_idle_s})
                     break
         finally:
+            if self.lane is not None:  # its batch in flight is finished and acknowledged first
+                self._stopping.set()
+                await self.lane.stop()
             await self.shutdown()
         return 0
+
+    @property
+    def handled(self) -> int:
+        """Entries acknowledged so far (processed or dead-lettered), the orders lane's included."""
+        return self.handler.handled + (self.lane.handler.handled if self.lane is not None else 0)
 
     def _block_ms(self, now: float, next_tick: float) -> int:
         block = min(self.settings.block_ms, max(1, int((next_tick - now) * 1000)))
@@ -310,14 +330,15 @@ class Consumer(OutagesMixin):
         """Read one batch of new entries, handle and acknowledge it; return how many."""
         count = self.handler.read_count(self.settings.batch_size)
         if self.max_events is not None:
-            count = max(1, min(count, self.max_events - self.handler.handled))
+            count = max(1, min(count, self.max_events - self.handled))
+        streams = self.streams if self.lane is None else [s for s in self.streams if s != self.keys.orders]
         issued = time.perf_counter_ns() if self.observer.timing else 0
         response = cast(
             _ReadReply,
             await self.app.raw.xreadgroup(
                 self.app.group,
                 self.app.consumer_name,
-                {s: ">" for s in self.streams},
+                {s: ">" for s in streams},
                 count=count,
                 block=block_ms if block_ms is not None else self.settings.block_ms,
             ),

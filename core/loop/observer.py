@@ -51,12 +51,16 @@ class PartMoment:
     hook: str = ""
 
 
+WorkKind = Literal["read", "read_orders", "tick", "reclaim"]
+
+
 @dataclass(frozen=True)
 class Work:
-    """One piece of the loop's own work: a ``read`` (XREADGROUP issued to answered), a ``tick``
-    or a ``reclaim``, from ``started_ns`` to ``ended_ns`` (``time.perf_counter_ns()``)."""
+    """One piece of the loop's own work: a ``read`` (XREADGROUP issued to answered), the orders
+    lane's ``read_orders`` (:mod:`navstream.loop.lane`), a ``tick`` or a ``reclaim``, from
+    ``started_ns`` to ``ended_ns`` (``time.perf_counter_ns()``)."""
 
-    kind: Literal["read", "tick", "reclaim"]
+    kind: WorkKind
     started_ns: int
     ended_ns: int
 
@@ -103,7 +107,7 @@ class LoopObserver:
         if self._part:
             _tell(self._part, PartMoment(phase, time.perf_counter_ns(), entries, hook))
 
-    def work(self, kind: Literal["read", "tick", "reclaim"], started_ns: int) -> None:
+    def work(self, kind: WorkKind, started_ns: int) -> None:
         if self._work:
             _tell(self._work, Work(kind, started_ns, time.perf_counter_ns()))
 
