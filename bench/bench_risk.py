@@ -136,7 +136,8 @@ def sides_in_turn(sides: list[str], run: int) -> list[str]:
 async def drive_async(args: argparse.Namespace, kids: Children, root: str, tmp: str) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     if args.profile:
-        r = await run_once(args, kids, root, tmp, "navstream", GATED_RATE, args.shapes[0], profile=args.profile)
+        side = "split" if args.sides == ["split"] else "navstream"  # --sides split: its orders consumer
+        r = await run_once(args, kids, root, tmp, side, GATED_RATE, args.shapes[0], profile=args.profile)
         results.append(r)
         return results
     n = 0

@@ -208,7 +208,7 @@ async def run_once(
                 argv.append("--cluster")
             if spans_file:
                 argv += ["--spans-file", spans_file]
-            if profile:
+            if profile and role in ("all", "orders"):  # the consumer that answers the orders
                 argv += ["--profile", profile]
         name = (side if role == "all" else f"{side}-{role}") + (f"-{n + 1}" if consumers > 1 else "")
         proc = kids.spawn(f"{name}-{key}", argv)

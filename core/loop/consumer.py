@@ -27,7 +27,7 @@ from navstream.contract.outputs import Outputs
 from navstream.loop.batch import BatchHandler
 from navstream.loop.entries import Entry, as_str
 from navstream.loop.errors import StartupError
-from navstream.loop.gctune import GC_THRESHOLD, tune_gc
+from navstream.loop.gctune import GC_THRESHOLD, tune_gc, tune_switching
 from navstream.loop.lane import OrdersLane
 from navstream.loop.observer import LoopObserver
 from navstream.loop.outages import TRANSIENT, OutagesMixin
@@ -229,6 +229,7 @@ class Consumer(OutagesMixin):
         await self._until_connected(self.setup)
         self._phase = "running"
         tune_gc()
+        tune_switching()
         last_activity = time.monotonic()
         next_tick = 0.0
         group_lost: ResponseError | None = None

@@ -1,4 +1,4 @@
-"""The loop's garbage-collector settings, applied once startup is done.
+"""The loop's garbage-collector and thread-switch settings, applied once startup is done.
 
 Its own module because it is process-wide tuning, not the loop's logic: the consumer applies it
 after the startup hooks and before the first tick.
@@ -7,6 +7,7 @@ after the startup hooks and before the first tick.
 from __future__ import annotations
 
 import gc
+import sys
 
 #: Allocations between young-generation collections while the loop runs (CPython's default is
 #: 700): a batch allocates tens of thousands of short-lived objects (events, Decimals, outputs)
@@ -21,3 +22,15 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+
+
+#: How long a thread holding the GIL runs before one that waits for it gets its turn (CPython's
+#: default is 5 ms). The loop shares the process with helper threads that compute (the risk
+#: gate's audit writer encodes and hashes every decision; logging formats records): at the
+#: default, an order read while one of them computes can wait up to 5 ms for the GIL.
+SWITCH_INTERVAL_S = 0.0005
+
+
+def tune_switching() -> None:
+    """Let the loop take the GIL back from a computing helper thread within half a millisecond."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)

@@ -2,10 +2,11 @@
 
 The old gate rewrote a whole JSONL file for each veto and blocked the execution loop in bursts.
 Here the loop only puts a record on a bounded queue (``submit`` never blocks); one background
-thread appends it to a file opened with ``O_APPEND`` (each record one ``write``, so concurrent
-writers and crashes never interleave or tear a line) and rotates the file when it grows past
-its size. If the thread cannot keep up, or the disk refuses, the record is counted as dropped
-or failed and the loop goes on deciding: the plugin reports those counts and alerts on them.
+thread appends it to a file opened with ``O_APPEND`` (whole lines per ``write``: what waits in
+the queue, up to ``WRITE_BATCH`` records, in one call, so concurrent writers never interleave a
+line and a crash tears at most the last) and rotates the file when it grows past its size.
+If the thread cannot keep up, or the disk refuses, the record is counted as dropped or failed
+and the loop goes on deciding: the plugin reports those counts and alerts on them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import msgspec
 
 _encode = msgspec.json.Encoder().encode
 _STOP = object()
+#: Records the writer takes from the queue at most for one ``write``.
+WRITE_BATCH = 256
 
 
 def _plain(value: Any) -> Any:
@@ -79,6 +82,8 @@ class AuditLog:
         self._closing = False
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()  # guards stats shared with the loop
+        #: Records the writer took from the queue and has not written (or failed) yet.
+        self._in_hand = 0
         self._fd: int | None = self._open()
         self._thread = threading.Thread(target=self._run, name=f"navstream-audit:{self.path.name}", daemon=True)
         self._thread.start()
@@ -113,8 +118,8 @@ class AuditLog:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if not self._thread.is_alive():
             return True
-        with self._lock:
-            self.stats.dropped += self._queue.qsize() - queued_stop
+        with self._lock:  # what waits in the queue, and what the writer holds unwritten
+            self.stats.dropped += self._queue.qsize() - queued_stop + self._in_hand
             self.stats.last_error = f"audit writer did not finish within {timeout:g}s"
         return False
 
@@ -124,25 +129,65 @@ class AuditLog:
 
     def _run(self) -> None:
         while True:
-            record = self._queue.get()
-            if record is _STOP:
+            records = [self._queue.get()]
+            while len(records) < WRITE_BATCH:  # what else waits: written together, one write()
+                try:
+                    records.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in records
+            batch = [r for r in records if r is not _STOP]
+            with self._lock:
+                self._in_hand = len(batch)
+            self._write(batch)
+            if stop:
                 if self._fd is not None:
                     os.close(self._fd)
                     self._fd = None
                 return
+
+    def _write(self, records: list[Any]) -> None:
+        """Append whole lines with one ``write`` (O_APPEND: never interleaved with another
+        writer's, and at most the last line torn by a crash, as with one line a call); a record
+        that cannot be encoded fails alone."""
+        lines: list[bytes] = []
+        for record in records:
             try:
-                line = _encode(self.encode(record)) + b"\n"
-                fd = self._fd if self._fd is not None else self._open()
-                self._fd = fd
-                os.write(fd, line)
-                with self._lock:
-                    self.stats.written += 1
-                if os.fstat(fd).st_size >= self.max_bytes:
-                    self._rotate()
-            except Exception as exc:  # noqa: BLE001 - the disk, a record that cannot be encoded: counted, never fatal
-                with self._lock:
-                    self.stats.failed += 1
-                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                lines.append(_encode(self.encode(record)) + b"\n")
+            except Exception as exc:  # noqa: BLE001 - a record that cannot be encoded: counted, never fatal
+                self._failed(exc, 1)
+        if not lines:
+            return
+        try:
+            fd = self._fd if self._fd is not None else self._open()
+            self._fd = fd
+            size = os.fstat(fd).st_size
+            start = 0
+            for n, line in enumerate(lines, 1):  # rotated just past the size, as line by line
+                size += len(line)
+                if size >= self.max_bytes or n == len(lines):
+                    self._append(lines[start:n])
+                    start = n
+                    if size >= self.max_bytes:
+                        self._rotate()
+                        size = 0
+        except Exception as exc:  # noqa: BLE001 - the disk: counted, never fatal
+            self._failed(exc, len(lines) - start)
+
+    def _append(self, lines: list[bytes]) -> None:
+        assert self._fd is not None
+        data = b"".join(lines)
+        while data:  # a regular file takes it whole; a short write (disk nearly full) goes on
+            data = data[os.write(self._fd, data) :]
+        with self._lock:
+            self.stats.written += len(lines)
+            self._in_hand -= len(lines)
+
+    def _failed(self, exc: BaseException, count: int) -> None:
+        with self._lock:
+            self.stats.failed += count
+            self._in_hand -= count
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
 
     def _rotate(self) -> None:
         """``path`` -> ``path.1`` -> ... -> ``path.<backups>`` (the oldest deleted), then a new file."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -40,6 +41,7 @@ from navstream.config import load_settings
 from navstream.contract.outputs import parse_field
 from navstream.loop import consumer as consumer_module
 from navstream.loop.consumer import GC_THRESHOLD, Consumer, tune_gc
+from navstream.loop.gctune import SWITCH_INTERVAL_S, tune_switching
 from navstream.plugin.calls import impls as hook_impls
 from navstream.store.writer import WriteError
 
@@ -643,7 +645,18 @@ async def test_the_loop_tunes_gc_once_startup_is_done(make_app: Any, monkeypatch
             happened.append("tick")
 
     monkeypatch.setattr(consumer_module, "tune_gc", lambda: happened.append("tune_gc"))
+    monkeypatch.setattr(consumer_module, "tune_switching", lambda: happened.append("tune_switching"))
     app = make_app(plugins=[("recorder", Recorder())])
     assert await within(5, Consumer(app, until_idle_s=0.05).run()) == 0
-    assert happened[:3] == ["startup", "tune_gc", "tick"]
-    assert happened.count("tune_gc") == 1
+    assert happened[:4] == ["startup", "tune_gc", "tune_switching", "tick"]
+    assert happened.count("tune_gc") == happened.count("tune_switching") == 1
+
+
+def test_tune_switching_lets_the_loop_take_the_gil_back_within_half_a_millisecond() -> None:
+    previous = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        tune_switching()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S) and SWITCH_INTERVAL_S <= 0.0005
+    finally:
+        sys.setswitchinterval(previous)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from navstream.plugins.risk.audit import AuditLog
+from navstream.plugins.risk.audit import WRITE_BATCH, AuditLog
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -127,9 +127,11 @@ def test_a_writer_that_cannot_finish_in_time_reports_what_it_left(tmp_path: Path
     try:
         for n in range(4):
             log.submit({"n": n})
-        time.sleep(0.05)  # the writer is now inside the first write
+        time.sleep(0.05)  # the writer is now inside its first write (of one record, or of all four)
         assert log.close(timeout=0.05) is False
-        assert log.stats.dropped == 3 and "did not finish" in log.stats.last_error
+        # Those in the queue and those the writer holds: none of the four was written.
+        assert log.stats.dropped == 4 and "did not finish" in log.stats.last_error
+        assert log.stats.written == 0
     finally:
         os.write = original  # type: ignore[assignment]
         gate.set()
@@ -149,3 +151,31 @@ def test_a_record_that_breaks_the_encoder_is_counted_and_the_writer_lives_on(tmp
     assert "Unencodable" in log.stats.last_error or "Encode" in log.stats.last_error
     assert log.close()
     assert log.alive  # stopped on purpose: not a dead writer
+
+
+def test_records_that_wait_are_written_together_whole_and_in_order(tmp_path: Path) -> None:
+    """The writer takes what waits in the queue and appends it with one write (up to
+    WRITE_BATCH records): a burst of decisions costs a few syscalls, not one each."""
+    path = tmp_path / "burst.jsonl"
+    log = AuditLog(path)
+    gate = threading.Event()
+    original = os.write
+    calls: list[int] = []
+
+    def counted_write(fd: int, data: bytes) -> int:
+        gate.wait(5)
+        calls.append(data.count(b"\n"))
+        return original(fd, data)
+
+    os.write = counted_write  # type: ignore[assignment]
+    try:
+        for n in range(1000):
+            assert log.submit({"n": n})
+        gate.set()
+        assert log.close(timeout=5)
+    finally:
+        os.write = original  # type: ignore[assignment]
+    assert [r["n"] for r in lines(path)] == list(range(1000))
+    assert sum(calls) == 1000 and log.stats.written == 1000
+    assert len(calls) <= 1 + 1000 // WRITE_BATCH + 1  # the first alone, then full batches
+    assert max(calls) == WRITE_BATCH
