@@ -226,7 +226,8 @@ def newest(events: Iterable[Event]) -> list[Event]:
 def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
     """Buffer the state writes of events (the newest per key), each with its receipt time
     (``out.now_ms``, the batch's clock), one ``put_latest_fields`` per hash; prices and
-    balances, the hot path, get their JSON by hand: a Decimal's str is plain ASCII."""
+    balances, the hot path, get their JSON by hand: a Decimal's str is plain ASCII (``!s``: half
+    the cost of formatting a Decimal with an empty spec, the same text)."""
     prices: dict[str, tuple[int, str]] = {}
     balances: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
     positions: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
@@ -236,14 +237,14 @@ def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
         if type(event) is Price:
             prices[price_id(event.base, event.quote, event.source)] = (
                 event.ts,
-                f'{_price_head(event.base, event.quote, event.source)}"{event.price}",{received}]',
+                f'{_price_head(event.base, event.quote, event.source)}"{event.price!s}",{received}]',
             )
         elif type(event) is Balance:
             key = (event.venue, event.account)
             members = balances.get(key)
             if members is None:
                 members = balances[key] = {}
-            members[event.asset] = (event.ts, f'["{event.balance}","{event.unrealized_pnl}",{received}]')
+            members[event.asset] = (event.ts, f'["{event.balance!s}","{event.unrealized_pnl!s}",{received}]')
         elif isinstance(event, Position):
             payload = PositionPayload(
                 event.symbol, event.qty, event.entry_price, event.mark_price, event.unrealized_pnl, received
