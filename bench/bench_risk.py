@@ -99,12 +99,17 @@ def run_worker(args: argparse.Namespace) -> int:
 
         profiler = cProfile.Profile()
         result = profiler.runcall(
-            asyncio.run, worker_navstream(args.redis_url, args.prefix, args.audit_dir, None, args.role, args.cluster)
+            asyncio.run,
+            worker_navstream(
+                args.redis_url, args.prefix, args.audit_dir, None, args.role, args.cluster, args.nav_eval_ms
+            ),
         )
         profiler.dump_stats(args.profile)
     else:
         result = asyncio.run(
-            worker_navstream(args.redis_url, args.prefix, args.audit_dir, args.spans_file, args.role, args.cluster)
+            worker_navstream(
+                args.redis_url, args.prefix, args.audit_dir, args.spans_file, args.role, args.cluster, args.nav_eval_ms
+            )
         )
     print(json.dumps(result), flush=True)
     return 0
@@ -275,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="CI's smoke run: exit 1 only if the bench or navstream broke (an entry dead-lettered, a plugin "
         "failed, an order unanswered), never on a timing",
+    )
+    parser.add_argument(
+        "--nav-eval-ms",
+        type=int,
+        default=None,
+        help="[nav] eval_interval_ms of navstream (default: the bench's section, 100; 0 evaluates every batch)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument(

@@ -30,6 +30,9 @@ PRICE_SOURCES = ["binance-spot", "okx-spot"]
 #: (venue, source) reporting every second: each venue's balance fetcher and price feed.
 STATUS_SOURCES = [("binance", "balances"), ("okx", "balances"), ("binance", "binance-spot"), ("okx", "okx-spot")]
 NAV_CONFIG = {
+    # What a desk at 20,000 events/s sets: a changed NAV evaluated at most every 100 ms (a
+    # failure or a missing input at once; docs/nav.md). --nav-eval-ms overrides it.
+    "eval_interval_ms": 100,
     "quote": "USD",
     "pegs": {"USDT": "1"},
     "routes": {"BTC": "BTC/USDT", "ETH": "ETH/USDT"},

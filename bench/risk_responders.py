@@ -147,7 +147,13 @@ def risk_gate(app: Any) -> Any:
 
 
 async def worker_navstream(
-    url: str, prefix: str, audit_dir: str, spans_path: str | None, role: str = "all", cluster: bool = False
+    url: str,
+    prefix: str,
+    audit_dir: str,
+    spans_path: str | None,
+    role: str = "all",
+    cluster: bool = False,
+    nav_eval_ms: int | None = None,
 ) -> dict[str, Any]:
     """What ``navstream run --role ROLE`` does, until SIGTERM."""
     from navstream.app import App
@@ -171,7 +177,11 @@ async def worker_navstream(
         overrides["consumer"] = {"role": role}
     settings = load_settings(env={}, overrides=overrides)
     settings = msgspec.structs.replace(
-        settings, extra={"nav": NAV_CONFIG, "risk": {**RISK_CONFIG, "audit_dir": audit_dir}}
+        settings,
+        extra={
+            "nav": {**NAV_CONFIG, **({} if nav_eval_ms is None else {"eval_interval_ms": nav_eval_ms})},
+            "risk": {**RISK_CONFIG, "audit_dir": audit_dir},
+        },
     )
     app = App.create(settings)
     plugins = sorted(p.name for p in app.plugins.info)

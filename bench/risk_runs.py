@@ -203,6 +203,8 @@ async def run_once(
         argv = ["--worker", worker, *common]
         if worker == "navstream":
             argv += ["--audit-dir", audit_dir, "--role", role]
+            if getattr(args, "nav_eval_ms", None) is not None:
+                argv += ["--nav-eval-ms", str(args.nav_eval_ms)]
             if cluster:  # navstream speaks to the cluster; the load and the baseline to the node
                 argv[argv.index("--redis-url") + 1] = cluster
                 argv.append("--cluster")
