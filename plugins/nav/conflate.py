@@ -154,12 +154,13 @@ def outlook(
         return False, 0
     unit_of = market.unit
     for asset, h in holdings.items():
-        seen = h.seen
+        seen = h.received if h.received < h.ts else h.ts  # h.seen, inlined: every batch, every holding
         if seen < limit:
             return False, 0
         if seen < horizon:
             horizon = seen
-        if h.balance == -h.unrealized_pnl:  # a zero holding needs no price
+        pnl = h.unrealized_pnl
+        if (h.balance == -pnl) if pnl else not h.balance:  # a zero holding needs no price
             continue
         unit = unit_of(asset)
         if unit.value is None or unit.stale:
