@@ -58,8 +58,9 @@ class AuditLog:
     :param max_bytes: rotate once the file is at least this large.
     :param backups: rotated copies kept (the oldest is deleted).
     :param queue_size: records that may wait for the writer before new ones are dropped.
-    :param encode: makes a submitted record JSON-encodable, in the writer thread, so the loop
-        pays for neither that nor the encoding (default: Decimals to exact strings).
+    :param encode: makes a submitted record JSON-encodable, or its line's bytes, in the writer
+        thread, so the loop pays for neither that nor the encoding (default: Decimals to exact
+        strings).
     """
 
     def __init__(
@@ -153,7 +154,8 @@ class AuditLog:
         lines: list[bytes] = []
         for record in records:
             try:
-                lines.append(_encode(self.encode(record)) + b"\n")
+                encoded = self.encode(record)
+                lines.append((encoded if isinstance(encoded, bytes) else _encode(encoded)) + b"\n")
             except Exception as exc:  # noqa: BLE001 - a record that cannot be encoded: counted, never fatal
                 self._failed(exc, 1)
         if not lines:

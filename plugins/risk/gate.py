@@ -7,6 +7,7 @@ Shared by the hooks (:mod:`navstream.plugins.risk`), the tick work (:mod:`.ticks
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -24,7 +25,7 @@ from navstream.plugins.nav.api import NavConfig, escape
 from .audit import AuditLog
 from .config import RiskConfig
 from .decide import Decision
-from .inputs import DecisionInputs, input_hash
+from .inputs import DecisionInputs, canonical, input_hash
 from .state import InFlightCache, forget_inflight
 from .trading import TradingRecord
 
@@ -67,10 +68,26 @@ class AuditRecord(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 def audit_record(record: AuditRecord) -> AuditRecord:
-    """Completed in the audit writer's thread: the hash costs the loop nothing."""
+    """The record with its input hash (what :func:`audit_line` writes, as a value)."""
     if record.order is not None and record.inputs is not None:
         return msgspec.structs.replace(record, input_hash=input_hash(record.order, record.inputs))
     return record
+
+
+_encode_line = msgspec.json.Encoder(decimal_format="string").encode
+
+
+def audit_line(record: AuditRecord) -> bytes:
+    """One line of the log, made in the audit writer's thread (the hash costs the loop
+    nothing). The order and its inputs are encoded once, canonically: the hash is taken over
+    those very bytes (as :func:`.inputs.input_hash` takes it over ``[order, inputs]``), and the
+    line carries them as they are, so what is hashed is what is written."""
+    if record.order is None or record.inputs is None:
+        return _encode_line(record)
+    order, inputs = canonical(record.order), canonical(record.inputs)
+    digest = hashlib.sha256(b"[" + order + b"," + inputs + b"]").hexdigest()
+    rest = _encode_line(msgspec.structs.replace(record, order=None, inputs=None, input_hash=digest))
+    return rest[:-1] + b',"order":' + order + b',"inputs":' + inputs + b"}"
 
 
 @dataclass
@@ -143,7 +160,7 @@ def open_gate(app: AppProtocol) -> Gate:
         max_bytes=cfg.audit_max_mb << 20,
         backups=cfg.audit_backups,
         queue_size=cfg.audit_queue,
-        encode=audit_record,
+        encode=audit_line,
     )
     return Gate(audit)
 

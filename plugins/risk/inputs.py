@@ -301,9 +301,10 @@ def _judge(
     )
 
 
-_canonical = msgspec.json.Encoder(order="deterministic", decimal_format="string").encode
+#: The canonical encoding: sorted keys, exact decimals, no whitespace.
+canonical = msgspec.json.Encoder(order="deterministic", decimal_format="string").encode
 
 
 def input_hash(order: Order, inputs: DecisionInputs) -> str:
     """SHA-256 of the order and its inputs, encoded canonically (sorted keys, exact decimals)."""
-    return hashlib.sha256(_canonical([order, inputs])).hexdigest()
+    return hashlib.sha256(canonical([order, inputs])).hexdigest()
