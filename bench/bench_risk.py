@@ -142,7 +142,7 @@ async def drive_async(args: argparse.Namespace, kids: Children, root: str, tmp: 
     results: list[dict[str, Any]] = []
     if args.profile:
         side = "split" if args.sides == ["split"] else "navstream"  # --sides split: its orders consumer
-        r = await run_once(args, kids, root, tmp, side, GATED_RATE, args.shapes[0], profile=args.profile)
+        r = await run_once(args, kids, root, tmp, side, args.rates[0], args.shapes[0], profile=args.profile)
         results.append(r)
         return results
     n = 0
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         metavar="FILE",
-        help="run navstream alone at 1,000 orders/s under cProfile, save stats to FILE, print the top",
+        help="run navstream alone at the first of --rates under cProfile, save stats to FILE, print the top",
     )
     parser.add_argument(
         "--worker", choices=["events", "orders", "decisions", "baseline", "navstream"], help=argparse.SUPPRESS

@@ -7,6 +7,7 @@ batch was handled, so an entry is acknowledged only after everything it caused i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from navstream.contract.alerts import (
@@ -64,9 +65,20 @@ def _put_member(members: dict[str, tuple[int, str]], name: str, value: tuple[int
         members[name] = value
 
 
+#: Names already found valid: a batch names the same few keys and streams again and again.
+#: Bounded, since some names carry ids from entries; past the bound names are checked each time.
+_VALID_NAMES: set[str] = set()
+VALID_NAMES_MAX = 4096
+_BLANK = re.compile(r"[ \t\r\n]")
+
+
 def _name(what: str, name: str) -> str:
-    if type(name) is not str or not name or any(c in name for c in " \t\r\n"):
+    if type(name) is str and name in _VALID_NAMES:
+        return name
+    if type(name) is not str or not name or _BLANK.search(name):
         raise ValueError(f"{what}: invalid name {name!r}")
+    if len(_VALID_NAMES) < VALID_NAMES_MAX:
+        _VALID_NAMES.add(name)
     return name
 
 
