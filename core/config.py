@@ -64,6 +64,11 @@ class ConsumerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: answers them), ``orders`` (only orders, so an order never queues behind an event batch's
     #: plugin work) or ``events`` (every input but orders). Same group and delivery rules in each.
     role: Role = "all"
+    #: Role ``all`` only: read and answer ``P:orders`` on a task and connection of their own
+    #: (:mod:`navstream.loop.lane`), so an order need not wait for an event batch's awaits. Off
+    #: by default: on a small machine the extra round trips cost more than they save
+    #: (docs/performance.md); roles ``orders`` and ``events`` are the way to isolate orders.
+    orders_lane: bool = False
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
     #: Entries pending this long (their consumer died or failed them) are reclaimed.
@@ -163,6 +168,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "NAVSTREAM_REDIS_CLUSTER": ("redis", "cluster"),
     "NAVSTREAM_CONSUMER": ("consumer", "name"),
     "NAVSTREAM_CONSUMER_ROLE": ("consumer", "role"),
+    "NAVSTREAM_CONSUMER_ORDERS_LANE": ("consumer", "orders_lane"),
     "NAVSTREAM_HTTP_PORT": ("http", "port"),
     "NAVSTREAM_HTTP_HOST": ("http", "host"),
     "NAVSTREAM_HTTP_READY_ON_STALE_DATA": ("http", "ready_on_stale_data"),
@@ -174,7 +180,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 #: Environment overrides of whole-number keys: the environment holds text, the file numbers.
 _ENV_INTS = {"NAVSTREAM_HTTP_PORT", "NAVSTREAM_INGEST_HTTP_PORT"}
 #: Environment overrides of true/false keys.
-_ENV_BOOLS = {"NAVSTREAM_REDIS_CLUSTER", "NAVSTREAM_HTTP_READY_ON_STALE_DATA"}
+_ENV_BOOLS = {"NAVSTREAM_REDIS_CLUSTER", "NAVSTREAM_HTTP_READY_ON_STALE_DATA", "NAVSTREAM_CONSUMER_ORDERS_LANE"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 

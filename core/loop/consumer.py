@@ -80,8 +80,9 @@ class Consumer(OutagesMixin):
         self.max_events = max_events
         self.writer = Writer(app)
         self.streams: list[str] = []
-        #: In role ``all``, while the loop runs: the task that reads and answers orders on its
-        #: own (:mod:`navstream.loop.lane`); the loop's own reads then leave ``P:orders`` to it.
+        #: In role ``all`` with ``orders_lane``, while the loop runs: the task that reads and
+        #: answers orders on its own (:mod:`navstream.loop.lane`); the loop's own reads then
+        #: leave ``P:orders`` to it.
         self.lane: OrdersLane | None = None
         self._stopping = asyncio.Event()
         self._tick_count = 0
@@ -233,7 +234,7 @@ class Consumer(OutagesMixin):
         last_activity = time.monotonic()
         next_tick = 0.0
         group_lost: ResponseError | None = None
-        if self.role == "all" and self.keys.orders in self.streams:
+        if self.role == "all" and self.settings.orders_lane and self.keys.orders in self.streams:
             self.lane = OrdersLane(self)
             self.lane.start()
         try:

@@ -1,12 +1,15 @@
-"""The orders lane of a consumer of role ``all``: orders read on their own connection and task.
+"""The orders lane of a consumer of role ``all`` (``[consumer] orders_lane``, off by default):
+orders read on their own connection and task.
 
 Without it, an order that arrives while an event batch is in the plugins (the ``nav`` plugin
 re-values the desk) or while a tick runs waits for both: the loop reads again only when it has
 finished. The lane reads ``P:orders`` alone, in its own task, so an order is read and judged at
 the loop's next ``await`` (a Redis round trip of the event batch or of the tick), not after the
 whole cycle. Plugin work that computes without awaiting still holds the lane up for as long as
-it computes: for orders that never wait for events at all, run consumers of role ``orders``
-(docs/deployment.md).
+it computes, and the lane's own reads and writes cost round trips and CPU that the events then
+lack: on the 2-core reference machine it made order latency no better and let the events fall
+behind (docs/performance.md), hence off by default. For orders that never wait for events at
+all, run consumers of role ``orders`` (docs/deployment.md).
 
 Delivery is the loop's: the lane's batches are handled by a :class:`BatchHandler` of their own
 (decoded, dispatched to ``navstream_orders``, written and acknowledged in one script call), its

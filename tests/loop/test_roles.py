@@ -191,15 +191,20 @@ async def test_the_streams_each_role_reads(
 # --- an order never waits for an event batch ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("split", [True, False], ids=["orders-and-events-consumers", "one-all-consumer"])
-async def test_an_order_is_answered_while_an_event_batch_is_slow(make_app: Any, split: bool) -> None:
+@pytest.mark.parametrize(
+    ("split", "lane"),
+    [(True, False), (False, True), (False, False)],
+    ids=["orders-and-events-consumers", "one-all-consumer-with-orders-lane", "one-all-consumer"],
+)
+async def test_an_order_is_answered_while_an_event_batch_is_slow(make_app: Any, split: bool, lane: bool) -> None:
     """The order's decision is written while the event plugin is still in its sleep: split, by
-    the orders consumer; with one consumer of role all, by its orders lane
+    the orders consumer; with one consumer of role all and ``orders_lane``, by its lane
     (navstream.loop.lane), which reads orders on its own task while the loop's event batch
-    awaits. Without the lane (reading orders with events, as before it), the all case fails."""
+    awaits. One consumer of role all without the lane (the default) is the contrast, and the
+    proof this test can fail: its order waits for the event batch."""
     slow = SlowEvents()
     plugins = [("slow", slow), ("gate", Gate())]
-    settings = {**FAST, "claim_idle_ms": 60_000, "hook_timeout_s": 4 * SLOW_S}
+    settings = {**FAST, "claim_idle_ms": 60_000, "hook_timeout_s": 4 * SLOW_S, "orders_lane": lane}
     roles = ["orders", "events"] if split else ["all"]
     apps = [make_app(plugins=plugins, consumer={**settings, "role": role}, name=f"c-{role}") for role in roles]
     app = apps[0]
@@ -216,11 +221,15 @@ async def test_an_order_is_answered_while_an_event_batch_is_slow(make_app: Any, 
         await app.redis.xadd(app.keys.orders, ORDER)
         decision, events_done = asyncio.create_task(answered()), asyncio.create_task(slow.done.wait())
         first, _ = await asyncio.wait({decision, events_done}, timeout=4 * SLOW_S, return_when=asyncio.FIRST_COMPLETED)
-        assert first == {decision}, "the order waited for the event batch"
-        assert not slow.done.is_set() and slow.seen == []  # still inside its sleep
-        if not split:
-            lane = consumers[0].lane
-            assert lane is not None and lane.handler.handled == 1  # the lane answered it, not the loop
+        if split or lane:
+            assert first == {decision}, "the order waited for the event batch"
+            assert not slow.done.is_set() and slow.seen == []  # still inside its sleep
+        else:
+            assert first == {events_done}, "the order was answered before the event batch finished"
+            assert not decision.done() and consumers[0].lane is None
+        if lane:
+            held = consumers[0].lane
+            assert held is not None and held.handler.handled == 1  # the lane answered it, not the loop
         await asyncio.wait_for(asyncio.gather(decision, events_done), 4 * SLOW_S)  # answered in the end
         assert [d["order_id"] for d in await decisions(app)] == ["o-1"]
     finally:
