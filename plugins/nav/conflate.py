@@ -51,7 +51,8 @@ class Conflation:
     #: The batch or tick clock of the last round; None: none yet (the next change is evaluated).
     last_round: int | None = None
     #: Whether :func:`exact_values` holds for the config last seen (checked once per config).
-    exact: tuple[int, bool] = (0, False)
+    #: The config last judged and its verdict (kept, so its identity cannot pass to another).
+    exact: tuple[NavConfig | None, bool] = (None, False)
 
     def mark(self, keys: set[Key] | None) -> None:
         """Accounts whose inputs changed (None: every account)."""
@@ -72,8 +73,8 @@ class Conflation:
         return last is None or not last <= now_ms < last + interval_ms
 
     def exact_for(self, config: NavConfig) -> bool:
-        if self.exact[0] != id(config):
-            self.exact = (id(config), exact_values(config))
+        if self.exact[0] is not config:
+            self.exact = (config, exact_values(config))
         return self.exact[1]
 
 

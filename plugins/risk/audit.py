@@ -85,6 +85,8 @@ class AuditLog:
         self._lock = threading.Lock()  # guards stats shared with the loop
         #: Records the writer took from the queue and has not written (or failed) yet.
         self._in_hand = 0
+        #: Set by a :meth:`close` that timed out: the writer writes nothing more.
+        self._abandoned = False
         self._fd: int | None = self._open()
         self._thread = threading.Thread(target=self._run, name=f"navstream-audit:{self.path.name}", daemon=True)
         self._thread.start()
@@ -113,14 +115,18 @@ class AuditLog:
         deadline = time.monotonic() + timeout
         try:
             self._queue.put(_STOP, timeout=timeout)  # a full queue must not hold up a shutdown
-            queued_stop = 1
         except queue.Full:
-            queued_stop = 0
+            pass
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if not self._thread.is_alive():
             return True
+        with self._queue.mutex:  # records still queued (the stop marker, if not taken yet, is none)
+            waiting = sum(1 for r in self._queue.queue if r is not _STOP)
         with self._lock:  # what waits in the queue, and what the writer holds unwritten
-            self.stats.dropped += self._queue.qsize() - queued_stop + self._in_hand
+            # Given up: the writer, once it wakes, writes nothing more (what it holds is counted
+            # here as dropped, never later as written too).
+            self._abandoned = True
+            self.stats.dropped += waiting + self._in_hand
             self.stats.last_error = f"audit writer did not finish within {timeout:g}s"
         return False
 
@@ -177,16 +183,34 @@ class AuditLog:
             self._failed(exc, len(lines) - start)
 
     def _append(self, lines: list[bytes]) -> None:
-        assert self._fd is not None
-        data = b"".join(lines)
-        while data:  # a regular file takes it whole; a short write (disk nearly full) goes on
-            data = data[os.write(self._fd, data) :]
+        fd = self._fd
+        assert fd is not None
         with self._lock:
+            if self._abandoned:  # close() gave up and counted these as dropped
+                return
+        before = os.fstat(fd).st_size
+        data = b"".join(lines)
+        try:
+            while data:  # a regular file takes it whole; a short write (disk nearly full) goes on
+                data = data[os.write(fd, data) :]
+        except OSError:
+            # A part written before the error would leave a torn line that the next record's
+            # line joins: cut the file back (this writer alone writes this file).
+            try:
+                os.ftruncate(fd, before)
+            except OSError:
+                pass
+            raise
+        with self._lock:
+            if self._abandoned:  # close() gave up during this write and counted these dropped
+                self.stats.dropped -= len(lines)
             self.stats.written += len(lines)
             self._in_hand -= len(lines)
 
     def _failed(self, exc: BaseException, count: int) -> None:
         with self._lock:
+            if self._abandoned:  # already counted as dropped by close()
+                return
             self.stats.failed += count
             self._in_hand -= count
             self.stats.last_error = f"{type(exc).__name__}: {exc}"

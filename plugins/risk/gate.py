@@ -25,7 +25,7 @@ from navstream.plugins.nav.api import NavConfig, escape
 from .audit import AuditLog
 from .config import RiskConfig
 from .decide import Decision
-from .inputs import DecisionInputs, canonical, input_hash
+from .inputs import DecisionInputs, canonical
 from .state import InFlightCache, forget_inflight
 from .trading import TradingRecord
 
@@ -65,13 +65,6 @@ class AuditRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     fields: dict[str, str] = {}
     #: The rules version it was decided under (:data:`.inputs.RULES`); 1 for older records.
     rules: int = 1
-
-
-def audit_record(record: AuditRecord) -> AuditRecord:
-    """The record with its input hash (what :func:`audit_line` writes, as a value)."""
-    if record.order is not None and record.inputs is not None:
-        return msgspec.structs.replace(record, input_hash=input_hash(record.order, record.inputs))
-    return record
 
 
 _encode_line = msgspec.json.Encoder(decimal_format="string").encode

@@ -179,3 +179,58 @@ def test_records_that_wait_are_written_together_whole_and_in_order(tmp_path: Pat
     assert sum(calls) == 1000 and log.stats.written == 1000
     assert len(calls) <= 1 + 1000 // WRITE_BATCH + 1  # the first alone, then full batches
     assert max(calls) == WRITE_BATCH
+
+
+def test_a_write_cut_short_by_the_disk_leaves_no_torn_line(tmp_path: Path) -> None:
+    """A write that got part of its lines out before the disk refused is cut back: the next
+    record starts a line of its own, and every line of the file is a whole record."""
+    path = tmp_path / "torn.jsonl"
+    log = AuditLog(path)
+    original = os.write
+    state = {"calls": 0}
+
+    def short_then_full(fd: int, data: bytes) -> int:
+        state["calls"] += 1
+        if state["calls"] == 1:
+            return original(fd, data[:7])  # a part of the first line
+        if state["calls"] == 2:
+            raise OSError(28, "No space left on device")
+        return original(fd, data)
+
+    os.write = short_then_full  # type: ignore[assignment]
+    try:
+        assert log.submit({"n": 1})
+        deadline = time.monotonic() + 5
+        while log.stats.failed < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log.submit({"n": 2})
+        assert log.close(timeout=5)
+    finally:
+        os.write = original  # type: ignore[assignment]
+    assert [r["n"] for r in lines(path)] == [2]
+    assert (log.stats.written, log.stats.failed) == (1, 1)
+
+
+def test_records_given_up_at_close_are_dropped_once_never_written_after(tmp_path: Path) -> None:
+    """close() that times out counts what is left as dropped; the writer, once it wakes, writes
+    nothing more, and a write it was inside moves its records from dropped to written: no
+    record is counted twice."""
+    log = AuditLog(tmp_path / "late.jsonl")
+    gate = threading.Event()
+    original = os.write
+
+    def slow_write(fd: int, data: bytes) -> int:
+        gate.wait(5)
+        return original(fd, data)
+
+    os.write = slow_write  # type: ignore[assignment]
+    try:
+        for n in range(3):
+            log.submit({"n": n})
+        time.sleep(0.05)
+        assert log.close(timeout=0.05) is False
+        gate.set()
+        time.sleep(0.3)  # the writer wakes and finishes its write
+    finally:
+        os.write = original  # type: ignore[assignment]
+    assert log.stats.written + log.stats.dropped == 3
