@@ -253,8 +253,11 @@ class Consumer(OutagesMixin):
                     held = self.handler.held
                     if now >= next_tick:  # on time under load too: ticks never wait for idleness
                         next_tick = now + self.settings.tick_ms / 1000
+                        lane_held = self.lane is not None and self.lane.handler.held is not None
                         try:
-                            if held is None and await self.reclaim():
+                            # Not while a batch Redis refused waits to be retried as it is (the
+                            # lane's included): claiming it would judge its orders twice.
+                            if held is None and not lane_held and await self.reclaim():
                                 last_activity = time.monotonic()
                         finally:  # a reclaimed batch that fails must not cost the heartbeat
                             await self.tick()
@@ -294,10 +297,13 @@ class Consumer(OutagesMixin):
                     log.info("idle, stopping", extra={"event": "until_idle", "idle_s": self.until_idle_s})
                     break
         finally:
+            lane_failed = None
             if self.lane is not None:  # its batch in flight is finished and acknowledged first
                 self._stopping.set()
-                await self.lane.stop()
+                lane_failed = await self.lane.stop()
             await self.shutdown()
+            if lane_failed is not None:  # never lost behind a stop for another reason
+                raise lane_failed
         return 0
 
     @property
@@ -310,6 +316,10 @@ class Consumer(OutagesMixin):
         if self.until_idle_s is not None:
             block = min(block, max(1, int(self.until_idle_s * 1000)))
         return block
+
+    async def write_failed(self, exc: WriteError) -> None:
+        """Report and back off after a batch whose writes Redis refused (the orders lane's too)."""
+        await self._write_failed(exc)
 
     async def shutdown(self) -> None:
         """Final heartbeat (``stopped``) and every plugin's shutdown hook; failures are logged."""

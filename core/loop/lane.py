@@ -59,6 +59,8 @@ class LaneHost(Protocol):
     @property
     def stopping(self) -> bool: ...
 
+    async def write_failed(self, exc: WriteError) -> None: ...
+
 
 class OrdersLane:
     """Reads and answers ``P:orders`` beside the consumer's loop, until the consumer stops."""
@@ -76,16 +78,22 @@ class OrdersLane:
     def start(self) -> None:
         self.task = asyncio.ensure_future(self.run())
 
-    async def stop(self) -> None:
-        """Wait for the batch in flight (a read blocks at most ``LANE_BLOCK_MS``)."""
+    async def stop(self) -> BaseException | None:
+        """Wait for the batch in flight (a read blocks at most ``LANE_BLOCK_MS``); return the
+        error that ended the lane, if one did, for the loop to raise once it has shut down."""
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)
+        return self.failure()
 
     def failure(self) -> BaseException | None:
-        """The error that ended the lane, for the loop to raise (None while it runs)."""
-        if self.task is None or not self.task.done() or self.task.cancelled():
+        """The error that ended the lane, for the loop to raise (None while it runs, or once it
+        stopped because the consumer did). A lane cancelled while the consumer runs is one."""
+        task = self.task
+        if task is None or not task.done():
             return None
-        return self.task.exception()
+        if task.cancelled():
+            return None if self.consumer.stopping else RuntimeError("the orders lane was cancelled")
+        return task.exception()
 
     async def run(self) -> None:
         consumer = self.consumer
@@ -98,12 +106,17 @@ class OrdersLane:
                 elif await self.step():
                     self.active_at = time.monotonic()
                 self._failures = 0
-            except (*TRANSIENT, WritesRefused, WriteError) as exc:
-                await self._wait(exc)
+            except (*TRANSIENT, WritesRefused) as exc:
+                await self._wait(exc)  # the loop reports the outage or the refusal
+            except WriteError as exc:  # the lane's own batch: reported like the loop's
+                await consumer.write_failed(exc)
             except ResponseError as exc:
-                if refusal(exc) is None and not is_missing_group(exc):
+                reason = refusal(exc)
+                if reason is None and not is_missing_group(exc):
                     raise
-                await self._wait(exc)  # the loop recreates a lost group and reports refusals
+                if reason is not None:  # its read refused (XREADGROUP writes the PEL)
+                    consumer.writer.note_refused(reason, "lane")
+                await self._wait(exc)  # the loop recreates a lost group
 
     async def step(self) -> int:
         """Read one batch of orders, answer and acknowledge it; return how many."""

@@ -385,3 +385,58 @@ async def test_status_and_the_status_page_show_each_consumers_role(make_app: Any
     assert {h["consumer"]: h["role"] for h in status["consumers"]} == {"events-1": "events", "orders-1": "orders"}
     rows = {line.split()[0]: line.split() for line in render_status(status).splitlines() if line.strip()}
     assert rows["events-1"][1:3] == ["running", "events"] and rows["orders-1"][1:3] == ["stopped", "orders"]
+
+
+# --- the orders lane (role all, orders_lane on) --------------------------------------------------
+
+
+async def test_an_orders_lane_that_dies_stops_the_consumer_with_its_error(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lane ended by an error the loop would not survive never leaves the consumer running
+    without reading orders, nor exiting 0 as if nothing happened."""
+    from navstream.loop.lane import OrdersLane
+
+    async def broken(self: OrdersLane) -> int:
+        raise RuntimeError("lane bug")
+
+    monkeypatch.setattr(OrdersLane, "step", broken)
+    app = make_app(plugins=[("gate", Gate())], consumer={**FAST, "orders_lane": True})
+    consumer = Consumer(app)
+    with pytest.raises(RuntimeError, match="lane bug"):
+        await asyncio.wait_for(consumer.run(), 10)
+    assert consumer.phase == "stopped"
+
+
+async def test_the_loop_does_not_reclaim_orders_the_lane_holds_for_a_retry(make_app: Any) -> None:
+    app = make_app(plugins=[("gate", Gate())], consumer={**FAST, "orders_lane": True})
+    consumer = Consumer(app)
+    task = asyncio.create_task(consumer.run())
+    try:
+        while consumer.lane is None:
+            await asyncio.sleep(0.01)
+        reclaims: list[int] = []
+        original = consumer.upkeep.reclaim
+
+        async def counted(streams: list[str]) -> int:
+            reclaims.append(1)
+            return await original(streams)
+
+        consumer.upkeep.reclaim = counted  # type: ignore[method-assign]
+        handler = consumer.lane.handler
+        original_handle = handler.handle
+
+        async def refused_again(entries: list[Any]) -> None:
+            await asyncio.sleep(0.02)  # Redis refuses it again: it stays held
+
+        handler.handle = refused_again  # type: ignore[method-assign]
+        handler.held = []  # a batch Redis refused, waiting to be retried as it is
+        await asyncio.sleep(0.3)  # several ticks (tick_ms 50)
+        assert reclaims == []
+        handler.held = None
+        handler.handle = original_handle  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)
+        assert reclaims  # and again once it is written
+    finally:
+        consumer.request_stop()
+        assert await asyncio.wait_for(task, 10) == 0
