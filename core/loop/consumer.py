@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from navstream.app import App
 from navstream.contract.outputs import Outputs
 from navstream.loop.batch import BatchHandler
-from navstream.loop.entries import Entry, as_str
+from navstream.loop.entries import ReadReply, read_entries
 from navstream.loop.errors import StartupError
 from navstream.loop.gctune import GC_THRESHOLD, tune_gc, tune_switching
 from navstream.loop.lane import OrdersLane
@@ -55,9 +55,6 @@ __all__ = [
 log = logging.getLogger("navstream.consumer")
 
 IDLE_CONSUMER_SWEEP_TICKS = 60
-
-# XREADGROUP's reply on the raw client (RESP2); redis-py types it as any protocol's shape.
-_ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None
 
 
 class Consumer(OutagesMixin):
@@ -346,7 +343,7 @@ class Consumer(OutagesMixin):
         streams = self.streams if self.lane is None else [s for s in self.streams if s != self.keys.orders]
         issued = time.perf_counter_ns() if self.observer.timing else 0
         response = cast(
-            _ReadReply,
+            ReadReply,
             await self.app.raw.xreadgroup(
                 self.app.group,
                 self.app.consumer_name,
@@ -356,10 +353,7 @@ class Consumer(OutagesMixin):
             ),
         )
         self.observer.work("read", issued)
-        entries: list[Entry] = []
-        for stream, items in response or []:
-            name = as_str(stream)
-            entries += [Entry(name, entry_id.decode(), fields or {}) for entry_id, fields in items]
+        entries = read_entries(response)
         if entries:
             await self.handler.handle(entries)
         return len(entries)

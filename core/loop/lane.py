@@ -31,7 +31,7 @@ from navstream.app import App
 from navstream.config import ConsumerSettings
 from navstream.contract.keys import Keys
 from navstream.loop.batch import BatchHandler
-from navstream.loop.entries import Entry
+from navstream.loop.entries import ReadReply, read_entries
 from navstream.loop.observer import LoopObserver
 from navstream.loop.outages import TRANSIENT
 from navstream.store.writer import WriteError, Writer, WritesRefused, is_missing_group, refusal
@@ -42,8 +42,6 @@ log = logging.getLogger("navstream.consumer")
 LANE_BLOCK_MS = 200
 #: Backoff of the lane's retries after an outage, a refusal or a lost group (seconds).
 BACKOFF_S = (0.02, 1.0)
-
-_ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None
 
 
 class LaneHost(Protocol):
@@ -124,7 +122,7 @@ class OrdersLane:
         count = self.handler.read_count(consumer.settings.batch_size)
         issued = time.perf_counter_ns() if consumer.observer.timing else 0
         response = cast(
-            _ReadReply,
+            ReadReply,
             await self.app.raw.xreadgroup(
                 self.app.group,
                 self.app.consumer_name,
@@ -134,11 +132,7 @@ class OrdersLane:
             ),
         )
         consumer.observer.work("read_orders", issued)
-        entries = [
-            Entry(self.stream, entry_id.decode(), fields or {})
-            for _, items in response or []
-            for entry_id, fields in items
-        ]
+        entries = read_entries(response)
         if entries:
             await self.handler.handle(entries)
         return len(entries)

@@ -440,3 +440,36 @@ async def test_the_loop_does_not_reclaim_orders_the_lane_holds_for_a_retry(make_
     finally:
         consumer.request_stop()
         assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_a_batch_the_lane_cannot_write_is_reported_like_the_loops(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis refusing the writes of the lane's batch is counted, alerted and backed off from,
+    as the loop does for its own: never only a log line."""
+    from navstream.loop.lane import OrdersLane
+    from navstream.store.errors import WriteError
+
+    calls = {"n": 0}
+
+    async def refused_once(self: OrdersLane) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise WriteError("batch writes failed, nothing acknowledged: WRONGTYPE")
+        await asyncio.sleep(0.01)
+        return 0
+
+    monkeypatch.setattr(OrdersLane, "step", refused_once)
+    app = make_app(plugins=[("gate", Gate())], consumer={**FAST, "orders_lane": True})
+    consumer = Consumer(app)
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while app.stats.write_failures == 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert app.stats.write_failures == 1 and "WRONGTYPE" in app.stats.last_error
+        codes = [f["code"] for _, f in await app.redis.xrange(app.keys.alerts)]
+        assert "write_failed" in codes
+    finally:
+        consumer.request_stop()
+        assert await asyncio.wait_for(task, 10) == 0
