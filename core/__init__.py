@@ -41,6 +41,8 @@ from navstream.contract.fingerprint import order_hash, raw_order_hash
 from navstream.contract.keys import DECISION_STORE, REUSED_STORE, Keys, escape_name, scope_id, unescape_name
 from navstream.contract.navread import stale_as_read
 from navstream.contract.outputs import Alert, Outputs, parse_field, parse_first
+from navstream.display import amount as format_amount
+from navstream.display import money as format_money
 from navstream.plugin.hookspecs import (
     CommandHandler,
     RegisterCommand,
@@ -198,6 +200,8 @@ __all__ = [
     "counter_family",
     "encode_fields",
     "escape_name",
+    "format_amount",
+    "format_money",
     "gauge_family",
     "hookimpl",
     "hookspec",

@@ -16,6 +16,7 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:
     import hiredis
 
+from navstream import display
 from navstream.clock import Clock, SystemClock
 from navstream.clock import ManualClock as ManualClock  # re-exported: tests and the demo import it from here
 from navstream.config import Settings, validate_plugin_sections
@@ -190,6 +191,7 @@ class App:
         clock: Clock,
     ) -> None:
         self.settings = settings
+        display.use(settings.display)  # alert texts and pages show money this desk's way
         self.plugins = plugins
         self.pm = plugins.manager
         self._plugin_configs = dict(plugin_configs)

@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from navstream.display import DisplaySettings
+
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 Prefix = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-{}]+$")]
 #: What a consumer reads (docs/deployment.md, "Orders and events in separate consumers").
@@ -148,6 +150,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     consumer: ConsumerSettings = ConsumerSettings()
     plugins: PluginSettings = PluginSettings()
     http: HttpSettings = HttpSettings()
+    display: DisplaySettings = DisplaySettings()
     #: Raw plugin sections, validated by :func:`validate_plugin_sections` once plugins load.
     extra: dict[str, Any] = {}
     source: str = "<defaults>"
@@ -156,7 +159,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return self.consumer.name or default_consumer_name()
 
 
-CORE_SECTIONS = ("redis", "consumer", "plugins", "http")
+CORE_SECTIONS = ("redis", "consumer", "plugins", "http", "display")
 #: The ingest process's section: ``[sources.<name>]`` tables, one per source instance.
 SOURCES_SECTION = "sources"
 
@@ -269,11 +272,14 @@ def load_settings(
     consumer = _decode_section("consumer", layered["consumer"], ConsumerSettings, where, origins["consumer"])
     plugins = _decode_section("plugins", layered["plugins"], PluginSettings, where, origins["plugins"])
     http = _decode_section("http", layered["http"], HttpSettings, where, origins["http"])
+    display = _decode_section("display", layered["display"], DisplaySettings, where, origins["display"])
     extra = {k: v for k, v in raw.items() if k not in CORE_SECTIONS}
     for name, value in extra.items():
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: unknown top-level key `{name}` (sections are tables)")
-    return Settings(redis=redis, consumer=consumer, plugins=plugins, http=http, extra=extra, source=where)
+    return Settings(
+        redis=redis, consumer=consumer, plugins=plugins, http=http, display=display, extra=extra, source=where
+    )
 
 
 def _env_value(var: str, value: str, where: str) -> Any:

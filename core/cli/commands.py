@@ -22,6 +22,7 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from navstream import display
 from navstream.cli.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from navstream.config import Settings, load_settings, redact_url
 from navstream.plugin.manager import build_plugin_manager
@@ -37,7 +38,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         "consumer": {"name": getattr(args, "consumer", None), "role": getattr(args, "role", None)},
         "http": {"port": getattr(args, "http_port", None)},
     }
-    return load_settings(getattr(args, "config", None), overrides=overrides)
+    settings = load_settings(getattr(args, "config", None), overrides=overrides)
+    display.use(settings.display)
+    return settings
 
 
 async def _with_app(args: argparse.Namespace, fn: Callable[[Any], Awaitable[int]]) -> int:
