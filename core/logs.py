@@ -3,9 +3,10 @@
 Records go from the loop onto an in-memory queue (``QueueHandler``: an append, no I/O); one
 background thread formats and writes them, to stdout or stderr, or to an append-only file that
 the same thread rotates by size and compresses (``.1.gz`` newest), so neither a slow pipe nor a
-rotation ever blocks a batch. Each line is one JSON object: ``ts``, ``level``, ``logger``,
-``msg`` and the record's ``extra`` fields, of which ``event`` is the stable name to alert on
-(docs/operations.md lists them).
+rotation ever blocks a batch. Each line is one JSON object: ``ts`` (epoch seconds), ``time`` (ISO
+8601, UTC, ms), ``level``, ``logger``, ``msg`` and the record's ``extra`` fields, of which
+``event`` is the stable name to alert on (docs/operations.md lists them). Counts, durations and
+sizes are JSON numbers; money (``Decimal``) is its exact text, never a float.
 
 Two filters run on the loop's side, cheaply: the same warning or error (logger, event, message)
 repeated within ``REPEAT_WINDOW_S`` is dropped and counted, and the next one that gets through
@@ -22,12 +23,14 @@ import gzip
 import json
 import logging
 import logging.handlers
+import math
 import os
 import queue
 import re
 import shutil
 import sys
 import time
+from decimal import Decimal
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 
@@ -98,9 +101,13 @@ def _scrub(value: Any) -> Any:
         return redact(value)
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [_scrub(v) for v in value]
     return value
+
+
+#: The extra values :class:`RedactFilter` scrubs (others are redacted as text when formatted).
+_SCRUBBED = (str, dict, list, tuple, set, frozenset)
 
 
 class RedactFilter(logging.Filter):
@@ -112,7 +119,7 @@ class RedactFilter(logging.Filter):
         if clean != message or record.args:
             record.msg, record.args = clean, None
         for key, value in list(record.__dict__.items()):
-            if key not in _STD_ATTRS and not key.startswith("_") and isinstance(value, (str, dict, list, tuple)):
+            if key not in _STD_ATTRS and not key.startswith("_") and isinstance(value, _SCRUBBED):
                 record.__dict__[key] = _scrub(value)
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
@@ -147,24 +154,72 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+def iso_time(epoch_ms: int) -> str:
+    """``epoch_ms`` as ISO 8601 in UTC with milliseconds: ``2026-12-06T17:32:48.123Z``."""
+    seconds, ms = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+#: Ints up to this size are written as decimal JSON numbers (well under 4,300 digits).
+_MAX_DECIMAL_INT_BITS = 13_000
+#: Decimals whose exponent is within this many places of 1 are written in plain digits.
+_MAX_PLAIN_EXPONENT = 100
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as a JSON type that says what it is: numbers stay numbers (an ``int`` of any
+    size, exactly), ``bool`` stays ``bool``, and a ``Decimal`` (money) becomes its exact text,
+    never a float. A non-finite float becomes its text (``"nan"``, ``"inf"``, ``"-inf"``), since
+    JSON has no such number and a line with ``NaN`` would not parse. Anything else is its ``str``,
+    redacted (:class:`RedactFilter` scrubs only the strings and containers it sees)."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        # Past Python's limit on decimal digits (sys.get_int_max_str_digits) str() refuses; hex does not.
+        return value if value.bit_length() <= _MAX_DECIMAL_INT_BITS else hex(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Decimal):
+        # Plain digits as navstream writes amounts ("0.00000001", not str()'s "1E-8"), unless the
+        # exponent is absurd: then str()'s short, equally exact form, never a megabyte of zeros.
+        plain = value.is_finite() and abs(value.adjusted()) <= _MAX_PLAIN_EXPONENT
+        return format(value, "f") if plain else str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_jsonable(v) for v in value), key=str)
+    return redact(str(value))
+
+
+#: The fields every line has; an ``extra`` field of the same name is written as ``extra_<name>``
+#: instead of replacing it (a record's own ``ts`` must never pass for the line's).
+BASE_FIELDS = ("ts", "time", "level", "logger", "msg", "exc")
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, and every ``extra`` field."""
+    """One JSON object per line: ``ts`` (epoch seconds, ms precision), ``time`` (the same instant
+    in ISO 8601, UTC), ``level``, ``logger``, ``msg``, and every ``extra`` field, as JSON types
+    (see :func:`_jsonable`)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        ms = round(record.created * 1000)
         data: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "ts": ms / 1000,
+            "time": iso_time(ms),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
-                data[key] = value
+                data[f"extra_{key}" if key in BASE_FIELDS else key] = _jsonable(value)
         if record.exc_info:
             data["exc"] = redact(self.formatException(record.exc_info))
         elif record.exc_text:
             data["exc"] = record.exc_text
-        return json.dumps(data, default=str)
+        return json.dumps(data, allow_nan=False)
 
 
 def _gzip_rotator(source: str, dest: str) -> None:
@@ -214,8 +269,9 @@ def setup_logging(
     backups: int = BACKUPS,
     repeat_window_s: float = REPEAT_WINDOW_S,
 ) -> None:
-    """Route the ``navstream`` loggers through a queue to ``file`` or ``stream`` (stderr) as
-    JSON lines, with repeats suppressed and secrets scrubbed.
+    """Route the ``navstream`` loggers through a queue to ``file`` or ``stream`` (default stderr;
+    the CLI passes stdout for ``run`` and ``ingest``) as JSON lines, with repeats suppressed and
+    secrets scrubbed.
 
     :raises OSError: the log file cannot be opened (the caller says so and exits).
     """

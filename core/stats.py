@@ -35,7 +35,12 @@ class Stats:
     writes_refused_since: int | None = None
 
     def heartbeat_fields(self) -> dict[str, str]:
-        out = {
+        """The heartbeat hash's fields (Redis keeps text)."""
+        return {k: str(v) for k, v in self.heartbeat_values().items()}
+
+    def heartbeat_values(self) -> dict[str, int | float | str]:
+        """The heartbeat's fields as they are: numbers as numbers (for a log record)."""
+        out: dict[str, int | float | str] = {
             "started_ms": self.started_ms,
             "processed": self.processed,
             "failed": self.failed,
@@ -57,4 +62,4 @@ class Stats:
             out[f"lag:{stream}"] = "unknown" if lag is None else lag
         for stream, pending in self.pending.items():
             out[f"pending:{stream}"] = pending
-        return {k: str(v) for k, v in out.items()}
+        return out

@@ -331,7 +331,7 @@ class Consumer(OutagesMixin):
                     "plugin shutdown failed",
                     extra={"event": "plugin_shutdown_failed", "plugin": stopped.plugin, "error": str(stopped.exc)},
                 )
-        log.info("consumer stopped", extra={"event": "consumer_stopped", **self.app.stats.heartbeat_fields()})
+        log.info("consumer stopped", extra={"event": "consumer_stopped", **self.app.stats.heartbeat_values()})
 
     # --- reading ----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,176 @@ def test_long_running_commands_log_to_stdout_one_shots_to_stderr(
     monkeypatch.setenv("NAVSTREAM_LOG_STREAM", "sideways")
     assert main(["plugins"]) == 2
     assert "NAVSTREAM_LOG_STREAM must be stdout or stderr" in capsys.readouterr().err
+
+
+# --- the record format (issue 17): numbers as numbers, money as exact text, ISO time beside ts ---
+
+
+def strict_json(line: str) -> dict[str, Any]:
+    """A line as a strict JSON parser reads it: ``NaN``/``Infinity`` are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    parsed: dict[str, Any] = json.loads(line, parse_constant=refuse)
+    return parsed
+
+
+def formatted(**extra: Any) -> dict[str, Any]:
+    """One record with ``extra``, through the formatter the writer thread uses."""
+    from navstream.logs import JsonFormatter
+
+    record = logging.LogRecord("navstream.test", logging.INFO, __file__, 1, "m", None, None)
+    record.__dict__.update(extra)
+    return strict_json(JsonFormatter().format(record))
+
+
+def test_extra_values_keep_their_json_types(captured: io.StringIO) -> None:
+    huge = 2**200 + 1
+    log.info(
+        "typed",
+        extra={
+            "event": "typed",
+            "count": 3,
+            "port": 8080,
+            "duration_ms": 12.5,
+            "nav": Decimal("18889978.6504"),
+            "tiny": Decimal("0.000000012345678901234567890"),
+            "ok": True,
+            "stale": False,
+            "huge": huge,
+            "nothing": None,
+            "nested": {"size": 7, "price": Decimal("97012.50"), "flags": [True, 0]},
+        },
+    )
+    stop_logging()
+    (line,) = [strict_json(x) for x in captured.getvalue().splitlines()]
+    assert line["count"] == 3 and type(line["count"]) is int
+    assert line["port"] == 8080 and type(line["port"]) is int
+    assert line["duration_ms"] == 12.5 and type(line["duration_ms"]) is float
+    assert line["nav"] == "18889978.6504" and line["tiny"] == "0.000000012345678901234567890"
+    assert line["ok"] is True and line["stale"] is False
+    assert line["huge"] == huge and type(line["huge"]) is int  # every digit, not a float's 53 bits
+    assert line["nothing"] is None
+    assert line["nested"] == {"size": 7, "price": "97012.50", "flags": [True, 0]}
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "-inf")],
+    ids=["nan", "inf", "-inf"],
+)
+def test_a_non_finite_float_never_makes_invalid_json(value: float, text: str) -> None:
+    line = formatted(event="x", ratio=value, inside={"values": [1.5, value]})
+    assert line["ratio"] == text and line["inside"] == {"values": [1.5, text]}
+
+
+def test_an_int_past_the_decimal_digit_limit_is_exact_hex_not_a_lost_line() -> None:
+    enormous = 10**5000 + 7
+    line = formatted(event="x", enormous=enormous, negative=-enormous)
+    assert int(line["enormous"], 16) == enormous and int(line["negative"], 16) == -enormous
+
+
+def test_decimal_specials_and_other_objects_are_text() -> None:
+    line = formatted(
+        event="x",
+        nan=Decimal("NaN"),
+        inf=Decimal("-Infinity"),
+        exp=Decimal("1E+3"),
+        small=Decimal("1E-8"),
+        zero=Decimal("0E-8"),
+        absurd=Decimal("1E+999999"),
+        path=Path("/var/log/navstream.log"),
+        kinds=frozenset({"b", "a"}),
+    )
+    assert (line["nan"], line["inf"], line["exp"], line["small"], line["zero"]) == (
+        "NaN",
+        "-Infinity",
+        "1000",
+        "0.00000001",
+        "0.00000000",
+    )
+    assert line["absurd"] == "1E+999999"  # exact, short: not a million zeros
+    assert (line["path"], line["kinds"]) == ("/var/log/navstream.log", ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("created", "ts", "iso"),
+    [
+        (1796578368.1234, 1796578368.123, "2026-12-06T17:32:48.123Z"),
+        (1796578368.9996, 1796578369.0, "2026-12-06T17:32:49.000Z"),  # rounds into the next second
+        (0.0, 0.0, "1970-01-01T00:00:00.000Z"),
+    ],
+)
+def test_time_is_iso_8601_utc_ms_and_says_the_same_instant_as_ts(created: float, ts: float, iso: str) -> None:
+    from navstream.logs import JsonFormatter
+
+    record = logging.LogRecord("navstream.test", logging.INFO, __file__, 1, "m", None, None)
+    record.created = created
+    line = strict_json(JsonFormatter().format(record))
+    assert (line["ts"], line["time"]) == (ts, iso)
+    assert list(line)[:5] == ["ts", "time", "level", "logger", "msg"]
+
+
+def test_a_logged_line_has_time_in_utc_whatever_the_local_zone(
+    captured: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30: a local-time bug shows in hours and minutes
+    time.tzset()
+    try:
+        log.info("now", extra={"event": "now"})
+        (line,) = lines(captured)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    parsed = datetime.datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
+    assert abs(parsed.timestamp() - line["ts"]) < 0.0006
+
+
+def test_an_extra_field_never_replaces_the_lines_own(captured: io.StringIO) -> None:
+    log.info("x", extra={"event": "x", "ts": 5, "time": "yesterday", "level": "fine"})
+    (line,) = lines(captured)
+    assert line["ts"] > 1e9 and line["time"].endswith("Z") and line["level"] == "info"
+    assert (line["extra_ts"], line["extra_time"], line["extra_level"]) == (5, "yesterday", "fine")
+
+
+def test_secrets_are_scrubbed_from_objects_and_sets_too(captured: io.StringIO) -> None:
+    class Endpoint:
+        def __str__(self) -> str:
+            return "rediss://navstream:hunter2@redis.internal:6380/0"
+
+    log.error("x", extra={"event": "x", "endpoint": Endpoint(), "urls": {"https://h/p?api_key=abc123"}})
+    (line,) = lines(captured)
+    assert "hunter2" not in json.dumps(line) and "abc123" not in json.dumps(line)
+    assert line["endpoint"] == "rediss://navstream:***@redis.internal:6380/0"
+    assert line["urls"] == ["https://h/p?api_key=***"]
+
+
+@pytest.mark.real_redis
+def test_consumer_stopped_carries_its_counters_as_numbers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uuid
+
+    import redis as sync_redis
+    from support import REDIS_URL
+
+    prefix = f"nstest-logs-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("NAVSTREAM_PLUGINS", "")
+    monkeypatch.delenv("NAVSTREAM_LOG_STREAM", raising=False)
+    try:
+        assert main(["run", "--redis-url", REDIS_URL, "--prefix", prefix, "--until-idle", "0.2"]) == 0
+    finally:
+        client = sync_redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    records = [strict_json(x) for x in capsys.readouterr().out.splitlines()]
+    (stopped,) = [r for r in records if r.get("event") == "consumer_stopped"]
+    for name in ("processed", "batches", "dlq_length", "started_ms", "writes_refused", f"lag:{prefix}:events"):
+        assert type(stopped[name]) is int, (name, stopped[name])
+    assert type(stopped["last_batch_duration_ms"]) is float and stopped["last_error"] == ""
