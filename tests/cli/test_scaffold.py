@@ -518,3 +518,116 @@ def test_the_documented_backend_override_runs_every_test_on_both(tmp_path: Path)
     assert result.returncode == 0 and re.search(r"^2 passed", result.stdout, re.MULTILINE), (
         result.stdout[-3000:] + result.stderr[-2000:]
     )
+
+
+# --- docs/writing-a-venue-plugin.md, followed as written --------------------------------------
+
+
+def splice(source: str, block: str, *, after: str) -> str:
+    """``source`` with every top-level definition of ``block`` put in place of the one of the same
+    name (a function, a class, ``NAME = ...``), or, for a new name, after the definition ``after``:
+    what "replace these with the versions below, and add ..." asks of a reader."""
+    import ast
+
+    def named(tree: ast.Module) -> dict[str, ast.stmt]:
+        found: dict[str, ast.stmt] = {}
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found[node.name] = node
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                found[node.targets[0].id] = node
+        return found
+
+    lines, new_lines = source.splitlines(keepends=True), block.splitlines(keepends=True)
+    old, new = named(ast.parse(source)), named(ast.parse(block))
+    edits: list[tuple[int, int, str]] = []  # (start, end) line slices of source, replaced by text
+    for name, node in new.items():
+        text = "".join(new_lines[node.lineno - 1 : node.end_lineno])
+        if name in old:
+            edits.append((old[name].lineno - 1, old[name].end_lineno or 0, text))
+        else:
+            at = old[after].end_lineno or 0
+            edits.append((at, at, "\n\n" + text))
+    for start, end, text in sorted(edits, reverse=True):
+        lines[start:end] = [text if text.endswith("\n") else text + "\n"]
+    return "".join(lines)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_steps_4_and_5_of_the_guide_as_written_give_a_green_acme_source(tmp_path: Path) -> None:
+    """``navstream new-plugin acme``, then steps 4 and 5 exactly as the guide words them: its
+    tests pass (the two that need the package installed aside: the install proof is above)."""
+    guide = ROOT / "docs" / "writing-a-venue-plugin.md"
+    text = guide.read_text()
+    assert "**Keep the class `_Quote` exactly as it is.**" in text
+    assert "Only `_QUOTE`, the stand-in's decoder just below `_Quote`, is unused\nnow: delete it" in text
+    (step4,) = python_blocks(guide, "4. Adapt it to your venue")
+    helpers, numbers_call, error_test = python_blocks(guide, "5. Test it")
+
+    root = write_plugin("acme", tmp_path).root
+    module = root / "src" / "navstream_acme" / "__init__.py"
+    source = splice(module.read_text(), step4, after="_Answer")
+    source = re.sub(r"#: Quotes with their JSON numbers.*\n_QUOTE = .*\n", "", source)  # "delete it"
+    source = source.replace("from decimal import Decimal\n", "")  # "and with it ..."
+    module.write_text(source)
+    assert "class _Quote(msgspec.Struct):" in source and "class _Ticker(msgspec.Struct):" in source
+
+    tests = root / "tests" / "test_source.py"
+    source = splice(tests.read_text(), helpers, after="answer")
+    # "sends both amounts as strings now": the guide's call replaces the test's first statement
+    source = re.sub(
+        r"(async def test_numbers_become_exact_decimals\(.*\n)    venue\.answer\((?:.*\n)*?.*# a JSON string\n",
+        lambda m: m.group(1) + "    " + numbers_call.strip() + "\n",
+        source,
+    )
+    assert numbers_call.strip() in source
+    tests.write_text(source + "\n\n" + error_test)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not installed and not loads_it"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(PYTHONPATH=str(root / "src")),
+        cwd=root,
+        timeout=150,
+    )
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0 and re.match(r"^\d+ passed, 2 deselected in ", summary), (
+        result.stdout[-4000:] + result.stderr[-2000:]
+    )
+    assert (
+        "test_an_error_code_fails_the_fetch PASSED"
+        in subprocess.run(
+            [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-k", "error_code"],
+            capture_output=True,
+            text=True,
+            env=_clean_env(PYTHONPATH=str(root / "src")),
+            cwd=root,
+            timeout=150,
+        ).stdout
+    )
+
+
+def test_the_generated_pyproject_says_how_to_pin_navstream_to_the_desks_index(tmp_path: Path) -> None:
+    """The dependency on ``navstream`` stays installable here, and the file says how to keep a
+    same-named package on a public index out; its uv tables, once uncommented, are valid and pin
+    navstream to one index that replaces PyPI."""
+    text = (write_plugin("acme", tmp_path).root / "pyproject.toml").read_text()
+    head = text[: text.index("dependencies = ")]
+    for needed in ("Dependency confusion", "--index-url", "extra-index-url", "--require-hashes", "pip.conf"):
+        assert needed in head, needed
+    uncommented = re.sub(
+        r"^# (\[\[tool\.uv\.index\]\]|\[tool\.uv\.sources\]|name =|url =|default =|navstream =)",
+        r"\1",
+        text,
+        flags=re.MULTILINE,
+    )
+    uv = tomllib.loads(uncommented)["tool"]["uv"]
+    (index,) = uv["index"]
+    assert index["default"] is True and index["url"].startswith("https://")
+    assert uv["sources"] == {"navstream": {"index": index["name"]}}
+    assert tomllib.loads(text)["project"]["dependencies"] == [f"navstream>={__version__}"]
+    assert (
+        "tool" not in tomllib.loads(text) or "uv" not in tomllib.loads(text)["tool"]
+    )  # off until the desk sets its URL
