@@ -107,14 +107,28 @@ class Chart(msgspec.Struct, frozen=True, omit_defaults=True, tag="chart", tag_fi
     """A line chart of the series of the row selected in table ``table``.
 
     ``series`` maps a row's key to its points ``[epoch_ms, value, tone]`` (oldest first; the
-    value a number or the exact decimal string). The heading reads ``<title>: <row label>
-    (<n> points)``; the SVG is ``<id>``, its line ``<id>-line``, its points ``<id>-points``.
+    value a number or the exact decimal string). A point without a value (``None``) or with the
+    tone ``critical`` (a value that could not be computed, such as a failed NAV's placeholder 0)
+    is drawn as a gap in the line, never as a value; so is a time between two points longer
+    than ``max_gap_ms`` (when set: nothing was published then). The value axis fits the
+    points that have a value. Each point's tone colours the line and a status strip under it.
+
+    :ivar unit: the values' currency: axis labels and tooltips are money in the one format
+        (grouped digits, the currency's decimals from ``[display]``), and the axis says it.
+    :ivar tone_labels: what each tone means here (``{"warning": "stale"}``), for the legend
+        and tooltips; a tone not listed is shown by its own name.
+
+    The heading reads ``<title>: <row label> (<n> points...)``; the SVG is ``<id>``, its line
+    ``<id>-line``, its points ``<id>-points``.
     """
 
     id: str
     table: str
     title: str
-    series: dict[str, list[tuple[int, float | str, str]]]
+    series: dict[str, list[tuple[int, float | str | None, str]]]
+    unit: str = ""
+    max_gap_ms: int = 0
+    tone_labels: dict[str, str] = {}
 
 
 Block = Table | Facts | Text | Chart

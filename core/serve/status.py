@@ -21,6 +21,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from navstream.app import App
+from navstream.display import active as display_settings
 from navstream.serve.contributions import PageReads
 from navstream.serve.report import clip as _clip
 
@@ -156,6 +157,7 @@ def status_document(
     top-level ``fields`` plugins keep for readers of this document (``nav``, ``risk``, ...).
     """
     now = view.read_ms
+    shown = display_settings()
     plugins: dict[str, dict[str, str]] = {}
     for key, value in health.items():
         plugin, dot, name = key.partition(".")
@@ -178,6 +180,8 @@ def status_document(
         "consumers": list(consumers),
         "alerts": view.alerts,
         "plugins": plugins,
+        # how the page shows money, the CLI's way: decimals per quote currency ([display])
+        "display": {"decimals": shown.decimals, "currency_decimals": shown.table()},
     }
     errors = list(page.errors)
     for plugin, fields in page.fields.items():

@@ -15,6 +15,7 @@ and fails in CI (``CI=true``), where they must be installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -28,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from support.browser import Browser, wait_for
+from support.browser import PAGE_WIDTHS, Browser, artifacts_dir, wait_for
 from support.serving import free_port
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -39,6 +40,7 @@ pytestmark = [pytest.mark.real_redis, pytest.mark.slow, pytest.mark.timeout(180)
 
 # Everything the assertions look at, read from the page in one go.
 PAGE_STATE = """
+if (document.body.dataset.loaded !== "true" || !document.getElementById("chart-line")) return {loaded: false};
 const cells = tr => [...tr.cells].map(td => td.textContent);
 const badge = el => el ? {cls: el.className, text: el.textContent, bg: getComputedStyle(el).backgroundColor} : null;
 const line = document.getElementById("chart-line");
@@ -49,8 +51,12 @@ return {
     scope: tr.dataset.key, selected: tr.classList.contains("selected"), cells: cells(tr),
     status: badge(tr.querySelector(".status"))})),
   chart: {scope: document.getElementById("chart-scope").textContent, d: line.getAttribute("d"),
-          points: line.dataset.points, circles: document.querySelectorAll("#chart-points circle").length,
-          strokeWidth: getComputedStyle(line).strokeWidth},
+          points: line.dataset.points, valid: Number(line.dataset.valid),
+          circles: document.querySelectorAll("#chart-points circle").length,
+          strokeWidth: getComputedStyle(line).strokeWidth,
+          empty: [...document.querySelectorAll("#chart text.empty")].map(t => t.textContent),
+          y: [...document.querySelectorAll("#chart-y text")].map(t => t.textContent),
+          x: [...document.querySelectorAll("#chart-x text")].map(t => t.textContent)},
   trading: [...document.querySelectorAll("#trading-table tbody tr")].map(tr => ({
     scope: tr.dataset.key, cells: cells(tr), state: badge(tr.querySelector(".trading"))})),
   decisions: document.getElementById("decisions").textContent,
@@ -81,10 +87,16 @@ audit_dir = "{audit}"
 @pytest.fixture
 def consumer(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A real ``navstream run`` serving HTTP, with a desk's data in a real Redis."""
+    with serving_consumer(tmp_path, CONFIG) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def serving_consumer(tmp_path: Path, config_text: str) -> Iterator[dict[str, Any]]:
     prefix = f"nstest-page-{uuid.uuid4().hex[:10]}"
     port = free_port()
     config = tmp_path / "navstream.toml"
-    config.write_text(CONFIG.replace("{audit}", str(tmp_path / "audit")))
+    config.write_text(config_text.replace("{audit}", str(tmp_path / "audit")))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")}
     env.update(NAVSTREAM_REDIS_URL=REDIS_URL, NAVSTREAM_PREFIX=prefix, NAVSTREAM_LOG_STREAM="stderr")
     navstream = Path(sys.executable).parent / "navstream"
@@ -234,7 +246,7 @@ def test_status_page_in_headless_chromium(
             "account:bank/reserve",
             "account:binance/main",
         ]
-        assert rows["account:binance/main"]["cells"][:2] == ["binance/main", "202,000 USD"]
+        assert rows["account:binance/main"]["cells"][:2] == ["binance/main", "202,000.00 USD"]
         assert rows["account:binance/main"]["status"] == {"cls": "badge status status-ok", "text": "ok", "bg": OK_GREEN}
         assert rows["exchange"]["status"]["cls"] == "badge status status-ok"
         # The bank account is configured but has no data: failed, and so is the total (worst wins).
@@ -242,12 +254,12 @@ def test_status_page_in_headless_chromium(
             assert rows[scope]["status"] == {"cls": "badge status status-failed", "text": "failed", "bg": FAILED_RED}
         assert rows["total"]["selected"] is True
 
+        # The total failed at every point (the bank has no data): no line, no axis of zeros.
         chart = page["chart"]
         assert chart["scope"].startswith("total (")
-        d = chart["d"]
-        assert d.startswith("M") and d.count("L") == int(chart["points"]) - 1 == chart["circles"] - 1
+        assert chart["d"] == "" and chart["y"] == [] and chart["circles"] == 0
+        assert chart["empty"] == ["No value to draw: every point here failed or has none."]
         assert int(chart["points"]) >= expected_points
-        assert chart["strokeWidth"] == "2px"  # the page's own stylesheet applies (CSP allows it)
 
         trading = {row["scope"]: row for row in page["trading"]}
         assert trading["binance/main"]["state"]["cls"] == "badge trading trading-halted"
@@ -265,6 +277,12 @@ def test_status_page_in_headless_chromium(
         browser.js("document.querySelector('tr[data-key=\"account:binance/main\"]').click()")
         clicked = browser.js(PAGE_STATE)
         assert clicked["chart"]["scope"].startswith("binance/main (")
+        # Its first evaluation may have come before the price (failed: not drawn), then values.
+        d, valid = clicked["chart"]["d"], clicked["chart"]["valid"]
+        assert d.startswith("M") and d.count("M") == 1 and d.count("L") == valid - 1 >= 1, d
+        assert 1 <= clicked["chart"]["circles"] <= valid  # the newest, and any value not ok
+        assert clicked["chart"]["y"] and all("," in t and t[-3] == "." for t in clicked["chart"]["y"])
+        assert clicked["chart"]["strokeWidth"] == "2px"  # the page's own stylesheet applies (CSP allows it)
         assert next(r for r in clicked["nav"] if r["scope"] == "account:binance/main")["selected"] is True
 
         # New data arrives by polling, without a reload.
@@ -273,7 +291,7 @@ def test_status_page_in_headless_chromium(
             lambda: (
                 lambda s: (
                     s
-                    if next(r for r in s["nav"] if r["scope"] == "account:binance/main")["cells"][1] == "204,000 USD"
+                    if next(r for r in s["nav"] if r["scope"] == "account:binance/main")["cells"][1] == "204,000.00 USD"
                     else None
                 )
             )(browser.js(PAGE_STATE)),
@@ -325,3 +343,167 @@ def test_status_page_in_headless_chromium(
         f"\nstatus page: data ready in {data_ready - started:.1f}s, first render {rendered - data_ready:.1f}s "
         f"after, test total {time.monotonic() - started:.1f}s"
     )
+
+
+INCIDENT_CONFIG = """
+[nav]
+max_age_s = 600.0
+pegs = { USDT = "1" }
+routes = { BTC = "BTC/USDT" }
+[[nav.accounts]]
+venue = "binance"
+account = "main"
+kind = "futures"
+[[nav.accounts]]
+venue = "okx"
+account = "hedge-subaccount-7"
+kind = "futures"
+label = "Desk hedging sub-account at OKX, run by the Singapore team for the basis book"
+[[nav.accounts]]
+venue = "bank"
+account = "reserve"
+kind = "bank"
+[risk]
+audit_dir = "{audit}"
+"""
+
+#: The total's history over the last half hour, as an incident leaves it (written to P:nav as the
+#: nav plugin writes it: a failed NAV carries a placeholder "0").
+INCIDENT = [
+    *[(30 - m, f"{18_889_978 + m * 431}.65", "ok") for m in range(10)],
+    (19, "18894420.10", "stale"),
+    (18, "18894102.50", "stale"),
+    (17, "18893110.25", "partial"),
+    (16, "0", "failed"),
+    (15, "0", "failed"),
+    *[(14 - m, f"{18_893_500 + m * 250}.00", "ok") for m in range(10)],
+]
+
+
+@pytest.fixture
+def incident(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with serving_consumer(tmp_path, INCIDENT_CONFIG) as started:
+        yield started
+
+
+def test_status_page_in_an_incident_at_desktop_and_phone_width(
+    browser_paths: tuple[str, str], incident: dict[str, Any], tmp_path: Path
+) -> None:
+    """A desk in an incident, as a person sees it at 1280 and at 390 pixels: binance ok, the okx
+    sub-account (a long label) partial, the bank failed, the total's history with a gap where it
+    failed. Nothing wider than the screen, the chart's axes labelled, the gap drawn as a break,
+    no script error; the screenshots are kept (``artifacts_dir``) for a person to review."""
+    chromium, chromedriver = browser_paths
+    prefix, client, url = incident["prefix"], incident["redis"], incident["url"]
+    api = httpx.Client(base_url=url, trust_env=False, timeout=10)
+    wait_for(lambda: api.get("api/status").json()["consumer"]["phase"] == "running", 30, "the consumer to run")
+    now = int(time.time() * 1000)
+    for minutes_ago, nav, status in INCIDENT:
+        client.xadd(
+            f"{prefix}:nav",
+            {
+                "scope": "total",
+                "nav": nav,
+                "quote": "USD",
+                "status": status,
+                "computed_at": str(now - minutes_ago * 60_000),
+            },
+        )
+    desk(prefix, client, "50000", now - 2000)
+    for fields in (
+        {"type": "balance", "venue": "okx", "account": "hedge-subaccount-7", "asset": "USDT", "balance": "1250000"},
+        {"type": "balance", "venue": "okx", "account": "hedge-subaccount-7", "asset": "PEPE", "balance": "9000000"},
+        {
+            "type": "source_status",
+            "venue": "okx",
+            "source": "okx-futures",
+            "account": "hedge-subaccount-7",
+            "ok": "true",
+        },
+    ):
+        client.xadd(f"{prefix}:events", {**fields, "ts": str(now - 1000)})
+    statuses = {
+        "account:binance/main": "ok",
+        "account:okx/hedge-subaccount-7": "partial",
+        "account:bank/reserve": "failed",
+    }
+    wait_for(
+        lambda: {r["id"]: r["status"] for r in api.get("api/status").json()["nav"] if r["id"] in statuses} == statuses,
+        20,
+        "ok, partial and failed accounts",
+    )
+    client.xadd(
+        f"{prefix}:alerts",
+        {
+            "code": "nav_failed",
+            "severity": "critical",
+            "message": "NAV of bank/reserve failed: no balance data for this account",
+            "ts": str(now),
+        },
+    )
+
+    # How the page formats money: the [display] table, the CLI's (decimals per quote currency).
+    assert api.get("api/status").json()["display"] == {"decimals": 2, "currency_decimals": {"BTC": 8, "ETH": 6}}
+    shots = artifacts_dir()
+    browser = Browser(chromium, chromedriver, tmp_path)
+    try:
+        browser.open(url)
+        wait_for(lambda: browser.js(PAGE_STATE)["loaded"], 20, "the page's first render")
+        for width in PAGE_WIDTHS:
+            browser.viewport(width)
+            seen = wait_for(
+                lambda w=width: (
+                    lambda s: s if s["innerWidth"] == w and s["svg"] and abs(s["svg"] - s["box"]) <= 1 else None
+                )(browser.js(LAYOUT)),
+                10,
+                f"the page redrawn {width} wide",
+            )
+            browser.page_screenshot(shots / f"statuspage-{width}.png", width)  # kept when a check fails too
+            browser.viewport(width)
+            assert seen["overflow"] <= 0, (width, seen)  # no page wider than the screen
+            assert seen["wide"] == [], (width, seen)  # nothing but a table's own box scrolls
+            chart = browser.js(PAGE_STATE)["chart"]
+            assert chart["scope"].startswith("total ("), chart
+            d = chart["d"]
+            assert d.count("M") == 2 and d.count("L") >= 15, d  # the failed minutes: a break, not a drop to 0
+            assert len(chart["y"]) >= 2 and all(t.startswith("18,89") and t[-3] == "." for t in chart["y"]), chart["y"]
+            assert len(chart["x"]) >= 2, chart["x"]
+            assert seen["label"]["title"].endswith(
+                "(Desk hedging sub-account at OKX, run by the Singapore team for the basis book)"
+            )
+            assert seen["label"]["lines"] == 1, seen["label"]
+        problems = [
+            e for e in browser.console() if e.get("level") == "SEVERE" and "favicon" not in e.get("message", "")
+        ]
+        assert not problems, json.dumps(problems, indent=1)
+    finally:
+        browser.quit()
+        api.close()
+    for width in PAGE_WIDTHS:
+        assert (shots / f"statuspage-{width}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# The page's layout at the current width: overflow of the document, boxes wider than the screen
+# that are not a scrolling table's own box, the long label's cell.
+LAYOUT = """
+const doc = document.documentElement;
+const chart = document.getElementById("chart");
+const cell = document.querySelector('#nav-table tr[data-key="account:okx/hedge-subaccount-7"] td');
+// the lines a cell's text takes (not the row's height: another cell may wrap)
+const lines = node => {
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+};
+return {
+  innerWidth: window.innerWidth,
+  overflow: doc.scrollWidth - doc.clientWidth,
+  wide: [...document.querySelectorAll("body *")].filter(n => {
+    const r = n.getBoundingClientRect();
+    return r.width && r.right > window.innerWidth + 0.5 && !n.closest("table");
+  }).map(n => n.tagName + "#" + n.id + "." + n.className),
+  svg: chart && Math.round(chart.getBoundingClientRect().width),
+  box: chart && Number((chart.getAttribute("viewBox") || "0 0 0").split(" ")[2]),
+  label: cell && {title: cell.title, lines: lines(cell)},
+};
+"""

@@ -17,9 +17,21 @@ import pytest
 
 from support.serving import free_port
 
-__all__ = ["CHROMIUM_ARGS", "INSTALL", "Browser", "WebDriverError", "browser_paths", "wait_for"]
+__all__ = [
+    "CHROMIUM_ARGS",
+    "INSTALL",
+    "PAGE_WIDTHS",
+    "Browser",
+    "WebDriverError",
+    "artifacts_dir",
+    "browser_paths",
+    "find_browser",
+    "wait_for",
+]
 
 INSTALL = "apt-get install -y chromium chromium-driver"
+#: The widths the status page is checked at: a desktop, and a phone in an incident.
+PAGE_WIDTHS = (1280, 390)
 
 
 #: As the machine's notes advise for a closed network: no background traffic, no sandbox (root).
@@ -37,9 +49,23 @@ CHROMIUM_ARGS = [
 ]
 
 
+def artifacts_dir() -> Path:
+    """Where the browser tests leave what a person reviews (screenshots): ``$NAVSTREAM_ARTIFACTS``,
+    else ``artifacts/`` at the repository's root (git-ignored); made if missing."""
+    root = Path(__file__).resolve().parents[2]
+    where = Path(os.environ.get("NAVSTREAM_ARTIFACTS") or root / "artifacts")
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
 @pytest.fixture
 def browser_paths() -> tuple[str, str]:
     """Chromium and chromedriver, checked before anything is started."""
+    return find_browser()
+
+
+def find_browser() -> tuple[str, str]:
+    """Chromium and chromedriver; the test is skipped without them (failed in CI)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if chromium and driver:
@@ -116,6 +142,28 @@ class Browser:
 
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self.command("GET", "/screenshot")))
+
+    def cdp(self, cmd: str, **params: Any) -> Any:
+        """A Chrome DevTools Protocol command, through chromedriver."""
+        return self.command("POST", "/goog/cdp/execute", {"cmd": cmd, "params": params})
+
+    def viewport(self, width: int, height: int = 900) -> None:
+        """The page's viewport set to exactly ``width`` CSS pixels (a phone's is ``mobile``: its
+        ``<meta name=viewport>`` applies); the page gets a resize event."""
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=width < 600,
+        )
+
+    def page_screenshot(self, path: Path, width: int) -> None:
+        """The whole page at ``width``, as long as it is (not only the viewport)."""
+        height = int(self.js("return Math.ceil(document.documentElement.scrollHeight)"))
+        self.viewport(width, max(300, min(height, 8000)))
+        shot = self.cdp("Page.captureScreenshot", format="png", captureBeyondViewport=False)
+        path.write_bytes(base64.b64decode(shot["data"]))
 
     def console(self) -> list[dict[str, Any]]:
         """The page's console messages so far (chromedriver's log extension)."""
