@@ -32,14 +32,12 @@ from navstream.demo.replay import Replay, StepRow
 from navstream.demo.run import MAX_PAUSE_S, pause_s, run_demo
 from navstream.demo.scenario import ScenarioError, SourceAttempt, Step, VenueAnswer, load_scenario
 from navstream.demo.settings import DEMO_CONFIG, demo_settings, with_audit_dir
-from navstream.demo.show import TERMINAL_WIDTH
 from navstream.demo.stubs import COINGECKO_429_BODY, StubVenue
 
 __all__ = [
     "COINGECKO_429_BODY",
     "DEMO_CONFIG",
     "MAX_PAUSE_S",
-    "TERMINAL_WIDTH",
     "Replay",
     "ScenarioError",
     "SourceAttempt",

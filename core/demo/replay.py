@@ -55,6 +55,8 @@ class StepRow:
     #: Those the live table describes under the row: a source's first attempt, its failures and
     #: its recovery (a good round like the previous one adds nothing to read).
     shown: list[SourceReport] = field(default_factory=list)
+    #: The nav plugin's quote currency, that :attr:`nav`'s values are in ("" without the plugin).
+    quote: str = ""
 
 
 # --- reading results back from Redis ----------------------------------------------------------
@@ -70,10 +72,13 @@ async def plugin_section(app: App, name: str) -> dict[str, Any] | None:
     return dict(answer.value or {})
 
 
-async def nav_rows(app: App) -> list[dict[str, Any]] | None:
-    """Every NAV scope as the nav plugin stored it (the demo never recomputes one)."""
+async def nav_rows(app: App) -> tuple[list[dict[str, Any]] | None, str]:
+    """Every NAV scope as the nav plugin stored it (the demo never recomputes one), and the
+    quote currency of their values ("" without the plugin)."""
     section = await plugin_section(app, "nav")
-    return None if section is None else list(section.get("scopes", []))
+    if section is None:
+        return None, ""
+    return list(section.get("scopes", [])), str(section.get("quote", ""))
 
 
 async def source_rows(app: App) -> list[SourceRow] | None:
@@ -208,9 +213,8 @@ class Replay:
             # The first attempt, every failure and the recovery; not every good round.
             if previous is None or not report.ok or not previous:
                 shown.append(report)
-        return StepRow(
-            step, written, raised, await source_rows(self.app), await nav_rows(self.app), answers, reports, shown
-        )
+        scopes, quote = await nav_rows(self.app)
+        return StepRow(step, written, raised, await source_rows(self.app), scopes, answers, reports, shown, quote)
 
     async def aclose(self) -> None:
         """Close the sources' HTTP clients."""

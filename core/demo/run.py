@@ -15,11 +15,12 @@ import redis.asyncio as aioredis
 
 from navstream.app import App, ManualClock, SystemClock
 from navstream.demo.backend import Backend, delete_prefix, ensure_prefix_unused, make_backend
-from navstream.demo.replay import Replay, StepRow
+from navstream.demo.replay import Replay, StepRow, plugin_section
 from navstream.demo.scenario import Step, load_scenario
 from navstream.demo.settings import demo_settings, with_audit_dir
 from navstream.demo.show import LiveTable, Painter, counted
 from navstream.demo.summary import summary
+from navstream.render import Width, prose, resolve
 
 #: Longest real pause between two steps, whatever the simulated gap: keeps the demo short.
 MAX_PAUSE_S = 1.5
@@ -48,13 +49,15 @@ def quiet_logs(level: int = logging.ERROR) -> Iterator[None]:
         alerts.setLevel(previous_alerts)
 
 
-def _header(app: App, backend: Backend, steps: Sequence[Step], start_ms: int, speed: float, fast: bool) -> list[str]:
+def _header(
+    app: App, backend: Backend, steps: Sequence[Step], start_ms: int, speed: float, fast: bool, width: int | None
+) -> list[str]:
     plugins = ", ".join(p.name for p in app.plugins.info) or "none"
     minutes = steps[-1].at_s / 60
     pace = "--fast, no pauses" if fast else f"speed {speed:g}x, at most {MAX_PAUSE_S:g} s per step"
     start = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     sources = list(dict.fromkeys(a.source for step in steps for a in step.attempts))
-    return [
+    lines = [
         f"navstream demo on {backend.label}, prefix {app.keys.prefix}",
         f"plugins: {plugins}",
         f"replaying {len(steps)} steps ({minutes:g} simulated minutes of a crypto desk) through the real consumer loop",
@@ -68,15 +71,18 @@ def _header(app: App, backend: Backend, steps: Sequence[Step], start_ms: int, sp
         ),
         f"simulated clock starts {start}; {pace}",
     ]
+    return [part for line in lines for part in prose(line, width, "", "  ")]
 
 
-def _footer(backend: Backend, prefix: str, removed: int | None) -> list[str]:
+def _footer(backend: Backend, prefix: str, removed: int | None, width: int | None) -> list[str]:
     if backend.real:
-        return [f"removed the demo's {removed} keys under {prefix}:* from {backend.label}"]
+        return prose(f"removed the demo's {removed} keys under {prefix}:* from {backend.label}", width, "", "  ")
     return [
-        "Run it against a real Redis (it refuses a prefix already in use, and deletes its keys at the end):",
-        f"  navstream demo --redis-url redis://127.0.0.1:6379/0 --prefix {prefix}",
-        "A consumer with the demo's settings: navstream run --config config/demo.toml",
+        *prose(
+            "Run it against a real Redis (it refuses a prefix already in use, and deletes its keys at the end):", width
+        ),
+        *prose(f"navstream demo --redis-url redis://127.0.0.1:6379/0 --prefix {prefix}", width, "  ", "    "),
+        *prose("A consumer with the demo's settings: navstream run --config config/demo.toml", width, "", "  "),
     ]
 
 
@@ -90,14 +96,16 @@ async def _play_all(
     fast: bool,
     emit: Callable[..., None],
     painter: Painter,
+    width: int | None,
 ) -> None:
     """Startup, the live table row by row, shutdown, then the summary."""
     replay = Replay(app, clock, producer, start_ms, sources=any(step.attempts for step in steps))
     try:
         startup = await replay.start()
         if startup:
-            emit(f"alerts at startup: {counted(startup)}", "")
-        live = LiveTable(steps, painter)
+            emit(*prose(f"alerts at startup: {counted(startup).text}", width, "", "  "), "")
+        nav = await plugin_section(app, "nav")
+        live = LiveTable(steps, painter, width, str(nav.get("quote", "")) if nav else "")
         emit(live.header())
         previous: Step | None = None
         last: StepRow | None = None
@@ -112,19 +120,28 @@ async def _play_all(
     finally:
         await replay.aclose()
     assert last is not None  # load_scenario refuses an empty scenario
-    emit("", painter.bold("summary"), *await summary(app, replay, last), "")
+    emit("", painter.bold("summary"), *await summary(app, replay, last, width), "")
 
 
 async def run_demo(
-    redis_url: str | None, prefix: str | None, speed: float, fast: bool, out: TextIO | None = None
+    redis_url: str | None,
+    prefix: str | None,
+    speed: float,
+    fast: bool,
+    out: TextIO | None = None,
+    width: Width = "terminal",
 ) -> int:
     """Replay the scenario and print the live table and the summary to ``out``; returns 0.
+
+    Every line fits ``width`` cells: by default ``out``'s terminal (``COLUMNS`` when set; a
+    pipe or a file: no limit, see :func:`navstream.render.terminal_width`).
 
     Unexpected failures propagate: a demo that hides an error would show a healthy system.
     """
     if speed <= 0:
         raise ValueError(f"speed must be greater than 0, got {speed}")
     out = out or sys.stdout
+    columns = resolve(width, out)
     steps = load_scenario()
     settings = demo_settings(redis_url, prefix)
     backend = make_backend(settings, redis_url)
@@ -147,8 +164,8 @@ async def run_demo(
             if backend.real:
                 await ensure_prefix_unused(producer, app.keys.prefix, backend.label)
             owned = True
-            emit(*_header(app, backend, steps, start_ms, speed, fast), "")
-            await _play_all(app, clock, producer, steps, start_ms, speed, fast, emit, Painter(out))
+            emit(*_header(app, backend, steps, start_ms, speed, fast, columns), "")
+            await _play_all(app, clock, producer, steps, start_ms, speed, fast, emit, Painter(out), columns)
         finally:
             try:
                 if owned and backend.real:
@@ -157,5 +174,5 @@ async def run_demo(
                 await producer.aclose()
                 await app.aclose()
                 audit.cleanup()
-        emit(*_footer(backend, app.keys.prefix, removed))
+        emit(*_footer(backend, app.keys.prefix, removed, columns))
     return 0

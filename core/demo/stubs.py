@@ -107,15 +107,15 @@ class SourceReport:
     def prices(self) -> int:
         return sum(1 for f in self.written if f.get("type") == "price")
 
-    def summary(self) -> str:
-        """``asked 4 ids, HTTP 429, Retry-After 120 s -> no price, source_status ok=false``."""
+    def action(self) -> str:
+        """``asked 4 ids, HTTP 429, Retry-After 120 s -> no price``: the summary without its verdict."""
         if self.requests:
             asked = f"asked {self.ids} ids, {self.answer.describe() if self.answer else 'no answer'}"
         else:
             blocked = "HTTP 429" in self.status.get("error", "")
             asked = "not asked (host blocked by the 429)" if blocked else "not asked"
         published = f"{self.prices} prices" if self.prices else "no price"
-        return f"{asked} -> {published}, source_status {'ok' if self.ok else 'ok=false'}"
+        return f"{asked} -> {published}"
 
 
 class DemoSources:

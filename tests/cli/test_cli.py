@@ -791,8 +791,8 @@ def test_status_renders_plugin_records_as_tables() -> None:
     )
     lines = text.splitlines()
     assert lines[0] == 'quote: "USD"' and lines[1] == "scopes:"
-    assert lines[2].split() == ["scope", "name", "nav", "status", "missing"]
-    assert lines[4].split() == ["account", "okx/a", "12.5", "partial", "okx/a/SOL"]
-    assert lines[5].split() == ["total", "total", "12.5", "partial", "-"]
+    assert lines[2].split() == ["scope", "name", "nav", "(USD)", "status", "missing"]  # money: its currency
+    assert lines[4].split() == ["account", "okx/a", "12.50", "partial", "okx/a/SOL"]  # as navstream.display shows it
+    assert lines[5].split() == ["total", "total", "12.50", "partial", "-"]
     assert lines[-1] == "sources: none"
     assert render_section(None) == "null"
