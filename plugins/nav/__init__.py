@@ -39,6 +39,7 @@ from navstream import (
     RegisterSection,
     SourceStatus,
     as_str,
+    format_money,
     hookimpl,
 )
 
@@ -249,7 +250,7 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
         out.alert(
             "wallet_negative",
             "critical",
-            f"wallet {name} is negative: {money(snap.nav)} {snap.quote}",
+            f"wallet {name} is negative: {_signed(snap.nav, snap.quote)}",
             **where,
             every_s=every,
         )
@@ -264,8 +265,8 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
             out.alert(
                 "nav_drop",
                 "critical",
-                f"NAV of {name} fell {drop:.2f}% from {money(previous.nav)} to {money(snap.nav)} "
-                f"{snap.quote} (limit {cfg.jump_alert_pct:g}%)",
+                f"NAV of {name} fell {drop:.2f}% from {format_money(previous.nav, previous.quote)} to "
+                f"{format_money(snap.nav, snap.quote)} (limit {cfg.jump_alert_pct:g}%)",
                 **where,
                 every_s=every,
             )
@@ -273,7 +274,7 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
         out.alert(
             "nav_recovered",
             "info",
-            f"NAV of {name} is ok again: {money(snap.nav)} {snap.quote}",
+            f"NAV of {name} is ok again: {format_money(snap.nav, snap.quote)}",
             **where,
             every_s=every,
         )
@@ -286,6 +287,13 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
             **where,
             every_s=every,
         )
+
+
+def _signed(value: Decimal, quote: str) -> str:
+    """Money in the one format, with the exact value beside it when rounding hides its sign
+    (``-0.0000005`` shows ``0.00 USD``: not what "negative" should read)."""
+    shown = format_money(value, quote)
+    return shown if shown.startswith("-") else f"{shown} (exactly {money(value)})"
 
 
 def _amount(balance: Decimal, upnl: Decimal) -> str:

@@ -2,11 +2,13 @@
 the exact money arithmetic. Other plugins import from here, never from nav's other modules,
 so nav may rearrange those freely.
 
-The risk gate reads the NAV, prices, sources and positions nav stores; the Firestore sink
-mirrors the snapshots.
+The risk gate reads the NAV, prices, sources and positions nav stores, and declares how old a
+NAV it accepts (:func:`declare_reader_limit`, shown beside each NAV); the Firestore sink mirrors
+the snapshots.
 """
 
 from navstream.plugins.nav.config import NavConfig
+from navstream.plugins.nav.readers import ReaderLimit, declare_reader_limit, read_reader_limits
 from navstream.plugins.nav.state import (
     ACCOUNTS,
     LATEST,
@@ -46,11 +48,13 @@ __all__ = [
     "NavConfig",
     "PositionPayload",
     "Quote",
+    "ReaderLimit",
     "Snapshot",
     "SourceState",
     "StateError",
     "Unit",
     "as_read",
+    "declare_reader_limit",
     "decode_snapshot",
     "escape",
     "exact_add",
@@ -61,5 +65,6 @@ __all__ = [
     "parse_sources",
     "positions_key",
     "read_latest",
+    "read_reader_limits",
     "worst_by",
 ]

@@ -18,8 +18,9 @@ from typing import Any
 
 import msgspec
 
-from navstream import AppProtocol, table
+from navstream import AppProtocol, format_amount, format_money, table
 
+from .readers import ReaderLimit, read_reader_limits, seconds
 from .state import StateError, read_detailed, read_latest, read_positions
 from .valuation import Snapshot, as_read, counted_from, money
 
@@ -77,13 +78,30 @@ def select(latest: dict[str, Snapshot], venue: str | None, account: str | None) 
 
 
 def as_json(
-    s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed: Snapshot | None = None
+    s: Snapshot,
+    now_ms: int,
+    positions: dict[str, Any] | None,
+    detailed: Snapshot | None = None,
+    readers: Iterable[ReaderLimit] = (),
 ) -> dict[str, Any]:
     """The latest snapshot; for an account, ``breakdown``: the last tick's valuation of it,
-    holding by holding (its ``computed_at`` says when)."""
+    holding by holding (its ``computed_at`` says when); ``readers``: each declared reader of
+    its scope, its limit, the age it judges and whether it refuses the NAV for it."""
     data: dict[str, Any] = msgspec.to_builtins(s)
     if detailed is not None:
         data["breakdown"] = as_json(detailed, now_ms, None)
+    read_by = [
+        {
+            "reader": r.reader,
+            "max_age_ms": r.max_age_ms,
+            "age_ms": r.age_ms(s, now_ms),
+            "refuses_for_age": r.refuses(s, now_ms),
+        }
+        for r in readers
+        if r.reads(s)
+    ]
+    if read_by:
+        data["readers"] = read_by
     data["nav"] = money(s.nav)
     data["computed_age_s"] = round((now_ms - s.computed_at) / 1000, 3)
     data["as_of_age_s"] = round((now_ms - s.as_of) / 1000, 3) if s.as_of else None
@@ -117,18 +135,42 @@ def _m(value: Decimal | None) -> str:
     return "-" if value is None else money(value)
 
 
-def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed: Snapshot | None = None) -> str:
+def _read_by(s: Snapshot, now_ms: int, readers: Iterable[ReaderLimit]) -> list[str]:
+    """Each declared reader of the scope: its limit, and whether it refuses this NAV for its age."""
+    said = []
+    for r in readers:
+        if not r.reads(s):
+            continue
+        limit = seconds(r.max_age_ms)
+        if s.status == "ok" and r.refuses(s, now_ms):
+            said.append(f"the {r.reader} REFUSES it: {r.age_ms(s, now_ms) / 1000:.0f}s old, past its {limit}")
+        else:
+            said.append(f"the {r.reader} vetoes at age > {limit}")
+    return said
+
+
+def render(
+    s: Snapshot,
+    now_ms: int,
+    positions: dict[str, Any] | None,
+    detailed: Snapshot | None = None,
+    readers: Iterable[ReaderLimit] = (),
+) -> str:
+    """One scope for a person: NAVs and values as money in the one format (``format_money``);
+    the inputs being explained (balances, unrealized PnL, prices, unit values) exact."""
     head = (
         f"{s.scope} {_name(s)}"
         + (f" ({s.kind}{', ' + s.label if s.label else ''})" if s.kind else "")
-        + f": {money(s.nav)} {s.quote}  status {s.status.upper()}"
+        + f": {format_money(s.nav, s.quote)}  status {s.status.upper()}"
     )
-    lines = [head, f"  evaluated {_age(now_ms, s.computed_at)} ago; oldest input {_age(now_ms, s.as_of)} old"]
+    ages = f"  evaluated {_age(now_ms, s.computed_at)} ago; oldest input {_age(now_ms, s.as_of)} old"
+    lines = [head, "; ".join([ages, *_read_by(s, now_ms, readers)])]
+    lines.extend(f"  why: {r}" for r in s.reasons)  # the first reason right under the status
     if detailed is not None:
         if detailed.computed_at != s.computed_at:
             lines.append(
                 f"  holdings as the last tick valued them, {_age(now_ms, detailed.computed_at)} ago: "
-                f"{money(detailed.nav)} {detailed.quote} {detailed.status.upper()}"
+                f"{format_money(detailed.nav, detailed.quote)} {detailed.status.upper()}"
             )
         s = msgspec.structs.replace(s, holdings=detailed.holdings)
     if s.holdings:
@@ -146,12 +188,15 @@ def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed:
                     _m(h.unit),
                     " -> ".join(h.route) or "-",
                     price,
-                    "NOT VALUED" if h.value is None else money(h.value),
+                    "NOT VALUED" if h.value is None else format_amount(h.value, s.quote),
                     h.missing or ("; ".join(h.stale) if h.stale else ""),
                 ]
             )
         lines.append(
-            table(["asset", "balance", "upnl", "age", "unit value", "route", "prices used", "value", "note"], rows)
+            table(
+                ["asset", "balance", "upnl", "age", "unit value", "route", "prices used", f"value ({s.quote})", "note"],
+                rows,
+            )
         )
     if positions:
         lines.append(
@@ -176,7 +221,6 @@ def render(s: Snapshot, now_ms: int, positions: dict[str, Any] | None, detailed:
         lines.append(f"  missing (not in the NAV): {', '.join(s.missing)}")
     if s.stale_sources:
         lines.append(f"  stale: {', '.join(s.stale_sources)}")
-    lines.extend(f"  why: {r}" for r in s.reasons)
     return "\n".join(lines)
 
 
@@ -209,6 +253,9 @@ async def _explain(app: AppProtocol, args: argparse.Namespace) -> int:
         else:
             print(message)
         return EXIT_NOT_FOUND
+    readers, unreadable = await read_reader_limits(app, now)
+    for problem in unreadable[:5]:  # shows no limit, and says so
+        print(f"navstream: warning: a reader's declared NAV age limit is unreadable: {problem}", file=sys.stderr)
     positions: dict[str, dict[str, Any]] = {}
     for s in chosen:
         if s.scope == "account":
@@ -216,8 +263,11 @@ async def _explain(app: AppProtocol, args: argparse.Namespace) -> int:
             positions[s.scope_id] = {sym: _position(p, ts) for sym, (ts, p) in raw.items()}
     if args.json:
         print(
-            json.dumps([as_json(s, now, positions.get(s.scope_id), detailed.get(s.scope_id)) for s in chosen], indent=2)
+            json.dumps(
+                [as_json(s, now, positions.get(s.scope_id), detailed.get(s.scope_id), readers) for s in chosen],
+                indent=2,
+            )
         )
     else:
-        print("\n\n".join(render(s, now, positions.get(s.scope_id), detailed.get(s.scope_id)) for s in chosen))
+        print("\n\n".join(render(s, now, positions.get(s.scope_id), detailed.get(s.scope_id), readers) for s in chosen))
     return 0

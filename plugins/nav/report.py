@@ -28,11 +28,13 @@ from navstream import (
     Table,
     Text,
     Tone,
+    format_money,
     gauge_family,
     hookimpl,
     scope_id,
 )
 
+from .readers import ReaderLimit, read_reader_limits, seconds
 from .state import LATEST, decode_snapshot
 from .valuation import Snapshot, as_read, money
 
@@ -45,6 +47,10 @@ TONES: dict[str, Tone] = {"ok": "ok", "stale": "warning", "partial": "degraded",
 SCOPE_ORDER = {"total": 0, "exchange": 1, "venue": 2, "account": 3}
 #: What the page says of an ``ok`` it re-judged itself (the consumer out of reach).
 EXPIRED = "an input passed its age limit, and no newer answer has arrived (this page re-judged the last one)"
+#: Characters of a scope's name shown in the table (the rest behind an ellipsis, the whole in its
+#: tooltip), and of the first reason beside a status.
+MAX_SCOPE = 32
+MAX_REASON = 160
 
 
 def _clip(text: Any, limit: int = MAX_TEXT) -> str:
@@ -52,17 +58,19 @@ def _clip(text: Any, limit: int = MAX_TEXT) -> str:
     return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
+def _shorten(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters: its head and tail around an ellipsis, so two long
+    account names of one venue stay apart."""
+    if len(text) <= limit:
+        return text
+    tail = (limit - 1) // 3
+    return text[: limit - 1 - tail] + "\u2026" + text[len(text) - tail :]
+
+
 def scope_name(snap: Snapshot) -> str:
     if snap.scope == "account":
         return f"{snap.venue}/{snap.account}"
     return snap.venue if snap.scope == "venue" else snap.scope
-
-
-def grouped(value: str) -> str:
-    """``202000.5`` -> ``202,000.5``: the exact decimal string, grouped by thousands."""
-    whole, dot, frac = value.partition(".")
-    sign = "-" if whole.startswith("-") else ""
-    return f"{sign}{int(whole.lstrip('-') or 0):,}{dot}{frac}"
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,8 @@ class Latest:
     read_ms: int
     scopes: list[Scope] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    #: Declared reader limits (``P:state:nav:readers``) that could not be read.
+    readers_unreadable: list[str] = field(default_factory=list)
 
 
 async def read_scopes(app: AppProtocol, now_ms: int) -> Latest:
@@ -166,53 +176,104 @@ def stale_data(latest: Latest, eval_limit_ms: int) -> list[str]:
     return stale
 
 
-def _status_cell(scope: Scope) -> Cell:
+def _status_cell(scope: Scope, refused_by: list[tuple[ReaderLimit, int]]) -> Cell:
+    """The status badge. An ``ok`` that a reader already refuses for its age is drawn in a
+    warning tone, saying so; an ``ok`` turns ``stale`` on the page at its ``fresh_until``."""
     s = scope.snap
     title = "\n".join(s.reasons)
     if s.status != "ok":
         return Cell(s.status, badge="status", tone=TONES.get(s.status, "neutral"), title=title)
+    refusals = [
+        f"ok by its own age limit, but the {r.reader} refuses it: its age {seconds(age)} is past the "
+        f"{r.reader}'s {seconds(r.max_age_ms)}"
+        for r, age in refused_by
+    ]
     return Cell(
         "ok",
         badge="status",
-        tone="ok",
-        title=title,
+        tone="warning" if refusals else "ok",
+        title="\n".join([*refusals, *s.reasons]),
         expires_ms=s.fresh_until,
         expired=Cell("stale", badge="status", tone="warning", title=EXPIRED),
     )
 
 
-def _row(scope: Scope, now_ms: int) -> Row:
+def _why_cell(scope: Scope) -> Cell:
+    """The first reason of a status that is not ``ok`` (all of them in the tooltip); for an
+    ``ok``, what the page will say once it passes its ``fresh_until`` unanswered."""
     s = scope.snap
+    if s.status != "ok":
+        first = s.reasons[0] if s.reasons else ""
+        return Cell(_shorten(first, MAX_REASON), wrap=True, title=_clip("\n".join(s.reasons)))
+    return Cell("", wrap=True, expires_ms=s.fresh_until, expired=Cell(_shorten(EXPIRED, MAX_REASON), wrap=True))
+
+
+def _reader_cell(reader: ReaderLimit, snap: Snapshot, now_ms: int) -> Cell:
+    """What ``reader`` does with this NAV: its limit, or that it refuses an ``ok`` NAV past it
+    (drawn so from that moment on by the page itself)."""
+    if not reader.reads(snap):
+        return Cell("-", title=f"the {reader.reader} does not read {snap.scope} NAVs")
+    limit = seconds(reader.max_age_ms)
+    title = (
+        f"the {reader.reader} vetoes an order on this NAV once its oldest input or its evaluation "
+        f"is older than {limit}, and whenever its status is not ok"
+    )
+    refusing = Cell(f"refuses it: older than {limit}", badge="reader", tone="warning", title=title)
+    if snap.status == "ok" and reader.refuses(snap, now_ms):
+        return refusing
+    plain = Cell(f"vetoes at age > {limit}", title=title)
+    if snap.status != "ok":
+        return plain
+    return Cell(plain.text, title=title, expires_ms=reader.refused_from(snap), expired=refusing)
+
+
+def _row(scope: Scope, now_ms: int, readers: list[ReaderLimit]) -> Row:
+    s = scope.snap
+    full = scope.name + (f" ({s.label})" if s.label else "")
+    refused_by = [(r, r.age_ms(s, now_ms)) for r in readers if r.refuses(s, now_ms)]
     return Row(
         key=scope.id,
         label=scope.name,
         cells=[
-            Cell(scope.name + (f" ({s.label})" if s.label else "")),
-            Cell(f"{grouped(money(s.nav))} {s.quote}", num=True),
-            _status_cell(scope),
+            Cell(_shorten(full, MAX_SCOPE), title=full if len(full) > MAX_SCOPE else ""),
+            Cell(format_money(s.nav, s.quote), num=True),
+            _status_cell(scope, refused_by),
+            _why_cell(scope),
             Cell(ago=True, age_s=round((now_ms - s.as_of) / 1000, 1) if s.as_of else None, num=True),
             Cell(ago=True, age_s=round((now_ms - s.computed_at) / 1000, 1), num=True),
+            *(_reader_cell(r, s, now_ms) for r in readers),
         ],
     )
 
 
-def panels(latest: Latest, history: dict[str, list[list[Any]]], error: str = "") -> list[Panel]:
+def panels(
+    latest: Latest, history: dict[str, list[list[Any]]], error: str = "", readers: list[ReaderLimit] | None = None
+) -> list[Panel]:
+    """The NAV table and its chart; ``readers``: the limits readers declared that count now,
+    one column each (none declared: no column, nothing invented)."""
     now = latest.read_ms
+    readers = readers or []
     table = Table(
         id="nav-table",
         columns=[
             Column("scope"),
             Column("NAV", num=True),
             Column("status"),
+            Column("why"),
             Column("inputs age", num=True),
             Column("evaluated", num=True),
+            *(Column(r.reader) for r in readers),
         ],
-        rows=[_row(s, now) for s in latest.scopes],
+        rows=[_row(s, now, readers) for s in latest.scopes],
         select=True,
         default_key="total",
         empty="" if error else "No NAV computed yet (P:state:nav:latest is empty).",
     )
     notes: list[Any] = [Text(f"NAV {item} is unreadable", error=True) for item in latest.unreadable[:5]]
+    notes += [
+        Text(f"A reader's declared NAV age limit is unreadable: {item}", error=True)
+        for item in latest.readers_unreadable[:5]
+    ]
     if error:
         notes.append(Text(f"The NAV could not be read: {error}", error=True))
     series = {
@@ -239,13 +300,15 @@ class NavReport:
     async def navstream_status_page(self, app: AppProtocol, now_ms: int) -> StatusSection:
         error = ""
         latest, history = Latest(now_ms), {}
+        readers: list[ReaderLimit] = []
         try:
             latest = await read_scopes(app, now_ms)
             history = await read_history(app)
+            readers, latest.readers_unreadable = await read_reader_limits(app, now_ms)
         except (RedisError, OSError) as exc:  # Redis out of reach: the page says why, with no rows
             error = f"{type(exc).__name__}: {exc}"
         return StatusSection(
-            panels=panels(latest, history, error),
+            panels=panels(latest, history, error, readers),
             fields={"nav": [s.as_json(now_ms) for s in latest.scopes], "history": history},
         )
 

@@ -39,14 +39,23 @@ from navstream import (
     hookimpl,
     raw_order_hash,
 )
-from navstream.plugins.nav.api import StateError, escape
+from navstream.plugins.nav.api import StateError, declare_reader_limit, escape
 
 from . import ops
 from .config import RiskConfig
 from .decide import Decision, bad_order, content_hash, vetoed, worst_state
 from .gate import SECTION, AuditRecord, Gate, config, health_report, nav_config, open_gate
 from .inflight import InFlight, PendingBook, counts
-from .inputs import RULES, AccountView, DecisionInputs, PositionInput, RecordingMarket, account_view, judge
+from .inputs import (
+    RULES,
+    AccountView,
+    DecisionInputs,
+    PositionInput,
+    RecordingMarket,
+    account_view,
+    judge,
+    position_age_limit_ms,
+)
 from .report import RiskReport
 from .state import (
     DECIDED,
@@ -269,6 +278,17 @@ async def status_section(app: AppProtocol) -> Mapping[str, Any]:
     }
 
 
+#: How the gate is named beside each NAV (the status page, `navstream nav`).
+READER = "risk gate"
+
+
+async def declare_nav_limit(app: AppProtocol) -> None:
+    """Tell the nav plugin how old an account's NAV the gate accepts, so the status page and
+    `navstream nav` show it beside each NAV: the age :func:`.decide.decide` vetoes past (its
+    ``nav_stale``, on ``now - min(as_of, computed_at)``), no longer than the NAV's own limit."""
+    await declare_reader_limit(app, READER, position_age_limit_ms(config(app), nav_config(app)), ("account",))
+
+
 class RiskPlugin(RiskReport):
     """The plugin object: one per application; ``gate`` is its consumer's audit log and
     counters, open from startup to shutdown (None outside)."""
@@ -286,9 +306,10 @@ class RiskPlugin(RiskReport):
         register(SECTION, RiskConfig)
 
     @hookimpl
-    def navstream_startup(self, app: AppProtocol) -> None:
+    async def navstream_startup(self, app: AppProtocol) -> None:
         nav_config(app)
         gate = self._open(app)  # the audit file opens now: a directory we cannot write is a startup error
+        await declare_nav_limit(app)
         log.info("risk gate ready", extra={"event": "risk_started", "audit_log": str(gate.audit.path)})
 
     @hookimpl
@@ -297,6 +318,7 @@ class RiskPlugin(RiskReport):
 
     @hookimpl
     async def navstream_tick(self, app: AppProtocol, now_ms: int, out: Outputs) -> None:
+        await declare_nav_limit(app)  # kept fresh while this consumer runs the gate (a write now and then)
         await on_tick(app, config(app), self._open(app), now_ms, out)
 
     @hookimpl

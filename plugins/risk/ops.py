@@ -21,7 +21,16 @@ from typing import Any
 
 import msgspec
 
-from navstream import AppProtocol, Outputs, as_str, as_str_list, connection_options, unescape_name, write_now
+from navstream import (
+    AppProtocol,
+    Outputs,
+    as_str,
+    as_str_list,
+    connection_options,
+    format_money,
+    unescape_name,
+    write_now,
+)
 from navstream.plugins.nav.api import ACCOUNTS
 
 from .decide import TradingState
@@ -126,9 +135,22 @@ async def show(app: AppProtocol) -> int:
     if not rows:
         print("the desk and every account are active (no trading record stored)")
         return 0
+    quote = _quote(app)
+    for row in rows:  # for a person: the exact mark stays in the record and `navstream status --json`
+        row["high_water"] = format_money(row["high_water"], quote) if row["high_water"] else ""
     columns = ["scope", "state", "reason", "by", "since", "high_water"]
     print(table(columns, [[row[c] for c in columns] for row in rows]))
     return 0
+
+
+def _quote(app: AppProtocol) -> str:
+    """The NAV's report currency, that of every high-water mark ("" without the nav plugin)."""
+    from .gate import nav_config
+
+    try:
+        return nav_config(app).quote
+    except RuntimeError:
+        return ""
 
 
 async def resolve_member(app: AppProtocol, venue: str | None, account: str | None) -> str:

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import msgspec
 
+from navstream import format_money
 from navstream.plugins.nav.api import CONTEXT, Snapshot, money
 
 from .config import RiskConfig
@@ -72,9 +73,11 @@ def follow_nav(record: TradingRecord, nav: Snapshot, config: RiskConfig, now_ms:
         target = "reducing"
     if STATE_RANK[target] > STATE_RANK[record.state]:
         limit = config.halt_drawdown_pct if target == "halted" else config.reduce_drawdown_pct
+        # For a person (the exact mark is ``high_water``): it is not judged again on replay,
+        # where only the state counts (inputs.trading_state).
         reason = (
-            f"NAV {money(nav.nav)} {nav.quote} is {drawdown:.2f}% below its high-water mark "
-            f"{money(high_water)} (limit {limit:g}%)"
+            f"NAV {format_money(nav.nav, nav.quote)} is {drawdown:.2f}% below its high-water mark "
+            f"{format_money(high_water, nav.quote)} (limit {limit:g}%)"
         )
         return TradingRecord(target, reason, DRAWDOWN, now_ms, money(high_water))
     if money(high_water) != record.high_water:

@@ -303,7 +303,7 @@ async def test_recovery_from_stale_alerts_nav_recovered(make_app: Any) -> None:
     )
     (recovered,) = alerts
     assert (recovered["code"], recovered["severity"], recovered["account"]) == ("nav_recovered", "info", "spot")
-    assert "100 USD" in recovered["message"]
+    assert recovered["message"].endswith("is ok again: 100.00 USD")  # money in the one format
     assert (await read_latest(app))[SPOT].status == "ok"
 
 
@@ -404,7 +404,7 @@ async def test_a_drop_above_the_limit_is_critical(make_app: Any) -> None:
     assert await run(app, consumer, balance("USDT", "1900", T0 + 2)) == []  # 5%: under the limit
     (drop,) = await run(app, consumer, balance("USDT", "1700", T0 + 3))
     assert (drop["code"], drop["severity"], drop["account"]) == ("nav_drop", "critical", "futures")
-    assert "10.53%" in drop["message"] and "from 1900 to 1700 USD" in drop["message"]
+    assert "10.53%" in drop["message"] and "from 1,900.00 USD to 1,700.00 USD" in drop["message"]
 
 
 # --- de-duplication -----------------------------------------------------------------------------
@@ -708,10 +708,10 @@ async def test_cli_nav_explains_a_missing_asset(
     _, opts = await cli_desk(backend, make_app)
     code, out, err = await cli(capsys, "nav", *opts)
     assert code == 0, err
-    assert "account binance/spot (spot, hedge): 10 USD  status PARTIAL" in out
-    assert "account binance/futures (futures): 49500.50 USD  status OK" in out
+    assert "account binance/spot (spot, hedge): 10.00 USD  status PARTIAL" in out
+    assert "account binance/futures (futures): 49,500.50 USD  status OK" in out
     (total,) = [line for line in out.splitlines() if line.startswith("total")]
-    assert total.endswith(": 49510.50 USD  status PARTIAL")
+    assert total.endswith(": 49,510.50 USD  status PARTIAL")
     doge = next(line for line in out.splitlines() if line.startswith("DOGE"))
     assert "NOT VALUED" in doge and "no price for DOGE/USD" in doge
     assert "missing (not in the NAV): binance/spot/DOGE" in out

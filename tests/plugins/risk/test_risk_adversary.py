@@ -45,7 +45,7 @@ from navstream.config import load_settings
 from navstream.contract.fingerprint import order_hash
 from navstream.loop.consumer import Consumer
 from navstream.plugin.manager import build_plugin_manager
-from navstream.plugins.risk.state import DESK, TRADING, account_member, compare_and_set, decode_record
+from navstream.plugins.risk.state import DESK, TRADING, account_member, compare_and_set, decode_record, read_records
 from navstream.plugins.risk.trading import set_by_ops
 
 D = Decimal
@@ -721,11 +721,16 @@ async def test_risk_show_lists_every_trading_record(
     make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     app, consumer = await started(make_app, tmp_path)
+    await run_step(app, consumer, *funded(usdt="868311.144360"))  # the tick stores the high-water mark
     await reducing(app)
     assert await show(app) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["scope", "state", "reason", "by", "since", "high_water"]
-    assert out[2].startswith("binance/main") and "reducing" in out[2] and "month end" in out[2]
+    (main,) = [line for line in out if line.startswith("binance/main")]
+    assert "reducing" in main and "month end" in main
+    assert main.endswith(" 868,311.14 USD")  # for a person: the one format
+    records = await read_records(app)
+    assert records[account_member("binance", "main")][1].high_water == "868311.144360"  # stored: exact
 
 
 async def test_a_halt_lost_with_redis_data_is_written_back_not_read_as_active(make_app: Any, tmp_path: Path) -> None:

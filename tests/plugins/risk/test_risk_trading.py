@@ -86,3 +86,11 @@ def test_drawdown_pct_is_exact() -> None:
     assert drawdown_pct(Decimal("5"), Decimal("0")) == 0
     third = drawdown_pct(Decimal("2"), Decimal("3"))  # 33.33...%, to the NAV's 60 digits
     assert str(third).startswith("33.333333333333333333333333333333") and len(third.as_tuple().digits) == 60
+
+
+def test_a_drawdown_reason_shows_money_in_the_one_format_and_the_high_water_mark_stays_exact() -> None:
+    record = walk("868311.144360", "760000.5")
+    assert record.state == "halted" and record.high_water == "868311.144360"  # stored, compared: exact
+    assert record.reason == "NAV 760,000.50 USD is 12.47% below its high-water mark 868,311.14 USD (limit 10%)"
+    tiny = walk("0.0000010", "0.0000005")
+    assert tiny.high_water == "0.0000010" and tiny.reason.startswith("NAV 0.00 USD is 50.00% below")
