@@ -318,8 +318,8 @@ class RiskPlugin(RiskReport):
 
     @hookimpl
     async def navstream_tick(self, app: AppProtocol, now_ms: int, out: Outputs) -> None:
-        await declare_nav_limit(app)  # kept fresh while this consumer runs the gate (a write now and then)
         await on_tick(app, config(app), self._open(app), now_ms, out)
+        await declare_nav_limit(app)  # kept fresh while this consumer runs the gate (a write now and then)
 
     @hookimpl
     def navstream_health(self, app: AppProtocol) -> Mapping[str, Any] | None:
