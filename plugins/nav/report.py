@@ -34,6 +34,7 @@ from navstream import (
     scope_id,
 )
 
+from .config import NavConfig
 from .readers import ReaderLimit, read_reader_limits, seconds
 from .state import LATEST, decode_snapshot
 from .valuation import Snapshot, as_read, money
@@ -247,10 +248,16 @@ def _row(scope: Scope, now_ms: int, readers: list[ReaderLimit]) -> Row:
 
 
 def panels(
-    latest: Latest, history: dict[str, list[list[Any]]], error: str = "", readers: list[ReaderLimit] | None = None
+    latest: Latest,
+    history: dict[str, list[list[Any]]],
+    error: str = "",
+    readers: list[ReaderLimit] | None = None,
+    unit: str = "",
+    max_gap_ms: int = 0,
 ) -> list[Panel]:
     """The NAV table and its chart; ``readers``: the limits readers declared that count now,
-    one column each (none declared: no column, nothing invented)."""
+    one column each (none declared: no column, nothing invented). ``unit``: the quote currency
+    the chart's money is in; ``max_gap_ms``: a longer time without a point is drawn as a gap."""
     now = latest.read_ms
     readers = readers or []
     table = Table(
@@ -276,8 +283,12 @@ def panels(
     ]
     if error:
         notes.append(Text(f"The NAV could not be read: {error}", error=True))
+    # A failed NAV's value is a placeholder, not a NAV: sent as no value, so it is a gap.
     series = {
-        sid: [(int(at), str(nav), TONES.get(status, "neutral")) for at, nav, status in points]
+        sid: [
+            (int(at), None if status == "failed" else str(nav), TONES.get(status, "neutral"))
+            for at, nav, status in points
+        ]
         for sid, points in history.items()
     }
     return [
@@ -286,7 +297,15 @@ def panels(
             id="chart-section",
             title="",
             blocks=[
-                Chart(id="chart", table="nav-table", title="NAV history", series=cast("Any", series)),
+                Chart(
+                    id="chart",
+                    table="nav-table",
+                    title="NAV history",
+                    series=cast("Any", series),
+                    unit=unit,
+                    max_gap_ms=max_gap_ms,
+                    tone_labels={TONES[status]: status for status in NAV_STATUSES},
+                ),
                 Text("From the newest entries of P:nav; click a scope to chart it.", muted=True),
             ],
         ),
@@ -298,6 +317,7 @@ class NavReport:
 
     @hookimpl
     async def navstream_status_page(self, app: AppProtocol, now_ms: int) -> StatusSection:
+        navcfg = app.plugin_config("nav", NavConfig)
         error = ""
         latest, history = Latest(now_ms), {}
         readers: list[ReaderLimit] = []
@@ -308,7 +328,15 @@ class NavReport:
         except (RedisError, OSError) as exc:  # Redis out of reach: the page says why, with no rows
             error = f"{type(exc).__name__}: {exc}"
         return StatusSection(
-            panels=panels(latest, history, error, readers),
+            panels=panels(
+                latest,
+                history,
+                error,
+                readers,
+                unit=navcfg.quote,
+                # three publish periods without a point: nothing was published then
+                max_gap_ms=int(3 * navcfg.publish_every_s * 1000),
+            ),
             fields={"nav": [s.as_json(now_ms) for s in latest.scopes], "history": history},
         )
 

@@ -290,3 +290,19 @@ async def test_navstream_nav_in_its_own_process_shows_the_gate_limit_the_consume
     (main_block,) = [b for b in out.split("\n\n") if b.startswith("account binance/main")]
     assert "the risk gate vetoes at age > 60s" in main_block
     assert "100,000.00 USD" in main_block.splitlines()[0]
+
+
+def test_the_chart_draws_a_failed_nav_as_a_gap_in_the_desks_currency() -> None:
+    from navstream import Chart
+    from navstream.plugins.nav.report import Latest, panels
+
+    history = {"total": [[1_000, "100.5", "ok"], [2_000, "0", "failed"], [3_000, "101", "stale"]]}
+    chart = next(
+        b
+        for p in panels(Latest(4_000), history, unit="BTC", max_gap_ms=180_000)
+        for b in p.blocks
+        if isinstance(b, Chart)
+    )
+    assert chart.series["total"] == [(1_000, "100.5", "ok"), (2_000, None, "critical"), (3_000, "101", "warning")]
+    assert chart.unit == "BTC" and chart.max_gap_ms == 180_000
+    assert chart.tone_labels == {"ok": "ok", "warning": "stale", "degraded": "partial", "critical": "failed"}
