@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from navstream.ingest.httppool import excerpt as response_excerpt
     from navstream.plugin.commands import connection_options
     from navstream.plugin.manager import PluginError
-    from navstream.render import table
+    from navstream.render import table, terminal_width
     from navstream.serve.report import (
         Cell,
         Chart,
@@ -126,6 +126,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "redact": ("navstream.sources", "redact"),
     "response_excerpt": ("navstream.ingest.httppool", "excerpt"),
     "table": ("navstream.render", "table"),
+    "terminal_width": ("navstream.render", "terminal_width"),
     "write_now": ("navstream.store.writer", "write_now"),
 }
 
@@ -215,6 +216,7 @@ __all__ = [
     "scope_id",
     "stale_as_read",
     "table",
+    "terminal_width",
     "unescape_name",
     "write_now",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from navstream import AppProtocol, format_amount, format_money, table
+from navstream import AppProtocol, format_amount, format_money, table, terminal_width
 
 from .readers import ReaderLimit, read_reader_limits, seconds
 from .state import StateError, read_detailed, read_latest, read_positions
@@ -196,6 +196,8 @@ def render(
             table(
                 ["asset", "balance", "upnl", "age", "unit value", "route", "prices used", f"value ({s.quote})", "note"],
                 rows,
+                width=terminal_width(),
+                shrink=[5, 6, 8],  # free text; amounts and names are never cut
             )
         )
     if positions:

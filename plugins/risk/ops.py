@@ -126,7 +126,7 @@ async def command(app: AppProtocol, args: argparse.Namespace) -> int:
 
 
 async def show(app: AppProtocol) -> int:
-    from navstream import table
+    from navstream import table, terminal_width
 
     from .state import read_records
 
@@ -139,7 +139,7 @@ async def show(app: AppProtocol) -> int:
     for row in rows:  # for a person: the exact mark stays in the record and `navstream status --json`
         row["high_water"] = format_money(row["high_water"], quote) if row["high_water"] else ""
     columns = ["scope", "state", "reason", "by", "since", "high_water"]
-    print(table(columns, [[row[c] for c in columns] for row in rows]))
+    print(table(columns, [[row[c] for c in columns] for row in rows], width=terminal_width(), shrink=[2]))
     return 0
 
 

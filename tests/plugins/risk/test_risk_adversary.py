@@ -733,6 +733,21 @@ async def test_risk_show_lists_every_trading_record(
     assert records[account_member("binance", "main")][1].high_water == "868311.144360"  # stored: exact
 
 
+async def test_risk_show_fits_the_terminal_cutting_only_the_reason(
+    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, consumer = await started(make_app, tmp_path)
+    await run_step(app, consumer, *funded(usdt="868311.144360"))
+    await reducing(app, reason="venue incident: " + "withdrawals paused, " * 10)
+    monkeypatch.setenv("COLUMNS", "90")
+    assert await show(app) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in out) <= 90
+    (main,) = [line for line in out if line.startswith("binance/main")]
+    assert "venue incident" in main and "\u2026" in main  # the reason is cut, with an ellipsis
+    assert main.endswith(" 868,311.14 USD")  # the money is never cut
+
+
 async def test_a_halt_lost_with_redis_data_is_written_back_not_read_as_active(make_app: Any, tmp_path: Path) -> None:
     app, consumer = await started(make_app, tmp_path)
     await run_step(app, consumer, *funded())
