@@ -1,13 +1,15 @@
 """The ``navstream`` command line.
 
-Exit codes: 0 success; 1 the operation failed (a plugin or Redis refused); 2 bad input (usage,
-config, an entry that breaks the contract); 3 Redis unreachable; 141 stdout's reader left before
-the answer was written (``navstream nav | head -1``): nothing more is said, as a program a closed
-pipe ends with SIGPIPE says nothing (a shell shows it as 141 = 128 + SIGPIPE too).
+Exit codes: 0 success; 1 the operation failed (a plugin or Redis refused; or a bug, said as one);
+2 bad input (usage, config, an entry that breaks the contract, a malformed id); 3 Redis
+unreachable; 130 interrupted (Ctrl-C); 141 stdout's reader left before the answer was written
+(``navstream nav | head -1``): nothing more is said, as a program a closed pipe ends with SIGPIPE
+says nothing (a shell shows it as 141 = 128 + SIGPIPE too).
 
 The parts: :mod:`~navstream.cli.parser` (navstream's own commands), :mod:`~navstream.cli.commands`
-(what they do), :mod:`~navstream.cli.errors` (exit codes). Here: the plugins' commands added to
-the parser, and :func:`main`, which runs a command and turns what it raises into an exit code.
+(what they do), :mod:`~navstream.cli.errors` (exit codes), :mod:`~navstream.cli.console` (what
+an error and a one-shot command's logs look like). Here: the plugins' commands added to the
+parser, and :func:`main`, which runs a command and turns whatever it raises into an exit code.
 Everything callers import from ``navstream.cli`` is importable here.
 """
 
@@ -18,12 +20,10 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from navstream.cli import console
 from navstream.cli.commands import (
     _settings,
     _with_app,
@@ -39,12 +39,8 @@ from navstream.cli.commands import (
     cmd_status,
     cmd_trim,
 )
-from navstream.cli.errors import EXIT_FAILED, EXIT_PIPE, EXIT_UNREACHABLE, EXIT_USAGE, CliError, _fail
+from navstream.cli.errors import EXIT_FAILED, EXIT_PIPE, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from navstream.cli.parser import LOG_LEVELS, _redis_options, build_core_parser
-from navstream.config import ConfigError
-from navstream.loop.errors import StartupError
-from navstream.ops.admin import AdminError
-from navstream.ops.publish import PublishError
 from navstream.plugin import calls
 from navstream.plugin.commands import connection_options
 from navstream.plugin.hookspecs import CommandHandler, RegisterCommand
@@ -109,11 +105,14 @@ def _plugin_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; its exit code. Whatever the command, a reader of stdout that left early
+    """Run a command; its exit code. Whatever it raises ends as one line on stderr with the
+    exit code :mod:`~navstream.cli.console` gives it (the traceback too with ``--debug`` or
+    ``NAVSTREAM_DEBUG=1``), never as a traceback alone; a reader of stdout that left early
     (``navstream nav | head -1``) ends it quietly with :data:`EXIT_PIPE`."""
+    run = _Run(debug=console.debug_from_env())
     try:
         try:
-            code = _main(argv)
+            code = _main(argv, run)
         except SystemExit:  # argparse: --help, --version, usage errors
             sys.stdout.flush()
             raise
@@ -128,38 +127,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):  # a stdout without a file descriptor (embedded, tests)
             pass
         return EXIT_PIPE
+    except KeyboardInterrupt as exc:
+        return console.interrupted(exc, debug=run.debug)
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes a line and an exit code
+        return console.report(exc, debug=run.debug)
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    from navstream.logs import setup_logging
+@dataclass
+class _Run:
+    debug: bool
 
-    try:
-        parser = build_parser()
-    except PluginError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+
+#: The commands that run until stopped: their logs are JSON lines for a log collector, on stdout.
+LONG_RUNNING = ("run", "ingest")
+
+
+def _main(argv: Sequence[str] | None, run: _Run) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.log_level.upper() not in LOG_LEVELS:
-        return _fail(
-            f"log level {args.log_level!r} (from --log-level or NAVSTREAM_LOG_LEVEL) is not one of "
-            f"{', '.join(LOG_LEVELS)}",
-            EXIT_USAGE,
-        )
-    # Long-running processes log to stdout (what containers collect); a one-shot command's
-    # stdout is its answer, so its logs go to stderr. NAVSTREAM_LOG_STREAM overrides.
-    stream_name = os.environ.get("NAVSTREAM_LOG_STREAM") or (
-        "stdout" if args.command in ("run", "ingest") else "stderr"
-    )
-    if stream_name not in ("stdout", "stderr"):
-        return _fail(f"NAVSTREAM_LOG_STREAM must be stdout or stderr, not {stream_name!r}", EXIT_USAGE)
+    run.debug = run.debug or args.debug
     try:
-        setup_logging(args.log_level, sys.stdout if stream_name == "stdout" else sys.stderr, file=args.log_file)
-    except OSError as exc:
-        return _fail(f"cannot open log file {args.log_file}: {exc.strerror or exc}", EXIT_USAGE)
-    try:
+        _logging(args, run.debug)
         if args.command == "run":
             return asyncio.run(cmd_run(args))
         if args.command == "publish":
-            return asyncio.run(cmd_publish(args))
+            return cmd_publish(args)
         if args.command == "ingest":
             return asyncio.run(cmd_ingest(args))
         if args.command == "status":
@@ -177,22 +169,40 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "new-plugin":
             return cmd_new_plugin(args)
         return asyncio.run(cmd_plugin(args))
-    except CliError as exc:
-        return _fail(str(exc), exc.code)
-    except (ConfigError, PluginError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except PublishError as exc:
-        return _fail("nothing published:\n  " + "\n  ".join(exc.problems), EXIT_USAGE)
-    except (AdminError, StartupError) as exc:
-        return _fail(str(exc), EXIT_FAILED)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        return _fail(f"Redis is unreachable: {exc}", EXIT_UNREACHABLE)
-    except RedisError as exc:
-        return _fail(f"Redis refused the operation: {exc}", EXIT_FAILED)
     finally:
         from navstream.logs import stop_logging
 
         stop_logging()
+
+
+def _logging(args: argparse.Namespace, debug: bool) -> None:
+    """Long-running processes log JSON lines to stdout (what containers collect). A one-shot
+    command's stdout is its answer: its warnings are short human lines on stderr, unless
+    ``--log-file`` or ``NAVSTREAM_LOG_STREAM`` asks for the JSON records.
+
+    :raises CliError: a log level, log stream or log file that cannot be used.
+    """
+    from navstream.logs import setup_logging
+
+    long_running = args.command in LONG_RUNNING
+    level = args.log_level or ("INFO" if long_running else "WARNING")
+    if level.upper() not in LOG_LEVELS:
+        raise CliError(
+            f"log level {args.log_level!r} (from --log-level or NAVSTREAM_LOG_LEVEL) is not one of "
+            f"{', '.join(LOG_LEVELS)}",
+            EXIT_USAGE,
+        )
+    stream_name = os.environ.get("NAVSTREAM_LOG_STREAM")
+    if stream_name not in (None, "", "stdout", "stderr"):
+        raise CliError(f"NAVSTREAM_LOG_STREAM must be stdout or stderr, not {stream_name!r}", EXIT_USAGE)
+    if not (long_running or stream_name or args.log_file):
+        console.human_logging(level, debug=debug)
+        return
+    stream = sys.stdout if (stream_name or ("stdout" if long_running else "stderr")) == "stdout" else sys.stderr
+    try:
+        setup_logging(level, stream, file=args.log_file)
+    except OSError as exc:
+        raise CliError(f"cannot open log file {args.log_file}: {exc.strerror or exc}", EXIT_USAGE) from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -131,20 +131,27 @@ async def cmd_ingest(args: argparse.Namespace) -> int:
         await redis.aclose()
 
 
-async def cmd_publish(args: argparse.Namespace) -> int:
-    from navstream.ops.publish import parse_json_lines, parse_kv, prepare, publish
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Read the entries, then publish them. Reading comes before the event loop starts: asyncio
+    turns a Ctrl-C into cancelling its task, which a blocking read of stdin never sees."""
+    from navstream.ops.publish import decode_text, parse_json_lines, parse_kv, prepare, publish
 
     if bool(args.fields) == bool(args.file):
         raise CliError("give either KEY=VALUE fields or --file, not both or neither")
     if args.file:
         if args.file == "-":
-            entries = parse_json_lines(sys.stdin, "<stdin>")
+            origin = "<stdin>"
+            binary = getattr(sys.stdin, "buffer", None)  # None: a text stream put there (embedded)
+            lines = decode_text(binary.read(), origin) if binary is not None else list(sys.stdin)
         else:
+            origin = args.file
             try:
-                with open(args.file, encoding="utf-8") as fh:
-                    entries = parse_json_lines(fh, args.file)
+                with open(args.file, "rb") as fh:
+                    data = fh.read()
             except OSError as exc:
-                raise CliError(f"cannot read {args.file}: {exc.strerror}") from exc
+                raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+            lines = decode_text(data, origin)
+        entries = parse_json_lines(lines, origin)
     else:
         entries = [parse_kv(args.fields)]
     if not entries:
@@ -156,7 +163,7 @@ async def cmd_publish(args: argparse.Namespace) -> int:
             print(f"{item.stream} {new_id}")
         return 0
 
-    return await _with_app(args, go)
+    return asyncio.run(_with_app(args, go))
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -183,8 +190,17 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
             rows = await dlq_list(app, limit=args.limit)
             print(json.dumps(rows, indent=2) if args.json else render_dlq(rows))
         elif args.dlq_command == "replay":
-            for dlq_id, stream, new_id in await dlq_replay(app, None if args.all else args.ids):
+            done = await dlq_replay(app, None if args.all else args.ids)
+            for dlq_id, stream, new_id in done.moved:
                 print(f"replayed {dlq_id} -> {stream} {new_id}")
+            for dlq_id in done.gone:
+                print(f"not replayed {dlq_id}: gone from the DLQ meanwhile (purged or replayed by someone else)")
+            if done.gone:
+                raise CliError(
+                    f"{len(done.gone)} of {len(done.moved) + len(done.gone)} dead letters were gone from the DLQ "
+                    f"before they could be replayed (listed above); {len(done.moved)} replayed",
+                    EXIT_FAILED,
+                )
         else:
             print(f"purged {await dlq_purge(app, None if args.all else args.ids)} dead letters")
         return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from navstream.config import ROLES
@@ -63,11 +63,24 @@ def _port(text: str) -> int:
 
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, but what it prints (``--help``, ``--version``) into a pipe whose reader
-    left raises, as every command's answer does, instead of being dropped with exit 0."""
+    left raises, as every command's answer does, instead of being dropped with exit 0; and an
+    argument it does not know is refused by the (sub)command it was given to, with that
+    command's usage (``navstream dlq list --bogus`` shows ``usage: navstream dlq list ...``).
+    Subparsers, the plugins' included, are of the parser's class, so this holds for them too."""
 
     def _print_message(self, message: str, file: Any = None) -> None:
         if message:
             (file or sys.stderr).write(message)
+
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads; the behaviour is argparse's
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # argparse hands a subcommand's leftovers up to the top-level parser, which then reports
+        # them under its own usage; here the subcommand itself refuses them.
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 def build_core_parser() -> tuple[argparse.ArgumentParser, Any]:
@@ -77,15 +90,24 @@ def build_core_parser() -> tuple[argparse.ArgumentParser, Any]:
         prog="navstream",
         description="Stream processor on Redis Streams that keeps a trading desk's NAV and risk numbers honest.",
         epilog="Start with `navstream demo` (no Redis needed). Docs: README.md and docs/. Exit codes: 0 done, "
-        "1 failed, 2 bad input, 3 Redis unreachable, 141 stdout's reader left early (`| head`).",
+        "1 failed, 2 bad input, 3 Redis unreachable, 130 interrupted (Ctrl-C), 141 stdout's reader left early "
+        "(`| head`). An error is one line on stderr, `navstream: error: ...`; --debug (or NAVSTREAM_DEBUG=1) "
+        'adds its traceback (docs/operations.md, "The command line").',
     )
     parser.add_argument("--version", action="version", version=f"navstream {__version__}")
     parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False,
+        help="on an error, print its traceback too (env NAVSTREAM_DEBUG=1); give it before the command",
+    )
+    parser.add_argument(
         "--log-level",
-        default=os.environ.get("NAVSTREAM_LOG_LEVEL", "INFO"),
+        default=os.environ.get("NAVSTREAM_LOG_LEVEL") or None,
         type=str.upper,
         choices=LOG_LEVELS,
-        help="log level (logs are JSON lines)",
+        help="log level (env NAVSTREAM_LOG_LEVEL; default INFO for `run` and `ingest`, which log JSON lines, "
+        "WARNING for the other commands, which show them as short lines on stderr)",
     )
     parser.add_argument(
         "--log-file",

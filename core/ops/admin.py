@@ -6,6 +6,8 @@ too. Nothing here ever acknowledges, deletes or trims an entry a group has not f
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis.exceptions import ResponseError, WatchError
@@ -23,6 +25,29 @@ _RawEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 class AdminError(RuntimeError):
     """An operation refused, with the reason."""
+
+
+class InvalidIdError(ValueError):
+    """An id that is not a stream id (``<ms>-<seq>``): bad input, and nothing was done."""
+
+
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_MAX_ID_PART = 2**64 - 1
+
+
+def check_ids(ids: list[str]) -> None:
+    """Every id a full stream id, as ``dlq list`` shows them, checked before Redis is asked
+    (which would refuse ``abc`` only as a failed operation, and read ``123`` as a range).
+
+    :raises InvalidIdError: naming the first id that is not one.
+    """
+    for entry_id in ids:
+        match = _STREAM_ID.fullmatch(entry_id)
+        if match is None or any(int(part) > _MAX_ID_PART for part in match.groups()):
+            raise InvalidIdError(
+                f"{entry_id!r} is not a dead-letter id: ids look like 1795000000000-0 "
+                "(`navstream dlq list` shows them); nothing done"
+            )
 
 
 async def _groups(app: App, stream: str) -> list[dict[str, Any]]:
@@ -112,17 +137,32 @@ async def _move_back(app: App, entry_id: str, target: str, original: dict[bytes,
     raise AdminError(f"dead letter {entry_id}: the DLQ kept changing; nothing moved, try again")
 
 
-async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, str]]:
+@dataclass
+class Replayed:
+    """What :func:`dlq_replay` did: ``(dlq id, stream, new id)`` for each dead letter moved, and
+    the ids of those gone from the DLQ between being read and being moved (another operator
+    purged or replayed them meanwhile)."""
+
+    moved: list[tuple[str, str, str]] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+
+
+async def dlq_replay(app: App, ids: list[str] | None) -> Replayed:
     """Put dead letters back on the stream they came from (all when ``ids`` is None).
 
     Each move is one MULTI/EXEC under WATCH (XADD to the source, XDEL from the DLQ), so an entry
-    is never lost and never doubled. Returns ``(dlq id, stream, new id)`` for each one moved.
+    is never lost and never doubled. An entry gone meanwhile (a concurrent purge or replay) is
+    not an error here: it is listed in :attr:`Replayed.gone`, and the others are still moved.
+
+    :raises InvalidIdError: an id that is not a stream id; nothing is read.
     :raises AdminError: an unknown id, or an entry whose source is not an input stream.
     """
     if ids is not None:
+        check_ids(ids)
         ids = list(dict.fromkeys(ids))  # the same id twice is one replay
     entries = await _select(app, ids)
     allowed = set(app.keys.inputs)
+    result = Replayed()
     plan = []
     for entry_id, fields in entries:  # check them all before moving any
         target = fields.get("dlq_stream", "")
@@ -131,27 +171,36 @@ async def dlq_replay(app: App, ids: list[str] | None) -> list[tuple[str, str, st
                 f"dead letter {entry_id} came from {target!r}, not one of {sorted(allowed)}; nothing replayed"
             )
         # Byte for byte: a producer's non-UTF-8 value goes back exactly as it came.
-        ((_, raw),) = cast(_RawEntries, await app.raw.xrange(app.keys.dlq, min=entry_id, max=entry_id))
-        original = {k: v for k, v in raw.items() if not k.startswith(b"dlq_")}
+        rows = cast(_RawEntries, await app.raw.xrange(app.keys.dlq, min=entry_id, max=entry_id))
+        if not rows:  # purged or replayed since _select read it
+            result.gone.append(entry_id)
+            continue
+        original = {k: v for k, v in rows[0][1].items() if not k.startswith(b"dlq_")}
         if not original:
             raise AdminError(f"dead letter {entry_id} has no original fields; nothing replayed")
         plan.append((entry_id, target, original))
-    moved = []
     for entry_id, target, original in plan:
         new_id = await _move_back(app, entry_id, target, original)
-        if new_id is not None:  # None: another operator moved or purged it meanwhile
-            moved.append((entry_id, target, new_id))
-    return moved
+        if new_id is None:  # another operator moved or purged it meanwhile
+            result.gone.append(entry_id)
+        else:
+            result.moved.append((entry_id, target, new_id))
+    return result
 
 
 async def dlq_purge(app: App, ids: list[str] | None) -> int:
-    """Delete dead letters for good (all when ``ids`` is None); returns how many."""
+    """Delete dead letters for good (all when ``ids`` is None); returns how many.
+
+    :raises InvalidIdError: an id that is not a stream id; nothing is deleted.
+    :raises AdminError: an unknown id; nothing is deleted.
+    """
     if ids is None:
         pipe = app.redis.pipeline(transaction=True)  # count exactly what is deleted
         pipe.xlen(app.keys.dlq)
         pipe.delete(app.keys.dlq)
         count, _ = await pipe.execute()
         return int(count)
+    check_ids(ids)
     await _select(app, ids)  # every id must exist: a typo must not pass as done
     return int(await app.redis.xdel(app.keys.dlq, *ids))
 

@@ -6,6 +6,7 @@ Amounts are checked by the decoder itself (the number grammar of ``navstream.con
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,6 +63,22 @@ def parse_kv(args: Iterable[str]) -> dict[str, str]:
     return fields
 
 
+def decode_text(data: bytes, origin: str) -> list[str]:
+    """``data`` (a file's bytes) as its lines; bytes that are not UTF-8 are an error naming
+    where they are, so nothing is published from a file that is not what it seems.
+
+    :raises PublishError: ``origin``, the byte offset and the line of the first bad byte.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PublishError(
+            [f"{origin}: not UTF-8 at byte {exc.start} (line {line}): {exc.reason} {data[exc.start : exc.end]!r}"]
+        ) from None
+    return list(io.StringIO(text, newline=None))  # lines split as reading a text file splits them
+
+
 def parse_json_lines(lines: Iterable[str], origin: str = "<stdin>") -> list[dict[str, str]]:
     out, problems = [], []
     for number, line in enumerate(lines, 1):
@@ -75,6 +92,14 @@ def parse_json_lines(lines: Iterable[str], origin: str = "<stdin>") -> list[dict
     if problems:
         raise PublishError(problems)
     return out
+
+
+def _stamp_hint(reason: str, fields: dict[str, str], stamp: bool) -> str:
+    if stamp or "ts" in fields:
+        return ""
+    if "`ts`" in reason:
+        return " (--stamp sets a missing ts to now)"
+    return " (ts is missing too: --stamp sets it to now)"
 
 
 def prepare(app: App, entries: list[dict[str, str]], *, stamp: bool = False) -> list[Prepared]:
@@ -103,7 +128,7 @@ def prepare(app: App, entries: list[dict[str, str]], *, stamp: bool = False) -> 
             if ts > limit:
                 raise DecodeError(f"field `ts`: {ts} is {ts - now} ms in the future")
         except DecodeError as exc:
-            problems.append(f"entry {number}: {exc.reason}")
+            problems.append(f"entry {number}: {exc.reason}{_stamp_hint(exc.reason, fields, stamp)}")
             continue
         prepared.append(Prepared(stream, fields))
     if problems:

@@ -131,8 +131,8 @@ def test_long_running_commands_log_to_stdout_one_shots_to_stderr(
     monkeypatch.delenv("NAVSTREAM_LOG_STREAM", raising=False)
     monkeypatch.setenv("NAVSTREAM_PLUGINS", "")
     main(["ingest", "--redis-url", "redis://127.0.0.1:6379/0"])  # fails (no sources); logging came first
-    main(["plugins"])
-    assert chosen == [sys.stdout, sys.stderr]
+    main(["plugins"])  # a one-shot command's logs: short human lines on stderr (tests/cli/test_cli_errors.py)
+    assert chosen == [sys.stdout]
     monkeypatch.setenv("NAVSTREAM_LOG_STREAM", "stderr")
     main(["ingest", "--redis-url", "redis://127.0.0.1:6379/0"])
     assert chosen[-1] is sys.stderr

@@ -17,6 +17,8 @@ from navstream.app import App
 from navstream.loop.consumer import Consumer
 from navstream.ops.admin import (
     AdminError,
+    InvalidIdError,
+    Replayed,
     collect_status,
     dlq_list,
     dlq_purge,
@@ -26,7 +28,15 @@ from navstream.ops.admin import (
     safe_trim_point,
     trim_input,
 )
-from navstream.ops.publish import Prepared, PublishError, parse_json_lines, parse_kv, prepare, publish
+from navstream.ops.publish import (
+    Prepared,
+    PublishError,
+    decode_text,
+    parse_json_lines,
+    parse_kv,
+    prepare,
+    publish,
+)
 
 GROUP = "g"  # make_app's group
 
@@ -312,7 +322,7 @@ async def test_dead_letter_from_the_loop_is_replayed_without_dlq_fields(make_app
     assert "unknown type" in rows[0]["dlq_error"]
     dlq_id = rows[0]["id"]
 
-    moved = await dlq_replay(app, [dlq_id])
+    moved = (await dlq_replay(app, [dlq_id])).moved
     assert len(moved) == 1
     assert moved[0][:2] == (dlq_id, app.keys.events)
     new_id = moved[0][2]
@@ -341,7 +351,7 @@ async def test_dlq_replay_selected_ids_only_and_orders_go_back_to_orders(make_ap
     b = await dead(app, order, stream=app.keys.orders)
     c = await dead(app, price_fields(ts, base="SOL"))
 
-    moved = await dlq_replay(app, [b, a])
+    moved = (await dlq_replay(app, [b, a])).moved
     assert [(m[0], m[1]) for m in moved] == [(b, app.keys.orders), (a, app.keys.events)]
     assert [f for _, f in await app.redis.xrange(app.keys.orders)] == [order]
     assert [f for _, f in await app.redis.xrange(app.keys.events)] == [price_fields(ts)]
@@ -352,11 +362,11 @@ async def test_dlq_replay_all(make_app: Any) -> None:
     app = make_app()
     ts = app.clock.now_ms()
     ids = [await dead(app, price_fields(ts, base=b)) for b in ("A", "B", "C")]
-    moved = await dlq_replay(app, None)
+    moved = (await dlq_replay(app, None)).moved
     assert [m[0] for m in moved] == ids
     assert [f["base"] for _, f in await app.redis.xrange(app.keys.events)] == ["A", "B", "C"]
     assert await app.redis.xlen(app.keys.dlq) == 0
-    assert await dlq_replay(app, None) == []
+    assert await dlq_replay(app, None) == Replayed([], [])
 
 
 @pytest.mark.parametrize("source", ["nav", "decisions", "dlq", "other:events", "", None])
@@ -459,6 +469,74 @@ async def test_dlq_purge_all(make_app: Any) -> None:
     assert await dlq_purge(app, None) == 0
 
 
+async def test_dlq_replay_racing_a_purge_after_the_read_reports_the_entry_gone(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge between reading the dead letters and reading one's raw fields: that entry is
+    reported gone (it raised ValueError from unpacking an empty reply), the others still move."""
+    import navstream.ops.admin as admin
+
+    app = make_app()
+    ts = app.clock.now_ms()
+    a, b, c = [await dead(app, price_fields(ts, base=x)) for x in "ABC"]
+    select = admin._select
+
+    async def then_purged(app_: App, ids: list[str] | None) -> list[tuple[str, dict[str, str]]]:
+        rows = await select(app_, ids)
+        await app_.redis.xdel(app_.keys.dlq, b)  # a second operator's `dlq purge`
+        return rows
+
+    monkeypatch.setattr(admin, "_select", then_purged)
+    done = await dlq_replay(app, None)
+    assert [m[0] for m in done.moved] == [a, c] and done.gone == [b]
+    assert [f["base"] for _, f in await app.redis.xrange(app.keys.events)] == ["A", "C"]
+    assert await app.redis.xlen(app.keys.dlq) == 0
+
+
+async def test_dlq_replay_racing_a_purge_before_the_move_reports_the_entry_gone(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge after the plan, just before the move: gone, not silently skipped."""
+    import navstream.ops.admin as admin
+
+    app = make_app()
+    ts = app.clock.now_ms()
+    a, b = [await dead(app, price_fields(ts, base=x)) for x in "AB"]
+    move_back = admin._move_back
+
+    async def purged_first(app_: App, entry_id: str, target: str, original: dict[bytes, bytes]) -> str | None:
+        if entry_id == a:
+            await app_.redis.xdel(app_.keys.dlq, a)
+        return await move_back(app_, entry_id, target, original)
+
+    monkeypatch.setattr(admin, "_move_back", purged_first)
+    done = await dlq_replay(app, [a, b])
+    assert done.gone == [a] and [m[0] for m in done.moved] == [b]
+    assert [f["base"] for _, f in await app.redis.xrange(app.keys.events)] == ["B"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["abc", "1-x", "1", "-", "+", "1-", "-1", "1-0-0", " 1-0", "1-0\n", "\uff11-0", "1-" + "9" * 21, f"{2**64}-0", ""],
+)
+async def test_dlq_ids_that_are_not_stream_ids_are_bad_input_and_touch_nothing(make_app: Any, bad: str) -> None:
+    app = make_app()
+    good = await dead(app, price_fields(app.clock.now_ms()))
+    with pytest.raises(InvalidIdError, match="is not a dead-letter id"):
+        await dlq_replay(app, [good, bad])
+    with pytest.raises(InvalidIdError, match="is not a dead-letter id"):
+        await dlq_purge(app, [good, bad])
+    assert [i for i, _ in await app.redis.xrange(app.keys.dlq)] == [good]
+    assert await app.redis.xlen(app.keys.events) == 0
+
+
+async def test_the_largest_stream_id_is_a_valid_dead_letter_id(make_app: Any) -> None:
+    app = make_app()
+    top = f"{2**64 - 1}-{2**64 - 1}"
+    with pytest.raises(AdminError, match="no dead letter with id"):  # well formed, just not there
+        await dlq_purge(app, [top])
+
+
 async def test_invalid_utf8_dead_letter_can_be_listed_and_replayed_byte_for_byte(make_app: Any) -> None:
     app = make_app()
     consumer = Consumer(app)
@@ -471,7 +549,7 @@ async def test_invalid_utf8_dead_letter_can_be_listed_and_replayed_byte_for_byte
     assert len(rows) == 1
     assert "UTF-8" in rows[0]["dlq_error"]
     assert rows[0]["type"] == "price"
-    moved = await dlq_replay(app, [rows[0]["id"]])
+    moved = (await dlq_replay(app, [rows[0]["id"]])).moved
     assert len(moved) == 1
     ((_, fields),) = await app.raw.xrange(app.keys.events, min=moved[0][2], max=moved[0][2])
     assert fields == raw_fields
@@ -688,6 +766,47 @@ def test_parse_json_lines_empty_input() -> None:
     assert parse_json_lines(["", "  \n"]) == []
 
 
+@pytest.mark.parametrize(
+    ("data", "offset", "line"),
+    [
+        (b'{"a": "\xff"}\n', 7, 1),
+        (b'{"a": "x"}\n{"b": "\xe2\x82"}\n', 18, 2),  # a character cut short
+        (b'{"a": "\xe2\x82\xac"}\r\n\r\n{"b": "\xc0\xaf"}', 23, 3),  # after a valid euro sign; overlong
+        (b"\xef\xbb\xbf\xed\xa0\x80", 3, 1),  # a surrogate, after a BOM
+    ],
+)
+def test_decode_text_names_the_byte_offset_and_line_of_invalid_utf8(data: bytes, offset: int, line: int) -> None:
+    with pytest.raises(PublishError) as info:
+        decode_text(data, "in.jsonl")
+    (problem,) = info.value.problems
+    assert problem.startswith(f"in.jsonl: not UTF-8 at byte {offset} (line {line}): ")
+    assert data[offset:].startswith(eval(problem.rsplit(" ", 1)[1]))  # the bad bytes it shows are there
+
+
+def test_decode_text_splits_lines_as_a_text_file_does() -> None:
+    # \r\n, \r and \n end a line; U+2028 inside a JSON string does not.
+    assert decode_text('{"a": "x\u2028y"}\r\n{}\r{}\n'.encode(), "f") == ['{"a": "x\u2028y"}\n', "{}\n", "{}\n"]
+
+
+async def test_a_missing_ts_suggests_stamp_and_stamp_fills_it(make_app: Any) -> None:
+    app = make_app()
+    no_ts = {k: v for k, v in price_fields(1).items() if k != "ts"}
+    with pytest.raises(PublishError) as info:
+        prepare(app, [no_ts])
+    assert info.value.problems == ["entry 1: Object missing required field `ts` (--stamp sets a missing ts to now)"]
+    order_no_ts = {k: v for k, v in order_fields(1).items() if k != "ts"}
+    with pytest.raises(PublishError, match="--stamp sets a missing ts"):
+        prepare(app, [order_no_ts])
+    # another field's problem first: still says that ts is missing too
+    with pytest.raises(PublishError, match="ts is missing too: --stamp sets it to now"):
+        prepare(app, [{**no_ts, "type": "bogus"}])
+    # with ts given, or with stamp, no hint
+    with pytest.raises(PublishError) as info:
+        prepare(app, [price_fields(1, price="oops")])
+    assert "--stamp" not in info.value.problems[0]
+    assert [p.fields["ts"] for p in prepare(app, [no_ts, order_no_ts], stamp=True)] == [str(app.clock.now_ms())] * 2
+
+
 # --- publish: validation, routing, writing ------------------------------------------------------
 
 
@@ -838,7 +957,7 @@ async def test_dlq_replay_moves_a_very_wide_dead_letter_whole(make_app: Any) -> 
     app = make_app()
     fields = {"type": "balance", **{f"f{i}": str(i) for i in range(4100)}}
     dlq_id = await dead(app, fields)
-    (moved,) = await dlq_replay(app, [dlq_id])
+    (moved,) = (await dlq_replay(app, [dlq_id])).moved
     ((_, back),) = await app.redis.xrange(app.keys.events)
     assert moved[0] == dlq_id and back == fields
     assert await app.redis.xlen(app.keys.dlq) == 0
