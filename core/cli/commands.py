@@ -202,7 +202,11 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
                     EXIT_FAILED,
                 )
         else:
-            print(f"purged {await dlq_purge(app, None if args.all else args.ids)} dead letters")
+            count = await dlq_purge(app, None if args.all else args.ids)
+            asked = count if args.all else len(set(args.ids))
+            # fewer than asked: replayed or purged by someone else after the ids were checked
+            gone = f" ({asked - count} gone from the DLQ meanwhile)" if count < asked else ""
+            print(f"purged {count} dead letters{gone}")
         return 0
 
     return await _with_app(args, go)

@@ -89,7 +89,7 @@ def report(exc: BaseException, *, debug: bool) -> int:
 def interrupted(exc: BaseException, *, debug: bool) -> int:
     """Ctrl-C outside ``run`` (which stops gracefully on SIGINT): one line, exit 130."""
     if debug:
-        sys.stderr.write("".join(traceback.format_exception(exc)))
+        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     _say(["navstream: interrupted"])
     return EXIT_INTERRUPTED
 

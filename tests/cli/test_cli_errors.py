@@ -324,6 +324,25 @@ def test_dlq_replay_of_ids_all_purged_meanwhile(
     assert r.exists(key(rb, "events")) == 0
 
 
+def test_dlq_purge_racing_a_replay_says_how_many_were_gone(
+    capsys: pytest.CaptureFixture[str], rb: Any, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import navstream.ops.admin as admin
+
+    a, b = (add_dead(r, rb, x) for x in "AB")
+    select = admin._select
+
+    async def then_gone(app: Any, ids: list[str] | None) -> Any:
+        rows = await select(app, ids)
+        r.xdel(key(rb, "dlq"), a)  # replayed from another terminal
+        return rows
+
+    monkeypatch.setattr(admin, "_select", then_gone)
+    code, out, err = cli(capsys, "dlq", "purge", *opts(rb), a, b, a)
+    assert (code, out, err) == (0, "purged 1 dead letters (1 gone from the DLQ meanwhile)\n", "")
+    assert r.xlen(key(rb, "dlq")) == 0
+
+
 # --- what a one-shot command prints beside its answer ----------------------------------------------
 
 
