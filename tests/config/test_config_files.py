@@ -46,6 +46,7 @@ from navstream.config import (
     load_settings,
     validate_plugin_sections,
 )
+from navstream.display import DisplaySettings
 from navstream.plugin.manager import build_plugin_manager
 
 CONFIG_DIR = ROOT / "config"
@@ -65,6 +66,7 @@ CORE_TYPES: dict[str, type] = {
     "consumer": ConsumerSettings,
     "plugins": PluginSettings,
     "http": HttpSettings,
+    "display": DisplaySettings,
 }
 
 
