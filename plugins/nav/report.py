@@ -317,7 +317,10 @@ class NavReport:
 
     @hookimpl
     async def navstream_status_page(self, app: AppProtocol, now_ms: int) -> StatusSection:
-        navcfg = app.plugin_config("nav", NavConfig)
+        try:
+            navcfg = app.plugin_config("nav", NavConfig)
+        except KeyError:  # an app built with this report alone: the chart keeps its defaults
+            navcfg = NavConfig()
         error = ""
         latest, history = Latest(now_ms), {}
         readers: list[ReaderLimit] = []
