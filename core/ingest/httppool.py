@@ -122,9 +122,14 @@ class HttpPool:
         weight: int = 1,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
         what: str = "",
     ) -> httpx.Response:
         """Send one request within the host's budget, finished by ``deadline`` (monotonic).
+
+        ``content`` is the request body as sent (a ``str`` goes as UTF-8; the caller sets its
+        ``Content-Type``). It may be signed or carry credentials (a form with a nonce and key), so
+        no message, log line or error made here ever quotes it.
 
         :raises RateLimited: the host is blocked or out of budget until after the deadline, or
             it just answered 429/418 (the host is then blocked for every source).
@@ -148,7 +153,12 @@ class HttpPool:
         try:
             async with asyncio.timeout(remaining):
                 response = await self.client(host, parts.scheme).request(
-                    method, url, params=params, headers=headers, timeout=httpx.Timeout(min(self.timeout_s, remaining))
+                    method,
+                    url,
+                    params=params,
+                    headers=headers,
+                    content=content,
+                    timeout=httpx.Timeout(min(self.timeout_s, remaining)),
                 )
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise SourceError(f"{label} on {host}: timed out ({type(exc).__name__})") from None

@@ -17,13 +17,14 @@ import httpx
 import msgspec
 import pytest
 from support import START_MS
+from support.httpstub import Canned, HttpStub
 from support.ingest import MODULE, write_config
 
 from navstream import Price, hookimpl
 from navstream.app import ManualClock
 from navstream.cli import main
 from navstream.config import ConfigError, load_settings
-from navstream.ingest.httppool import HttpPool, retry_after_s
+from navstream.ingest.httppool import HttpPool, check, retry_after_s
 from navstream.ingest.pricecache import PriceCache
 from navstream.ingest.ratelimit import HostLimiter, RateLimited
 from navstream.ingest.runner import Ingest, IngestError, configure
@@ -340,6 +341,51 @@ async def test_the_pool_turns_timeouts_and_transport_errors_into_source_errors()
         await pool.request("GET", "https://h.example/p", deadline=loop.time() + 0.05)
     with pytest.raises(ValueError, match="not an http"):
         await pool.request("GET", "ftp://h.example/p", deadline=loop.time() + 1)
+
+
+async def test_the_pool_sends_a_request_body_as_given_and_never_quotes_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A signed POST (Kraken's private calls: a form with a nonce) goes out byte for byte with
+    the weight taken from the host's budget; no error or log line made from it quotes the body."""
+    from navstream.sources import SourceError
+
+    form = "nonce=1796579343880&docalcs=true&otp=s3cr%C3%A9t-ÿ-body-token"
+    pool = HttpPool(timeout_s=5)
+    loop = asyncio.get_running_loop()
+    caplog.set_level("DEBUG")
+    with HttpStub() as stub:
+        stub.add("/0/private/BalanceEx", Canned(json={"error": [], "result": {}}), Canned(500, body="venue down"))
+        stub.add("/0/private/OpenPositions", Canned(429, headers={"Retry-After": "30"}, body="slow down"))
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        url = f"{stub.url}/0/private/BalanceEx"
+        limiter = pool.limit(url, 60)
+        answer = await pool.request("POST", url, deadline=loop.time() + 5, weight=3, headers=headers, content=form)
+        assert answer.json() == {"error": [], "result": {}} and limiter.spent() == 3
+        (sent,) = stub.to("/0/private/BalanceEx")
+        assert (sent.method, sent.body) == ("POST", form.encode())
+        assert sent.headers["content-type"] == "application/x-www-form-urlencoded"
+        assert sent.form["otp"] == ["s3crét-ÿ-body-token"] and sent.headers["content-length"] == str(len(form.encode()))
+        raw = form.encode() + b"\x00\xff"  # bytes go as they are
+        failed = await pool.request("POST", url, deadline=loop.time() + 5, content=raw, what="kraken balance")
+        assert stub.to("/0/private/BalanceEx")[1].body == raw
+        errors = []
+        with pytest.raises(SourceError) as exc:
+            check(failed, "kraken balance")
+        errors.append(str(exc.value))
+        with pytest.raises(RateLimited) as limited:
+            await pool.request("POST", f"{stub.url}/0/private/OpenPositions", deadline=loop.time() + 5, content=form)
+        errors.append(str(limited.value))
+    await pool.aclose()
+    pool = HttpPool(timeout_s=5)  # the host is blocked in the first one
+    with pytest.raises(SourceError) as exc:  # the stub is gone: a transport error
+        await pool.request("PUT", f"{stub.url}/gone", deadline=loop.time() + 5, content=form)
+    errors.append(str(exc.value))
+    await pool.aclose()
+    assert "venue down" in errors[0] and "slow down" in errors[1] and "ConnectError" in errors[2], errors
+    logged = [record.getMessage() + repr(record.__dict__) for record in caplog.records]
+    for text in errors + logged:
+        assert "body-token" not in text and "nonce" not in text, text
 
 
 def test_the_cache_returns_a_quote_only_while_fresh() -> None:
