@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from redis.typing import EncodableT, FieldT  # types only: the contract does not load redis
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+#: The most characters a name may have (``NonEmpty``'s bound).
+MAX_NAME = 256
 
 #: An entry's fields as a client returns them: ``str`` when it decodes responses, else ``bytes``.
 Fields: TypeAlias = Mapping[str, str] | Mapping[bytes, bytes] | Mapping[str | bytes, str | bytes]
@@ -51,6 +53,17 @@ def _check_amount(name: str, value: Decimal | None) -> None:
         raise ValueError(f"field `{name}`: {numbers.show(value)} is {numbers.decimal_refusal(value)}")
 
 
+def _check_name(name: str, value: str) -> None:
+    """A name shown to a person: 1 to :data:`MAX_NAME` characters, all printable (no control
+    character, line break, bidi override or zero-width one). Checked here too because msgspec's
+    ``Meta`` bounds hold only for decoded events, not for those built in code."""
+    if not 0 < len(value) <= MAX_NAME:
+        raise ValueError(f"field `{name}`: must be 1 to {MAX_NAME} characters, got {len(value)}")
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ValueError(f"field `{name}`: unprintable character U+{ord(bad):04X} in {value[:40]!a}")
+
+
 class _Base(msgspec.Struct, frozen=True, tag_field="type"):
     ts: int
 
@@ -69,11 +82,16 @@ class Balance(_Base, frozen=True, tag="balance"):
     asset: NonEmpty
     balance: Decimal
     unrealized_pnl: Decimal = Decimal(0)
+    #: The venue's own code for ``asset`` when the source renamed it (Kraken's ``XXBT`` sent as
+    #: ``BTC``); None when the venue calls it ``asset`` too. Shown beside ``asset``, never keyed on.
+    venue_asset: NonEmpty | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_amount("balance", self.balance)
         _check_amount("unrealized_pnl", self.unrealized_pnl)
+        if self.venue_asset is not None:
+            _check_name("venue_asset", self.venue_asset)
 
 
 class Position(_Base, frozen=True, tag="position"):
