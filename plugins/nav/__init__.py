@@ -231,7 +231,8 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
             out.alert(
                 h.missing_code or "price_missing",
                 "warning",
-                f"{h.asset} in {name} ({_amount(h.balance, h.unrealized_pnl)}) is not in the NAV: {h.missing}",
+                f"{explain.shown_asset(h.asset, h.venue_asset, snap.venue)} in {name} "
+                f"({_amount(h.balance, h.unrealized_pnl)}) is not in the NAV: {h.missing}",
                 **where,
                 asset=h.asset,
                 every_s=every,
@@ -242,7 +243,8 @@ def raise_alerts(cfg: NavConfig, snap: Snapshot, previous: Snapshot | None, out:
         out.alert(
             "wallet_zero",
             "critical",
-            f"wallet {name} reads 0 in every asset it holds; NAV reports 0 {snap.quote}, nothing is substituted",
+            f"wallet {name} reads 0 in every asset it holds; NAV reports {format_money(snap.nav, snap.quote)}, "
+            "nothing is substituted",
             **where,
             every_s=every,
         )

@@ -131,6 +131,12 @@ def _plain(data: dict[str, Any], *names: str) -> None:
             data[name] = money(Decimal(data[name]))
 
 
+def shown_asset(asset: str, venue_asset: str, venue: str) -> str:
+    """The desk's name of an asset, with the venue's own beside it when a source renamed it:
+    ``BTC (kraken: XXBT)``, so ops can see where a name came from."""
+    return f"{asset} ({venue}: {venue_asset})" if venue_asset and venue_asset != asset else asset
+
+
 def _m(value: Decimal | None) -> str:
     return "-" if value is None else money(value)
 
@@ -181,7 +187,7 @@ def render(
             )
             rows.append(
                 [
-                    h.asset,
+                    shown_asset(h.asset, h.venue_asset, s.venue),
                     money(h.balance),
                     money(h.unrealized_pnl),
                     _age(now_ms, h.seen),

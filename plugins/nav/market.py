@@ -30,6 +30,9 @@ class Holding(msgspec.Struct, frozen=True):
     #: ``min(ts, received)`` (:attr:`seen`). :data:`UNKNOWN_RECEIPT` for one stored without;
     #: NEVER (the default, for inputs built in code) judges by ``ts`` alone.
     received: int = NEVER
+    #: The venue's own code for the asset when its source renamed it (``XXBT`` for ``BTC``);
+    #: "" when the venue calls it the same, or the balance was stored without it.
+    venue_asset: str = ""
 
     @property
     def seen(self) -> int:

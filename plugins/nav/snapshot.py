@@ -82,6 +82,8 @@ class HoldingValue(msgspec.Struct, frozen=True, omit_defaults=True):
     stale: list[str] = []
     #: When navstream received the balance (see :attr:`Holding.received`).
     received: int = NEVER
+    #: The venue's own code for ``asset`` (see :attr:`Holding.venue_asset`); "" when the same.
+    venue_asset: str = ""
 
     @property
     def seen(self) -> int:

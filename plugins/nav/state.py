@@ -2,7 +2,8 @@
 
 All of it under ``P:state:nav:``, so any consumer of the group can take over:
 
-- ``nav:balances:<venue>:<account>``: hash, asset -> ``"<ts> ["<balance>", "<unrealized_pnl>", <received>]"``
+- ``nav:balances:<venue>:<account>``: hash, asset -> ``"<ts> ["<balance>", "<unrealized_pnl>", <received>]"``,
+  with a trailing ``"<venue_asset>"`` when the event carried one (the venue's own code)
 - ``nav:positions:<venue>:<account>``: hash, symbol -> ``"<ts> {"qty", "entry_price", ..., "received"}"``
 - ``nav:prices``: hash, ``<base>/<quote>@<source>`` ->
   ``"<ts> ["<base>", "<quote>", "<source>", "<price>", <received>]"``
@@ -84,6 +85,9 @@ class BalancePayload(msgspec.Struct, frozen=True, array_like=True):
     unrealized_pnl: Decimal
     #: When navstream received it (epoch ms); None: stored by an earlier navstream.
     received: int | None = None
+    #: The event's ``venue_asset`` (an addition: a trailing element, absent when the event had
+    #: none; an earlier navstream reading it ignores it).
+    venue_asset: str | None = None
 
 
 class PositionPayload(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -185,7 +189,9 @@ class Inputs:
                 held = self.balances[key] = {}
             old = held.get(event.asset)
             if old is None or event.ts >= old.ts:
-                held[event.asset] = Holding(event.balance, event.unrealized_pnl, event.ts, received)
+                held[event.asset] = Holding(
+                    event.balance, event.unrealized_pnl, event.ts, received, event.venue_asset or ""
+                )
                 return True
         elif type(event) is SourceStatus:
             sid = source_id(event.venue, event.source, event.account)
@@ -244,7 +250,8 @@ def buffer_writes(out: Outputs, events: Iterable[Event]) -> None:
             members = balances.get(key)
             if members is None:
                 members = balances[key] = {}
-            members[event.asset] = (event.ts, f'["{event.balance!s}","{event.unrealized_pnl!s}",{received}]')
+            tail = f",{_encode(event.venue_asset).decode()}" if event.venue_asset is not None else ""
+            members[event.asset] = (event.ts, f'["{event.balance!s}","{event.unrealized_pnl!s}",{received}{tail}]')
         elif isinstance(event, Position):
             payload = PositionPayload(
                 event.symbol, event.qty, event.entry_price, event.mark_price, event.unrealized_pnl, received
@@ -306,7 +313,7 @@ def _holdings(key: tuple[str, str], raw: dict[str, str]) -> dict[str, Holding]:
     out = {}
     for asset, value in raw.items():
         ts, b = _parse(where, asset, value, _balance)
-        out[asset] = Holding(b.balance, b.unrealized_pnl, ts, receipt(b.received))
+        out[asset] = Holding(b.balance, b.unrealized_pnl, ts, receipt(b.received), b.venue_asset or "")
     return out
 
 

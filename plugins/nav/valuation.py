@@ -214,6 +214,7 @@ def value_account(
                         "",
                         stale,
                         h.received,
+                        h.venue_asset,
                     )
                 )
             continue
@@ -275,6 +276,7 @@ def value_account(
                     "",
                     stale,
                     h.received,
+                    h.venue_asset,
                 )
             )
         if stale:
@@ -326,7 +328,19 @@ def _not_valued(
     reasons.append(f"{asset} not valued: {why}")
     values.append(
         HoldingValue(
-            asset, h.balance, h.unrealized_pnl, h.ts, None, None, unit.route, unit.prices, why, code, stale, h.received
+            asset,
+            h.balance,
+            h.unrealized_pnl,
+            h.ts,
+            None,
+            None,
+            unit.route,
+            unit.prices,
+            why,
+            code,
+            stale,
+            h.received,
+            h.venue_asset,
         )
     )
     if stale:
