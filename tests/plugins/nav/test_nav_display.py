@@ -306,3 +306,13 @@ def test_the_chart_draws_a_failed_nav_as_a_gap_in_the_desks_currency() -> None:
     assert chart.series["total"] == [(1_000, "100.5", "ok"), (2_000, None, "critical"), (3_000, "101", "warning")]
     assert chart.unit == "BTC" and chart.max_gap_ms == 180_000
     assert chart.tone_labels == {"ok": "ok", "warning": "stale", "degraded": "partial", "critical": "failed"}
+
+
+async def test_a_zero_wallet_names_its_nav_in_the_one_format(make_app: Any) -> None:
+    """wallet_zero said "NAV reports 0 USD" beside nav_drop's "to 0.00 USD" in the same incident."""
+    app, consumer = await nav_app(make_app)
+    alerts = await run_step(app, consumer, balance("0", T0), report(T0))
+    (zero,) = [a for a in alerts if a["code"] == "wallet_zero"]
+    assert zero["message"] == (
+        "wallet binance/spot reads 0 in every asset it holds; NAV reports 0.00 USD, nothing is substituted"
+    )
