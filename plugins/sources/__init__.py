@@ -2,7 +2,8 @@
 
 They register through ``navstream_sources`` exactly as a venue plugin's would, so each is also
 the worked example of one: ``coingecko`` (many prices per request), ``binance-spot`` (every pair
-in one request) and ``binance-usdm-account`` (a signed account snapshot). See docs/sources.md.
+in one request), ``binance-usdm-account`` (a signed account snapshot) and ``ccxt`` (any exchange
+CCXT speaks to, from a config section; CCXT is an optional extra). See docs/sources.md.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from navstream import RegisterSource, hookimpl
 
 from .binance_spot import BinanceSpotSettings, BinanceSpotSource
 from .binance_usdm import BinanceUsdmAccountSettings, BinanceUsdmAccountSource
+from .ccxt import CcxtSettings, CcxtSource
 from .coingecko import CoinGeckoSettings, CoinGeckoSource
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
     "BinanceSpotSource",
     "BinanceUsdmAccountSettings",
     "BinanceUsdmAccountSource",
+    "CcxtSettings",
+    "CcxtSource",
     "CoinGeckoSettings",
     "CoinGeckoSource",
 ]
@@ -28,3 +32,4 @@ def navstream_sources(register: RegisterSource) -> None:
     register("coingecko", CoinGeckoSettings, CoinGeckoSource)
     register("binance-spot", BinanceSpotSettings, BinanceSpotSource)
     register("binance-usdm-account", BinanceUsdmAccountSettings, BinanceUsdmAccountSource)
+    register("ccxt", CcxtSettings, CcxtSource)
