@@ -8,6 +8,7 @@ which loads the plugins.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -39,8 +40,8 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError("must be greater than 0")
+        if not value > 0 or value == math.inf:  # nan and inf too: a speed or idle time of nan never ends
+            raise argparse.ArgumentTypeError("must be a finite number greater than 0")
         return value
 
     return parse

@@ -49,13 +49,20 @@ class Spec:
 SPECS: dict[str, Spec] = {
     "run": Spec(
         unreachable="a consumer retries an unreachable Redis until stopped (docs/operations.md)",
-        bad=((("--until-idle", "-1"), 2), (("--http-port", "70000"), 2), (("--role", "nope"), 2)),
+        bad=(
+            (("--until-idle", "-1"), 2),
+            (("--until-idle", "nan"), 2),  # would never be idle: a consumer that never exits
+            (("--http-port", "70000"), 2),
+            (("--role", "nope"), 2),
+        ),
     ),
     "ingest": Spec(
         args=("--config", "{tmp}/sources.toml", "--once"),
         bad=((("--config", "{tmp}/ok.toml", "--once"), 2),),  # no source enabled
     ),
-    "demo": Spec(bad=((("--speed", "0"), 2), (("--speed", "fast"), 2))),
+    "demo": Spec(
+        bad=((("--speed", "0"), 2), (("--speed", "fast"), 2), (("--speed", "nan"), 2), (("--speed", "inf"), 2))
+    ),
     "publish": Spec(
         args=("type=price", "base=BTC", "quote=USDT", "price=1", "source=manual", "--stamp"),
         bad=(
