@@ -73,13 +73,15 @@ def amount(value: Decimal | str | int, currency: str = "", settings: DisplaySett
     if not number.is_finite():
         return str(value)
     with localcontext() as ctx:
-        ctx.prec = max(28, number.adjusted() + places + 2)
-        if ctx.prec > 200:  # 5e999994 would need a million digits: shown in its own notation
-            return str(number)
+        # A zero's exponent is no size (0e500 is 0.00); 5e999994 would need a million digits:
+        # shown as given, as the status page's formatAmount does.
+        ctx.prec = max(28, number.adjusted() + places + 2) if number else 28
+        if ctx.prec > 200:
+            return str(value)
         try:
             rounded = number.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
         except InvalidOperation:
-            return str(number)
+            return str(value)
     if not rounded:
         rounded = abs(rounded)  # -0.001 rounds to 0.00, not -0.00
     return f"{rounded:,.{places}f}"

@@ -34,10 +34,25 @@ def test_money_is_grouped_with_fixed_decimals(value: str, currency: str, shown: 
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [("NaN", "NaN"), ("-Infinity", "-Infinity"), ("abc", "abc"), ("", ""), ("１２", "１２"), ("5e999994", "5E+999994")],
+    [
+        ("NaN", "NaN"),
+        ("-Infinity", "-Infinity"),
+        ("abc", "abc"),
+        ("", ""),
+        ("１２", "１２"),
+        # too large to round: as given, as the status page's formatAmount shows it (was '5E+999994')
+        ("5e999994", "5e999994"),
+        ("5e250", "5e250"),
+    ],
 )
 def test_what_is_no_finite_number_is_shown_as_given(value: str, shown: str) -> None:
     assert amount(value, "USD", DisplaySettings()) == shown
+
+
+@pytest.mark.parametrize("value", ["0e500", "-0E+999", "0e-500"])
+def test_zero_with_any_exponent_is_zero(value: str) -> None:
+    """A zero's exponent is no size: 0.00, as the page shows it (was '0E+500')."""
+    assert amount(value, "USD", DisplaySettings()) == "0.00"
 
 
 def test_currency_decimals_are_configurable_and_case_blind() -> None:

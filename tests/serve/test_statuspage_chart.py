@@ -299,6 +299,10 @@ def test_money_on_the_page_is_the_cli_s_money(page: Browser) -> None:
         "",
         "1.2.3",
         "99999999999999999999999999999999.995",
+        "5e250",
+        "-5E+999994",
+        "0e500",
+        "-0E+999",
     ]
     values += [str(Decimal(rng.randrange(-(10**12), 10**12)).scaleb(-rng.randrange(0, 10))) for _ in range(300)]
     cases = [(v, places) for v in values for places in (0, 2, 8)]
