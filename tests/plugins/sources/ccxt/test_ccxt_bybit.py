@@ -164,6 +164,19 @@ async def test_positions_are_asked_for_contracts_whatever_the_wallet_type(bybit:
     assert [r.param("category") for r in bybit.stub.to(POSITIONS)] == ["linear"]
 
 
+async def test_a_position_bybit_stops_listing_is_published_closed(bybit: CcxtRig, payloads: Payloads) -> None:
+    source = bybit.build(table(bybit, fetch=["positions"]))
+    await bybit.fetch(source)
+    positions = payloads.json("bybit", "position-list-linear")
+    positions["result"]["list"] = [p for p in positions["result"]["list"] if p["symbol"] != "ETHUSDT"]
+    bybit.stub.add(f"{POSITIONS}?category=linear", Canned(json=positions))
+    fetched = await bybit.fetch(source)
+    assert {(e.symbol, str(e.qty), e.ts) for e in fetched.events} == {
+        ("BTC/USDT:USDT", "-0.100000000000000001", BTC_UPDATED),
+        ("ETH/USDT:USDT", "0", START_MS),  # closed since the last answer: 0, stamped on arrival
+    }
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 
