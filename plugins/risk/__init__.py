@@ -309,7 +309,8 @@ class RiskPlugin(RiskReport):
     async def navstream_startup(self, app: AppProtocol) -> None:
         nav_config(app)
         gate = self._open(app)  # the audit file opens now: a directory we cannot write is a startup error
-        await declare_nav_limit(app)
+        if app.settings.consumer.role != "events":  # role events never decides nor ticks the gate
+            await declare_nav_limit(app)
         log.info("risk gate ready", extra={"event": "risk_started", "audit_log": str(gate.audit.path)})
 
     @hookimpl

@@ -316,3 +316,24 @@ async def test_a_zero_wallet_names_its_nav_in_the_one_format(make_app: Any) -> N
     assert zero["message"] == (
         "wallet binance/spot reads 0 in every asset it holds; NAV reports 0.00 USD, nothing is substituted"
     )
+
+
+@pytest.mark.parametrize(("role", "declared"), [("events", False), ("orders", True), ("all", True)])
+async def test_only_a_consumer_that_runs_the_gate_declares_its_limit(
+    make_app: Any, tmp_path: Path, role: str, declared: bool
+) -> None:
+    """A consumer of role ``events`` loads the risk plugin but never decides an order nor ticks
+    it: its startup must not declare the gate's limit, or the page shows a limit no running
+    reader applies (for a heartbeat TTL after each restart, and over an orders consumer's own)."""
+    from support.risk import sections
+
+    app = make_app(
+        builtins=True,
+        extra=sections(tmp_path),
+        clock=ManualClock(START_MS),
+        disabled=["source_monitor"],
+        consumer={"role": role},
+    )
+    await Consumer(app).setup()
+    limits, _ = await read_reader_limits(app, app.clock.now_ms())
+    assert [limit.reader for limit in limits] == (["risk gate"] if declared else [])
