@@ -280,6 +280,41 @@ async def test_a_symbol_bybit_does_not_list_and_one_missing_from_the_answer_are_
     assert by_type(fetched.events, Balance), "the rest of the round is published"
 
 
+DERIVED = pytest.mark.xfail(
+    strict=True,
+    reason="kind: CCXT's safe_ticker makes up `last` from prevPrice24h x (1 + price24hPcnt) when Bybit's "
+    "lastPrice is 0 or empty (3435.7 here), and the kind publishes it; reported to the kind's owner",
+)
+UNREADABLE = pytest.mark.xfail(
+    strict=True,
+    reason="kind: CCXT's Precise arithmetic raises a bare ValueError on '3,422.12' while deriving the "
+    "ticker, which fails the whole round as an unexpected exception; reported to the kind's owner",
+)
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        pytest.param("0", marks=DERIVED),
+        pytest.param("", marks=DERIVED),
+        "-3422.12",
+        pytest.param("3,422.12", marks=UNREADABLE),
+    ],
+)
+async def test_a_zero_empty_or_unreadable_last_price_is_a_problem(
+    bybit: CcxtRig, payloads: Payloads, last: str
+) -> None:
+    source = bybit.build(table(bybit, fetch=["prices"]))
+    tickers = payloads.json("bybit", "tickers-spot")
+    (eth,) = [t for t in tickers["result"]["list"] if t["symbol"] == "ETHUSDT"]
+    eth["lastPrice"] = last
+    bybit.stub.add(f"{TICKERS}?category=spot", Canned(json=tickers))
+    fetched = await bybit.fetch(source)
+    assert [e.base for e in fetched.events] == ["BTC"]
+    (problem,) = fetched.problems
+    assert problem.startswith("price ETH/USDT: last ") and problem.endswith("not a usable price; not published")
+
+
 async def test_an_answer_without_the_wallet_fails_rather_than_reporting_nothing_held(
     bybit: CcxtRig, payloads: Payloads
 ) -> None:
