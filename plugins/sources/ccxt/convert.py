@@ -78,7 +78,7 @@ class Reader:
             venue_id, code = sources[0]
             value = exact(totals[code])
             if value is None:
-                problems.append(f"balance {asset}: total {quoted(totals[code])} is not a usable amount; not published")
+                problems.append(f"balance {asset}: total {quoted(totals[code])}: not a usable amount; not published")
                 continue
             try:
                 out.append(
@@ -179,7 +179,7 @@ class Reader:
             return None
         last = exact(ticker.get("last"))
         if last is None or last <= 0:
-            problems.append(f"price {symbol}: last {quoted(ticker.get('last'))} is not a usable price; not published")
+            problems.append(f"price {symbol}: last {quoted(ticker.get('last'))}: not a usable price; not published")
             return None
         base, quote = market.get("base"), market.get("quote")
         base_id, quote_id = market.get("baseId") or base, market.get("quoteId") or quote

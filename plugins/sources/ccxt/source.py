@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from navstream import Fetched, SourceContext, SourceError, SourceEvent
+from navstream import Fetched, SourceContext, SourceError, SourceEvent, clip
 
 from ..common import BaseSource, deadline
 from .convert import Reader
@@ -28,6 +28,8 @@ MARKETS_TTL_S = 3600.0
 #: are never loaded (one request per underlying, and no kind here reads them).
 SPOT_TYPES = {"spot", "margin"}
 CONTRACT_TYPES = {"swap", "future", "linear", "inverse"}
+#: What CCXT's parsers (and ours) raise on an answer of the wrong shape or with garbage in it.
+UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
 #: Symbols remembered to publish as 0 once their position is gone; beyond it the oldest go.
 MAX_SYMBOLS = 5_000
 
@@ -106,6 +108,10 @@ class CcxtSource(BaseSource):
         except Exception as exc:
             if is_ccxt_error(exc):
                 raise source_error(exc, f"{self.venue} {step}") from None
+            if isinstance(exc, UNREADABLE):  # CCXT's parsing choked on the answer (Precise on "NaN", ...)
+                raise SourceError(
+                    f"{self.venue} {step}: the answer could not be read ({type(exc).__name__}: {clip(str(exc), 160)})"
+                ) from None
             raise
         return Fetched(events, problems)
 

@@ -6,6 +6,7 @@ exchange at :class:`support.httpstub.HttpStub`, which answers recorded-shape pay
 ``payloads/<exchange>/<name>.json`` (raw text, so a number in them reaches CCXT exactly as
 written). Fixtures:
 
+- ``ccxt_secrets``: variable name -> fake credential (the rig's environment), to grep for.
 - ``stub``: a started :class:`HttpStub` (``stub.url``, ``stub.add``/``always`` per route, a
   route may carry a query subset, ``stub.to(route)`` for what was asked).
 - ``payloads``: :class:`Payloads` (``payloads.canned("okx", "account-balance")`` a ``Canned``
@@ -22,8 +23,10 @@ written). Fixtures:
   from ``P:events`` in order and every ``P:alerts`` entry. The ingest process runs on the real
   clock (payload times are in the past, so they stand as ``ts``).
 
-Credentials are distinctive fake strings (:data:`SECRETS`): a test greps everything it captured
-(events, statuses, problems, log records, exception texts) for them.
+Credentials are distinctive fake strings (:data:`SECRETS`, the ``ccxt_secrets`` fixture): a test
+greps everything it captured (events, statuses, problems, log records, exception texts) for them.
+Test modules take everything through fixtures and never import this module (pytest loads several
+``conftest`` modules under one name).
 """
 
 from __future__ import annotations
@@ -136,6 +139,12 @@ class CcxtRig:
 def stub() -> Iterator[HttpStub]:
     with HttpStub() as server:
         yield server
+
+
+@pytest.fixture
+def ccxt_secrets() -> dict[str, str]:
+    """Variable name -> fake credential (:data:`SECRETS`), for a test to grep what it captured."""
+    return dict(SECRETS)
 
 
 @pytest.fixture
