@@ -285,11 +285,6 @@ DERIVED = pytest.mark.xfail(
     reason="kind: CCXT's safe_ticker makes up `last` from prevPrice24h x (1 + price24hPcnt) when Bybit's "
     "lastPrice is 0 or empty (3435.7 here), and the kind publishes it; reported to the kind's owner",
 )
-UNREADABLE = pytest.mark.xfail(
-    strict=True,
-    reason="kind: CCXT's Precise arithmetic raises a bare ValueError on '3,422.12' while deriving the "
-    "ticker, which fails the whole round as an unexpected exception; reported to the kind's owner",
-)
 
 
 @pytest.mark.parametrize(
@@ -298,7 +293,6 @@ UNREADABLE = pytest.mark.xfail(
         pytest.param("0", marks=DERIVED),
         pytest.param("", marks=DERIVED),
         "-3422.12",
-        pytest.param("3,422.12", marks=UNREADABLE),
     ],
 )
 async def test_a_zero_empty_or_unreadable_last_price_is_a_problem(
@@ -313,6 +307,20 @@ async def test_a_zero_empty_or_unreadable_last_price_is_a_problem(
     assert [e.base for e in fetched.events] == ["BTC"]
     (problem,) = fetched.problems
     assert problem.startswith("price ETH/USDT: last ") and problem.endswith("not a usable price; not published")
+
+
+async def test_a_price_ccxt_cannot_compute_with_fails_the_round_and_publishes_nothing(
+    bybit: CcxtRig, payloads: Payloads, ingest_once: Callable[[dict[str, dict[str, Any]]], Awaitable[IngestRun]]
+) -> None:
+    """docs/sources.md: an amount CCXT's own arithmetic cannot read fails the round."""
+    tickers = payloads.json("bybit", "tickers-spot")
+    tickers["result"]["list"][1]["lastPrice"] = "3,422.12"
+    bybit.stub.always(f"{TICKERS}?category=spot", Canned(json=tickers))
+    run = await ingest_once({"bybit-uta": table(bybit)})
+    assert run.ok == {"bybit-uta": False}
+    (status,) = run.events
+    assert isinstance(status, SourceStatus)
+    assert (status.error or "").startswith("bybit prices: the answer could not be read")
 
 
 async def test_an_answer_without_the_wallet_fails_rather_than_reporting_nothing_held(
