@@ -324,3 +324,18 @@ async def test_okx_credentials_appear_nowhere(
     assert records, "something was logged to check"
     assert_no_secret(ccxt_secrets, failed.events, failed.alerts, ok.events, ok.alerts, records)
     assert all(ccxt_secrets["OKX_KEY"] in r.headers.get("ok-access-key", "") for r in stub.to(BALANCE))
+
+
+async def test_okx_an_error_echoing_the_credentials_is_masked_in_the_exception(
+    ccxt_rig: Any, payloads: Any, ccxt_secrets: dict[str, str]
+) -> None:
+    """The exception the source raises is itself secret-free (not only once the runner masks it):
+    a caller that logs or shows it never leaks the key or the passphrase the venue echoed."""
+    okx_venue(ccxt_rig.stub, payloads)
+    said = f"Invalid OK-ACCESS-KEY {ccxt_secrets['OKX_KEY']}, passphrase {ccxt_secrets['OKX_PASSPHRASE']}"
+    ccxt_rig.stub.add(BALANCE, Canned(401, json={"code": "50111", "msg": said}))
+    source = ccxt_rig.build(okx_table(ccxt_rig, fetch=["balances"]))
+    with pytest.raises(SourceError, match="credentials rejected") as caught:
+        await ccxt_rig.fetch(source)
+    assert "50111: Invalid OK-ACCESS-KEY" in str(caught.value)
+    assert_no_secret(ccxt_secrets, str(caught.value), repr(caught.value), caught.value.__cause__)
