@@ -64,15 +64,21 @@ class Reader:
         ts = self.stamp(balance.get("timestamp"), arrival_ms, problems)
         by_asset: dict[str, list[tuple[str, str]]] = {}
         for code in totals:
-            for venue_id in ids.get(code) or [code]:
-                by_asset.setdefault(self.desk_asset(venue_id, code), []).append((venue_id, code))
+            venue_ids = ids.get(code) or [code]
+            if len(venue_ids) > 1:  # CCXT kept one value for several venue codes: none can be told apart
+                problems.append(
+                    f"balance {code}: the venue reports it under {len(venue_ids)} codes ({', '.join(venue_ids)}) "
+                    "that CCXT merges into one; not published"
+                )
+                continue
+            by_asset.setdefault(self.desk_asset(venue_ids[0], code), []).append((venue_ids[0], code))
         out = []
         for asset, sources in by_asset.items():
             venue_ids = [venue_id for venue_id, _ in sources]
             if len(sources) > 1:
                 problems.append(
                     f"balance {asset}: the venue reports it under {len(sources)} codes ({', '.join(venue_ids)}) "
-                    "that map to one asset; not published (map them apart with `assets`)"
+                    "that `assets` maps to one asset; not published"
                 )
                 continue
             venue_id, code = sources[0]
