@@ -94,22 +94,13 @@ class Reader:
                         account=self.account,
                         asset=asset,
                         balance=value,
-                        **self._venue_asset(venue_id, asset),
+                        # the venue's own code, shown by `navstream nav` as "BTC (kraken: XXBT)"
+                        venue_asset=venue_id if venue_id != asset else None,
                     )
                 )
             except ValueError as exc:
                 problems.append(f"balance {quoted(asset)}: {exc}; not published")
         return out
-
-    @staticmethod
-    def _venue_asset(venue_id: str, asset: str) -> dict[str, Any]:
-        """``venue_asset`` for a Balance when the venue's code differs from the desk's.
-
-        The one place it is set (an optional field of the ``balance`` event, shown by
-        ``navstream nav`` as "BTC (kraken: XXBT)")."""
-        if venue_id == asset or "venue_asset" not in Balance.__struct_fields__:
-            return {}
-        return {"venue_asset": venue_id}
 
     # --- positions --------------------------------------------------------------------------
 
