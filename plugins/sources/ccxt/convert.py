@@ -54,17 +54,27 @@ class Reader:
     # --- balances ---------------------------------------------------------------------------
 
     def balances(
-        self, balance: Any, ids: Mapping[str, list[str]], arrival_ms: int, problems: list[str]
+        self,
+        balance: Any,
+        ids: Mapping[str, list[str]],
+        arrival_ms: int,
+        problems: list[str],
+        held: Mapping[str, str | None] | None = None,
     ) -> list[Balance]:
         """One ``balance`` per asset of CCXT's ``total`` (free + used, exact). ``ids`` is what CCXT
-        mapped each code from; two venue ids on one desk asset are a problem for that asset."""
+        mapped each code from; two venue ids on one desk asset are a problem for that asset.
+        ``held`` (desk asset -> its ``venue_asset``) is what earlier answers published: an asset
+        of it this answer does not mention at all is published as 0 (sold out, withdrawn,
+        liquidated); one it mentions with a problem is neither published nor zeroed."""
         totals = balance.get("total") if isinstance(balance, dict) else None
         if not isinstance(totals, dict):
             raise ValueError("the balance answer has no totals")
         ts = self.stamp(balance.get("timestamp"), arrival_ms, problems)
         by_asset: dict[str, list[tuple[str, str]]] = {}
+        mentioned: set[str] = set()
         for code in totals:
             venue_ids = ids.get(code) or [code]
+            mentioned.update(self.desk_asset(venue_id, code) for venue_id in venue_ids)
             if len(venue_ids) > 1:  # CCXT kept one value for several venue codes: none can be told apart
                 problems.append(
                     f"balance {code}: the venue reports it under {len(venue_ids)} codes ({', '.join(venue_ids)}) "
@@ -100,6 +110,18 @@ class Reader:
                 )
             except ValueError as exc:
                 problems.append(f"balance {quoted(asset)}: {exc}; not published")
+        for asset, venue_asset in (held or {}).items():
+            if asset not in mentioned:  # gone from a successful answer: the venue holds none now
+                out.append(
+                    Balance(
+                        ts=ts,
+                        venue=self.venue,
+                        account=self.account,
+                        asset=asset,
+                        balance=ZERO,
+                        venue_asset=venue_asset,
+                    )
+                )
         return out
 
     # --- positions --------------------------------------------------------------------------

@@ -30,7 +30,8 @@ SPOT_TYPES = {"spot", "margin"}
 CONTRACT_TYPES = {"swap", "future", "linear", "inverse"}
 #: What CCXT's parsers (and ours) raise on an answer of the wrong shape or with garbage in it.
 UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
-#: Symbols remembered to publish as 0 once their position is gone; beyond it the oldest go.
+#: Symbols (assets) remembered to publish as 0 once their position (balance) is gone; beyond
+#: it the oldest go.
 MAX_SYMBOLS = 5_000
 
 
@@ -60,6 +61,10 @@ class CcxtSource(BaseSource):
         self.markets_at: float | None = None
         #: Every position symbol seen, published as 0 once the venue stops listing it.
         self.held: dict[str, None] = {}
+        #: Every desk asset published (-> its venue code), published as 0 once a successful
+        #: balance answer omits it. In-process only: after a restart, assets held before are not
+        #: known, and the NAV marks their last value stale at its age limit.
+        self.assets_held: dict[str, str | None] = {}
 
     @staticmethod
     def api_urls(urls: Any) -> list[str]:
@@ -146,7 +151,12 @@ class CcxtSource(BaseSource):
                 f"{self.venue} balances: the answer holds no {self.cfg.market_type} wallet (no asset at all); "
                 "nothing published"
             )
-        return list(self.reader.balances(balance, ids, arrival, problems))
+        out = self.reader.balances(balance, ids, arrival, problems, self.assets_held)
+        for event in out:
+            self.assets_held[event.asset] = event.venue_asset
+        while len(self.assets_held) > MAX_SYMBOLS:
+            del self.assets_held[next(iter(self.assets_held))]
+        return list(out)
 
     async def _positions(self, problems: list[str]) -> list[SourceEvent]:
         wanted = self._listed(self.cfg.position_symbols, "position", problems) if self.cfg.position_symbols else None

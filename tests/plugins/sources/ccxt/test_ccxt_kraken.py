@@ -245,15 +245,53 @@ async def test_a_symbol_kraken_does_not_list_and_one_missing_from_the_answer_are
     assert kraken.stub.to(TICKER)[0].param("pair") == "XXBTZUSD,XETHZUSD", "the unlisted one is not asked"
 
 
-async def test_an_asset_gone_from_the_balance_is_absent_not_zero(kraken: CcxtRig, payloads: Payloads) -> None:
+async def test_an_asset_gone_from_the_balance_is_published_as_zero(kraken: CcxtRig, payloads: Payloads) -> None:
+    """A withdrawn or liquidated wallet must read 0, never keep its last value until it ages out."""
     source = kraken.build(table(kraken, fetch=["balances"]))
     await kraken.fetch(source)
     balance = payloads.json("kraken", "BalanceEx")
     del balance["result"]["XXDG"]  # Kraken omits an asset no longer held
+    kraken.stub.add(BALANCE, Canned(json=balance), Canned(json=balance))
+    kraken.clock.advance(5000)
+    fetched = await kraken.fetch(source)
+    assert {(e.asset, str(e.balance)) for e in fetched.events if e.asset != "USD"} == {
+        ("BTC", "0.1000000000000000055511"),
+        ("ETH", "0E-10"),
+        ("EUR", "500.0001"),
+        ("DOGE", "0"),
+    }
+    (doge,) = [e for e in fetched.events if e.asset == "DOGE"]
+    assert doge.venue_asset == "XXDG" and doge.ts == START_MS + 5000 and doge.account == "kr-main"
+    assert fetched.problems == []
+    again = await kraken.fetch(source)  # absolute snapshots: the 0 is sent again while it stays gone
+    assert [str(e.balance) for e in again.events if e.asset == "DOGE"] == ["0"]
+
+
+async def test_a_failed_or_unreadable_balance_answer_zeroes_nothing(kraken: CcxtRig, payloads: Payloads) -> None:
+    source = kraken.build(table(kraken, fetch=["balances"]))
+    await kraken.fetch(source)
+    kraken.stub.add(BALANCE, Canned(json={"error": ["EService:Unavailable"]}))
+    with pytest.raises(SourceError, match="venue unavailable"):
+        await kraken.fetch(source)
+    kraken.stub.add(BALANCE, Canned(json={"error": [], "result": {}}))
+    with pytest.raises(SourceError, match="nothing published"):
+        await kraken.fetch(source)
+    balance = payloads.json("kraken", "BalanceEx")
+    balance["result"]["XXDG"]["balance"] = "1.0000000000000000000000000000001"  # there, but not exact: no 0
     kraken.stub.add(BALANCE, Canned(json=balance))
     fetched = await kraken.fetch(source)
-    assert {e.asset for e in fetched.events} == {"BTC", "USD", "ETH", "EUR"}
-    assert fetched.problems == []
+    assert "DOGE" not in {e.asset for e in fetched.events}
+    (problem,) = fetched.problems
+    assert problem.startswith("balance DOGE: total '1.0000000000000000000000000000001'")
+
+
+async def test_an_asset_under_two_codes_is_neither_published_nor_zeroed(kraken: CcxtRig, payloads: Payloads) -> None:
+    source = kraken.build(table(kraken, fetch=["balances"]))
+    assert "BTC" in {e.asset for e in (await kraken.fetch(source)).events}
+    kraken.stub.add(BALANCE, payloads.canned("kraken", "BalanceEx-XXBT-and-XBT"))
+    fetched = await kraken.fetch(source)
+    assert "BTC" not in {e.asset for e in fetched.events}, "its value is unknown: not 0 either"
+    assert [p for p in fetched.problems if p.startswith("balance BTC:")]
 
 
 async def test_an_empty_balance_answer_fails_rather_than_reporting_nothing_held(
