@@ -3,8 +3,9 @@
 Every amount is the venue's decimal string (``number = str``), read with navstream's number
 grammar (``common.exact``): a value that does not parse, or a ``None`` where the contract needs
 a value, is a problem and the value is not published, never 0. Times are the venue's where the
-unified structure has one (see docs/sources.md for each exchange and kind), else the arrival
-time; a venue clock more than 5 s ahead is reported and not trusted, as in the other sources.
+answer has one (positions: the answer's, never a position's own last change; see
+docs/sources.md for each exchange and kind), else the arrival time; a venue clock more than
+5 s ahead is reported and not trusted, as in the other sources.
 """
 
 from __future__ import annotations
@@ -126,9 +127,12 @@ class Reader:
 
     # --- positions --------------------------------------------------------------------------
 
-    def positions(self, positions: Any, arrival_ms: int, problems: list[str]) -> dict[str, Position | None]:
+    def positions(self, positions: Any, ts: int, arrival_ms: int, problems: list[str]) -> dict[str, Position | None]:
         """Symbol -> its ``position`` (signed qty = +/- contracts x contract size), or None when
-        the venue listed it but a value the contract needs is unusable (a problem says which)."""
+        the venue listed it but a value the contract needs is unusable (a problem says which).
+        Every position is stamped ``ts``, the answer's time: a position's own time is when it
+        last *changed* (an untouched one would look hours old to the risk gate), and serves
+        only to spot a venue clock running ahead of ours."""
         if not isinstance(positions, list):
             raise ValueError("the positions answer is not a list")
         out: dict[str, Position | None] = {}
@@ -137,7 +141,10 @@ class Reader:
             if not isinstance(symbol, str) or not symbol:
                 problems.append("a position without a symbol in the answer; not published")
                 continue
-            position = self._position(symbol, entry, arrival_ms, problems)
+            changed = epoch_ms(entry.get("lastUpdateTimestamp") or entry.get("timestamp"))
+            if changed is not None and skewed(changed, arrival_ms) and skew_problem(self.venue) not in problems:
+                problems.append(skew_problem(self.venue))
+            position = self._position(symbol, entry, ts, problems)
             if symbol in out:  # hedge mode: a long and a short leg of one symbol
                 problems.append(f"position {symbol}: listed twice (hedge mode?); not published")
                 out[symbol] = None
@@ -145,7 +152,7 @@ class Reader:
             out[symbol] = position
         return out
 
-    def _position(self, symbol: str, entry: dict[str, Any], arrival_ms: int, problems: list[str]) -> Position | None:
+    def _position(self, symbol: str, entry: dict[str, Any], ts: int, problems: list[str]) -> Position | None:
         contracts, size = exact(entry.get("contracts")), entry.get("contractSize")
         multiplier = Decimal(1) if size is None else exact(size)
         side = entry.get("side")
@@ -169,7 +176,6 @@ class Reader:
         qty = EXACT.multiply(contracts, multiplier)
         if side == "short":
             qty = -qty
-        ts = self.stamp(entry.get("lastUpdateTimestamp") or entry.get("timestamp"), arrival_ms, problems)
         try:
             return Position(
                 ts=ts,

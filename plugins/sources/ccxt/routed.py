@@ -29,6 +29,9 @@ from navstream import SourceContext, SourceError, clip
 #: The CCXT cost of the request being prepared: ``throttle`` sets it and ``fetch`` reads it, in
 #: the same task (CCXT's ``fetch2`` awaits one, then calls ``sign`` and the other).
 _COST: ContextVar[float] = ContextVar("navstream_ccxt_cost", default=1.0)
+#: Exchange id -> the key of its answers' envelope holding the server's time of the answer
+#: (epoch ms). Exchanges not listed have none: their answers are stamped on arrival.
+SERVER_TIME = {"bybit": "time"}
 
 
 def exact_json(text: str) -> Any:
@@ -57,6 +60,8 @@ def routed(cls: type[Any]) -> type[Any]:
         navstream_deadline: float = 0.0
         #: While a balance is parsed: unified code -> the venue ids that CCXT mapped onto it.
         navstream_ids: dict[str, list[str]] | None = None
+        #: While positions are asked: each answer's envelope time (``SERVER_TIME``), as sent.
+        navstream_times: list[Any] | None = None
 
         async def throttle(self, cost: Any = None) -> None:
             _COST.set(1.0 if cost is None else float(cost))
@@ -93,6 +98,9 @@ def routed(cls: type[Any]) -> type[Any]:
                 raise SourceError(f"HTTP {response.status_code} on {what}: {clip(text.strip(), 200)}")
             if parsed is None:
                 raise SourceError(f"{what}: malformed JSON in the answer: {clip(text.strip(), 120) or '(empty body)'}")
+            key = SERVER_TIME.get(self.id)
+            if self.navstream_times is not None:
+                self.navstream_times.append(parsed.get(key) if key and isinstance(parsed, dict) else None)
             return parsed
 
     Routed.__name__ = Routed.__qualname__ = f"Routed_{cls.__name__}"

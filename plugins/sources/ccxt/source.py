@@ -16,7 +16,7 @@ from typing import Any
 
 from navstream import Fetched, SourceContext, SourceError, SourceEvent, clip
 
-from ..common import BaseSource, deadline
+from ..common import BaseSource, deadline, epoch_ms
 from .convert import Reader
 from .errors import is_ccxt_error, source_error
 from .routed import build_exchange
@@ -162,13 +162,22 @@ class CcxtSource(BaseSource):
         wanted = self._listed(self.cfg.position_symbols, "position", problems) if self.cfg.position_symbols else None
         if wanted == []:
             return []
-        answer = await self.exchange.fetch_positions(wanted)
+        self.exchange.navstream_times = []
+        try:
+            answer = await self.exchange.fetch_positions(wanted)
+            times = self.exchange.navstream_times
+        finally:
+            self.exchange.navstream_times = None
         arrival = self.ctx.clock.now_ms()
-        read = self.reader.positions(answer, arrival, problems)
+        # the answer's time (the oldest envelope's when CCXT asked several pages), never a
+        # position's own last-change time: an untouched position is as fresh as the answer
+        venue_ms = [t for t in map(epoch_ms, times) if t is not None]
+        ts = self.reader.stamp(min(venue_ms) if venue_ms and len(venue_ms) == len(times) else None, arrival, problems)
+        read = self.reader.positions(answer, ts, arrival, problems)
         out: list[SourceEvent] = [p for p in read.values() if p is not None]
         for symbol in self.held:
             if symbol not in read and (wanted is None or symbol in wanted):
-                out.append(self.reader.closed(symbol, arrival))
+                out.append(self.reader.closed(symbol, ts))
         for symbol in read:
             self.held.setdefault(symbol)
         while len(self.held) > MAX_SYMBOLS:

@@ -4,7 +4,7 @@
 ``parse_*`` methods; amounts as Bybit sends them, JSON strings, chosen so a float corrupts them).
 
 What Bybit adds to the other venues tested here: an envelope ``{"retCode", "retMsg", "result",
-"time"}`` whose ``time`` is the balance's timestamp; errors as HTTP 200 with a ``retCode``
+"time"}`` whose ``time`` is the balances' and the positions' timestamp; errors as HTTP 200 with a ``retCode``
 (10003 invalid key, 10005 permission denied) or as HTTP 401; instruments cursor-paginated
 (``nextPageCursor``) with a second ``status=PreLaunch`` request for linear contracts; positions
 with an unsigned ``size`` and a ``side``; tickers without a time of their own.
@@ -29,8 +29,9 @@ if TYPE_CHECKING:  # the shared rig's types (conftest.py is not importable as a 
 
 #: The envelope ``time`` of the recorded wallet answer: the balances' ``ts``.
 WALLET_TIME = 1_765_000_000_456
-#: ``updatedTime`` of the recorded positions: their ``ts``.
-BTC_UPDATED, ETH_UPDATED = 1_765_000_000_111, 1_764_990_000_222
+#: The envelope ``time`` of the recorded positions answer: every position's ``ts`` (the
+#: positions' own ``updatedTime``, when each last changed, is never their ``ts``).
+POSITIONS_TIME = 1_765_000_000_789
 INSTRUMENTS, WALLET, POSITIONS, TICKERS = (
     "/v5/market/instruments-info",
     "/v5/account/wallet-balance",
@@ -117,10 +118,10 @@ async def test_balances_positions_and_prices_reach_p_events_exactly(
             "97012.123456789012345",
             "97100.100000000000000001",
             "-8.7976543210987654",
-            BTC_UPDATED,
+            POSITIONS_TIME,
         ),
         # from the second page of linear instruments: the cursor was followed
-        "ETH/USDT:USDT": ("2.5", "3401.37", "3422.12", "51.875", ETH_UPDATED),
+        "ETH/USDT:USDT": ("2.5", "3401.37", "3422.12", "51.875", POSITIONS_TIME),
     }
     prices = {(e.base, e.quote): e for e in by_type(run.events, Price)}
     assert {k: str(e.price) for k, e in prices.items()} == {
@@ -172,9 +173,29 @@ async def test_a_position_bybit_stops_listing_is_published_closed(bybit: CcxtRig
     bybit.stub.add(f"{POSITIONS}?category=linear", Canned(json=positions))
     fetched = await bybit.fetch(source)
     assert {(e.symbol, str(e.qty), e.ts) for e in fetched.events} == {
-        ("BTC/USDT:USDT", "-0.100000000000000001", BTC_UPDATED),
-        ("ETH/USDT:USDT", "0", START_MS),  # closed since the last answer: 0, stamped on arrival
+        ("BTC/USDT:USDT", "-0.100000000000000001", POSITIONS_TIME),
+        ("ETH/USDT:USDT", "0", POSITIONS_TIME),  # closed since the last answer: 0, at the answer's time
     }
+
+
+async def test_a_position_is_stamped_with_the_answer_time_never_its_last_change(
+    bybit: CcxtRig, payloads: Payloads
+) -> None:
+    """An untouched position is as fresh as the answer that lists it: stamped with its last
+    change, it would look hours old and the risk gate would veto on its age."""
+    source = bybit.build(table(bybit, fetch=["positions"]))
+    positions = payloads.json("bybit", "position-list-linear")
+    for entry in positions["result"]["list"]:
+        entry["updatedTime"] = str(POSITIONS_TIME - 86_400_000)  # untouched for a day
+    bybit.stub.add(f"{POSITIONS}?category=linear", Canned(json=positions))
+    fetched = await bybit.fetch(source)
+    assert {e.ts for e in fetched.events} == {POSITIONS_TIME} and fetched.problems == []
+    del positions["time"]  # no envelope time: the arrival time, still not the last change
+    positions["result"]["list"][0]["updatedTime"] = str(START_MS + 60_000)  # a venue clock ahead
+    bybit.stub.add(f"{POSITIONS}?category=linear", Canned(json=positions))
+    fetched = await bybit.fetch(source)
+    assert {e.ts for e in fetched.events} == {START_MS}
+    assert len(fetched.problems) == 1 and "ahead" in fetched.problems[0], "a venue clock ahead is still reported"
 
 
 # --- errors ---------------------------------------------------------------------------------------

@@ -67,7 +67,9 @@ async def test_okx_balances_positions_and_prices_reach_p_events_exactly(
     stub: HttpStub, payloads: Any, ingest_once: Any, ccxt_secrets: dict[str, str]
 ) -> None:
     okx_venue(stub, payloads)
+    before = int(time.time() * 1000)
     run = await ingest_once({"okx-main": okx_table(stub.url)})
+    after = int(time.time() * 1000)
     assert run.ok == {"okx-main": True}
     balances = {e.asset: e for e in run.events if isinstance(e, Balance)}
     assert {a: b.balance for a, b in balances.items()} == {
@@ -83,7 +85,9 @@ async def test_okx_balances_positions_and_prices_reach_p_events_exactly(
     assert position.entry_price == Decimal("97012.123456789012345")
     assert position.mark_price == Decimal("97100.100000000000000001")
     assert position.unrealized_pnl == Decimal("-0.0000000000000000001")
-    assert position.ts == 1765000000111, "the position's uTime"
+    # OKX's positions answer has no time of its own; the position's uTime (1765000000111) is
+    # when it last changed, not when the venue read it: the arrival time
+    assert before <= position.ts <= after
     prices = {(e.base, e.quote): e for e in run.events if isinstance(e, Price)}
     assert {k: p.price for k, p in prices.items()} == {
         ("BTC", "USDT"): Decimal("97012.100000000000000001"),
