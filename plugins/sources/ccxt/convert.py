@@ -202,6 +202,11 @@ class Reader:
         if not isinstance(ticker, dict):
             problems.append(f"price {symbol}: not in the venue's answer; not published (never as 0)")
             return None
+        if ticker.get("last") is None:
+            problems.append(
+                f"price {symbol}: no usable last price in the venue's answer; not published (never a derived one)"
+            )
+            return None
         last = exact(ticker.get("last"))
         if last is None or last <= 0:
             problems.append(f"price {symbol}: last {quoted(ticker.get('last'))}: not a usable price; not published")

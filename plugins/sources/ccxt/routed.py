@@ -66,6 +66,16 @@ def routed(cls: type[Any]) -> type[Any]:
         async def throttle(self, cost: Any = None) -> None:
             _COST.set(1.0 if cost is None else float(cost))
 
+        def safe_ticker(self, ticker: Any, market: Any = None) -> Any:
+            """CCXT's, except that a ticker the venue sent without a usable last price (absent,
+            empty, 0) keeps ``last`` (and ``close``) None: CCXT would make one up from the 24 h
+            open and change, or the average, and the source would publish it as a price."""
+            sent = self.omit_zero(self.safe_string_2(ticker, "close", "last"))
+            out = super().safe_ticker(ticker, market)
+            if sent is None and isinstance(out, dict):
+                out["last"] = out["close"] = None
+            return out
+
         def safe_currency_code(self, currency_id: Any, currency: Any = None) -> Any:
             code = super().safe_currency_code(currency_id, currency)
             if self.navstream_ids is not None and isinstance(currency_id, str) and isinstance(code, str):

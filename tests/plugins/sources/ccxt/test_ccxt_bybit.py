@@ -301,33 +301,33 @@ async def test_a_symbol_bybit_does_not_list_and_one_missing_from_the_answer_are_
     assert by_type(fetched.events, Balance), "the rest of the round is published"
 
 
-DERIVED = pytest.mark.xfail(
-    strict=True,
-    reason="kind: CCXT's safe_ticker makes up `last` from prevPrice24h x (1 + price24hPcnt) when Bybit's "
-    "lastPrice is 0 or empty (3435.7 here), and the kind publishes it; reported to the kind's owner",
-)
+NO_LAST = "no usable last price in the venue's answer; not published (never a derived one)"
 
 
 @pytest.mark.parametrize(
-    "last",
+    ("last", "said"),
     [
-        pytest.param("0", marks=DERIVED),
-        pytest.param("", marks=DERIVED),
-        "-3422.12",
+        # CCXT's safe_ticker would make up last from prevPrice24h x (1 + price24hPcnt), 3435.7 here
+        pytest.param("0", NO_LAST, id="zero"),
+        pytest.param("", NO_LAST, id="empty"),
+        pytest.param(None, NO_LAST, id="absent"),
+        pytest.param("-3422.12", "last '-3422.12': not a usable price; not published", id="negative"),
     ],
 )
-async def test_a_zero_empty_or_unreadable_last_price_is_a_problem(
-    bybit: CcxtRig, payloads: Payloads, last: str
+async def test_a_zero_empty_absent_or_negative_last_price_is_a_problem(
+    bybit: CcxtRig, payloads: Payloads, last: str | None, said: str
 ) -> None:
     source = bybit.build(table(bybit, fetch=["prices"]))
     tickers = payloads.json("bybit", "tickers-spot")
     (eth,) = [t for t in tickers["result"]["list"] if t["symbol"] == "ETHUSDT"]
-    eth["lastPrice"] = last
+    if last is None:
+        del eth["lastPrice"]
+    else:
+        eth["lastPrice"] = last
     bybit.stub.add(f"{TICKERS}?category=spot", Canned(json=tickers))
     fetched = await bybit.fetch(source)
-    assert [e.base for e in fetched.events] == ["BTC"]
-    (problem,) = fetched.problems
-    assert problem.startswith("price ETH/USDT: last ") and problem.endswith("not a usable price; not published")
+    assert [(e.base, str(e.price)) for e in fetched.events] == [("BTC", "97012.100000000000000001")]
+    assert fetched.problems == [f"price ETH/USDT: {said}"]
 
 
 async def test_a_price_ccxt_cannot_compute_with_fails_the_round_and_publishes_nothing(
