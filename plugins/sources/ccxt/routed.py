@@ -133,6 +133,21 @@ def build_exchange(
     exchange.on_json_response = exact_json
     exchange.timeout_on_exit = 0
     exchange.has["fetchCurrencies"] = False  # costly, often a private call a read-only key may not make
+    if market_type == "spot":
+        contracts_for_positions(exchange)
     if base_url:
         exchange.urls["api"] = rebase(exchange.urls["api"], base_url)
     return exchange
+
+
+def contracts_for_positions(exchange: Any) -> None:
+    """Positions exist for contracts only: with a spot wallet (``defaultType`` spot), exchanges
+    that take ``fetchPositions``' market type from CCXT's options would ask for spot positions,
+    which a venue refuses (Bybit: ``/v5/position/list?category=spot``). The method's own option
+    says swap instead; exchanges that ask for every position (OKX) or none by type (Kraken)
+    never read it, and no request gets an extra parameter. A type CCXT already set is kept."""
+    options = exchange.options.get("fetchPositions")
+    if options is None:
+        exchange.options["fetchPositions"] = {"defaultType": "swap"}
+    elif isinstance(options, dict) and options.get("defaultType") is None and options.get("type") is None:
+        options["defaultType"] = "swap"

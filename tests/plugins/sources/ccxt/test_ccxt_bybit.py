@@ -153,12 +153,9 @@ async def test_requests_are_signed_and_follow_the_instruments_cursor(bybit: Ccxt
     assert [r.param("category") for r in bybit.stub.to(TICKERS)] == ["spot"], "one request for both symbols"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kind: with market_type 'spot' (the default) CCXT asks /v5/position/list?category=spot, "
-    "which Bybit refuses (positions exist for contracts only); reported to the kind's owner",
-)
 async def test_positions_are_asked_for_contracts_whatever_the_wallet_type(bybit: CcxtRig) -> None:
+    """With market_type 'spot' (the default) CCXT alone asks /v5/position/list?category=spot,
+    which Bybit refuses (positions exist for contracts only)."""
     source = bybit.build(table(bybit, market_type="spot"))
     fetched = await bybit.fetch(source)
     assert {e.symbol for e in by_type(fetched.events, Position)} == {"BTC/USDT:USDT", "ETH/USDT:USDT"}

@@ -123,6 +123,7 @@ async def test_private_calls_are_signed_form_posts(kraken: CcxtRig) -> None:
     (positions,) = kraken.stub.to(POSITIONS)
     assert positions.method == "POST"
     assert positions.form["docalcs"] == ["true"] and positions.form["consolidation"] == ["market"]
+    assert set(positions.form) == {"nonce", "docalcs", "consolidation"}, "no extra parameter in the signed body"
     assert int(positions.form["nonce"][0]) > int(balance.form["nonce"][0]), "nonces only grow"
     (ticker,) = kraken.stub.to(TICKER)
     assert ticker.method == "GET" and ticker.param("pair") == "XXBTZUSD,XETHZUSD", "one request, Kraken's ids"

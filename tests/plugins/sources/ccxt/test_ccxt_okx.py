@@ -276,6 +276,16 @@ async def test_okx_an_empty_wallet_answer_fails_instead_of_reading_zero(ccxt_rig
 # --- positions -------------------------------------------------------------------------------------
 
 
+async def test_okx_positions_with_a_spot_wallet_ask_for_every_instrument_type(ccxt_rig: Any, payloads: Any) -> None:
+    """market_type 'spot' (the default) must not narrow OKX's positions: no instType, so swaps
+    and futures both come back."""
+    okx_venue(ccxt_rig.stub, payloads)
+    source = ccxt_rig.build(okx_table(ccxt_rig, fetch=["positions"], market_type="spot"))
+    fetched = await ccxt_rig.fetch(source)
+    assert [e.symbol for e in fetched.events] == ["BTC/USDT:USDT"] and fetched.problems == []
+    assert [r.raw_query for r in ccxt_rig.stub.to(POSITIONS)] == [""]
+
+
 async def test_okx_positions_long_closed_and_without_entry_price(ccxt_rig: Any, payloads: Any) -> None:
     okx_venue(ccxt_rig.stub, payloads)
     source = ccxt_rig.build(okx_table(ccxt_rig, fetch=["positions"]))
