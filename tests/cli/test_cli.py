@@ -11,12 +11,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from support.cli import key, opts
 
 from navstream.cli import build_parser, main
 
@@ -95,26 +95,6 @@ def order(**over: Any) -> dict[str, Any]:
 
 def jsonl(*entries: dict[str, Any]) -> str:
     return "".join(json.dumps(e) + "\n" for e in entries)
-
-
-@pytest.fixture
-def rb(real_backend: Any) -> Any:
-    return real_backend
-
-
-@pytest.fixture
-def r(rb: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(rb.url, decode_responses=True)
-    yield client
-    client.close()
-
-
-def opts(rb: Any) -> list[str]:
-    return ["--redis-url", rb.url, "--prefix", rb.prefix]
-
-
-def key(rb: Any, name: str) -> str:
-    return f"{rb.prefix}:{name}"
 
 
 def add_dead(r: redis.Redis, rb: Any, fields: dict[str, Any], source: str = "events", error: str = "boom") -> str:

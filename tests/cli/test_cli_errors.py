@@ -16,12 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from support.cli import key, opts
 
 import navstream.cli
 from navstream.cli import main
@@ -47,26 +47,6 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def env(**extra: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("NAVSTREAM_")} | extra
-
-
-@pytest.fixture
-def rb(real_backend: Any) -> Any:
-    return real_backend
-
-
-@pytest.fixture
-def r(rb: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(rb.url, decode_responses=True)
-    yield client
-    client.close()
-
-
-def opts(rb: Any) -> list[str]:
-    return ["--redis-url", rb.url, "--prefix", rb.prefix]
-
-
-def key(rb: Any, name: str) -> str:
-    return f"{rb.prefix}:{name}"
 
 
 def add_dead(r: redis.Redis, rb: Any, base: str) -> str:
