@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +33,28 @@ _COST: ContextVar[float] = ContextVar("navstream_ccxt_cost", default=1.0)
 #: Exchange id -> the key of its answers' envelope holding the server's time of the answer
 #: (epoch ms). Exchanges not listed have none: their answers are stamped on arrival.
 SERVER_TIME = {"bybit": "time"}
+
+
+def bybit_positions_scope(market: Any) -> dict[str, str] | None:
+    """Bybit's position list is read one category at a time, and for linear contracts one settle
+    coin at a time (with no symbol, CCXT asks ``settleCoin=USDT`` alone): the ``fetch_positions``
+    params of the slice holding ``market``'s positions, or None when it has none (spot)."""
+    if not isinstance(market, dict) or not market.get("contract"):
+        return None
+    if market.get("inverse"):
+        return {"type": "swap", "subType": "inverse"}
+    settle = market.get("settleId")
+    if market.get("linear") and isinstance(settle, str) and settle:
+        return {"type": "swap", "subType": "linear", "settleCoin": settle}
+    return None
+
+
+#: Exchange id -> the ``fetch_positions`` params of the slice of the venue's positions a market
+#: belongs to, for exchanges where one call reads one slice: a complete read asks every slice
+#: the loaded markets have, one call each. Exchanges not listed read every position in one call
+#: with no params (OKX: every instrument type; Kraken: the signed body stays exactly
+#: nonce/docalcs/consolidation).
+POSITIONS_SCOPE: dict[str, Callable[[Any], dict[str, str] | None]] = {"bybit": bybit_positions_scope}
 
 
 def exact_json(text: str) -> Any:

@@ -12,6 +12,7 @@ a transport error, the pool's ``RateLimited``) pass through unchanged.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from navstream import Fetched, SourceContext, SourceError, SourceEvent, clip
@@ -19,7 +20,7 @@ from navstream import Fetched, SourceContext, SourceError, SourceEvent, clip
 from ..common import BaseSource, deadline, epoch_ms
 from .convert import Reader
 from .errors import is_ccxt_error, source_error
-from .routed import build_exchange
+from .routed import POSITIONS_SCOPE, build_exchange
 from .settings import CREDENTIALS, CcxtSettings, exchange_class
 
 #: Markets are loaded again after this long (listings and contract sizes change, rarely).
@@ -158,25 +159,60 @@ class CcxtSource(BaseSource):
             del self.assets_held[next(iter(self.assets_held))]
         return list(out)
 
+    def _position_queries(
+        self, wanted: list[str] | None, problems: list[str]
+    ) -> tuple[list[tuple[list[str] | None, dict[str, str]]], Callable[[str], bool]]:
+        """The ``fetch_positions`` calls (symbols, params) that together read every position
+        asked for, and which symbols they read (a held symbol outside them is never zeroed).
+        An exchange in ``POSITIONS_SCOPE`` is asked one call per slice (Bybit: category and
+        settle coin) that the wanted symbols, or else the loaded markets, have."""
+        scope = POSITIONS_SCOPE.get(self.exchange.id)
+        if scope is None:
+            return [(wanted, {})], lambda symbol: wanted is None or symbol in wanted
+        markets = self.exchange.markets or {}
+        slices: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        for symbol in wanted if wanted is not None else markets:
+            params = scope(markets.get(symbol))
+            if params is not None:
+                slices.setdefault(tuple(sorted(params.items())), params)
+            elif wanted is not None:
+                problems.append(
+                    f"position {symbol}: not a contract {self.cfg.exchange} keeps positions of; not published"
+                )
+        queries: list[tuple[list[str] | None, dict[str, str]]] = [(None, dict(slices[k])) for k in sorted(slices)]
+
+        def read(symbol: str) -> bool:
+            params = scope(markets.get(symbol))
+            asked = params is not None and tuple(sorted(params.items())) in slices
+            return asked and (wanted is None or symbol in wanted)
+
+        return queries, read
+
     async def _positions(self, problems: list[str]) -> list[SourceEvent]:
         wanted = self._listed(self.cfg.position_symbols, "position", problems) if self.cfg.position_symbols else None
         if wanted == []:
             return []
+        queries, covered = self._position_queries(wanted, problems)
         self.exchange.navstream_times = []
+        answer: list[Any] = []
         try:
-            answer = await self.exchange.fetch_positions(wanted)
+            for symbols, params in queries:  # one failing fails the round: never a partial read as complete
+                part = await self.exchange.fetch_positions(symbols, params)
+                if not isinstance(part, list):
+                    raise ValueError("the positions answer is not a list")
+                answer.extend(p for p in part if wanted is None or not isinstance(p, dict) or p.get("symbol") in wanted)
             times = self.exchange.navstream_times
         finally:
             self.exchange.navstream_times = None
         arrival = self.ctx.clock.now_ms()
-        # the answer's time (the oldest envelope's when CCXT asked several pages), never a
-        # position's own last-change time: an untouched position is as fresh as the answer
+        # the answer's time (the oldest envelope's when CCXT asked several pages or slices),
+        # never a position's own last-change time: an untouched position is as fresh as the answer
         venue_ms = [t for t in map(epoch_ms, times) if t is not None]
         ts = self.reader.stamp(min(venue_ms) if venue_ms and len(venue_ms) == len(times) else None, arrival, problems)
         read = self.reader.positions(answer, ts, arrival, problems)
         out: list[SourceEvent] = [p for p in read.values() if p is not None]
         for symbol in self.held:
-            if symbol not in read and (wanted is None or symbol in wanted):
+            if symbol not in read and covered(symbol):
                 out.append(self.reader.closed(symbol, ts))
         for symbol in read:
             self.held.setdefault(symbol)

@@ -57,7 +57,9 @@ def serve_bybit(stub: HttpStub, payloads: Payloads) -> None:
     always("/v5/user/query-api", "user-query-api")
     always("/v5/account/info", "account-info")
     always(WALLET, "wallet-balance-unified")
-    always(f"{POSITIONS}?category=linear", "position-list-linear")
+    always(f"{POSITIONS}?category=linear", "position-list-linear")  # settleCoin=USDT
+    always(f"{POSITIONS}?category=linear&settleCoin=USDC", "position-list-linear-usdc")
+    always(f"{POSITIONS}?category=inverse", "position-list-inverse")
     always(POSITIONS, "error-10001-illegal-category")  # Bybit keeps positions of contracts only
     always(f"{TICKERS}?category=spot", "tickers-spot")
     always(f"{TICKERS}?category=linear", "tickers-linear")
@@ -122,6 +124,16 @@ async def test_balances_positions_and_prices_reach_p_events_exactly(
         ),
         # from the second page of linear instruments: the cursor was followed
         "ETH/USDT:USDT": ("2.5", "3401.37", "3422.12", "51.875", POSITIONS_TIME),
+        # settled in USDC and inverse: asked apart (CCXT alone asks settleCoin=USDT only);
+        # stamped with the oldest of the three answers' times
+        "BTC/USDC:USDC": (
+            "0.300000000000000003",
+            "96999.900000000000000001",
+            "97100.1",
+            "30.06",
+            POSITIONS_TIME,
+        ),
+        "BTC/USD:BTC": ("-12345", "97050.55", "97100.1", "-0.000065000000000001", POSITIONS_TIME),
     }
     prices = {(e.base, e.quote): e for e in by_type(run.events, Price)}
     assert {k: str(e.price) for k, e in prices.items()} == {
@@ -148,7 +160,7 @@ async def test_requests_are_signed_and_follow_the_instruments_cursor(bybit: Ccxt
     assert bybit.ctx.env["BYBIT_SECRET"] not in repr(bybit.stub.requests)
     (page2,) = bybit.stub.to(f"{INSTRUMENTS}?cursor={CURSOR}")
     assert page2.param("category") == "linear"
-    (positions,) = bybit.stub.to(POSITIONS)
+    (positions,) = bybit.stub.to(f"{POSITIONS}?settleCoin=USDT")
     assert positions.param("category") == "linear" and "x-bapi-sign" in positions.headers
     assert [r.param("category") for r in bybit.stub.to(TICKERS)] == ["spot"], "one request for both symbols"
 
@@ -158,8 +170,73 @@ async def test_positions_are_asked_for_contracts_whatever_the_wallet_type(bybit:
     which Bybit refuses (positions exist for contracts only)."""
     source = bybit.build(table(bybit, market_type="spot"))
     fetched = await bybit.fetch(source)
-    assert {e.symbol for e in by_type(fetched.events, Position)} == {"BTC/USDT:USDT", "ETH/USDT:USDT"}
-    assert [r.param("category") for r in bybit.stub.to(POSITIONS)] == ["linear"]
+    assert {e.symbol for e in by_type(fetched.events, Position)} == {
+        "BTC/USDT:USDT",
+        "ETH/USDT:USDT",
+        "BTC/USDC:USDC",
+        "BTC/USD:BTC",
+    }
+    assert sorted(r.param("category") for r in bybit.stub.to(POSITIONS)) == ["inverse", "linear", "linear"]
+
+
+def slices(rig: CcxtRig) -> list[tuple[str, str | None]]:
+    """(category, settleCoin) of each positions request, in order."""
+    return [(r.param("category"), (r.query.get("settleCoin") or [None])[0]) for r in rig.stub.to(POSITIONS)]
+
+
+async def test_positions_of_every_settle_coin_and_category_are_read(bybit: CcxtRig) -> None:
+    """With no position_symbols CCXT asks Bybit for linear USDT positions only: USDC-settled and
+    inverse ones would be missing silently and the risk gate would underestimate exposure."""
+    source = bybit.build(table(bybit, fetch=["positions"]))
+    fetched = await bybit.fetch(source)
+    assert {(e.symbol, str(e.qty)) for e in fetched.events} == {
+        ("BTC/USDT:USDT", "-0.100000000000000001"),
+        ("ETH/USDT:USDT", "2.5"),
+        ("BTC/USDC:USDC", "0.300000000000000003"),
+        ("BTC/USD:BTC", "-12345"),
+    }
+    assert fetched.problems == []
+    # one request per slice the loaded markets have, none with CCXT's own parameters
+    assert slices(bybit) == [("linear", "USDC"), ("linear", "USDT"), ("inverse", None)]
+    for request in bybit.stub.to(POSITIONS):
+        assert "type" not in request.query and "subType" not in request.query
+        assert "x-bapi-sign" in request.headers
+
+
+async def test_several_position_symbols_are_read_per_slice(bybit: CcxtRig) -> None:
+    """CCXT refuses more than one symbol for Bybit (ArgumentsRequired); the source asks each
+    slice (category, settle coin) the symbols are in once, and keeps only those symbols."""
+    wanted = ["BTC/USDT:USDT", "ETH/USDT:USDT", "BTC/USD:BTC", "BTC/USDT"]
+    source = bybit.build(table(bybit, fetch=["positions"], position_symbols=wanted))
+    fetched = await bybit.fetch(source)
+    assert {(e.symbol, str(e.qty)) for e in fetched.events} == {
+        ("BTC/USDT:USDT", "-0.100000000000000001"),
+        ("ETH/USDT:USDT", "2.5"),
+        ("BTC/USD:BTC", "-12345"),
+    }, "BTC/USDC:USDC is not asked for"
+    assert fetched.problems == ["position BTC/USDT: not a contract bybit keeps positions of; not published"]
+    assert slices(bybit) == [("linear", "USDT"), ("inverse", None)]
+
+
+async def test_a_slice_that_fails_fails_the_round_and_zeroes_nothing(bybit: CcxtRig, payloads: Payloads) -> None:
+    """A complete read is every slice or nothing: a failed inverse read is never taken for
+    'no inverse position' (which would publish it as 0), nor the other slices as the whole."""
+    source = bybit.build(table(bybit, fetch=["positions"]))
+    assert len((await bybit.fetch(source)).events) == 4
+    bybit.stub.add(f"{POSITIONS}?category=inverse", payloads.canned("bybit", "error-10005-permission-denied"))
+    with pytest.raises(SourceError, match=r"bybit positions: the key lacks a permission"):
+        await bybit.fetch(source)
+    # the inverse position gone, read completely: now, and only now, published as 0
+    inverse = payloads.json("bybit", "position-list-inverse")
+    inverse["result"]["list"] = []
+    bybit.stub.add(f"{POSITIONS}?category=inverse", Canned(json=inverse))
+    fetched = await bybit.fetch(source)
+    assert {(e.symbol, str(e.qty)) for e in fetched.events} == {
+        ("BTC/USDT:USDT", "-0.100000000000000001"),
+        ("ETH/USDT:USDT", "2.5"),
+        ("BTC/USDC:USDC", "0.300000000000000003"),
+        ("BTC/USD:BTC", "0"),
+    }
 
 
 async def test_a_position_bybit_stops_listing_is_published_closed(bybit: CcxtRig, payloads: Payloads) -> None:
@@ -169,7 +246,7 @@ async def test_a_position_bybit_stops_listing_is_published_closed(bybit: CcxtRig
     positions["result"]["list"] = [p for p in positions["result"]["list"] if p["symbol"] != "ETHUSDT"]
     bybit.stub.add(f"{POSITIONS}?category=linear", Canned(json=positions))
     fetched = await bybit.fetch(source)
-    assert {(e.symbol, str(e.qty), e.ts) for e in fetched.events} == {
+    assert {(e.symbol, str(e.qty), e.ts) for e in fetched.events if e.symbol.endswith(":USDT")} == {
         ("BTC/USDT:USDT", "-0.100000000000000001", POSITIONS_TIME),
         ("ETH/USDT:USDT", "0", POSITIONS_TIME),  # closed since the last answer: 0, at the answer's time
     }
