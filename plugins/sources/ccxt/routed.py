@@ -55,6 +55,9 @@ def bybit_positions_scope(market: Any) -> dict[str, str] | None:
 #: with no params (OKX: every instrument type; Kraken: the signed body stays exactly
 #: nonce/docalcs/consolidation).
 POSITIONS_SCOPE: dict[str, Callable[[Any], dict[str, str] | None]] = {"bybit": bybit_positions_scope}
+#: Most positions one ``fetch_positions`` call returns, where CCXT asks one page and does not
+#: follow the venue's cursor (Bybit: ``limit=200``): a full page may be one of several.
+POSITIONS_PAGE: dict[str, int] = {"bybit": 200}
 
 
 def exact_json(text: str) -> Any:

@@ -20,7 +20,7 @@ from navstream import Fetched, SourceContext, SourceError, SourceEvent, clip
 from ..common import BaseSource, deadline, epoch_ms
 from .convert import Reader
 from .errors import is_ccxt_error, source_error
-from .routed import POSITIONS_SCOPE, build_exchange
+from .routed import POSITIONS_PAGE, POSITIONS_SCOPE, build_exchange
 from .settings import CREDENTIALS, CcxtSettings, exchange_class
 
 #: Markets are loaded again after this long (listings and contract sizes change, rarely).
@@ -200,6 +200,12 @@ class CcxtSource(BaseSource):
                 part = await self.exchange.fetch_positions(symbols, params)
                 if not isinstance(part, list):
                     raise ValueError("the positions answer is not a list")
+                page = POSITIONS_PAGE.get(self.exchange.id)
+                if page is not None and len(part) >= page:  # more may follow: never taken as the whole
+                    raise SourceError(
+                        f"{self.venue} positions: one answer holds {len(part)} positions, a full page of "
+                        f"{page}, and more may follow unread; none is published or closed"
+                    )
                 answer.extend(p for p in part if wanted is None or not isinstance(p, dict) or p.get("symbol") in wanted)
             times = self.exchange.navstream_times
         finally:

@@ -239,6 +239,20 @@ async def test_a_slice_that_fails_fails_the_round_and_zeroes_nothing(bybit: Ccxt
     }
 
 
+async def test_a_full_page_of_positions_fails_the_round_and_closes_nothing(bybit: CcxtRig, payloads: Payloads) -> None:
+    """CCXT asks Bybit for one page (limit 200) and never follows its cursor: a full page may be
+    one of several, and the positions on the next would be missed, or published as closed."""
+    source = bybit.build(table(bybit, fetch=["positions"]))
+    assert len((await bybit.fetch(source)).events) == 4
+    inverse = payloads.json("bybit", "position-list-inverse")
+    (one,) = inverse["result"]["list"]
+    inverse["result"]["list"] = [one] * 200
+    inverse["result"]["nextPageCursor"] = "page2"
+    bybit.stub.add(f"{POSITIONS}?category=inverse", Canned(json=inverse))
+    with pytest.raises(SourceError, match=r"bybit positions: one answer holds 200 positions, a full page of 200"):
+        await bybit.fetch(source)
+
+
 async def test_a_position_bybit_stops_listing_is_published_closed(bybit: CcxtRig, payloads: Payloads) -> None:
     source = bybit.build(table(bybit, fetch=["positions"]))
     await bybit.fetch(source)
