@@ -127,12 +127,17 @@ class Reader:
 
     # --- positions --------------------------------------------------------------------------
 
-    def positions(self, positions: Any, ts: int, arrival_ms: int, problems: list[str]) -> dict[str, Position | None]:
+    def positions(
+        self, positions: Any, ts: int, arrival_ms: int, problems: list[str], markets: Mapping[str, Any] | None = None
+    ) -> dict[str, Position | None]:
         """Symbol -> its ``position`` (signed qty = +/- contracts x contract size), or None when
         the venue listed it but a value the contract needs is unusable (a problem says which).
         Every position is stamped ``ts``, the answer's time: a position's own time is when it
         last *changed* (an untouched one would look hours old to the risk gate), and serves
-        only to spot a venue clock running ahead of ours."""
+        only to spot a venue clock running ahead of ours. With ``markets`` (the loaded ones), a
+        position is read only on a loaded market: one whose market is not loaded (an OKX option,
+        a contract listed since the last load) has an unknown size (CCXT may say 1) and is a
+        problem, never a qty off by it; no size counts one unit per contract only off contracts."""
         if not isinstance(positions, list):
             raise ValueError("the positions answer is not a list")
         out: dict[str, Position | None] = {}
@@ -144,7 +149,7 @@ class Reader:
             changed = epoch_ms(entry.get("lastUpdateTimestamp") or entry.get("timestamp"))
             if changed is not None and skewed(changed, arrival_ms) and skew_problem(self.venue) not in problems:
                 problems.append(skew_problem(self.venue))
-            position = self._position(symbol, entry, ts, problems)
+            position = self._position(symbol, entry, ts, problems, markets)
             if symbol in out:  # hedge mode: a long and a short leg of one symbol
                 problems.append(f"position {symbol}: listed twice (hedge mode?); not published")
                 out[symbol] = None
@@ -152,9 +157,16 @@ class Reader:
             out[symbol] = position
         return out
 
-    def _position(self, symbol: str, entry: dict[str, Any], ts: int, problems: list[str]) -> Position | None:
+    def _position(
+        self, symbol: str, entry: dict[str, Any], ts: int, problems: list[str], markets: Mapping[str, Any] | None
+    ) -> Position | None:
         contracts, size = exact(entry.get("contracts")), entry.get("contractSize")
         multiplier = Decimal(1) if size is None else exact(size)
+        market = markets.get(symbol) if markets is not None else None
+        if markets is not None and not isinstance(market, dict):  # CCXT may make a size up (OKX: 1)
+            multiplier, size = None, "unknown: its market is not loaded"
+        elif size is None and isinstance(market, dict) and market.get("contract"):
+            multiplier, size = None, "unknown: the contract's market has none"
         side = entry.get("side")
         entry_price, mark = exact(entry.get("entryPrice")), entry.get("markPrice")
         pnl = entry.get("unrealizedPnl")

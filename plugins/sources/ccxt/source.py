@@ -215,7 +215,7 @@ class CcxtSource(BaseSource):
         # never a position's own last-change time: an untouched position is as fresh as the answer
         venue_ms = [t for t in map(epoch_ms, times) if t is not None]
         ts = self.reader.stamp(min(venue_ms) if venue_ms and len(venue_ms) == len(times) else None, arrival, problems)
-        read = self.reader.positions(answer, ts, arrival, problems)
+        read = self.reader.positions(answer, ts, arrival, problems, self.exchange.markets or {})
         out: list[SourceEvent] = [p for p in read.values() if p is not None]
         for symbol in self.held:
             if symbol not in read and covered(symbol):

@@ -307,6 +307,24 @@ async def test_okx_positions_long_closed_and_without_entry_price(ccxt_rig: Any, 
     assert not fetched.events and "entryPrice None" in fetched.problems[0], "never published with entry 0"
 
 
+async def test_okx_a_position_whose_market_is_not_loaded_is_a_problem_not_one_unit_per_contract(
+    ccxt_rig: Any, payloads: Any
+) -> None:
+    """OKX lists option positions too, but options are never loaded (nor a contract listed
+    since the last load): CCXT then has no contract size, and 5 BTC-USD option contracts
+    (0.01 BTC each) must not be published as a qty of 5."""
+    okx_venue(ccxt_rig.stub, payloads)
+    source = ccxt_rig.build(okx_table(ccxt_rig, fetch=["positions"]))
+    answer = payloads.json("okx", "account-positions")
+    option = {**answer["data"][0], "instId": "BTC-USD-260327-60000-C", "instType": "OPTION", "pos": "5", "ccy": "BTC"}
+    answer["data"].append(option)
+    ccxt_rig.stub.add(POSITIONS, Canned(json=answer))
+    fetched = await ccxt_rig.fetch(source)
+    assert [e.symbol for e in fetched.events] == ["BTC/USDT:USDT"], "the swap (size loaded) is still published"
+    assert len(fetched.problems) == 1 and "BTC/USD:BTC-260327-60000-C" in fetched.problems[0]
+    assert "market is not loaded" in fetched.problems[0]
+
+
 # --- settings and secrets --------------------------------------------------------------------------
 
 
