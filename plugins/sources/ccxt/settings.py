@@ -59,6 +59,17 @@ def exchange_class(exchange: str) -> type[Any]:
     return cls
 
 
+def ccxt_budget(rate_limit: Any) -> int:
+    """CCXT cost units a minute its own limiter allows (60,000 / ``rateLimit`` ms), rounded down:
+    some ``rateLimit`` are fractional (kucoin 7.5), and truncating them first raised the budget."""
+    return int(60_000 // max(1.0, float(rate_limit)))
+
+
+def code_ok(code: str) -> bool:
+    """A venue or asset name: 1 to 64 printable characters, no spaces or '/'."""
+    return bool(_ASSET.match(code)) and code.isprintable()
+
+
 def loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -102,7 +113,7 @@ class CcxtSettings(SourceSettings, kw_only=True, forbid_unknown_fields=True, fro
             raise ValueError('`fetch` must list at least one of "balances", "positions", "prices"')
         if len(set(self.fetch)) != len(self.fetch):
             raise ValueError(f"`fetch` lists a kind twice: {self.fetch}")
-        if self.venue and not _ASSET.match(self.venue):
+        if self.venue and not code_ok(self.venue):
             raise ValueError(f"`venue`: {self.venue!r} is not a venue name (1 to 64 characters, no spaces or '/')")
         private = [str(f) for f in self.fetch if f in NEEDS_ACCOUNT]
         if private and (not self.account.strip() or len(self.account) > 256 or not self.account.isprintable()):
@@ -119,11 +130,11 @@ class CcxtSettings(SourceSettings, kw_only=True, forbid_unknown_fields=True, fro
             if len(set(values)) != len(values):
                 raise ValueError(f"`{setting}` lists a symbol twice")
         for code, desk in self.assets.items():
-            if not _ASSET.match(code) or not _ASSET.match(desk):
+            if not code_ok(code) or not code_ok(desk):
                 raise ValueError(f"`assets`: {code!r} = {desk!r} is not a pair of asset codes")
         self._check_credentials(cls, private)
         self._check_url()
-        limit = 60_000 // max(1, int(cls().rateLimit))
+        limit = ccxt_budget(cls().rateLimit)
         if self.weight_per_minute > limit:
             raise ValueError(
                 f"`weight_per_minute` = {self.weight_per_minute} is above what CCXT allows {self.exchange} "
@@ -157,6 +168,11 @@ class CcxtSettings(SourceSettings, kw_only=True, forbid_unknown_fields=True, fro
             return
         url = valid_base_url(self.base_url)
         parts = urlsplit(url)
+        if "@" in parts.netloc:
+            raise ValueError(
+                f"`base_url` must not carry a user or password (they would show wherever the host is named), "
+                f"got {parts.scheme}://...@{parts.netloc.rpartition('@')[2]}"
+            )
         if parts.path:
             raise ValueError(f"`base_url` must be scheme://host[:port] without a path, got {self.base_url!r}")
         if parts.scheme == "http" and not loopback(parts.hostname or ""):

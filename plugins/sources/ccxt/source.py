@@ -21,7 +21,7 @@ from ..common import BaseSource, deadline, epoch_ms
 from .convert import Reader
 from .errors import is_ccxt_error, source_error
 from .routed import POSITIONS_PAGE, POSITIONS_SCOPE, build_exchange
-from .settings import CREDENTIALS, CcxtSettings, exchange_class
+from .settings import CREDENTIALS, CcxtSettings, ccxt_budget, exchange_class
 
 #: Markets are loaded again after this long (listings and contract sizes change, rarely).
 MARKETS_TTL_S = 3600.0
@@ -54,7 +54,7 @@ class CcxtSource(BaseSource):
             cls, ctx, market_type=settings.market_type, base_url=settings.base_url, credentials=credentials
         )
         self._restrict_market_types()
-        limit = 60_000 // max(1, int(self.exchange.rateLimit))
+        limit = ccxt_budget(self.exchange.rateLimit)
         self.budget = min(limit, settings.weight_per_minute) if settings.weight_per_minute else limit
         for url in self.api_urls(self.exchange.urls.get("api")):
             ctx.http.limit(url, self.budget)

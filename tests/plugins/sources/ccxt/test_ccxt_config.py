@@ -84,6 +84,12 @@ def test_config_check_accepts_a_ccxt_section(capsys: pytest.CaptureFixture[str],
         ({"weight_per_minute": 600}, ["above what CCXT allows okx (545 cost units a minute)"]),
         ({"weight_per_minute": -1}, ["weight_per_minute"]),
         ({"assets": {"XBT": "B T C"}}, ["`assets`"]),
+        ({"assets": {"XBT": "BTC\u200b"}}, ["`assets`"]),
+        ({"assets": {"XBT": "\\u0001"}}, ["`assets`"]),
+        ({"venue": "okx\\u007f"}, ["`venue`"]),
+        ({"base_url": "https://user:pa55@okx-proxy.example.com"}, ["must not carry a user or password"]),
+        ({"base_url": "http://localhost@evil.example.com"}, ["must not carry a user or password"]),
+        ({"base_url": "http://127.0.0.1.evil.example.com"}, ["http:// only to this machine"]),
         ({"timeout_s": 0}, ["timeout_s"]),
         ({"exchnage": "okx"}, ["unknown field `exchnage`"]),
     ],
@@ -97,6 +103,15 @@ def test_config_check_refuses_a_bad_ccxt_section(
     assert err.count("\n") == 1, "one line"
     for word in words:
         assert word in err
+
+
+@pytest.mark.parametrize(("exchange", "budget"), [("kucoin", 8000), ("phemex", 497), ("okx", 545)])
+def test_a_fractional_rate_limit_never_raises_the_budget(exchange: str, budget: int) -> None:
+    """kucoin's rateLimit is 7.5 ms: 8,000 cost units a minute, not 60,000 // 7 = 8,571."""
+    table = {"kind": "ccxt", "exchange": exchange, "fetch": ["prices"], "symbols": ["BTC/USDT"]}
+    msgspec.convert({**table, "weight_per_minute": budget}, KINDS["ccxt"].settings)
+    with pytest.raises(msgspec.ValidationError, match=f"above what CCXT allows {exchange} \\({budget} cost units"):
+        msgspec.convert({**table, "weight_per_minute": budget + 1}, KINDS["ccxt"].settings)
 
 
 def test_loopback_http_and_https_anywhere_are_accepted() -> None:
