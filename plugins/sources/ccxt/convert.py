@@ -175,7 +175,9 @@ class Reader:
             wrong.append(f"contracts {quoted(entry.get('contracts'))}")
         if multiplier is None:
             wrong.append(f"contractSize {quoted(size)}")
-        if contracts and side not in ("long", "short"):
+        if contracts is not None and contracts < 0:  # the side signs it: a signed count would flip a short
+            wrong.append(f"contracts {quoted(entry.get('contracts'))} (negative beside side {quoted(side)})")
+        elif contracts and side not in ("long", "short"):
             wrong.append(f"side {quoted(side)}")
         if entry_price is None:
             wrong.append(f"entryPrice {quoted(entry.get('entryPrice'))}")

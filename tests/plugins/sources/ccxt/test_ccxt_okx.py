@@ -325,6 +325,17 @@ async def test_okx_a_position_whose_market_is_not_loaded_is_a_problem_not_one_un
     assert "market is not loaded" in fetched.problems[0]
 
 
+def test_a_negative_contract_count_is_a_problem_never_a_flipped_short() -> None:
+    """CCXT's unified contracts are unsigned and the side signs them; an exchange whose parser
+    kept the venue's sign would make -2 short contracts a long of 2."""
+    from navstream.plugins.sources.ccxt.convert import Reader
+
+    problems: list[str] = []
+    entry = {"symbol": "BTC/USDT:USDT", "contracts": "-2", "contractSize": "0.01", "side": "short", "entryPrice": "1"}
+    read = Reader("okx", "main", {}, "okx").positions([entry], START_MS, START_MS, problems, {"BTC/USDT:USDT": {}})
+    assert read == {"BTC/USDT:USDT": None} and "negative" in problems[0]
+
+
 # --- settings and secrets --------------------------------------------------------------------------
 
 
