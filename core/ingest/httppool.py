@@ -88,7 +88,7 @@ class HttpPool:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"not an http(s) URL: {url!r}")
-        return parts.netloc
+        return parts.netloc.rpartition("@")[2]  # never a user or password: the host names it everywhere
 
     def limit(self, url: str, weight_per_window: int, window_s: float = 60.0) -> HostLimiter:
         """Declare the budget of ``url``'s host (the lowest declared stands) and return its limiter."""

@@ -33,6 +33,11 @@ def valid_base_url(value: str, setting: str = "base_url") -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError(f"`{setting}` must be an http(s) URL without query, got {value!r}")
+    if "@" in parts.netloc:  # it would be the host's name in every reason, log line and metric
+        raise ValueError(
+            f"`{setting}` must not carry a user or password (a source reads its credentials from "
+            "environment variables), got a URL with '@' in its host part"
+        )
     return value.rstrip("/")
 
 

@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from navstream import SourceContext, SourceError, clip
+from navstream import SourceContext, SourceError, clip, redact
 
 #: The CCXT cost of the request being prepared: ``throttle`` sets it and ``fetch`` reads it, in
 #: the same task (CCXT's ``fetch2`` awaits one, then calls ``sign`` and the other).
@@ -131,9 +131,11 @@ def routed(cls: type[Any]) -> type[Any]:
             )
             self.handle_http_status_code(response.status_code, response.reason_phrase, url, method, text)
             if not response.is_success:
-                raise SourceError(f"HTTP {response.status_code} on {what}: {clip(text.strip(), 200)}")
+                raise SourceError(redact(f"HTTP {response.status_code} on {what}: {clip(text.strip(), 200)}"))
             if parsed is None:
-                raise SourceError(f"{what}: malformed JSON in the answer: {clip(text.strip(), 120) or '(empty body)'}")
+                raise SourceError(
+                    redact(f"{what}: malformed JSON in the answer: {clip(text.strip(), 120) or '(empty body)'}")
+                )
             key = SERVER_TIME.get(self.id)
             if self.navstream_times is not None:
                 self.navstream_times.append(parsed.get(key) if key and isinstance(parsed, dict) else None)

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from navstream import Fetched, SourceContext, SourceError, SourceEvent, clip
+from navstream import Fetched, SourceContext, SourceError, SourceEvent, clip, redact
 
 from ..common import BaseSource, deadline, epoch_ms
 from .convert import Reader
@@ -116,7 +116,10 @@ class CcxtSource(BaseSource):
                 raise source_error(exc, f"{self.venue} {step}") from None
             if isinstance(exc, UNREADABLE):  # CCXT's parsing choked on the answer (Precise on "NaN", ...)
                 raise SourceError(
-                    f"{self.venue} {step}: the answer could not be read ({type(exc).__name__}: {clip(str(exc), 160)})"
+                    redact(
+                        f"{self.venue} {step}: the answer could not be read "
+                        f"({type(exc).__name__}: {clip(str(exc), 160)})"
+                    )
                 ) from None
             raise
         return Fetched(events, problems)

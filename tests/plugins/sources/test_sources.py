@@ -270,6 +270,15 @@ async def test_unknown_settings_are_refused(spec: Spec, rig: Rig) -> None:
         rig.build(spec.kind, {**spec.table(rig.stub.url), "base_ulr": "x"})
     with pytest.raises(msgspec.ValidationError, match="base_url"):
         rig.build(spec.kind, {**spec.table(rig.stub.url), "base_url": "ftp://example.com"})
+    with pytest.raises(msgspec.ValidationError, match="must not carry a user or password"):
+        rig.build(spec.kind, {**spec.table(rig.stub.url), "base_url": "https://ops:hunter2@example.com"})
+
+
+def test_the_pool_never_names_a_host_with_its_user_or_password() -> None:
+    from navstream.ingest.httppool import HttpPool
+
+    assert HttpPool.host("https://ops:hunter2@api.example.com:8443/v1") == "api.example.com:8443"
+    assert HttpPool.host("http://127.0.0.1:9000/x") == "127.0.0.1:9000"
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids)

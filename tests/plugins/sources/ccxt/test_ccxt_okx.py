@@ -382,3 +382,18 @@ async def test_okx_an_error_echoing_the_credentials_is_masked_in_the_exception(
         await ccxt_rig.fetch(source)
     assert "50111: Invalid OK-ACCESS-KEY" in str(caught.value)
     assert_no_secret(ccxt_secrets, str(caught.value), repr(caught.value), caught.value.__cause__)
+
+
+async def test_okx_a_non_json_answer_echoing_the_credentials_is_masked_in_the_exception(
+    ccxt_rig: Any, payloads: Any, ccxt_secrets: dict[str, str]
+) -> None:
+    """The source's own 'malformed JSON' error quotes the answer: masked, like CCXT's errors."""
+    okx_venue(ccxt_rig.stub, payloads)
+    echo = f"<html>proxy refused key {ccxt_secrets['OKX_KEY']} / {ccxt_secrets['OKX_PASSPHRASE']}</html>"
+    ccxt_rig.stub.add(BALANCE, Canned(200, body=echo.encode()))
+    source = ccxt_rig.build(okx_table(ccxt_rig, fetch=["balances"]))
+    with pytest.raises(SourceError, match="malformed JSON") as caught:
+        await ccxt_rig.fetch(source)
+    assert "proxy refused key" in str(caught.value), str(caught.value)
+    assert "HTTP" not in str(caught.value), str(caught.value)
+    assert_no_secret(ccxt_secrets, str(caught.value), repr(caught.value))
