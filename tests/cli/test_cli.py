@@ -16,30 +16,12 @@ from typing import Any
 
 import pytest
 import redis
-from support.cli import key, opts
+from support.cli import cli, key, opts
 
-from navstream.cli import build_parser, main
+from navstream.cli import build_parser
 
 UNREACHABLE = "redis://127.0.0.1:1"
 SECRET_URL = "redis://user:s3cret@127.0.0.1:1/0"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No NAVSTREAM_* variable of the caller's shell leaks into the CLI under test."""
-    for name in list(os.environ):
-        if name.startswith("NAVSTREAM_") and name != "NAVSTREAM_REQUIRE_REDIS":
-            monkeypatch.delenv(name)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``navstream ARGS`` in-process; return (exit code, stdout, stderr)."""
-    try:
-        code = main(list(args))
-    except SystemExit as exc:  # argparse: --help, usage errors
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -21,28 +21,11 @@ from typing import Any
 
 import pytest
 import redis
-from support.cli import key, opts
+from support.cli import cli, key, opts
 
 import navstream.cli
-from navstream.cli import main
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("NAVSTREAM_") and name != "NAVSTREAM_REQUIRE_REDIS":
-            monkeypatch.delenv(name)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def env(**extra: str) -> dict[str, str]:

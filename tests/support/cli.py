@@ -1,8 +1,12 @@
-"""What the CLI tests pass to a command to reach their own Redis keys."""
+"""How the CLI tests run a command, and what they pass it to reach their own Redis keys."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
+
+from navstream.cli import main
 
 
 def opts(rb: Any) -> list[str]:
@@ -11,3 +15,13 @@ def opts(rb: Any) -> list[str]:
 
 def key(rb: Any, name: str) -> str:
     return f"{rb.prefix}:{name}"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``navstream ARGS`` in-process; return (exit code, stdout, stderr)."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse: --help, usage errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
