@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from support import START_MS
+from support.ccxt import by_type, secret_free
 from support.httpstub import Canned, HttpStub
 
 from navstream.contract.events import Balance, Position, Price, SourceStatus
@@ -76,17 +77,6 @@ def table(rig: CcxtRig, **settings: Any) -> dict[str, Any]:
     return rig.table(
         "bybit", **{"account": "uta-main", "market_type": "swap", "symbols": ["BTC/USDT", "ETH/USDT"], **settings}
     )
-
-
-def by_type(events: list[Any], cls: type) -> list[Any]:
-    return [e for e in events if isinstance(e, cls)]
-
-
-def secret_free(rig: CcxtRig, *texts: str) -> None:
-    """No credential of the rig's environment in any of ``texts``."""
-    for text in texts:
-        for name, secret in rig.ctx.env.items():
-            assert secret not in text, f"{name} leaked"
 
 
 # --- end to end -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from support import START_MS
+from support.ccxt import by_type, secret_free
 from support.httpstub import Canned, HttpStub
 
 from navstream.contract.events import Balance, Position, Price, SourceStatus
@@ -56,17 +57,6 @@ def kraken(ccxt_rig: CcxtRig, payloads: Payloads) -> CcxtRig:
 def table(rig: CcxtRig, **settings: Any) -> dict[str, Any]:
     """The spot wallet's balances, the margin positions, and two prices."""
     return rig.table("kraken", **{"account": "kr-main", "symbols": ["BTC/USD", "ETH/USD"], **settings})
-
-
-def by_type(events: list[Any], cls: type) -> list[Any]:
-    return [e for e in events if isinstance(e, cls)]
-
-
-def secret_free(rig: CcxtRig, *texts: str) -> None:
-    """No credential of the rig's environment in any of ``texts``."""
-    for text in texts:
-        for name, secret in rig.ctx.env.items():
-            assert secret not in text, f"{name} leaked"
 
 
 # --- end to end -----------------------------------------------------------------------------------
