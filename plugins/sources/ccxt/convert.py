@@ -98,32 +98,19 @@ class Reader:
                 problems.append(f"balance {asset}: total {quoted(totals[code])}: not a usable amount; not published")
                 continue
             try:
-                out.append(
-                    Balance(
-                        ts=ts,
-                        venue=self.venue,
-                        account=self.account,
-                        asset=asset,
-                        balance=value,
-                        # the venue's own code, shown by `navstream nav` as "BTC (kraken: XXBT)"
-                        venue_asset=venue_id if venue_id != asset else None,
-                    )
-                )
+                # the venue's own code, shown by `navstream nav` as "BTC (kraken: XXBT)"
+                out.append(self._balance(ts, asset, value, venue_id if venue_id != asset else None))
             except ValueError as exc:
                 problems.append(f"balance {quoted(asset)}: {exc}; not published")
         for asset, venue_asset in (held or {}).items():
             if asset not in mentioned:  # gone from a successful answer: the venue holds none now
-                out.append(
-                    Balance(
-                        ts=ts,
-                        venue=self.venue,
-                        account=self.account,
-                        asset=asset,
-                        balance=ZERO,
-                        venue_asset=venue_asset,
-                    )
-                )
+                out.append(self._balance(ts, asset, ZERO, venue_asset))
         return out
+
+    def _balance(self, ts: int, asset: str, value: Decimal, venue_asset: str | None) -> Balance:
+        return Balance(
+            ts=ts, venue=self.venue, account=self.account, asset=asset, balance=value, venue_asset=venue_asset
+        )
 
     # --- positions --------------------------------------------------------------------------
 
