@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import traceback
 from collections.abc import Mapping
@@ -27,12 +26,11 @@ from navstream.loop.errors import StartupError
 from navstream.ops.admin import AdminError, InvalidIdError
 from navstream.ops.publish import PublishError
 from navstream.plugin.manager import PluginError
+from navstream.render import clean
 
 DEBUG_ENV = "NAVSTREAM_DEBUG"
 #: An unexpected exception's message is cut here: it is a hint, the traceback has the rest.
 MAX_UNEXPECTED = 500
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def debug_from_env(env: Mapping[str, str] = os.environ) -> bool:
@@ -43,8 +41,7 @@ def debug_from_env(env: Mapping[str, str] = os.environ) -> bool:
 def one_line(text: str) -> str:
     """``text`` as one line a terminal shows as written: line breaks become spaces, other
     control characters (an escape sequence in a file name, say) their ``\\xNN`` form."""
-    flat = " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", flat)
+    return clean(" ".join(part.strip() for part in text.strip().splitlines() if part.strip()))
 
 
 def describe(exc: BaseException) -> tuple[str, int, list[str]]:
